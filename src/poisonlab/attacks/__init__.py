@@ -1,0 +1,6 @@
+"""Attacks: one module per attack, module name == registry key."""
+
+from .base import ATTACKS, Attack, AttackConfig, build_attack, register_attack
+from . import label_flip  # noqa: F401  (registers)
+
+__all__ = ["ATTACKS", "Attack", "AttackConfig", "build_attack", "register_attack"]

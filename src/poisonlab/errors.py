@@ -1,0 +1,28 @@
+"""Exceptions that mean *the user asked for something wrong* (bad name, bad value, bad file).
+
+The CLI turns every :class:`PoisonlabError` into a one-paragraph message and exit code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+
+class PoisonlabError(Exception):
+    """Base class of errors caused by user input (never by a bug)."""
+
+
+class ConfigError(PoisonlabError, ValueError):
+    """An invalid configuration value or an unknown configuration key."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A name (dataset, model, attack, defense) that no registry knows."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DataError(PoisonlabError):
+    """A missing, corrupt, truncated or malformed data file."""
+
+
+class ContractError(PoisonlabError, RuntimeError):
+    """An attack or defense returned something that breaks its published contract."""

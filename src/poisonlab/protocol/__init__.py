@@ -1,0 +1,8 @@
+"""Experiment spec -> run (pretrain, attack, retrain, measure) -> result record."""
+
+from .artifacts import load_poisons, load_state, save_model, save_poisons, write_atomic, write_json
+from .config import RunConfig
+from .runner import prepare, run_protocol
+
+__all__ = ["RunConfig", "load_poisons", "load_state", "prepare", "run_protocol", "save_model", "save_poisons",
+           "write_atomic", "write_json"]

@@ -1,0 +1,103 @@
+"""Artifacts: atomic JSON, poisons as npz, model weights as safetensors (never pickle)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..data.types import PoisonSet
+from ..errors import DataError
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_poisons(path: str | Path, poisons: PoisonSet) -> None:
+    """npz with ``x`` float32 (N,C,H,W) in [0,1], ``y`` int64, ``source_index`` int64 (-1 = none)."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        x=poisons.x.detach().cpu().numpy().astype(np.float32),
+        y=poisons.y.detach().cpu().numpy().astype(np.int64),
+        source_index=poisons.source_index.detach().cpu().numpy().astype(np.int64),
+    )
+    write_atomic(path, buf.getvalue())
+
+
+def load_poisons(path: str | Path) -> PoisonSet:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "poisons.npz"
+    if not path.is_file():
+        raise DataError(f"poison file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = {"x", "y", "source_index"} - set(z.files)
+            if missing:
+                raise DataError(f"{path}: not a poisonlab poison file (missing {sorted(missing)})")
+            return PoisonSet(torch.from_numpy(z["x"].astype(np.float32)), torch.from_numpy(z["y"].astype(np.int64)),
+                             torch.from_numpy(z["source_index"].astype(np.int64)))
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read poisons ({exc})") from None
+
+
+def save_model(path: str | Path, model: nn.Module, metadata: dict[str, str] | None = None) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp), metadata=metadata or {})
+    os.replace(tmp, path)
+
+
+def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"model file {path} does not exist")
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read safetensors weights ({exc})") from None

@@ -1,0 +1,89 @@
+"""The run configuration: every key mirrors a CLI flag; unknown keys and bad values are errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..data.splits import check_fraction
+from ..errors import ConfigError
+from ..options import config_from_dict, config_to_dict
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """One pretrain → attack → test run.
+
+    ``epochs``/``lr``/``batch_size`` override the victim recipe (thesis defaults: 100 epochs,
+    lr 0.1, the dataset's batch size). ``*_options`` are validated by the chosen component.
+    """
+
+    dataset: str = "digits"
+    model: str = "lr"
+    attack: str = "label_flip"
+    fraction: float = 0.03
+    seed: int = 0
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    data_dir: str | None = None
+    out: str | None = None
+    device: str = "auto"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    attack_options: dict[str, Any] = field(default_factory=dict)
+    poisons: str | None = None  # re-use the poisons saved by an earlier run instead of attacking
+
+    def __post_init__(self) -> None:
+        for key in ("dataset", "model", "attack", "device"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise ConfigError(f"{key} must be a non-empty string, got {getattr(self, key)!r}")
+        check_fraction(self.fraction)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 0):
+            raise ConfigError(f"epochs must be a non-negative integer, got {self.epochs!r}")
+        if self.lr is not None and (not isinstance(self.lr, (int, float)) or self.lr <= 0):
+            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size <= 0):
+            raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        for key in ("model_options", "attack_options"):
+            if not isinstance(getattr(self, key), dict):
+                raise ConfigError(f"{key} must be a mapping, got {getattr(self, key)!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        return config_from_dict(cls, values, "run config")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "RunConfig":
+        return cls.from_dict(load_yaml_mapping(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    def merged(self, **overrides: Any) -> "RunConfig":
+        """A copy with the non-None ``overrides`` applied (flags over config file)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return replace(self, **given)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def default_out(self) -> str:
+        return f"runs/{Path(self.dataset).stem}-{self.model}-{self.attack}-f{self.fraction:g}-s{self.seed}"
+
+
+def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        values = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of keys to values")
+    return values

@@ -1,0 +1,6 @@
+"""Tables, plots and image grids."""
+
+from .grids import poison_grid
+from .tables import format_table, result_table
+
+__all__ = ["format_table", "poison_grid", "result_table"]

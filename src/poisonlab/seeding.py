@@ -1,0 +1,25 @@
+"""Seeds: every stage draws from its own generator derived from (seed, stage name)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+
+def derive_seed(seed: int, stage: str) -> int:
+    """A 63-bit seed that depends only on ``seed`` and the stage name."""
+    digest = hashlib.sha256(f"{int(seed)}/{stage}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def torch_generator(seed: int, stage: str) -> torch.Generator:
+    """A CPU ``torch.Generator`` for one stage."""
+    g = torch.Generator()
+    g.manual_seed(derive_seed(seed, stage))
+    return g
+
+
+def numpy_rng(seed: int, stage: str) -> np.random.Generator:
+    return np.random.default_rng(derive_seed(seed, stage))
