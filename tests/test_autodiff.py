@@ -1,0 +1,183 @@
+"""Second-order engine checked against dense Hessians and finite differences in float64."""
+
+import pytest
+import torch
+from torch import nn
+from torch.autograd.functional import hessian
+
+from poisonlab.autodiff import (
+    conjugate_gradient,
+    dataset_hvp,
+    flatten,
+    hvp,
+    inverse_hvp,
+    loss_of_params,
+    mixed_vjp,
+    named_params,
+    total_gradient,
+    unflatten,
+)
+
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _tiny_mlp():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    x = torch.randn(20, 1, 2, 3)
+    y = torch.randint(0, 3, (20,))
+    return m, x, y
+
+
+def _dense_hessian(f, params):
+    flat = flatten(params)
+    return hessian(lambda v: f(*unflatten(v, params)), flat)
+
+
+@pytest.mark.parametrize("method", ["fwdrev", "double_backward"])
+def test_hvp_matches_dense_hessian(method):
+    m, x, y = _tiny_mlp()
+    names, params = named_params(m)
+    f = loss_of_params(m, names, x, y)
+    H = _dense_hessian(f, params)
+    v = torch.randn(H.shape[0])
+    got = flatten(hvp(f, params, unflatten(v, params), method=method))
+    torch.testing.assert_close(got, H @ v, rtol=1e-9, atol=1e-11)
+
+
+def test_hvp_matches_central_finite_differences():
+    m, x, y = _tiny_mlp()
+    names, params = named_params(m)
+    f = loss_of_params(m, names, x, y)
+
+    def grad_at(flat):
+        ps = tuple(p.clone().requires_grad_(True) for p in unflatten(flat, params))
+        return flatten(torch.autograd.grad(f(*ps), ps))
+
+    w = flatten(params)
+    v = torch.randn_like(w)
+    h = 1e-5
+    fd = (grad_at(w + h * v) - grad_at(w - h * v)) / (2 * h)
+    got = flatten(hvp(f, params, unflatten(v, params)))
+    torch.testing.assert_close(got, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_hvp_symmetry():
+    m, x, y = _tiny_mlp()
+    names, params = named_params(m)
+    f = loss_of_params(m, names, x, y)
+    u, v = torch.randn(flatten(params).shape[0]), torch.randn(flatten(params).shape[0])
+    hu = flatten(hvp(f, params, unflatten(u, params)))
+    hv = flatten(hvp(f, params, unflatten(v, params)))
+    assert torch.dot(u, hv).item() == pytest.approx(torch.dot(v, hu).item(), rel=1e-10)
+
+
+def test_dataset_hvp_chunks_equal_full_batch():
+    m, x, y = _tiny_mlp()
+    names, params = named_params(m)
+    v = tuple(torch.randn_like(p) for p in params)
+    full = hvp(loss_of_params(m, names, x, y), params, v)
+    chunked = dataset_hvp(lambda sl: loss_of_params(m, names, x[sl], y[sl]), len(x), params, v, chunk_size=7)
+    torch.testing.assert_close(flatten(chunked), flatten(full), rtol=1e-10, atol=1e-12)
+
+
+def test_mixed_vjp_matches_finite_differences_in_inputs():
+    m, x, y = _tiny_mlp()
+    names, params = named_params(m)
+    v = tuple(torch.randn_like(p) for p in params)
+
+    def g(ps, xs):
+        return loss_of_params(m, names, xs[0], y)(*ps)
+
+    def phi(xx):  # <∇_w g(w, xx), v>
+        ps = tuple(p.clone().requires_grad_(True) for p in params)
+        gw = torch.autograd.grad(g(ps, (xx,)), ps)
+        return sum((a * b).sum() for a, b in zip(gw, v)).item()
+
+    got = mixed_vjp(g, params, (x,), v)[0]
+    d = torch.randn_like(x)
+    h = 1e-5
+    fd = (phi(x + h * d) - phi(x - h * d)) / (2 * h)
+    assert (got * d).sum().item() == pytest.approx(fd, rel=1e-6)
+
+
+def test_cg_matches_dense_solve_with_damping_and_warm_start():
+    torch.manual_seed(1)
+    a = torch.randn(12, 12)
+    A = a @ a.T + 0.5 * torch.eye(12)
+    b = torch.randn(12)
+    res = conjugate_gradient(lambda v: A @ v, b, damping=0.1, tol=1e-12, max_iter=200)
+    expected = torch.linalg.solve(A + 0.1 * torch.eye(12), b)
+    assert res.converged
+    torch.testing.assert_close(res.x, expected, rtol=1e-8, atol=1e-10)
+    warm = conjugate_gradient(lambda v: A @ v, b, damping=0.1, tol=1e-12, max_iter=200, x0=expected)
+    assert warm.iterations <= 1
+
+
+def test_cg_normal_equations_solve_indefinite_system():
+    torch.manual_seed(2)
+    q, _ = torch.linalg.qr(torch.randn(10, 10))
+    eig = torch.tensor([3.0, 2.0, 1.5, 1.0, 0.7, -0.5, -1.0, -2.0, -2.5, 0.9])
+    A = q @ torch.diag(eig) @ q.T
+    b = torch.randn(10)
+    res = conjugate_gradient(lambda v: A @ v, b, tol=1e-12, max_iter=500, normal_equations=True)
+    torch.testing.assert_close(res.x, torch.linalg.solve(A, b), rtol=1e-7, atol=1e-9)
+    plain = conjugate_gradient(lambda v: A @ v, b, tol=1e-12, max_iter=500)
+    assert not plain.converged  # plain CG detects negative curvature and stops
+
+
+def test_inverse_hvp_matches_dense_inverse():
+    m, x, y = _tiny_mlp()
+    names, params = named_params(m)
+    f = loss_of_params(m, names, x, y)
+    H = _dense_hessian(f, params)
+    b = torch.randn(H.shape[0])
+    lam = 0.5  # makes H + λI positive definite
+    out = inverse_hvp(f, params, unflatten(b, params), damping=lam, tol=1e-12, max_iter=500, normal_equations=True)
+    torch.testing.assert_close(flatten(out.value), torch.linalg.solve(H + lam * torch.eye(len(b)), b), rtol=1e-6, atol=1e-8)
+
+
+def test_total_gradient_matches_finite_differences_of_retrained_follower():
+    """Bilevel LR: follower = L2-regularised logistic regression on clean ∪ poison points θ,
+    leader = validation loss. D_θ ℓ(w*(θ)) vs central differences of the re-solved follower."""
+    torch.manual_seed(3)
+    d, n, k = 3, 30, 4
+    xc, yc = torch.randn(n, d), (torch.rand(n) > 0.5).double()
+    xv, yv = torch.randn(25, d), (torch.rand(25) > 0.5).double()
+    yp = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    lam = 0.1
+
+    def bce(w, x, y):
+        return torch.nn.functional.binary_cross_entropy_with_logits(x @ w[:-1] + w[-1], y)
+
+    def follower(ws, th):
+        w, xp = ws[0], th[0]
+        return (n * bce(w, xc, yc) + k * bce(w, xp, yp)) / (n + k) + 0.5 * lam * (w * w).sum()
+
+    def leader(ws, th):
+        return bce(ws[0], xv, yv)
+
+    def solve(xp):  # Newton's method to machine precision
+        w = torch.zeros(d + 1)
+        for _ in range(50):
+            H = hessian(lambda v: follower((v,), (xp,)), w)
+            wg = w.clone().requires_grad_(True)
+            g = torch.autograd.grad(follower((wg,), (xp,)), wg)[0]
+            w = w - torch.linalg.solve(H, g)
+        return w
+
+    xp = torch.randn(k, d)
+    w_star = solve(xp)
+    dtheta, sol = total_gradient(follower, leader, (w_star,), (xp,), tol=1e-12, max_iter=100)
+    assert sol.cg.converged
+    direction = torch.randn(k, d)
+    h = 1e-5
+    fd = (leader((solve(xp + h * direction),), None) - leader((solve(xp - h * direction),), None)) / (2 * h)
+    assert (dtheta[0] * direction).sum().item() == pytest.approx(fd.item(), rel=1e-5)
