@@ -144,7 +144,7 @@ def parse_idx(data: bytes, source: str) -> np.ndarray:
     expected = int(np.prod(shape))
     if len(body) != expected:
         raise DataError(f"{source}: expected {expected} data bytes for shape {shape}, found {len(body)} (truncated?)")
-    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape).copy()
 
 
 def cifar_bin_bytes(x_hwc: np.ndarray, y: np.ndarray) -> bytes:

@@ -1,0 +1,121 @@
+"""The attack contract, checked for EVERY registered attack (one table, STYLE.md)."""
+
+import pytest
+import torch
+
+from poisonlab.attacks import ATTACKS, build_attack
+from poisonlab.attacks.base import Attack, AttackConfig, register_attack
+from poisonlab.data import load_dataset, poison_count, split_train_val
+from poisonlab.data.types import PoisonSet
+from poisonlab.errors import ConfigError, ContractError
+from poisonlab.registry import Registry
+from poisonlab.training import TrainConfig, Victim, VictimSpec
+
+# Small-but-real options so every attack runs in seconds on digits; attacks added later get an
+# entry here (an attack missing from this table still runs with its defaults).
+FAST_OPTIONS: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="module")
+def setting():
+    b = load_dataset("digits")
+    data = split_train_val(b.train, torch.Generator().manual_seed(0))
+    spec = VictimSpec("lr", data.train.input_shape, 10, TrainConfig(epochs=3, batch_size=64, device="cpu"))
+    model = spec.train(data.train, seed=0)
+    return data, Victim(spec, 0, {k: v.clone() for k, v in model.state_dict().items()})
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+@pytest.mark.parametrize("fraction", [0.03, 0.1])
+def test_contract(setting, name, fraction):
+    data, victim = setting
+    before = (data.train.x.clone(), data.train.y.clone(), data.val.x.clone())
+    attack = build_attack(name, FAST_OPTIONS.get(name))
+    out = attack.poison(data, victim, fraction, generator=torch.Generator().manual_seed(1))
+    n = poison_count(fraction, len(data.train))
+    assert len(out) == n and out.y.shape == (n,) and out.source_index.shape == (n,)
+    assert out.x.shape[1:] == data.train.x.shape[1:]
+    assert out.x.min() >= 0.0 and out.x.max() <= 1.0 and torch.isfinite(out.x).all()
+    assert out.y.min() >= 0 and out.y.max() < data.num_classes
+    if attack.clean_label:
+        assert torch.equal(out.y, data.train.y[out.source_index])
+    assert torch.equal(before[0], data.train.x) and torch.equal(before[1], data.train.y) and torch.equal(before[2], data.val.x)
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_deterministic_under_seed(setting, name):
+    data, victim = setting
+    attack = build_attack(name, FAST_OPTIONS.get(name))
+    a = attack.poison(data, victim, 0.03, generator=torch.Generator().manual_seed(7))
+    b = attack.poison(data, victim, 0.03, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and torch.equal(a.source_index, b.source_index)
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_zero_budget_gives_no_poisons(setting, name):
+    data, victim = setting
+    out = build_attack(name, FAST_OPTIONS.get(name)).poison(data, victim, 0.0, generator=torch.Generator().manual_seed(0))
+    assert len(out) == 0
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_unknown_option_and_bad_fraction_rejected(setting, name):
+    data, victim = setting
+    with pytest.raises(ConfigError, match="no_such_option"):
+        build_attack(name, {"no_such_option": 1})
+    with pytest.raises(ConfigError):
+        build_attack(name, FAST_OPTIONS.get(name)).poison(data, victim, 1.5, generator=torch.Generator())
+
+
+def test_label_flip_rule_and_random(setting):
+    data, victim = setting
+    rule = build_attack("label_flip", {"mode": "rule"}).poison(data, victim, 0.1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(rule.y, 9 - data.train.y[rule.source_index])
+    assert torch.equal(rule.x, data.train.x[rule.source_index])
+    assert len(set(rule.source_index.tolist())) == len(rule)
+    rnd = build_attack("label_flip", {"mode": "random"}).poison(data, victim, 0.1, generator=torch.Generator().manual_seed(0))
+    assert (rnd.y != data.train.y[rnd.source_index]).all()
+    with pytest.raises(ConfigError, match="mode"):
+        build_attack("label_flip", {"mode": "sideways"})
+
+
+class _Cheater(Attack):
+    """Returns one point too many, with pixels out of range, and mutates its input."""
+
+    clean_label = True
+
+    def __init__(self, fault: str):
+        super().__init__()
+        self.fault = fault
+
+    def _craft(self, data, victim, n_poison, *, generator, progress):
+        src = torch.arange(n_poison)
+        x, y = data.train.x[src].clone(), data.train.y[src].clone()
+        if self.fault == "count":
+            return PoisonSet(torch.cat([x, x[:1]]), torch.cat([y, y[:1]]), torch.cat([src, src[:1]]))
+        if self.fault == "range":
+            return PoisonSet(x + 2.0, y, src)
+        if self.fault == "label":
+            return PoisonSet(x, (y + 1) % 10, src)
+        if self.fault == "mutate":
+            data.train.x[0] += 0.5
+            return PoisonSet(x, y, src)
+        raise AssertionError
+
+
+@pytest.mark.parametrize("fault,match", [("count", "budget"), ("range", r"\[0, 1\]"), ("label", "changed labels"), ("mutate", "mutated")])
+def test_contract_violations_are_caught(fault, match):
+    b = load_dataset("digits")
+    data = split_train_val(b.train, torch.Generator().manual_seed(0))
+    victim = Victim(VictimSpec("lr", data.train.input_shape, 10, TrainConfig(epochs=1, device="cpu")), 0)
+    with pytest.raises(ContractError, match=match):
+        _Cheater(fault).poison(data, victim, 0.05, generator=torch.Generator())
+
+
+def test_registry_rejects_duplicates():
+    r: Registry[int] = Registry("thing")
+    r.add("a", 1)
+    with pytest.raises(ValueError, match="already registered"):
+        r.add("a", 2)
+    with pytest.raises(ValueError):
+        register_attack("label_flip")(type("Dup", (Attack,), {"_craft": lambda *a, **k: None, "Config": AttackConfig}))
