@@ -1,0 +1,42 @@
+"""Shared helpers for benchmark scripts: environment record and atomic JSON results."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+if "POISONLAB_DATA" not in os.environ and _SHARED.is_dir():  # benchmarks may read ../shared/data
+    os.environ["POISONLAB_DATA"] = str(_SHARED)
+
+import torch  # noqa: E402
+
+from poisonlab import __version__  # noqa: E402
+from poisonlab.protocol.artifacts import write_json  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def environment() -> dict:
+    return {
+        "poisonlab_version": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+    }
+
+
+def save(name: str, record: dict) -> Path:
+    path = RESULTS / f"{name}.json"
+    write_json(path, {"environment": environment(), **record})
+    print(f"wrote {path}")
+    return path
