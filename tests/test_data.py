@@ -54,7 +54,7 @@ def test_unknown_dataset_lists_valid_names():
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("name,shape,n_train", [("mnist", (1, 28, 28), 60000), ("fashion_mnist", (1, 28, 28), 60000)])
+@pytest.mark.parametrize("name,shape,n_train", [("mnist", (1, 28, 28), 60000), ("fashion_mnist", (1, 28, 28), 60000), ("cifar10", (3, 32, 32), 50000)])
 def test_real_files_load_and_verify(data_dir, name, shape, n_train):
     b = load_dataset(name, data_dir)
     assert b.train.x.shape == (n_train, *shape) and len(b.test) == 10000
@@ -62,8 +62,11 @@ def test_real_files_load_and_verify(data_dir, name, shape, n_train):
     counts = torch.bincount(b.train.y, minlength=10)
     if name == "mnist":
         assert counts.tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-    else:
+    elif name == "fashion_mnist":
         assert counts.tolist() == [6000] * 10
+    else:
+        assert counts.tolist() == [5000] * 10
+        assert b.train.y[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
 
 
 @pytest.mark.realdata
