@@ -13,7 +13,6 @@ from poisonlab.data import poison_count
 from poisonlab.errors import ConfigError
 from poisonlab.protocol import RunConfig, run_protocol
 from poisonlab.protocol.defend import detection_metrics
-from poisonlab.protocol.transfer import run_transfer
 
 
 def test_detection_metrics_known_values():
@@ -27,24 +26,6 @@ def test_detection_metrics_known_values():
     assert m["roc_auc"] == pytest.approx(11 / 15)
     none = detection_metrics(is_poison, scores, torch.ones(8, dtype=torch.bool))
     assert none["precision"] is None and none["recall"] == 0.0 and none["n_removed"] == 0
-
-
-def test_run_protocol_with_defense(tmp_path):
-    cfg = RunConfig(epochs=2, fraction=0.05, defense="knn", defense_options={"k": 5}, out=str(tmp_path / "r"))
-    res = run_protocol(cfg, progress=False, log=lambda _m: None)
-    n_total = res["n_train"] + res["n_poison"]
-    det = res["detection"]
-    assert det["n_removed"] == poison_count(0.03, n_total)
-    for key in ("precision", "recall", "roc_auc"):
-        assert 0.0 <= det[key] <= 1.0
-    assert res["defended_drop"] == pytest.approx(res["clean_accuracy"] - res["defended_accuracy"])
-    assert det["recall"] == pytest.approx(det["n_poison_removed"] / res["n_poison"])
-    with np.load(tmp_path / "r" / "defense_scores.npz", allow_pickle=False) as z:
-        assert z["scores"].shape == (n_total,) and int(z["is_poison"].sum()) == res["n_poison"]
-        assert int((~z["keep"]).sum()) == det["n_removed"]
-    assert (tmp_path / "r" / "victim_defended.safetensors").is_file()
-    stored = json.loads((tmp_path / "r" / "result.json").read_text())
-    assert stored["defense"] == "knn" and stored["defense_options"]["k"] == 5
 
 
 def test_bad_defense_fails_before_any_work(tmp_path):
@@ -71,16 +52,45 @@ def test_cli_run_defense_reuses_poisons(tmp_path, capsys):
 
 
 def test_transfer_matrix(tmp_path, capsys):
-    base = RunConfig(epochs=1, fraction=0.05)
-    res = run_transfer(base, ["lr", "nn"], ["lr", "nn"], model_options={"nn": {"hidden": [16]}},
-                       out=tmp_path / "t", progress=False)
+    assert main(["transfer", "--surrogates", "lr,nn", "--targets", "lr,nn", "--epochs", "1", "--fraction", "0.05",
+                 "-M", "nn:hidden=[16]", "--out", str(tmp_path / "t"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
     drops = res["accuracy_drop"]
     # label flip ignores the surrogate: identical poisons, so both rows are equal
     assert drops["lr"] == drops["nn"]
     white = json.loads((tmp_path / "t" / "surrogate-nn" / "result.json").read_text())
-    assert drops["nn"]["nn"] == white["accuracy_drop"]
+    assert drops["nn"]["nn"] == white["accuracy_drop"] and white["config"]["model_options"] == {"hidden": [16]}
     assert json.loads((tmp_path / "t" / "transfer.json").read_text())["targets"] == ["lr", "nn"]
-    assert main(["transfer", "--surrogates", "lr", "--targets", "lr", "--epochs", "1", "--out", str(tmp_path / "c"),
-                 "--quiet"]) == 0
-    assert "surrogate lr" in capsys.readouterr().out
     assert main(["transfer", "--surrogates", "lr", "--targets", "nope", "--quiet"]) == 2
+    assert main(["transfer", "--surrogates", "lr", "--targets", "lr", "-M", "cnn:channels=[2,2]", "--quiet"]) == 2
+
+
+def test_defend_stage_and_saved_run(tmp_path):
+    """The in-run defend stage (result keys, artifacts) and judging the finished run from its
+    artifacts give the same numbers."""
+    from poisonlab.defenses import build_defense
+    from poisonlab.protocol.defend import defend_saved_run
+
+    quiet = {"progress": False, "log": lambda _m: None}
+    base = run_protocol(RunConfig(epochs=2, fraction=0.05, out=str(tmp_path / "base")), **quiet)
+    res = run_protocol(RunConfig(epochs=2, fraction=0.05, defense="knn", defense_options={"k": 5},
+                                 out=str(tmp_path / "r")), **quiet)
+    n_total = res["n_train"] + res["n_poison"]
+    det = res["detection"]
+    assert det["n_removed"] == poison_count(0.03, n_total)
+    for key in ("precision", "recall", "roc_auc"):
+        assert 0.0 <= det[key] <= 1.0
+    assert res["defended_drop"] == pytest.approx(res["clean_accuracy"] - res["defended_accuracy"])
+    assert det["recall"] == pytest.approx(det["n_poison_removed"] / res["n_poison"])
+    with np.load(tmp_path / "r" / "defense_scores.npz", allow_pickle=False) as z:
+        assert z["scores"].shape == (n_total,) and int(z["is_poison"].sum()) == res["n_poison"]
+        assert int((~z["keep"]).sum()) == det["n_removed"]
+    assert (tmp_path / "r" / "victim_defended.safetensors").is_file()
+    stored = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert stored["defense"] == "knn" and stored["defense_options"]["k"] == 5
+
+    saved = defend_saved_run(tmp_path / "base", build_defense("knn", {"k": 5}), out=tmp_path / "base" / "knn")
+    assert saved["defended_accuracy"] == res["defended_accuracy"]
+    assert saved["detection"] == res["detection"]
+    assert saved["defended_drop"] == pytest.approx(base["clean_accuracy"] - saved["defended_accuracy"])
+    assert (tmp_path / "base" / "knn" / "defense.json").is_file()

@@ -10,6 +10,7 @@ are judged as a detector: precision and recall of the removed set, ROC-AUC of th
 from __future__ import annotations
 
 import io
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -23,7 +24,7 @@ from ..data.types import Dataset, PoisonedDataset
 from ..defenses import Defense, build_defense
 from ..seeding import torch_generator
 from ..training import Victim, accuracy
-from .artifacts import save_model, write_atomic
+from .artifacts import load_poisons, load_state, save_model, write_atomic, write_json
 from .config import RunConfig
 
 
@@ -94,4 +95,38 @@ def run_defense(
                             keep=outcome.keep.numpy())
         write_atomic(out / "defense_scores.npz", buf.getvalue())
         save_model(out / "victim_defended.safetensors", outcome.model, {"stage": "defense", "defense": defense.name})
+    return record
+
+
+def defend_saved_run(
+    run_dir: str | Path,
+    defense: Defense,
+    *,
+    out: Path | None = None,
+    prepared: Any | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """Judge the poisons of a finished run by ``defense`` without re-running its stages.
+
+    Re-loads the run's config, the deterministic split, its poisons and its clean / poisoned victim
+    weights (safetensors), then runs :func:`run_defense`. One attack, crafted and retrained once,
+    is so judged by many defenses (``bench/defenses_mnist.py``). ``prepared``: the run's
+    :func:`~poisonlab.protocol.runner.prepare` result, to load the dataset once for many defenses.
+    """
+    from .runner import prepare  # runner imports this module
+
+    run_dir = Path(run_dir)
+    stored = json.loads((run_dir / "result.json").read_text())
+    values = {k: v for k, v in stored["config"].items() if k != "recipe"}
+    cfg = RunConfig.from_dict({**values, "defense": None, "defense_options": {}})
+    prep = prepared if prepared is not None else prepare(cfg)
+    mixed = PoisonedDataset.combine(prep.data.train, load_poisons(run_dir / stored["artifacts"]["poisons"]))
+    victim = Victim(prep.spec, cfg.seed, load_state(run_dir / stored["artifacts"]["clean_model"]))
+    poisoned = prep.spec.build(cfg.seed)
+    poisoned.load_state_dict(load_state(run_dir / stored["artifacts"]["poisoned_model"]))
+    record = run_defense(defense, mixed, victim, poisoned.eval(), prep.data.val, prep.bundle.test,
+                         stored["clean_accuracy"], seed=cfg.seed, out=out, progress=progress, log=log)
+    if out is not None:
+        write_json(out / "defense.json", {**record, "run": str(run_dir), "accuracy_drop": stored["accuracy_drop"]})
     return record
