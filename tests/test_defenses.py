@@ -13,7 +13,8 @@ from torch import nn
 
 from poisonlab.data import Dataset, PoisonedDataset, poison_count
 from poisonlab.defenses import DEFENSES, Defense, DefenseConfig, build_defense, filter_scores
-from poisonlab.defenses._grads import head_features, per_sample_grads
+from poisonlab.autodiff import named_params
+from poisonlab.defenses._grads import head_features, per_sample_grads, per_sample_loss_fn
 from poisonlab.defenses.influence import influence_on_reference
 from poisonlab.defenses.maxup import worst_case_loss
 from poisonlab.defenses.sever import round_sizes, sever_scores
@@ -380,3 +381,23 @@ def test_maxup_with_zero_noise_is_plain_training():
     for a, b in zip(out.model.parameters(), plain.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert out.n_removed == 0
+
+
+def test_head_fast_path_equals_full_model_head_gradients():
+    """For an MLP the head-only influence / Sever on frozen features equal the same quantities
+    computed through the whole network with only the head parameters free."""
+    mixed, ref, _ = _planted()
+    victim = _victim("nn", hidden=[8, 5])
+    model = victim.spec.train(mixed.dataset, victim.seed)
+    ds = mixed.dataset
+    names = ["head.weight", "head.bias"]
+    _, params = named_params(model, names)
+    full, _ = influence_on_reference(per_sample_loss_fn(model, names), params, ds.x, ds.y, ref.x, ref.y,
+                                     damping=0.01, tol=1e-7, max_iter=100)
+    fast = build_defense("influence", {"cg_tol": 1e-7}).score(mixed, victim, generator=torch_generator(0, "d"),
+                                                               model=model, reference=ref)
+    torch.testing.assert_close(fast, full.double(), rtol=1e-4, atol=1e-6)
+    tau_full = sever_scores(per_sample_grads(model, names, ds.x, ds.y).double(), method="exact")
+    tau_fast = build_defense("sever", {"rounds": 1, "svd": "exact"}).score(mixed, victim, generator=torch_generator(0, "d"),
+                                                                         model=model)
+    torch.testing.assert_close(tau_fast, tau_full, rtol=1e-4, atol=1e-7)

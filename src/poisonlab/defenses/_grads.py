@@ -80,9 +80,9 @@ def head_features(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> 
     captured: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda _m, inp, _out: captured.append(inp[0].detach().flatten(1).cpu()))
     try:
-        device = next(model.parameters()).device
+        p0 = next(model.parameters())
         for i in range(0, len(x), batch_size):
-            model(x[i : i + batch_size].to(device))
+            model(x[i : i + batch_size].to(p0.device, p0.dtype))
     finally:
         hook.remove()
     return torch.cat(captured) if captured else torch.empty(0, head.in_features)
@@ -128,3 +128,18 @@ def per_sample_loss_fn(model: nn.Module, names: Sequence[str]):
         return F.cross_entropy(logits, y, reduction="none")
 
     return f
+
+
+def head_inputs(model: nn.Module, x: torch.Tensor, check: int = 256) -> tuple[nn.Linear, torch.Tensor] | None:
+    """(head, features (N, D)) when the model's logits are exactly ``head(features)`` — checked on the
+    first ``check`` points — so head-only gradients / HVPs can skip the frozen feature extractor
+    (computed once). None when something follows the head (then use the full model)."""
+    _, head = head_module(model)
+    feats = head_features(model, x)
+    k = min(check, len(x))
+    p0 = next(model.parameters())
+    with torch.no_grad():
+        model.eval()
+        logits = model(x[:k].to(p0.device, p0.dtype)).cpu()
+        ok = torch.allclose(head(feats[:k].to(p0.device, p0.dtype)).cpu(), logits, rtol=1e-5, atol=1e-6)
+    return (head, feats) if ok else None

@@ -12,8 +12,8 @@ score is I_up,loss and the most influential points are removed. One inverse-Hess
 s = (H + λI)⁻¹ ∇L_R (the autodiff engine's CG over chunked HVPs) serves every point; the N scores
 are then −∇ℓ(z_i)ᵀ s, computed for all points at once as a forward-mode directional derivative
 (``torch.func.jvp``) of the per-sample loss vector (N,) — no loop over points. ``params="head"``
-(default) restricts w to the last linear layer (as Koh & Liang do for Inception); for ``lr`` this is
-the whole model. The recipe's weight decay is added to the damping λ (it is part of the Hessian).
+(default) restricts w to the last linear layer (as Koh & Liang do for Inception; for ``lr`` this is
+the whole model); the frozen features feeding it are then computed once. The recipe's weight decay is added to the damping λ (it is part of the Hessian).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ..autodiff import InverseHVP, dataset_hvp, inverse_hvp, named_params
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..training.victim import Victim
-from ._grads import param_names, per_sample_loss_fn
+from ._grads import head_features, head_inputs, param_names, per_sample_loss_fn
 from .base import Defense, DefenseConfig, _positive_float, _positive_int, register_defense
 
 PerSampleLoss = Callable[[Sequence[torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
@@ -119,14 +119,20 @@ class InfluenceDefense(Defense):
         c: InfluenceConfig = self.config  # type: ignore[assignment]
         trained = self.trained_model(data, victim, model, progress)
         names = param_names(trained, c.params)
-        _, params = named_params(trained, names)
+        net, x, rx = trained, data.x, reference.x
+        fast = head_inputs(trained, data.x) if c.params == "head" else None
+        if fast is not None:  # logits = head(features): work on the frozen features, computed once
+            net, x = fast
+            rx = head_features(trained, reference.x)
+            names = [n for n, p in net.named_parameters() if p.requires_grad]
+        _, params = named_params(net, names)
         device, dtype = params[0].device, params[0].dtype
         scores, solve = influence_on_reference(
-            per_sample_loss_fn(trained, names), params,
-            data.x.to(device, dtype), data.y.to(device), reference.x.to(device, dtype), reference.y.to(device),
+            per_sample_loss_fn(net, names), params,
+            x.to(device, dtype), data.y.to(device), rx.to(device, dtype), reference.y.to(device),
             damping=c.damping + victim.spec.recipe.weight_decay, tol=c.cg_tol, max_iter=c.cg_max_iter,
             chunk_size=c.chunk_size,
         )
         self.info.update(cg_iterations=solve.cg.iterations, cg_residual=solve.cg.residual_norm,
-                         cg_converged=solve.cg.converged, params=names)
+                         cg_converged=solve.cg.converged, params=param_names(trained, c.params))
         return scores

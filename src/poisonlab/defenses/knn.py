@@ -19,20 +19,21 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..data.types import Dataset
 from ..training.victim import Victim
 from .base import Defense, DefenseConfig, _positive_int, register_defense
 
 
-def knn_indices(x: torch.Tensor, k: int, chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def knn_indices(x: torch.Tensor, k: int, chunk_size: int = 1024, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, k) indices and distances of each row's k nearest other rows (self excluded)."""
     flat = x.flatten(1).double()
     n = len(flat)
     k = min(k, n - 1)
     sq = (flat * flat).sum(1)
     idx_out, dist_out = [], []
-    for start in range(0, n, chunk_size):
+    for start in tqdm(range(0, n, chunk_size), desc="knn distances", disable=not progress, leave=False, unit="chunk"):
         rows = flat[start : start + chunk_size]
         d2 = (sq[start : start + chunk_size, None] - 2.0 * rows @ flat.T + sq[None, :]).clamp_min(0.0)
         ar = torch.arange(len(rows))
@@ -64,7 +65,7 @@ class KnnDefense(Defense):
         c: KnnConfig = self.config  # type: ignore[assignment]
         if len(data) < 2:
             return torch.zeros(len(data), dtype=torch.float64)
-        idx, dist = knn_indices(data.x, c.k, c.chunk_size)
+        idx, dist = knn_indices(data.x, c.k, c.chunk_size, progress)
         k = idx.shape[1]
         disagree = (data.y[idx] != data.y.unsqueeze(1)).double().mean(1)
         mean_d = dist.mean(1)

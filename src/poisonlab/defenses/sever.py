@@ -28,7 +28,7 @@ from ..data.splits import poison_count
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..training.victim import Victim
-from ._grads import param_names, per_sample_grads, top_right_singular_vector
+from ._grads import head_inputs, param_names, per_sample_grads, top_right_singular_vector
 from .base import Defense, DefenseConfig, _positive_int, register_defense
 
 
@@ -79,7 +79,12 @@ class SeverDefense(Defense):
         for r, k in enumerate(sizes):
             sub = data.subset(active)
             trained = self.trained_model(sub, victim, current, progress)
-            g = per_sample_grads(trained, param_names(trained, c.params), sub.x, sub.y, chunk_size=c.chunk_size)
+            fast = head_inputs(trained, sub.x) if c.params == "head" else None
+            if fast is not None:  # logits = head(features): per-sample gradients of the head on frozen features
+                head, feats = fast
+                g = per_sample_grads(head, [n for n, _ in head.named_parameters()], feats, sub.y, chunk_size=c.chunk_size)
+            else:
+                g = per_sample_grads(trained, param_names(trained, c.params), sub.x, sub.y, chunk_size=c.chunk_size)
             tau = sever_scores(g, method=c.svd, generator=generator).double()
             order = torch.sort(tau, descending=True, stable=True).indices
             is_last = r == len(sizes) - 1
