@@ -401,3 +401,16 @@ def test_head_fast_path_equals_full_model_head_gradients():
     tau_fast = build_defense("sever", {"rounds": 1, "svd": "exact"}).score(mixed, victim, generator=torch_generator(0, "d"),
                                                                          model=model)
     torch.testing.assert_close(tau_fast, tau_full, rtol=1e-4, atol=1e-7)
+
+
+def test_randomized_top_singular_vector_matches_exact():
+    from poisonlab.defenses._grads import top_right_singular_vector
+
+    g = torch.Generator().manual_seed(2)
+    m = torch.randn(300, 40, generator=g, dtype=torch.float64)
+    m[:20] += 2.0 * torch.randn(40, generator=g, dtype=torch.float64)  # a planted dominant direction
+    exact = top_right_singular_vector(m, method="exact")
+    # subspace iteration error ~ (σ_{q+1}/σ_1)^(2·niter) = (21.6/55.6)^60 ≈ 1e-25: converged to round-off
+    fast = top_right_singular_vector(m, method="randomized", generator=torch.Generator().manual_seed(0), q=4, niter=30)
+    torch.testing.assert_close(fast, exact, rtol=1e-10, atol=1e-12)
+    assert torch.linalg.vector_norm(fast).item() == pytest.approx(1.0, abs=1e-12)

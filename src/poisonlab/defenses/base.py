@@ -118,6 +118,7 @@ class Defense(ABC):
         self.config = config if config is not None else config_from_dict(self.Config, options, f"defense {self.name!r}")
         if not isinstance(self.config, self.Config):
             raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(self.config).__name__}")
+        self.info: dict[str, Any] = {}  # diagnostics of the last ``score`` call (JSON-serialisable)
 
     def options(self) -> dict[str, Any]:
         return config_to_dict(self.config)
@@ -140,7 +141,7 @@ class Defense(ABC):
         """
         ds = as_dataset(data)
         before = (ds.x.clone(), ds.y.clone())
-        self.info: dict[str, Any] = {}  # diagnostics of the last call (JSON-serialisable), filled by _score
+        self.info = {}  # reset; ``_score`` may record diagnostics here
         out = self._score(ds, victim, generator=generator, model=model, reference=reference, progress=progress)
         if not (torch.equal(before[0], ds.x) and torch.equal(before[1], ds.y)):
             raise ContractError(f"defense {self.name!r} mutated its input data")
@@ -220,6 +221,5 @@ def build_defense(name: str, options: dict[str, Any] | None = None) -> Defense:
 
 __all__ = [
     "DEFENSES", "Defense", "DefenseConfig", "DefenseOutcome", "as_dataset", "build_defense", "child_generator",
-    "filter_scores",
-    "register_defense", "_positive_float", "_positive_int",
+    "filter_scores", "register_defense",
 ]
