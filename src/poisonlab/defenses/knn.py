@@ -26,9 +26,11 @@ from ..training.victim import Victim
 from .base import Defense, DefenseConfig, _positive_int, register_defense
 
 
-def knn_indices(x: torch.Tensor, k: int, chunk_size: int = 1024, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, k) indices and distances of each row's k nearest other rows (self excluded)."""
-    flat = x.flatten(1).double()
+def knn_indices(x: torch.Tensor, k: int, chunk_size: int = 1024, progress: bool = False,
+                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, k) indices and distances (float64, on CPU) of each row's k nearest other rows (self
+    excluded), computed on ``device`` (the victim's: CUDA when present)."""
+    flat = x.flatten(1).to(device, torch.float64)
     n = len(flat)
     k = min(k, n - 1)
     sq = (flat * flat).sum(1)
@@ -36,11 +38,11 @@ def knn_indices(x: torch.Tensor, k: int, chunk_size: int = 1024, progress: bool 
     for start in tqdm(range(0, n, chunk_size), desc="knn distances", disable=not progress, leave=False, unit="chunk"):
         rows = flat[start : start + chunk_size]
         d2 = (sq[start : start + chunk_size, None] - 2.0 * rows @ flat.T + sq[None, :]).clamp_min(0.0)
-        ar = torch.arange(len(rows))
+        ar = torch.arange(len(rows), device=flat.device)
         d2[ar, start + ar] = float("inf")
         d, i = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-        idx_out.append(i)
-        dist_out.append(d.sqrt())
+        idx_out.append(i.cpu())
+        dist_out.append(d.sqrt().cpu())
     return torch.cat(idx_out), torch.cat(dist_out)
 
 
@@ -65,7 +67,7 @@ class KnnDefense(Defense):
         c: KnnConfig = self.config  # type: ignore[assignment]
         if len(data) < 2:
             return torch.zeros(len(data), dtype=torch.float64)
-        idx, dist = knn_indices(data.x, c.k, c.chunk_size, progress)
+        idx, dist = knn_indices(data.x, c.k, c.chunk_size, progress, victim.device)
         k = idx.shape[1]
         disagree = (data.y[idx] != data.y.unsqueeze(1)).double().mean(1)
         mean_d = dist.mean(1)
