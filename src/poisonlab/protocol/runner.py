@@ -30,6 +30,7 @@ from ..seeding import torch_generator
 from ..training import TrainConfig, Victim, VictimSpec, accuracy
 from .artifacts import load_poisons, save_model, save_poisons, write_json
 from .config import RunConfig
+from .defend import defense_from_config, run_defense
 
 Log = Callable[[str], None]
 
@@ -68,6 +69,7 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
     t_start = time.perf_counter()
     out = Path(cfg.out or cfg.default_out())
     attack = build_attack(cfg.attack, cfg.attack_options)  # validates options before any work
+    defense = defense_from_config(cfg)
     prep = prepare(cfg)
     data, spec = prep.data, prep.spec
     n_poison = poison_count(cfg.fraction, len(data.train))
@@ -104,6 +106,10 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
     save_model(out / "victim_clean.safetensors", clean_model, {"model": cfg.model, "stage": "pretrain"})
     save_model(out / "victim_poisoned.safetensors", poisoned_model, {"model": cfg.model, "stage": "retrain"})
     grid_stats = poison_grid(out / "poisons.png", poisons, data.train, title=f"{cfg.attack} on {cfg.dataset}/{cfg.model}")
+    defended = {}
+    if defense is not None:  # defend stage: score D_tr ∪ D_p, filter, retrain, detection metrics
+        defended = run_defense(defense, mixed, victim, poisoned_model, data.val, prep.bundle.test, acc1,
+                               seed=cfg.seed, out=out, progress=progress, log=log)
 
     result = {
         "dataset": cfg.dataset,
@@ -132,5 +138,8 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
         "artifacts": {"poisons": "poisons.npz", "poison_grid": "poisons.png",
                       "clean_model": "victim_clean.safetensors", "poisoned_model": "victim_poisoned.safetensors"},
     }
+    if defended:
+        result.update(defended)
+        result["artifacts"].update(defense_scores="defense_scores.npz", defended_model="victim_defended.safetensors")
     write_json(out / "result.json", result)
     return result
