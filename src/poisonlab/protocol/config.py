@@ -35,6 +35,7 @@ class RunConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
     attack_options: dict[str, Any] = field(default_factory=dict)
     poisons: str | None = None  # re-use the poisons saved by an earlier run instead of attacking
+    cache_dir: str | None = None  # content-addressed cache of clean-trained victims (None: no cache)
 
     def __post_init__(self) -> None:
         for key in ("dataset", "model", "attack", "device"):
