@@ -3,6 +3,7 @@
 * :class:`LocalBackend` — ``workers`` spawned processes on this machine. At most ``workers``
   runs are handed out at a time, so "running" is exact; a worker that dies (OOM kill, segfault)
   fails only the runs it held, and the pool is rebuilt. Workers exit when the coordinator dies.
+* :class:`InlineBackend` — ``workers=0``: one run at a time inside the coordinator (debugging).
 * :class:`RayBackend` — each run is a Ray task with ``num_cpus`` / ``num_gpus`` requests, so a
   cluster (``address``) spreads the grid over its machines; without an address a local Ray
   instance is started. Stages are reported to a small Ray actor. The sweep directory (run
@@ -60,7 +61,7 @@ class LocalBackend:
 
     def __init__(self, workers: int, resources: Resources, stage_dir: str | Path) -> None:
         if not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"--workers must be >= 1, got {workers!r}")
+            raise ConfigError(f"--workers must be >= 1 (or 0: run inside this process), got {workers!r}")
         self.workers = workers
         self.threads = resources.cpus
         self.sink = FileStageSink(stage_dir)
@@ -108,6 +109,35 @@ class LocalBackend:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class InlineBackend:
+    """Runs one run at a time inside the coordinator's process (``--workers 0``: debugging, tests)."""
+
+    name = "inline"
+
+    def __init__(self, resources: Resources, stage_dir: str | Path) -> None:
+        self.threads = resources.cpus
+        self.sink = FileStageSink(stage_dir)
+        self._queue: list[tuple[str, dict[str, Any]]] = []
+
+    def capacity(self) -> int:
+        return 1
+
+    def submit(self, run_id: str, config: dict[str, Any]) -> None:
+        self._queue.append((run_id, config))
+
+    def poll(self, timeout: float) -> list[dict[str, Any]]:
+        if not self._queue:
+            return []
+        run_id, config = self._queue.pop(0)
+        return [execute_run(run_id, config, self.threads, self.sink)]
+
+    def stages(self) -> dict[str, str]:
+        return self.sink.read([rid for rid, _ in self._queue])
+
+    def close(self) -> None:
+        self._queue.clear()
 
 
 def _crashed(run_id: str, error: str) -> dict[str, Any]:
@@ -198,7 +228,7 @@ def _stage_board(ray: Any) -> Any:
 def make_backend(name: str, *, workers: int, resources: Resources, stage_dir: str | Path,
                  address: str | None = None) -> Backend:
     if name == "local":
-        return LocalBackend(workers, resources, stage_dir)
+        return InlineBackend(resources, stage_dir) if workers == 0 else LocalBackend(workers, resources, stage_dir)
     if name == "ray":
         return RayBackend(resources, address=address, workers=workers)
     raise ConfigError(f"unknown backend {name!r}; valid backends: local, ray")
