@@ -73,3 +73,15 @@ def test_examples_validate():
     root = Path(__file__).resolve().parents[1] / "examples"
     g = load_grid(root / "digits_label_flip.yaml")
     assert len(g.runs) >= 12
+
+
+@pytest.mark.realdata
+def test_mnist_examples_validate():
+    import os
+    from pathlib import Path
+
+    if not (Path(os.environ.get("POISONLAB_DATA", "/nonexistent")) / "mnist.npz").is_file():
+        pytest.skip("needs mnist.npz in $POISONLAB_DATA")
+    root = Path(__file__).resolve().parents[1] / "examples"
+    sizes = {p.name: len(load_grid(p).runs) for p in sorted(root.glob("mnist_*.yaml"))}
+    assert sizes == {"mnist_figure_2_4.yaml": 90, "mnist_lr_quick.yaml": 12, "mnist_table_2_2.yaml": 9}

@@ -41,7 +41,7 @@ class Backend(Protocol):
     def stages(self) -> dict[str, str]:
         """Current stage of each run in flight (``queued`` when it has not started)."""
 
-    def close(self) -> None: ...
+    def close(self, abort: bool = False) -> None: ...
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -107,8 +107,9 @@ class LocalBackend:
     def stages(self) -> dict[str, str]:
         return self.sink.read(list(self._futures.values()))
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, abort: bool = False) -> None:
+        """Stop the pool; on ``abort`` (Ctrl-C, error) do not wait for the runs in flight."""
+        self._pool.shutdown(wait=not abort, cancel_futures=True)
 
 
 class InlineBackend:
@@ -136,7 +137,7 @@ class InlineBackend:
     def stages(self) -> dict[str, str]:
         return self.sink.read([rid for rid, _ in self._queue])
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         self._queue.clear()
 
 
@@ -198,7 +199,7 @@ class RayBackend:
         reported = self.ray.get(self.board.read.remote(list(self._refs.values())))
         return {rid: reported.get(rid, "queued") for rid in self._refs.values()}
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         for ref in list(self._refs):
             self.ray.cancel(ref, force=True)
         self._refs.clear()

@@ -84,7 +84,7 @@ def run_sweep(
         queue = list(todo)
         bar = tqdm(total=len(grid.runs), initial=skipped, desc=f"sweep {grid.name}", unit="run",
                    disable=not progress, dynamic_ncols=True, smoothing=0.0)
-        t0, in_flight = time.time(), 0
+        t0, in_flight, finished = time.time(), 0, False
         try:
             while queue or in_flight:
                 while queue and in_flight < be.capacity():
@@ -111,9 +111,10 @@ def run_sweep(
                                     + " ".join(f"{rid[:6]}:{s}" for rid, s in stages.items() if s != "queued"),
                                     refresh=True)
                 _write_progress(directory, len(grid.runs), skipped + ok, failed, len(queue) + in_flight, stages, eta)
+            finished = True
         finally:
             bar.close()
-            be.close()
+            be.close(abort=not finished)
         return SweepSummary(len(grid.runs), skipped, ok, failed, directory)
 
 
