@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..cache import default_cache_dir
@@ -22,6 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-cache", action="store_true", help="train every clean victim anew")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs, run nothing")
+    p.add_argument("--mlflow", metavar="URI", help="also log each finished run to MLflow at URI, e.g. sqlite:///mlflow.db (experiment = grid name)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 
@@ -37,8 +39,20 @@ def run(args: argparse.Namespace) -> int:
         for r in grid.runs:
             print(f"  {r.run_id}  {'todo' if r.run_id in pending else 'done'}  {r.label()}")
         return 0
+    on_row = None
+    if args.mlflow:
+        from ..sweeps.tracking import MlflowLogger
+
+        logger = MlflowLogger(args.mlflow, grid.name, out)
+
+        def on_row(row: dict) -> None:
+            try:
+                logger.log_row(row, out)
+            except Exception as exc:  # tracking is best effort; results.jsonl already holds the row
+                print(f"poisonlab: warning: MLflow logging of run {row['run_id']} failed: {exc}", file=sys.stderr)
+
     s = run_sweep(grid, out, backend=args.backend, workers=args.workers, address=args.address, cache_dir=cache,
-                  retry_failed=args.retry_failed, progress=not args.quiet)
+                  retry_failed=args.retry_failed, progress=not args.quiet, on_row=on_row)
     print(f"sweep {grid.name}: {s.total} runs: {s.skipped} already finished, {s.ok} ok, {s.failed} failed "
           f"-> {s.directory / 'results.jsonl'}")
     return 1 if s.failed else 0
