@@ -74,13 +74,9 @@ def clean_victim_key(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
         "dataset": cfg.dataset, "data": tensor_fingerprint(prep.data.train.x, prep.data.train.y), "split_seed": cfg.seed,
         "model": cfg.model, "model_options": cfg.model_options, "input_shape": list(prep.spec.input_shape),
         "num_classes": prep.spec.num_classes, "recipe": {"lr": r.lr, "epochs": r.epochs, "batch_size": r.batch_size,
-        "momentum": r.momentum, "weight_decay": r.weight_decay}, "device": prep_device(prep).type, "seed": cfg.seed,
+        "momentum": r.momentum, "weight_decay": r.weight_decay}, "device": resolve_device(r.device).type, "seed": cfg.seed,
         "poisonlab_version": __version__, "torch_version": torch.__version__,
     }
-
-
-def prep_device(prep: Prepared) -> torch.device:
-    return resolve_device(prep.spec.recipe.device)
 
 
 def _pretrain(cfg: RunConfig, prep: Prepared, progress: bool) -> tuple[torch.nn.Module, bool]:

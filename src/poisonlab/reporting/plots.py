@@ -46,7 +46,7 @@ def _curves(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str
 def _grid(n: int, plt: Any, w: float = 4.2, h: float = 3.4):
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(w * cols, 6.4), h * rows + 0.4), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -68,7 +68,7 @@ def plot_drop_vs_fraction(records: Sequence[dict[str, Any]], path: str | Path) -
         ax.set_ylabel("accuracy drop (percentage points)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Accuracy drop vs poison fraction (mean ± std over seeds)")
+    fig.suptitle("Accuracy drop vs poison fraction (mean ± std over seeds)", fontsize=10)
     return _save(fig, path, plt)
 
 
@@ -124,7 +124,7 @@ def plot_transition(records: Sequence[dict[str, Any]], path: str | Path, level: 
         ax.set_xlabel("predicted threshold τ (% of |D_tr|)")
         ax.set_ylabel("observed transition ε_d (% of |D_tr|)")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Transition: where the mean accuracy drop reaches {level:g} percentage points")
+    fig.suptitle(f"Transition: where the mean accuracy drop reaches {level:g} percentage points", fontsize=10)
     return _save(fig, path, plt), summary
 
 

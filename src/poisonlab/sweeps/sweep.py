@@ -84,7 +84,8 @@ def run_sweep(
         queue = list(todo)
         bar = tqdm(total=len(grid.runs), initial=skipped, desc=f"sweep {grid.name}", unit="run",
                    disable=not progress, dynamic_ncols=True, smoothing=0.0)
-        t0, in_flight, finished = time.time(), 0, False
+        t0, in_flight, finished, last_status, last_write = time.time(), 0, False, "", 0.0
+        tty = progress and sys.stderr.isatty()
         try:
             while queue or in_flight:
                 while queue and in_flight < be.capacity():
@@ -106,11 +107,16 @@ def run_sweep(
                 stages = be.stages()
                 done_now = ok + failed
                 eta = (time.time() - t0) / done_now * (len(queue) + in_flight) if done_now else float("nan")
-                bar.set_postfix_str(f"done {skipped + ok} | running {sum(s != 'queued' for s in stages.values())} | "
-                                    f"failed {failed} | remaining {len(queue) + in_flight} | "
-                                    + " ".join(f"{rid[:6]}:{s}" for rid, s in stages.items() if s != "queued"),
-                                    refresh=True)
-                _write_progress(directory, len(grid.runs), skipped + ok, failed, len(queue) + in_flight, stages, eta)
+                status = (f"done {skipped + ok} | running {sum(s != 'queued' for s in stages.values())} | "
+                          f"failed {failed} | remaining {len(queue) + in_flight} | "
+                          + " ".join(f"{rid[:6]}:{s}" for rid, s in stages.items() if s != "queued"))
+                if status != last_status or tty:  # in a log file, one line per change, not per poll
+                    bar.set_postfix_str(status, refresh=True)
+                if status != last_status or time.time() - last_write > 5.0:
+                    _write_progress(directory, len(grid.runs), skipped + ok, failed, len(queue) + in_flight, stages, eta)
+                    last_write = time.time()
+                last_status = status
+            _write_progress(directory, len(grid.runs), skipped + ok, failed, 0, {}, 0.0)
             finished = True
         finally:
             bar.close()
