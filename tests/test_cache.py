@@ -92,3 +92,29 @@ def test_protocol_stage1_cache_hit_gives_identical_run(tmp_path):
     # a different recipe is a different entry
     run_protocol(RunConfig(**{**base, "epochs": 1}, out=str(tmp_path / "e1"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
     assert len(ArtifactCache(tmp_path / "c").entries("victim_clean")) == 2
+
+
+def test_cached_state_uses_the_cache_the_protocol_activates(tmp_path, monkeypatch):
+    from poisonlab.attacks.label_flip import LabelFlip
+    from poisonlab.cache import active, cached_state, using
+
+    state, hit = cached_state("tgda_generator", {"k": 1}, lambda: _state(0))  # no active cache: just build
+    assert not hit and torch.equal(state["w"], _state(0)["w"]) and active() is None
+    with using(tmp_path / "c") as cache:
+        assert active() is cache
+        assert cached_state("tgda_generator", {"k": 1}, lambda: _state(0))[1] is False
+        assert cached_state("tgda_generator", {"k": 1}, lambda: _state(0))[1] is True
+    assert active() is None
+
+    seen = []
+    original = LabelFlip._craft
+
+    def spy(self, *a, **kw):
+        seen.append(active())
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(LabelFlip, "_craft", spy)
+    cfg = dict(dataset="digits", model="lr", epochs=1, fraction=0.05, device="cpu")
+    run_protocol(RunConfig(**cfg, out=str(tmp_path / "a"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
+    run_protocol(RunConfig(**cfg, out=str(tmp_path / "b")), progress=False, log=lambda m: None)
+    assert seen[0] is not None and seen[0].root == tmp_path / "c" and seen[1] is None

@@ -5,7 +5,12 @@ stage that turns a configuration into trained weights (attacker generators pretr
 GradPC target models)::
 
     cache = ArtifactCache("~/.cache/poisonlab/artifacts")
-    state = cache.get_or_create("victim_clean", {"model": "lr", "seed": 0, ...}, build_fn)
+    state, hit = cache.get_or_create("victim_clean", {"model": "lr", "seed": 0, ...}, build_fn)
+
+Inside an attack (whose ``poison`` signature carries no cache), use the cache the protocol
+made active for the run (``RunConfig.cache_dir``), or just build when there is none::
+
+    state, hit = cached_state("tgda_generator", key_dict, build_fn)
 
 ``key_dict`` must be JSON-serialisable and must contain *everything* that changes the result
 (data fingerprint, model, options, recipe, seed, poisonlab version): the entry lives at
@@ -17,6 +22,7 @@ are stored on CPU and returned on CPU; no pickle anywhere.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
@@ -198,3 +204,31 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+_ACTIVE: contextvars.ContextVar["ArtifactCache | None"] = contextvars.ContextVar("poisonlab_cache", default=None)
+
+
+@contextmanager
+def using(cache: "ArtifactCache | str | os.PathLike | None") -> Iterator["ArtifactCache | None"]:
+    """Make ``cache`` (or a cache at that path; ``None``: no cache) the active one inside the block."""
+    if cache is not None and not isinstance(cache, ArtifactCache):
+        cache = ArtifactCache(cache)
+    token = _ACTIVE.set(cache)
+    try:
+        yield cache
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active() -> "ArtifactCache | None":
+    """The cache made active by :func:`using` (the protocol does so for the attack stage), or ``None``."""
+    return _ACTIVE.get()
+
+
+def cached_state(kind: str, key_dict: Mapping[str, Any], build_fn: Callable[[], Mapping[str, torch.Tensor]]) -> tuple[StateDict, bool]:
+    """``get_or_create`` on the active cache; without one, ``(build_fn(), False)``."""
+    cache = active()
+    if cache is None:
+        return dict(build_fn()), False
+    return cache.get_or_create(kind, key_dict, build_fn)

@@ -22,7 +22,7 @@ import torch
 
 from .. import __version__
 from ..attacks import build_attack
-from ..cache import ArtifactCache, tensor_fingerprint
+from ..cache import ArtifactCache, tensor_fingerprint, using
 from ..data import PoisonedDataset, load_dataset, poison_count, split_train_val
 from ..data.types import AttackData, DataBundle
 from ..models.victims import VICTIMS
@@ -122,7 +122,8 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
         poisons = attack._check(load_poisons(cfg.poisons), data, n_poison)
     else:
         log(f"[2/3] attack: {cfg.attack} crafting {n_poison} poisons")
-        poisons = attack.poison(data, victim, cfg.fraction, generator=torch_generator(cfg.seed, "attack"), progress=progress)
+        with using(cfg.cache_dir):  # attacks may cache pretrained parts via poisonlab.cache.cached_state
+            poisons = attack.poison(data, victim, cfg.fraction, generator=torch_generator(cfg.seed, "attack"), progress=progress)
     attack_seconds = time.perf_counter() - t_attack
 
     log("[3/3] test: retraining the victim from scratch on D_tr ∪ D_p")
