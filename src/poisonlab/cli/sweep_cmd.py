@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("grid", metavar="GRID.yaml")
     p.add_argument("--out", help="sweep directory (default sweeps/<grid name>)")
     p.add_argument("--backend", choices=("local", "ray"), default="local")
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes for --backend local (default 1; 0 = inside this process)")
+    p.add_argument("--workers", type=int, help="local: parallel worker processes (default 1; 0 = inside this process); "
+                   "ray without --address: runs at once on the local Ray instance (default: one per CPU)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     p.add_argument("--cache-dir", help="cache of clean-trained victims (default $POISONLAB_CACHE or ~/.cache/poisonlab/artifacts)")
     p.add_argument("--no-cache", action="store_true", help="train every clean victim anew")

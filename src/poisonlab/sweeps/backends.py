@@ -163,7 +163,7 @@ class RayBackend:
             if address:
                 ray.init(address=address, **kwargs)
             else:
-                ray.init(num_cpus=(workers or os.cpu_count() or 1) * resources.cpus,
+                ray.init(num_cpus=(workers or os.cpu_count() or 1) * resources.cpus,  # workers: runs at once
                          num_gpus=None if resources.gpus else 0, **kwargs)
             self._own = True
         self.board = _stage_board(ray)
@@ -226,9 +226,10 @@ def _stage_board(ray: Any) -> Any:
     return StageBoard.remote()
 
 
-def make_backend(name: str, *, workers: int, resources: Resources, stage_dir: str | Path,
+def make_backend(name: str, *, workers: int | None, resources: Resources, stage_dir: str | Path,
                  address: str | None = None) -> Backend:
     if name == "local":
+        workers = 1 if workers is None else workers
         return InlineBackend(resources, stage_dir) if workers == 0 else LocalBackend(workers, resources, stage_dir)
     if name == "ray":
         return RayBackend(resources, address=address, workers=workers)

@@ -56,14 +56,18 @@ def run_sweep(
     directory: str | Path,
     *,
     backend: str = "local",
-    workers: int = 1,
+    workers: int | None = None,
     address: str | None = None,
     cache_dir: str | None = None,
     retry_failed: bool = False,
     progress: bool = True,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> SweepSummary:
-    """Run every unfinished run of ``grid``; append one row per finished run to ``results.jsonl``."""
+    """Run every unfinished run of ``grid``; append one row per finished run to ``results.jsonl``.
+
+    ``workers``: local processes (default 1, 0 = in this process); with Ray and no ``address``, the
+    runs at once on the local Ray instance (default: one per CPU). Returns the counts of skipped (already finished), ok and failed runs.
+    """
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     with SweepLock(directory):
