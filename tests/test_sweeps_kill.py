@@ -128,3 +128,31 @@ def test_kill_9_at_any_moment_then_resume(tmp_path):
     proc = _start(spec, out, cache)
     proc.communicate(timeout=120)
     assert proc.returncode == 0 and _lines(results) == len(grid_ids)
+
+
+def test_a_dying_worker_fails_only_its_run_and_the_pool_is_rebuilt(tmp_path):
+    from poisonlab.protocol import RunConfig
+    from poisonlab.sweeps import LocalBackend, Resources
+
+    be = LocalBackend(1, Resources(), tmp_path / "stages")
+    try:
+        slow = RunConfig(dataset="digits", model="nn", epochs=200, device="cpu", out=str(tmp_path / "slow")).to_dict()
+        be.submit("slow", slow)
+        t0 = time.time()
+        while be.stages().get("slow") not in ("pretrain", "attack", "retrain"):
+            assert time.time() - t0 < 120 and be._futures, "the run never started"
+            time.sleep(0.05)
+        (worker,) = list(be._pool._processes)  # the one worker process this test started
+        os.kill(worker, signal.SIGKILL)
+        rows = []
+        while not rows:
+            rows = be.poll(timeout=1.0)
+        assert [(r["run_id"], r["status"]) for r in rows] == [("slow", "failed")] and "worker" in rows[0]["error"]
+        quick = RunConfig(dataset="digits", model="lr", epochs=1, device="cpu", out=str(tmp_path / "quick")).to_dict()
+        be.submit("quick", quick)
+        rows = []
+        while not rows:
+            rows = be.poll(timeout=1.0)
+        assert [(r["run_id"], r["status"]) for r in rows] == [("quick", "ok")]
+    finally:
+        be.close(abort=True)
