@@ -13,7 +13,9 @@ from ..sweeps import load_grid, plan, run_sweep
 def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run a YAML grid of configs (resumable; local processes or Ray)",
                        description="Expand GRID.yaml (base + cases x grid), validate every run, then run the ones "
-                                   "without a result in OUT/results.jsonl. Re-run the same command to resume.")
+                                   "without a result in OUT/results.jsonl. Re-run the same command to resume (also after kill -9). "
+                                   "Exit code 0: every run ok; 1: some runs failed (recorded with their error); "
+                                   "2: invalid grid.")
     p.add_argument("grid", metavar="GRID.yaml")
     p.add_argument("--out", help="sweep directory (default sweeps/<grid name>)")
     p.add_argument("--backend", choices=("local", "ray"), default="local")
