@@ -37,6 +37,7 @@ class RunConfig:
     poisons: str | None = None  # re-use the poisons saved by an earlier run instead of attacking
     defense: str | None = None  # defend stage after the test stage (see poisonlab.protocol.defend)
     defense_options: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None  # content-addressed cache of clean-trained victims (None: no cache)
 
     def __post_init__(self) -> None:
         for key in ("dataset", "model", "attack", "device"):
