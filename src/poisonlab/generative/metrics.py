@@ -93,6 +93,14 @@ def ms_ssim(
     return out
 
 
+def fit_scales(size: tuple[int, int] | torch.Size, window_size: int = 7, max_scales: int = 3) -> int:
+    """The most MS-SSIM scales (<= ``max_scales``, >= 1) that images of ``size`` (H, W) allow."""
+    k = 1
+    while k < max_scales and min(size) >= window_size * 2**k:
+        k += 1
+    return k
+
+
 class RandomFeatureDistance(nn.Module):
     """LPIPS-style distance on a fixed random conv net (see module docstring); (N,) >= 0, 0 iff equal features."""
 
