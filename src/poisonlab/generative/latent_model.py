@@ -298,35 +298,41 @@ def sd_textual_inversion(
         z = torch.cat([vae.encode(images[i : i + 4].to(device, vae.dtype)) for i in range(0, len(images), 4)]) * vae.scaling_factor
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     embed = text.get_input_embeddings()
-    is_new = (ids == new_id)
+    swap = _TokenSwap(embed, new_id)
+    text.set_input_embeddings(swap)  # the learned vector enters through the model's own forward
 
     def expand(v: torch.Tensor, n: int) -> torch.Tensor:
-        tokens = embed(ids)
-        tokens = torch.where(is_new[..., None], v.to(tokens.dtype), tokens)
-        hidden = text(inputs_embeds=tokens).last_hidden_state if _accepts_inputs_embeds(text) else _text_forward(text, tokens)
-        return hidden.expand(n, -1, -1)
+        swap.vector = v
+        return text(ids)[0].expand(n, -1, -1)
 
     def eps_fn(z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return unet(z_t, t, encoder_hidden_states=cond).sample
 
-    v, losses = invert_concept(eps_fn, scheduler, z, init.to(device), cfg, gen, expand=expand, progress=progress)
+    try:
+        v, losses = invert_concept(eps_fn, scheduler, z, init.to(device), cfg, gen, expand=expand, progress=progress)
+    finally:
+        text.set_input_embeddings(embed)
     with torch.no_grad():
         table[new_id] = v.to(table.dtype)
     return pipe, losses
 
 
-def _accepts_inputs_embeds(text_model: nn.Module) -> bool:
-    import inspect
+class _TokenSwap(nn.Module):
+    """A token-embedding layer whose row ``token_id`` is replaced by ``vector`` (differentiably):
+    works with any text encoder that looks its tokens up through ``get_input_embeddings()``."""
 
-    return "inputs_embeds" in inspect.signature(text_model.forward).parameters
+    def __init__(self, embed: nn.Embedding, token_id: int) -> None:
+        super().__init__()
+        self.embed = embed
+        self.token_id = int(token_id)
+        self.vector: torch.Tensor | None = None
 
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.embed.weight
 
-def _text_forward(text_model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """CLIP text encoders of older transformers take no ``inputs_embeds``: run the layers by hand."""
-    tm = text_model.text_model
-    pos = tm.embeddings.position_embedding(tm.embeddings.position_ids[:, : tokens.shape[1]])
-    h = tokens + pos
-    n = tokens.shape[1]
-    mask = torch.full((n, n), float("-inf"), device=h.device, dtype=h.dtype).triu(1)[None, None]
-    h = tm.encoder(inputs_embeds=h, causal_attention_mask=mask).last_hidden_state
-    return tm.final_layer_norm(h)
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        out = self.embed(input_ids)
+        if self.vector is None:
+            return out
+        return torch.where((input_ids == self.token_id)[..., None], self.vector.to(out.dtype), out)
