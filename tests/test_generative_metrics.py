@@ -88,3 +88,14 @@ def test_lpips_style_properties():
     assert vals[0] < vals[1] < vals[2]
     grey = x[:, :1]
     assert torch.allclose(lpips_style(grey, grey.flip(-1)), lpips_style(grey.expand(-1, 3, -1, -1), grey.flip(-1).expand(-1, 3, -1, -1)))
+
+
+def test_generative_needs_diffusers_only_when_used(monkeypatch, capsys):
+    """The core package and the CLI import without diffusers; using the VAE then says what to install."""
+    import sys
+
+    from poisonlab.cli.main import main
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers -> ImportError
+    assert main(["disguise", "--copyrighted", "a.png", "--base", "b.png", "--vae", "tiny:cifar10"]) == 2
+    assert "poisonlab[diffusion]" in capsys.readouterr().err

@@ -40,7 +40,7 @@ from .vae import LatentAutoencoder
 class DisguiseConfig:
     """Options of :func:`craft_disguises` (see the module docstring for the objective)."""
 
-    alpha: float = 0.02
+    alpha: float = 0.3
     ssim_weight: float = 1.0
     l1_weight: float = 1.0
     radius: float | None = None

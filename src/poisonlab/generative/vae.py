@@ -351,6 +351,7 @@ def tiny_vae(
 
 def get_vae(spec: str, *, data_dir: str | Path | None = None, seed: int = 0, progress: bool = True) -> LatentAutoencoder:
     """``spec`` is a local directory (real SD VAE / saved AutoencoderKL) or ``tiny:<dataset>``."""
+    require_diffusers()
     if spec.startswith("tiny:"):
         return tiny_vae(spec.split(":", 1)[1], data_dir=data_dir, seed=seed, progress=progress)
     if Path(spec).expanduser().exists():
