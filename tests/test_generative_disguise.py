@@ -220,3 +220,13 @@ def test_disguise_cli_end_to_end(vae, tmp_path, capsys):
     assert main(["disguise", "--copyrighted", str(tmp_path / "missing.png"), "--base", str(tmp_path / "b.png"), "--vae", str(tmp_path / "vae")]) == 2
     assert main(["disguise", "--copyrighted", str(tmp_path / "c.png"), "--base", str(tmp_path / "b.png"), "--vae", "no-such-vae"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_vae_cli_trains_caches_and_saves(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("POISONLAB_CACHE", str(tmp_path / "cache"))
+    argv = ["vae", "--dataset", "digits", "--epochs", "1", "--num-images", "16", "--save", str(tmp_path / "saved")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "test reconstruction SSIM" in out and "latent shape (4, 8, 8)" in out
+    assert load_vae(tmp_path / "saved").in_channels == 1  # digits are grey: a 1-channel VAE
+    assert main(["vae", "--dataset", "digits", "--epochs", "-1"]) == 2
