@@ -122,7 +122,7 @@ def test_disguise_loss_gradient_matches_finite_differences(variant):
 def test_craft_contract_and_latent_match(vae):
     x_b, x_c = _images(2, 5), _images(2, 6)
     b0, c0 = x_b.clone(), x_c.clone()
-    res = craft_disguises(vae, x_b, x_c, DisguiseConfig(steps=60, lr=0.02))
+    res = craft_disguises(vae, x_b, x_c, DisguiseConfig(alpha=0.02, steps=60, lr=0.02))
     assert torch.equal(x_b, b0) and torch.equal(x_c, c0)  # inputs untouched
     assert res.disguise.shape == x_b.shape and res.disguise.min() >= 0 and res.disguise.max() <= 1
     assert all(a >= b for a, b in zip(res.history, res.history[1:]))  # best iterate kept
@@ -143,7 +143,7 @@ def test_bounded_variant_respects_radius(vae):
 
 def test_flip_variant_matches_flipped_latent(vae):
     x_b, x_c = _images(1, 9), _images(1, 10)
-    res = craft_disguises(vae, x_b, x_c, variant_config("flip", steps=60, lr=0.02))
+    res = craft_disguises(vae, x_b, x_c, variant_config("flip", alpha=0.02, steps=60, lr=0.02))
     m = res.metrics
     assert m["latent_dist"].item() < 0.6 * m["latent_dist_base"].item()
     flip_base = (vae.encode(x_b.flip(-1)) - vae.encode(x_c.flip(-1))).norm() / vae.encode(x_c.flip(-1)).norm()
@@ -207,10 +207,10 @@ def test_disguise_cli_end_to_end(vae, tmp_path, capsys):
     assert read_image(tmp_path / "b.png").shape == (1, 1, 32, 32)
     out = tmp_path / "out"
     argv = ["disguise", "--copyrighted", str(tmp_path / "c.png"), "--base", str(tmp_path / "b.png"), "--vae", str(tmp_path / "vae"),
-            "--variant", "evasive", "--steps", "15", "--out", str(out)]
+            "--variant", "evasive", "--alpha", "0.02", "--steps", "15", "--out", str(out)]
     assert main(argv) == 0
     rec = json.loads((out / "metrics.json").read_text())
-    assert rec["variant"] == "evasive" and rec["config"]["steps"] == 15
+    assert rec["variant"] == "evasive" and rec["config"]["steps"] == 15 and rec["config"]["alpha"] == 0.02
     assert rec["metrics"]["latent_dist"] < rec["metrics"]["latent_dist_base"]
     for f in ("disguise.png", "reveal.png", "grid.png"):
         assert (out / f).stat().st_size > 0
