@@ -267,7 +267,7 @@ def load_vae(path: str | Path, *, dtype: torch.dtype = torch.float32) -> LatentA
     else:
         raise DataError(f"{p}: no AutoencoderKL here (expected {p}/config.json or {p}/vae/config.json)")
     try:
-        vae = AutoencoderKL.from_pretrained(p, subfolder=sub, local_files_only=True, torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(p, subfolder=sub, local_files_only=True, torch_dtype=dtype, low_cpu_mem_usage=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"{p}: cannot load AutoencoderKL: {exc}") from None
     return LatentAutoencoder(vae, source=str(p))
