@@ -1,8 +1,8 @@
 """Disguised copyright infringement (thesis chapter 5) end to end on real images:
 
 1. the tiny AutoencoderKL (trained on CIFAR-10 and cached, ``poisonlab vae``) or ``--vae DIR``;
-2. fixed (copyrighted, base) pairs from CIFAR-10 test images: x_c = first image of class i,
-   x_b = first image of class (i + 5) mod 10;
+2. fixed (copyrighted, base) pairs from CIFAR-10 test images: x_c = first image of class i mod 10,
+   x_b = second image of class (i + 5) mod 10 (so no base is another pair's copyrighted image);
 3. disguises for every variant (+ an α sweep for ``unbounded``) with their metrics;
 4. both detectors against clean CIFAR-10 test images: ROC-AUC, FPR at 95 % / 100 % TPR;
 5. generation: a tiny class-conditional latent diffusion model trained on clean latents (concepts
@@ -45,10 +45,11 @@ from poisonlab.seeding import torch_generator  # noqa: E402
 
 
 def pairs(test, n: int) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
-    first = {}
+    by_class: dict[int, list[int]] = {}
     for i, y in enumerate(test.y.tolist()):
-        first.setdefault(y, i)
-    idx = [(first[c % 10], first[(c + 5) % 10]) for c in range(n)]
+        if len(by_class.setdefault(y, [])) < 2:
+            by_class[y].append(i)
+    idx = [(by_class[c % 10][0], by_class[(c + 5) % 10][1]) for c in range(n)]
     return test.x[[a for a, _ in idx]], test.x[[b for _, b in idx]], idx
 
 
