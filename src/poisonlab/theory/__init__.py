@@ -13,6 +13,7 @@ from .margin import (
     binary_reachability,
     least_squares_reachability,
     margin_extremes,
+    margin_statistic,
 )
 from .multiclass import (
     ce_lower_bound,
@@ -33,6 +34,7 @@ __all__ = [
     "lambert_w",
     "least_squares_reachability",
     "margin_extremes",
+    "margin_statistic",
     "min_poison_count",
     "mixed_gradient_norm",
     "multiclass_reachability",
