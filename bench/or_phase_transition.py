@@ -5,7 +5,9 @@
 
 Left: τ (eq. 3.4, poisons per clean point) over a grid of target models w = (w1, w2) (bias fixed),
 all with 0 % test accuracy. Middle: test accuracy after Gradient Canceling + retraining from scratch
-vs ε for one target: 100 % until ε crosses τ, then 0 %. Right: the target's gradient norm over the
+(full-batch gradient descent, so it converges) vs ε for one target: 100 % while ε < τ. Pixels are
+kept in [0, 1], which raises the threshold to τ_box (Corollary 1 with a from the bounded domain);
+both lines are drawn. Right: the target's gradient norm over the
 mixed data vs ε (Definition 1: zero iff the target is stationary). Writes
 bench/results/or_phase_transition.{png,json}. Uses the protocol's pieces: the 70/30 split, the
 victim spec and its one training loop, the budget rule, the ``gc`` attack and :mod:`poisonlab.theory`.
@@ -50,9 +52,12 @@ def main(argv=None) -> int:
     ap.add_argument("--bias", type=float, default=0.1, help="fixed target bias (default 0.1: the origin is misclassified)")
     ap.add_argument("--target", type=float, nargs=2, default=(-0.25, -0.3), metavar=("W1", "W2"),
                     help="the target of the middle/right panels (default -0.25 -0.3)")
-    ap.add_argument("--epochs", type=int, default=300, help="retraining epochs (default 300)")
-    ap.add_argument("--lr", type=float, default=0.5, help="retraining SGD learning rate (default 0.5)")
-    ap.add_argument("--gc-steps", type=int, default=400, help="GC steps (default 400)")
+    ap.add_argument("--epochs", type=int, default=3000, help="retraining epochs (default 3000)")
+    ap.add_argument("--lr", type=float, default=2.0, help="retraining learning rate (default 2)")
+    ap.add_argument("--batch-size", type=int, default=1000,
+                    help="retraining batch (default 1000 ≥ |D_tr ∪ D_p|: full-batch gradient descent, so retraining "
+                         "converges to the stationary point the theory talks about)")
+    ap.add_argument("--gc-steps", type=int, default=1500, help="GC steps (default 1500)")
     ap.add_argument("--gc-lr", type=float, default=0.02, help="GC Adam step in pixel units (default 0.02)")
     ap.add_argument("--source-classes", type=int, nargs="*", default=[0],
                     help="classes the clean-label poisons start from (default 0: label-1 poisons can only add to "
@@ -60,7 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "or_phase_transition"), help="output path without extension")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    prep = prepare(RunConfig(dataset="or", model="lr", epochs=args.epochs, lr=args.lr, seed=0))
+    prep = prepare(RunConfig(dataset="or", model="lr", epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=0))
     data, test = prep.data, prep.bundle.test
     train = data.train
     clean = prep.spec.train(train, 0)
@@ -91,26 +96,35 @@ def main(argv=None) -> int:
     logits_t = predict_logits(target, train.x)
     reach = multiclass_reachability(logits_t, train.y)
     tau_star = reach.tau
+    # pixels in [0, 1]: the margins t = ỹ·(w·x + b) admissible for each label (Corollary 1, bounded domain)
+    wv = (target.linear.weight[1] - target.linear.weight[0]).detach()
+    bv = float((target.linear.bias[1] - target.linear.bias[0]).detach())
+    lo_wx, hi_wx = float(wv.clamp(max=0).sum()), float(wv.clamp(min=0).sum())
+    domain = [(-(hi_wx + bv), -(lo_wx + bv)), (lo_wx + bv, hi_wx + bv)]  # label 0, label 1
+    reach_box = binary_reachability(reach.inner, "logistic", domain)
+    tau_box = reach_box.tau
     print(f"target w=({args.target[0]}, {args.target[1]}), b={args.bias}: accuracy {accuracy(target, test):.1f} %, "
-          f"τ = {tau_star:.4f} (ε ≥ τ needed; min poisons {int(np.ceil(tau_star * len(train)))})", file=sys.stderr)
+          f"τ = {tau_star:.4f} (ε ≥ τ needed; min poisons {int(np.ceil(tau_star * len(train)))}); with pixels in [0, 1]: "
+          f"τ_box = {tau_box:.4f} (a = {reach_box.a:.4f} instead of −W(1/e))", file=sys.stderr)
     eps_grid = [0.05, 0.2, 0.4, 0.6, 0.8, 1.0] if args.quick else [round(e, 3) for e in np.linspace(0.02, 1.0, 25)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "target.safetensors"
         save_model(path, target)
-        attack = build_attack("gc", {"target": str(path), "steps": 60 if args.quick else args.gc_steps, "lr": args.gc_lr,
-                                     "tol": 1e-6, "trace_every": 50, "source_classes": list(args.source_classes)})
+        attack = build_attack("gc", {"target": str(path), "steps": 300 if args.quick else args.gc_steps, "lr": args.gc_lr,
+                                     "tol": 1e-4, "trace_every": 50, "source_classes": list(args.source_classes)})
         for eps in eps_grid:
             k = poison_count(eps, len(train))
             ps = attack.poison(data, victim, eps, generator=torch_generator(0, "attack"))
             retrained = victim.retrain(PoisonedDataset.combine(train, ps).dataset)
             rep = attack.assess(ps, retrained, test)
             row = {"fraction": eps, "n_poison": k, "eps": ps.info["eps"], "passes_tau": reach.reachable(ps.info["eps"]),
+                   "passes_tau_box": reach_box.reachable(ps.info["eps"]),
                    "accuracy": accuracy(retrained, test), "grad_norm": ps.info["final_grad_norm"],
                    "rel_grad_norm": ps.info["final_rel_grad_norm"], "distance_to_target": rep["retrained_to_target_distance"],
                    "agreement_with_target": rep["retrained_target_agreement"]}
             rows.append(row)
-            print(f"  ε={row['eps']:.3f} ({k:3d} poisons, ≥τ: {row['passes_tau']!s:5}): accuracy {row['accuracy']:6.2f} %, "
+            print(f"  ε={row['eps']:.3f} ({k:3d} poisons, ≥τ: {row['passes_tau']!s:5}, ≥τ_box: {row['passes_tau_box']!s:5}): accuracy {row['accuracy']:6.2f} %, "
                   f"‖∇‖ mixed {row['grad_norm']:.3g}, ‖w−w*‖/‖w*‖ {row['distance_to_target']:.3f}", file=sys.stderr)
 
     import matplotlib
@@ -127,11 +141,13 @@ def main(argv=None) -> int:
     e = [r["eps"] for r in rows]
     ax[1].plot(e, [r["accuracy"] for r in rows], "o-")
     ax[1].axvline(tau_star, color="r", ls="--", label=f"τ = {tau_star:.3f}")
+    ax[1].axvline(tau_box, color="m", ls=":", label=f"τ, pixels in [0,1] = {tau_box:.3f}")
     ax[1].set(xlabel="ε (poisons per clean point)", ylabel="test accuracy after GC + retraining (%)",
-              title=f"clean {acc_clean:.0f} % → 0 % once ε ≥ τ", ylim=(-5, 105))
+              title=f"GC + retraining, target w* (clean {acc_clean:.0f} %)", ylim=(-5, 105))
     ax[1].legend()
     ax[2].semilogy(e, [max(r["grad_norm"], 1e-12) for r in rows], "o-")
     ax[2].axvline(tau_star, color="r", ls="--", label="τ")
+    ax[2].axvline(tau_box, color="m", ls=":", label="τ (pixels in [0,1])")
     ax[2].set(xlabel="ε", ylabel="‖∇ loss at target over D_tr ∪ D_p‖", title="gradient norm of the target")
     ax[2].legend()
     fig.tight_layout()
@@ -141,7 +157,7 @@ def main(argv=None) -> int:
     write_json(out.with_suffix(".json"), {
         "quick": args.quick, "bias": args.bias, "w1": w1s.tolist(), "w2": w2s.tolist(),
         "tau_grid": [[None if np.isnan(v) else float(v) for v in row] for row in tau],
-        "target": list(args.target), "tau": tau_star, "clean_accuracy": acc_clean, "n_train": len(train),
+        "target": list(args.target), "tau": tau_star, "tau_box": tau_box, "margin_domain_box": domain, "clean_accuracy": acc_clean, "n_train": len(train),
         "recipe": {"epochs": args.epochs, "lr": args.lr, "batch_size": prep.spec.recipe.batch_size},
         "gc": attack.options(), "rows": rows, "seconds": time.perf_counter() - t0,
     })

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..autodiff import flatten, mixed_vjp, named_params
+from ..autodiff import flatten, mixed_vjp, named_params, unflatten
 from ..autodiff.params import Params, loss_of_params
 from ..data.types import AttackData, Dataset, PoisonSet
 from ..errors import ConfigError
@@ -110,8 +110,6 @@ def sum_gradient(model: nn.Module, names: list[str], w: Params, x: torch.Tensor,
 def poison_input_gradient(model: nn.Module, names: list[str], w: Params, x: torch.Tensor, y: torch.Tensor,
                           r: torch.Tensor, scale: float, chunk: int) -> torch.Tensor:
     """∂/∂x ⟨scale·Σ_j ∇_w ℓ(x_j, y_j; w), r⟩ (eq. 3.15), one mixed product per chunk."""
-    from ..autodiff import unflatten
-
     v = unflatten(r, w)
     out = torch.empty_like(x)
     for s in range(0, len(x), chunk):
@@ -130,8 +128,6 @@ def directional_losses(model: nn.Module, names: list[str], w: Params, x: torch.T
                        v: torch.Tensor, chunk: int) -> torch.Tensor:
     """⟨∇_w ℓ(x_i, y_i; w), v⟩ for every point i (N,), by forward-mode differentiation along v."""
     from torch.func import functional_call, jvp
-
-    from ..autodiff import unflatten
 
     fixed = {n: p.detach() for n, p in model.named_parameters() if n not in set(names)}
     fixed.update(dict(model.named_buffers()))
@@ -209,8 +205,8 @@ class GradientCanceling(Attack):
         def residual(xp: torch.Tensor) -> torch.Tensor:
             return g_clean + sum_gradient(target, names, w, xp, y, 1.0 / N, c.chunk_size)
 
-        x_var = x.clone().requires_grad_(False)
-        opt = torch.optim.Adam([x_var.requires_grad_(True)], lr=c.lr) if c.optimizer == "adam" else None
+        x_var = x.clone().requires_grad_(True)  # the poison inputs being optimised
+        opt = torch.optim.Adam([x_var], lr=c.lr) if c.optimizer == "adam" else None
         trace: list[list[float]] = []
         best_x, best_norm = x_var.detach().clone(), math.inf
         converged, step = False, 0
