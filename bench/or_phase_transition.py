@@ -46,6 +46,34 @@ def set_target(model: torch.nn.Module, w1: float, w2: float, bias: float) -> tor
     return model.eval()
 
 
+def z_params(model: torch.nn.Module) -> torch.Tensor:
+    """The identifiable parameters (w1, w2, b) of a two-class softmax LR: logit differences."""
+    W, b = model.linear.weight.detach(), model.linear.bias.detach()
+    return torch.cat([W[1] - W[0], (b[1] - b[0]).view(1)])
+
+
+def label_mix(target: torch.nn.Module, g_clean: torch.Tensor, eps: float, grid: int = 41) -> tuple[float, float]:
+    """The poison label mix of the best poisoning *distribution* on [0, 1]² (Theorem 1 as an LP):
+    minimise ‖g(μ) + ε·Σ_i ν_i ∇ℓ(z_i)‖₁ over distributions ν on a grid × {0, 1}. Returns
+    (share of label 0, residual); GC then starts from clean points in these proportions."""
+    from scipy.optimize import linprog
+
+    ax = torch.linspace(0, 1, grid)
+    xy = torch.stack(torch.meshgrid(ax, ax, indexing="ij"), -1).reshape(-1, 2)
+    xs = torch.cat([xy, xy]).view(-1, 1, 1, 2)
+    ys = torch.cat([torch.zeros(len(xy)), torch.ones(len(xy))]).long()
+    with torch.no_grad():
+        r = torch.softmax(target(xs), 1) - torch.nn.functional.one_hot(ys, 2).float()
+    G = torch.cat([(r[:, :, None] * xs.view(-1, 1, 2)).reshape(len(xs), -1), r], 1).double().numpy()  # (M, 6)
+    m, d = G.shape
+    c = np.concatenate([np.zeros(m), np.ones(2 * d)])
+    A_eq = np.vstack([np.hstack([eps * G.T, np.eye(d), -np.eye(d)]), np.concatenate([np.ones(m), np.zeros(2 * d)])[None]])
+    b_eq = np.concatenate([-g_clean.double().numpy(), [1.0]])
+    res = linprog(c, A_eq=A_eq, b_eq=b_eq, bounds=[(0, None)] * (m + 2 * d), method="highs")
+    nu = res.x[:m]
+    return float(nu[: len(xy)].sum()), float(res.fun)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="coarse grid and few ε values (a smoke test)")
@@ -59,9 +87,9 @@ def main(argv=None) -> int:
                          "converges to the stationary point the theory talks about)")
     ap.add_argument("--gc-steps", type=int, default=1500, help="GC steps (default 1500)")
     ap.add_argument("--gc-lr", type=float, default=0.02, help="GC Adam step in pixel units (default 0.02)")
-    ap.add_argument("--source-classes", type=int, nargs="*", default=[0],
-                    help="classes the clean-label poisons start from (default 0: label-1 poisons can only add to "
-                         "g(μ) for these targets, so the attacker draws its poisons from class 0)")
+    ap.add_argument("--source-classes", type=int, nargs="*", default=None,
+                    help="classes the clean-label poisons start from (default: the label mix of the best poisoning "
+                         "distribution, found by an LP over [0, 1]² × labels for each ε)")
     ap.add_argument("--out", default=str(RESULTS / "or_phase_transition"), help="output path without extension")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -106,26 +134,40 @@ def main(argv=None) -> int:
     print(f"target w=({args.target[0]}, {args.target[1]}), b={args.bias}: accuracy {accuracy(target, test):.1f} %, "
           f"τ = {tau_star:.4f} (ε ≥ τ needed; min poisons {int(np.ceil(tau_star * len(train)))}); with pixels in [0, 1]: "
           f"τ_box = {tau_box:.4f} (a = {reach_box.a:.4f} instead of −W(1/e))", file=sys.stderr)
-    eps_grid = [0.05, 0.2, 0.4, 0.6, 0.8, 1.0] if args.quick else [round(e, 3) for e in np.linspace(0.02, 1.0, 25)]
+    eps_grid = [0.05, 0.4, 0.8, 1.0] if args.quick else [round(e, 3) for e in np.linspace(0.05, 1.0, 20)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "target.safetensors"
         save_model(path, target)
-        attack = build_attack("gc", {"target": str(path), "steps": 300 if args.quick else args.gc_steps, "lr": args.gc_lr,
-                                     "tol": 1e-4, "trace_every": 50, "source_classes": list(args.source_classes)})
+        from poisonlab.attacks.gc import sum_gradient
+        from poisonlab.autodiff import named_params
+
+        names, wt = named_params(target)
+        g_clean = sum_gradient(target, names, wt, train.x, train.y, 1.0 / len(train), 10_000)
+        gc_opts = {"target": str(path), "steps": 300 if args.quick else args.gc_steps, "lr": args.gc_lr,
+                   "tol": 1e-4, "trace_every": 50}
         for eps in eps_grid:
             k = poison_count(eps, len(train))
+            if args.source_classes is not None:
+                q0, lp_res = float("nan"), float("nan")
+                attack = build_attack("gc", {**gc_opts, "source_classes": list(args.source_classes)})
+            else:
+                q0, lp_res = label_mix(target, g_clean, k / len(train))
+                attack = build_attack("gc", {**gc_opts, "class_proportions": [q0, 1.0 - q0]})
             ps = attack.poison(data, victim, eps, generator=torch_generator(0, "attack"))
             retrained = victim.retrain(PoisonedDataset.combine(train, ps).dataset)
             rep = attack.assess(ps, retrained, test)
-            row = {"fraction": eps, "n_poison": k, "eps": ps.info["eps"], "passes_tau": reach.reachable(ps.info["eps"]),
+            row = {"fraction": eps, "n_poison": k, "eps": ps.info["eps"], "label0_share": q0, "lp_residual_l1": lp_res,
+                   "n_label0": int((ps.y == 0).sum()),
+                   "z_distance_to_target": float((z_params(retrained) - z_params(target)).norm() / z_params(target).norm()), "passes_tau": reach.reachable(ps.info["eps"]),
                    "passes_tau_box": reach_box.reachable(ps.info["eps"]),
                    "accuracy": accuracy(retrained, test), "grad_norm": ps.info["final_grad_norm"],
                    "rel_grad_norm": ps.info["final_rel_grad_norm"], "distance_to_target": rep["retrained_to_target_distance"],
                    "agreement_with_target": rep["retrained_target_agreement"]}
             rows.append(row)
             print(f"  ε={row['eps']:.3f} ({k:3d} poisons, ≥τ: {row['passes_tau']!s:5}, ≥τ_box: {row['passes_tau_box']!s:5}): accuracy {row['accuracy']:6.2f} %, "
-                  f"‖∇‖ mixed {row['grad_norm']:.3g}, ‖w−w*‖/‖w*‖ {row['distance_to_target']:.3f}", file=sys.stderr)
+                  f"‖∇‖ mixed {row['grad_norm']:.3g}, label-0 poisons {row['n_label0']}, "
+                  f"‖z−z*‖/‖z*‖ {row['z_distance_to_target']:.3f}", file=sys.stderr)
 
     import matplotlib
 
@@ -159,7 +201,7 @@ def main(argv=None) -> int:
         "tau_grid": [[None if np.isnan(v) else float(v) for v in row] for row in tau],
         "target": list(args.target), "tau": tau_star, "tau_box": tau_box, "margin_domain_box": domain, "clean_accuracy": acc_clean, "n_train": len(train),
         "recipe": {"epochs": args.epochs, "lr": args.lr, "batch_size": prep.spec.recipe.batch_size},
-        "gc": attack.options(), "rows": rows, "seconds": time.perf_counter() - t0,
+        "gc": gc_opts, "rows": rows, "seconds": time.perf_counter() - t0,
     })
     print(f"wrote {out.with_suffix('.png')} and .json in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0

@@ -145,6 +145,12 @@ def test_gc_source_classes_and_aligned_init(digits_victim):
     out = build_attack("gc", {**GC_FAST, "steps": 3, "source_classes": [3], "init": "aligned"}).poison(
         prep.data, victim, 0.05, generator=torch_generator(0, "attack"))
     assert (out.y == 3).all()
+    mix = build_attack("gc", {**GC_FAST, "steps": 2, "class_proportions": [3, 1] + [0] * 8}).poison(
+        prep.data, victim, 0.1, generator=torch_generator(0, "attack"))
+    n = poison_count(0.1, len(prep.data.train))
+    assert int((mix.y == 0).sum()) == round(0.75 * n) and int((mix.y == 1).sum()) == n - round(0.75 * n)
+    with pytest.raises(ConfigError):
+        build_attack("gc", {"class_proportions": [1, 0], "source_classes": [0]})
 
 
 def test_gc_target_from_file_and_assess(digits_victim, tmp_path):

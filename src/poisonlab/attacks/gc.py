@@ -45,7 +45,9 @@ class GCConfig(AttackConfig):
     gradient, default all), ``steps``, ``lr`` (pixel units), ``optimizer`` ("adam" or
     "normalized"), ``schedule`` ("constant" or "cosine"), ``tol`` (stop when the mixed gradient norm
     ≤ tol·‖g(μ)‖), ``source_classes`` (draw the starting points, hence labels, from these classes
-    only; default all), ``init`` ("random" clean points, or "aligned": the clean points whose
+    only; default all), ``class_proportions`` (one weight per class: draw round(q_k·n) starting points
+    from class k, with replacement when a class is short — the attacker picks the label mix, the labels
+    then stay clean), ``init`` ("random" clean points, or "aligned": the clean points whose
     gradient at w points most against g(μ), i.e. that cancel most before any step), ``chunk_size`` (points per autograd pass), ``trace_every``."""
 
     target: str = "gradpc"
@@ -61,6 +63,7 @@ class GCConfig(AttackConfig):
     schedule: str = "constant"
     tol: float = 1e-4
     source_classes: tuple[int, ...] = ()
+    class_proportions: tuple[float, ...] = ()
     init: str = "random"
     chunk_size: int = 8192
     trace_every: int = 10
@@ -86,6 +89,11 @@ class GCConfig(AttackConfig):
             raise ConfigError(f"gc: trace_every must be a positive integer, got {self.trace_every!r}")
         if not all(isinstance(c, int) and c >= 0 for c in self.source_classes):
             raise ConfigError(f"gc: source_classes must be class indices, got {self.source_classes!r}")
+        if self.class_proportions:
+            if self.source_classes:
+                raise ConfigError("gc: give source_classes or class_proportions, not both")
+            if any(not isinstance(q, (int, float)) or q < 0 for q in self.class_proportions) or sum(self.class_proportions) <= 0:
+                raise ConfigError(f"gc: class_proportions must be non-negative with a positive sum, got {self.class_proportions!r}")
         # GradPC's options are validated by its own config when the target is built
         if self.target != "gradpc" and not is_target_path(self.target):
             from .targets import TARGETS
@@ -144,6 +152,30 @@ def directional_losses(model: nn.Module, names: list[str], w: Params, x: torch.T
     return torch.cat(out)
 
 
+def _sources_by_proportion(y: torch.Tensor, weights, n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """n source indices, round(q_k·n) from class k (largest remainder), without replacement when possible."""
+    if len(weights) != num_classes:
+        raise ConfigError(f"gc: class_proportions needs {num_classes} weights, got {len(weights)}")
+    q = torch.tensor([float(v) for v in weights], dtype=torch.float64)
+    share = q / q.sum() * n
+    counts = share.floor().long()
+    rest = n - int(counts.sum())
+    if rest:
+        counts[torch.argsort(share - counts.double(), descending=True)[:rest]] += 1
+    out = []
+    for k in range(num_classes):
+        if counts[k] == 0:
+            continue
+        pool = torch.nonzero(y == k).flatten()
+        if len(pool) == 0:
+            raise ConfigError(f"gc: class_proportions asks for class {k}, which D_tr does not contain")
+        if counts[k] <= len(pool):
+            out.append(pool[torch.randperm(len(pool), generator=generator)[: int(counts[k])]])
+        else:
+            out.append(pool[torch.randint(len(pool), (int(counts[k]),), generator=generator)])
+    return torch.cat(out)
+
+
 def relative_distance(a: nn.Module, b: nn.Module, names: list[str]) -> float:
     """‖w_a − w_b‖ / ‖w_b‖ over the named parameters."""
     pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
@@ -162,6 +194,29 @@ class GradientCanceling(Attack):
         c = self.config
         opts = {"eps_w": c.eps_w, "norm": c.target_norm, "topk": c.target_topk, "steps": c.target_steps, "lr": c.target_lr}
         return make_target(c.target, victim.clean_model(), data.val, opts, progress)
+
+    def _initial_sources(self, train: Dataset, num_classes: int, n: int, target: nn.Module, names: list[str], w: Params,
+                         g_clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Indices into D_tr of the points the poisons start from (Algorithm 2, line 1)."""
+        c = self.config
+        if c.class_proportions:
+            return _sources_by_proportion(train.y, c.class_proportions, n, num_classes, generator)
+        if c.source_classes:
+            bad = [k for k in c.source_classes if k >= num_classes]
+            if bad:
+                raise ConfigError(f"gc: source_classes {bad} out of range 0..{num_classes - 1}")
+            pool = torch.nonzero(torch.isin(train.y, torch.tensor(c.source_classes))).flatten()
+            if len(pool) == 0:
+                raise ConfigError(f"gc: no training points in source_classes {list(c.source_classes)}")
+        else:
+            pool = torch.arange(len(train))
+        if c.init == "aligned" and n <= len(pool):
+            device = w[0].device
+            score = directional_losses(target, names, w, train.x[pool].to(device), train.y[pool].to(device), g_clean, c.chunk_size)
+            return pool[torch.argsort(score.cpu())[:n]]  # most negative ⟨∇ℓ(z_i), g(μ)⟩ first
+        if n <= len(pool):
+            return pool[torch.randperm(len(pool), generator=generator)[:n]]
+        return pool[torch.randint(len(pool), (n,), generator=generator)]
 
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool) -> PoisonSet:
         c = self.config
@@ -182,23 +237,8 @@ class GradientCanceling(Attack):
         g_clean = sum_gradient(target, names, w, train.x.to(device), train.y.to(device), 1.0 / N, c.chunk_size)
         g_clean_norm = float(torch.linalg.vector_norm(g_clean))
 
-        # initialise from random clean points (labels kept: clean-label)
-        if c.source_classes:
-            bad = [k for k in c.source_classes if k >= data.num_classes]
-            if bad:
-                raise ConfigError(f"gc: source_classes {bad} out of range 0..{data.num_classes - 1}")
-            pool = torch.nonzero(torch.isin(train.y, torch.tensor(c.source_classes))).flatten()
-        else:
-            pool = torch.arange(N)
-        if len(pool) == 0:
-            raise ConfigError(f"gc: no training points in source_classes {list(c.source_classes)}")
-        if c.init == "aligned" and n_poison <= len(pool):
-            score = directional_losses(target, names, w, train.x[pool].to(device), train.y[pool].to(device), g_clean, c.chunk_size)
-            src = pool[torch.argsort(score.cpu())[:n_poison]]  # most negative ⟨∇ℓ(z_i), g(μ)⟩ first
-        elif n_poison <= len(pool):
-            src = pool[torch.randperm(len(pool), generator=generator)[:n_poison]]
-        else:
-            src = pool[torch.randint(len(pool), (n_poison,), generator=generator)]
+        # initialise from clean points (labels kept: clean-label)
+        src = self._initial_sources(train, data.num_classes, n_poison, target, names, w, g_clean, generator)
         y = train.y[src].to(device)
         x = train.x[src].clone().to(device)
 
