@@ -71,7 +71,7 @@ def label_mix(target: torch.nn.Module, g_clean: torch.Tensor, eps: float, grid: 
     b_eq = np.concatenate([-g_clean.double().numpy(), [1.0]])
     res = linprog(c, A_eq=A_eq, b_eq=b_eq, bounds=[(0, None)] * (m + 2 * d), method="highs")
     nu = res.x[:m]
-    return float(nu[: len(xy)].sum()), float(res.fun)
+    return min(max(float(nu[: len(xy)].sum()), 0.0), 1.0), float(res.fun)
 
 
 def main(argv=None) -> int:
@@ -103,8 +103,8 @@ def main(argv=None) -> int:
 
     # ---- left: τ over a grid of 0-accuracy targets
     n = 9 if args.quick else 41
-    w1s = np.linspace(-1.5, -0.12, n)
-    w2s = np.linspace(-1.5, -0.12, n)
+    w1s = np.linspace(-0.8, -0.12, n)
+    w2s = np.linspace(-0.8, -0.12, n)
     tau = np.full((n, n), np.nan)
     probe = prep.spec.build(0)
     ysign = (2 * train.y - 1).double()
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.3))
     im = ax[0].imshow(tau, origin="lower", extent=[w1s[0], w1s[-1], w2s[0], w2s[-1]], aspect="auto", cmap="viridis")
     ax[0].plot(*args.target, "r*", ms=12, label=f"target (τ={tau_star:.2f})")
-    ax[0].set(xlabel="w1", ylabel="w2", title=f"τ of 0-accuracy targets (bias {args.bias:g})")
+    ax[0].set(xlabel="w1", ylabel="w2", title=f"τ of 0-accuracy targets (bias {args.bias:g}; blank: accuracy > 0)")
     ax[0].legend(loc="upper left", fontsize=8)
     fig.colorbar(im, ax=ax[0], label="τ = max{⟨w,g(μ)⟩/W(1/e), 0}")
     e = [r["eps"] for r in rows]
