@@ -167,6 +167,8 @@ def test_gc_target_from_file_and_assess(digits_victim, tmp_path):
     rep = attack.assess(ps, victim.clean_model(), prep.bundle.test)
     assert rep["retrained_to_target_distance"] == pytest.approx(ps.info["clean_to_target_distance"], rel=1e-6)
     assert rep["target_distance_closed"] == pytest.approx(0.0, abs=1e-6)
+    same = attack.assess(ps, target, prep.bundle.test)
+    assert same["retrained_to_target_logit_distance"] == 0.0 and same["retrained_target_agreement"] == 100.0
     bad = tmp_path / "bad.safetensors"
     save_model(bad, nn.Linear(3, 2))
     with pytest.raises(ConfigError):

@@ -315,8 +315,12 @@ class GradientCanceling(Attack):
         target = copy.deepcopy(retrained)
         target.load_state_dict(state)
         names = poisons.info.get("gc_params") or [n for n, _ in target.named_parameters()]
-        pt = predict_logits(target, test.x).argmax(1)
-        pr = predict_logits(retrained, test.x).argmax(1)
+        ht, hr = predict_logits(target, test.x), predict_logits(retrained, test.x)
+        pt, pr = ht.argmax(1), hr.argmax(1)
+        # softmax ignores a common shift of the logits (and the last layer a common row), so parameter
+        # distance is not identifiable; centred logits on the test set are
+        ct, cr = ht - ht.mean(1, keepdim=True), hr - hr.mean(1, keepdim=True)
+        logit_dist = float((cr - ct).norm() / ct.norm().clamp_min(1e-30))
         d_clean = poisons.info.get("clean_to_target_distance", float("nan"))
         d = relative_distance(retrained, target, names)
         return {
@@ -324,4 +328,5 @@ class GradientCanceling(Attack):
             "retrained_to_target_distance": d,
             "target_distance_closed": 1.0 - d / d_clean if d_clean and math.isfinite(d_clean) else float("nan"),
             "retrained_target_agreement": 100.0 * float((pt == pr).double().mean()),
+            "retrained_to_target_logit_distance": logit_dist,
         }
