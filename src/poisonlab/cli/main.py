@@ -12,10 +12,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see README: avoids 20-70x
 from .. import __version__  # noqa: E402
 from ..errors import PoisonlabError  # noqa: E402
 from . import (  # noqa: E402
-    cache_cmd, datasets_cmd, disguise_cmd, list_cmd, report_cmd, run_cmd, sweep_cmd, transfer_cmd, vae_cmd,
+    cache_cmd, datasets_cmd, disguise_cmd, list_cmd, report_cmd, run_cmd, sweep_cmd, target_cmd, threshold_cmd,
+    transfer_cmd, vae_cmd,
 )
 
-COMMANDS = [run_cmd, list_cmd, datasets_cmd, transfer_cmd, sweep_cmd, report_cmd, cache_cmd, disguise_cmd, vae_cmd]
+COMMANDS = [run_cmd, list_cmd, datasets_cmd, threshold_cmd, target_cmd, transfer_cmd, sweep_cmd, report_cmd, cache_cmd,
+            disguise_cmd, vae_cmd]
 
 
 class _Parser(argparse.ArgumentParser):
