@@ -2,6 +2,6 @@
 
 from .base import ATTACKS, Attack, AttackConfig, build_attack, register_attack
 from . import label_flip  # noqa: F401  (registers)
-from . import tgda  # noqa: F401  (registers)
+from . import back_gradient, metapoison, min_max, tgda  # noqa: F401  (registers)
 
 __all__ = ["ATTACKS", "Attack", "AttackConfig", "build_attack", "register_attack"]

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -30,11 +31,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.func import functional_call
+from tqdm.auto import tqdm
 
 from ..autodiff import Params
 from ..data.types import AttackData, Dataset
 from ..errors import ConfigError
-from ..seeding import torch_generator
+from ..seeding import derive_seed, torch_generator
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -275,3 +277,79 @@ def draw_base_seed(generator: torch.Generator) -> int:
 def chunks(n: int, size: int) -> Iterator[slice]:
     for s in range(0, n, size):
         yield slice(s, min(n, s + size))
+
+
+# ---------------------------------------------------------------------------- poison labels
+def initial_labels(rule: str, y: torch.Tensor, num_classes: int, fol: "Follower | None" = None,
+                   w: Params | None = None, x: torch.Tensor | None = None) -> torch.Tensor:
+    """Labels of direct-variable poisons: ``keep`` (clean label), ``flip`` (y ← C−1−y, the thesis'
+    10 − y kept in range) or ``max_loss`` (the label the follower ``w`` finds least likely for x)."""
+    if rule == "keep":
+        return y.clone()
+    if rule == "flip":
+        return (num_classes - 1) - y
+    assert fol is not None and w is not None and x is not None
+    with torch.no_grad():
+        out = torch.cat([fol.logits(w, x[sl]) for sl in chunks(len(x), 4096)]) if len(x) else x.new_zeros(0, num_classes)
+    return out.argmin(1)
+
+
+LABEL_RULES = ("keep", "flip", "max_loss")
+
+
+# ---------------------------------------------------------------------------- direct-variable game loop
+def direct_game(
+    *,
+    name: str,
+    fol: Follower,
+    w_pre: Params,
+    T: AttackTensors,
+    y_poison: torch.Tensor,
+    leader_step: Callable[[Params, Round, torch.Tensor], torch.Tensor],
+    epochs: int,
+    n: int,
+    follower_lr: float,
+    batch_size: int,
+    val_batch_size: int | None,
+    base_seed: int,
+    checkpoint: Checkpoint,
+    progress: bool,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Gradient descent-ascent on directly optimised poison images (back_gradient, min_max).
+
+    Each round (one clean batch with its ≈ε·B poisons): ``leader_step(w, round, x_p)`` returns the
+    round's poisons moved by the leader (rows ``round.poison`` of the (P, C, H, W) tensor), then the
+    follower takes ``n`` gradient steps on the clean batch ∪ those poisons. Resumable per epoch.
+    Returns (final poison images, diagnostics).
+    """
+    xp_all = T.x0.clone()
+    w = w_pre
+    n_eval = min(len(T.val), 5000)
+    eval_set = Dataset(T.val.x[:n_eval], T.val.y[:n_eval], T.val.num_classes)
+    info: dict[str, Any] = {"val_loss": [fol.mean_loss(w, eval_set)], "val_accuracy": [fol.accuracy(w, eval_set)]}
+    start = 0
+    state = checkpoint.load()
+    if state is not None:
+        tensors, meta = state
+        xp_all = tensors["xp"].to(T.x0.device, T.x0.dtype)
+        w = unpack("w", tensors, w_pre)
+        start, info = int(meta["epoch"]), meta["info"]
+    seconds = 0.0
+    bar = tqdm(range(start, epochs), desc=name, disable=not progress, unit="ep", initial=start, total=epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        for r in epoch_rounds(len(T.train), len(xp_all), len(T.val), batch_size, val_batch_size, "proportional",
+                              epoch_generator(base_seed, epoch)):
+            xc, yc = T.train.x[r.clean], T.train.y[r.clean]
+            if len(r.poison):
+                xp_all[r.poison] = leader_step(w, r, xp_all[r.poison]).detach().clamp(0.0, 1.0)
+            if n:
+                xp, yp = xp_all[r.poison], y_poison[r.poison]
+                w = sgd_steps(lambda ws: fol.mixed_loss(ws, xc, yc, xp, yp), w, follower_lr, n)
+        seconds += time.perf_counter() - t0
+        info["val_loss"].append(fol.mean_loss(w, eval_set))
+        info["val_accuracy"].append(fol.accuracy(w, eval_set))
+        bar.set_postfix(val_loss=f"{info['val_loss'][-1]:.4f}")
+        checkpoint.save({"xp": xp_all, **pack("w", w)}, {"epoch": epoch + 1, "info": info})
+    info["seconds_per_epoch"] = seconds / max(epochs - start, 1)
+    return xp_all, info

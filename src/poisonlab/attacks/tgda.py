@@ -224,7 +224,8 @@ class TGDA(Attack):
         opt: torch.optim.Optimizer = (torch.optim.Adam(theta, lr=cfg.leader_lr) if cfg.leader_optimizer == "adam"
                                       else torch.optim.SGD(theta, lr=cfg.leader_lr))
 
-        fp = B.fingerprint("tgda", self.options(), len(T.train), len(T.val), sources.tolist()[:64], base,
+        resumable = {k: v for k, v in self.options().items() if k not in ("epochs", "checkpoint", "log_every")}
+        fp = B.fingerprint("tgda", resumable, len(T.train), len(T.val), sources.tolist()[:64], base,
                            B.data_digest(data.train.x[:256], data.val.x[:256]), victim.spec.model)
         ckpt = B.Checkpoint(checkpoint, fp)
         n_eval = min(len(T.val), 5000)
