@@ -201,11 +201,14 @@ def test_resume_from_checkpoint_is_byte_identical(name, tmp_path):
         build_attack(name, other).poison(data, victim, 0.05, generator=torch_generator(2, "attack"))
 
 
-def test_tgda_partitions_join_disjoint_parts():
-    data, victim = _tiny()
-    p = build_attack("tgda", dict(TINY["tgda"], partitions=3)).poison(data, victim, 0.05, generator=torch_generator(0, "a"))
-    assert len(p) == 10 and len(set(p.source_index.tolist())) == 10
-    assert torch.equal(p.y, data.train.y[p.source_index]) and len(p.info["partitions"]) == 3
+def test_tgda_partitions_join_disjoint_parts_and_parallel_equals_sequential():
+    data, victim = _tiny(n_train=120, n_val=40)
+    opts = dict(TINY["tgda"], epochs=1, partitions=2)
+    p = build_attack("tgda", opts).poison(data, victim, 0.05, generator=torch_generator(0, "a"))
+    assert len(p) == 6 and len(set(p.source_index.tolist())) == 6
+    assert torch.equal(p.y, data.train.y[p.source_index]) and len(p.info["partitions"]) == 2
+    q = build_attack("tgda", dict(opts, workers=2)).poison(data, victim, 0.05, generator=torch_generator(0, "a"))
+    assert torch.equal(p.x, q.x) and torch.equal(p.source_index, q.source_index)
 
 
 @pytest.mark.parametrize("opts", [{"leader": "defender"}, {"formulation": "zero_sum"}, {"start": "cold"},

@@ -91,6 +91,12 @@ class Follower:
         """f = mean cross-entropy on the clean batch ∪ the poison batch (every point weighs the same)."""
         return self.loss(w, torch.cat([xc, xp.to(xc.dtype)]), torch.cat([yc, yp]))
 
+    def weighted_mixed_loss(self, w: Sequence[torch.Tensor], xc: torch.Tensor, yc: torch.Tensor,
+                            xp: torch.Tensor, yp: torch.Tensor, eps: float) -> torch.Tensor:
+        """(CE_clean + ε·CE_poison)/(1+ε): the expected batch loss on D_tr ∪ D_p, |D_p| = ε|D_tr|,
+        when the batch carries *all* poisons."""
+        return (self.loss(w, xc, yc) + eps * self.loss(w, xp.to(xc.dtype), yp)) / (1.0 + eps)
+
     @torch.no_grad()
     def mean_loss(self, w: Sequence[torch.Tensor], data: Dataset, chunk: int = 4096) -> float:
         total, n = 0.0, len(data)
@@ -166,12 +172,13 @@ def epoch_rounds(n_train: int, n_poison: int, n_val: int, batch_size: int, val_b
     ``poisons_per_batch="proportional"``: the poisons are shuffled and split evenly over the
     batches, so each batch carries ≈ ε·B poisons — the proportion the victim sees when it
     retrains on D_tr ∪ D_p; ``"all"``: every batch carries every poison (the poisons then weigh
-    P/(B+P) in f instead of ε/(1+ε)). Validation batches cycle through a shuffled D_v
+    P/(B+P) in f instead of ε/(1+ε)); ``"weighted"``: every batch carries every poison, weighted
+    so that they weigh ε/(1+ε) (the expected batch loss). Validation batches cycle through a shuffled D_v
     (``val_batch_size=None``: all of D_v every round).
     """
     perm = torch.randperm(n_train, generator=generator)
     clean = list(torch.split(perm, batch_size))
-    if poisons_per_batch == "all":
+    if poisons_per_batch in ("all", "weighted"):
         pois = [torch.arange(n_poison)] * len(clean)
     else:
         pois = list(torch.tensor_split(torch.randperm(n_poison, generator=generator), len(clean)))

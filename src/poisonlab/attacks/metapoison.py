@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.types import AttackData, PoisonSet
@@ -62,12 +61,6 @@ class MetaPoisonConfig(AttackConfig):
         B.check_dtype(self.dtype, WHAT)
 
 
-def weighted_mixed_loss(fol: B.Follower, w: B.Params, xc: torch.Tensor, yc: torch.Tensor, xp: torch.Tensor,
-                        yp: torch.Tensor, eps: float) -> torch.Tensor:
-    """(CE_clean + ε·CE_poison)/(1+ε): the expected batch loss on D_tr ∪ D_p with |D_p| = ε|D_tr|."""
-    return (fol.loss(w, xc, yc) + eps * fol.loss(w, xp, yp)) / (1.0 + eps)
-
-
 @register_attack("metapoison")
 class MetaPoison(Attack):
     Config = MetaPoisonConfig
@@ -92,7 +85,7 @@ class MetaPoison(Attack):
 
         def batch_loss(fol: B.Follower, w: B.Params, xp: torch.Tensor) -> tuple[torch.Tensor, ...]:
             idx = torch.randint(0, len(T.train), (bs,), generator=g).to(device)
-            return weighted_mixed_loss(fol, w, T.train.x[idx], T.train.y[idx], xp, T.y0, eps)
+            return fol.weighted_mixed_loss(w, T.train.x[idx], T.train.y[idx], xp, T.y0, eps)
 
         delta = torch.zeros_like(T.x0)
         models, ages, restarts = [], [], [0] * cfg.ensemble

@@ -27,6 +27,7 @@ Shapes: D_tr images (N, C, H, W) in [0, 1]; poisons (ε·N, C, H, W) in [0, 1] (
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ class TGDAConfig(AttackConfig):
     follower_lr: float | None = None  # β; None: the victim recipe's learning rate (0.1)
     batch_size: int | None = None  # clean points per round; None: the victim recipe's batch size
     val_batch_size: int | None = 1000  # D_v points in ℓ per round; None: all of D_v
-    poisons_per_batch: str = "proportional"  # "proportional" (≈ε·B per round) or "all"
+    poisons_per_batch: str = "proportional"  # "proportional" (≈ε·B per round), "all" or "weighted" (all, weight ε)
     leader: str = "attacker"  # who moves first in a round: "attacker" (Alg. 1) or "defender"
     formulation: str = "nonzero_sum"  # or "zero_sum" (ℓ = f)
     start: str = "warm"  # "warm" (partial warm start) or "cold" (follower restarts from w_pre)
@@ -77,6 +78,7 @@ class TGDAConfig(AttackConfig):
     normal_equations: bool = False  # CG on the normal equations (indefinite Hessians)
     hvp_method: str = "double_backward"  # or "fwdrev" (see poisonlab.autodiff.hvp)
     partitions: int = 1  # K: split D_tr into K parts attacked independently
+    workers: int = 1  # processes for the partitions (on CUDA, worker i uses GPU i mod #GPUs)
     dtype: str = "float32"
     checkpoint: str | None = None  # directory; the attack resumes from it and saves after each epoch
     log_every: int = 1  # epochs between validation-loss diagnostics
@@ -84,7 +86,7 @@ class TGDAConfig(AttackConfig):
     def __post_init__(self) -> None:
         for key in ("epochs", "m", "n", "pretrain_epochs"):
             B.check_positive_int(getattr(self, key), key, WHAT, allow_zero=True)
-        for key in ("cg_iters", "partitions", "log_every"):
+        for key in ("cg_iters", "partitions", "workers", "log_every"):
             B.check_positive_int(getattr(self, key), key, WHAT)
         for key in ("batch_size", "val_batch_size"):
             if getattr(self, key) is not None:
@@ -95,7 +97,7 @@ class TGDAConfig(AttackConfig):
             B.check_positive_float(self.follower_lr, "follower_lr", WHAT)
         B.check_positive_float(self.damping, "damping", WHAT, allow_zero=True)
         B.check_choice(self.leader_optimizer, "leader_optimizer", ("sgd", "adam"), WHAT)
-        B.check_choice(self.poisons_per_batch, "poisons_per_batch", ("proportional", "all"), WHAT)
+        B.check_choice(self.poisons_per_batch, "poisons_per_batch", ("proportional", "all", "weighted"), WHAT)
         B.check_choice(self.hvp_method, "hvp_method", ("double_backward", "fwdrev"), WHAT)
         B.check_choice(self.leader, "leader", ("attacker", "defender"), WHAT)
         B.check_choice(self.formulation, "formulation", ("nonzero_sum", "zero_sum"), WHAT)
@@ -125,11 +127,14 @@ def leader_gradient(
     x0: Params | None = None,
     normal_equations: bool = False,
     hvp_method: str = "double_backward",
+    poison_weight: float | None = None,
 ) -> tuple[Params, Any]:
     """D_θℓ for the generator parameters θ (in ``gen.parameters()`` order) and the CG solve.
 
     ``clean`` = (x, y) of the round's clean batch, ``sources`` = (x⁰, y⁰) of its poisons,
     ``val`` = (x, y) of the validation batch, or ``None`` for the zero-sum formulation (ℓ = f).
+    ``poison_weight`` = ε weighs the poisons as in :meth:`Follower.weighted_mixed_loss`; ``None``:
+    every point of clean ∪ poisons weighs the same.
     """
     xc, yc = clean
     x0b, y0b = sources
@@ -138,6 +143,8 @@ def leader_gradient(
         xp = gen(x0b, y0b)
 
     def f(wt: Params, t: Params) -> torch.Tensor:
+        if poison_weight is not None:
+            return fol.weighted_mixed_loss(wt, xc, yc, t[0], y0b, poison_weight)
         return fol.mixed_loss(wt, xc, yc, t[0], y0b)
 
     if val is None:
@@ -187,30 +194,31 @@ class TGDA(Attack):
         k = min(cfg.partitions, n_poison)
         if k == 1:
             src = torch.randperm(len(data.train), generator=generator)[:n_poison]
-            return self._attack_part(data, victim, src, generator, progress, cfg.checkpoint, "")
+            return self._attack_part(data, victim, src, B.draw_base_seed(generator), progress, cfg.checkpoint, "")
         # K partitions of D_tr, attacked independently with their share of the budget (thesis §2.6.2)
         perm = torch.randperm(len(data.train), generator=generator)
         parts = torch.tensor_split(perm, k)
         budgets = [len(b) for b in torch.tensor_split(torch.arange(n_poison), k)]
-        xs, ys, srcs, infos = [], [], [], []
-        for i, (idx, nb) in enumerate(zip(parts, budgets)):
-            part = AttackData(train=data.train.subset(idx), val=data.val)
-            ckpt = f"{cfg.checkpoint}/part-{i}" if cfg.checkpoint else None
-            out = self._attack_part(part, victim, torch.arange(nb), generator, progress, ckpt, f" [{i + 1}/{k}]")
-            xs.append(out.x)
-            ys.append(out.y)
-            srcs.append(idx[out.source_index])
-            infos.append(out.info)
-        return PoisonSet(torch.cat(xs), torch.cat(ys), torch.cat(srcs),
+        bases = [B.draw_base_seed(generator) for _ in range(k)]
+        jobs = [(AttackData(train=data.train.subset(idx), val=data.val), torch.arange(nb), bases[i],
+                 f"{cfg.checkpoint}/part-{i}" if cfg.checkpoint else None, f" [{i + 1}/{k}]")
+                for i, (idx, nb) in enumerate(zip(parts, budgets))]
+        if cfg.workers > 1:
+            outs = _run_parallel(self.options(), jobs, victim, cfg.workers)
+        else:
+            outs = [self._attack_part(d, victim, s, b, progress, c, t) for d, s, b, c, t in jobs]
+        srcs = [idx[o.source_index] for idx, o in zip(parts, outs)]
+        infos = [o.info for o in outs]
+        return PoisonSet(torch.cat([o.x for o in outs]), torch.cat([o.y for o in outs]), torch.cat(srcs),
                          {"partitions": infos, "seconds_per_epoch": sum(i["seconds_per_epoch"] for i in infos)})
 
-    def _attack_part(self, data: AttackData, victim: Victim, sources: torch.Tensor, generator: torch.Generator,
+    def _attack_part(self, data: AttackData, victim: Victim, sources: torch.Tensor, base: int,
                      progress: bool, checkpoint: str | None, tag: str) -> PoisonSet:
+        """Algorithm 1 on one (part of) D_tr with poison sources ``sources`` (indices into it)."""
         cfg: TGDAConfig = self.config
         dtype = B.DTYPES[cfg.dtype]
         device = victim.device
-        base = B.draw_base_seed(generator)
-        T = B.AttackTensors.build(data, len(sources), generator, device, dtype, sources=sources)
+        T = B.AttackTensors.build(data, len(sources), torch.Generator(), device, dtype, sources=sources)
         bs = cfg.batch_size or victim.spec.recipe.batch_size or len(T.train)
         beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
 
@@ -258,6 +266,7 @@ class TGDA(Attack):
             self._save(ckpt, theta, w, prev_solve, opt, 0, info)
 
         seconds = 0.0
+        pw = len(sources) / len(T.train) if cfg.poisons_per_batch == "weighted" else None
         bar = tqdm(range(start_epoch, cfg.epochs), desc=f"tgda{tag}", disable=not progress, unit="ep",
                    initial=start_epoch, total=cfg.epochs)
         for epoch in bar:
@@ -269,14 +278,14 @@ class TGDA(Attack):
                 xc, yc = T.train.x[r.clean], T.train.y[r.clean]
                 x0b, y0b = T.x0[r.poison], T.y0[r.poison]
                 if cfg.leader == "defender":
-                    w = self._follow(fol, gen, w, w_pre, xc, yc, x0b, y0b, beta)
+                    w = self._follow(fol, gen, w, w_pre, xc, yc, x0b, y0b, beta, pw)
                 if len(r.poison):
                     val = None if cfg.formulation == "zero_sum" else (T.val.x[r.val], T.val.y[r.val])
                     for _ in range(cfg.m):
                         grads, solve = leader_gradient(
                             fol, gen, w, (xc, yc), (x0b, y0b), val, damping=cfg.damping, cg_iters=cfg.cg_iters,
                             cg_tol=cfg.cg_tol, x0=prev_solve if cfg.cg_warm_start else None,
-                            normal_equations=cfg.normal_equations, hvp_method=cfg.hvp_method)
+                            normal_equations=cfg.normal_equations, hvp_method=cfg.hvp_method, poison_weight=pw)
                         prev_solve = solve.value
                         opt.zero_grad(set_to_none=True)
                         for p, g in zip(theta, grads):
@@ -285,7 +294,7 @@ class TGDA(Attack):
                         cg_its.append(solve.cg.iterations)
                         gnorms.append(math.sqrt(sum(float((g * g).sum()) for g in grads)))
                 if cfg.leader == "attacker":
-                    w = self._follow(fol, gen, w, w_pre, xc, yc, x0b, y0b, beta)
+                    w = self._follow(fol, gen, w, w_pre, xc, yc, x0b, y0b, beta, pw)
             seconds += time.perf_counter() - t0
             info["cg_iterations"].append(sum(cg_its) / max(len(cg_its), 1))
             info["leader_grad_norm"].append(sum(gnorms) / max(len(gnorms), 1))
@@ -303,7 +312,7 @@ class TGDA(Attack):
         return PoisonSet(x.to("cpu", torch.float32).clamp(0.0, 1.0), T.y0.cpu(), T.source_index, info)
 
     def _follow(self, fol: B.Follower, gen: nn.Module, w: Params, w_pre: Params, xc: torch.Tensor, yc: torch.Tensor,
-                x0b: torch.Tensor, y0b: torch.Tensor, beta: float) -> Params:
+                x0b: torch.Tensor, y0b: torch.Tensor, beta: float, pw: float | None) -> Params:
         """n follower steps on f (from w_pre when ``start="cold"``)."""
         cfg: TGDAConfig = self.config
         if cfg.n == 0:
@@ -311,6 +320,8 @@ class TGDA(Attack):
         with torch.no_grad():
             xp = gen(x0b, y0b)
         start = w_pre if cfg.start == "cold" else w
+        if pw is not None:
+            return B.sgd_steps(lambda ws: fol.weighted_mixed_loss(ws, xc, yc, xp, y0b, pw), start, beta, cfg.n)
         return B.sgd_steps(lambda ws: fol.mixed_loss(ws, xc, yc, xp, y0b), start, beta, cfg.n)
 
     @staticmethod
@@ -321,3 +332,26 @@ class TGDA(Attack):
         ckpt.save({**B.pack("theta", theta), **B.pack("w", w), **B.pack("solve", solve or ()),
                    **B.optimizer_state(opt, theta)},
                   {"epoch": epoch, "info": info})
+
+
+# ---------------------------------------------------------------------------- parallel partitions
+def _partition_worker(args: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    options, data, sources, base, ckpt, tag, victim, slot = args
+    torch.set_num_threads(1)
+    if torch.cuda.is_available() and victim.device.type == "cuda":
+        recipe = dataclasses.replace(victim.spec.recipe, device=f"cuda:{slot % torch.cuda.device_count()}")
+        victim = dataclasses.replace(victim, spec=dataclasses.replace(victim.spec, recipe=recipe))
+    out = TGDA(**options)._attack_part(data, victim, sources, base, False, ckpt, tag)
+    return out.x, out.y, out.source_index, out.info
+
+
+def _run_parallel(options: dict, jobs: list, victim: Victim, workers: int) -> list[PoisonSet]:
+    """Run the partitions in ``workers`` spawned processes (same results as sequential: each
+    partition depends only on its data, sources and seed)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    args = [(options, d, s, b, c, t, victim, i) for i, (d, s, b, c, t) in enumerate(jobs)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        outs = list(pool.map(_partition_worker, args))
+    return [PoisonSet(x, y, s, info) for x, y, s, info in outs]
