@@ -201,12 +201,19 @@ def test_resume_from_checkpoint_is_byte_identical(name, tmp_path):
         build_attack(name, other).poison(data, victim, 0.05, generator=torch_generator(2, "attack"))
 
 
-def test_tgda_partitions_join_disjoint_parts_and_parallel_equals_sequential():
+def test_tgda_partitions_join_disjoint_parts():
+    data, victim = _tiny(n_train=120, n_val=40)
+    p = build_attack("tgda", dict(TINY["tgda"], epochs=1, partitions=2)).poison(data, victim, 0.05, generator=torch_generator(0, "a"))
+    assert len(p) == 6 and len(set(p.source_index.tolist())) == 6
+    assert torch.equal(p.y, data.train.y[p.source_index]) and len(p.info["partitions"]) == 2
+
+
+@pytest.mark.slow
+def test_tgda_parallel_partitions_equal_sequential():
+    """Spawned worker processes (slow to start: each imports torch) give the sequential result."""
     data, victim = _tiny(n_train=120, n_val=40)
     opts = dict(TINY["tgda"], epochs=1, partitions=2)
     p = build_attack("tgda", opts).poison(data, victim, 0.05, generator=torch_generator(0, "a"))
-    assert len(p) == 6 and len(set(p.source_index.tolist())) == 6
-    assert torch.equal(p.y, data.train.y[p.source_index]) and len(p.info["partitions"]) == 2
     q = build_attack("tgda", dict(opts, workers=2)).poison(data, victim, 0.05, generator=torch_generator(0, "a"))
     assert torch.equal(p.x, q.x) and torch.equal(p.source_index, q.source_index)
 
