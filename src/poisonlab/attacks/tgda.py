@@ -58,7 +58,7 @@ class TGDAConfig(AttackConfig):
     m: int = 1  # leader (TGA) steps per round
     n: int = 20  # follower (GD) steps per round
     leader_lr: float = 0.01  # α
-    leader_optimizer: str = "adam"  # "sgd" (plain ascent, the thesis) or "adam" (scale-free steps)
+    leader_optimizer: str = "sgd"  # "sgd" (plain ascent, the thesis) or "adam"
     follower_lr: float | None = None  # β; None: the victim recipe's learning rate (0.1)
     batch_size: int | None = None  # clean points per round; None: the victim recipe's batch size
     val_batch_size: int | None = 1000  # D_v points in ℓ per round; None: all of D_v
@@ -72,7 +72,7 @@ class TGDAConfig(AttackConfig):
     generator: str | None = None  # None: fc_autoencoder for grey, conv_autoencoder for colour
     generator_options: dict = field(default_factory=dict)
     damping: float = 0.01  # λ in (∇²_ww f + λI)⁻¹
-    cg_iters: int = 20
+    cg_iters: int = 10
     cg_tol: float = 1e-4
     cg_warm_start: bool = True
     normal_equations: bool = False  # CG on the normal equations (indefinite Hessians)
