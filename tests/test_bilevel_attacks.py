@@ -180,7 +180,7 @@ def test_tgda_poisons_raise_the_retrained_victims_validation_loss():
     """The leader's true objective — the validation loss of a victim retrained from scratch on
     D_tr ∪ D_p — is higher with TGDA's poisons than with the unmodified source points D_p⁰."""
     data, victim = _tiny(n_train=300, n_val=150, epochs=20)
-    attack = build_attack("tgda", {"epochs": 6, "n": 5, "pretrain_epochs": 5, "cg_iters": 10, "leader_lr": 0.01,
+    attack = build_attack("tgda", {"epochs": 6, "n": 5, "pretrain_epochs": 5, "cg_iters": 10, "leader_lr": 0.01, "leader_optimizer": "sgd",
                                    "generator_options": {"hidden": [64, 32]}})
     p = attack.poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
     baseline = dataclasses.replace(p, x=data.train.x[p.source_index].clone())

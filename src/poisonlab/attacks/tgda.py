@@ -22,6 +22,19 @@ Ablations are options: ``leader`` (who moves first in a round), ``formulation`` 
 w_pre every round), ``partitions`` (K parts of D_tr attacked independently, then joined — how
 the thesis scaled TGDA to ResNet-18).
 
+``leader="defender"`` reverses the order of moves inside every round (n follower steps, then
+m leader steps). A literal role swap — the defender taking total-gradient steps against an
+attacker that follows ∇_θℓ — is degenerate for the non-zero-sum game, where ∇_θℓ = 0 (ℓ sees θ
+only through w), so the order of moves is what this switch changes.
+
+Implementation choices, checked on MNIST / LR (see bench/tgda_mnist.py and the tests):
+* the total gradient is verified in sign and scale against central finite differences of ℓ at
+  the exactly re-solved follower w*(θ ± hu) of f + λ/2‖w‖² (λ = the CG damping);
+* the leader steps with plain gradient ascent (the thesis' α); Adam at α = 0.01 saturated the
+  generator's sigmoid within an epoch and produced no accuracy drop;
+* each round carries ≈ε·B poisons (``proportional``), the proportion the victim sees when it
+  retrains, so f is an unbiased batch estimate of the follower's true objective.
+
 Shapes: D_tr images (N, C, H, W) in [0, 1]; poisons (ε·N, C, H, W) in [0, 1] (sigmoid output).
 """
 
