@@ -3,5 +3,6 @@
 from .base import ATTACKS, Attack, AttackConfig, build_attack, register_attack
 from . import label_flip  # noqa: F401  (registers)
 from . import gradpc, gc  # noqa: F401,E401  (register target "gradpc" and attack "gc")
+from . import back_gradient, metapoison, min_max, tgda  # noqa: F401  (registers)
 
 __all__ = ["ATTACKS", "Attack", "AttackConfig", "build_attack", "register_attack"]
