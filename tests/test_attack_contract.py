@@ -11,9 +11,20 @@ from poisonlab.errors import ConfigError, ContractError
 from poisonlab.registry import Registry
 from poisonlab.training import TrainConfig, Victim, VictimSpec
 
-# Small-but-real options so every attack runs in seconds on digits; attacks added later get an
-# entry here (an attack missing from this table still runs with its defaults).
-FAST_OPTIONS: dict[str, dict] = {}
+# Small-but-real options so every attack runs in seconds on digits. Every registered attack must
+# have an entry (test_every_attack_has_fast_options), so a new attack cannot slip past this table.
+FAST_OPTIONS: dict[str, dict] = {
+    "label_flip": {},
+    "tgda": {"epochs": 2, "n": 2, "pretrain_epochs": 1, "cg_iters": 5, "generator_options": {"hidden": [32, 16]}},
+    "back_gradient": {"epochs": 2, "k": 2},
+    "min_max": {"epochs": 2},
+    "metapoison": {"outer_steps": 2, "ensemble": 2, "stagger_epochs": 1, "radius": 0.1},
+    "gc": {"eps_w": 0.05, "target_steps": 1, "target_lr": 1.0, "steps": 10, "lr": 0.05},
+}
+
+
+def test_every_attack_has_fast_options():
+    assert sorted(FAST_OPTIONS) == ATTACKS.names()
 
 
 @pytest.fixture(scope="module")
