@@ -24,7 +24,7 @@ from .. import __version__
 from ..attacks import build_attack
 from ..data import PoisonedDataset, load_dataset, poison_count, split_train_val
 from ..data.types import AttackData, DataBundle
-from ..models.victims import VICTIMS
+from ..models.victims import resolve_victim
 from ..reporting.grids import poison_grid
 from ..seeding import torch_generator
 from ..training import TrainConfig, Victim, VictimSpec, accuracy
@@ -57,7 +57,7 @@ def prepare(cfg: RunConfig) -> Prepared:
         batch_size=cfg.batch_size or bundle.default_batch_size,
         device=cfg.device,
     )
-    VICTIMS.get(cfg.model)  # unknown model -> clear error before any work
+    resolve_victim(cfg.model)  # unknown model -> clear error before any work
     spec = VictimSpec(cfg.model, tuple(bundle.train.x.shape[1:]), bundle.train.num_classes, recipe, dict(cfg.model_options))
     spec.build(cfg.seed)  # validates model options
     return Prepared(bundle, data, spec)
