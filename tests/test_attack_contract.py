@@ -14,6 +14,8 @@ from poisonlab.training import TrainConfig, Victim, VictimSpec
 # Small-but-real options so every attack runs in seconds on digits; attacks added later get an
 # entry here (an attack missing from this table still runs with its defaults).
 FAST_OPTIONS: dict[str, dict] = {}
+FAST_OPTIONS["unlearnable"] = {"rounds": 2, "pgd_steps": 5}
+FAST_OPTIONS["feature_targeted"] = {"target_steps": 5, "gc_steps": 20, "invert_steps": 20}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,113 @@
+"""Attacks on fixed feature extractors: unlearnable examples (error-minimising noise) and the
+feature-targeted attack, plus the protocol / CLI end to end with linear_probe and fine_tune."""
+
+import json
+
+import pytest
+import torch
+
+from poisonlab.attacks import ATTACKS, build_attack
+from poisonlab.cli.main import main
+from poisonlab.data import load_dataset, poison_count, split_train_val
+from poisonlab.errors import ConfigError
+from poisonlab.pretrain import PretrainConfig, get_extractor
+from poisonlab.training import TrainConfig, Victim, VictimSpec, mean_loss
+from poisonlab.data.types import Dataset, PoisonedDataset
+
+needs_gc = pytest.mark.skipif("gc" not in ATTACKS, reason="the gc attack (GradPC + Gradient Canceling) is not merged")
+
+
+@pytest.fixture(scope="module")
+def extractor(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ext") / "digits_tiny.safetensors"
+    cfg = PretrainConfig(dataset="digits", n_images=512, epochs=3, batch_size=64, encoder_options={"channels": [4, 8]})
+    path, _ = get_extractor(cfg, out=out)
+    return path
+
+
+@pytest.fixture(scope="module")
+def digits():
+    b = load_dataset("digits")
+    return split_train_val(b.train, torch.Generator().manual_seed(0))
+
+
+def _victim(name, data, epochs=3):
+    spec = VictimSpec(name, data.train.input_shape, 10, TrainConfig(epochs=epochs, batch_size=64, device="cpu"))
+    model = spec.train(data.train, seed=0)
+    return Victim(spec, 0, {k: v.clone() for k, v in model.state_dict().items()})
+
+
+def test_unlearnable_noise_minimises_error_within_radius(digits):
+    victim = _victim("lr", digits)
+    r = 8 / 255
+    out = build_attack("unlearnable", {"radius": r, "rounds": 3, "pgd_steps": 10}).poison(
+        digits, victim, 0.1, generator=torch.Generator().manual_seed(0))
+    src = digits.train.x[out.source_index]
+    assert (out.x - src).abs().max() <= r + 1e-6 and (out.x - src).abs().max() > r / 2
+    assert out.info["surrogate_loss_poisons"] < out.info["surrogate_loss_clean_sources"]
+
+
+def test_unconstrained_unlearnable_is_learned_more_easily_than_its_sources(digits):
+    victim = _victim("lr", digits)
+    out = build_attack("unlearnable", {"radius": None, "rounds": 3, "pgd_steps": 10}).poison(
+        digits, victim, 0.1, generator=torch.Generator().manual_seed(0))
+    src = Dataset(digits.train.x[out.source_index], out.y, 10)
+    assert (out.x - src.x).abs().max() > 0.2  # free to leave the 8/255 ball
+    retrained = victim.retrain(PoisonedDataset.combine(digits.train, out).dataset)  # an independent victim
+    assert mean_loss(retrained, Dataset(out.x, out.y, 10)) < mean_loss(retrained, src)
+
+
+def test_unlearnable_on_a_frozen_extractor(digits, extractor):
+    victim = _victim(f"linear_probe:{extractor}", digits, epochs=2)
+    out = build_attack("unlearnable", {"rounds": 2, "pgd_steps": 5, "radius": 0.1}).poison(
+        digits, victim, 0.05, generator=torch.Generator().manual_seed(0))
+    assert len(out) == poison_count(0.05, len(digits.train))
+    assert (out.x - digits.train.x[out.source_index]).abs().max() <= 0.1 + 1e-6
+    with pytest.raises(ConfigError, match="radius"):
+        build_attack("unlearnable", {"radius": 0.0})
+
+
+@needs_gc
+@pytest.mark.parametrize("radius", [None, 0.1])
+def test_feature_targeted_on_linear_probe(digits, extractor, radius):
+    victim = _victim(f"linear_probe:{extractor}", digits, epochs=2)
+    opts = {"target_steps": 5, "gc_steps": 30, "invert_steps": 60, "radius": radius}
+    out = build_attack("feature_targeted", opts).poison(digits, victim, 0.05, generator=torch.Generator().manual_seed(0))
+    src = digits.train.x[out.source_index]
+    assert torch.equal(out.y, digits.train.y[out.source_index])
+    if radius is not None:
+        assert (out.x - src).abs().max() <= radius + 1e-6
+    info = out.info
+    # the inversion moves the features towards the crafted ones
+    assert info["feature_rel_error_mean"] < info["feature_rel_error_initial_mean"]
+    assert info["gc_feature_info"]["final_rel_grad_norm"] < info["gc_feature_info"]["initial_rel_grad_norm"]
+
+
+@needs_gc
+def test_feature_targeted_on_logistic_regression_inverts_exactly(digits):
+    """φ = pixels for LR: the inversion is the identity's preimage and is reached (up to the box)."""
+    victim = _victim("lr", digits)
+    out = build_attack("feature_targeted", {"target_steps": 5, "gc_steps": 30, "invert_steps": 300, "invert_lr": 0.05}).poison(
+        digits, victim, 0.05, generator=torch.Generator().manual_seed(0))
+    assert out.info["feature_rel_error_mean"] < 1e-2
+
+
+def test_cli_pretrain_then_run_linear_probe_and_fine_tune(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("POISONLAB_CACHE", str(tmp_path / "cache"))
+    args = ["pretrain", "--dataset", "digits", "--n-images", "256", "--epochs", "1", "--batch-size", "64",
+            "-E", "channels=[4,8]", "--json"]
+    assert main(args) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["cached"] is False and meta["path"].endswith(f"{meta['key']}.safetensors")
+    assert main(args) == 0 and json.loads(capsys.readouterr().out)["cached"] is True
+    probe_out = tmp_path / "probe"
+    run = ["run", "--dataset", "digits", "--attack", "unlearnable", "-A", "rounds=1", "-A", "pgd_steps=2",
+           "--epochs", "2", "--json"]
+    assert main([*run, "--model", f"linear_probe:{meta['key']}", "--out", str(probe_out)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["model"] == f"linear_probe:{meta['key']}" and (probe_out / "result.json").is_file()
+    assert main([*run, "--model", f"fine_tune:{meta['key']}", "--poisons", str(probe_out), "--out", str(tmp_path / "ft")]) == 0
+    res_ft = json.loads(capsys.readouterr().out)
+    assert res_ft["n_poison"] == res["n_poison"] and res_ft["clean_accuracy"] != res["clean_accuracy"]
+    assert main([*run, "--model", "linear_probe:no_such_key", "--out", str(tmp_path / "x")]) == 2
+    assert "poisonlab pretrain" in capsys.readouterr().err
