@@ -11,7 +11,8 @@ from poisonlab.data import load_dataset
 from poisonlab.errors import ConfigError, DataError, UnknownNameError
 from poisonlab.models import build_victim
 from poisonlab.models.extractors import ConvEncoder, ExtractorVictim, InputAdapter, load_extractor, split_head
-from poisonlab.pretrain import PretrainConfig, augment, get_extractor, invert_features, nt_xent, relative_error
+from poisonlab.pretrain import (PretrainConfig, augment, get_extractor, invert_features, nt_xent, pretraining_images,
+                                relative_error)
 from poisonlab.training import TrainConfig, VictimSpec
 
 TINY = {"channels": [4, 8]}
@@ -92,6 +93,9 @@ def test_pretrain_learns_and_is_cached(extractor, cache):
     enc, m = load_extractor(cfg.key())  # by cache key
     assert m["input_shape"] == [1, 8, 8] and m["feature_dim"] == 8 and isinstance(enc, ConvEncoder)
     assert PretrainConfig(dataset="digits", seed=4).key() != PretrainConfig(dataset="digits", seed=3).key()
+    with torch.no_grad():  # features are standardised on the pre-training images
+        h = enc(pretraining_images(cfg).x)
+    assert torch.allclose(h.mean(0), torch.zeros(8), atol=1e-4) and torch.allclose(h.std(0), torch.ones(8), atol=1e-3)
 
 
 def test_pretrain_is_deterministic_and_supervised_option(tmp_path):

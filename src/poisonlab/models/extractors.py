@@ -34,11 +34,30 @@ ENCODERS: Registry[type] = Registry("encoder")
 METADATA_KEY = "poisonlab_extractor"
 
 
+def _standardiser(module: nn.Module, d: int) -> None:
+    """Fixed per-feature affine map (h − mean)·scale, identity while pre-training; set from the
+    pre-training images afterwards (:func:`set_standardiser`) so heads see unit-scale features."""
+    module.register_buffer("feature_mean", torch.zeros(d))
+    module.register_buffer("feature_scale", torch.ones(d))
+
+
+@torch.no_grad()
+def set_standardiser(encoder: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> None:
+    """Set ``feature_mean``/``feature_scale`` to the mean and 1/std of the raw features of x (N, C, H, W)."""
+    encoder.feature_mean.zero_()
+    encoder.feature_scale.fill_(1.0)
+    encoder.eval()
+    dev = encoder.feature_mean.device
+    h = torch.cat([encoder(x[i:i + batch_size].to(dev)) for i in range(0, len(x), batch_size)])
+    encoder.feature_mean.copy_(h.mean(0))
+    encoder.feature_scale.copy_(1.0 / h.std(0).clamp_min(1e-6))
+
+
 @ENCODERS.register("conv")
 class ConvEncoder(nn.Module):
     """Small CPU-sized conv encoder: three 3x3 conv blocks (ReLU, 2x2 max-pool) + global average pool.
 
-    x: (N, C, H, W) in [0, 1] -> (N, channels[-1]) non-negative features.
+    x: (N, C, H, W) in [0, 1] -> (N, channels[-1]) features (standardised after pre-training).
     """
 
     def __init__(self, input_shape: Sequence[int], channels: Sequence[int] = (32, 64, 128)) -> None:
@@ -52,9 +71,10 @@ class ConvEncoder(nn.Module):
             c = int(width)
         self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.feature_dim = c
+        _standardiser(self, c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x * 2.0 - 1.0)
+        return (self.net(x * 2.0 - 1.0) - self.feature_mean) * self.feature_scale
 
 
 @ENCODERS.register("resnet18")
@@ -65,9 +85,10 @@ class ResNet18Encoder(nn.Module):
         super().__init__()
         self.net = ResNet18(input_shape, 2, int(width)).features
         self.feature_dim = 8 * int(width)
+        _standardiser(self, self.feature_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x * 2.0 - 1.0)
+        return (self.net(x * 2.0 - 1.0) - self.feature_mean) * self.feature_scale
 
 
 def build_encoder(name: str, input_shape: Sequence[int], options: dict[str, Any] | None = None) -> nn.Module:

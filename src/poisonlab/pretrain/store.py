@@ -25,7 +25,7 @@ from torch import nn
 from ..data import load_dataset
 from ..data.types import Dataset
 from ..errors import ConfigError
-from ..models.extractors import METADATA_KEY, build_encoder, extractor_cache_dir, load_extractor
+from ..models.extractors import METADATA_KEY, build_encoder, extractor_cache_dir, load_extractor, set_standardiser
 from ..options import config_from_dict, config_to_dict
 from ..seeding import derive_seed, torch_generator
 from ..training import TrainConfig, resolve_device, train
@@ -125,6 +125,7 @@ def pretrain_encoder(cfg: PretrainConfig, data: Dataset, *, device: str = "auto"
             from ..training import accuracy
 
             report = {"train_accuracy": accuracy(model, data)}
+    set_standardiser(encoder, data.x)  # features standardised on the pre-training images
     report["seconds"] = time.perf_counter() - t0
     return encoder.cpu().eval(), report
 
