@@ -130,14 +130,16 @@ def findings(rows: list[dict], ue: dict) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny smoke setting (seconds per cell), results not saved")
-    p.add_argument("--n-train", type=int, default=2000)
+    p.add_argument("--n-train", type=int, default=1000)
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--pretrain-images", type=int, default=2048)
     p.add_argument("--pretrain-epochs", type=int, default=8)
     p.add_argument("--transfer-source", default="mnist", choices=["mnist", "cifar10"])
-    p.add_argument("--epochs", type=int, default=30, help="downstream victim epochs (linear probe and fine-tune)")
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--epochs", type=int, default=15, help="linear-probe victim epochs")
+    p.add_argument("--lr", type=float, default=0.1, help="linear-probe SGD learning rate")
+    p.add_argument("--ft-epochs", type=int, default=10, help="fine-tune victim epochs")
+    p.add_argument("--ft-lr", type=float, default=0.01, help="fine-tune SGD learning rate (0.1 diverges on standardised features)")
+    p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--fraction", type=float, default=0.03)
     p.add_argument("--radius", type=float, default=0.1, help="L∞ radius of the constrained setting")
     p.add_argument("--ue-fraction", type=float, default=0.3, help="budget of the end-to-end vs frozen UE check")
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     if a.quick:
-        a.n_train, a.n_test, a.pretrain_images, a.pretrain_epochs, a.epochs = 300, 200, 256, 1, 3
+        a.n_train, a.n_test, a.pretrain_images, a.pretrain_epochs, a.epochs, a.ft_epochs = 300, 200, 256, 1, 3, 2
     t0 = time.perf_counter()
     missing = [n for n in a.attacks if n not in ATTACKS]
     attacks = [n for n in a.attacks if n in ATTACKS]
@@ -177,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                     tag = f"{dom}-{attack}-{constraint}"
                     probe_dir = tmpd / f"{tag}-probe"
                     r1 = run_cell(base, f"linear_probe:{ext}", attack, opts, probe_dir)
-                    r2 = run_cell(base, f"fine_tune:{ext}", attack, opts, tmpd / f"{tag}-ft", poisons=str(probe_dir))
+                    r2 = run_cell(base, f"fine_tune:{ext}", attack, opts, tmpd / f"{tag}-ft", poisons=str(probe_dir),
+                                  epochs=a.ft_epochs, lr=a.ft_lr)
                     for sc, r in (("linear_probe", r1), ("fine_tune", r2)):
                         rows.append({"domain": dom, "scenario": sc, "attack": attack, "constraint": constraint,
                                      "radius": a.radius if constraint == "linf" else None, **r})
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         ue = {}
         if "unlearnable" in attacks and a.ue_fraction > 0:
             opts = {**attack_options("unlearnable", a.quick), "radius": a.radius}
-            e2e = run_cell(base, "cnn", "unlearnable", opts, tmpd / "ue-cnn", fraction=a.ue_fraction)
+            e2e = run_cell(base, "cnn", "unlearnable", opts, tmpd / "ue-cnn", fraction=a.ue_fraction, epochs=a.ft_epochs)
             probe = run_cell(base, f"linear_probe:{extractors['same']['path']}", "unlearnable", opts, tmpd / "ue-probe",
                              fraction=a.ue_fraction)
             ue = {"fraction": a.ue_fraction, "radius": a.radius, "end_to_end_drop": e2e["accuracy_drop"],
@@ -202,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     for f in verdicts:
         print(f"- {f['claim']}: {f['verdict']}  ({f['criterion']})")
     record = {"setting": {**vars(a), "downstream": "fashion_mnist subset", "encoder": {"name": "conv", **enc},
-                          "victim_recipe": {"epochs": a.epochs, "lr": a.lr, "batch_size": a.batch_size}},
+                          "victim_recipe": {"linear_probe": {"epochs": a.epochs, "lr": a.lr, "batch_size": a.batch_size},
+                                            "fine_tune": {"epochs": a.ft_epochs, "lr": a.ft_lr, "batch_size": a.batch_size},
+                                            "cnn (UE check)": {"epochs": a.ft_epochs, "lr": a.lr, "batch_size": a.batch_size}}},
               "extractors": extractors, "rows": rows, "unlearnable_end_to_end_vs_frozen": ue, "findings": verdicts,
               "attacks_not_registered": missing, "skipped": skipped, "seconds": time.perf_counter() - t0}
     if a.quick:

@@ -43,14 +43,17 @@ def _standardiser(module: nn.Module, d: int) -> None:
 
 @torch.no_grad()
 def set_standardiser(encoder: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> None:
-    """Set ``feature_mean``/``feature_scale`` to the mean and 1/std of the raw features of x (N, C, H, W)."""
+    """Set ``feature_mean``/``feature_scale`` to the mean and 1/std of the raw features of x (N, C, H, W)
+    (std floored at 5 % of the mean std)."""
     encoder.feature_mean.zero_()
     encoder.feature_scale.fill_(1.0)
     encoder.eval()
     dev = encoder.feature_mean.device
     h = torch.cat([encoder(x[i:i + batch_size].to(dev)) for i in range(0, len(x), batch_size)])
+    std = h.std(0)
     encoder.feature_mean.copy_(h.mean(0))
-    encoder.feature_scale.copy_(1.0 / h.std(0).clamp_min(1e-6))
+    # floor: (nearly) dead ReLU features must not get huge scales that explode once fine-tuning revives them
+    encoder.feature_scale.copy_(1.0 / std.clamp_min(max(0.05 * std.mean().item(), 1e-6)))
 
 
 @ENCODERS.register("conv")
