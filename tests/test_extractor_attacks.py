@@ -111,3 +111,16 @@ def test_cli_pretrain_then_run_linear_probe_and_fine_tune(tmp_path, capsys, monk
     assert res_ft["n_poison"] == res["n_poison"] and res_ft["clean_accuracy"] != res["clean_accuracy"]
     assert main([*run, "--model", "linear_probe:no_such_key", "--out", str(tmp_path / "x")]) == 2
     assert "poisonlab pretrain" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", [n for n in ATTACKS.names() if "radius" in ATTACKS.get(n).Config.__dataclass_fields__])
+def test_every_attack_with_a_radius_respects_it(digits, name):
+    from test_attack_contract import FAST_OPTIONS
+
+    victim = _victim("lr", digits)
+    r = 0.05
+    out = build_attack(name, {**FAST_OPTIONS.get(name, {}), "radius": r}).poison(
+        digits, victim, 0.03, generator=torch.Generator().manual_seed(0))
+    has_src = out.source_index >= 0
+    assert has_src.all()
+    assert (out.x - digits.train.x[out.source_index]).abs().max() <= r + 1e-6

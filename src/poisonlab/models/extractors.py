@@ -201,7 +201,11 @@ def load_extractor(ref: str) -> tuple[nn.Module, dict[str, Any]]:
     path = resolve_extractor(ref)
     state, meta = _read(str(path.resolve()), path.stat().st_mtime_ns)
     encoder = build_encoder(meta["encoder"], meta["input_shape"], meta.get("encoder_options"))
-    encoder.load_state_dict({k: v.clone() for k, v in state.items()})
+    try:
+        encoder.load_state_dict({k: v.clone() for k, v in state.items()})
+    except RuntimeError as exc:
+        raise DataError(f"{path}: weights do not fit encoder {meta['encoder']!r} (written by another poisonlab "
+                        f"version? re-run `poisonlab pretrain --force`): {str(exc).splitlines()[0]}") from None
     return encoder.eval(), dict(meta)
 
 
