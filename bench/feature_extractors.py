@@ -12,7 +12,8 @@ Every attack is crafted against the *fixed* extractor (victim ``linear_probe:<ex
 same poisons are then used against ``fine_tune:<extractor>`` (protocol option ``poisons``), both
 retrained from scratch by the one protocol runner. Constraint: none, or L∞ ``--radius`` around the
 source image. A side experiment measures unlearnable examples end to end (CNN) vs on the frozen
-extractor at ``--ue-fraction``. The thesis' qualitative findings are checked against the numbers
+extractor at ``--ue-fraction``. A noise floor (unmodified copies of random D_tr points as "poisons")
+shows how much of a drop is only retraining noise. The thesis' qualitative findings are checked against the numbers
 with the explicit criteria written into the JSON (``bench/results/feature_extractors.json``).
 """
 
@@ -72,6 +73,21 @@ def subset_npz(path: Path, name: str, n_train: int, n_test: int, seed: int) -> s
     return str(path)
 
 
+def clean_copies(path: Path, base: dict, model: str) -> str:
+    """A poison file of unmodified copies of poison_count(fraction, |D_tr|) random D_tr points (their
+    own labels): running it through the protocol measures the drop that is only retraining noise."""
+    from poisonlab.data import poison_count
+    from poisonlab.data.types import PoisonSet
+    from poisonlab.protocol import prepare, save_poisons
+
+    prep = prepare(RunConfig.from_dict({**base, "model": model}))
+    train = prep.data.train
+    n = poison_count(base["fraction"], len(train))
+    src = torch.randperm(len(train), generator=torch_generator(base["seed"], "bench-copies"))[:n]
+    save_poisons(path, PoisonSet(train.x[src].clone(), train.y[src].clone(), src))
+    return str(path)
+
+
 def run_cell(base: dict, model: str, attack: str, options: dict, out: Path, poisons: str | None = None, **kw) -> dict:
     cfg = RunConfig.from_dict({**base, "model": model, "attack": attack, "attack_options": options, "out": str(out),
                                "poisons": poisons, **kw})
@@ -89,27 +105,28 @@ def mean(xs: list[float]) -> float:
 
 
 def findings(rows: list[dict], ue: dict) -> list[dict]:
-    """Each thesis claim with the criterion used and the verdict from ``rows``."""
+    """Each thesis claim with the criterion used and the verdict from ``rows``. Drops are *excess*
+    drops: the accuracy drop minus the clean-copies noise floor of the same (domain, scenario)."""
     out = []
-    same = [r["accuracy_drop"] for r in rows if r["domain"] == "same"]
-    tran = [r["accuracy_drop"] for r in rows if r["domain"] == "transfer"]
+    same = [r["excess_drop"] for r in rows if r["domain"] == "same"]
+    tran = [r["excess_drop"] for r in rows if r["domain"] == "transfer"]
     out.append({"claim": "transfer learning is more vulnerable than same-domain",
-                "criterion": "mean accuracy drop over all attack x scenario x constraint cells: transfer > same",
+                "criterion": "mean excess drop over all attack x scenario x constraint cells: transfer > same",
                 "same_domain_mean_drop": mean(same), "transfer_mean_drop": mean(tran),
                 "verdict": "confirmed" if mean(tran) > mean(same) else "refuted"})
     inp = [r for r in rows if r["attack"] in INPUT_SPACE]
-    free = [r["accuracy_drop"] for r in inp if r["constraint"] == "none"]
-    cons = [r["accuracy_drop"] for r in inp if r["constraint"] != "none"]
+    free = [r["excess_drop"] for r in inp if r["constraint"] == "none"]
+    cons = [r["excess_drop"] for r in inp if r["constraint"] != "none"]
     out.append({"claim": "unconstrained input-space attacks are strong (and weaken under the constraint)",
-                "criterion": "mean drop of input-space attacks without constraint >= 2 points and > their mean drop with it",
+                "criterion": "mean excess drop of input-space attacks without constraint >= 2 points and > with it",
                 "unconstrained_mean_drop": mean(free), "constrained_mean_drop": mean(cons),
                 "verdict": "confirmed" if mean(free) >= 2.0 and mean(free) > mean(cons) else "refuted"})
     wins, cells = 0, 0
     for dom in ("same", "transfer"):
         for sc in ("linear_probe", "fine_tune"):
             cell = [r for r in rows if r["domain"] == dom and r["scenario"] == sc and r["constraint"] != "none"]
-            ft = [r["accuracy_drop"] for r in cell if r["attack"] == "feature_targeted"]
-            others = [r["accuracy_drop"] for r in cell if r["attack"] in INPUT_SPACE]
+            ft = [r["excess_drop"] for r in cell if r["attack"] == "feature_targeted"]
+            others = [r["excess_drop"] for r in cell if r["attack"] in INPUT_SPACE]
             if ft and others:
                 cells += 1
                 wins += int(ft[0] > max(others))
@@ -120,7 +137,7 @@ def findings(rows: list[dict], ue: dict) -> list[dict]:
     if ue:
         e2e, probe = ue["end_to_end_drop"], ue["frozen_extractor_drop"]
         out.append({"claim": "error-minimising noise loses most of its effect when the extractor is frozen",
-                    "criterion": "UE drop on linear_probe < half of its drop on an end-to-end CNN, which must be >= 1 point",
+                    "criterion": "UE excess drop on linear_probe < half of its excess drop on an end-to-end CNN, which must be >= 1 point",
                     "end_to_end_drop": e2e, "frozen_extractor_drop": probe,
                     "verdict": ("confirmed" if probe < 0.5 * e2e else "refuted") if e2e >= 1.0
                     else "not confirmed (no end-to-end effect to lose at this budget)"})
@@ -165,9 +182,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"extractor {dom}: {src} -> {meta['key']} ({'cached' if meta['cached'] else 'trained'})", flush=True)
         base = {"dataset": npz, "fraction": a.fraction, "seed": a.seed, "epochs": a.epochs, "lr": a.lr,
                 "batch_size": a.batch_size, "device": "cpu"}
-        rows, skipped = [], []
+        rows, skipped, floor = [], [], {}
         for dom in ("same", "transfer"):
             ext = extractors[dom]["path"]
+            # noise floor: the same number of *unmodified* copies of random D_tr points, through the same runs
+            copies = clean_copies(tmpd / f"{dom}-copies.npz", base, f"linear_probe:{ext}")
+            f1 = run_cell(base, f"linear_probe:{ext}", "label_flip", {}, tmpd / f"{dom}-copies-probe", poisons=copies)
+            f2 = run_cell(base, f"fine_tune:{ext}", "label_flip", {}, tmpd / f"{dom}-copies-ft", poisons=copies,
+                          epochs=a.ft_epochs, lr=a.ft_lr)
+            floor[dom] = {"linear_probe": f1["accuracy_drop"], "fine_tune": f2["accuracy_drop"]}
+            print(f"{dom:8s} noise floor (clean copies): linear_probe drop {f1['accuracy_drop']:+.2f}, "
+                  f"fine_tune drop {f2['accuracy_drop']:+.2f} (clean acc {f1['clean_accuracy']:.2f} / {f2['clean_accuracy']:.2f})",
+                  flush=True)
             for attack in attacks:
                 for constraint in ("none", "linf"):
                     opts = attack_options(attack, a.quick)
@@ -183,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                                   epochs=a.ft_epochs, lr=a.ft_lr)
                     for sc, r in (("linear_probe", r1), ("fine_tune", r2)):
                         rows.append({"domain": dom, "scenario": sc, "attack": attack, "constraint": constraint,
-                                     "radius": a.radius if constraint == "linf" else None, **r})
+                                     "radius": a.radius if constraint == "linf" else None, **r,
+                                     "excess_drop": r["accuracy_drop"] - floor[dom][sc]})
                         print(f"{dom:8s} {sc:12s} {attack:16s} {constraint:5s} acc {r['clean_accuracy']:6.2f} -> "
                               f"{r['poisoned_accuracy']:6.2f} (drop {r['accuracy_drop']:+6.2f}) "
                               f"attack {r['attack_seconds']:.1f}s", flush=True)
@@ -193,13 +220,22 @@ def main(argv: list[str] | None = None) -> int:
             e2e = run_cell(base, "cnn", "unlearnable", opts, tmpd / "ue-cnn", fraction=a.ue_fraction, epochs=a.ft_epochs)
             probe = run_cell(base, f"linear_probe:{extractors['same']['path']}", "unlearnable", opts, tmpd / "ue-probe",
                              fraction=a.ue_fraction)
-            ue = {"fraction": a.ue_fraction, "radius": a.radius, "end_to_end_drop": e2e["accuracy_drop"],
-                  "frozen_extractor_drop": probe["accuracy_drop"], "end_to_end": e2e, "frozen_extractor": probe}
-            print(f"UE at fraction {a.ue_fraction}: end-to-end cnn drop {e2e['accuracy_drop']:+.2f}, "
-                  f"frozen extractor drop {probe['accuracy_drop']:+.2f}", flush=True)
-    table = format_table(("domain", "scenario", "attack", "constraint", "acc1", "acc2", "drop"),
+            copies = clean_copies(tmpd / "ue-copies.npz", {**base, "fraction": a.ue_fraction}, "cnn")
+            e2e_floor = run_cell(base, "cnn", "label_flip", {}, tmpd / "ue-cnn-copies", poisons=copies,
+                                 fraction=a.ue_fraction, epochs=a.ft_epochs)["accuracy_drop"]
+            probe_floor = run_cell(base, f"linear_probe:{extractors['same']['path']}", "label_flip", {},
+                                   tmpd / "ue-probe-copies", poisons=copies, fraction=a.ue_fraction)["accuracy_drop"]
+            ue = {"fraction": a.ue_fraction, "radius": a.radius,
+                  "end_to_end_drop": e2e["accuracy_drop"] - e2e_floor,
+                  "frozen_extractor_drop": probe["accuracy_drop"] - probe_floor,
+                  "noise_floor": {"end_to_end": e2e_floor, "frozen_extractor": probe_floor},
+                  "end_to_end": e2e, "frozen_extractor": probe}
+            print(f"UE at fraction {a.ue_fraction}: end-to-end cnn drop {e2e['accuracy_drop']:+.2f} (floor {e2e_floor:+.2f}), "
+                  f"frozen extractor drop {probe['accuracy_drop']:+.2f} (floor {probe_floor:+.2f})", flush=True)
+    table = format_table(("domain", "scenario", "attack", "constraint", "acc1", "acc2", "drop", "drop - floor"),
                          [(r["domain"], r["scenario"], r["attack"], r["constraint"], f"{r['clean_accuracy']:.2f}",
-                           f"{r['poisoned_accuracy']:.2f}", f"{r['accuracy_drop']:+.2f}") for r in rows])
+                           f"{r['poisoned_accuracy']:.2f}", f"{r['accuracy_drop']:+.2f}", f"{r['excess_drop']:+.2f}")
+                          for r in rows])
     print(table)
     verdicts = findings(rows, ue)
     for f in verdicts:
@@ -208,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                           "victim_recipe": {"linear_probe": {"epochs": a.epochs, "lr": a.lr, "batch_size": a.batch_size},
                                             "fine_tune": {"epochs": a.ft_epochs, "lr": a.ft_lr, "batch_size": a.batch_size},
                                             "cnn (UE check)": {"epochs": a.ft_epochs, "lr": a.lr, "batch_size": a.batch_size}}},
-              "extractors": extractors, "rows": rows, "unlearnable_end_to_end_vs_frozen": ue, "findings": verdicts,
+              "extractors": extractors, "noise_floor_clean_copies_drop": floor, "rows": rows, "unlearnable_end_to_end_vs_frozen": ue, "findings": verdicts,
               "attacks_not_registered": missing, "skipped": skipped, "seconds": time.perf_counter() - t0}
     if a.quick:
         print(f"quick run ok in {record['seconds']:.0f} s (not saved)")
