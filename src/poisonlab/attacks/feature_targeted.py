@@ -33,6 +33,7 @@ from ..errors import ConfigError
 from ..models.extractors import split_head
 from ..pretrain.invert import invert_features, relative_error
 from ..training import TrainConfig, Victim, VictimSpec
+from ._radius import check_radius
 from .base import ATTACKS, Attack, AttackConfig, register_attack
 
 
@@ -61,8 +62,7 @@ class FeatureTargetedConfig(AttackConfig):
             v = getattr(self, key)
             if not (isinstance(v, (int, float)) and v > 0):
                 raise ConfigError(f"feature_targeted: {key} must be > 0, got {v!r}")
-        if self.radius is not None and not (isinstance(self.radius, (int, float)) and 0 < self.radius <= 1):
-            raise ConfigError(f"feature_targeted: radius must be in (0, 1] or null, got {self.radius!r}")
+        check_radius(self.radius, "feature_targeted")
 
 
 @torch.no_grad()

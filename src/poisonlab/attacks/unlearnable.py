@@ -27,6 +27,7 @@ from ..data.types import AttackData, Dataset, PoisonSet
 from ..errors import ConfigError
 from ..training import train
 from ..training.victim import Victim
+from ._radius import check_radius, project
 from .base import Attack, AttackConfig, register_attack
 
 
@@ -40,8 +41,7 @@ class UnlearnableConfig(AttackConfig):
     stop_accuracy: float = 99.0
 
     def __post_init__(self) -> None:
-        if self.radius is not None and not (isinstance(self.radius, (int, float)) and 0 < self.radius <= 1):
-            raise ConfigError(f"unlearnable: radius must be in (0, 1] or null, got {self.radius!r}")
+        check_radius(self.radius, "unlearnable")
         for key in ("rounds", "pgd_steps"):
             v = getattr(self, key)
             if not isinstance(v, int) or v < 1:
@@ -52,12 +52,6 @@ class UnlearnableConfig(AttackConfig):
             raise ConfigError(f"unlearnable: step_size must be > 0, got {self.step_size!r}")
         if not 0 <= self.stop_accuracy <= 100:
             raise ConfigError(f"unlearnable: stop_accuracy must be in [0, 100], got {self.stop_accuracy!r}")
-
-
-def _project(x: torch.Tensor, src: torch.Tensor, radius: float | None) -> torch.Tensor:
-    if radius is not None:
-        x = torch.minimum(torch.maximum(x, src - radius), src + radius)
-    return x.clamp(0.0, 1.0)
 
 
 @register_attack("unlearnable")
@@ -88,7 +82,7 @@ class Unlearnable(Attack):
                 loss = F.cross_entropy(model(x), y, reduction="sum")
                 (grad,) = torch.autograd.grad(loss, x)
                 with torch.no_grad():
-                    x = _project(x - step * grad.sign(), x0, cfg.radius)
+                    x = project(x - step * grad.sign(), x0, cfg.radius)
             with torch.no_grad():
                 acc = 100.0 * (model(x).argmax(1) == y).double().mean().item()
             if acc >= cfg.stop_accuracy:
