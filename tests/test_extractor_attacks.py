@@ -124,3 +124,24 @@ def test_every_attack_with_a_radius_respects_it(digits, name):
     has_src = out.source_index >= 0
     assert has_src.all()
     assert (out.x - digits.train.x[out.source_index]).abs().max() <= r + 1e-6
+
+
+def test_feature_space_head_is_exactly_the_clean_head():
+    """Stage (b) works on [0, 1]-scaled features with a rescaled head: its logits equal the victim's."""
+    from poisonlab.attacks.feature_targeted import feature_space
+    from poisonlab.data.types import AttackData
+    from poisonlab.models import build_victim, split_head
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    model = build_victim("cnn", (1, 8, 8), 3, channels=(2, 4)).double().eval()
+    x = torch.rand(30, 1, 8, 8, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (30,), generator=g)
+    data = AttackData(Dataset(x[:20], y[:20], 3), Dataset(x[20:], y[20:], 3))
+    feats, head = split_head(model)
+    fs = feature_space(feats, head, data, torch.device("cpu"))
+    lr = build_victim("lr", (fs.lo.numel(), 1, 1), 3).double()
+    lr.load_state_dict(fs.head_state)
+    assert fs.data.train.x.min() >= 0 and fs.data.train.x.max() <= 1
+    assert torch.allclose(lr(fs.data.train.x), model(x[:20]), atol=1e-10, rtol=0)
+    assert torch.allclose(fs.unscale(fs.data.val.x), feats(x[20:]), atol=1e-12)

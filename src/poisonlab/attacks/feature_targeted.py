@@ -66,8 +66,39 @@ class FeatureTargetedConfig(AttackConfig):
 
 
 @torch.no_grad()
-def _features(feature_map, x: torch.Tensor, device: torch.device, batch: int = 1024) -> torch.Tensor:
-    return torch.cat([feature_map(x[i:i + batch].to(device)).cpu() for i in range(0, len(x), batch)]) if len(x) else torch.empty(0)
+def features_of(feature_map, x: torch.Tensor, device: torch.device, batch: int = 1024) -> torch.Tensor:
+    """φ(x) in batches: (N, C, H, W) -> (N, D) on the CPU."""
+    return torch.cat([feature_map(x[i:i + batch].to(device)).cpu() for i in range(0, len(x), batch)])
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """The features as a dataset in [0, 1]^D: f' = (f − lo) / span, per dimension, with lo/span
+    from the clean D_tr ∪ D_v features; ``head_state`` is the head on f' (W·diag(span), b + W·lo),
+    so LR(f') == head(f) exactly. ``data`` holds f' as images (N, D, 1, 1)."""
+
+    data: AttackData
+    lo: torch.Tensor
+    span: torch.Tensor
+    head_state: dict[str, torch.Tensor]
+
+    def unscale(self, f_scaled: torch.Tensor) -> torch.Tensor:
+        return self.lo + self.span * f_scaled.reshape(len(f_scaled), -1)
+
+
+def feature_space(feature_map, head: torch.nn.Linear, data: AttackData, device: torch.device) -> FeatureSpace:
+    f_tr = features_of(feature_map, data.train.x, device)
+    f_val = features_of(feature_map, data.val.x, device)
+    lo = torch.minimum(f_tr.min(0).values, f_val.min(0).values)
+    span = (torch.maximum(f_tr.max(0).values, f_val.max(0).values) - lo).clamp_min(1e-6)
+    d, c = f_tr.shape[1], data.num_classes
+
+    def scaled(f: torch.Tensor, y: torch.Tensor) -> Dataset:
+        return Dataset(((f - lo) / span).clamp(0.0, 1.0).view(-1, d, 1, 1), y, c, "features")
+
+    w, b = head.weight.detach().cpu(), head.bias.detach().cpu()
+    state = {"linear.weight": w * span, "linear.bias": b + w @ lo}
+    return FeatureSpace(AttackData(scaled(f_tr, data.train.y), scaled(f_val, data.val.y)), lo, span, state)
 
 
 @register_attack("feature_targeted")
@@ -84,35 +115,27 @@ class FeatureTargeted(Attack):
             p.requires_grad_(False)
         feature_map, head = split_head(model)
         device = victim.device
-        f_tr = _features(feature_map, data.train.x, device)
-        f_val = _features(feature_map, data.val.x, device)
-        lo = torch.minimum(f_tr.min(0).values, f_val.min(0).values)
-        span = (torch.maximum(f_tr.max(0).values, f_val.max(0).values) - lo).clamp_min(1e-6)
-        d, c = f_tr.shape[1], data.num_classes
+        fs = feature_space(feature_map, head, data, device)
+        d, c = fs.lo.numel(), data.num_classes
 
-        def scaled(f: torch.Tensor, y: torch.Tensor) -> Dataset:
-            return Dataset(((f - lo) / span).clamp(0.0, 1.0).view(-1, d, 1, 1), y, c, "features")
-
-        # (a)+(b): a logistic-regression victim over scaled features with the clean head, exactly
-        w, b = head.weight.detach().cpu(), head.bias.detach().cpu()
+        # (a)+(b): a logistic-regression victim over the scaled features, exactly the clean head
         recipe = TrainConfig(lr=victim.spec.recipe.lr, epochs=victim.spec.recipe.epochs,
                              batch_size=victim.spec.recipe.batch_size, device="cpu")
-        fspec = VictimSpec("lr", (d, 1, 1), c, recipe)
-        fvictim = Victim(fspec, victim.seed, {"linear.weight": w * span, "linear.bias": b + w @ lo})
-        fdata = AttackData(scaled(f_tr, data.train.y), scaled(f_val, data.val.y))
+        fvictim = Victim(VictimSpec("lr", (d, 1, 1), c, recipe), victim.seed, fs.head_state)
+        fdata = fs.data
         gc = ATTACKS.get("gc")(target="gradpc", eps_w=cfg.eps_w, target_steps=cfg.target_steps,
                                steps=cfg.gc_steps, lr=cfg.gc_lr)
         fpois = gc.poison(fdata, fvictim, n_poison / len(data.train), generator=generator, progress=progress)
         if len(fpois) != n_poison:  # poison_count(n/N, N) == n; guard the round trip anyway
             raise RuntimeError(f"feature_targeted: feature-space GC returned {len(fpois)} points, expected {n_poison}")
         src, y = fpois.source_index, fpois.y
-        f_target = lo + span * fpois.x.view(n_poison, d)
+        f_target = fs.unscale(fpois.x)
 
         # (c): invert the poisoned features back to inputs, from the source images
         x_src = data.train.x[src].to(device)
         x, report = invert_features(feature_map, f_target.to(device), x_src, source=x_src, radius=cfg.radius,
                                     steps=cfg.invert_steps, lr=cfg.invert_lr, progress=progress and "ft invert")
-        f_src = f_tr[src]
+        f_src = fs.unscale(fdata.train.x[src])
         info = {
             **report,
             "source_feature_rel_error": relative_error(f_src, f_target).mean().item(),  # before any inversion
