@@ -45,7 +45,7 @@ ATTACK_ORDER = (*INPUT_SPACE, "feature_targeted")
 def attack_options(name: str, quick: bool) -> dict:
     """CPU-sized options of each attack (``radius`` is added per constraint)."""
     if name == "tgda":
-        return {"epochs": 1 if quick else 3, "n": 5, "pretrain_epochs": 1 if quick else 3, "cg_iters": 5}
+        return {"epochs": 1 if quick else 2, "n": 5, "pretrain_epochs": 1 if quick else 3, "cg_iters": 5}
     if name == "gc":
         return {"steps": 20 if quick else 200, "target_steps": 10 if quick else 50}
     if name == "unlearnable":
