@@ -94,7 +94,9 @@ def run_cell(base: dict, model: str, attack: str, options: dict, out: Path, pois
     r = run_protocol(cfg, progress=False, log=lambda _m: None)
     info = r["attack_info"] or {}
     keep = {k: info[k] for k in ("feature_rel_error_mean", "feature_rel_error_initial_mean", "source_feature_rel_error",
-                                 "final_rel_grad_norm", "surrogate_accuracy_on_poisons") if k in info}
+                                 "feature_gc_initial_rel_grad_norm", "feature_gc_final_rel_grad_norm",
+                                 "initial_rel_grad_norm", "final_rel_grad_norm", "surrogate_accuracy_on_poisons",
+                                 "target_val_accuracy", "tau", "eps_reaches_tau") if k in info}
     return {"clean_accuracy": r["clean_accuracy"], "poisoned_accuracy": r["poisoned_accuracy"],
             "accuracy_drop": r["accuracy_drop"], "attack_seconds": r["attack_seconds"],
             "max_perturbation": r["max_perturbation"], "n_poison": r["n_poison"], "attack_info": keep}
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--transfer-source", default="mnist", choices=["mnist", "cifar10"])
     p.add_argument("--epochs", type=int, default=15, help="linear-probe victim epochs")
     p.add_argument("--lr", type=float, default=0.1, help="linear-probe SGD learning rate")
-    p.add_argument("--ft-epochs", type=int, default=10, help="fine-tune victim epochs")
+    p.add_argument("--ft-epochs", type=int, default=20, help="fine-tune victim epochs")
     p.add_argument("--ft-lr", type=float, default=0.01, help="fine-tune SGD learning rate (0.1 diverges on standardised features)")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--fraction", type=float, default=0.03)

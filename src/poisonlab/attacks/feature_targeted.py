@@ -139,6 +139,9 @@ class FeatureTargeted(Attack):
         info = {
             **report,
             "source_feature_rel_error": relative_error(f_src, f_target).mean().item(),  # before any inversion
+            # how far GC in feature space got: ||mixed gradient at the target head|| / ||clean gradient||
+            "feature_gc_initial_rel_grad_norm": fpois.info.get("initial_rel_grad_norm"),
+            "feature_gc_final_rel_grad_norm": fpois.info.get("final_rel_grad_norm"),
             "radius": cfg.radius,
             "gc_feature_info": {k: v for k, v in fpois.info.items() if k != "grad_norm_trace"},
             "ft_seconds": time.perf_counter() - t0,
