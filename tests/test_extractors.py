@@ -188,3 +188,14 @@ def test_inversion_through_conv_encoder():
     init = torch.rand(4, 1, 8, 8, generator=g, dtype=torch.float64)
     _, rep = invert_features(enc, enc(x_star), init, steps=300, lr=0.02)
     assert rep["feature_rel_error_mean"] < 0.1 * rep["feature_rel_error_initial_mean"]
+
+
+def test_resnet18_encoder_and_unknown_encoder():
+    from poisonlab.models.extractors import build_encoder
+
+    enc = build_encoder("resnet18", (3, 16, 16), {"width": 4})
+    assert enc(torch.rand(2, 3, 16, 16)).shape == (2, 32) and enc.feature_dim == 32
+    with pytest.raises(UnknownNameError):
+        build_encoder("vit", (3, 16, 16))
+    with pytest.raises(ConfigError, match="bad options"):
+        build_encoder("conv", (1, 8, 8), {"depth": 3})
