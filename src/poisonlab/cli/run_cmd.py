@@ -25,6 +25,10 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="output directory (default runs/<dataset>-<model>-<attack>-f<fraction>-s<seed>)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--poisons", help="re-use poisons.npz from an earlier run instead of attacking")
+    p.add_argument("--defense", help="defend stage after the test stage (see `poisonlab list`): score, filter, retrain")
+    p.add_argument("--defense-option", "-D", action="append", default=[], metavar="KEY=VALUE",
+                   help="defense option (repeatable), e.g. -D fraction=0.05 -D rounds=3")
+    p.add_argument("--cache-dir", help="re-use / store the clean-trained victim in this cache (see `poisonlab cache ls`)")
     p.add_argument("--attack-option", "-A", action="append", default=[], metavar="KEY=VALUE",
                    help="attack option (repeatable), value parsed as YAML, e.g. -A mode=random")
     p.add_argument("--model-option", "-M", action="append", default=[], metavar="KEY=VALUE",
@@ -56,14 +60,17 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     cfg = base.merged(
         dataset=args.dataset, model=args.model, attack=args.attack, fraction=args.fraction, seed=args.seed,
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, data_dir=args.data_dir, out=args.out,
-        device=args.device, poisons=args.poisons,
+        device=args.device, poisons=args.poisons, defense=args.defense, cache_dir=args.cache_dir,
     )
     attack_opts = parse_key_values(args.attack_option, "attack option")
     model_opts = parse_key_values(args.model_option, "model option")
+    defense_opts = parse_key_values(args.defense_option, "defense option")
     if attack_opts:
         cfg = cfg.merged(attack_options={**cfg.attack_options, **attack_opts})
     if model_opts:
         cfg = cfg.merged(model_options={**cfg.model_options, **model_opts})
+    if defense_opts:
+        cfg = cfg.merged(defense_options={**cfg.defense_options, **defense_opts})
     return cfg
 
 

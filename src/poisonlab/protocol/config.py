@@ -35,6 +35,9 @@ class RunConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
     attack_options: dict[str, Any] = field(default_factory=dict)
     poisons: str | None = None  # re-use the poisons saved by an earlier run instead of attacking
+    defense: str | None = None  # defend stage after the test stage (see poisonlab.protocol.defend)
+    defense_options: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None  # content-addressed cache of clean-trained victims (None: no cache)
 
     def __post_init__(self) -> None:
         for key in ("dataset", "model", "attack", "device"):
@@ -49,7 +52,9 @@ class RunConfig:
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size <= 0):
             raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        for key in ("model_options", "attack_options"):
+        if self.defense is not None and (not isinstance(self.defense, str) or not self.defense):
+            raise ConfigError(f"defense must be a non-empty string or null, got {self.defense!r}")
+        for key in ("model_options", "attack_options", "defense_options"):
             if not isinstance(getattr(self, key), dict):
                 raise ConfigError(f"{key} must be a mapping, got {getattr(self, key)!r}")
 
@@ -75,7 +80,8 @@ class RunConfig:
     def default_out(self) -> str:
         base, _, arg = self.model.partition(":")  # linear_probe:path/enc.safetensors -> linear_probe-enc
         model = f"{base}-{Path(arg).stem}" if arg else base
-        return f"runs/{Path(self.dataset).stem}-{model}-{self.attack}-f{self.fraction:g}-s{self.seed}"
+        defended = f"-{self.defense}" if self.defense else ""
+        return f"runs/{Path(self.dataset).stem}-{model}-{self.attack}-f{self.fraction:g}-s{self.seed}{defended}"
 
 
 def load_yaml_mapping(path: str | Path) -> dict[str, Any]:

@@ -22,14 +22,16 @@ import torch
 
 from .. import __version__
 from ..attacks import build_attack
+from ..cache import ArtifactCache, tensor_fingerprint, using
 from ..data import PoisonedDataset, load_dataset, poison_count, split_train_val
 from ..data.types import AttackData, DataBundle
 from ..models.victims import resolve_victim
 from ..reporting.grids import poison_grid
 from ..seeding import torch_generator
-from ..training import TrainConfig, Victim, VictimSpec, accuracy
+from ..training import TrainConfig, Victim, VictimSpec, accuracy, resolve_device
 from .artifacts import load_poisons, save_model, save_poisons, write_json
 from .config import RunConfig
+from .defend import defense_from_config, run_defense
 
 Log = Callable[[str], None]
 
@@ -63,11 +65,41 @@ def prepare(cfg: RunConfig) -> Prepared:
     return Prepared(bundle, data, spec)
 
 
+def clean_victim_key(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
+    """Everything the clean-trained victim depends on (the cache key of stage 1).
+
+    The data fingerprint hashes D_tr itself, so it covers the dataset file and the split seed.
+    """
+    r = prep.spec.recipe
+    return {
+        "dataset": cfg.dataset, "data": tensor_fingerprint(prep.data.train.x, prep.data.train.y), "split_seed": cfg.seed,
+        "model": cfg.model, "model_options": cfg.model_options, "input_shape": list(prep.spec.input_shape),
+        "num_classes": prep.spec.num_classes, "recipe": {"lr": r.lr, "epochs": r.epochs, "batch_size": r.batch_size,
+        "momentum": r.momentum, "weight_decay": r.weight_decay}, "device": resolve_device(r.device).type, "seed": cfg.seed,
+        "poisonlab_version": __version__, "torch_version": torch.__version__,
+    }
+
+
+def _pretrain(cfg: RunConfig, prep: Prepared, progress: bool) -> tuple[torch.nn.Module, bool]:
+    """Stage 1, through the artifact cache when ``cfg.cache_dir`` is set. Returns (model, cache hit)."""
+    def build() -> dict[str, torch.Tensor]:
+        return prep.spec.train(prep.data.train, cfg.seed, progress="pretrain" if progress else False).state_dict()
+
+    if cfg.cache_dir is None:
+        model = prep.spec.train(prep.data.train, cfg.seed, progress="pretrain" if progress else False)
+        return model, False
+    state, hit = ArtifactCache(cfg.cache_dir).get_or_create("victim_clean", clean_victim_key(cfg, prep), build)
+    model = prep.spec.build(cfg.seed)
+    model.load_state_dict(state)
+    return model.eval(), hit
+
+
 def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -> dict[str, Any]:
     """Run the three stages, write the artifacts to ``cfg.out`` and return the result record."""
     t_start = time.perf_counter()
     out = Path(cfg.out or cfg.default_out())
     attack = build_attack(cfg.attack, cfg.attack_options)  # validates options before any work
+    defense = defense_from_config(cfg)
     prep = prepare(cfg)
     data, spec = prep.data, prep.spec
     n_poison = poison_count(cfg.fraction, len(data.train))
@@ -78,7 +110,9 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
     )
 
     log("[1/3] pretrain: training the victim on D_tr")
-    clean_model = spec.train(data.train, cfg.seed, progress="pretrain" if progress else False)
+    clean_model, cache_hit = _pretrain(cfg, prep, progress)
+    if cache_hit:
+        log(f"      clean victim loaded from the cache in {cfg.cache_dir}")
     acc1 = accuracy(clean_model, prep.bundle.test)
     clean_state = {k: v.detach().clone() for k, v in clean_model.state_dict().items()}
     victim = Victim(spec, cfg.seed, clean_state)
@@ -90,7 +124,8 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
         poisons = attack._check(load_poisons(cfg.poisons), data, n_poison)
     else:
         log(f"[2/3] attack: {cfg.attack} crafting {n_poison} poisons")
-        poisons = attack.poison(data, victim, cfg.fraction, generator=torch_generator(cfg.seed, "attack"), progress=progress)
+        with using(cfg.cache_dir):  # attacks may cache pretrained parts via poisonlab.cache.cached_state
+            poisons = attack.poison(data, victim, cfg.fraction, generator=torch_generator(cfg.seed, "attack"), progress=progress)
     attack_seconds = time.perf_counter() - t_attack
 
     log("[3/3] test: retraining the victim from scratch on D_tr ∪ D_p")
@@ -104,6 +139,10 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
     save_model(out / "victim_clean.safetensors", clean_model, {"model": cfg.model, "stage": "pretrain"})
     save_model(out / "victim_poisoned.safetensors", poisoned_model, {"model": cfg.model, "stage": "retrain"})
     grid_stats = poison_grid(out / "poisons.png", poisons, data.train, title=f"{cfg.attack} on {cfg.dataset}/{cfg.model}")
+    defended = {}
+    if defense is not None:  # defend stage: score D_tr ∪ D_p, filter, retrain, detection metrics
+        defended = run_defense(defense, mixed, victim, poisoned_model, data.val, prep.bundle.test, acc1,
+                               seed=cfg.seed, out=out, progress=progress, log=log)
 
     result = {
         "dataset": cfg.dataset,
@@ -127,10 +166,14 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "device": str(victim.device),
+        "cache": {"victim_clean": None if cfg.cache_dir is None else ("hit" if cache_hit else "miss")},
         "config": {**cfg.to_dict(), "out": str(out), "attack_options": attack.options(),
                    "recipe": {"lr": spec.recipe.lr, "epochs": spec.recipe.epochs, "batch_size": spec.recipe.batch_size}},
         "artifacts": {"poisons": "poisons.npz", "poison_grid": "poisons.png",
                       "clean_model": "victim_clean.safetensors", "poisoned_model": "victim_poisoned.safetensors"},
     }
+    if defended:
+        result.update(defended)
+        result["artifacts"].update(defense_scores="defense_scores.npz", defended_model="victim_defended.safetensors")
     write_json(out / "result.json", result)
     return result

@@ -30,6 +30,16 @@ def result_table(result: dict[str, Any]) -> str:
         ("attack time", f"{result['attack_seconds']:.2f} s"),
         ("total time", f"{result['total_seconds']:.2f} s"),
     ]
+    if result.get("defense"):
+        det = result["detection"]
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        rows += [
+            ("defense", result["defense"]),
+            ("defended accuracy (acc3)", f"{result['defended_accuracy']:.2f} %"),
+            ("drop with defense", f"{result['defended_drop']:.2f} points (without: {result['accuracy_drop']:.2f})"),
+            ("detection", f"removed {det['n_removed']} ({det['n_poison_removed']} poisons): precision {fmt(det['precision'])}, "
+                          f"recall {fmt(det['recall'])}, ROC-AUC {fmt(det['roc_auc'])}"),
+        ]
     for k, v in (result.get("attack_info") or {}).items():
         if isinstance(v, (int, float, str)):
             rows.append((f"attack: {k}", v))

@@ -1,6 +1,6 @@
 """The one training loop, evaluation, and the victim spec."""
 
-from .loop import TrainConfig, accuracy, mean_loss, predict_logits, resolve_device, train
+from .loop import BatchLoss, TrainConfig, accuracy, mean_loss, predict_logits, resolve_device, train
 from .victim import Victim, VictimSpec
 
-__all__ = ["TrainConfig", "Victim", "VictimSpec", "accuracy", "mean_loss", "predict_logits", "resolve_device", "train"]
+__all__ = ["BatchLoss", "TrainConfig", "Victim", "VictimSpec", "accuracy", "mean_loss", "predict_logits", "resolve_device", "train"]

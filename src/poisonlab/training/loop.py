@@ -7,7 +7,7 @@ data, 256 for CIFAR-10), seeded and deterministic on CPU, on CUDA when present.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,9 @@ from tqdm.auto import tqdm
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..options import config_from_dict
+
+#: ``batch_loss(model, x_batch, y_batch) -> (B,)`` per-sample losses replacing plain cross-entropy
+BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -67,11 +70,14 @@ def train(
     *,
     progress: bool | str = False,
     sample_weight: torch.Tensor | None = None,
+    batch_loss: BatchLoss | None = None,
 ) -> nn.Module:
     """Train ``model`` in place with mini-batch SGD on cross-entropy; returns it.
 
     ``generator`` drives the batch order (so a run is reproducible from its seed);
-    ``sample_weight`` (N,) optionally weights each point's loss (used by defenses).
+    ``sample_weight`` (N,) optionally weights each point's loss (used by defenses);
+    ``batch_loss`` optionally replaces the per-sample cross-entropy (training-time defenses
+    such as MaxUp); the loss is still averaged (or weighted) over the batch here.
     """
     device = resolve_device(config.device)
     model.to(device).train()
@@ -87,11 +93,13 @@ def train(
         perm = torch.randperm(n, generator=generator).to(device)
         for start in range(0, n, bs):
             idx = perm[start : start + bs]
-            logits = model(x[idx])
-            if w is None:
-                loss = F.cross_entropy(logits, y[idx])
+            if batch_loss is not None:
+                per = batch_loss(model, x[idx], y[idx])
+                loss = per.mean() if w is None else (per * w[idx]).sum() / w[idx].sum().clamp_min(1e-12)
+            elif w is None:
+                loss = F.cross_entropy(model(x[idx]), y[idx])
             else:
-                loss = (F.cross_entropy(logits, y[idx], reduction="none") * w[idx]).sum() / w[idx].sum().clamp_min(1e-12)
+                loss = (F.cross_entropy(model(x[idx]), y[idx], reduction="none") * w[idx]).sum() / w[idx].sum().clamp_min(1e-12)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

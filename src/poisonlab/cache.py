@@ -1,0 +1,234 @@
+"""A small content-addressed store for expensive trained state (state dicts as safetensors).
+
+Used by the protocol's stage 1 (clean-trained victims, kind ``victim_clean``) and open to any
+stage that turns a configuration into trained weights (attacker generators pretrained for TGDA,
+GradPC target models)::
+
+    cache = ArtifactCache("~/.cache/poisonlab/artifacts")
+    state, hit = cache.get_or_create("victim_clean", {"model": "lr", "seed": 0, ...}, build_fn)
+
+Inside an attack (whose ``poison`` signature carries no cache), use the cache the protocol
+made active for the run (``RunConfig.cache_dir``), or just build when there is none::
+
+    state, hit = cached_state("tgda_generator", key_dict, build_fn)
+
+``key_dict`` must be JSON-serialisable and must contain *everything* that changes the result
+(data fingerprint, model, options, recipe, seed, poisonlab version): the entry lives at
+``<root>/<kind>/<sha256(kind, key_dict)[:24]>.safetensors`` with the key stored in the
+safetensors metadata. Writes are atomic (temporary file + ``os.replace``); concurrent builders
+of the same key are serialised with a per-key ``flock`` so only one of them trains. Tensors
+are stored on CPU and returned on CPU; no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .errors import ConfigError, DataError
+
+StateDict = dict[str, torch.Tensor]
+ENV_VAR = "POISONLAB_CACHE"
+_KEY_META = "poisonlab_cache_key"
+_KIND_META = "poisonlab_cache_kind"
+
+
+def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else ``$POISONLAB_CACHE``, else ``~/.cache/poisonlab/artifacts``."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(ENV_VAR)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "poisonlab" / "artifacts"
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted-key, compact JSON: the one serialisation used for every hash."""
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True, default=_jsonable)
+    except TypeError as exc:
+        raise ConfigError(f"cache key is not JSON-serialisable: {exc}") from None
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} in cache key")
+
+
+def key_hash(kind: str, key_dict: Mapping[str, Any]) -> str:
+    """24 hex digits of sha256 over ``kind`` and the canonical JSON of ``key_dict``."""
+    return hashlib.sha256(f"{kind}\n{canonical_json(dict(key_dict))}".encode()).hexdigest()[:24]
+
+
+def tensor_fingerprint(*tensors: torch.Tensor) -> str:
+    """sha256 of the dtypes, shapes and bytes of ``tensors`` (for keys that depend on data)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    kind: str
+    digest: str
+    path: Path
+    size: int
+    created: float
+    key: dict[str, Any]
+
+
+class ArtifactCache:
+    """Content-addressed safetensors store; see the module docstring."""
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = default_cache_dir(root)
+
+    def path_for(self, kind: str, key_dict: Mapping[str, Any]) -> Path:
+        _check_kind(kind)
+        return self.root / kind / f"{key_hash(kind, key_dict)}.safetensors"
+
+    def get(self, kind: str, key_dict: Mapping[str, Any]) -> StateDict | None:
+        """The stored state dict, or ``None`` when absent (a corrupt entry is removed and reported absent)."""
+        path = self.path_for(kind, key_dict)
+        if not path.is_file():
+            return None
+        try:
+            return load_file(str(path))
+        except Exception:
+            path.unlink(missing_ok=True)  # torn or foreign file: rebuild rather than fail
+            return None
+
+    def put(self, kind: str, key_dict: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> Path:
+        path = self.path_for(kind, key_dict)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        if not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+            raise TypeError("cache values must be tensors (a state dict)")
+        meta = {_KIND_META: kind, _KEY_META: canonical_json(dict(key_dict)), "created": f"{time.time():.3f}"}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    def get_or_create(
+        self, kind: str, key_dict: Mapping[str, Any], build_fn: Callable[[], Mapping[str, torch.Tensor]]
+    ) -> tuple[StateDict, bool]:
+        """Return ``(state_dict, hit)``: the stored entry, or ``build_fn()`` stored then returned.
+
+        Builders of the same key in other processes wait on a file lock and then read the entry.
+        The returned tensors are always the stored (CPU) copies, so a hit and a miss give
+        bit-identical values.
+        """
+        found = self.get(kind, key_dict)
+        if found is not None:
+            return found, True
+        path = self.path_for(kind, key_dict)
+        with _file_lock(path.with_name(f".{path.name}.lock")):
+            found = self.get(kind, key_dict)
+            if found is not None:
+                return found, True
+            self.put(kind, key_dict, build_fn())
+        state = self.get(kind, key_dict)
+        if state is None:
+            raise DataError(f"cache entry {path} vanished right after it was written")
+        return state, False
+
+    def entries(self, kind: str | None = None) -> list[CacheEntry]:
+        """Every stored entry (optionally of one kind), oldest first."""
+        if not self.root.is_dir():
+            return []
+        kinds = [kind] if kind else sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        out = []
+        for k in kinds:
+            for p in sorted((self.root / k).glob("*.safetensors")):
+                try:
+                    with safe_open(str(p), framework="pt") as f:
+                        meta = f.metadata() or {}
+                    key = json.loads(meta.get(_KEY_META, "{}"))
+                    created = float(meta.get("created", p.stat().st_mtime))
+                except Exception:
+                    key, created = {"error": "unreadable entry"}, p.stat().st_mtime
+                out.append(CacheEntry(k, p.stem, p, p.stat().st_size, created, key))
+        return sorted(out, key=lambda e: e.created)
+
+    def clear(self, kind: str | None = None) -> int:
+        """Delete every entry (or every entry of ``kind``); returns how many were deleted."""
+        n = len(self.entries(kind))
+        target = self.root / kind if kind else self.root
+        if kind:
+            _check_kind(kind)
+        if target.is_dir():
+            shutil.rmtree(target)
+        return n
+
+
+def _check_kind(kind: str) -> None:
+    if not kind or not kind.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"cache kind must be a plain name (letters, digits, _ or -), got {kind!r}")
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (released by the kernel if the holder dies)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX: no cross-process dedup, still correct
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+_ACTIVE: contextvars.ContextVar["ArtifactCache | None"] = contextvars.ContextVar("poisonlab_cache", default=None)
+
+
+@contextmanager
+def using(cache: "ArtifactCache | str | os.PathLike | None") -> Iterator["ArtifactCache | None"]:
+    """Make ``cache`` (or a cache at that path; ``None``: no cache) the active one inside the block."""
+    if cache is not None and not isinstance(cache, ArtifactCache):
+        cache = ArtifactCache(cache)
+    token = _ACTIVE.set(cache)
+    try:
+        yield cache
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active() -> "ArtifactCache | None":
+    """The cache made active by :func:`using` (the protocol does so for the attack stage), or ``None``."""
+    return _ACTIVE.get()
+
+
+def cached_state(kind: str, key_dict: Mapping[str, Any], build_fn: Callable[[], Mapping[str, torch.Tensor]]) -> tuple[StateDict, bool]:
+    """``get_or_create`` on the active cache; without one, ``(build_fn(), False)``."""
+    cache = active()
+    if cache is None:
+        return dict(build_fn()), False
+    return cache.get_or_create(kind, key_dict, build_fn)

@@ -1,0 +1,61 @@
+"""``poisonlab sweep GRID.yaml``: run a grid of protocol runs, resumably, locally or on Ray."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..cache import default_cache_dir
+from ..sweeps import load_grid, plan, run_sweep
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="run a YAML grid of configs (resumable; local processes or Ray)",
+                       description="Expand GRID.yaml (base + cases x grid), validate every run, then run the ones "
+                                   "without a result in OUT/results.jsonl. Re-run the same command to resume (also after kill -9). "
+                                   "Exit code 0: every run ok; 1: some runs failed (recorded with their error); "
+                                   "2: invalid grid.")
+    p.add_argument("grid", metavar="GRID.yaml")
+    p.add_argument("--out", help="sweep directory (default sweeps/<grid name>)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local")
+    p.add_argument("--workers", type=int, help="local: parallel worker processes (default 1; 0 = inside this process); "
+                   "ray without --address: runs at once on the local Ray instance (default: one per CPU)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    p.add_argument("--cache-dir", help="cache of clean-trained victims (default $POISONLAB_CACHE or ~/.cache/poisonlab/artifacts)")
+    p.add_argument("--no-cache", action="store_true", help="train every clean victim anew")
+    p.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    p.add_argument("--dry-run", action="store_true", help="validate and list the runs, run nothing")
+    p.add_argument("--mlflow", metavar="URI", help="also log each finished run to MLflow at URI, e.g. sqlite:///mlflow.db (experiment = grid name)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    grid = load_grid(args.grid)
+    out = Path(args.out or f"sweeps/{grid.name}")
+    cache = None if args.no_cache else str(default_cache_dir(args.cache_dir).resolve())
+    if args.dry_run:
+        todo, done = plan(grid, out, cache_dir=cache, retry_failed=args.retry_failed)
+        pending = {r.run_id for r in todo}
+        print(f"grid {grid.name}: {len(grid.runs)} runs ({done} finished, {len(todo)} to run) -> {out}/results.jsonl")
+        for r in grid.runs:
+            print(f"  {r.run_id}  {'todo' if r.run_id in pending else 'done'}  {r.label()}")
+        return 0
+    on_row = None
+    if args.mlflow:
+        from ..sweeps.tracking import MlflowLogger
+
+        logger = MlflowLogger(args.mlflow, grid.name, out)
+
+        def on_row(row: dict) -> None:
+            try:
+                logger.log_row(row, out)
+            except Exception as exc:  # tracking is best effort; results.jsonl already holds the row
+                print(f"poisonlab: warning: MLflow logging of run {row['run_id']} failed: {exc}", file=sys.stderr)
+
+    s = run_sweep(grid, out, backend=args.backend, workers=args.workers, address=args.address, cache_dir=cache,
+                  retry_failed=args.retry_failed, progress=not args.quiet, on_row=on_row)
+    print(f"sweep {grid.name}: {s.total} runs: {s.skipped} already finished, {s.ok} ok, {s.failed} failed "
+          f"-> {s.directory / 'results.jsonl'}")
+    return 1 if s.failed else 0

@@ -1,0 +1,10 @@
+"""Defenses: one module per defense, module name == registry key.
+
+Each scores every training point (higher = more suspicious); the one shared filter
+(:func:`filter_scores`) removes ``poison_count(fraction, N)`` of them and the victim is retrained.
+"""
+
+from .base import DEFENSES, Defense, DefenseConfig, DefenseOutcome, build_defense, filter_scores, register_defense
+from . import influence, knn, loss, maxup, sever, slab, spectral, sphere  # noqa: F401  (registers)
+
+__all__ = ["DEFENSES", "Defense", "DefenseConfig", "DefenseOutcome", "build_defense", "filter_scores", "register_defense"]

@@ -1,0 +1,225 @@
+"""The defense interface: a per-point suspicion score, one shared filter, one retrain.
+
+Threat model (defender's side of the thesis protocol, §2.6.6): the defender receives the training
+set D = D_tr ∪ D_p (N points, poison mask *not* visible), the victim spec (architecture + recipe +
+seed) and optionally a small trusted clean ``reference`` set; it may train models on D. A
+*sanitisation* defense scores every point (higher = more suspicious), removes the
+``poison_count(fraction, N)`` highest-scoring points with :func:`filter_scores` and retrains the
+victim from scratch on what is kept. A *training-time* defense (MaxUp) removes nothing and changes
+the training objective instead (:meth:`Defense.fit`).
+
+Every defense is called the same way::
+
+    d = DEFENSES.get("loss")(fraction=0.03)
+    scores = d.score(data, victim, generator=g)          # (N,) float64, finite
+    outcome = d.defend(data, victim, generator=g)         # scores, keep mask, retrained model
+
+``score`` is final: it checks the contract (one finite score per point, the input not mutated)
+around the subclass's ``_score``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..data.splits import check_fraction, poison_count
+from ..data.types import Dataset, PoisonedDataset
+from ..errors import ConfigError, ContractError
+from ..options import config_from_dict, config_to_dict
+from ..registry import Registry
+from ..training.victim import Victim
+
+
+@dataclass(frozen=True, kw_only=True)
+class DefenseConfig:
+    """Options shared by every defense: the fraction of the training set to remove.
+
+    ``fraction`` is a fraction of the N points the defender sees (D_tr ∪ D_p); the count removed
+    is ``poison_count(fraction, N)`` (the one rounding rule). Default 3 % = the thesis' budget.
+    """
+
+    fraction: float = 0.03
+
+    def __post_init__(self) -> None:
+        try:
+            check_fraction(self.fraction)
+        except ConfigError as exc:
+            raise ConfigError(f"defense: {exc}") from None
+
+
+def _positive_int(value: Any, what: str, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}")
+
+
+def _positive_float(value: Any, what: str, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ConfigError(f"{what} must be a number {'>=' if allow_zero else '>'} 0, got {value!r}")
+
+
+def child_generator(generator: torch.Generator) -> torch.Generator:
+    """A fresh CPU generator seeded by one draw from ``generator`` (deterministic under the seed)."""
+    return torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator).item()))
+
+
+def filter_scores(scores: torch.Tensor, fraction: float) -> torch.Tensor:
+    """THE filter: a keep mask (N,) bool that drops the ``poison_count(fraction, N)`` highest scores.
+
+    Ties are broken by index (the earlier point is removed first), so the result is deterministic.
+    """
+    if scores.ndim != 1:
+        raise ContractError(f"scores must be a vector (N,), got shape {tuple(scores.shape)}")
+    n = len(scores)
+    k = poison_count(fraction, n)
+    keep = torch.ones(n, dtype=torch.bool)
+    if k:
+        order = torch.sort(scores.detach().cpu().double(), descending=True, stable=True).indices
+        keep[order[:k]] = False
+    return keep
+
+
+@dataclass(frozen=True)
+class DefenseOutcome:
+    """What a defense produced: ``scores`` (N,) float64, ``keep`` (N,) bool, the retrained model."""
+
+    scores: torch.Tensor
+    keep: torch.Tensor
+    model: nn.Module
+
+    @property
+    def n_removed(self) -> int:
+        return int((~self.keep).sum())
+
+
+def as_dataset(data: PoisonedDataset | Dataset) -> Dataset:
+    """The points the defender sees (the poison mask is never passed to a defense)."""
+    return data.dataset if isinstance(data, PoisonedDataset) else data
+
+
+class Defense(ABC):
+    """Base class. Subclasses set ``name`` (via :func:`register_defense`), ``Config``, ``summary``,
+    and implement ``_score``; training-time defenses set ``removes = False`` and override ``fit``."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[DefenseConfig]] = DefenseConfig
+    summary: ClassVar[str] = ""
+    #: False for training-time defenses (MaxUp): the filter keeps every point
+    removes: ClassVar[bool] = True
+
+    def __init__(self, config: DefenseConfig | None = None, **options: Any) -> None:
+        if config is not None and options:
+            raise TypeError("pass either a config object or keyword options, not both")
+        self.config = config if config is not None else config_from_dict(self.Config, options, f"defense {self.name!r}")
+        if not isinstance(self.config, self.Config):
+            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(self.config).__name__}")
+        self.info: dict[str, Any] = {}  # diagnostics of the last ``score`` call (JSON-serialisable)
+
+    def options(self) -> dict[str, Any]:
+        return config_to_dict(self.config)
+
+    # ------------------------------------------------------------------ public, final
+    def score(
+        self,
+        data: PoisonedDataset | Dataset,
+        victim: Victim,
+        *,
+        generator: torch.Generator,
+        model: nn.Module | None = None,
+        reference: Dataset | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Suspicion scores (N,) float64, higher = more suspicious. Do not override: implement ``_score``.
+
+        ``model``: the victim already trained on ``data`` (saves a retrain; trained here when None).
+        ``reference``: a trusted clean set (used by ``influence``; optional elsewhere).
+        """
+        ds = as_dataset(data)
+        before = (ds.x.clone(), ds.y.clone())
+        self.info = {}  # reset; ``_score`` may record diagnostics here
+        out = self._score(ds, victim, generator=generator, model=model, reference=reference, progress=progress)
+        if not (torch.equal(before[0], ds.x) and torch.equal(before[1], ds.y)):
+            raise ContractError(f"defense {self.name!r} mutated its input data")
+        out = out.detach().to("cpu", torch.float64)
+        if out.shape != (len(ds),):
+            raise ContractError(f"defense {self.name!r} returned scores of shape {tuple(out.shape)}, expected ({len(ds)},)")
+        if not torch.isfinite(out).all():
+            raise ContractError(f"defense {self.name!r} returned non-finite scores")
+        return out
+
+    def keep_mask(self, scores: torch.Tensor) -> torch.Tensor:
+        """The shared filter at this defense's fraction (keeps all for training-time defenses)."""
+        if not self.removes:
+            return torch.ones(len(scores), dtype=torch.bool)
+        return filter_scores(scores, self.config.fraction)
+
+    def fit(self, data: Dataset, victim: Victim, *, generator: torch.Generator, progress: bool = False) -> nn.Module:
+        """Train the defended victim on ``data`` (the kept points). Default: the plain recipe."""
+        return victim.spec.train(data, victim.seed, progress="defended retrain" if progress else False)
+
+    def defend(
+        self,
+        data: PoisonedDataset | Dataset,
+        victim: Victim,
+        *,
+        generator: torch.Generator,
+        model: nn.Module | None = None,
+        reference: Dataset | None = None,
+        progress: bool = False,
+    ) -> DefenseOutcome:
+        """Score, filter, and retrain from scratch on the kept points."""
+        ds = as_dataset(data)
+        scores = self.score(ds, victim, generator=generator, model=model, reference=reference, progress=progress)
+        keep = self.keep_mask(scores)
+        trained = self.fit(ds.subset(keep.nonzero().squeeze(1)), victim, generator=generator, progress=progress)
+        return DefenseOutcome(scores, keep, trained)
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    @staticmethod
+    def trained_model(data: Dataset, victim: Victim, model: nn.Module | None, progress: bool) -> nn.Module:
+        """``model`` if given, else the victim trained from scratch on ``data`` with its recipe."""
+        if model is not None:
+            return model.eval()
+        return victim.spec.train(data, victim.seed, progress="defense: train on D" if progress else False)
+
+    @abstractmethod
+    def _score(
+        self,
+        data: Dataset,
+        victim: Victim,
+        *,
+        generator: torch.Generator,
+        model: nn.Module | None,
+        reference: Dataset | None,
+        progress: bool,
+    ) -> torch.Tensor:
+        """Return one finite score per point of ``data`` (higher = more suspicious)."""
+
+
+DEFENSES: Registry[type[Defense]] = Registry("defense")
+
+
+def register_defense(name: str):
+    """Class decorator: register under ``name`` (== module name) and set ``cls.name``."""
+
+    def deco(cls: type[Defense]) -> type[Defense]:
+        cls.name = name
+        DEFENSES.add(name, cls)
+        return cls
+
+    return deco
+
+
+def build_defense(name: str, options: dict[str, Any] | None = None) -> Defense:
+    return DEFENSES.get(name)(**(options or {}))
+
+
+__all__ = [
+    "DEFENSES", "Defense", "DefenseConfig", "DefenseOutcome", "as_dataset", "build_defense", "child_generator",
+    "filter_scores", "register_defense",
+]

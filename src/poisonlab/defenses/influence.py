@@ -1,0 +1,138 @@
+"""Influence defense (Koh & Liang 2017, "Understanding black-box predictions via influence
+functions"; thesis Table 2.11).
+
+Threat model: the defender trains the victim on D (N points) and holds a small trusted clean
+reference set R (in the protocol: the held-out clean split D_v). Upweighting a training point z by
+ε moves the optimum by −ε H⁻¹ ∇_w ℓ(z, ŵ), so the reference loss changes at rate
+
+    I_up,loss(z, R) = −∇_w L_R(ŵ)ᵀ (H + λI)⁻¹ ∇_w ℓ(z, ŵ),        H = ∇²_w (1/N) Σ_i ℓ(z_i, ŵ)
+
+(Koh & Liang eq. 2). A point with a large positive influence *hurts* the clean reference loss: the
+score is I_up,loss and the most influential points are removed. One inverse-Hessian-vector product
+s = (H + λI)⁻¹ ∇L_R (the autodiff engine's CG over chunked HVPs) serves every point; the N scores
+are then −∇ℓ(z_i)ᵀ s, computed for all points at once as a forward-mode directional derivative
+(``torch.func.jvp``) of the per-sample loss vector (N,) — no loop over points. ``params="head"``
+(default) restricts w to the last linear layer (as Koh & Liang do for Inception; for ``lr`` this is
+the whole model); the frozen features feeding it are then computed once. The recipe's weight decay is added to the damping λ (it is part of the Hessian).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.func import jvp
+
+from ..autodiff import InverseHVP, dataset_hvp, inverse_hvp, named_params
+from ..data.types import Dataset
+from ..errors import ConfigError
+from ..training.victim import Victim
+from ._grads import head_features, head_inputs, param_names, per_sample_loss_fn
+from .base import Defense, DefenseConfig, _positive_float, _positive_int, register_defense
+
+PerSampleLoss = Callable[[Sequence[torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def reference_gradient(loss_fn: PerSampleLoss, params: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                       chunk_size: int) -> tuple[torch.Tensor, ...]:
+    """∇_w of the mean loss over (x, y), accumulated over chunks."""
+    ps = tuple(p.detach().requires_grad_(True) for p in params)
+    total = [torch.zeros_like(p) for p in params]
+    m = len(x)
+    with torch.enable_grad():
+        for start in range(0, m, chunk_size):
+            part = loss_fn(ps, x[start : start + chunk_size], y[start : start + chunk_size]).sum() / m
+            for t, g in zip(total, torch.autograd.grad(part, ps)):
+                t.add_(g)
+    return tuple(total)
+
+
+def influence_on_reference(
+    loss_fn: PerSampleLoss,
+    params: Sequence[torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    ref_x: torch.Tensor,
+    ref_y: torch.Tensor,
+    *,
+    damping: float = 0.0,
+    tol: float = 1e-8,
+    max_iter: int = 200,
+    chunk_size: int = 4096,
+) -> tuple[torch.Tensor, InverseHVP]:
+    """I_up,loss(z_i, R) for every training point z_i = (x_i, y_i): (N,) and the CG solve.
+
+    ``loss_fn(params, x, y)`` returns per-sample losses (n,); the training objective is their mean
+    plus (damping/2)‖w‖² folded into the Hessian as H + damping·I.
+    """
+    params = tuple(p.detach() for p in params)
+    n = len(x)
+    if len(ref_x) == 0:
+        raise ConfigError("influence: the reference set is empty")
+
+    def make_f(sl: slice):
+        return lambda *p: loss_fn(p, x[sl], y[sl]).mean()
+
+    g_ref = reference_gradient(loss_fn, params, ref_x, ref_y, chunk_size)
+    solve = inverse_hvp(
+        make_f(slice(0, n)), params, g_ref, damping=damping, tol=tol, max_iter=max_iter,
+        hvp_fn=lambda v: dataset_hvp(make_f, n, params, v, chunk_size),
+    )
+    s = tuple(t.detach() for t in solve.value)
+    scores = []
+    for start in range(0, n, chunk_size):
+        xs, ys = x[start : start + chunk_size], y[start : start + chunk_size]
+        _, directional = jvp(lambda *p: loss_fn(p, xs, ys), params, s)  # ∇ℓ(z_i)ᵀ s for each i
+        scores.append(-directional.detach())
+    return torch.cat(scores) if scores else torch.empty(0), solve
+
+
+@dataclass(frozen=True, kw_only=True)
+class InfluenceConfig(DefenseConfig):
+    params: str = "head"  # "head" (last linear layer) or "all"
+    damping: float = 0.01
+    cg_tol: float = 1e-5
+    cg_max_iter: int = 100
+    chunk_size: int = 4096
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.params not in ("head", "all"):
+            raise ConfigError(f"influence: params must be 'head' or 'all', got {self.params!r}")
+        _positive_float(self.damping, "influence: damping", allow_zero=True)
+        _positive_float(self.cg_tol, "influence: cg_tol")
+        _positive_int(self.cg_max_iter, "influence: cg_max_iter")
+        _positive_int(self.chunk_size, "influence: chunk_size")
+
+
+@register_defense("influence")
+class InfluenceDefense(Defense):
+    Config = InfluenceConfig
+    summary = "remove the points whose upweighting most increases a clean reference loss (Koh & Liang 2017)"
+
+    def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
+               reference: Dataset | None, progress: bool) -> torch.Tensor:
+        if reference is None:
+            raise ConfigError("influence: needs a trusted clean reference set (the protocol passes D_v)")
+        c: InfluenceConfig = self.config  # type: ignore[assignment]
+        trained = self.trained_model(data, victim, model, progress)
+        names = param_names(trained, c.params)
+        net, x, rx = trained, data.x, reference.x
+        fast = head_inputs(trained, data.x) if c.params == "head" else None
+        if fast is not None:  # logits = head(features): work on the frozen features, computed once
+            net, x = fast
+            rx = head_features(trained, reference.x)
+            names = [n for n, p in net.named_parameters() if p.requires_grad]
+        _, params = named_params(net, names)
+        device, dtype = params[0].device, params[0].dtype
+        scores, solve = influence_on_reference(
+            per_sample_loss_fn(net, names), params,
+            x.to(device, dtype), data.y.to(device), rx.to(device, dtype), reference.y.to(device),
+            damping=c.damping + victim.spec.recipe.weight_decay, tol=c.cg_tol, max_iter=c.cg_max_iter,
+            chunk_size=c.chunk_size,
+        )
+        self.info.update(cg_iterations=solve.cg.iterations, cg_residual=solve.cg.residual_norm,
+                         cg_converged=solve.cg.converged, params=param_names(trained, c.params))
+        return scores

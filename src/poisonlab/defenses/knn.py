@@ -1,0 +1,74 @@
+"""kNN label sanitisation (Paudice, Muñoz-González & Lupu 2018, "Label sanitization against label
+flipping poisoning attacks").
+
+Threat model: label-flipping poisons sit among clean points of another class. For each point the
+defender looks at its k nearest neighbours in input space (L2 on flattened images, the point itself
+excluded by index, so an exact duplicate with a different label counts against it) and scores the
+fraction whose label differs:
+
+    score_i = (1/k) Σ_{j ∈ kNN(i)} [y_j ≠ y_i]  +  (1/(2k)) · d̄_i / (1 + d̄_i)
+
+The second term (d̄_i = mean distance to the k neighbours, < 1/(2k)) only breaks ties between
+equal disagreement counts in favour of isolated points; it never changes the order of the first
+term. Distances are computed in chunks of ``chunk_size`` rows ((chunk, N) at a time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data.types import Dataset
+from ..training.victim import Victim
+from .base import Defense, DefenseConfig, _positive_int, register_defense
+
+
+def knn_indices(x: torch.Tensor, k: int, chunk_size: int = 1024, progress: bool = False,
+                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, k) indices and distances (float64, on CPU) of each row's k nearest other rows (self
+    excluded), computed on ``device`` (the victim's: CUDA when present)."""
+    flat = x.flatten(1).to(device, torch.float64)
+    n = len(flat)
+    k = min(k, n - 1)
+    sq = (flat * flat).sum(1)
+    idx_out, dist_out = [], []
+    for start in tqdm(range(0, n, chunk_size), desc="knn distances", disable=not progress, leave=False, unit="chunk"):
+        rows = flat[start : start + chunk_size]
+        d2 = (sq[start : start + chunk_size, None] - 2.0 * rows @ flat.T + sq[None, :]).clamp_min(0.0)
+        ar = torch.arange(len(rows), device=flat.device)
+        d2[ar, start + ar] = float("inf")
+        d, i = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+        idx_out.append(i.cpu())
+        dist_out.append(d.sqrt().cpu())
+    return torch.cat(idx_out), torch.cat(dist_out)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KnnConfig(DefenseConfig):
+    k: int = 10
+    chunk_size: int = 1024
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive_int(self.k, "knn: k")
+        _positive_int(self.chunk_size, "knn: chunk_size")
+
+
+@register_defense("knn")
+class KnnDefense(Defense):
+    Config = KnnConfig
+    summary = "remove points whose label disagrees with their k nearest neighbours (Paudice et al. 2018)"
+
+    def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
+               reference: Dataset | None, progress: bool) -> torch.Tensor:
+        c: KnnConfig = self.config  # type: ignore[assignment]
+        if len(data) < 2:
+            return torch.zeros(len(data), dtype=torch.float64)
+        idx, dist = knn_indices(data.x, c.k, c.chunk_size, progress, victim.device)
+        k = idx.shape[1]
+        disagree = (data.y[idx] != data.y.unsqueeze(1)).double().mean(1)
+        mean_d = dist.mean(1)
+        return disagree + (mean_d / (1.0 + mean_d)) / (2.0 * k)

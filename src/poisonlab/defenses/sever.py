@@ -1,0 +1,108 @@
+"""Sever (Diakonikolas, Kamath, Kane, Li, Steinhardt & Stewart 2019, "Sever: a robust meta-algorithm
+for stochastic optimization"; thesis Table 2.11).
+
+Threat model: the defender trains on D, computes every point's loss gradient g_i = ∇_w ℓ(z_i, ŵ)
+(P parameters; ``params="head"`` by default: the last linear layer, i.e. all of ``lr``), centres
+them, and scores each point by the squared projection on the top right singular vector v of the
+centred gradient matrix G_c = G − 1ĝᵀ (N, P):
+
+    τ_i = ((g_i − ĝ)ᵀ v)²
+
+Poisons that push the model in a common direction dominate that singular direction. Removal runs
+in ``rounds``: each round removes its share of the budget (``poison_count(fraction, N)`` split as
+evenly as possible, earlier rounds take the remainder), then the victim is retrained on what is
+left and the scores recomputed. The returned scores rank every removed point above every kept one
+(points removed in an earlier round above later ones; within a round by τ), so the shared filter
+removes exactly the Sever set. With ``rounds=1`` the scores are τ itself. Per-sample gradients are
+vectorised with ``torch.func.vmap``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data.splits import poison_count
+from ..data.types import Dataset
+from ..errors import ConfigError
+from ..training.victim import Victim
+from ._grads import head_inputs, param_names, per_sample_grads, top_right_singular_vector
+from .base import Defense, DefenseConfig, _positive_int, register_defense
+
+
+def sever_scores(grads: torch.Tensor, *, method: str = "auto", generator: torch.Generator | None = None) -> torch.Tensor:
+    """τ_i = ((g_i − ĝ)ᵀ v)² for a gradient matrix (N, P), v the top right singular vector of the centred matrix."""
+    centred = grads - grads.mean(0, keepdim=True)
+    v = top_right_singular_vector(centred, method=method, generator=generator)
+    return (centred @ v) ** 2
+
+
+def round_sizes(total: int, rounds: int) -> list[int]:
+    """Split ``total`` removals over ``rounds`` as evenly as possible (earlier rounds take the remainder)."""
+    base, extra = divmod(total, rounds)
+    return [base + (1 if r < extra else 0) for r in range(rounds)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeverConfig(DefenseConfig):
+    params: str = "head"  # "head" (last linear layer) or "all"
+    rounds: int = 2
+    svd: str = "auto"  # "auto", "exact" or "randomized"
+    chunk_size: int = 1024
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.params not in ("head", "all"):
+            raise ConfigError(f"sever: params must be 'head' or 'all', got {self.params!r}")
+        if self.svd not in ("auto", "exact", "randomized"):
+            raise ConfigError(f"sever: svd must be 'auto', 'exact' or 'randomized', got {self.svd!r}")
+        _positive_int(self.rounds, "sever: rounds")
+        _positive_int(self.chunk_size, "sever: chunk_size")
+
+
+@register_defense("sever")
+class SeverDefense(Defense):
+    Config = SeverConfig
+    summary = "remove points with large squared projection of centred gradients on the top singular vector, in rounds (Diakonikolas et al. 2019)"
+
+    def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
+               reference: Dataset | None, progress: bool) -> torch.Tensor:
+        c: SeverConfig = self.config  # type: ignore[assignment]
+        n = len(data)
+        sizes = [k for k in round_sizes(poison_count(c.fraction, n), c.rounds) if k] or [0]
+        active = torch.arange(n)
+        removed_in: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, τ) removed per round
+        last_scores = torch.zeros(0, dtype=torch.float64)
+        current = model
+        for r, k in enumerate(sizes):
+            sub = data.subset(active)
+            trained = self.trained_model(sub, victim, current, progress)
+            fast = head_inputs(trained, sub.x) if c.params == "head" else None
+            if fast is not None:  # logits = head(features): per-sample gradients of the head on frozen features
+                head, feats = fast
+                g = per_sample_grads(head, [n for n, _ in head.named_parameters()], feats, sub.y, chunk_size=c.chunk_size)
+            else:
+                g = per_sample_grads(trained, param_names(trained, c.params), sub.x, sub.y, chunk_size=c.chunk_size)
+            tau = sever_scores(g, method=c.svd, generator=generator).double()
+            order = torch.sort(tau, descending=True, stable=True).indices
+            is_last = r == len(sizes) - 1
+            if is_last:
+                last_scores = tau
+                break
+            removed_in.append((active[order[:k]], tau[order[:k]]))
+            active = active[order[k:]].sort().values
+            current = None  # retrain on what is kept
+        # compose: last-round scores for the survivors, earlier rounds stacked above them
+        out = torch.zeros(n, dtype=torch.float64)
+        out[active] = last_scores
+        floor = float(last_scores.max()) if len(last_scores) else 0.0
+        for idx, tau in reversed(removed_in):
+            if len(idx) == 0:
+                continue
+            shifted = tau - tau.min() + floor + 1.0
+            out[idx] = shifted
+            floor = float(shifted.max())
+        self.info.update(rounds=len(sizes), removed_per_round=sizes)
+        return out

@@ -1,0 +1,63 @@
+"""Spectral signatures (Tran, Li & Madry 2018, "Spectral signatures in backdoor attacks").
+
+Threat model: the defender trains the victim on D and looks at its learned representation r_i (the
+input of the last linear layer: the penultimate activations of ``nn``/``cnn``/``resnet18``, the
+flattened image for ``lr``), (N, D). Within each class c the representations are centred,
+R_c − r̄_c, and each point is scored by its squared projection on the top right singular vector
+v_c of that class matrix:
+
+    score_i = ((r_i − r̄_{y_i})ᵀ v_{y_i})²
+
+Poisons of one class leave a detectable trace along v_c. Tran et al. remove 1.5·ε per class; here
+the one shared filter removes ``fraction`` of all points by global rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data.types import Dataset
+from ..errors import ConfigError
+from ..training.victim import Victim
+from ._grads import head_features, top_right_singular_vector
+from .base import Defense, DefenseConfig, register_defense
+
+
+def spectral_scores(features: torch.Tensor, y: torch.Tensor, num_classes: int, *, method: str = "auto",
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """(N,) squared projections of class-centred features on each class's top singular vector."""
+    feats = features.double()
+    out = torch.zeros(len(feats), dtype=torch.float64)
+    for c in range(num_classes):
+        members = (y == c).nonzero().squeeze(1)
+        if len(members) < 2:
+            continue
+        centred = feats[members] - feats[members].mean(0, keepdim=True)
+        v = top_right_singular_vector(centred, method=method, generator=generator)
+        out[members] = (centred @ v) ** 2
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpectralConfig(DefenseConfig):
+    svd: str = "auto"  # "auto", "exact" or "randomized"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.svd not in ("auto", "exact", "randomized"):
+            raise ConfigError(f"spectral: svd must be 'auto', 'exact' or 'randomized', got {self.svd!r}")
+
+
+@register_defense("spectral")
+class SpectralDefense(Defense):
+    Config = SpectralConfig
+    summary = "remove points with large per-class spectral signature of the victim's features (Tran et al. 2018)"
+
+    def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
+               reference: Dataset | None, progress: bool) -> torch.Tensor:
+        trained = self.trained_model(data, victim, model, progress)
+        feats = head_features(trained, data.x)
+        return spectral_scores(feats, data.y, data.num_classes, method=self.config.svd, generator=generator)  # type: ignore[attr-defined]

@@ -1,0 +1,61 @@
+"""Sphere defense (Steinhardt, Koh & Liang 2017, "Certified defenses for data poisoning attacks";
+Koh, Steinhardt & Liang 2022).
+
+Threat model: the defender removes the points farthest from the centroid of their own class,
+score_i = ‖x_i − μ_{y_i}‖₂ in input space (images flattened to (N, C·H·W)). ``centroids="data"``
+estimates μ_c from the (poisoned) set the defender sees; ``centroids="reference"`` uses a trusted
+clean reference set (the "oracle" defender of Steinhardt et al.).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data.types import Dataset
+from ..errors import ConfigError
+from ..training.victim import Victim
+from .base import Defense, DefenseConfig, register_defense
+
+
+@dataclass(frozen=True, kw_only=True)
+class CentroidConfig(DefenseConfig):
+    centroids: str = "data"  # "data" or "reference"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.centroids not in ("data", "reference"):
+            raise ConfigError(f"centroids must be 'data' or 'reference', got {self.centroids!r}")
+
+
+def class_centroids(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, D) class means of flattened float64 inputs and a (C,) bool mask of the classes present."""
+    flat = x.flatten(1).double()
+    counts = torch.bincount(y, minlength=num_classes).double()
+    sums = torch.zeros(num_classes, flat.shape[1], dtype=torch.float64).index_add_(0, y, flat)
+    present = counts > 0
+    return sums / counts.clamp_min(1.0).unsqueeze(1), present
+
+
+def centroids_for(cfg: CentroidConfig, data: Dataset, reference: Dataset | None, what: str) -> torch.Tensor:
+    """The (C, D) centroids the config asks for; a class absent from the source falls back to the data."""
+    mu, present = class_centroids(data.x, data.y, data.num_classes)
+    if cfg.centroids == "reference":
+        if reference is None:
+            raise ConfigError(f"{what}: centroids='reference' needs a trusted reference set")
+        mu_ref, present_ref = class_centroids(reference.x, reference.y, data.num_classes)
+        mu = torch.where(present_ref.unsqueeze(1), mu_ref, mu)
+    return mu
+
+
+@register_defense("sphere")
+class SphereDefense(Defense):
+    Config = CentroidConfig
+    summary = "remove the points farthest from their class centroid (Steinhardt et al. 2017)"
+
+    def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
+               reference: Dataset | None, progress: bool) -> torch.Tensor:
+        mu = centroids_for(self.config, data, reference, "sphere")  # type: ignore[arg-type]
+        return torch.linalg.vector_norm(data.x.flatten(1).double() - mu[data.y], dim=1)

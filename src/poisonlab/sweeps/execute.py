@@ -1,0 +1,99 @@
+"""One run of a sweep, as executed by any backend: the protocol runner wrapped into a result row.
+
+``execute_run`` is a plain top-level function of picklable arguments so that a process pool and
+a Ray task run exactly the same code. It pins the torch thread count (results of CPU reductions
+may depend on it), calls :func:`poisonlab.protocol.run_protocol` (the one protocol runner),
+reports each stage through a sink, and never raises: a failure becomes a ``failed`` row with
+the error and traceback, so one bad run does not stop the sweep.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+StageSink = Callable[[str, str], None]
+
+#: result fields that must agree, run by run, whichever backend or worker ran it
+COMPARABLE = ("clean_accuracy", "poisoned_accuracy", "accuracy_drop", "n_train", "n_poison",
+              "max_perturbation", "mean_perturbation")
+
+
+def _stage_of(message: str) -> str | None:
+    for tag, stage in (("[1/3]", "pretrain"), ("[2/3]", "attack"), ("[3/3]", "retrain")):
+        if message.startswith(tag):
+            return stage
+    return None
+
+
+def fingerprints(out: Path) -> dict[str, str]:
+    """sha256 of the poisons and of both trained victims (bit-level identity of a run's outputs)."""
+    from ..cache import tensor_fingerprint
+    from ..protocol import load_poisons, load_state
+
+    p = load_poisons(out / "poisons.npz")
+    fp = {"poisons": tensor_fingerprint(p.x, p.y, p.source_index)}
+    for name in ("victim_clean", "victim_poisoned"):
+        state = load_state(out / f"{name}.safetensors")
+        fp[name] = tensor_fingerprint(*(state[k] for k in sorted(state)))
+    return fp
+
+
+def execute_run(run_id: str, config: dict[str, Any], threads: int, sink: StageSink | None = None) -> dict[str, Any]:
+    """Run one config; return its row (``status`` ok or failed). Never raises for a run's own errors."""
+    import torch
+
+    from ..protocol import RunConfig, run_protocol
+
+    t0 = time.perf_counter()
+    report = sink or (lambda _id, _stage: None)
+    row: dict[str, Any] = {"run_id": run_id, "config": config, "host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        torch.set_num_threads(int(threads))
+        cfg = RunConfig.from_dict(config)
+        report(run_id, "prepare")
+
+        def log(msg: str) -> None:
+            stage = _stage_of(msg)
+            if stage:
+                report(run_id, stage)
+
+        result = run_protocol(cfg, progress=False, log=log)
+        report(run_id, "fingerprint")
+        row.update(status="ok", result=result, error=None, fingerprints=fingerprints(Path(result["config"]["out"])))
+    except Exception as exc:  # a failed run is data, not a crash of the sweep
+        row.update(status="failed", result=None, error=f"{type(exc).__name__}: {exc}",
+                   traceback=traceback.format_exc(limit=20), fingerprints={})
+    row["seconds"] = time.perf_counter() - t0
+    report(run_id, "done")
+    return row
+
+
+class FileStageSink:
+    """Stage reports as tiny files ``<dir>/<run_id>`` (for local worker processes)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = str(directory)
+
+    def __call__(self, run_id: str, stage: str) -> None:
+        d = Path(self.directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{run_id}.{os.getpid()}"
+        tmp.write_text(stage)
+        os.replace(tmp, d / run_id)
+
+    def read(self, run_ids: list[str]) -> dict[str, str]:
+        out = {}
+        for rid in run_ids:
+            try:
+                out[rid] = (Path(self.directory) / rid).read_text()
+            except OSError:
+                out[rid] = "queued"
+        return out
+
+    def clear(self, run_id: str) -> None:
+        (Path(self.directory) / run_id).unlink(missing_ok=True)

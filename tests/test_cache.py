@@ -1,0 +1,120 @@
+"""The content-addressed artifact cache and the protocol's stage-1 hook."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from poisonlab.cache import ArtifactCache, key_hash, tensor_fingerprint
+from poisonlab.errors import ConfigError
+from poisonlab.protocol import RunConfig, load_state, run_protocol
+
+
+def _state(seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"w": torch.randn(3, 4, generator=g, dtype=torch.float64), "b": torch.arange(5)}
+
+
+def test_key_hash_is_order_independent_and_sensitive():
+    a = key_hash("victim_clean", {"model": "lr", "seed": 0, "recipe": {"lr": 0.1, "epochs": 3}})
+    b = key_hash("victim_clean", {"recipe": {"epochs": 3, "lr": 0.1}, "seed": 0, "model": "lr"})
+    assert a == b
+    assert a != key_hash("victim_clean", {"model": "lr", "seed": 1, "recipe": {"lr": 0.1, "epochs": 3}})
+    assert a != key_hash("generator", {"model": "lr", "seed": 0, "recipe": {"lr": 0.1, "epochs": 3}})
+
+
+def test_get_or_create_builds_once_and_returns_identical_tensors(tmp_path):
+    cache, calls = ArtifactCache(tmp_path), []
+
+    def build():
+        calls.append(1)
+        return _state(0)
+
+    first, hit1 = cache.get_or_create("victim_clean", {"k": 1}, build)
+    second, hit2 = cache.get_or_create("victim_clean", {"k": 1}, build)
+    assert (hit1, hit2, len(calls)) == (False, True, 1)
+    for k, v in _state(0).items():
+        assert torch.equal(first[k], v) and torch.equal(second[k], v) and second[k].dtype == v.dtype
+    other, hit3 = cache.get_or_create("victim_clean", {"k": 2}, lambda: _state(1))
+    assert not hit3 and not torch.equal(other["w"], first["w"])
+    entries = cache.entries()
+    assert [e.key for e in entries] == [{"k": 1}, {"k": 2}]
+    assert cache.clear("victim_clean") == 2 and cache.entries() == []
+
+
+def test_corrupt_entry_is_rebuilt(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    cache.get_or_create("generator", {"k": 1}, lambda: _state(0))
+    path = cache.path_for("generator", {"k": 1})
+    path.write_bytes(path.read_bytes()[:20])  # a torn file from some crashed writer
+    state, hit = cache.get_or_create("generator", {"k": 1}, lambda: _state(0))
+    assert not hit and torch.equal(state["w"], _state(0)["w"])
+
+
+def test_concurrent_builders_build_once(tmp_path):
+    calls, results = [], []
+
+    def build():
+        calls.append(1)
+        threading.Event().wait(0.2)
+        return _state(3)
+
+    def worker():  # each thread opens its own lock file description, like separate processes
+        results.append(ArtifactCache(tmp_path).get_or_create("gradpc_target", {"k": 1}, build))
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert sorted(hit for _, hit in results) == [False, True, True]
+
+
+def test_bad_kind_rejected(tmp_path):
+    with pytest.raises(ConfigError):
+        ArtifactCache(tmp_path).get_or_create("../evil", {}, lambda: _state(0))
+
+
+def test_protocol_stage1_cache_hit_gives_identical_run(tmp_path):
+    base = dict(dataset="digits", model="lr", epochs=2, fraction=0.1, device="cpu", seed=3)
+    plain = run_protocol(RunConfig(**base, out=str(tmp_path / "plain")), progress=False, log=lambda m: None)
+    cold = run_protocol(RunConfig(**base, out=str(tmp_path / "cold"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
+    warm = run_protocol(RunConfig(**base, out=str(tmp_path / "warm"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
+    assert (plain["cache"]["victim_clean"], cold["cache"]["victim_clean"], warm["cache"]["victim_clean"]) == (None, "miss", "hit")
+    for key in ("clean_accuracy", "poisoned_accuracy", "accuracy_drop"):
+        assert plain[key] == cold[key] == warm[key]
+    states = [load_state(tmp_path / d / "victim_clean.safetensors") for d in ("plain", "cold", "warm")]
+    assert len({tensor_fingerprint(*(s[k] for k in sorted(s))) for s in states}) == 1
+    assert len(ArtifactCache(tmp_path / "c").entries("victim_clean")) == 1
+    # a different recipe is a different entry
+    run_protocol(RunConfig(**{**base, "epochs": 1}, out=str(tmp_path / "e1"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
+    assert len(ArtifactCache(tmp_path / "c").entries("victim_clean")) == 2
+
+
+def test_cached_state_uses_the_cache_the_protocol_activates(tmp_path, monkeypatch):
+    from poisonlab.attacks.label_flip import LabelFlip
+    from poisonlab.cache import active, cached_state, using
+
+    state, hit = cached_state("tgda_generator", {"k": 1}, lambda: _state(0))  # no active cache: just build
+    assert not hit and torch.equal(state["w"], _state(0)["w"]) and active() is None
+    with using(tmp_path / "c") as cache:
+        assert active() is cache
+        assert cached_state("tgda_generator", {"k": 1}, lambda: _state(0))[1] is False
+        assert cached_state("tgda_generator", {"k": 1}, lambda: _state(0))[1] is True
+    assert active() is None
+
+    seen = []
+    original = LabelFlip._craft
+
+    def spy(self, *a, **kw):
+        seen.append(active())
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(LabelFlip, "_craft", spy)
+    cfg = dict(dataset="digits", model="lr", epochs=1, fraction=0.05, device="cpu")
+    run_protocol(RunConfig(**cfg, out=str(tmp_path / "a"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
+    run_protocol(RunConfig(**cfg, out=str(tmp_path / "b")), progress=False, log=lambda m: None)
+    assert seen[0] is not None and seen[0].root == tmp_path / "c" and seen[1] is None
