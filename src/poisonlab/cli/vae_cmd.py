@@ -1,0 +1,41 @@
+"""``poisonlab vae``: train (or load from the cache) the small AutoencoderKL used offline by the
+disguise commands, and report its reconstruction quality."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("vae", help="train / cache the small AutoencoderKL for the disguise commands")
+    p.add_argument("--dataset", default="cifar10", help="training images (default cifar10; 28x28 sets are padded to 32x32)")
+    p.add_argument("--epochs", type=int, help="training epochs")
+    p.add_argument("--num-images", type=int, help="number of training images")
+    p.add_argument("--data-dir", help="data directory (default $POISONLAB_DATA)")
+    p.add_argument("--retrain", action="store_true", help="train again even if cached")
+    p.add_argument("--save", help="also copy the VAE to this directory (diffusers layout, safetensors)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data import load_dataset
+    from ..generative.metrics import ssim
+    from ..generative.vae import VAETrainConfig, cache_dir, fit_size, save_vae, tiny_vae
+
+    opts = {k: v for k, v in (("epochs", args.epochs), ("num_images", args.num_images)) if v is not None}
+    recipe = VAETrainConfig.from_dict(opts)
+    vae = tiny_vae(args.dataset, data_dir=args.data_dir, recipe=recipe, seed=args.seed, retrain=args.retrain)
+    test = load_dataset(args.dataset, args.data_dir).test
+    x = fit_size(test.x[:500], int(vae.vae.config.sample_size))
+    with torch.no_grad():
+        s = ssim(x, vae.reveal(x))
+    print(f"VAE {vae.source} in {cache_dir()}")
+    print(f"latent shape {vae.latent_shape(tuple(x.shape[1:]))}, scaling factor {vae.scaling_factor:.4f}")
+    print(f"test reconstruction SSIM (500 images): mean {float(s.mean()):.4f}, min {float(s.min()):.4f}")
+    if args.save:
+        save_vae(vae, args.save)
+        print(f"saved to {args.save}")
+    return 0

@@ -1,0 +1,232 @@
+"""Latent autoencoder wrapper, disguise crafting, detectors and the disguise CLI, on tiny randomly
+initialised AutoencoderKLs (seconds on one CPU thread)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+from poisonlab.cli.main import main  # noqa: E402
+from poisonlab.errors import ConfigError, DataError, UnknownNameError  # noqa: E402
+from poisonlab.generative.detect import (  # noqa: E402
+    DETECTORS,
+    detection_report,
+    latent_screening_scores,
+    reconstruction_scores,
+)
+from poisonlab.generative.disguise import (  # noqa: E402
+    VARIANTS,
+    DisguiseConfig,
+    craft_disguises,
+    disguise_loss,
+    variant_config,
+)
+from poisonlab.generative.images import read_image, write_image  # noqa: E402
+from poisonlab.generative.metrics import ssim  # noqa: E402
+from poisonlab.generative.vae import (  # noqa: E402
+    TinyVAEConfig,
+    VAETrainConfig,
+    build_tiny_vae,
+    load_vae,
+    save_vae,
+    tiny_vae,
+)
+
+SMALL = TinyVAEConfig(block_out_channels=(8, 16), norm_num_groups=4, latent_channels=2, sample_size=32, mid_block_add_attention=False)
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return build_tiny_vae(SMALL, seed=0)
+
+
+def _images(n, seed, c=3, size=32):
+    g = torch.Generator().manual_seed(seed)
+    # smooth random images (upsampled noise) look more like photos than white noise
+    return torch.nn.functional.interpolate(torch.rand(n, c, 8, 8, generator=g), size=size, mode="bilinear", align_corners=False)
+
+
+# ------------------------------------------------------------------------------------ VAE
+def test_vae_shapes_range_and_grey_input(vae):
+    x = _images(2, 0)
+    z = vae.encode(x)
+    assert z.shape == (2, 2, 16, 16)
+    r = vae.reveal(x)
+    assert r.shape == x.shape and r.min() >= 0 and r.max() <= 1
+    grey = x[:, :1]
+    assert vae.reveal(grey).shape == grey.shape  # grey -> RGB VAE -> grey
+    assert torch.allclose(vae.encode(grey), vae.encode(grey.expand(-1, 3, -1, -1)))
+    assert vae.latent_shape((3, 32, 32)) == (2, 16, 16)
+
+
+def test_vae_save_load_roundtrip_and_sd_layout(vae, tmp_path):
+    x = _images(2, 1)
+    save_vae(vae, tmp_path / "plain")
+    save_vae(vae, tmp_path / "pipe" / "vae")  # Stable Diffusion pipeline layout: <dir>/vae/
+    assert (tmp_path / "plain" / "diffusion_pytorch_model.safetensors").is_file()
+    for d in ("plain", "pipe"):
+        other = load_vae(tmp_path / d)
+        assert torch.equal(other.encode(x), vae.encode(x))
+    with pytest.raises(DataError):
+        load_vae(tmp_path / "nothing")
+
+
+def test_train_vae_reduces_loss_and_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("POISONLAB_CACHE", str(tmp_path))
+    arch = TinyVAEConfig(in_channels=1, block_out_channels=(8, 8), norm_num_groups=4, latent_channels=2, sample_size=16, mid_block_add_attention=False)
+    recipe = VAETrainConfig(epochs=3, batch_size=16, lr=3e-3, num_images=64)
+    m = tiny_vae("digits", arch=arch, recipe=recipe, progress=False)
+    meta = json.loads(next(tmp_path.glob("vae/digits-*/poisonlab.json")).read_text())
+    assert meta["epoch_losses"][-1] < meta["epoch_losses"][0]
+    assert m.scaling_factor == pytest.approx(meta["scaling_factor"]) and m.scaling_factor != 0.18215
+    again = tiny_vae("digits", arch=arch, recipe=recipe, progress=False)  # from the cache, no training
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.encode(x), m.encode(x)) and again.source == m.source
+    with pytest.raises(ConfigError):
+        VAETrainConfig.from_dict({"epochs": 1, "bogus": 2})
+
+
+# ------------------------------------------------------------------------------- disguise
+def test_variants_and_config_validation():
+    assert set(VARIANTS.names()) == {"unbounded", "bounded", "flip", "evasive"}
+    assert variant_config("flip").flip_robust and variant_config("evasive").evasive_weight > 0
+    assert variant_config("bounded", radius=0.1).radius == 0.1
+    with pytest.raises(ConfigError):
+        variant_config("unbounded", nope=1)
+    with pytest.raises(UnknownNameError):
+        variant_config("invisible")
+    for bad in ({"alpha": 0}, {"radius": 1.5}, {"steps": -1}, {"ssim_weight": -1.0}):
+        with pytest.raises(ConfigError):
+            DisguiseConfig.from_dict(bad)
+
+
+@pytest.mark.parametrize("variant", ["unbounded", "flip", "evasive"])
+def test_disguise_loss_gradient_matches_finite_differences(variant):
+    vae = build_tiny_vae(SMALL, seed=1).double()
+    x_b, x_c = _images(1, 2).double(), _images(1, 3).double()
+    cfg = variant_config(variant)
+    with torch.no_grad():
+        z_c, z_cf = vae.encode(x_c), vae.encode(x_c.flip(-1))
+    x = (0.8 * x_b + 0.2 * x_c).requires_grad_(True)
+    f = lambda t: disguise_loss(vae, t, x_b, z_c, cfg, z_cf).sum()  # noqa: E731
+    (g,) = torch.autograd.grad(f(x), x)
+    d = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    h = 1e-6
+    fd = (f(x + h * d) - f(x - h * d)) / (2 * h)
+    assert (g * d).sum().item() == pytest.approx(fd.item(), rel=1e-5)
+
+
+def test_craft_contract_and_latent_match(vae):
+    x_b, x_c = _images(2, 5), _images(2, 6)
+    b0, c0 = x_b.clone(), x_c.clone()
+    res = craft_disguises(vae, x_b, x_c, DisguiseConfig(alpha=0.02, steps=60, lr=0.02))
+    assert torch.equal(x_b, b0) and torch.equal(x_c, c0)  # inputs untouched
+    assert res.disguise.shape == x_b.shape and res.disguise.min() >= 0 and res.disguise.max() <= 1
+    assert all(a >= b for a, b in zip(res.history, res.history[1:]))  # best iterate kept
+    m = res.metrics
+    assert (m["latent_dist"] < 0.5 * m["latent_dist_base"]).all(), m
+    assert torch.allclose(m["reveal_ssim_copyright"], ssim(vae.reveal(res.disguise), x_c))
+    # steps = 0 returns the base image itself
+    same = craft_disguises(vae, x_b, x_c, DisguiseConfig(steps=0))
+    assert torch.equal(same.disguise, x_b) and torch.allclose(same.metrics["latent_dist"], same.metrics["latent_dist_base"])
+
+
+def test_bounded_variant_respects_radius(vae):
+    x_b, x_c = _images(1, 7), _images(1, 8)
+    res = craft_disguises(vae, x_b, x_c, variant_config("bounded", radius=4 / 255, steps=20, lr=0.05))
+    assert (res.disguise - x_b).abs().max() <= 4 / 255 + 1e-7
+    assert res.metrics["linf_base"].item() <= 4 / 255 + 1e-7
+
+
+def test_flip_variant_matches_flipped_latent(vae):
+    x_b, x_c = _images(1, 9), _images(1, 10)
+    res = craft_disguises(vae, x_b, x_c, variant_config("flip", alpha=0.02, steps=60, lr=0.02))
+    m = res.metrics
+    assert m["latent_dist"].item() < 0.6 * m["latent_dist_base"].item()
+    flip_base = (vae.encode(x_b.flip(-1)) - vae.encode(x_c.flip(-1))).norm() / vae.encode(x_c.flip(-1)).norm()
+    assert m["latent_dist_flip"].item() < 0.6 * flip_base.item()
+
+
+def test_bad_images_raise(vae):
+    with pytest.raises(DataError):
+        craft_disguises(vae, _images(1, 0), _images(2, 0))
+    with pytest.raises(DataError):
+        craft_disguises(vae, _images(1, 0) * 2, _images(1, 1))
+
+
+# ------------------------------------------------------------------------------ detection
+def test_latent_screening_matches_brute_force(vae):
+    x, prot = _images(3, 11), _images(2, 12)
+    got = latent_screening_scores(vae, x, prot)
+    s = vae.scaling_factor
+    with torch.no_grad():
+        for i in range(3):
+            best = -np.inf
+            for j in range(2):
+                dp = ((x[i] - prot[j]).double().pow(2).mean().sqrt()).item()
+                dl = ((s * (vae.encode(x[i : i + 1]) - vae.encode(prot[j : j + 1]))).double().pow(2).mean().sqrt()).item()
+                best = max(best, np.log(dp + 1e-6) - np.log(dl + 1e-6))
+            assert got[i].item() == pytest.approx(best, rel=1e-5)
+    with pytest.raises(ConfigError):
+        latent_screening_scores(vae, x, None)
+
+
+def test_reconstruction_scores_definition_and_batching(vae):
+    x = _images(5, 13)
+    full = reconstruction_scores(vae, x)
+    assert torch.allclose(full, 1 - ssim(x, vae.reveal(x)), atol=1e-6)
+    assert torch.allclose(reconstruction_scores(vae, x, batch=2), full, atol=1e-6)
+    assert (reconstruction_scores(vae, x, metric="lpips") >= 0).all()
+    with pytest.raises(ConfigError):
+        reconstruction_scores(vae, x, metric="psnr")
+    assert set(DETECTORS.names()) == {"latent_screening", "reconstruction"}
+
+
+def test_detection_report_known_answers():
+    clean = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    r = detection_report(clean, torch.tensor([2.0, 3.0]))
+    assert r["auc"] == 1.0 and r["fpr_at_tpr"] == 0.0 and r["fpr_at_tpr1"] == 0.0
+    r = detection_report(clean, torch.tensor([0.0, -1.0]))
+    assert r["auc"] == 0.0 and r["fpr_at_tpr1"] == 1.0
+    # poisons 0.75 and 0.95: AUC = (7 + 9) / 20; all caught at 0.75 -> clean 0.8, 0.9, 1.0 flagged
+    r = detection_report(clean, torch.tensor([0.75, 0.95]))
+    assert r["auc"] == pytest.approx(16 / 20) and r["fpr_at_tpr1"] == pytest.approx(0.3)
+    assert r["fpr_at_tpr"] == pytest.approx(0.3)  # 95 % of 2 poisons = both
+    r = detection_report(clean, torch.tensor([0.75, 0.95]), tpr=0.5)
+    assert r["fpr_at_tpr"] == pytest.approx(0.1)
+
+
+# ------------------------------------------------------------------------------------ CLI
+def test_disguise_cli_end_to_end(vae, tmp_path, capsys):
+    save_vae(vae, tmp_path / "vae")
+    write_image(tmp_path / "c.png", _images(1, 14))
+    write_image(tmp_path / "b.png", _images(1, 15)[:, :1])  # a grey base image
+    assert read_image(tmp_path / "b.png").shape == (1, 1, 32, 32)
+    out = tmp_path / "out"
+    argv = ["disguise", "--copyrighted", str(tmp_path / "c.png"), "--base", str(tmp_path / "b.png"), "--vae", str(tmp_path / "vae"),
+            "--variant", "evasive", "--alpha", "0.02", "--steps", "15", "--out", str(out)]
+    assert main(argv) == 0
+    rec = json.loads((out / "metrics.json").read_text())
+    assert rec["variant"] == "evasive" and rec["config"]["steps"] == 15 and rec["config"]["alpha"] == 0.02
+    assert rec["metrics"]["latent_dist"] < rec["metrics"]["latent_dist_base"]
+    for f in ("disguise.png", "reveal.png", "grid.png"):
+        assert (out / f).stat().st_size > 0
+    assert read_image(out / "disguise.png").shape == (1, 3, 32, 32)
+    capsys.readouterr()
+    assert main(argv[:-2] + ["--out", str(out), "--variant", "nope"]) == 2
+    assert main(["disguise", "--copyrighted", str(tmp_path / "missing.png"), "--base", str(tmp_path / "b.png"), "--vae", str(tmp_path / "vae")]) == 2
+    assert main(["disguise", "--copyrighted", str(tmp_path / "c.png"), "--base", str(tmp_path / "b.png"), "--vae", "no-such-vae"]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_vae_cli_trains_caches_and_saves(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("POISONLAB_CACHE", str(tmp_path / "cache"))
+    argv = ["vae", "--dataset", "digits", "--epochs", "1", "--num-images", "16", "--save", str(tmp_path / "saved")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "test reconstruction SSIM" in out and "latent shape (4, 8, 8)" in out
+    assert load_vae(tmp_path / "saved").in_channels == 1  # digits are grey: a 1-channel VAE
+    assert main(["vae", "--dataset", "digits", "--epochs", "-1"]) == 2
