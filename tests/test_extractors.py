@@ -199,3 +199,16 @@ def test_resnet18_encoder_and_unknown_encoder():
         build_encoder("vit", (3, 16, 16))
     with pytest.raises(ConfigError, match="bad options"):
         build_encoder("conv", (1, 8, 8), {"depth": 3})
+
+
+def test_extractor_fingerprint_follows_the_file(tmp_path):
+    from poisonlab.models.extractors import extractor_fingerprint
+
+    cfg = PretrainConfig(dataset="digits", n_images=64, epochs=0, batch_size=32, encoder_options=TINY)
+    path, _ = get_extractor(cfg, out=tmp_path / "e.safetensors")
+    a = extractor_fingerprint(f"linear_probe:{path}")
+    assert a == extractor_fingerprint(f"fine_tune:{path}") and len(a) == 64
+    get_extractor(PretrainConfig(dataset="digits", n_images=64, epochs=0, batch_size=32, encoder_options=TINY, seed=1),
+                  out=path)  # another config at the same path replaces the file
+    assert extractor_fingerprint(f"linear_probe:{path}") != a
+    assert extractor_fingerprint("cnn") is None

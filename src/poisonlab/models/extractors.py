@@ -209,6 +209,27 @@ def load_extractor(ref: str) -> tuple[nn.Module, dict[str, Any]]:
     return encoder.eval(), dict(meta)
 
 
+def extractor_fingerprint(model_name: str) -> str | None:
+    """sha256 of the extractor file behind ``linear_probe:<ref>`` / ``fine_tune:<ref>`` (None for
+    other names), so caches keyed on the model name notice a re-trained extractor."""
+    base, sep, ref = model_name.partition(":")
+    if not sep or base not in ("linear_probe", "fine_tune"):
+        return None
+    path = resolve_extractor(ref)
+    return _file_sha256(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_sha256(path: str, mtime_ns: int) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def extractor_victim(extractor: str | None, input_shape: Sequence[int], num_classes: int, *, frozen: bool) -> ExtractorVictim:
     if extractor is None:
         kind = "linear_probe" if frozen else "fine_tune"

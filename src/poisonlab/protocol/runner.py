@@ -25,6 +25,7 @@ from ..attacks import build_attack
 from ..cache import ArtifactCache, tensor_fingerprint, using
 from ..data import PoisonedDataset, load_dataset, poison_count, split_train_val
 from ..data.types import AttackData, DataBundle
+from ..models.extractors import extractor_fingerprint
 from ..models.victims import resolve_victim
 from ..reporting.grids import poison_grid
 from ..seeding import torch_generator
@@ -77,6 +78,7 @@ def clean_victim_key(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
         "num_classes": prep.spec.num_classes, "recipe": {"lr": r.lr, "epochs": r.epochs, "batch_size": r.batch_size,
         "momentum": r.momentum, "weight_decay": r.weight_decay}, "device": resolve_device(r.device).type, "seed": cfg.seed,
         "poisonlab_version": __version__, "torch_version": torch.__version__,
+        **({"extractor_sha256": fp} if (fp := extractor_fingerprint(cfg.model)) else {}),
     }
 
 
