@@ -16,9 +16,10 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from ..data.splits import check_fraction, poison_count
-from ..data.types import AttackData, PoisonSet
+from ..data.types import AttackData, Dataset, PoisonSet
 from ..errors import ContractError
 from ..options import config_from_dict, config_to_dict
 from ..registry import Registry
@@ -98,7 +99,11 @@ class Attack(ABC):
                 raise ContractError(f"clean-label attack {name!r} must give every poison a source point")
             if not torch.equal(y, data.train.y[src]):
                 raise ContractError(f"clean-label attack {name!r} changed labels")
-        return PoisonSet(x, y, src, dict(out.info))
+        return PoisonSet(x, y, src, dict(out.info), dict(out.states))
+
+    def assess(self, poisons: PoisonSet, retrained: nn.Module, test: Dataset) -> dict[str, Any]:
+        """Attack-specific measurements of the retrained victim (default none); merged into attack_info."""
+        return {}
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")

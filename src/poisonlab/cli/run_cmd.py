@@ -33,6 +33,8 @@ def add_parser(sub) -> None:
                    help="attack option (repeatable), value parsed as YAML, e.g. -A mode=random")
     p.add_argument("--model-option", "-M", action="append", default=[], metavar="KEY=VALUE",
                    help="model option (repeatable), e.g. -M hidden=[256,128]")
+    p.add_argument("--target", help="model-targeted attacks (gc): 'gradpc' or a target .safetensors (= -A target=...)")
+    p.add_argument("--eps-w", type=float, help="model-targeted attacks (gc): GradPC radius (= -A eps_w=...)")
     p.add_argument("--json", action="store_true", help="print the result record as JSON instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
     p.set_defaults(handler=run)
@@ -63,6 +65,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         device=args.device, poisons=args.poisons, defense=args.defense, cache_dir=args.cache_dir,
     )
     attack_opts = parse_key_values(args.attack_option, "attack option")
+    for key, value in (("target", getattr(args, "target", None)), ("eps_w", getattr(args, "eps_w", None))):
+        if value is not None:
+            attack_opts.setdefault(key, value)
     model_opts = parse_key_values(args.model_option, "model option")
     defense_opts = parse_key_values(args.defense_option, "defense option")
     if attack_opts:

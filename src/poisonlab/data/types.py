@@ -78,6 +78,8 @@ class PoisonSet:
     y: torch.Tensor
     source_index: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
     info: dict = field(default_factory=dict)  # attack-specific diagnostics (JSON-serialisable)
+    #: model weights the attack produced, name -> state dict (the runner saves <name>.safetensors)
+    states: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])

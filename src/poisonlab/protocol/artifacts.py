@@ -85,7 +85,12 @@ def load_poisons(path: str | Path) -> PoisonSet:
 
 
 def save_model(path: str | Path, model: nn.Module, metadata: dict[str, str] | None = None) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_state(path, model.state_dict(), metadata)
+
+
+def save_state(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """A state dict as safetensors, written atomically."""
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -30,7 +30,7 @@ from ..models.victims import resolve_victim
 from ..reporting.grids import poison_grid
 from ..seeding import torch_generator
 from ..training import TrainConfig, Victim, VictimSpec, accuracy, resolve_device
-from .artifacts import load_poisons, save_model, save_poisons, write_json
+from .artifacts import load_poisons, save_model, save_poisons, save_state, write_json
 from .config import RunConfig
 from .defend import defense_from_config, run_defense
 
@@ -135,11 +135,14 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
     poisoned_model = victim.retrain(mixed.dataset, progress="retrain" if progress else False)
     acc2 = accuracy(poisoned_model, prep.bundle.test)
     log(f"      poisoned test accuracy acc2 = {acc2:.2f} %")
+    attack_info = {**poisons.info, **attack.assess(poisons, poisoned_model, prep.bundle.test)}
 
     out.mkdir(parents=True, exist_ok=True)
     save_poisons(out / "poisons.npz", poisons)
     save_model(out / "victim_clean.safetensors", clean_model, {"model": cfg.model, "stage": "pretrain"})
     save_model(out / "victim_poisoned.safetensors", poisoned_model, {"model": cfg.model, "stage": "retrain"})
+    for name, state in poisons.states.items():  # e.g. the target model of a model-targeted attack
+        save_state(out / f"{name}.safetensors", state, {"model": cfg.model, "stage": f"attack:{name}"})
     grid_stats = poison_grid(out / "poisons.png", poisons, data.train, title=f"{cfg.attack} on {cfg.dataset}/{cfg.model}")
     defended = {}
     if defense is not None:  # defend stage: score D_tr ∪ D_p, filter, retrain, detection metrics
@@ -163,7 +166,7 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
         "total_seconds": time.perf_counter() - t_start,
         "max_perturbation": grid_stats["max_perturbation"],
         "mean_perturbation": grid_stats["mean_perturbation"],
-        "attack_info": poisons.info,
+        "attack_info": attack_info,
         "poisonlab_version": __version__,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
@@ -172,7 +175,8 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
         "config": {**cfg.to_dict(), "out": str(out), "attack_options": attack.options(),
                    "recipe": {"lr": spec.recipe.lr, "epochs": spec.recipe.epochs, "batch_size": spec.recipe.batch_size}},
         "artifacts": {"poisons": "poisons.npz", "poison_grid": "poisons.png",
-                      "clean_model": "victim_clean.safetensors", "poisoned_model": "victim_poisoned.safetensors"},
+                      "clean_model": "victim_clean.safetensors", "poisoned_model": "victim_poisoned.safetensors",
+                      **{f"{name}_model": f"{name}.safetensors" for name in poisons.states}},
     }
     if defended:
         result.update(defended)

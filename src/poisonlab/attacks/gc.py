@@ -1,0 +1,332 @@
+"""Gradient Canceling (GC): thesis Algorithm 2 (Lu, Kamath & Yu, ICML 2023, §3.5).
+
+Threat model: model-targeted, clean-label, additive. The attacker knows D_tr, the victim's
+architecture and loss, and picks a *target* parameter w (by default a GradPC corruption of the
+clean victim, ε_w = 0.5, or any saved ``.safetensors`` state). It adds n = ε·N points z_j whose
+labels stay those of the clean points they start from, and moves their inputs (pixels in [0, 1]) so
+that w becomes a stationary point of retraining on D_tr ∪ D_p:
+
+    min_{x_1..x_n ∈ [0,1]}  L = ½‖g(μ) + (1/N)·Σ_j ∇_w ℓ(z_j, w)‖²          (eq. 3.14, ε·g(ν̂) = (1/N)Σ_j)
+
+∂L/∂x_j = (1/N)·∇_x⟨∇_w ℓ(z_j, w), r⟩ with r = g(μ) + (1/N)Σ_j ∇_w ℓ(z_j, w) (eq. 3.15) is one
+mixed product of :func:`poisonlab.autodiff.mixed_vjp`. Steps are Adam (or RMS-normalised) on the
+pixels, projected onto [0, 1] after each step — the published script's plain steps of size 10
+without projection diverge. ‖r‖/(1+ε) is the gradient norm of the target over the mixed set.
+
+Shapes: poisons x (n, C, H, W) in [0, 1], y (n,) int64, source_index (n,) into D_tr.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..autodiff import flatten, mixed_vjp, named_params, unflatten
+from ..autodiff.params import Params, loss_of_params
+from ..data.types import AttackData, Dataset, PoisonSet
+from ..errors import ConfigError
+from ..theory import min_poison_count, multiclass_reachability
+from ..training import Victim, accuracy, predict_logits
+from .base import Attack, AttackConfig, register_attack
+from .targets import is_target_path, make_target
+
+
+@dataclass(frozen=True, kw_only=True)
+class GCConfig(AttackConfig):
+    """Options. Target: ``target`` ("gradpc" or a path to .safetensors) with GradPC's ``eps_w``,
+    ``target_norm``, ``target_topk``, ``target_steps``, ``target_lr``. GC: ``params`` (parameter tensors in the
+    gradient, default all), ``steps``, ``lr`` (pixel units), ``optimizer`` ("adam" or
+    "normalized"), ``schedule`` ("constant" or "cosine"), ``tol`` (stop when the mixed gradient norm
+    ≤ tol·‖g(μ)‖), ``source_classes`` (draw the starting points, hence labels, from these classes
+    only; default all), ``class_proportions`` (one weight per class: draw round(q_k·n) starting points
+    from class k, with replacement when a class is short — the attacker picks the label mix, the labels
+    then stay clean), ``init`` ("random" clean points, or "aligned": the clean points whose
+    gradient at w points most against g(μ), i.e. that cancel most before any step), ``chunk_size`` (points per autograd pass), ``trace_every``."""
+
+    target: str = "gradpc"
+    eps_w: float = 0.5
+    target_norm: str = "l2"
+    target_topk: int | None = None
+    target_steps: int = 50
+    target_lr: float = 0.1
+    params: tuple[str, ...] = ()
+    steps: int = 300
+    lr: float = 0.02
+    optimizer: str = "adam"
+    schedule: str = "constant"
+    tol: float = 1e-4
+    source_classes: tuple[int, ...] = ()
+    class_proportions: tuple[float, ...] = ()
+    init: str = "random"
+    chunk_size: int = 8192
+    trace_every: int = 10
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.target, str) or not self.target:
+            raise ConfigError(f"gc: target must be 'gradpc' or a path to a .safetensors file, got {self.target!r}")
+        if not (isinstance(self.steps, int) and self.steps >= 0):
+            raise ConfigError(f"gc: steps must be an integer >= 0, got {self.steps!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ConfigError(f"gc: lr must be > 0, got {self.lr!r}")
+        if self.optimizer not in ("adam", "normalized"):
+            raise ConfigError(f"gc: optimizer must be 'adam' or 'normalized', got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"gc: schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
+            raise ConfigError(f"gc: tol must be >= 0, got {self.tol!r}")
+        if self.init not in ("random", "aligned"):
+            raise ConfigError(f"gc: init must be 'random' or 'aligned', got {self.init!r}")
+        if not (isinstance(self.chunk_size, int) and self.chunk_size >= 1):
+            raise ConfigError(f"gc: chunk_size must be a positive integer, got {self.chunk_size!r}")
+        if not (isinstance(self.trace_every, int) and self.trace_every >= 1):
+            raise ConfigError(f"gc: trace_every must be a positive integer, got {self.trace_every!r}")
+        if not all(isinstance(c, int) and c >= 0 for c in self.source_classes):
+            raise ConfigError(f"gc: source_classes must be class indices, got {self.source_classes!r}")
+        if self.class_proportions:
+            if self.source_classes:
+                raise ConfigError("gc: give source_classes or class_proportions, not both")
+            if any(not isinstance(q, (int, float)) or q < 0 for q in self.class_proportions) or sum(self.class_proportions) <= 0:
+                raise ConfigError(f"gc: class_proportions must be non-negative with a positive sum, got {self.class_proportions!r}")
+        # GradPC's options are validated by its own config when the target is built
+        if self.target != "gradpc" and not is_target_path(self.target):
+            from .targets import TARGETS
+
+            TARGETS.get(self.target)  # unknown name -> clear error before any work
+
+
+def sum_gradient(model: nn.Module, names: list[str], w: Params, x: torch.Tensor, y: torch.Tensor, scale: float,
+                 chunk: int) -> torch.Tensor:
+    """scale·Σ_i ∇_w ℓ(x_i, y_i; w), flattened, in chunks of ``chunk`` points (no graph kept)."""
+    total = torch.zeros(sum(p.numel() for p in w), dtype=w[0].dtype, device=w[0].device)
+    for s in range(0, len(x), chunk):
+        xs, ys = x[s : s + chunk], y[s : s + chunk]
+        f = loss_of_params(model, names, xs, ys)
+        ps = tuple(p.detach().requires_grad_(True) for p in w)
+        with torch.enable_grad():
+            grads = torch.autograd.grad(f(*ps) * (len(xs) * scale), ps)
+        total += flatten(grads)
+    return total
+
+
+def poison_input_gradient(model: nn.Module, names: list[str], w: Params, x: torch.Tensor, y: torch.Tensor,
+                          r: torch.Tensor, scale: float, chunk: int) -> torch.Tensor:
+    """∂/∂x ⟨scale·Σ_j ∇_w ℓ(x_j, y_j; w), r⟩ (eq. 3.15), one mixed product per chunk."""
+    v = unflatten(r, w)
+    out = torch.empty_like(x)
+    for s in range(0, len(x), chunk):
+        xs, ys = x[s : s + chunk], y[s : s + chunk]
+        f = loss_of_params(model, names, xs, ys)
+        k = len(xs) * scale
+
+        def g(ps: Params, inputs: Params, f=f, k=k) -> torch.Tensor:
+            return f(*ps, inputs=inputs[0]) * k
+
+        out[s : s + chunk] = mixed_vjp(g, w, (xs.detach(),), v)[0]
+    return out
+
+
+def directional_losses(model: nn.Module, names: list[str], w: Params, x: torch.Tensor, y: torch.Tensor,
+                       v: torch.Tensor, chunk: int) -> torch.Tensor:
+    """⟨∇_w ℓ(x_i, y_i; w), v⟩ for every point i (N,), by forward-mode differentiation along v."""
+    from torch.func import functional_call, jvp
+
+    fixed = {n: p.detach() for n, p in model.named_parameters() if n not in set(names)}
+    fixed.update(dict(model.named_buffers()))
+    tangents = unflatten(v, w)
+    out = []
+    for s in range(0, len(x), chunk):
+        xs, ys = x[s : s + chunk], y[s : s + chunk]
+
+        def per_point(*ps: torch.Tensor, xs=xs, ys=ys) -> torch.Tensor:
+            logits = functional_call(model, {**fixed, **dict(zip(names, ps))}, (xs,))
+            return torch.nn.functional.cross_entropy(logits, ys, reduction="none")
+
+        out.append(jvp(per_point, tuple(p.detach() for p in w), tangents)[1].detach())
+    return torch.cat(out)
+
+
+def _sources_by_proportion(y: torch.Tensor, weights, n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """n source indices, round(q_k·n) from class k (largest remainder), without replacement when possible."""
+    if len(weights) != num_classes:
+        raise ConfigError(f"gc: class_proportions needs {num_classes} weights, got {len(weights)}")
+    q = torch.tensor([float(v) for v in weights], dtype=torch.float64)
+    share = q / q.sum() * n
+    counts = share.floor().long()
+    rest = n - int(counts.sum())
+    if rest:
+        counts[torch.argsort(share - counts.double(), descending=True)[:rest]] += 1
+    out = []
+    for k in range(num_classes):
+        if counts[k] == 0:
+            continue
+        pool = torch.nonzero(y == k).flatten()
+        if len(pool) == 0:
+            raise ConfigError(f"gc: class_proportions asks for class {k}, which D_tr does not contain")
+        if counts[k] <= len(pool):
+            out.append(pool[torch.randperm(len(pool), generator=generator)[: int(counts[k])]])
+        else:
+            out.append(pool[torch.randint(len(pool), (int(counts[k]),), generator=generator)])
+    return torch.cat(out)
+
+
+def relative_distance(a: nn.Module, b: nn.Module, names: list[str]) -> float:
+    """‖w_a − w_b‖ / ‖w_b‖ over the named parameters."""
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    d = torch.sqrt(sum(((pa[n].detach() - pb[n].detach()) ** 2).sum() for n in names))
+    nb = torch.sqrt(sum((pb[n].detach() ** 2).sum() for n in names))
+    return float(d / nb.clamp_min(1e-30))
+
+
+@register_attack("gc")
+class GradientCanceling(Attack):
+    Config = GCConfig
+    clean_label = True
+    summary = "Gradient Canceling (model-targeted): poisons that make a target w (GradPC by default) stationary"
+
+    def _target(self, victim: Victim, data: AttackData, progress: bool) -> tuple[nn.Module, dict[str, Any]]:
+        c = self.config
+        opts = {"eps_w": c.eps_w, "norm": c.target_norm, "topk": c.target_topk, "steps": c.target_steps, "lr": c.target_lr}
+        return make_target(c.target, victim.clean_model(), data.val, opts, progress)
+
+    def _initial_sources(self, train: Dataset, num_classes: int, n: int, target: nn.Module, names: list[str], w: Params,
+                         g_clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Indices into D_tr of the points the poisons start from (Algorithm 2, line 1)."""
+        c = self.config
+        if c.class_proportions:
+            return _sources_by_proportion(train.y, c.class_proportions, n, num_classes, generator)
+        if c.source_classes:
+            bad = [k for k in c.source_classes if k >= num_classes]
+            if bad:
+                raise ConfigError(f"gc: source_classes {bad} out of range 0..{num_classes - 1}")
+            pool = torch.nonzero(torch.isin(train.y, torch.tensor(c.source_classes))).flatten()
+            if len(pool) == 0:
+                raise ConfigError(f"gc: no training points in source_classes {list(c.source_classes)}")
+        else:
+            pool = torch.arange(len(train))
+        if c.init == "aligned" and n <= len(pool):
+            device = w[0].device
+            score = directional_losses(target, names, w, train.x[pool].to(device), train.y[pool].to(device), g_clean, c.chunk_size)
+            return pool[torch.argsort(score.cpu())[:n]]  # most negative ⟨∇ℓ(z_i), g(μ)⟩ first
+        if n <= len(pool):
+            return pool[torch.randperm(len(pool), generator=generator)[:n]]
+        return pool[torch.randint(len(pool), (n,), generator=generator)]
+
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool) -> PoisonSet:
+        c = self.config
+        t0 = time.perf_counter()
+        clean = victim.clean_model()
+        target, tinfo = self._target(victim, data, progress)
+        tinfo = {k: v for k, v in tinfo.items() if k != "loss_trace"}
+        try:
+            names, w = named_params(target, list(c.params) or None)
+        except KeyError as exc:
+            raise ConfigError(f"gc: {exc.args[0]}") from None
+        device = w[0].device
+        train = data.train
+        N = len(train)
+        eps = n_poison / N
+
+        # g(μ): the clean mean gradient at the target, fixed during the optimisation
+        g_clean = sum_gradient(target, names, w, train.x.to(device), train.y.to(device), 1.0 / N, c.chunk_size)
+        g_clean_norm = float(torch.linalg.vector_norm(g_clean))
+
+        # initialise from clean points (labels kept: clean-label)
+        src = self._initial_sources(train, data.num_classes, n_poison, target, names, w, g_clean, generator)
+        y = train.y[src].to(device)
+        x = train.x[src].clone().to(device)
+
+        def residual(xp: torch.Tensor) -> torch.Tensor:
+            return g_clean + sum_gradient(target, names, w, xp, y, 1.0 / N, c.chunk_size)
+
+        x_var = x.clone().requires_grad_(True)  # the poison inputs being optimised
+        opt = torch.optim.Adam([x_var], lr=c.lr) if c.optimizer == "adam" else None
+        trace: list[list[float]] = []
+        best_x, best_norm = x_var.detach().clone(), math.inf
+        converged, step = False, 0
+        bar = tqdm(range(c.steps + 1), desc="gc", disable=not progress, leave=False)
+        for step in bar:
+            r = residual(x_var.detach())
+            norm = float(torch.linalg.vector_norm(r)) / (1.0 + eps)  # gradient norm over D_tr ∪ D_p
+            if not math.isfinite(norm):
+                raise RuntimeError("gc: the objective became non-finite; lower lr")
+            if norm < best_norm:
+                best_x, best_norm = x_var.detach().clone(), norm
+            if step % c.trace_every == 0 or step == c.steps:
+                trace.append([step, norm / max(g_clean_norm, 1e-30)])
+                bar.set_postfix(rel_grad=f"{norm / max(g_clean_norm, 1e-30):.3g}")
+            if norm <= c.tol * g_clean_norm:
+                converged = True
+                break
+            if step == c.steps:
+                break
+            lr = c.lr if c.schedule == "constant" else 0.5 * c.lr * (1 + math.cos(math.pi * step / c.steps))
+            grad = poison_input_gradient(target, names, w, x_var.detach(), y, r, 1.0 / N, c.chunk_size)
+            with torch.no_grad():
+                if opt is not None:
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+                    x_var.grad = grad
+                    opt.step()
+                else:
+                    rms = grad.pow(2).mean().sqrt().clamp_min(1e-30)
+                    x_var -= lr * grad / rms
+                x_var.clamp_(0.0, 1.0)  # projection onto the admissible pixels
+        if trace and trace[-1][0] != step:
+            trace.append([step, norm / max(g_clean_norm, 1e-30)])
+
+        logits = predict_logits(target, train.x)
+        reach = multiclass_reachability(logits, train.y)
+        tau_count = min_poison_count(reach.tau, N, reach.attained)
+        info = {
+            "target": c.target,
+            "target_info": tinfo,
+            "gc_params": list(names),
+            "target_val_accuracy": accuracy(target, data.val),
+            "clean_val_accuracy": accuracy(clean, data.val),
+            "clean_to_target_distance": relative_distance(clean, target, names),
+            "tau": reach.tau,
+            "tau_min_poisons": tau_count if math.isfinite(tau_count) else None,
+            "eps": eps,
+            "eps_reaches_tau": reach.reachable(eps),
+            "clean_grad_norm": g_clean_norm,
+            "initial_rel_grad_norm": trace[0][1] if trace else float("nan"),
+            "final_rel_grad_norm": best_norm / max(g_clean_norm, 1e-30),
+            "final_grad_norm": best_norm,
+            "converged": converged,
+            "steps_run": step,
+            "grad_norm_trace": trace,
+            "gc_seconds": time.perf_counter() - t0,
+        }
+        state = {k: v.detach().cpu().contiguous() for k, v in target.state_dict().items()}
+        return PoisonSet(best_x.cpu(), y.cpu(), src, info, {"target": state})
+
+    def assess(self, poisons: PoisonSet, retrained: nn.Module, test: Dataset) -> dict[str, Any]:
+        """Did retraining reach the target? Distance to w and accuracy/agreement vs the target's."""
+        state = poisons.states.get("target")
+        if state is None:
+            return {}
+        target = copy.deepcopy(retrained)
+        target.load_state_dict(state)
+        names = poisons.info.get("gc_params") or [n for n, _ in target.named_parameters()]
+        ht, hr = predict_logits(target, test.x), predict_logits(retrained, test.x)
+        pt, pr = ht.argmax(1), hr.argmax(1)
+        # softmax ignores a common shift of the logits (and the last layer a common row), so parameter
+        # distance is not identifiable; centred logits on the test set are
+        ct, cr = ht - ht.mean(1, keepdim=True), hr - hr.mean(1, keepdim=True)
+        logit_dist = float((cr - ct).norm() / ct.norm().clamp_min(1e-30))
+        d_clean = poisons.info.get("clean_to_target_distance", float("nan"))
+        d = relative_distance(retrained, target, names)
+        return {
+            "target_test_accuracy": accuracy(target, test),
+            "retrained_to_target_distance": d,
+            "target_distance_closed": 1.0 - d / d_clean if d_clean and math.isfinite(d_clean) else float("nan"),
+            "retrained_target_agreement": 100.0 * float((pt == pr).double().mean()),
+            "retrained_to_target_logit_distance": logit_dist,
+        }

@@ -1,0 +1,173 @@
+"""GradPC: gradient-based parameter corruption (Sun et al., "Exploring the vulnerability of deep
+neural networks: a study of parameter corruption", AAAI 2021; thesis §3.3, Table 3.1).
+
+Threat model: the attacker overwrites the trained weights directly (no data, no retraining) with a
+relative budget ‖Δw‖ ≤ ε_w·‖w‖ (L2, or L∞ with ‖w‖∞), optionally touching at most ``topk``
+entries, to maximise the loss on its validation set D_v. Solved by normalised-gradient ascent
+with projection onto the budget set. In poisonlab it makes *targets* for Gradient Canceling
+(registered as target ``"gradpc"``), not poisons.
+
+Shapes: ``val.x`` (N, C, H, W) in [0, 1], ``val.y`` (N,); parameters as in the victim.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..autodiff import flatten, named_params, unflatten
+from ..autodiff.params import loss_of_params
+from ..data.types import Dataset
+from ..errors import ConfigError
+from ..options import config_from_dict, config_to_dict
+from ..training import accuracy
+from .targets import TARGETS
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradPCConfig:
+    """``eps_w``: relative radius; ``norm``: "l2" or "linf"; ``topk``: max nonzero entries of Δ;
+    ``steps``/``lr``: ascent steps of length lr·radius; ``params``: parameter names (default all);
+    ``batch_size``: D_v points per step (default all)."""
+
+    eps_w: float = 0.5
+    norm: str = "l2"
+    topk: int | None = None
+    steps: int = 50
+    lr: float = 0.1
+    params: tuple[str, ...] = ()
+    batch_size: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.eps_w, (int, float)) and self.eps_w >= 0 and math.isfinite(self.eps_w)):
+            raise ConfigError(f"gradpc: eps_w must be a finite number >= 0, got {self.eps_w!r}")
+        if self.norm not in ("l2", "linf"):
+            raise ConfigError(f"gradpc: norm must be 'l2' or 'linf', got {self.norm!r}")
+        if self.topk is not None and not (isinstance(self.topk, int) and self.topk >= 1):
+            raise ConfigError(f"gradpc: topk must be a positive integer or None, got {self.topk!r}")
+        if not (isinstance(self.steps, int) and self.steps >= 1):
+            raise ConfigError(f"gradpc: steps must be an integer >= 1, got {self.steps!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ConfigError(f"gradpc: lr must be > 0, got {self.lr!r}")
+        if self.batch_size is not None and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ConfigError(f"gradpc: batch_size must be a positive integer or None, got {self.batch_size!r}")
+
+
+def _norm(v: torch.Tensor, norm: str) -> float:
+    return float(v.abs().max()) if norm == "linf" else float(torch.linalg.vector_norm(v))
+
+
+def project(delta: torch.Tensor, radius: float, norm: str, topk: int | None = None) -> torch.Tensor:
+    """Euclidean projection of a flat Δ onto {‖Δ‖ ≤ radius, at most ``topk`` nonzeros}.
+
+    (Keeping the ``topk`` largest |Δ_i| then projecting onto the ball is the exact projection onto
+    this union of sparse balls, for both L2 and L∞.)
+    """
+    if topk is not None and topk < delta.numel():
+        keep = delta.abs().topk(topk).indices
+        sparse = torch.zeros_like(delta)
+        sparse[keep] = delta[keep]
+        delta = sparse
+    if norm == "linf":
+        return delta.clamp(-radius, radius)
+    n = torch.linalg.vector_norm(delta)
+    return delta * (radius / n) if n > radius else delta
+
+
+def corrupt(
+    model: nn.Module,
+    val: Dataset,
+    eps_w: float = 0.5,
+    norm: str = "l2",
+    topk: int | None = None,
+    steps: int = 50,
+    lr: float = 0.1,
+    params: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """GradPC: a corrupted copy of ``model`` maximising the loss on ``val`` with ‖Δw‖ ≤ ε_w‖w‖.
+
+    Each step moves Δ by lr·radius along the normalised gradient (L2) or its sign (L∞), then
+    projects. The iterate with the highest loss seen is returned. ``model`` is not changed.
+    Returns (target, info) with the radius, ‖Δ‖, losses and D_v accuracies before/after.
+    """
+    cfg = GradPCConfig(eps_w=eps_w, norm=norm, topk=topk, steps=steps, lr=lr, params=tuple(params or ()),
+                       batch_size=batch_size, seed=seed)
+    t0 = time.perf_counter()
+    model = copy.deepcopy(model).eval()
+    try:
+        names, w0 = named_params(model, list(cfg.params) or None)
+    except KeyError as exc:
+        raise ConfigError(f"gradpc: {exc.args[0]}") from None
+    device = w0[0].device
+    flat0 = flatten(w0)
+    radius = cfg.eps_w * _norm(flat0, cfg.norm)
+    x, y = val.x.to(device), val.y.to(device)
+    n = len(x)
+    bs = cfg.batch_size or n
+    g = torch.Generator().manual_seed(int(seed))
+
+    def loss_and_grad(delta: torch.Tensor, idx: torch.Tensor) -> tuple[float, torch.Tensor]:
+        f = loss_of_params(model, names, x[idx], y[idx])
+        ps = tuple(p.requires_grad_(True) for p in unflatten((flat0 + delta).detach(), w0))
+        with torch.enable_grad():
+            loss = f(*ps)
+            grads = torch.autograd.grad(loss, ps)
+        return float(loss.detach()), flatten(grads)
+
+    delta = torch.zeros_like(flat0)
+    best, best_loss = delta, -math.inf
+    loss_trace: list[float] = []
+    all_idx = torch.arange(n, device=device)
+    for _ in tqdm(range(cfg.steps), desc="gradpc", disable=not progress, leave=False):
+        idx = all_idx if bs >= n else torch.randperm(n, generator=g)[:bs].to(device)
+        loss, grad = loss_and_grad(delta, idx)
+        loss_trace.append(loss)
+        if bs >= n and loss > best_loss:
+            best, best_loss = delta, loss
+        step = grad.sign() if cfg.norm == "linf" else grad / torch.linalg.vector_norm(grad).clamp_min(1e-30)
+        delta = project(delta + cfg.lr * radius * step, radius, cfg.norm, cfg.topk)
+    final_loss, _ = loss_and_grad(delta, all_idx)
+    if final_loss > best_loss or bs < n:
+        best, best_loss = delta, final_loss
+    with torch.no_grad():
+        current = dict(model.named_parameters())
+        for name, v in zip(names, unflatten(flat0 + best, w0)):
+            current[name].copy_(v)
+    model.eval()
+    info = {
+        **config_to_dict(cfg),
+        "params": list(names),
+        "radius": radius,
+        "delta_norm": _norm(best, cfg.norm),
+        "relative_change": _norm(best, cfg.norm) / max(_norm(flat0, cfg.norm), 1e-30),
+        "nonzeros": int((best != 0).sum()),
+        "val_loss_clean": loss_trace[0] if loss_trace else float("nan"),
+        "val_loss_target": best_loss,
+        "val_accuracy_target": accuracy(model, val),
+        "loss_trace": loss_trace,
+        "seconds": time.perf_counter() - t0,
+    }
+    return model, info
+
+
+def _make_gradpc(model: nn.Module, val: Dataset, options: Mapping[str, Any], progress: bool) -> tuple[nn.Module, dict[str, Any]]:
+    cfg = config_from_dict(GradPCConfig, options, "target 'gradpc'")
+    target, info = corrupt(model, val, progress=progress, **{**config_to_dict(cfg), "params": list(cfg.params)})
+    info["val_accuracy_clean"] = accuracy(model, val)
+    return target, {"source": "gradpc", **info}
+
+
+TARGETS.add("gradpc", _make_gradpc)
+
+__all__ = ["GradPCConfig", "corrupt", "project"]

@@ -1,0 +1,47 @@
+"""Target models for model-targeted attacks (Gradient Canceling): a registry of ways to make one.
+
+A *target* is a parameter vector w that the attacker wants retraining to arrive at (thesis §3.4).
+``TARGETS`` maps a name to ``make(model, val, options, progress) -> (target_model, info)`` where
+``model`` is the clean-trained victim (left unchanged), ``val`` the attacker's validation set
+(x (N, C, H, W) in [0, 1], y (N,)) and ``info`` a JSON-serialisable summary. A target may also be a
+saved ``.safetensors`` state of the victim architecture (:func:`load_target`).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from torch import nn
+
+from ..data.types import Dataset
+from ..errors import ConfigError
+from ..registry import Registry
+
+TargetMaker = Callable[[nn.Module, Dataset, Mapping[str, Any], bool], tuple[nn.Module, dict[str, Any]]]
+TARGETS: Registry[TargetMaker] = Registry("target")
+
+
+def is_target_path(target: str) -> bool:
+    return target.endswith(".safetensors")
+
+
+def load_target(path: str | Path, like: nn.Module) -> nn.Module:
+    """A copy of ``like`` with the weights of the safetensors file ``path`` (shapes must match)."""
+    from ..protocol.artifacts import load_state  # lazy: protocol imports attacks
+
+    state = load_state(path)
+    model = copy.deepcopy(like)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConfigError(f"target {path} does not fit the victim architecture: {str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+def make_target(target: str, model: nn.Module, val: Dataset, options: Mapping[str, Any], progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """A registered maker by name (e.g. ``"gradpc"``) or a ``.safetensors`` path."""
+    if is_target_path(target):
+        return load_target(target, model), {"source": str(target)}
+    return TARGETS.get(target)(model, val, options, progress)

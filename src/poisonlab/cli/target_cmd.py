@@ -1,0 +1,99 @@
+"""``poisonlab target``: train the clean victim, corrupt it with GradPC, save the target model.
+
+The target (safetensors) feeds ``poisonlab threshold --target FILE`` and
+``poisonlab run --attack gc --target FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from torch import nn
+
+from ..attacks.gradpc import GradPCConfig
+from ..attacks.targets import make_target
+from ..protocol import RunConfig, load_state, prepare, save_model
+from ..protocol.runner import Prepared
+from ..reporting import format_table
+from ..training import accuracy
+
+
+def add_victim_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``target`` and ``threshold``: the data, the victim and GradPC's options."""
+    p.add_argument("--dataset", default="digits", help="registered name or a path to an .npz file (default digits)")
+    p.add_argument("--model", default="lr", help="victim architecture: lr, nn, cnn, resnet18 (default lr)")
+    p.add_argument("--seed", type=int, default=0, help="run seed: the 70/30 split and the clean training (default 0)")
+    p.add_argument("--epochs", type=int, help="victim training epochs (default 100)")
+    p.add_argument("--lr", type=float, help="victim SGD learning rate (default 0.1)")
+    p.add_argument("--batch-size", type=int, help="victim batch size (default: the dataset's)")
+    p.add_argument("--data-dir", help="where dataset files live (default $POISONLAB_DATA)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--clean", metavar="FILE.safetensors", help="clean victim weights to start from (e.g. a run's "
+                   "victim_clean.safetensors, same dataset/seed) instead of training it")
+    p.add_argument("--eps-w", type=float, default=GradPCConfig.eps_w, help="GradPC relative radius ‖Δw‖ ≤ eps_w·‖w‖ (default 0.5)")
+    p.add_argument("--norm", default=GradPCConfig.norm, choices=("l2", "linf"), help="GradPC norm (default l2)")
+    p.add_argument("--topk", type=int, help="GradPC: change at most this many parameters")
+    p.add_argument("--pc-steps", type=int, default=GradPCConfig.steps, help="GradPC ascent steps (default 50)")
+    p.add_argument("--pc-lr", type=float, default=GradPCConfig.lr, help="GradPC step length as a fraction of the radius (default 0.1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def prepared(args: argparse.Namespace) -> Prepared:
+    cfg = RunConfig(dataset=args.dataset, model=args.model, seed=args.seed, epochs=args.epochs, lr=args.lr,
+                    batch_size=args.batch_size, data_dir=args.data_dir, device=args.device)
+    return prepare(cfg)
+
+
+def clean_model(prep: Prepared, args: argparse.Namespace) -> nn.Module:
+    if args.clean:
+        model = prep.spec.build(args.seed)
+        from ..attacks.targets import load_target
+
+        return load_target(args.clean, model)
+    if not args.quiet:
+        print("[poisonlab] training the clean victim on D_tr", file=sys.stderr, flush=True)
+    return prep.spec.train(prep.data.train, args.seed, progress=False if args.quiet else "pretrain")
+
+
+def build_target(prep: Prepared, args: argparse.Namespace, target: str) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
+    """(target model, clean model or None, info) for ``target`` = "gradpc" or a .safetensors path."""
+    if target == "gradpc":
+        clean = clean_model(prep, args)
+        opts = {"eps_w": args.eps_w, "norm": args.norm, "topk": args.topk, "steps": args.pc_steps, "lr": args.pc_lr}
+        model, info = make_target("gradpc", clean, prep.data.val, opts, progress=not args.quiet)
+        return model, clean, info
+    model, info = make_target(target, prep.spec.build(args.seed), prep.data.val, {})
+    return model, None, info
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("target", help="make a GradPC target model (parameter corruption) and save it",
+                       description="Train the clean victim (or load --clean), corrupt it with GradPC "
+                                   "(max validation loss, ‖Δw‖ ≤ eps_w‖w‖) and save the target as safetensors.")
+    add_victim_args(p)
+    p.add_argument("--out", default="target.safetensors", help="where to save the target (default target.safetensors)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    prep = prepared(args)
+    target, clean, info = build_target(prep, args, "gradpc")
+    assert clean is not None
+    save_model(args.out, target, {"model": args.model, "stage": "target:gradpc", "eps_w": str(args.eps_w)})
+    summary = {
+        "dataset": args.dataset, "model": args.model, "out": args.out,
+        "clean_test_accuracy": accuracy(clean, prep.bundle.test),
+        "target_test_accuracy": accuracy(target, prep.bundle.test),
+        **{k: info[k] for k in ("eps_w", "norm", "topk", "radius", "relative_change", "nonzeros", "val_loss_clean",
+                                "val_loss_target", "seconds")},
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_table(("", "value"), list(summary.items())))
+    load_state(args.out)  # written and readable
+    return 0

@@ -1,0 +1,197 @@
+"""GradPC and Gradient Canceling: budgets, contracts, determinism, FD checks, objective decrease, CLI."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from poisonlab.attacks import ATTACKS, build_attack
+from poisonlab.attacks.gc import directional_losses, poison_input_gradient, sum_gradient
+from poisonlab.attacks.gradpc import corrupt, project
+from poisonlab.autodiff import flatten, named_params
+from poisonlab.cli.main import main
+from poisonlab.data import poison_count
+from poisonlab.errors import ConfigError
+from poisonlab.protocol import RunConfig, prepare
+from poisonlab.seeding import torch_generator
+from poisonlab.training import Victim, mean_loss
+
+
+@pytest.fixture(scope="module")
+def digits_victim():
+    prep = prepare(RunConfig(dataset="digits", model="lr", epochs=5))
+    model = prep.spec.train(prep.data.train, 0)
+    return prep, Victim(prep.spec, 0, {k: v.clone() for k, v in model.state_dict().items()})
+
+
+# ----------------------------------------------------------------------------- GradPC
+@pytest.mark.parametrize("norm,topk", [("l2", None), ("linf", None), ("l2", 50), ("linf", 17)])
+def test_gradpc_respects_its_budget_and_raises_the_loss(digits_victim, norm, topk):
+    prep, victim = digits_victim
+    clean = victim.clean_model()
+    before = {k: v.clone() for k, v in clean.state_dict().items()}
+    target, info = corrupt(clean, prep.data.val, eps_w=0.3, norm=norm, topk=topk, steps=8, lr=0.3)
+    assert all(torch.equal(before[k], v) for k, v in clean.state_dict().items())  # input untouched
+    w0, w1 = flatten(named_params(clean)[1]), flatten(named_params(target)[1])
+    d = w1 - w0
+    ord_ = math.inf if norm == "linf" else 2
+    radius = 0.3 * float(torch.linalg.vector_norm(w0, ord=ord_))
+    assert float(torch.linalg.vector_norm(d, ord=ord_)) <= radius * (1 + 1e-6)
+    assert info["radius"] == pytest.approx(radius, rel=1e-6)
+    if topk is not None:
+        assert int((d != 0).sum()) <= topk
+    assert mean_loss(target, prep.data.val) > mean_loss(clean, prep.data.val) + (0.01 if topk else 0.05)
+
+
+def test_projection_is_the_nearest_point_and_idempotent():
+    g = torch.Generator().manual_seed(0)
+    for norm in ("l2", "linf"):
+        v = torch.randn(30, generator=g, dtype=torch.float64) * 3
+        p = project(v, 1.5, norm)
+        assert torch.allclose(project(p, 1.5, norm), p)
+        # no random point of the ball is closer to v than p
+        for _ in range(200):
+            q = torch.randn(30, generator=g, dtype=torch.float64)
+            q = project(q * (1.5 * torch.rand(1, generator=g, dtype=torch.float64).item()), 1.5, norm)
+            assert (v - p).norm() <= (v - q).norm() + 1e-12
+
+
+def test_gradpc_bad_options_raise(digits_victim):
+    prep, victim = digits_victim
+    with pytest.raises(ConfigError):
+        corrupt(victim.clean_model(), prep.data.val, eps_w=-1)
+    with pytest.raises(ConfigError):
+        corrupt(victim.clean_model(), prep.data.val, norm="l1")
+    with pytest.raises(ConfigError):
+        build_attack("gc", {"optimizer": "lbfgs"})
+    with pytest.raises(ConfigError):
+        build_attack("gc", {"target": "nonsense"})
+
+
+# ----------------------------------------------------------------------------- GC calculus (float64)
+def _tiny():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    names, w = named_params(m)
+    xc, yc = torch.rand(25, 1, 2, 3, dtype=torch.float64), torch.randint(0, 3, (25,))
+    xp, yp = torch.rand(5, 1, 2, 3, dtype=torch.float64), torch.randint(0, 3, (5,))
+    return m, names, w, xc, yc, xp, yp
+
+
+def test_gc_input_gradient_matches_finite_differences():
+    """∂/∂x_j ½‖g(μ) + (1/N)Σ∇ℓ(z_j)‖² (eq. 3.15) against central differences, with chunking."""
+    m, names, w, xc, yc, xp, yp = _tiny()
+    N = len(xc)
+    g_clean = sum_gradient(m, names, w, xc, yc, 1.0 / N, 7)
+
+    def L(x):
+        r = g_clean + sum_gradient(m, names, w, x, yp, 1.0 / N, 2)
+        return 0.5 * float(r @ r)
+
+    r = g_clean + sum_gradient(m, names, w, xp, yp, 1.0 / N, 3)
+    got = poison_input_gradient(m, names, w, xp, yp, r, 1.0 / N, 2)
+    h = 1e-6
+    fd = torch.zeros_like(xp)
+    for idx in range(xp.numel()):
+        e = torch.zeros(xp.numel(), dtype=torch.float64)
+        e[idx] = h
+        e = e.view_as(xp)
+        fd.view(-1)[idx] = (L(xp + e) - L(xp - e)) / (2 * h)
+    torch.testing.assert_close(got, fd, rtol=1e-6, atol=1e-9)
+
+
+def test_directional_losses_match_per_point_autograd():
+    m, names, w, xc, yc, _, _ = _tiny()
+    v = torch.randn(sum(p.numel() for p in w), dtype=torch.float64)
+    got = directional_losses(m, names, w, xc, yc, v, 4)
+    for i in range(len(xc)):
+        gi = sum_gradient(m, names, w, xc[i : i + 1], yc[i : i + 1], 1.0, 1)
+        assert got[i].item() == pytest.approx(float(gi @ v), rel=1e-10, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- GC attack
+GC_FAST = {"eps_w": 0.05, "target_steps": 1, "target_lr": 1.0, "steps": 40, "lr": 0.05}
+
+
+def test_gc_is_registered_clean_label():
+    assert "gc" in ATTACKS and ATTACKS.get("gc").clean_label
+
+
+def test_gc_contract_determinism_and_objective_decrease(digits_victim):
+    prep, victim = digits_victim
+    attack = build_attack("gc", GC_FAST)
+    fraction = 0.3
+    a = attack.poison(prep.data, victim, fraction, generator=torch_generator(0, "attack"))
+    n = poison_count(fraction, len(prep.data.train))
+    assert len(a) == n and a.x.shape[1:] == prep.data.train.x.shape[1:]
+    assert a.x.min() >= 0 and a.x.max() <= 1
+    assert torch.equal(a.y, prep.data.train.y[a.source_index])  # labels unchanged
+    assert not torch.equal(a.x, prep.data.train.x[a.source_index])  # inputs moved
+    info = a.info
+    assert info["initial_rel_grad_norm"] == pytest.approx(info["grad_norm_trace"][0][1])
+    assert info["final_rel_grad_norm"] < 0.3 * info["initial_rel_grad_norm"]  # substantial decrease
+    norms = [v for _, v in info["grad_norm_trace"]]
+    assert min(norms) == pytest.approx(info["final_rel_grad_norm"])
+    assert set(a.states) == {"target"}
+    b = attack.poison(prep.data, victim, fraction, generator=torch_generator(0, "attack"))
+    assert torch.equal(a.x, b.x) and torch.equal(a.source_index, b.source_index)
+    json.dumps(info)  # serialisable
+
+
+def test_gc_source_classes_and_aligned_init(digits_victim):
+    prep, victim = digits_victim
+    out = build_attack("gc", {**GC_FAST, "steps": 3, "source_classes": [3], "init": "aligned"}).poison(
+        prep.data, victim, 0.05, generator=torch_generator(0, "attack"))
+    assert (out.y == 3).all()
+    mix = build_attack("gc", {**GC_FAST, "steps": 2, "class_proportions": [3, 1] + [0] * 8}).poison(
+        prep.data, victim, 0.1, generator=torch_generator(0, "attack"))
+    n = poison_count(0.1, len(prep.data.train))
+    assert int((mix.y == 0).sum()) == round(0.75 * n) and int((mix.y == 1).sum()) == n - round(0.75 * n)
+    with pytest.raises(ConfigError):
+        build_attack("gc", {"class_proportions": [1, 0], "source_classes": [0]})
+
+
+def test_gc_target_from_file_and_assess(digits_victim, tmp_path):
+    prep, victim = digits_victim
+    target, _ = corrupt(victim.clean_model(), prep.data.val, eps_w=0.05, steps=1, lr=1.0)
+    from poisonlab.protocol import save_model
+
+    path = tmp_path / "t.safetensors"
+    save_model(path, target)
+    attack = build_attack("gc", {"target": str(path), "steps": 5})
+    ps = attack.poison(prep.data, victim, 0.1, generator=torch_generator(0, "attack"))
+    w_clean, w_t = flatten(named_params(victim.clean_model())[1]), flatten(named_params(target)[1])
+    assert ps.info["clean_to_target_distance"] == pytest.approx(0.05 * float(w_clean.norm() / w_t.norm()), rel=1e-4)
+    rep = attack.assess(ps, victim.clean_model(), prep.bundle.test)
+    assert rep["retrained_to_target_distance"] == pytest.approx(ps.info["clean_to_target_distance"], rel=1e-6)
+    assert rep["target_distance_closed"] == pytest.approx(0.0, abs=1e-6)
+    same = attack.assess(ps, target, prep.bundle.test)
+    assert same["retrained_to_target_logit_distance"] == 0.0 and same["retrained_target_agreement"] == 100.0
+    bad = tmp_path / "bad.safetensors"
+    save_model(bad, nn.Linear(3, 2))
+    with pytest.raises(ConfigError):
+        build_attack("gc", {"target": str(bad)}).poison(prep.data, victim, 0.1, generator=torch_generator(0, "a"))
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_threshold_target_and_run(tmp_path, capsys):
+    t = tmp_path / "t.safetensors"
+    assert main(["target", "--dataset", "digits", "--epochs", "3", "--eps-w", "0.5", "--pc-steps", "3",
+                 "--out", str(t), "--quiet", "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert made["target_test_accuracy"] < made["clean_test_accuracy"] and t.is_file()
+    assert main(["threshold", "--dataset", "digits", "--target", str(t), "--json", "--quiet", "--fraction", "0.5"]) == 0
+    th = json.loads(capsys.readouterr().out)
+    assert th["target_test_accuracy"] == pytest.approx(made["target_test_accuracy"])
+    assert th["fraction_passes"] == (0.5 >= th["tau"])
+    assert th["min_poisons"] is None or th["min_poisons"] >= th["tau"] * th["n_clean"] - 1e-9
+    out = tmp_path / "run"
+    assert main(["run", "--dataset", "digits", "--attack", "gc", "--target", str(t), "--epochs", "3", "--fraction", "0.05",
+                 "-A", "steps=3", "--out", str(out), "--quiet"]) == 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["attack_info"]["target"] == str(t)
+    assert "retrained_to_target_distance" in res["attack_info"] and (out / "target.safetensors").is_file()
+    assert res["artifacts"]["target_model"] == "target.safetensors"
+    assert main(["threshold", "--dataset", "digits", "--target", str(tmp_path / "none.safetensors"), "--quiet"]) == 2

@@ -1,0 +1,239 @@
+"""Reachability theory checked against brute force: dense grids, LP feasibility, autograd, restarts."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linprog, minimize
+from torch import nn
+
+from poisonlab.theory import (
+    binary_reachability,
+    ce_lower_bound,
+    eps_of_rho,
+    lambert_w,
+    least_squares_reachability,
+    margin_extremes,
+    min_poison_count,
+    mixed_gradient_norm,
+    multiclass_reachability,
+    rho_of_eps,
+    trace_statistic,
+    univariate_check,
+)
+from poisonlab.theory.margin import MARGIN_LOSSES, margin_statistic
+
+W1E = 0.27846454276107379510  # Lambert W(1/e), the omega-like constant of eq. 3.4
+
+
+def test_known_constants():
+    assert lambert_w(1 / math.e) == pytest.approx(W1E, abs=1e-15)
+    assert lambert_w(math.e) == pytest.approx(1.0, abs=1e-14)
+    assert margin_extremes("logistic")[0] == pytest.approx(-W1E, abs=1e-15)
+    assert margin_extremes("exponential")[0] == pytest.approx(-1 / math.e, abs=1e-15)
+    assert margin_extremes("hinge")[0] == -1.0
+    for loss in MARGIN_LOSSES:
+        assert margin_extremes(loss)[1] == math.inf
+    assert ce_lower_bound(2) == pytest.approx(-W1E, abs=1e-15)
+    # logistic, eq. 3.4: τ = ⟨w, g⟩ / W(1/e)
+    assert binary_reachability(0.05).tau == pytest.approx(0.05 / W1E, rel=1e-14)
+    assert binary_reachability(-0.05).tau == 0.0
+
+
+@pytest.mark.parametrize("loss", sorted(MARGIN_LOSSES))
+@pytest.mark.parametrize("interval", [(-math.inf, math.inf), (-3.0, 0.5), (0.3, 7.0), (2.0, math.inf), (-math.inf, -1.0), (1.2, 1.4)])
+def test_margin_extremes_match_dense_grid(loss, interval):
+    lo, hi = interval
+    a, b, _, _ = margin_extremes(loss, interval)
+    t = torch.linspace(max(lo, -60.0), min(hi, 60.0), 400001, dtype=torch.float64)
+    phi = MARGIN_LOSSES[loss].phi(t)
+    if loss == "hinge" and lo <= 1.0 <= hi:  # the subgradient set at the kink is [−1, 0]
+        phi = torch.cat([phi, torch.tensor([-1.0, 0.0], dtype=torch.float64)])
+    assert a == pytest.approx(phi.min().item(), abs=1e-8)
+    if math.isinf(lo):
+        assert b == math.inf
+    elif math.isinf(hi) and phi.max().item() < 0:
+        assert b == 0.0  # the limit at +∞, approached from below
+    else:
+        assert b == pytest.approx(phi.max().item(), abs=1e-8)
+
+
+def _g1(x, w):  # 1-D logistic gradient of l(w·x̃) at x̃: l'(t)·x̃ with l' = −σ(−t)
+    return -x / (1.0 + np.exp(w * x))
+
+
+def test_binary_threshold_matches_brute_force_1d():
+    """In 1-D, G = [min g, max g] over the box: scan ρ and compare the smallest feasible one."""
+    rng = np.random.default_rng(0)
+    w, R = -1.3, 4.0
+    clean = rng.uniform(-1.0, 1.5, 40)  # clean x̃ (labels absorbed)
+    g_mu = _g1(clean, w).mean()
+    inner = w * g_mu
+    grid = np.linspace(-R, R, 2_000_001)
+    gv = _g1(grid, w)
+    lo, hi = gv.min(), gv.max()
+    rhos = np.linspace(1e-4, 1 - 1e-4, 200001)
+    need = -(1 - rhos) / rhos * g_mu
+    feasible = rhos[(need >= lo) & (need <= hi)]
+    r = binary_reachability(inner, "logistic", (-R * abs(w), R * abs(w)))
+    assert feasible.min() == pytest.approx(r.rho_min, abs=2e-5)
+    assert r.tau > 0 and not r.exact
+
+
+def _lp_feasible(G: np.ndarray, target: np.ndarray) -> bool:
+    n = G.shape[0]
+    res = linprog(np.zeros(n), A_eq=np.vstack([G.T, np.ones((1, n))]), b_eq=np.append(target, 1.0),
+                  bounds=[(0, None)] * n, method="highs")
+    return res.status == 0
+
+
+def _lp_threshold(G, g_mu):
+    lo, hi = 1e-4, 1 - 1e-4
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        if _lp_feasible(G, -(1 - mid) / mid * g_mu):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@pytest.mark.parametrize("loss", ["logistic", "exponential"])
+def test_binary_threshold_matches_lp_over_distributions_2d(loss):
+    """Reachability = convex-hull membership (Theorem 1): an LP over distributions on a fine grid.
+    With a box large enough for the orthogonal direction, the LP threshold equals eq. 3.3."""
+    torch.manual_seed(0)
+    w = np.array([1.0, -0.5])
+    clean = np.random.default_rng(1).normal(size=(30, 2)) * 0.6 + np.array([-0.4, 0.3])
+    phi = MARGIN_LOSSES[loss].phi
+    lprime = lambda t: (phi(torch.from_numpy(t)) / torch.from_numpy(t)).numpy()  # l'(t) (t ≠ 0)
+    t_clean = clean @ w
+    g_mu = (lprime(t_clean)[:, None] * clean).mean(0)
+    inner = float(w @ g_mu)
+    assert inner > 0
+    R = 12.0
+    ax = np.linspace(-R, R, 161) + 1e-7
+    X = np.stack(np.meshgrid(ax, ax), -1).reshape(-1, 2)
+    G = lprime(X @ w)[:, None] * X
+    rho_lp = _lp_threshold(G, g_mu)
+    r = binary_reachability(inner, loss)
+    assert r.exact
+    assert rho_lp >= r.rho_min - 1e-6  # necessary everywhere
+    assert rho_lp == pytest.approx(r.rho_min, rel=0.02)  # and tight here (grid resolution)
+    assert r.reachable(eps_of_rho(rho_lp) * 1.001) and not r.reachable(eps_of_rho(r.rho_min) * 0.98)
+
+
+def test_negative_inner_product_reachable_for_every_eps_and_hinge_and_least_squares():
+    r = binary_reachability(-0.3, "hinge")
+    assert r.tau == 0.0 and not r.attained and r.reachable(1e-9) and not r.reachable(0.0)
+    # hinge, bounded: t ∈ [−2, 3] ⇒ b = 2 (at t = −2), τ = 0.3/2
+    r = binary_reachability(-0.3, "hinge", (-2.0, 3.0))
+    assert r.b == 2.0 and r.tau == pytest.approx(0.15)
+    ls = least_squares_reachability(0.7)
+    assert ls.tau == 0.0 and ls.exact and ls.reachable(1e-12) and not ls.reachable(0.0)
+    # brute force for least squares: any value v of (wx − y)x is hit by x = 1, y = w − v
+    w, v = 0.8, -123.0
+    assert (w * 1 - (w - v)) * 1 == pytest.approx(v)
+    # a ≥ 0: poisons can never pull ⟨w, g⟩ below 0 ⇒ unreachable
+    r = binary_reachability(0.1, "logistic", (-5.0, -0.1))
+    assert r.tau == math.inf and not r.reachable(1.0)
+
+
+@pytest.mark.parametrize("c", [2, 3, 5, 10])
+def test_ce_lower_bound_against_numerical_minimisation(c):
+    rng = np.random.default_rng(c)
+
+    def f(h):  # y = class 0 by symmetry
+        p = np.exp(h - h.max())
+        p /= p.sum()
+        p[0] -= 1.0
+        return float(h @ p)
+
+    best = min(minimize(f, rng.normal(scale=s, size=c), method="BFGS").fun for s in (0.3, 1, 3, 6) for _ in range(3))
+    assert best == pytest.approx(ce_lower_bound(c), abs=1e-7)
+    h_star = np.zeros(c)
+    h_star[0] = 1 + lambert_w((c - 1) / math.e)
+    assert f(h_star) == pytest.approx(ce_lower_bound(c), abs=1e-13)
+
+
+def test_two_class_cross_entropy_recovers_binary_logistic():
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(100, 2, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, 2, (100,), generator=g)
+    t = (2 * y - 1).double() * (h[:, 1] - h[:, 0])
+    assert trace_statistic(h, y) == pytest.approx(margin_statistic(t, "logistic"), abs=1e-13)
+    assert multiclass_reachability(h, y).tau == pytest.approx(binary_reachability(margin_statistic(t)).tau, rel=1e-12)
+
+
+def _mean_ce_grad_dot(model, last: nn.Linear, x, y):
+    params = [last.weight, last.bias]
+    loss = nn.functional.cross_entropy(model(x), y)
+    grads = torch.autograd.grad(loss, params)
+    return sum((p * g).sum() for p, g in zip(params, grads)).item()
+
+
+def test_trace_statistic_is_inner_product_with_last_layer_gradient():
+    """⟨W, G(μ)⟩ = E⟨h, p − y⟩ (Example 3) and its Theorem-4 version on an MLP's last layer."""
+    torch.manual_seed(0)
+    x = torch.randn(60, 7, dtype=torch.float64)
+    y = torch.randint(0, 4, (60,))
+    lin = nn.Linear(7, 4).double()
+    assert trace_statistic(lin(x), y) == pytest.approx(_mean_ce_grad_dot(lin, lin, x, y), abs=1e-12)
+    head = nn.Linear(5, 4).double()
+    mlp = nn.Sequential(nn.Linear(7, 5), nn.Tanh(), head).double()
+    assert trace_statistic(mlp(x), y) == pytest.approx(_mean_ce_grad_dot(mlp, head, x, y), abs=1e-12)
+
+
+def test_multiclass_condition_is_necessary_on_random_poisons():
+    """For any poison set, ε below τ leaves ⟨W, ∇ on the mixed set⟩ > 0: never stationary."""
+    torch.manual_seed(1)
+    lin = nn.Linear(6, 3).double()
+    x = torch.randn(80, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (80,))
+    with torch.no_grad():
+        lin.weight.mul_(3)
+    r = multiclass_reachability(lin(x), y)
+    assert r.tau > 0
+    for k in (1, 5, int(r.tau * 80 * 0.95)):
+        xp = torch.randn(k, 6, dtype=torch.float64) * 5
+        yp = torch.randint(0, 3, (k,))
+        xm, ym = torch.cat([x, xp]), torch.cat([y, yp])
+        assert _mean_ce_grad_dot(lin, lin, xm, ym) > 0
+
+
+def test_univariate_check_with_matrix_A():
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,), generator=g)
+    base = multiclass_reachability(h, y)
+    scaled = univariate_check(h, y, 2.5 * torch.eye(3, dtype=torch.float64))
+    assert scaled.tau == pytest.approx(base.tau, rel=1e-5)  # numeric bound, scale-invariant ratio
+    assert scaled.a == pytest.approx(2.5 * ce_lower_bound(3), rel=1e-5)
+    skew = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64)
+    vac = univariate_check(h, y, skew)  # Aᵀ1 not ∝ 1: shifting h makes the bounds infinite
+    assert vac.tau == 0.0 and math.isinf(vac.a) and math.isinf(vac.b)
+
+
+def test_budget_conversions_and_min_count():
+    for eps in (0.0, 0.03, 0.5, 1.0, 7.0):
+        assert eps_of_rho(rho_of_eps(eps)) == pytest.approx(eps)
+    assert min_poison_count(0.03, 1000) == 30
+    assert min_poison_count(0.0301, 1000) == 31
+    assert min_poison_count(0.03, 1000, attained=False) == 31
+    assert min_poison_count(math.inf, 10) == math.inf
+
+
+def test_mixed_gradient_norm_equals_gradient_over_the_union():
+    torch.manual_seed(2)
+    lin = nn.Linear(4, 3).double()
+    x, y = torch.randn(50, 4, dtype=torch.float64), torch.randint(0, 3, (50,))
+    xp, yp = torch.rand(20, 4, dtype=torch.float64), torch.randint(0, 3, (20,))
+
+    def grad(xx, yy):
+        gs = torch.autograd.grad(nn.functional.cross_entropy(lin(xx), yy), list(lin.parameters()))
+        return torch.cat([g.reshape(-1) for g in gs])
+
+    union = grad(torch.cat([x, xp]), torch.cat([y, yp])).norm().item()
+    assert mixed_gradient_norm(grad(x, y), grad(xp, yp), 20 / 50) == pytest.approx(union, rel=1e-12)
+    assert mixed_gradient_norm(grad(x, y), None, 0.0) == pytest.approx(grad(x, y).norm().item())
