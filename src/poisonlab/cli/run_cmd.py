@@ -51,7 +51,13 @@ def parse_key_values(items: list[str], what: str) -> dict:
             raise ConfigError(f"{what} {item!r} must look like KEY=VALUE")
         k, v = item.split("=", 1)
         try:
-            out[k.strip()] = yaml.safe_load(v)
+            value = yaml.safe_load(v)
+            if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string; users mean a number
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
+            out[k.strip()] = value
         except yaml.YAMLError as exc:
             raise ConfigError(f"{what} {item!r}: cannot parse value ({exc})") from None
     return out

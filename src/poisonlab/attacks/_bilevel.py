@@ -1,0 +1,362 @@
+"""Shared machinery of the bilevel attacks (tgda, back_gradient, metapoison, min_max).
+
+Not an attack itself (no registry key). Everything here is plumbing around the one second-order
+engine in :mod:`poisonlab.autodiff`:
+
+* the follower F as a *functional* network: parameters ``w`` (a tuple of tensors) plus the module
+  used by ``torch.func.functional_call``; cross-entropy losses of ``w`` on (clean ⊕ poison) batches;
+* plain gradient steps of the follower (the training loop's SGD, written functionally so unrolled
+  attacks can differentiate through them);
+* the per-round batch schedule (which clean, poison and validation points a round sees);
+* resumable checkpoints (safetensors + a JSON fingerprint, never pickle).
+
+Shapes: images ``(N, C, H, W)`` in [0, 1], labels ``(N,)`` int64, ``w`` a tuple of parameter
+tensors shaped like the victim's ``named_parameters()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from ..autodiff import Params
+from ..data.types import AttackData, Dataset
+from ..errors import ConfigError
+from ..seeding import derive_seed, torch_generator
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def check_dtype(name: str, what: str) -> None:
+    if name not in DTYPES:
+        raise ConfigError(f"{what}: dtype must be one of {sorted(DTYPES)}, got {name!r}")
+
+
+def check_positive_int(value: Any, key: str, what: str, *, allow_zero: bool = False) -> None:
+    lo = 0 if allow_zero else 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+        raise ConfigError(f"{what}: {key} must be an integer >= {lo}, got {value!r}")
+
+
+def check_positive_float(value: Any, key: str, what: str, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{what}: {key} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+
+
+def check_choice(value: Any, key: str, choices: Sequence[str], what: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{what}: {key} must be one of {list(choices)}, got {value!r}")
+
+
+# ---------------------------------------------------------------------------- the functional follower
+@dataclass
+class Follower:
+    """A victim network used functionally: ``net`` supplies the architecture (and buffers),
+    ``names`` the parameters that ``w`` replaces."""
+
+    net: nn.Module
+    names: list[str]
+
+    @staticmethod
+    def from_model(model: nn.Module, dtype: torch.dtype) -> tuple["Follower", Params]:
+        model = model.to(dtype).eval()
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        params = dict(model.named_parameters())
+        return Follower(model, names), tuple(params[n].detach().clone() for n in names)
+
+    def logits(self, w: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.net, dict(zip(self.names, w)), (x,))
+
+    def loss(self, w: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the follower on (x, y)."""
+        return F.cross_entropy(self.logits(w, x), y)
+
+    def mixed_loss(self, w: Sequence[torch.Tensor], xc: torch.Tensor, yc: torch.Tensor,
+                   xp: torch.Tensor, yp: torch.Tensor) -> torch.Tensor:
+        """f = mean cross-entropy on the clean batch ∪ the poison batch (every point weighs the same)."""
+        return self.loss(w, torch.cat([xc, xp.to(xc.dtype)]), torch.cat([yc, yp]))
+
+    def weighted_mixed_loss(self, w: Sequence[torch.Tensor], xc: torch.Tensor, yc: torch.Tensor,
+                            xp: torch.Tensor, yp: torch.Tensor, eps: float) -> torch.Tensor:
+        """(CE_clean + ε·CE_poison)/(1+ε): the expected batch loss on D_tr ∪ D_p, |D_p| = ε|D_tr|,
+        when the batch carries *all* poisons."""
+        return (self.loss(w, xc, yc) + eps * self.loss(w, xp.to(xc.dtype), yp)) / (1.0 + eps)
+
+    @torch.no_grad()
+    def mean_loss(self, w: Sequence[torch.Tensor], data: Dataset, chunk: int = 4096) -> float:
+        total, n = 0.0, len(data)
+        for s in range(0, n, chunk):
+            xb = data.x[s : s + chunk]
+            total += F.cross_entropy(self.logits(w, xb), data.y[s : s + chunk], reduction="sum").item()
+        return total / max(n, 1)
+
+    @torch.no_grad()
+    def accuracy(self, w: Sequence[torch.Tensor], data: Dataset, chunk: int = 4096) -> float:
+        correct, n = 0, len(data)
+        for s in range(0, n, chunk):
+            correct += (self.logits(w, data.x[s : s + chunk]).argmax(1) == data.y[s : s + chunk]).sum().item()
+        return 100.0 * correct / max(n, 1)
+
+
+def sgd_steps(loss_fn: Callable[[Params], torch.Tensor], w: Params, lr: float, steps: int,
+              *, create_graph: bool = False) -> Params:
+    """``steps`` plain gradient steps w ← w − lr·∇loss(w) (the training loop's SGD, functional).
+
+    With ``create_graph`` the steps stay differentiable (unrolled attacks); otherwise ``w`` is
+    detached after every step.
+    """
+    for _ in range(steps):
+        if create_graph:
+            ws = tuple(p if p.requires_grad else p.detach().requires_grad_(True) for p in w)
+        else:
+            ws = tuple(p.detach().requires_grad_(True) for p in w)
+        with torch.enable_grad():
+            g = torch.autograd.grad(loss_fn(ws), ws, create_graph=create_graph)
+        w = tuple(p - lr * gi for p, gi in zip(ws, g)) if create_graph else tuple(
+            (p - lr * gi).detach() for p, gi in zip(ws, g))
+    return w
+
+
+# ---------------------------------------------------------------------------- data on the attack device
+@dataclass(frozen=True)
+class AttackTensors:
+    """D_tr, D_v and the poison sources D_p⁰ cast to the attack's device and dtype."""
+
+    train: Dataset
+    val: Dataset
+    source_index: torch.Tensor  # (P,) indices into D_tr
+    x0: torch.Tensor  # (P, C, H, W) initial poisons
+    y0: torch.Tensor  # (P,)
+
+    @staticmethod
+    def build(data: AttackData, n_poison: int, generator: torch.Generator, device: torch.device,
+              dtype: torch.dtype, sources: torch.Tensor | None = None) -> "AttackTensors":
+        """``sources``: explicit D_p⁰ indices; default a seeded random ε·N subset of D_tr
+        (the thesis takes D_tr[0:εN]; D_tr is itself a seeded random permutation)."""
+        src = sources if sources is not None else torch.randperm(len(data.train), generator=generator)[:n_poison]
+        train = Dataset(data.train.x.to(device, dtype), data.train.y.to(device), data.num_classes, data.train.name)
+        val = Dataset(data.val.x.to(device, dtype), data.val.y.to(device), data.num_classes, data.val.name)
+        srcd = src.to(device)
+        return AttackTensors(train, val, src.clone(), train.x[srcd].clone(), train.y[srcd].clone())
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round of a bilevel attack: the clean batch, the poisons it carries, a validation batch."""
+
+    clean: torch.Tensor  # (B,) indices into D_tr
+    poison: torch.Tensor  # (b,) indices into the poison set (0..P-1)
+    val: torch.Tensor  # (V,) indices into D_v
+
+
+def epoch_rounds(n_train: int, n_poison: int, n_val: int, batch_size: int, val_batch_size: int | None,
+                 poisons_per_batch: str, generator: torch.Generator) -> list[Round]:
+    """The rounds of one attack epoch.
+
+    The clean set is shuffled into batches of ``batch_size`` as in victim training.
+    ``poisons_per_batch="proportional"``: the poisons are shuffled and split evenly over the
+    batches, so each batch carries ≈ ε·B poisons — the proportion the victim sees when it
+    retrains on D_tr ∪ D_p; ``"all"``: every batch carries every poison (the poisons then weigh
+    P/(B+P) in f instead of ε/(1+ε)); ``"weighted"``: every batch carries every poison, weighted
+    so that they weigh ε/(1+ε) (the expected batch loss). Validation batches cycle through a shuffled D_v
+    (``val_batch_size=None``: all of D_v every round).
+    """
+    perm = torch.randperm(n_train, generator=generator)
+    clean = list(torch.split(perm, batch_size))
+    if poisons_per_batch in ("all", "weighted"):
+        pois = [torch.arange(n_poison)] * len(clean)
+    else:
+        pois = list(torch.tensor_split(torch.randperm(n_poison, generator=generator), len(clean)))
+    vperm = torch.randperm(n_val, generator=generator)
+    rounds = []
+    for b, c in enumerate(clean):
+        if val_batch_size is None or val_batch_size >= n_val:
+            v = vperm
+        else:
+            start = (b * val_batch_size) % n_val
+            v = torch.roll(vperm, -start)[:val_batch_size]
+        rounds.append(Round(c, pois[b], v))
+    return rounds
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def fingerprint(*parts: Any) -> str:
+    """A short hash of JSON-able parts (config, sizes, a data digest) to refuse stale checkpoints."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def data_digest(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+class Checkpoint:
+    """One file ``<dir>/checkpoint.safetensors`` (tensors + JSON metadata in its header), replaced
+    atomically after every epoch, so an interrupted attack resumes from its last finished epoch.
+
+    ``load`` returns ``None`` when there is no checkpoint and raises :class:`ConfigError` when the
+    checkpoint belongs to another configuration (its fingerprint differs).
+    """
+
+    FILE = "checkpoint.safetensors"
+
+    def __init__(self, directory: str | os.PathLike | None, fp: str) -> None:
+        self.dir = Path(directory) if directory else None
+        self.fp = fp
+
+    def save(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        if self.dir is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{self.FILE}.tmp"
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={"fingerprint": self.fp, "meta": json.dumps(meta)})
+        os.replace(tmp, self.dir / self.FILE)
+
+    def load(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        if self.dir is None or not (self.dir / self.FILE).is_file():
+            return None
+        path = str(self.dir / self.FILE)
+        with safe_open(path, framework="pt") as fh:
+            header = fh.metadata() or {}
+        if header.get("fingerprint") != self.fp:
+            raise ConfigError(f"checkpoint {path} belongs to another attack configuration or dataset; "
+                              "delete it or choose another checkpoint directory")
+        return load_file(path), json.loads(header.get("meta", "{}"))
+
+
+def pack(prefix: str, tensors: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{i}": t for i, t in enumerate(tensors)}
+
+
+def unpack(prefix: str, state: dict[str, torch.Tensor], like: Sequence[torch.Tensor]) -> Params:
+    return tuple(state[f"{prefix}.{i}"].to(t.device, t.dtype) for i, t in enumerate(like))
+
+
+def optimizer_state(opt: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors of an SGD/Adam state (``step``, ``exp_avg``, ``exp_avg_sq``, ``momentum_buffer``)."""
+    out: dict[str, torch.Tensor] = {}
+    for i, p in enumerate(params):
+        for k, v in opt.state.get(p, {}).items():
+            if isinstance(v, torch.Tensor):
+                out[f"opt.{i}.{k}"] = v
+            elif v is not None:
+                out[f"opt.{i}.{k}"] = torch.tensor(float(v))
+    return out
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, params: Sequence[torch.Tensor], state: dict[str, torch.Tensor]) -> None:
+    for i, p in enumerate(params):
+        prefix = f"opt.{i}."
+        entries = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if entries:
+            opt.state[p] = {k: v.to(p.device) if v.ndim else v.clone() for k, v in entries.items()}
+
+
+def epoch_generator(base_seed: int, epoch: int) -> torch.Generator:
+    """The batch-order generator of one epoch: depends only on (base seed, epoch), so an attack
+    resumed at epoch e draws exactly the batches an uninterrupted run would have drawn."""
+    return torch_generator(base_seed, f"bilevel-epoch-{epoch}")
+
+
+def draw_base_seed(generator: torch.Generator) -> int:
+    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    for s in range(0, n, size):
+        yield slice(s, min(n, s + size))
+
+
+# ---------------------------------------------------------------------------- poison labels
+def initial_labels(rule: str, y: torch.Tensor, num_classes: int, fol: "Follower | None" = None,
+                   w: Params | None = None, x: torch.Tensor | None = None) -> torch.Tensor:
+    """Labels of direct-variable poisons: ``keep`` (clean label), ``flip`` (y ← C−1−y, the thesis'
+    10 − y kept in range) or ``max_loss`` (the label the follower ``w`` finds least likely for x)."""
+    if rule == "keep":
+        return y.clone()
+    if rule == "flip":
+        return (num_classes - 1) - y
+    assert fol is not None and w is not None and x is not None
+    with torch.no_grad():
+        out = torch.cat([fol.logits(w, x[sl]) for sl in chunks(len(x), 4096)]) if len(x) else x.new_zeros(0, num_classes)
+    return out.argmin(1)
+
+
+LABEL_RULES = ("keep", "flip", "max_loss")
+
+
+# ---------------------------------------------------------------------------- direct-variable game loop
+def direct_game(
+    *,
+    name: str,
+    fol: Follower,
+    w_pre: Params,
+    T: AttackTensors,
+    y_poison: torch.Tensor,
+    leader_step: Callable[[Params, Round, torch.Tensor], torch.Tensor],
+    epochs: int,
+    n: int,
+    follower_lr: float,
+    batch_size: int,
+    val_batch_size: int | None,
+    base_seed: int,
+    checkpoint: Checkpoint,
+    progress: bool,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Gradient descent-ascent on directly optimised poison images (back_gradient, min_max).
+
+    Each round (one clean batch with its ≈ε·B poisons): ``leader_step(w, round, x_p)`` returns the
+    round's poisons moved by the leader (rows ``round.poison`` of the (P, C, H, W) tensor), then the
+    follower takes ``n`` gradient steps on the clean batch ∪ those poisons. Resumable per epoch.
+    Returns (final poison images, diagnostics).
+    """
+    xp_all = T.x0.clone()
+    w = w_pre
+    n_eval = min(len(T.val), 5000)
+    eval_set = Dataset(T.val.x[:n_eval], T.val.y[:n_eval], T.val.num_classes)
+    info: dict[str, Any] = {"val_loss": [fol.mean_loss(w, eval_set)], "val_accuracy": [fol.accuracy(w, eval_set)]}
+    start = 0
+    state = checkpoint.load()
+    if state is not None:
+        tensors, meta = state
+        xp_all = tensors["xp"].to(T.x0.device, T.x0.dtype)
+        w = unpack("w", tensors, w_pre)
+        start, info = int(meta["epoch"]), meta["info"]
+    seconds = 0.0
+    bar = tqdm(range(start, epochs), desc=name, disable=not progress, unit="ep", initial=start, total=epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        for r in epoch_rounds(len(T.train), len(xp_all), len(T.val), batch_size, val_batch_size, "proportional",
+                              epoch_generator(base_seed, epoch)):
+            xc, yc = T.train.x[r.clean], T.train.y[r.clean]
+            if len(r.poison):
+                xp_all[r.poison] = leader_step(w, r, xp_all[r.poison]).detach().clamp(0.0, 1.0)
+            if n:
+                xp, yp = xp_all[r.poison], y_poison[r.poison]
+                w = sgd_steps(lambda ws: fol.mixed_loss(ws, xc, yc, xp, yp), w, follower_lr, n)
+        seconds += time.perf_counter() - t0
+        info["val_loss"].append(fol.mean_loss(w, eval_set))
+        info["val_accuracy"].append(fol.accuracy(w, eval_set))
+        bar.set_postfix(val_loss=f"{info['val_loss'][-1]:.4f}")
+        checkpoint.save({"xp": xp_all, **pack("w", w)}, {"epoch": epoch + 1, "info": info})
+    info["seconds_per_epoch"] = seconds / max(epochs - start, 1)
+    return xp_all, info

@@ -1,0 +1,98 @@
+"""Back-gradient poisoning (Muñoz-González, Biggio et al. 2017) as k-step unrolled GDA (thesis §2.4.2).
+
+Threat model: indiscriminate, training-only. The attacker adds ε·N points whose *images* it
+optimises directly (initialised from D_tr points); labels are set once at the start (``labels``:
+``flip`` y ← C−1−y as in the original attack, ``keep`` for a clean-label variant, or
+``max_loss``). Each round, with the follower at w_t:
+
+    w_{t,k}  = k plain SGD steps of f(x_p, ·) from w_t        (unrolled, differentiable)
+    x_p     ← Π_[0,1]( x_p + α · sign ∇_{x_p} ℓ(w_{t,k}) )    (ℓ = CE on a D_v batch; hypergradient
+                                                             by reverse mode through the k steps)
+    w_{t+1}  = w_t − β ∇_w f(x_p, w_t)   (n times)             (UGDA follower, Metz et al. 2017)
+
+The original back-gradient reverses the k steps with O(1) memory by reversible learning; we
+store the k steps instead (exact same hypergradient for the small k used here). Poisons are
+processed ≈ε·B per clean batch of B, all of them every epoch, instead of one point at a time.
+Shapes: images (N, C, H, W) in [0, 1], poisons (ε·N, C, H, W).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..data.types import AttackData, PoisonSet
+from ..training.victim import Victim
+from . import _bilevel as B
+from .base import Attack, AttackConfig, register_attack
+
+WHAT = "attack 'back_gradient'"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackGradientConfig(AttackConfig):
+    epochs: int = 10  # passes over D_tr (each poison is updated once per pass)
+    k: int = 10  # unrolled follower steps in the hypergradient
+    n: int = 1  # follower steps per round (UGDA)
+    leader_lr: float = 0.02  # α, pixel units per signed step
+    follower_lr: float | None = None  # β; None: the victim recipe's learning rate
+    batch_size: int | None = None
+    val_batch_size: int | None = 1000
+    labels: str = "flip"
+    dtype: str = "float32"
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        B.check_positive_int(self.epochs, "epochs", WHAT, allow_zero=True)
+        B.check_positive_int(self.k, "k", WHAT)
+        B.check_positive_int(self.n, "n", WHAT, allow_zero=True)
+        B.check_positive_float(self.leader_lr, "leader_lr", WHAT)
+        if self.follower_lr is not None:
+            B.check_positive_float(self.follower_lr, "follower_lr", WHAT)
+        for key in ("batch_size", "val_batch_size"):
+            if getattr(self, key) is not None:
+                B.check_positive_int(getattr(self, key), key, WHAT)
+        B.check_choice(self.labels, "labels", B.LABEL_RULES, WHAT)
+        B.check_dtype(self.dtype, WHAT)
+
+
+def unrolled_hypergradient(fol: B.Follower, w: B.Params, xc: torch.Tensor, yc: torch.Tensor, xp: torch.Tensor,
+                           yp: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, *, k: int, lr: float) -> torch.Tensor:
+    """∇_{x_p} ℓ(w_k(x_p)) where w_k = k SGD steps on f = CE(clean ∪ poisons) from ``w``."""
+    xp = xp.detach().requires_grad_(True)
+    with torch.enable_grad():
+        wk = B.sgd_steps(lambda ws: fol.mixed_loss(ws, xc, yc, xp, yp), tuple(p.detach() for p in w), lr, k,
+                         create_graph=True)
+        return torch.autograd.grad(fol.loss(wk, xv, yv), xp)[0]
+
+
+@register_attack("back_gradient")
+class BackGradient(Attack):
+    Config = BackGradientConfig
+    summary = "poison images by k-step unrolled gradient ascent on the validation loss (Muñoz-González et al. 2017)"
+
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator,
+               progress: bool) -> PoisonSet:
+        cfg: BackGradientConfig = self.config
+        dtype, device = B.DTYPES[cfg.dtype], victim.device
+        base = B.draw_base_seed(generator)
+        T = B.AttackTensors.build(data, n_poison, generator, device, dtype)
+        fol, w_pre = B.Follower.from_model(victim.clean_model(), dtype)
+        yp_all = B.initial_labels(cfg.labels, T.y0, data.num_classes, fol, w_pre, T.x0)
+        beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
+        bs = cfg.batch_size or victim.spec.recipe.batch_size or len(T.train)
+
+        def leader_step(w: B.Params, r: B.Round, xp: torch.Tensor) -> torch.Tensor:
+            g = unrolled_hypergradient(fol, w, T.train.x[r.clean], T.train.y[r.clean], xp, yp_all[r.poison],
+                                       T.val.x[r.val], T.val.y[r.val], k=cfg.k, lr=beta)
+            return xp + cfg.leader_lr * g.sign()
+
+        resumable = {k: v for k, v in self.options().items() if k not in ("epochs", "checkpoint")}
+        fp = B.fingerprint("back_gradient", resumable, n_poison, len(T.val), base,
+                           B.data_digest(data.train.x[:256], data.val.x[:256]), victim.spec.model)
+        x, info = B.direct_game(name="back_gradient", fol=fol, w_pre=w_pre, T=T, y_poison=yp_all,
+                                leader_step=leader_step, epochs=cfg.epochs, n=cfg.n, follower_lr=beta,
+                                batch_size=bs, val_batch_size=cfg.val_batch_size, base_seed=base,
+                                checkpoint=B.Checkpoint(cfg.checkpoint, fp), progress=progress)
+        return PoisonSet(x.to("cpu", torch.float32), yp_all.cpu(), T.source_index, info)

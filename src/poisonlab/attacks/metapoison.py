@@ -1,0 +1,130 @@
+"""MetaPoison (Huang, Geiping, Fowl, Taylor & Goldstein 2020), adapted to indiscriminate poisoning.
+
+Threat model: clean-label, training-only. The attacker adds ε·N copies of D_tr points with
+their labels kept and an image perturbation δ, ‖δ‖_∞ ≤ ``radius``, x_p = clip(x⁰ + δ, 0, 1).
+As in the thesis (§2.6.1) the targeted objective is replaced by *maximising the validation
+loss* ℓ = CE(D_v). Meta-learning with an ensemble of ``ensemble`` victims trained to staggered
+stages (initialised with different seeds, model i pre-trained for ⌊i·T/M⌋ of ``stagger_epochs``
+epochs on D_tr ∪ D_p): each of the ``outer_steps`` steps
+
+    for each model w_i:   w_i,K = K unrolled SGD steps of f from w_i        (differentiable in δ)
+    δ ← Π( δ + Adam( ∇_δ mean_i ℓ(w_i,K) ) )
+    every model then takes one ordinary SGD step on D_tr ∪ D_p (the ensemble keeps training;
+    a model that reaches ``stagger_epochs`` epochs restarts from a fresh initialisation)
+
+f uses a clean batch of B points plus all poisons weighted ε: f = (CE_clean + ε·CE_poison)/(1+ε),
+the expected loss of a batch of D_tr ∪ D_p. Paper defaults: K = 2, 60 outer steps, 24 models.
+Shapes: images (N, C, H, W) in [0, 1], δ (ε·N, C, H, W).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.types import AttackData, PoisonSet
+from ..training.victim import Victim
+from . import _bilevel as B
+from .base import Attack, AttackConfig, register_attack
+
+WHAT = "attack 'metapoison'"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetaPoisonConfig(AttackConfig):
+    outer_steps: int = 60
+    unroll: int = 2  # K
+    ensemble: int = 24  # M
+    stagger_epochs: int = 10  # the ensemble spans training stages 0 .. stagger_epochs epochs
+    radius: float = 8 / 255  # L∞ bound on δ
+    leader_lr: float = 0.01  # Adam step on δ (pixel units)
+    follower_lr: float | None = None
+    batch_size: int | None = None
+    val_batch_size: int | None = 1000
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for key in ("outer_steps", "stagger_epochs"):
+            B.check_positive_int(getattr(self, key), key, WHAT, allow_zero=True)
+        for key in ("unroll", "ensemble"):
+            B.check_positive_int(getattr(self, key), key, WHAT)
+        B.check_positive_float(self.radius, "radius", WHAT)
+        B.check_positive_float(self.leader_lr, "leader_lr", WHAT)
+        if self.follower_lr is not None:
+            B.check_positive_float(self.follower_lr, "follower_lr", WHAT)
+        for key in ("batch_size", "val_batch_size"):
+            if getattr(self, key) is not None:
+                B.check_positive_int(getattr(self, key), key, WHAT)
+        B.check_dtype(self.dtype, WHAT)
+
+
+@register_attack("metapoison")
+class MetaPoison(Attack):
+    Config = MetaPoisonConfig
+    clean_label = True
+    summary = "clean-label δ by K-step unrolled meta-gradients over a staggered ensemble (Huang et al. 2020)"
+
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator,
+               progress: bool) -> PoisonSet:
+        cfg: MetaPoisonConfig = self.config
+        dtype, device = B.DTYPES[cfg.dtype], victim.device
+        base = B.draw_base_seed(generator)
+        T = B.AttackTensors.build(data, n_poison, generator, device, dtype)
+        eps = n_poison / len(T.train)
+        beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
+        bs = cfg.batch_size or victim.spec.recipe.batch_size or len(T.train)
+        steps_per_epoch = max(1, -(-len(T.train) // bs))
+        horizon = cfg.stagger_epochs * steps_per_epoch  # SGD steps at which a model restarts
+        g = B.torch_generator(base, "metapoison")
+
+        def fresh(i: int, restart: int) -> tuple[B.Follower, B.Params]:
+            return B.Follower.from_model(victim.spec.build(B.derive_seed(base, f"mp-model-{i}-{restart}")), dtype)
+
+        def batch_loss(fol: B.Follower, w: B.Params, xp: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            idx = torch.randint(0, len(T.train), (bs,), generator=g).to(device)
+            return fol.weighted_mixed_loss(w, T.train.x[idx], T.train.y[idx], xp, T.y0, eps)
+
+        delta = torch.zeros_like(T.x0)
+        models, ages, restarts = [], [], [0] * cfg.ensemble
+        for i in range(cfg.ensemble):  # staggered pretraining on D_tr ∪ D⁰_p
+            fol, w = fresh(i, 0)
+            age = (i * horizon) // cfg.ensemble
+            for _ in range(age):
+                w = B.sgd_steps(lambda ws: batch_loss(fol, ws, T.x0), w, beta, 1)
+            models.append((fol, w))
+            ages.append(age)
+        opt = torch.optim.Adam([delta.requires_grad_(True)], lr=cfg.leader_lr)
+        info: dict = {"val_loss": [], "ensemble": cfg.ensemble}
+        t0 = time.perf_counter()
+        for _ in tqdm(range(cfg.outer_steps), desc="metapoison", disable=not progress, unit="step"):
+            v = torch.randperm(len(T.val), generator=g)[: cfg.val_batch_size or len(T.val)].to(device)
+            xv, yv = T.val.x[v], T.val.y[v]
+            opt.zero_grad(set_to_none=True)
+            total = 0.0
+            for fol, w in models:
+                with torch.enable_grad():
+                    xp = (T.x0 + delta).clamp(0.0, 1.0)
+                    wk = B.sgd_steps(lambda ws: batch_loss(fol, ws, xp), w, beta, cfg.unroll, create_graph=True)
+                    ell = fol.loss(wk, xv, yv) / len(models)
+                    (-ell).backward()  # ascent on the validation loss
+                total += ell.item()
+            opt.step()
+            with torch.no_grad():
+                delta.clamp_(-cfg.radius, cfg.radius)
+                delta.copy_((T.x0 + delta).clamp(0.0, 1.0) - T.x0)
+            info["val_loss"].append(total)
+            xp_now = (T.x0 + delta.detach()).clamp(0.0, 1.0)
+            for i, (fol, w) in enumerate(models):  # the ensemble keeps training on the current poisons
+                if ages[i] + 1 >= horizon:
+                    restarts[i] += 1
+                    models[i], ages[i] = fresh(i, restarts[i]), 0
+                    continue
+                models[i] = (fol, B.sgd_steps(lambda ws: batch_loss(fol, ws, xp_now), w, beta, 1))
+                ages[i] += 1
+        info["seconds"] = time.perf_counter() - t0
+        info["seconds_per_outer_step"] = info["seconds"] / max(cfg.outer_steps, 1)
+        x = (T.x0 + delta.detach()).clamp(0.0, 1.0)
+        return PoisonSet(x.to("cpu", torch.float32), T.y0.cpu(), T.source_index, info)

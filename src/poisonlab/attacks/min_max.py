@@ -1,0 +1,89 @@
+"""Min-max poisoning (Steinhardt, Koh & Liang 2017), the zero-sum reduction (thesis eq. 2.2).
+
+Threat model: indiscriminate, training-only; the attacker adds ε·N points and solves
+max_{D_p} min_w L(D_tr ∪ D_p, w) — leader and follower share the training loss (ℓ = f), so no
+validation set and no implicit gradient is needed: at a stationary follower the total gradient
+reduces to the direct one ∇_{x_p} f. Adapted from the original online SVM algorithm to neural
+networks and batches: poison images are initialised from D_tr points with labels chosen once
+(``labels="max_loss"``: the class the clean model finds least likely, the analogue of picking the
+highest-loss feasible label; or ``flip`` / ``keep``), then each round
+
+    x_p ← Π_[0,1]( x_p + α · sign ∇_{x_p} CE(w; x_p, y_p) )   (m times, the round's ≈ε·B poisons)
+    w   ← w − β ∇_w f(D_batch ∪ x_p, w)                        (n times)
+
+The feasible set is the pixel box [0, 1] (no data-sanitisation sphere, which the thesis'
+protocol does not use). Shapes: images (N, C, H, W) in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..data.types import AttackData, PoisonSet
+from ..training.victim import Victim
+from . import _bilevel as B
+from .base import Attack, AttackConfig, register_attack
+
+WHAT = "attack 'min_max'"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MinMaxConfig(AttackConfig):
+    epochs: int = 10
+    m: int = 1  # leader (ascent) steps per round
+    n: int = 1  # follower steps per round
+    leader_lr: float = 0.05  # α, pixel units per signed step
+    follower_lr: float | None = None
+    batch_size: int | None = None
+    labels: str = "max_loss"
+    dtype: str = "float32"
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        B.check_positive_int(self.epochs, "epochs", WHAT, allow_zero=True)
+        B.check_positive_int(self.m, "m", WHAT)
+        B.check_positive_int(self.n, "n", WHAT, allow_zero=True)
+        B.check_positive_float(self.leader_lr, "leader_lr", WHAT)
+        if self.follower_lr is not None:
+            B.check_positive_float(self.follower_lr, "follower_lr", WHAT)
+        if self.batch_size is not None:
+            B.check_positive_int(self.batch_size, "batch_size", WHAT)
+        B.check_choice(self.labels, "labels", B.LABEL_RULES, WHAT)
+        B.check_dtype(self.dtype, WHAT)
+
+
+@register_attack("min_max")
+class MinMax(Attack):
+    Config = MinMaxConfig
+    summary = "zero-sum max_{D_p} min_w L(D_tr ∪ D_p): poisons ascend the follower's training loss (Steinhardt et al. 2017)"
+
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator,
+               progress: bool) -> PoisonSet:
+        cfg: MinMaxConfig = self.config
+        dtype, device = B.DTYPES[cfg.dtype], victim.device
+        base = B.draw_base_seed(generator)
+        T = B.AttackTensors.build(data, n_poison, generator, device, dtype)
+        fol, w_pre = B.Follower.from_model(victim.clean_model(), dtype)
+        yp_all = B.initial_labels(cfg.labels, T.y0, data.num_classes, fol, w_pre, T.x0)
+        beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
+        bs = cfg.batch_size or victim.spec.recipe.batch_size or len(T.train)
+
+        def leader_step(w: B.Params, r: B.Round, xp: torch.Tensor) -> torch.Tensor:
+            yp = yp_all[r.poison]
+            for _ in range(cfg.m):
+                x = xp.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    g = torch.autograd.grad(fol.loss(w, x, yp), x)[0]
+                xp = (x + cfg.leader_lr * g.sign()).clamp(0.0, 1.0).detach()
+            return xp
+
+        resumable = {k: v for k, v in self.options().items() if k not in ("epochs", "checkpoint")}
+        fp = B.fingerprint("min_max", resumable, n_poison, base,
+                           B.data_digest(data.train.x[:256], data.val.x[:256]), victim.spec.model)
+        x, info = B.direct_game(name="min_max", fol=fol, w_pre=w_pre, T=T, y_poison=yp_all,
+                                leader_step=leader_step, epochs=cfg.epochs, n=cfg.n, follower_lr=beta,
+                                batch_size=bs, val_batch_size=1, base_seed=base,
+                                checkpoint=B.Checkpoint(cfg.checkpoint, fp), progress=progress)
+        return PoisonSet(x.to("cpu", torch.float32), yp_all.cpu(), T.source_index, info)

@@ -1,0 +1,370 @@
+"""TGDA: Total Gradient Descent Ascent poisoning (Lu, Kamath & Yu 2022; thesis §2.4–2.6, Algorithm 1).
+
+Threat model: indiscriminate, training-only, clean-label. The attacker adds ε·N points to D_tr;
+each poison is L_θ(x⁰, y⁰) for a source point (x⁰, y⁰) ∈ D_p⁰ ⊂ D_tr and keeps the label y⁰.
+The attacker (leader) is a generator network L_θ (``fc_autoencoder`` / ``conv_autoencoder``),
+pretrained as an autoencoder on D_tr; the defender (follower) F_w starts from the clean-trained
+victim. Objectives (non-zero-sum, eq. 2.1):
+
+    follower  f(θ, w) = CE(F_w; D_tr ∪ L_θ(D_p⁰))          (minimised by w)
+    leader    ℓ(θ, w) = CE(F_w; D_v)                        (maximised by θ)
+
+Each round (one clean batch): m leader steps θ ← θ + α·D_θℓ with the total gradient
+
+    D_θℓ = ∇_θℓ − ∇²_θw f · (∇²_ww f + λI)⁻¹ · ∇_w ℓ          (eq. 2.3; ∇_θℓ = 0 here)
+
+computed by :func:`poisonlab.autodiff.total_gradient` with respect to the poison *images*
+x_p = L_θ(D_p⁰) and chained through the generator (D_θℓ = J_θ(x_p)ᵀ D_{x_p}ℓ, exact because ℓ
+reaches θ only through x_p), then n follower steps w ← w − β∇_w f.
+
+Ablations are options: ``leader`` (who moves first in a round), ``formulation`` (``zero_sum``:
+ℓ = f), ``pretrain_attacker``, ``m``, ``n``, ``start`` (``cold``: the follower restarts from
+w_pre every round), ``partitions`` (K parts of D_tr attacked independently, then joined — how
+the thesis scaled TGDA to ResNet-18).
+
+``leader="defender"`` reverses the order of moves inside every round (n follower steps, then
+m leader steps). A literal role swap — the defender taking total-gradient steps against an
+attacker that follows ∇_θℓ — is degenerate for the non-zero-sum game, where ∇_θℓ = 0 (ℓ sees θ
+only through w), so the order of moves is what this switch changes.
+
+Implementation choices, checked on MNIST / LR (see bench/tgda_mnist.py and the tests):
+* the total gradient is verified in sign and scale against central finite differences of ℓ at
+  the exactly re-solved follower w*(θ ± hu) of f + λ/2‖w‖² (λ = the CG damping);
+* the leader steps with plain gradient ascent (the thesis' α); Adam at α = 0.01 saturated the
+  generator's sigmoid within an epoch and produced no accuracy drop;
+* each round carries ≈ε·B poisons (``proportional``), the proportion the victim sees when it
+  retrains, so f is an unbiased batch estimate of the follower's true objective.
+
+Shapes: D_tr images (N, C, H, W) in [0, 1]; poisons (ε·N, C, H, W) in [0, 1] (sigmoid output).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..autodiff import Params, total_gradient
+from ..data.types import AttackData, Dataset, PoisonSet
+from ..errors import ConfigError
+from ..models.generators import GENERATORS, build_generator, default_generator_name
+from ..seeding import derive_seed
+from ..training.victim import Victim
+from . import _bilevel as B
+from .base import Attack, AttackConfig, register_attack
+
+WHAT = "attack 'tgda'"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TGDAConfig(AttackConfig):
+    """Options of :class:`TGDA` (thesis defaults: α=0.01, m=1, β=0.1, n=20, 200 epochs)."""
+
+    epochs: int = 200  # T / (rounds per epoch): passes over D_tr
+    m: int = 1  # leader (TGA) steps per round
+    n: int = 20  # follower (GD) steps per round
+    leader_lr: float = 0.01  # α
+    leader_optimizer: str = "sgd"  # "sgd" (plain ascent, the thesis) or "adam"
+    follower_lr: float | None = None  # β; None: the victim recipe's learning rate (0.1)
+    batch_size: int | None = None  # clean points per round; None: the victim recipe's batch size
+    val_batch_size: int | None = 1000  # D_v points in ℓ per round; None: all of D_v
+    poisons_per_batch: str = "proportional"  # "proportional" (≈ε·B per round), "all" or "weighted" (all, weight ε)
+    leader: str = "attacker"  # who moves first in a round: "attacker" (Alg. 1) or "defender"
+    formulation: str = "nonzero_sum"  # or "zero_sum" (ℓ = f)
+    start: str = "warm"  # "warm" (partial warm start) or "cold" (follower restarts from w_pre)
+    pretrain_attacker: bool = True
+    pretrain_epochs: int = 5
+    pretrain_lr: float = 1e-3
+    generator: str | None = None  # None: fc_autoencoder for grey, conv_autoencoder for colour
+    generator_options: dict = field(default_factory=dict)
+    damping: float = 0.01  # λ in (∇²_ww f + λI)⁻¹
+    cg_iters: int = 10
+    cg_tol: float = 1e-4
+    cg_warm_start: bool = True
+    normal_equations: bool = False  # CG on the normal equations (indefinite Hessians)
+    hvp_method: str = "double_backward"  # or "fwdrev" (see poisonlab.autodiff.hvp)
+    partitions: int = 1  # K: split D_tr into K parts attacked independently
+    workers: int = 1  # processes for the partitions (on CUDA, worker i uses GPU i mod #GPUs)
+    dtype: str = "float32"
+    checkpoint: str | None = None  # directory; the attack resumes from it and saves after each epoch
+    log_every: int = 1  # epochs between validation-loss diagnostics
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "m", "n", "pretrain_epochs"):
+            B.check_positive_int(getattr(self, key), key, WHAT, allow_zero=True)
+        for key in ("cg_iters", "partitions", "workers", "log_every"):
+            B.check_positive_int(getattr(self, key), key, WHAT)
+        for key in ("batch_size", "val_batch_size"):
+            if getattr(self, key) is not None:
+                B.check_positive_int(getattr(self, key), key, WHAT)
+        for key in ("leader_lr", "pretrain_lr", "cg_tol"):
+            B.check_positive_float(getattr(self, key), key, WHAT)
+        if self.follower_lr is not None:
+            B.check_positive_float(self.follower_lr, "follower_lr", WHAT)
+        B.check_positive_float(self.damping, "damping", WHAT, allow_zero=True)
+        B.check_choice(self.leader_optimizer, "leader_optimizer", ("sgd", "adam"), WHAT)
+        B.check_choice(self.poisons_per_batch, "poisons_per_batch", ("proportional", "all", "weighted"), WHAT)
+        B.check_choice(self.hvp_method, "hvp_method", ("double_backward", "fwdrev"), WHAT)
+        B.check_choice(self.leader, "leader", ("attacker", "defender"), WHAT)
+        B.check_choice(self.formulation, "formulation", ("nonzero_sum", "zero_sum"), WHAT)
+        B.check_choice(self.start, "start", ("warm", "cold"), WHAT)
+        for key in ("pretrain_attacker", "cg_warm_start", "normal_equations"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{WHAT}: {key} must be true or false, got {getattr(self, key)!r}")
+        if self.generator is not None and self.generator not in GENERATORS:
+            raise ConfigError(f"{WHAT}: unknown generator {self.generator!r}; valid: {GENERATORS.names()}")
+        if not isinstance(self.generator_options, dict):
+            raise ConfigError(f"{WHAT}: generator_options must be a mapping")
+        B.check_dtype(self.dtype, WHAT)
+
+
+# ---------------------------------------------------------------------------- the leader's gradient
+def leader_gradient(
+    fol: B.Follower,
+    gen: nn.Module,
+    w: Params,
+    clean: tuple[torch.Tensor, torch.Tensor],
+    sources: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor] | None,
+    *,
+    damping: float,
+    cg_iters: int,
+    cg_tol: float,
+    x0: Params | None = None,
+    normal_equations: bool = False,
+    hvp_method: str = "double_backward",
+    poison_weight: float | None = None,
+) -> tuple[Params, Any]:
+    """D_θℓ for the generator parameters θ (in ``gen.parameters()`` order) and the CG solve.
+
+    ``clean`` = (x, y) of the round's clean batch, ``sources`` = (x⁰, y⁰) of its poisons,
+    ``val`` = (x, y) of the validation batch, or ``None`` for the zero-sum formulation (ℓ = f).
+    ``poison_weight`` = ε weighs the poisons as in :meth:`Follower.weighted_mixed_loss`; ``None``:
+    every point of clean ∪ poisons weighs the same.
+    """
+    xc, yc = clean
+    x0b, y0b = sources
+    theta = [p for p in gen.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        xp = gen(x0b, y0b)
+
+    def f(wt: Params, t: Params) -> torch.Tensor:
+        if poison_weight is not None:
+            return fol.weighted_mixed_loss(wt, xc, yc, t[0], y0b, poison_weight)
+        return fol.mixed_loss(wt, xc, yc, t[0], y0b)
+
+    if val is None:
+        ell = f
+    else:
+        xv, yv = val
+
+        def ell(wt: Params, t: Params) -> torch.Tensor:
+            return fol.loss(wt, xv, yv)
+
+    d_x, solve = total_gradient(f, ell, w, (xp.detach(),), damping=damping, tol=cg_tol, max_iter=cg_iters,
+                                x0=x0, normal_equations=normal_equations, hvp_method=hvp_method)
+    with torch.enable_grad():
+        d_theta = torch.autograd.grad(xp, theta, grad_outputs=d_x[0], allow_unused=True)
+    return tuple(torch.zeros_like(p) if g is None else g for p, g in zip(theta, d_theta)), solve
+
+
+def pretrain_autoencoder(gen: nn.Module, data: Dataset, *, epochs: int, lr: float, batch_size: int,
+                         generator: torch.Generator, progress: bool) -> list[float]:
+    """Train L_θ to reconstruct D_tr (MSE, Adam) — thesis §2.5.2 (1); returns the loss per epoch."""
+    opt = torch.optim.Adam(gen.parameters(), lr=lr)
+    losses = []
+    for _ in tqdm(range(epochs), desc="tgda: pretrain attacker", disable=not progress, leave=False, unit="ep"):
+        perm = torch.randperm(len(data), generator=generator).to(data.x.device)
+        total = 0.0
+        for idx in torch.split(perm, batch_size):
+            with torch.enable_grad():
+                loss = F.mse_loss(gen(data.x[idx], data.y[idx]), data.x[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        losses.append(total / max(len(data), 1))
+    return losses
+
+
+# ---------------------------------------------------------------------------- the attack
+@register_attack("tgda")
+class TGDA(Attack):
+    Config = TGDAConfig
+    clean_label = True
+    summary = "generator L_θ trained by total-gradient ascent on the follower's validation loss (Algorithm 1)"
+
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator,
+               progress: bool) -> PoisonSet:
+        cfg: TGDAConfig = self.config
+        k = min(cfg.partitions, n_poison)
+        if k == 1:
+            src = torch.randperm(len(data.train), generator=generator)[:n_poison]
+            return self._attack_part(data, victim, src, B.draw_base_seed(generator), progress, cfg.checkpoint, "")
+        # K partitions of D_tr, attacked independently with their share of the budget (thesis §2.6.2)
+        perm = torch.randperm(len(data.train), generator=generator)
+        parts = torch.tensor_split(perm, k)
+        budgets = [len(b) for b in torch.tensor_split(torch.arange(n_poison), k)]
+        bases = [B.draw_base_seed(generator) for _ in range(k)]
+        jobs = [(AttackData(train=data.train.subset(idx), val=data.val), torch.arange(nb), bases[i],
+                 f"{cfg.checkpoint}/part-{i}" if cfg.checkpoint else None, f" [{i + 1}/{k}]")
+                for i, (idx, nb) in enumerate(zip(parts, budgets))]
+        if cfg.workers > 1:
+            outs = _run_parallel(self.options(), jobs, victim, cfg.workers)
+        else:
+            outs = [self._attack_part(d, victim, s, b, progress, c, t) for d, s, b, c, t in jobs]
+        srcs = [idx[o.source_index] for idx, o in zip(parts, outs)]
+        infos = [o.info for o in outs]
+        return PoisonSet(torch.cat([o.x for o in outs]), torch.cat([o.y for o in outs]), torch.cat(srcs),
+                         {"partitions": infos, "seconds_per_epoch": sum(i["seconds_per_epoch"] for i in infos)})
+
+    def _attack_part(self, data: AttackData, victim: Victim, sources: torch.Tensor, base: int,
+                     progress: bool, checkpoint: str | None, tag: str) -> PoisonSet:
+        """Algorithm 1 on one (part of) D_tr with poison sources ``sources`` (indices into it)."""
+        cfg: TGDAConfig = self.config
+        dtype = B.DTYPES[cfg.dtype]
+        device = victim.device
+        T = B.AttackTensors.build(data, len(sources), torch.Generator(), device, dtype, sources=sources)
+        bs = cfg.batch_size or victim.spec.recipe.batch_size or len(T.train)
+        beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
+
+        fol, w_pre = B.Follower.from_model(victim.clean_model(), dtype)
+        gname = cfg.generator or default_generator_name(T.train.x.shape[1:])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(base, "tgda-generator-init"))
+            gen = build_generator(gname, T.train.x.shape[1:], T.train.num_classes, **cfg.generator_options)
+        gen = gen.to(device, dtype)
+        theta = [p for p in gen.parameters()]
+        opt: torch.optim.Optimizer = (torch.optim.Adam(theta, lr=cfg.leader_lr) if cfg.leader_optimizer == "adam"
+                                      else torch.optim.SGD(theta, lr=cfg.leader_lr))
+
+        resumable = {k: v for k, v in self.options().items() if k not in ("epochs", "checkpoint", "log_every")}
+        fp = B.fingerprint("tgda", resumable, len(T.train), len(T.val), sources.tolist()[:64], base,
+                           B.data_digest(data.train.x[:256], data.val.x[:256]), victim.spec.model)
+        ckpt = B.Checkpoint(checkpoint, fp)
+        n_eval = min(len(T.val), 5000)
+        eval_set = Dataset(T.val.x[:n_eval], T.val.y[:n_eval], T.val.num_classes)
+        info: dict[str, Any] = {"generator": gname, "n_poison": len(sources), "batch_size": bs,
+                                "follower_lr": beta, "val_loss": [], "val_accuracy": [], "cg_iterations": [],
+                                "leader_grad_norm": [], "pretrain_loss": []}
+        w = w_pre
+        prev_solve: Params | None = None
+        start_epoch = 0
+        state = ckpt.load()
+        if state is not None:
+            tensors, meta = state
+            with torch.no_grad():
+                for p, v in zip(theta, B.unpack("theta", tensors, theta)):
+                    p.copy_(v)
+            w = B.unpack("w", tensors, w_pre)
+            B.load_optimizer_state(opt, theta, tensors)
+            if "solve.0" in tensors:
+                prev_solve = B.unpack("solve", tensors, w_pre)
+            start_epoch = int(meta["epoch"])
+            info.update(meta["info"])
+        else:
+            if cfg.pretrain_attacker and cfg.pretrain_epochs > 0:
+                info["pretrain_loss"] = pretrain_autoencoder(
+                    gen, T.train, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr, batch_size=bs,
+                    generator=B.torch_generator(base, "tgda-pretrain"), progress=progress)
+            info["val_loss"].append(fol.mean_loss(w, eval_set))
+            info["val_accuracy"].append(fol.accuracy(w, eval_set))
+            self._save(ckpt, theta, w, prev_solve, opt, 0, info)
+
+        seconds = 0.0
+        pw = len(sources) / len(T.train) if cfg.poisons_per_batch == "weighted" else None
+        bar = tqdm(range(start_epoch, cfg.epochs), desc=f"tgda{tag}", disable=not progress, unit="ep",
+                   initial=start_epoch, total=cfg.epochs)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            rounds = B.epoch_rounds(len(T.train), len(sources), len(T.val), bs, cfg.val_batch_size,
+                                    cfg.poisons_per_batch, B.epoch_generator(base, epoch))
+            cg_its, gnorms = [], []
+            for r in rounds:
+                xc, yc = T.train.x[r.clean], T.train.y[r.clean]
+                x0b, y0b = T.x0[r.poison], T.y0[r.poison]
+                if cfg.leader == "defender":
+                    w = self._follow(fol, gen, w, w_pre, xc, yc, x0b, y0b, beta, pw)
+                if len(r.poison):
+                    val = None if cfg.formulation == "zero_sum" else (T.val.x[r.val], T.val.y[r.val])
+                    for _ in range(cfg.m):
+                        grads, solve = leader_gradient(
+                            fol, gen, w, (xc, yc), (x0b, y0b), val, damping=cfg.damping, cg_iters=cfg.cg_iters,
+                            cg_tol=cfg.cg_tol, x0=prev_solve if cfg.cg_warm_start else None,
+                            normal_equations=cfg.normal_equations, hvp_method=cfg.hvp_method, poison_weight=pw)
+                        prev_solve = solve.value
+                        opt.zero_grad(set_to_none=True)
+                        for p, g in zip(theta, grads):
+                            p.grad = -g  # ascent on ℓ
+                        opt.step()
+                        cg_its.append(solve.cg.iterations)
+                        gnorms.append(math.sqrt(sum(float((g * g).sum()) for g in grads)))
+                if cfg.leader == "attacker":
+                    w = self._follow(fol, gen, w, w_pre, xc, yc, x0b, y0b, beta, pw)
+            seconds += time.perf_counter() - t0
+            info["cg_iterations"].append(sum(cg_its) / max(len(cg_its), 1))
+            info["leader_grad_norm"].append(sum(gnorms) / max(len(gnorms), 1))
+            if (epoch + 1) % cfg.log_every == 0 or epoch + 1 == cfg.epochs:
+                info["val_loss"].append(fol.mean_loss(w, eval_set))
+                info["val_accuracy"].append(fol.accuracy(w, eval_set))
+                bar.set_postfix(val_loss=f"{info['val_loss'][-1]:.4f}", cg=f"{info['cg_iterations'][-1]:.1f}")
+            self._save(ckpt, theta, w, prev_solve, opt, epoch + 1, info)
+        done = cfg.epochs - start_epoch
+        info["seconds_per_epoch"] = seconds / done if done else 0.0
+
+        with torch.no_grad():
+            xs = [gen(T.x0[sl], T.y0[sl]) for sl in B.chunks(len(sources), 1024)]
+        x = torch.cat(xs) if xs else T.x0[:0]
+        return PoisonSet(x.to("cpu", torch.float32).clamp(0.0, 1.0), T.y0.cpu(), T.source_index, info)
+
+    def _follow(self, fol: B.Follower, gen: nn.Module, w: Params, w_pre: Params, xc: torch.Tensor, yc: torch.Tensor,
+                x0b: torch.Tensor, y0b: torch.Tensor, beta: float, pw: float | None) -> Params:
+        """n follower steps on f (from w_pre when ``start="cold"``)."""
+        cfg: TGDAConfig = self.config
+        if cfg.n == 0:
+            return w
+        with torch.no_grad():
+            xp = gen(x0b, y0b)
+        start = w_pre if cfg.start == "cold" else w
+        if pw is not None:
+            return B.sgd_steps(lambda ws: fol.weighted_mixed_loss(ws, xc, yc, xp, y0b, pw), start, beta, cfg.n)
+        return B.sgd_steps(lambda ws: fol.mixed_loss(ws, xc, yc, xp, y0b), start, beta, cfg.n)
+
+    @staticmethod
+    def _save(ckpt: B.Checkpoint, theta: list[torch.Tensor], w: Params, solve: Params | None,
+              opt: torch.optim.Optimizer, epoch: int, info: dict[str, Any]) -> None:
+        if ckpt.dir is None:
+            return
+        ckpt.save({**B.pack("theta", theta), **B.pack("w", w), **B.pack("solve", solve or ()),
+                   **B.optimizer_state(opt, theta)},
+                  {"epoch": epoch, "info": info})
+
+
+# ---------------------------------------------------------------------------- parallel partitions
+def _partition_worker(args: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    options, data, sources, base, ckpt, tag, victim, slot = args
+    torch.set_num_threads(1)
+    if torch.cuda.is_available() and victim.device.type == "cuda":
+        recipe = dataclasses.replace(victim.spec.recipe, device=f"cuda:{slot % torch.cuda.device_count()}")
+        victim = dataclasses.replace(victim, spec=dataclasses.replace(victim.spec, recipe=recipe))
+    out = TGDA(**options)._attack_part(data, victim, sources, base, False, ckpt, tag)
+    return out.x, out.y, out.source_index, out.info
+
+
+def _run_parallel(options: dict, jobs: list, victim: Victim, workers: int) -> list[PoisonSet]:
+    """Run the partitions in ``workers`` spawned processes (same results as sequential: each
+    partition depends only on its data, sources and seed)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    args = [(options, d, s, b, c, t, victim, i) for i, (d, s, b, c, t) in enumerate(jobs)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        outs = list(pool.map(_partition_worker, args))
+    return [PoisonSet(x, y, s, info) for x, y, s, info in outs]

@@ -1,0 +1,233 @@
+"""Bilevel attacks (tgda, back_gradient, metapoison, min_max): contract, total gradient vs finite
+differences of a re-solved follower (float64), behaviour, and byte-identical resume."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from poisonlab.attacks import ATTACKS, build_attack
+from poisonlab.attacks import _bilevel as B
+from poisonlab.attacks.back_gradient import unrolled_hypergradient
+from poisonlab.attacks.tgda import leader_gradient
+from poisonlab.autodiff import flatten, total_gradient, unflatten
+from poisonlab.cli.main import main
+from poisonlab.data import AttackData, Dataset, load_dataset
+from poisonlab.errors import ConfigError
+from poisonlab.models import build_generator
+from poisonlab.seeding import torch_generator
+from poisonlab.training import TrainConfig, Victim, VictimSpec
+
+TINY = {
+    "tgda": {"epochs": 2, "n": 2, "pretrain_epochs": 1, "cg_iters": 5, "generator_options": {"hidden": [32, 16]}},
+    "back_gradient": {"epochs": 2, "k": 2},
+    "min_max": {"epochs": 2},
+    "metapoison": {"outer_steps": 2, "ensemble": 2, "stagger_epochs": 1, "radius": 0.1},
+}
+BILEVEL = sorted(TINY)
+
+
+def _tiny(n_train: int = 200, n_val: int = 100, epochs: int = 10) -> tuple[AttackData, Victim]:
+    b = load_dataset("digits")
+    train = b.train.subset(torch.arange(n_train))
+    val = b.train.subset(torch.arange(n_train, n_train + n_val))
+    spec = VictimSpec("lr", (1, 8, 8), 10, TrainConfig(epochs=epochs, batch_size=50, device="cpu"))
+    clean = spec.train(train, 0)
+    return AttackData(train, val), Victim(spec, 0, {k: v.clone() for k, v in clean.state_dict().items()})
+
+
+def test_all_bilevel_attacks_registered():
+    assert set(BILEVEL) <= set(ATTACKS.names())
+
+
+@pytest.mark.parametrize("name", BILEVEL)
+def test_contract_and_determinism(name):
+    data, victim = _tiny()
+    before = (data.train.x.clone(), data.train.y.clone(), data.val.x.clone())
+    attack = build_attack(name, TINY[name])
+    a = attack.poison(data, victim, 0.05, generator=torch_generator(1, "attack"))
+    b = attack.poison(data, victim, 0.05, generator=torch_generator(1, "attack"))
+    assert len(a) == 10 and a.x.shape == (10, 1, 8, 8) and a.x.dtype == torch.float32
+    assert 0.0 <= a.x.min().item() and a.x.max().item() <= 1.0
+    assert torch.equal(data.train.x, before[0]) and torch.equal(data.train.y, before[1]) and torch.equal(data.val.x, before[2])
+    assert (a.source_index >= 0).all() and len(set(a.source_index.tolist())) == 10
+    if ATTACKS.get(name).clean_label:
+        assert torch.equal(a.y, data.train.y[a.source_index])
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and torch.equal(a.source_index, b.source_index)
+    assert not torch.equal(a.x, data.train.x[a.source_index])  # the attack moved the points
+
+
+@pytest.mark.parametrize("name,bad", [("tgda", {"m": -1}), ("tgda", {"leader": "both"}), ("tgda", {"formulation": "x"}),
+                                      ("tgda", {"start": "hot"}), ("tgda", {"damping": -1.0}), ("tgda", {"partitions": 0}),
+                                      ("tgda", {"generator": "gan"}), ("back_gradient", {"k": 0}),
+                                      ("min_max", {"labels": "random"}), ("metapoison", {"radius": 0}),
+                                      ("metapoison", {"unknown_key": 1})])
+def test_bad_options_raise(name, bad):
+    with pytest.raises(ConfigError):
+        build_attack(name, bad)
+
+
+# ---------------------------------------------------------------------------- the total gradient, float64
+def _newton_solve(fol, w0, f, lam, iters=30):
+    """argmin_w f(w) + λ/2‖w‖² to machine precision (dense Newton; the problem is tiny and strongly convex)."""
+    flat = flatten(w0).clone()
+
+    def obj(v):
+        return f(unflatten(v, w0)) + 0.5 * lam * (v * v).sum()
+
+    for _ in range(iters):
+        g = torch.func.grad(obj)(flat)
+        H = torch.func.hessian(obj)(flat)
+        flat = flat - torch.linalg.solve(H, g)
+        if g.norm() < 1e-13:
+            break
+    return unflatten(flat, w0)
+
+
+@pytest.mark.parametrize("formulation", ["nonzero_sum", "zero_sum"])
+def test_tgda_leader_gradient_matches_finite_differences_of_resolved_follower(formulation):
+    """⟨D_θℓ, u⟩ from CG (sign and scale) equals the central difference of ℓ(w*(θ ± hu)), where
+    w*(θ) minimises f + λ/2‖w‖² exactly — the follower TGDA's damping λ models."""
+    torch.manual_seed(0)
+    b = load_dataset("digits")
+    x, y = b.train.x.double(), b.train.y
+    xc, yc, x0, y0, xv, yv = x[:40], y[:40], x[40:46], y[40:46], x[46:86], y[46:86]
+    model = VictimSpec("lr", (1, 8, 8), 10).build(0)
+    fol, w = B.Follower.from_model(model, torch.float64)
+    gen = build_generator("fc_autoencoder", (1, 8, 8), 10, hidden=(6, 5)).double()
+    lam = 0.05
+    theta = list(gen.parameters())
+
+    def follower(ws):
+        return fol.mixed_loss(ws, xc, yc, gen(x0, y0), y0)
+
+    def leader_value():
+        ws = _newton_solve(fol, w, follower, lam)
+        return fol.loss(ws, xv, yv) if formulation == "nonzero_sum" else follower(ws)
+
+    with torch.no_grad():
+        w_star = _newton_solve(fol, w, follower, lam)
+    val = (xv, yv) if formulation == "nonzero_sum" else None
+    grads, solve = leader_gradient(fol, gen, w_star, (xc, yc), (x0, y0), val, damping=lam, cg_iters=500, cg_tol=1e-13)
+    assert solve.cg.converged
+    u = [torch.randn_like(p) for p in theta]
+    h = 1e-5
+    with torch.no_grad():
+        for p, d in zip(theta, u):
+            p.add_(h * d)
+        plus = leader_value().item()
+        for p, d in zip(theta, u):
+            p.sub_(2 * h * d)
+        minus = leader_value().item()
+        for p, d in zip(theta, u):
+            p.add_(h * d)
+    fd = (plus - minus) / (2 * h)
+    analytic = sum((g * d).sum().item() for g, d in zip(grads, u))
+    assert abs(fd) > 1e-6  # the check is not vacuous
+    assert analytic == pytest.approx(fd, rel=1e-5, abs=1e-9)
+
+
+def test_total_gradient_hvp_methods_agree():
+    torch.manual_seed(0)
+    b = load_dataset("digits")
+    x, y = b.train.x[:30].double(), b.train.y[:30]
+    fol, w = B.Follower.from_model(VictimSpec("lr", (1, 8, 8), 10).build(0), torch.float64)
+    xp = x[:5].clone()
+
+    def f(ws, t):
+        return fol.mixed_loss(ws, x, y, t[0], y[:5])
+
+    def ell(ws, t):
+        return fol.loss(ws, x[5:], y[5:])
+
+    a, _ = total_gradient(f, ell, w, (xp,), damping=0.1, tol=1e-12, max_iter=300, hvp_method="fwdrev")
+    c, _ = total_gradient(f, ell, w, (xp,), damping=0.1, tol=1e-12, max_iter=300, hvp_method="double_backward")
+    torch.testing.assert_close(a[0], c[0], rtol=1e-8, atol=1e-12)
+
+
+def test_back_gradient_hypergradient_matches_finite_differences():
+    torch.manual_seed(0)
+    b = load_dataset("digits")
+    x, y = b.train.x.double(), b.train.y
+    fol, w = B.Follower.from_model(VictimSpec("lr", (1, 8, 8), 10).build(0), torch.float64)
+    xc, yc, xp, yp, xv, yv = x[:30], y[:30], x[30:34].clone(), (9 - y[30:34]), x[34:64], y[34:64]
+    g = unrolled_hypergradient(fol, w, xc, yc, xp, yp, xv, yv, k=3, lr=0.5)
+
+    def value(z):
+        wk = B.sgd_steps(lambda ws: fol.mixed_loss(ws, xc, yc, z, yp), w, 0.5, 3)
+        return fol.loss(wk, xv, yv).item()
+
+    u = torch.randn_like(xp)
+    h = 1e-6
+    fd = (value(xp + h * u) - value(xp - h * u)) / (2 * h)
+    assert abs(fd) > 1e-8
+    assert (g * u).sum().item() == pytest.approx(fd, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------- behaviour
+def _retrained_val_loss(data: AttackData, victim: Victim, poisons) -> float:
+    from poisonlab.data import PoisonedDataset
+
+    model = victim.retrain(PoisonedDataset.combine(data.train, poisons).dataset)
+    with torch.no_grad():
+        return F.cross_entropy(model(data.val.x), data.val.y).item()
+
+
+def test_tgda_poisons_raise_the_retrained_victims_validation_loss():
+    """The leader's true objective — the validation loss of a victim retrained from scratch on
+    D_tr ∪ D_p — is higher with TGDA's poisons than with the unmodified source points D_p⁰."""
+    data, victim = _tiny(n_train=300, n_val=150, epochs=20)
+    attack = build_attack("tgda", {"epochs": 6, "n": 5, "pretrain_epochs": 5, "cg_iters": 10, "leader_lr": 0.01, "leader_optimizer": "sgd",
+                                   "generator_options": {"hidden": [64, 32]}})
+    p = attack.poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
+    baseline = dataclasses.replace(p, x=data.train.x[p.source_index].clone())
+    assert _retrained_val_loss(data, victim, p) > _retrained_val_loss(data, victim, baseline) + 0.05
+
+
+@pytest.mark.parametrize("name", ["tgda", "back_gradient", "min_max"])
+def test_resume_from_checkpoint_is_byte_identical(name, tmp_path):
+    data, victim = _tiny(n_train=120, n_val=60)
+    opts = dict(TINY[name], epochs=3)
+    full = build_attack(name, opts).poison(data, victim, 0.05, generator=torch_generator(2, "attack"))
+    ck = str(tmp_path / "ck")
+    build_attack(name, dict(opts, epochs=1, checkpoint=ck)).poison(data, victim, 0.05, generator=torch_generator(2, "attack"))
+    resumed = build_attack(name, dict(opts, checkpoint=ck)).poison(data, victim, 0.05, generator=torch_generator(2, "attack"))
+    assert torch.equal(full.x, resumed.x) and torch.equal(full.y, resumed.y)
+    with pytest.raises(ConfigError):  # a checkpoint of another configuration is refused
+        other = dict(opts, checkpoint=ck, n=3) if name != "back_gradient" else dict(opts, checkpoint=ck, k=3)
+        build_attack(name, other).poison(data, victim, 0.05, generator=torch_generator(2, "attack"))
+
+
+def test_tgda_partitions_join_disjoint_parts():
+    data, victim = _tiny(n_train=120, n_val=40)
+    p = build_attack("tgda", dict(TINY["tgda"], epochs=1, partitions=2)).poison(data, victim, 0.05, generator=torch_generator(0, "a"))
+    assert len(p) == 6 and len(set(p.source_index.tolist())) == 6
+    assert torch.equal(p.y, data.train.y[p.source_index]) and len(p.info["partitions"]) == 2
+
+
+@pytest.mark.slow
+def test_tgda_parallel_partitions_equal_sequential():
+    """Spawned worker processes (slow to start: each imports torch) give the sequential result."""
+    data, victim = _tiny(n_train=120, n_val=40)
+    opts = dict(TINY["tgda"], epochs=1, partitions=2)
+    p = build_attack("tgda", opts).poison(data, victim, 0.05, generator=torch_generator(0, "a"))
+    q = build_attack("tgda", dict(opts, workers=2)).poison(data, victim, 0.05, generator=torch_generator(0, "a"))
+    assert torch.equal(p.x, q.x) and torch.equal(p.source_index, q.source_index)
+
+
+@pytest.mark.parametrize("opts", [{"leader": "defender"}, {"formulation": "zero_sum"}, {"start": "cold"},
+                                  {"pretrain_attacker": False}, {"m": 2, "n": 0}, {"poisons_per_batch": "all"},
+                                  {"leader_optimizer": "sgd"}])
+def test_tgda_ablation_switches_run(opts):
+    data, victim = _tiny(n_train=100, n_val=50)
+    p = build_attack("tgda", dict(TINY["tgda"], epochs=1, **opts)).poison(data, victim, 0.05, generator=torch_generator(0, "a"))
+    assert len(p) == 5 and torch.isfinite(p.x).all()
+
+
+def test_cli_runs_tgda(tmp_path, capsys):
+    rc = main(["run", "--dataset", "digits", "--attack", "tgda", "--epochs", "3", "--quiet", "--out", str(tmp_path / "r"),
+               "-A", "epochs=1", "-A", "pretrain_epochs=1", "-A", "n=1", "-A", "cg_iters=3"])
+    assert rc == 0 and (tmp_path / "r" / "poisons.npz").is_file()
