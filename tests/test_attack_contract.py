@@ -20,6 +20,8 @@ FAST_OPTIONS: dict[str, dict] = {
     "min_max": {"epochs": 2},
     "metapoison": {"outer_steps": 2, "ensemble": 2, "stagger_epochs": 1, "radius": 0.1},
     "gc": {"eps_w": 0.05, "target_steps": 1, "target_lr": 1.0, "steps": 10, "lr": 0.05},
+    "unlearnable": {"rounds": 2, "pgd_steps": 5},
+    "feature_targeted": {"target_steps": 5, "gc_steps": 20, "invert_steps": 20},
 }
 
 

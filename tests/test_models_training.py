@@ -7,7 +7,8 @@ from poisonlab.models import GENERATORS, VICTIMS, build_generator, build_victim
 from poisonlab.training import TrainConfig, VictimSpec, accuracy
 
 
-@pytest.mark.parametrize("name", VICTIMS.names())
+# victims that need a ``:``-argument (linear_probe:<extractor>, ...) are tested in test_extractors.py
+@pytest.mark.parametrize("name", [n for n in VICTIMS.names() if not getattr(VICTIMS.get(n), "takes_argument", False)])
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_victims_map_images_to_logits(name, shape):
     m = build_victim(name, shape, 10, **({"width": 8} if name == "resnet18" else {}))
@@ -27,7 +28,7 @@ def test_generators_output_images_in_unit_range(name, shape):
 
 
 def test_unknown_model_and_bad_options():
-    with pytest.raises(UnknownNameError, match="valid models: cnn, lr, nn, resnet18"):
+    with pytest.raises(UnknownNameError, match="valid models: cnn, fine_tune, linear_probe, lr, nn, resnet18"):
         build_victim("svm", (1, 8, 8), 10)
     with pytest.raises(ConfigError, match="no option"):
         build_victim("lr", (1, 8, 8), 10, hidden=3)

@@ -34,6 +34,7 @@ from ..data.types import AttackData, Dataset, PoisonSet
 from ..errors import ConfigError
 from ..theory import min_poison_count, multiclass_reachability
 from ..training import Victim, accuracy, predict_logits
+from ._radius import check_radius, project
 from .base import Attack, AttackConfig, register_attack
 from .targets import is_target_path, make_target
 
@@ -65,6 +66,7 @@ class GCConfig(AttackConfig):
     source_classes: tuple[int, ...] = ()
     class_proportions: tuple[float, ...] = ()
     init: str = "random"
+    radius: float | None = None  # L∞ ball around each source image (feature-extractor chapter); None: free
     chunk_size: int = 8192
     trace_every: int = 10
 
@@ -81,6 +83,7 @@ class GCConfig(AttackConfig):
             raise ConfigError(f"gc: schedule must be 'constant' or 'cosine', got {self.schedule!r}")
         if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
             raise ConfigError(f"gc: tol must be >= 0, got {self.tol!r}")
+        check_radius(self.radius, "gc")
         if self.init not in ("random", "aligned"):
             raise ConfigError(f"gc: init must be 'random' or 'aligned', got {self.init!r}")
         if not (isinstance(self.chunk_size, int) and self.chunk_size >= 1):
@@ -277,7 +280,7 @@ class GradientCanceling(Attack):
                 else:
                     rms = grad.pow(2).mean().sqrt().clamp_min(1e-30)
                     x_var -= lr * grad / rms
-                x_var.clamp_(0.0, 1.0)  # projection onto the admissible pixels
+                x_var.copy_(project(x_var, x, c.radius))  # projection onto the admissible pixels (and the L∞ ball)
         if trace and trace[-1][0] != step:
             trace.append([step, norm / max(g_clean_norm, 1e-30)])
 

@@ -58,6 +58,7 @@ from ..models.generators import GENERATORS, build_generator, default_generator_n
 from ..seeding import derive_seed
 from ..training.victim import Victim
 from . import _bilevel as B
+from ._radius import LinfProjectedGenerator, check_radius
 from .base import Attack, AttackConfig, register_attack
 
 WHAT = "attack 'tgda'"
@@ -93,6 +94,7 @@ class TGDAConfig(AttackConfig):
     partitions: int = 1  # K: split D_tr into K parts attacked independently
     workers: int = 1  # processes for the partitions (on CUDA, worker i uses GPU i mod #GPUs)
     dtype: str = "float32"
+    radius: float | None = None  # L∞ ball around each source image (generator output projected); None: free
     checkpoint: str | None = None  # directory; the attack resumes from it and saves after each epoch
     log_every: int = 1  # epochs between validation-loss diagnostics
 
@@ -123,6 +125,7 @@ class TGDAConfig(AttackConfig):
         if not isinstance(self.generator_options, dict):
             raise ConfigError(f"{WHAT}: generator_options must be a mapping")
         B.check_dtype(self.dtype, WHAT)
+        check_radius(self.radius, WHAT)
 
 
 # ---------------------------------------------------------------------------- the leader's gradient
@@ -241,6 +244,8 @@ class TGDA(Attack):
             torch.manual_seed(derive_seed(base, "tgda-generator-init"))
             gen = build_generator(gname, T.train.x.shape[1:], T.train.num_classes, **cfg.generator_options)
         gen = gen.to(device, dtype)
+        if cfg.radius is not None:
+            gen = LinfProjectedGenerator(gen, cfg.radius)
         theta = [p for p in gen.parameters()]
         opt: torch.optim.Optimizer = (torch.optim.Adam(theta, lr=cfg.leader_lr) if cfg.leader_optimizer == "adam"
                                       else torch.optim.SGD(theta, lr=cfg.leader_lr))

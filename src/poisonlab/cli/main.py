@@ -15,9 +15,11 @@ from . import (  # noqa: E402
     cache_cmd, datasets_cmd, disguise_cmd, list_cmd, report_cmd, run_cmd, sweep_cmd, target_cmd, threshold_cmd,
     transfer_cmd, vae_cmd,
 )
+from . import pretrain_cmd  # noqa: E402
 
 COMMANDS = [run_cmd, list_cmd, datasets_cmd, threshold_cmd, target_cmd, transfer_cmd, sweep_cmd, report_cmd, cache_cmd,
             disguise_cmd, vae_cmd]
+COMMANDS.append(pretrain_cmd)
 
 
 class _Parser(argparse.ArgumentParser):

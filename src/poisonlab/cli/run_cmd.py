@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
                        description="Run the three-stage protocol. Flags override keys of --config FILE.yaml.")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file whose keys mirror these flags")
     p.add_argument("--dataset", help="registered name (see `poisonlab list`) or a path to an .npz file")
-    p.add_argument("--model", help="victim architecture: lr, nn, cnn, resnet18")
+    p.add_argument("--model", help="victim: lr, nn, cnn, resnet18, linear_probe:<extractor>, fine_tune:<extractor>")
     p.add_argument("--attack", help="attack name (see `poisonlab list`)")
     p.add_argument("--fraction", type=float, help="poison fraction of |D_tr| in [0, 1] (default 0.03)")
     p.add_argument("--seed", type=int)

@@ -1,10 +1,14 @@
 """Victim architectures and attacker generators."""
 
 from .generators import GENERATORS, ConvAutoencoder, FCAutoencoder, build_generator, default_generator_name
-from .victims import VICTIMS, CNN, MLP, LogisticRegression, ResNet18, build_victim
+from .victims import VICTIMS, CNN, MLP, LogisticRegression, ResNet18, build_victim, resolve_victim
+from .extractors import ENCODERS, ExtractorVictim, InputAdapter, load_extractor, split_head
 
 __all__ = [
     "CNN",
+    "ENCODERS",
+    "ExtractorVictim",
+    "InputAdapter",
     "GENERATORS",
     "MLP",
     "VICTIMS",
@@ -14,5 +18,8 @@ __all__ = [
     "ResNet18",
     "build_generator",
     "build_victim",
+    "load_extractor",
+    "resolve_victim",
+    "split_head",
     "default_generator_name",
 ]

@@ -1,4 +1,5 @@
-"""Victim architectures by name: ``lr``, ``nn``, ``cnn``, ``resnet18``.
+"""Victim architectures by name: ``lr``, ``nn``, ``cnn``, ``resnet18`` (and, from ``extractors``,
+``linear_probe:<extractor>`` / ``fine_tune:<extractor>``: a ``:`` passes one argument to the builder).
 
 Every victim takes images (N, C, H, W) in [0, 1] and returns logits (N, num_classes).
 """
@@ -143,6 +144,22 @@ def _resnet18(input_shape, num_classes, **opts):
     return ResNet18(input_shape, num_classes, int(o["width"]))
 
 
+def resolve_victim(name: str) -> tuple[VictimBuilder, str | None]:
+    """The builder for ``name`` and its ``:``-argument, if any.
+
+    ``"cnn"`` -> (cnn builder, None); ``"linear_probe:enc.safetensors"`` -> (linear_probe builder,
+    ``"enc.safetensors"``). Only builders marked ``takes_argument`` accept an argument.
+    """
+    base, sep, arg = name.partition(":")
+    builder = VICTIMS.get(base)
+    if sep and not getattr(builder, "takes_argument", False):
+        raise ConfigError(f"model {base!r} takes no ':' argument (got {name!r})")
+    return builder, (arg if sep else None)
+
+
 def build_victim(name: str, input_shape: Sequence[int], num_classes: int, **options) -> nn.Module:
     """Instantiate a registered victim architecture (random init from the global torch RNG)."""
-    return VICTIMS.get(name)(tuple(input_shape), int(num_classes), **options)
+    builder, arg = resolve_victim(name)
+    if arg is None:
+        return builder(tuple(input_shape), int(num_classes), **options)
+    return builder(tuple(input_shape), int(num_classes), arg, **options)

@@ -78,8 +78,10 @@ class RunConfig:
             raise ConfigError(str(exc)) from None
 
     def default_out(self) -> str:
+        base, _, arg = self.model.partition(":")  # linear_probe:path/enc.safetensors -> linear_probe-enc
+        model = f"{base}-{Path(arg).stem}" if arg else base
         defended = f"-{self.defense}" if self.defense else ""
-        return f"runs/{Path(self.dataset).stem}-{self.model}-{self.attack}-f{self.fraction:g}-s{self.seed}{defended}"
+        return f"runs/{Path(self.dataset).stem}-{model}-{self.attack}-f{self.fraction:g}-s{self.seed}{defended}"
 
 
 def load_yaml_mapping(path: str | Path) -> dict[str, Any]:

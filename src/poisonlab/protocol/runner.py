@@ -25,7 +25,8 @@ from ..attacks import build_attack
 from ..cache import ArtifactCache, tensor_fingerprint, using
 from ..data import PoisonedDataset, load_dataset, poison_count, split_train_val
 from ..data.types import AttackData, DataBundle
-from ..models.victims import VICTIMS
+from ..models.extractors import extractor_fingerprint
+from ..models.victims import resolve_victim
 from ..reporting.grids import poison_grid
 from ..seeding import torch_generator
 from ..training import TrainConfig, Victim, VictimSpec, accuracy, resolve_device
@@ -59,7 +60,7 @@ def prepare(cfg: RunConfig) -> Prepared:
         batch_size=cfg.batch_size or bundle.default_batch_size,
         device=cfg.device,
     )
-    VICTIMS.get(cfg.model)  # unknown model -> clear error before any work
+    resolve_victim(cfg.model)  # unknown model -> clear error before any work
     spec = VictimSpec(cfg.model, tuple(bundle.train.x.shape[1:]), bundle.train.num_classes, recipe, dict(cfg.model_options))
     spec.build(cfg.seed)  # validates model options
     return Prepared(bundle, data, spec)
@@ -77,6 +78,7 @@ def clean_victim_key(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
         "num_classes": prep.spec.num_classes, "recipe": {"lr": r.lr, "epochs": r.epochs, "batch_size": r.batch_size,
         "momentum": r.momentum, "weight_decay": r.weight_decay}, "device": resolve_device(r.device).type, "seed": cfg.seed,
         "poisonlab_version": __version__, "torch_version": torch.__version__,
+        **({"extractor_sha256": fp} if (fp := extractor_fingerprint(cfg.model)) else {}),
     }
 
 

@@ -1,0 +1,149 @@
+"""Feature-targeted (FT) attack on a fixed feature extractor (thesis chapter 4; Lu, Yang & Yu,
+"Indiscriminate Data Poisoning Attacks on Pre-trained Feature Extractors", SaTML 2024).
+
+Threat model: clean-label, additive, the attacker knows the (frozen) extractor φ and the victim's
+linear head. Input-space attacks must optimise through φ, which is hard under an L∞ constraint;
+FT splits the problem in three stages:
+
+(a) a *target* head: GradPC (Sun et al. 2020) corrupts the clean-trained linear head W on the
+    attacker's validation *features* (the ``gradpc`` target of the ``gc`` attack);
+(b) Gradient Canceling in feature space: the features φ(D_tr) are treated as a dataset and ε·N
+    poisoned *features* are crafted so that the target head becomes stationary (attack ``gc`` on
+    a logistic-regression victim over features);
+(c) inversion: each poisoned feature f*_j is mapped back to an input by
+    min_x ||φ(x) − f*_j||²  s.t. x ∈ [0, 1], ||x − x_src||_∞ ≤ radius (optional)
+    (:func:`poisonlab.pretrain.invert_features`, starting from the source image).
+
+Features are rescaled per dimension to [0, 1] with the clean features' min/max (the head is
+rescaled exactly, so stage (b) sees an equivalent linear model and GC's box is the range of
+features the clean data reach). Works with any victim that splits into features + linear head
+(``linear_probe``/``fine_tune`` extractors, nn, cnn, resnet18; logistic regression with φ = pixels).
+Shapes: images (n, C, H, W); features (n, D); poisons (ε·N, C, H, W) with their source labels.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..data.types import AttackData, Dataset, PoisonSet
+from ..errors import ConfigError
+from ..models.extractors import split_head
+from ..pretrain.invert import invert_features, relative_error
+from ..training import TrainConfig, Victim, VictimSpec
+from ._radius import check_radius
+from .base import ATTACKS, Attack, AttackConfig, register_attack
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureTargetedConfig(AttackConfig):
+    """``eps_w``/``target_steps``: GradPC on the head (stage a); ``gc_steps``/``gc_lr``: GC on the
+    [0, 1]-scaled features (stage b); ``radius`` (L∞ around the source image, None = free),
+    ``invert_steps``/``invert_lr``: projected-Adam inversion (stage c)."""
+
+    eps_w: float = 0.5
+    target_steps: int = 50
+    gc_steps: int = 300
+    gc_lr: float = 0.02
+    radius: float | None = None
+    invert_steps: int = 200
+    invert_lr: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.eps_w, (int, float)) and self.eps_w >= 0):
+            raise ConfigError(f"feature_targeted: eps_w must be >= 0, got {self.eps_w!r}")
+        for key in ("target_steps", "gc_steps", "invert_steps"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or v < 0 or (key == "target_steps" and v < 1):
+                raise ConfigError(f"feature_targeted: {key} must be a non-negative integer (target_steps >= 1), got {v!r}")
+        for key in ("gc_lr", "invert_lr"):
+            v = getattr(self, key)
+            if not (isinstance(v, (int, float)) and v > 0):
+                raise ConfigError(f"feature_targeted: {key} must be > 0, got {v!r}")
+        check_radius(self.radius, "feature_targeted")
+
+
+@torch.no_grad()
+def features_of(feature_map, x: torch.Tensor, device: torch.device, batch: int = 1024) -> torch.Tensor:
+    """φ(x) in batches: (N, C, H, W) -> (N, D) on the CPU."""
+    return torch.cat([feature_map(x[i:i + batch].to(device)).cpu() for i in range(0, len(x), batch)])
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """The features as a dataset in [0, 1]^D: f' = (f − lo) / span, per dimension, with lo/span
+    from the clean D_tr ∪ D_v features; ``head_state`` is the head on f' (W·diag(span), b + W·lo),
+    so LR(f') == head(f) exactly. ``data`` holds f' as images (N, D, 1, 1)."""
+
+    data: AttackData
+    lo: torch.Tensor
+    span: torch.Tensor
+    head_state: dict[str, torch.Tensor]
+
+    def unscale(self, f_scaled: torch.Tensor) -> torch.Tensor:
+        return self.lo + self.span * f_scaled.reshape(len(f_scaled), -1)
+
+
+def feature_space(feature_map, head: torch.nn.Linear, data: AttackData, device: torch.device) -> FeatureSpace:
+    f_tr = features_of(feature_map, data.train.x, device)
+    f_val = features_of(feature_map, data.val.x, device)
+    lo = torch.minimum(f_tr.min(0).values, f_val.min(0).values)
+    span = (torch.maximum(f_tr.max(0).values, f_val.max(0).values) - lo).clamp_min(1e-6)
+    d, c = f_tr.shape[1], data.num_classes
+
+    def scaled(f: torch.Tensor, y: torch.Tensor) -> Dataset:
+        return Dataset(((f - lo) / span).clamp(0.0, 1.0).view(-1, d, 1, 1), y, c, "features")
+
+    w, b = head.weight.detach().cpu(), head.bias.detach().cpu()
+    state = {"linear.weight": w * span, "linear.bias": b + w @ lo}
+    return FeatureSpace(AttackData(scaled(f_tr, data.train.y), scaled(f_val, data.val.y)), lo, span, state)
+
+
+@register_attack("feature_targeted")
+class FeatureTargeted(Attack):
+    Config = FeatureTargetedConfig
+    clean_label = True
+    summary = "feature-targeted: GradPC head target, GC on features, inversion to inputs (optional L∞ radius)"
+
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool) -> PoisonSet:
+        cfg = self.config
+        t0 = time.perf_counter()
+        model = victim.clean_model()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        feature_map, head = split_head(model)
+        device = victim.device
+        fs = feature_space(feature_map, head, data, device)
+        d, c = fs.lo.numel(), data.num_classes
+
+        # (a)+(b): a logistic-regression victim over the scaled features, exactly the clean head
+        recipe = TrainConfig(lr=victim.spec.recipe.lr, epochs=victim.spec.recipe.epochs,
+                             batch_size=victim.spec.recipe.batch_size, device="cpu")
+        fvictim = Victim(VictimSpec("lr", (d, 1, 1), c, recipe), victim.seed, fs.head_state)
+        fdata = fs.data
+        gc = ATTACKS.get("gc")(target="gradpc", eps_w=cfg.eps_w, target_steps=cfg.target_steps,
+                               steps=cfg.gc_steps, lr=cfg.gc_lr)
+        fpois = gc.poison(fdata, fvictim, n_poison / len(data.train), generator=generator, progress=progress)
+        if len(fpois) != n_poison:  # poison_count(n/N, N) == n; guard the round trip anyway
+            raise RuntimeError(f"feature_targeted: feature-space GC returned {len(fpois)} points, expected {n_poison}")
+        src, y = fpois.source_index, fpois.y
+        f_target = fs.unscale(fpois.x)
+
+        # (c): invert the poisoned features back to inputs, from the source images
+        x_src = data.train.x[src].to(device)
+        x, report = invert_features(feature_map, f_target.to(device), x_src, source=x_src, radius=cfg.radius,
+                                    steps=cfg.invert_steps, lr=cfg.invert_lr, progress=progress and "ft invert")
+        f_src = fs.unscale(fdata.train.x[src])
+        info = {
+            **report,
+            "source_feature_rel_error": relative_error(f_src, f_target).mean().item(),  # before any inversion
+            # how far GC in feature space got: ||mixed gradient at the target head|| / ||clean gradient||
+            "feature_gc_initial_rel_grad_norm": fpois.info.get("initial_rel_grad_norm"),
+            "feature_gc_final_rel_grad_norm": fpois.info.get("final_rel_grad_norm"),
+            "radius": cfg.radius,
+            "gc_feature_info": {k: v for k, v in fpois.info.items() if k != "grad_norm_trace"},
+            "ft_seconds": time.perf_counter() - t0,
+        }
+        return PoisonSet(x.detach().cpu().clamp(0.0, 1.0), y.cpu(), src.cpu(), info)

@@ -1,0 +1,95 @@
+"""Unlearnable examples: sample-wise error-minimising noise (Huang et al. 2021, "Unlearnable
+Examples: Making Personal Data Unexploitable"), adapted to the additive protocol and to victims on a
+fixed feature extractor (thesis chapter 4).
+
+Threat model: clean-label. The attacker picks ε·N training points (seeded, distinct) and adds
+copies x + δ with their true labels, where δ solves the bi-level *min-min* problem
+
+    min_θ  E [ min_δ  ℓ(f_θ(x + δ), y) ]      s.t.  x + δ ∈ [0, 1],  ||δ||_∞ ≤ radius
+
+alternating (i) ``train_epochs`` epochs of the victim's recipe on D_tr ∪ {x + δ} (THE training loop)
+and (ii) ``pgd_steps`` signed-gradient steps on δ that *decrease* the loss, until the surrogate
+classifies ≥ ``stop_accuracy`` % of the perturbed points correctly or ``rounds`` is reached.
+The surrogate is the victim's own spec (for ``linear_probe:<extractor>`` only the head learns, so
+the noise must act through the frozen features). ``radius=None`` removes the L∞ constraint.
+Shapes: x, δ (n, C, H, W).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..data.types import AttackData, Dataset, PoisonSet
+from ..errors import ConfigError
+from ..training import train
+from ..training.victim import Victim
+from ._radius import check_radius, project
+from .base import Attack, AttackConfig, register_attack
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnlearnableConfig(AttackConfig):
+    radius: float | None = 8 / 255  # L∞ bound on δ (the paper's 8/255); None = unconstrained
+    rounds: int = 10
+    train_epochs: int = 1
+    pgd_steps: int = 20
+    step_size: float | None = None  # default radius/5, or 0.05 when unconstrained
+    stop_accuracy: float = 99.0
+
+    def __post_init__(self) -> None:
+        check_radius(self.radius, "unlearnable")
+        for key in ("rounds", "pgd_steps"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"unlearnable: {key} must be a positive integer, got {v!r}")
+        if not isinstance(self.train_epochs, int) or self.train_epochs < 0:
+            raise ConfigError(f"unlearnable: train_epochs must be an integer >= 0, got {self.train_epochs!r}")
+        if self.step_size is not None and not (isinstance(self.step_size, (int, float)) and self.step_size > 0):
+            raise ConfigError(f"unlearnable: step_size must be > 0, got {self.step_size!r}")
+        if not 0 <= self.stop_accuracy <= 100:
+            raise ConfigError(f"unlearnable: stop_accuracy must be in [0, 100], got {self.stop_accuracy!r}")
+
+
+@register_attack("unlearnable")
+class Unlearnable(Attack):
+    Config = UnlearnableConfig
+    clean_label = True
+    summary = "error-minimising noise (Huang et al. 2021) on ε·N copies, optional L∞ radius"
+
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool) -> PoisonSet:
+        cfg = self.config
+        step = cfg.step_size or (cfg.radius / 5 if cfg.radius is not None else 0.05)
+        src = torch.randperm(len(data.train), generator=generator)[:n_poison]
+        device = victim.device
+        x0 = data.train.x[src].to(device)
+        y = data.train.y[src].to(device)
+        x = x0.clone()
+        model = victim.spec.build(victim.seed)
+        recipe = victim.spec.recipe
+        batch_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        acc, rounds = 0.0, 0
+        for rounds in tqdm(range(1, cfg.rounds + 1), desc="unlearnable", disable=not progress, leave=False):
+            if cfg.train_epochs:
+                mixed = Dataset(torch.cat([data.train.x, x.cpu()]), torch.cat([data.train.y, y.cpu()]), data.num_classes)
+                train(model, mixed, replace(recipe, epochs=cfg.train_epochs), batch_gen)
+            model.eval()
+            for _ in range(cfg.pgd_steps):
+                x.requires_grad_(True)
+                loss = F.cross_entropy(model(x), y, reduction="sum")
+                (grad,) = torch.autograd.grad(loss, x)
+                with torch.no_grad():
+                    x = project(x - step * grad.sign(), x0, cfg.radius)
+            with torch.no_grad():
+                acc = 100.0 * (model(x).argmax(1) == y).double().mean().item()
+            if acc >= cfg.stop_accuracy:
+                break
+        with torch.no_grad():
+            clean_loss = F.cross_entropy(model(x0), y).item()
+            noisy_loss = F.cross_entropy(model(x), y).item()
+        info = {"rounds": rounds, "surrogate_accuracy_on_poisons": acc, "surrogate_loss_clean_sources": clean_loss,
+                "surrogate_loss_poisons": noisy_loss, "radius": cfg.radius}
+        return PoisonSet(x.detach().cpu(), y.cpu(), src, info)

@@ -1,0 +1,55 @@
+"""``poisonlab pretrain``: pre-train a feature extractor (SimCLR or supervised), cached as safetensors.
+
+Prints the cache key and the path; use either as ``--model linear_probe:<key or path>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..pretrain import PretrainConfig, get_extractor
+from .run_cmd import parse_key_values
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("pretrain", help="pre-train a feature extractor (SimCLR / supervised), cached as safetensors",
+                       description="Pre-train an encoder on a dataset's training images and cache it. "
+                                   "Use the printed key as --model linear_probe:<key> or fine_tune:<key>.")
+    d = PretrainConfig()
+    p.add_argument("--dataset", default=d.dataset, help=f"registered name or .npz path (default {d.dataset})")
+    p.add_argument("--method", default=d.method, choices=["simclr", "supervised"])
+    p.add_argument("--encoder", default=d.encoder, help="conv (default) or resnet18")
+    p.add_argument("--encoder-option", "-E", action="append", default=[], metavar="KEY=VALUE",
+                   help="encoder option, e.g. -E channels=[16,32,64] or -E width=32")
+    p.add_argument("--n-images", type=int, default=d.n_images, help=f"seeded subset size, 0 = all (default {d.n_images})")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam lr (simclr) or SGD lr (supervised)")
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--data-dir")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="write here instead of the cache (<cache>/<key>.safetensors)")
+    p.add_argument("--force", action="store_true", help="retrain even if cached")
+    p.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = PretrainConfig.from_dict({
+        "dataset": args.dataset, "method": args.method, "encoder": args.encoder,
+        "encoder_options": parse_key_values(args.encoder_option, "encoder option"), "n_images": args.n_images,
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "temperature": args.temperature,
+        "seed": args.seed,
+    })
+    path, meta = get_extractor(cfg, data_dir=args.data_dir, out=args.out, device=args.device,
+                               progress=not (args.quiet or args.json) and "pretrain", force=args.force)
+    if args.json:
+        print(json.dumps({**meta, "path": str(path)}, indent=2, default=str))
+    else:
+        state = "cached" if meta["cached"] else f"trained in {meta['report']['seconds']:.1f} s"
+        print(f"extractor {meta['key']} ({state}): {path}")
+        print(f"  use: poisonlab run --model linear_probe:{meta['key'] if not args.out else path} ...")
+    return 0

@@ -1,0 +1,278 @@
+"""Pre-trained feature extractors and the downstream victims built on them (thesis chapter 4).
+
+An *extractor* is an encoder φ: images (N, C, H, W) in [0, 1] -> features (N, D), saved as a
+safetensors file whose metadata records the architecture and the input shape it was trained on
+(``poisonlab.pretrain`` writes them). Two downstream scenarios are victims in the model registry:
+
+* ``linear_probe:<extractor>`` — φ frozen (weights, and BatchNorm statistics if any), only the
+  linear head ``nn.Linear(D, C)`` is trained;
+* ``fine_tune:<extractor>`` — the whole network φ + head is trained, starting from φ.
+
+``<extractor>`` is a path to a ``.safetensors`` file or the cache key printed by ``poisonlab
+pretrain`` (looked up in :func:`extractor_cache_dir`). When the downstream data differ from the
+pre-training data in channels or size (transfer learning, e.g. CIFAR-10 -> Fashion-MNIST), an
+:class:`InputAdapter` converts grey <-> RGB and resizes with ``F.interpolate`` in front of φ.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, DataError
+from ..registry import Registry
+from .victims import VICTIMS, ResNet18
+
+ENCODERS: Registry[type] = Registry("encoder")
+METADATA_KEY = "poisonlab_extractor"
+
+
+def _standardiser(module: nn.Module, d: int) -> None:
+    """Fixed per-feature affine map (h − mean)·scale, identity while pre-training; set from the
+    pre-training images afterwards (:func:`set_standardiser`) so heads see unit-scale features."""
+    module.register_buffer("feature_mean", torch.zeros(d))
+    module.register_buffer("feature_scale", torch.ones(d))
+
+
+@torch.no_grad()
+def set_standardiser(encoder: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> None:
+    """Set ``feature_mean``/``feature_scale`` to the mean and 1/std of the raw features of x (N, C, H, W)
+    (std floored at 5 % of the mean std)."""
+    encoder.feature_mean.zero_()
+    encoder.feature_scale.fill_(1.0)
+    encoder.eval()
+    dev = encoder.feature_mean.device
+    h = torch.cat([encoder(x[i:i + batch_size].to(dev)) for i in range(0, len(x), batch_size)])
+    std = h.std(0)
+    encoder.feature_mean.copy_(h.mean(0))
+    # floor: (nearly) dead ReLU features must not get huge scales that explode once fine-tuning revives them
+    encoder.feature_scale.copy_(1.0 / std.clamp_min(max(0.05 * std.mean().item(), 1e-6)))
+
+
+@ENCODERS.register("conv")
+class ConvEncoder(nn.Module):
+    """Small CPU-sized conv encoder: three 3x3 conv blocks (ReLU, 2x2 max-pool) + global average pool.
+
+    x: (N, C, H, W) in [0, 1] -> (N, channels[-1]) features (standardised after pre-training).
+    """
+
+    def __init__(self, input_shape: Sequence[int], channels: Sequence[int] = (32, 64, 128)) -> None:
+        super().__init__()
+        c = int(input_shape[0])
+        layers: list[nn.Module] = []
+        for i, width in enumerate(channels):
+            layers += [nn.Conv2d(c, int(width), 3, padding=1), nn.ReLU()]
+            if i < len(channels) - 1:
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            c = int(width)
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.feature_dim = c
+        _standardiser(self, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.net(x * 2.0 - 1.0) - self.feature_mean) * self.feature_scale
+
+
+@ENCODERS.register("resnet18")
+class ResNet18Encoder(nn.Module):
+    """ResNet-18 (CIFAR variant) without its classifier: (N, C, H, W) -> (N, 8·width) features."""
+
+    def __init__(self, input_shape: Sequence[int], width: int = 64) -> None:
+        super().__init__()
+        self.net = ResNet18(input_shape, 2, int(width)).features
+        self.feature_dim = 8 * int(width)
+        _standardiser(self, self.feature_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.net(x * 2.0 - 1.0) - self.feature_mean) * self.feature_scale
+
+
+def build_encoder(name: str, input_shape: Sequence[int], options: dict[str, Any] | None = None) -> nn.Module:
+    cls = ENCODERS.get(name)
+    try:
+        return cls(tuple(int(s) for s in input_shape), **dict(options or {}))
+    except TypeError as exc:
+        raise ConfigError(f"encoder {name!r}: bad options {options!r} ({exc})") from None
+
+
+class InputAdapter(nn.Module):
+    """Maps downstream images (N, c, h, w) to the extractor's input shape (N, C, H, W).
+
+    Channels: 1 -> 3 repeats the grey plane, 3 -> 1 takes the ITU-R 601 luma; sizes are matched by
+    bilinear ``F.interpolate``. The identity when the shapes already agree. Values stay in [0, 1].
+    """
+
+    def __init__(self, data_shape: Sequence[int], extractor_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.extractor_shape = tuple(int(s) for s in extractor_shape)
+        c_in, c_out = self.data_shape[0], self.extractor_shape[0]
+        if c_in != c_out and (c_in, c_out) not in ((1, 3), (3, 1)):
+            raise ConfigError(f"cannot adapt {c_in}-channel images to a {c_out}-channel extractor")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c_in, c_out = self.data_shape[0], self.extractor_shape[0]
+        if c_in == 1 and c_out == 3:
+            x = x.expand(-1, 3, -1, -1)
+        elif c_in == 3 and c_out == 1:
+            luma = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+            x = (x * luma).sum(1, keepdim=True)
+        if tuple(x.shape[-2:]) != self.extractor_shape[1:]:
+            x = F.interpolate(x, size=self.extractor_shape[1:], mode="bilinear", align_corners=False)
+        return x
+
+
+class ExtractorVictim(nn.Module):
+    """φ (with its input adapter) + a linear head. ``frozen=True`` is the linear-probe scenario.
+
+    Exposes ``features`` (x -> (N, D)) and ``head`` (``nn.Linear(D, C)``) like the other victims.
+    """
+
+    def __init__(self, encoder: nn.Module, adapter: InputAdapter, num_classes: int, *, frozen: bool) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.adapter = adapter
+        self.frozen = frozen
+        self.head = nn.Linear(int(encoder.feature_dim), int(num_classes))
+        if frozen:
+            self.encoder.requires_grad_(False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.adapter(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def train(self, mode: bool = True) -> "ExtractorVictim":
+        super().train(mode)
+        if self.frozen:  # a frozen extractor keeps its BatchNorm statistics too
+            self.encoder.eval()
+        return self
+
+
+# ---------------------------------------------------------------------------- files
+def extractor_cache_dir() -> Path:
+    """``$POISONLAB_CACHE/extractors``, else ``$XDG_CACHE_HOME/poisonlab/extractors`` (~/.cache)."""
+    root = os.environ.get("POISONLAB_CACHE")
+    if not root:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(cache, "poisonlab")
+    return Path(root).expanduser() / "extractors"
+
+
+def resolve_extractor(ref: str) -> Path:
+    """A path to a ``.safetensors`` file, or a cache key (file ``<cache>/<key>.safetensors``)."""
+    if not ref:
+        raise ConfigError("empty extractor reference; use a .safetensors path or a `poisonlab pretrain` cache key")
+    p = Path(ref).expanduser()
+    if ref.endswith(".safetensors") or os.sep in ref or "/" in ref:
+        path = p
+    else:
+        path = extractor_cache_dir() / f"{ref}.safetensors"
+    if not path.is_file():
+        raise DataError(f"extractor {ref!r} not found at {path}; create it with `poisonlab pretrain`")
+    return path
+
+
+@functools.lru_cache(maxsize=8)
+def _read(path: str, mtime_ns: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get(METADATA_KEY, "null"))
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read extractor weights ({exc})") from None
+    if not isinstance(meta, dict) or not {"encoder", "input_shape"} <= set(meta):
+        raise DataError(f"{path}: not a poisonlab extractor (no {METADATA_KEY!r} metadata)")
+    return state, meta
+
+
+def load_extractor(ref: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The encoder (eval mode, a fresh copy) and its metadata dict."""
+    path = resolve_extractor(ref)
+    state, meta = _read(str(path.resolve()), path.stat().st_mtime_ns)
+    encoder = build_encoder(meta["encoder"], meta["input_shape"], meta.get("encoder_options"))
+    try:
+        encoder.load_state_dict({k: v.clone() for k, v in state.items()})
+    except RuntimeError as exc:
+        raise DataError(f"{path}: weights do not fit encoder {meta['encoder']!r} (written by another poisonlab "
+                        f"version? re-run `poisonlab pretrain --force`): {str(exc).splitlines()[0]}") from None
+    return encoder.eval(), dict(meta)
+
+
+def extractor_fingerprint(model_name: str) -> str | None:
+    """sha256 of the extractor file behind ``linear_probe:<ref>`` / ``fine_tune:<ref>`` (None for
+    other names), so caches keyed on the model name notice a re-trained extractor."""
+    base, sep, ref = model_name.partition(":")
+    if not sep or base not in ("linear_probe", "fine_tune"):
+        return None
+    path = resolve_extractor(ref)
+    return _file_sha256(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_sha256(path: str, mtime_ns: int) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def extractor_victim(extractor: str | None, input_shape: Sequence[int], num_classes: int, *, frozen: bool) -> ExtractorVictim:
+    if extractor is None:
+        kind = "linear_probe" if frozen else "fine_tune"
+        raise ConfigError(f"model {kind!r} needs an extractor: {kind}:<path.safetensors or cache key>")
+    encoder, meta = load_extractor(extractor)
+    adapter = InputAdapter(input_shape, meta["input_shape"])
+    return ExtractorVictim(encoder, adapter, num_classes, frozen=frozen)
+
+
+def _no_options(name: str, opts: dict) -> None:
+    if opts:
+        raise ConfigError(f"model {name!r} has no option(s) {sorted(opts)}; valid: none")
+
+
+@VICTIMS.register("linear_probe")
+def _linear_probe(input_shape, num_classes, extractor: str | None = None, **opts):
+    """linear_probe:<extractor> — frozen pre-trained extractor, trained linear head"""
+    _no_options("linear_probe", opts)
+    return extractor_victim(extractor, input_shape, num_classes, frozen=True)
+
+
+@VICTIMS.register("fine_tune")
+def _fine_tune(input_shape, num_classes, extractor: str | None = None, **opts):
+    """fine_tune:<extractor> — whole network trained, starting from the pre-trained extractor"""
+    _no_options("fine_tune", opts)
+    return extractor_victim(extractor, input_shape, num_classes, frozen=False)
+
+
+_linear_probe.takes_argument = True  # type: ignore[attr-defined]
+_fine_tune.takes_argument = True  # type: ignore[attr-defined]
+
+
+def split_head(model: nn.Module) -> tuple[Any, nn.Linear]:
+    """(feature map x -> (N, D), final linear layer) of a victim.
+
+    Works for every victim with ``features``/``head`` (nn, cnn, resnet18, extractor victims) and
+    for logistic regression (features = flattened pixels).
+    """
+    head = getattr(model, "head", None)
+    feats = getattr(model, "features", None)
+    if isinstance(head, nn.Linear) and feats is not None:
+        return feats, head
+    lin = getattr(model, "linear", None)
+    if isinstance(lin, nn.Linear):
+        return (lambda x: x.flatten(1)), lin
+    raise ConfigError(f"{type(model).__name__} has no (features, linear head) split")
