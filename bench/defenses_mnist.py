@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import common  # noqa: F401,E402  (OMP_WAIT_POLICY, ../shared/data default)
 from tqdm.auto import tqdm
 
 from poisonlab.cli.run_cmd import parse_key_values

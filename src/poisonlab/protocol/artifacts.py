@@ -34,10 +34,11 @@ def write_atomic(path: str | Path, data: bytes) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n").encode())
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """JSON for numpy scalars, tensors, tuples/sets and paths (the one conversion rule)."""
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):

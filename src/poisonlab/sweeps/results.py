@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 from ..cache import canonical_json
 from ..errors import DataError, PoisonlabError
+from ..protocol.artifacts import json_default
 
 SCHEMA = 1
 
@@ -165,17 +166,9 @@ class SweepLock:
 
 
 def _default(o: Any) -> Any:
-    import numpy as np
-    import torch
-
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, (tuple, set)):
-        return list(o)
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, Path):
+    """The protocol's JSON conversion (numpy scalars, tensors, paths, tuples); anything else as text."""
+    try:
+        return json_default(o)
+    except TypeError:
         return str(o)
     return str(o)
