@@ -42,6 +42,9 @@ def run_transfer(
         raise ConfigError("transfer measures undefended drops; run defenses on the saved poisons with `run --poisons`")
     opts = model_options or {}
     root = Path(out or f"runs/transfer-{Path(base.dataset).stem}-{base.attack}-f{base.fraction:g}-s{base.seed}")
+    # every target is pretrained on the same D_tr for every surrogate: the clean-victim cache (stage 1,
+    # bit-identical to training afresh) makes that one training per model instead of one per pair
+    base = replace(base, cache_dir=base.cache_dir or str(root / "cache"))
     runs: dict[str, dict[str, dict[str, Any]]] = {}
     for s in surrogates:
         log(f"[transfer] surrogate {s}: crafting {base.attack} poisons")
