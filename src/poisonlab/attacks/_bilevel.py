@@ -37,6 +37,7 @@ from ..autodiff import Params
 from ..data.types import AttackData, Dataset
 from ..errors import ConfigError
 from ..seeding import derive_seed, torch_generator
+from ..training.victim import Victim
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -360,3 +361,20 @@ def direct_game(
         checkpoint.save({"xp": xp_all, **pack("w", w)}, {"epoch": epoch + 1, "info": info})
     info["seconds_per_epoch"] = seconds / max(epochs - start, 1)
     return xp_all, info
+
+
+def direct_setup(cfg: Any, data: AttackData, victim: Victim, n_poison: int, generator: torch.Generator):
+    """The shared start of the attacks that optimise poison images directly (back_gradient, min_max):
+    (base seed, tensors, follower, clean weights, poison labels, follower lr, batch size).
+
+    ``cfg`` needs ``dtype``, ``labels``, ``follower_lr`` and ``batch_size``; the generator is drawn in a
+    fixed order (base seed, then the poison sources) so results do not depend on the caller.
+    """
+    dtype = DTYPES[cfg.dtype]
+    base = draw_base_seed(generator)
+    T = AttackTensors.build(data, n_poison, generator, victim.device, dtype)
+    fol, w_pre = Follower.from_model(victim.clean_model(), dtype)
+    yp_all = initial_labels(cfg.labels, T.y0, data.num_classes, fol, w_pre, T.x0)
+    beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
+    bs = cfg.batch_size or victim.spec.recipe.batch_size or len(T.train)
+    return base, T, fol, w_pre, yp_all, beta, bs

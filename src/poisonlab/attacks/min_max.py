@@ -62,13 +62,7 @@ class MinMax(Attack):
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator,
                progress: bool) -> PoisonSet:
         cfg: MinMaxConfig = self.config
-        dtype, device = B.DTYPES[cfg.dtype], victim.device
-        base = B.draw_base_seed(generator)
-        T = B.AttackTensors.build(data, n_poison, generator, device, dtype)
-        fol, w_pre = B.Follower.from_model(victim.clean_model(), dtype)
-        yp_all = B.initial_labels(cfg.labels, T.y0, data.num_classes, fol, w_pre, T.x0)
-        beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
-        bs = cfg.batch_size or victim.spec.recipe.batch_size or len(T.train)
+        base, T, fol, w_pre, yp_all, beta, bs = B.direct_setup(cfg, data, victim, n_poison, generator)
 
         def leader_step(w: B.Params, r: B.Round, xp: torch.Tensor) -> torch.Tensor:
             yp = yp_all[r.poison]
