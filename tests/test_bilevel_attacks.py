@@ -239,3 +239,30 @@ def test_cli_runs_tgda(tmp_path, capsys):
     rc = main(["run", "--dataset", "digits", "--attack", "tgda", "--epochs", "3", "--quiet", "--out", str(tmp_path / "r"),
                "-A", "epochs=1", "-A", "pretrain_epochs=1", "-A", "n=1", "-A", "cg_iters=3"])
     assert rc == 0 and (tmp_path / "r" / "poisons.npz").is_file()
+
+
+def test_tgda_selection_returns_the_generator_of_the_selected_epoch():
+    """``select_every``: every k epochs the victim is retrained from scratch on D_tr ∪ L_θ(D_p⁰) and
+    judged on D_v; the attack returns the poisons of the epoch with the lowest D_v accuracy — the
+    same poisons a run stopped at that epoch returns (selection draws no randomness of its own)."""
+    data, victim = _tiny(n_train=150, n_val=80)
+    opts = dict(TINY["tgda"], leader_lr=0.5)
+    sel = build_attack("tgda", dict(opts, epochs=4, select_every=2)).poison(data, victim, 0.05, generator=torch_generator(3, "a"))
+    rows = sel.info["selection"]
+    assert [r[0] for r in rows] == [0, 2, 4]
+    best = min(rows, key=lambda r: (r[1], -r[2]))
+    assert sel.info["selected_epoch"] == best[0]
+    assert best[0] > 0, "the test needs a run whose best epoch is not the start"
+    plain = build_attack("tgda", dict(opts, epochs=best[0])).poison(data, victim, 0.05, generator=torch_generator(3, "a"))
+    assert torch.equal(sel.x, plain.x)
+    assert all(0.0 <= r[1] <= 100.0 and r[2] > 0 for r in rows)
+
+
+def test_tgda_selection_resumes_byte_identically(tmp_path):
+    data, victim = _tiny(n_train=120, n_val=60)
+    opts = dict(TINY["tgda"], epochs=4, select_every=2, leader_lr=0.5)
+    full = build_attack("tgda", opts).poison(data, victim, 0.05, generator=torch_generator(4, "a"))
+    ck = str(tmp_path / "ck")
+    build_attack("tgda", dict(opts, epochs=3, checkpoint=ck)).poison(data, victim, 0.05, generator=torch_generator(4, "a"))
+    resumed = build_attack("tgda", dict(opts, checkpoint=ck)).poison(data, victim, 0.05, generator=torch_generator(4, "a"))
+    assert torch.equal(full.x, resumed.x) and full.info["selection"] == resumed.info["selection"]

@@ -56,6 +56,7 @@ from ..data.types import AttackData, Dataset, PoisonSet
 from ..errors import ConfigError
 from ..models.generators import GENERATORS, build_generator, default_generator_name
 from ..seeding import derive_seed
+from ..training import accuracy, mean_loss
 from ..training.victim import Victim
 from . import _bilevel as B
 from ._radius import LinfProjectedGenerator, check_radius
@@ -97,9 +98,11 @@ class TGDAConfig(AttackConfig):
     radius: float | None = None  # L∞ ball around each source image (generator output projected); None: free
     checkpoint: str | None = None  # directory; the attack resumes from it and saves after each epoch
     log_every: int = 1  # epochs between validation-loss diagnostics
+    select_every: int = 0  # >0: every k epochs retrain the victim from scratch on D_tr ∪ poisons; keep the best θ
+    select_metric: str = "accuracy"  # what the selection minimises on D_v: "accuracy" (ties: higher loss) or "loss" (maximised)
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "m", "n", "pretrain_epochs"):
+        for key in ("epochs", "m", "n", "pretrain_epochs", "select_every"):
             B.check_positive_int(getattr(self, key), key, WHAT, allow_zero=True)
         for key in ("cg_iters", "partitions", "workers", "log_every"):
             B.check_positive_int(getattr(self, key), key, WHAT)
@@ -117,6 +120,7 @@ class TGDAConfig(AttackConfig):
         B.check_choice(self.leader, "leader", ("attacker", "defender"), WHAT)
         B.check_choice(self.formulation, "formulation", ("nonzero_sum", "zero_sum"), WHAT)
         B.check_choice(self.start, "start", ("warm", "cold"), WHAT)
+        B.check_choice(self.select_metric, "select_metric", ("accuracy", "loss"), WHAT)
         for key in ("pretrain_attacker", "cg_warm_start", "normal_equations"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{WHAT}: {key} must be true or false, got {getattr(self, key)!r}")
@@ -259,6 +263,10 @@ class TGDA(Attack):
         info: dict[str, Any] = {"generator": gname, "n_poison": len(sources), "batch_size": bs,
                                 "follower_lr": beta, "val_loss": [], "val_accuracy": [], "cg_iterations": [],
                                 "leader_grad_norm": [], "pretrain_loss": []}
+        if cfg.select_every:
+            info["selection"] = []  # [epoch, D_v accuracy, D_v loss] of each from-scratch retrain
+            info["selected_epoch"] = None
+        best_theta: list[torch.Tensor] | None = None
         w = w_pre
         prev_solve: Params | None = None
         start_epoch = 0
@@ -274,6 +282,8 @@ class TGDA(Attack):
                 prev_solve = B.unpack("solve", tensors, w_pre)
             start_epoch = int(meta["epoch"])
             info.update(meta["info"])
+            if "best.0" in tensors:
+                best_theta = list(B.unpack("best", tensors, theta))
         else:
             if cfg.pretrain_attacker and cfg.pretrain_epochs > 0:
                 info["pretrain_loss"] = pretrain_autoencoder(
@@ -281,7 +291,9 @@ class TGDA(Attack):
                     generator=B.torch_generator(base, "tgda-pretrain"), progress=progress)
             info["val_loss"].append(fol.mean_loss(w, eval_set))
             info["val_accuracy"].append(fol.accuracy(w, eval_set))
-            self._save(ckpt, theta, w, prev_solve, opt, 0, info)
+            if cfg.select_every:
+                best_theta = self._select(gen, theta, T, data, victim, base, 0, info, None)
+            self._save(ckpt, theta, w, prev_solve, opt, 0, info, best_theta)
 
         seconds = 0.0
         pw = len(sources) / len(T.train) if cfg.poisons_per_batch == "weighted" else None
@@ -320,14 +332,52 @@ class TGDA(Attack):
                 info["val_loss"].append(fol.mean_loss(w, eval_set))
                 info["val_accuracy"].append(fol.accuracy(w, eval_set))
                 bar.set_postfix(val_loss=f"{info['val_loss'][-1]:.4f}", cg=f"{info['cg_iterations'][-1]:.1f}")
-            self._save(ckpt, theta, w, prev_solve, opt, epoch + 1, info)
+            if cfg.select_every and (epoch + 1) % cfg.select_every == 0:
+                best_theta = self._select(gen, theta, T, data, victim, base, epoch + 1, info, best_theta)
+            self._save(ckpt, theta, w, prev_solve, opt, epoch + 1, info, best_theta)
         done = cfg.epochs - start_epoch
         info["seconds_per_epoch"] = seconds / done if done else 0.0
+        if cfg.select_every and cfg.epochs % cfg.select_every and info["selection"][-1][0] != cfg.epochs:
+            # the last epoch is judged too; not checkpointed, so a longer resumed run sees the same history
+            best_theta = self._select(gen, theta, T, data, victim, base, cfg.epochs, info, best_theta)
 
+        if best_theta is not None:  # the generator of the selected epoch
+            with torch.no_grad():
+                for p, v in zip(theta, best_theta):
+                    p.copy_(v)
+        return PoisonSet(self._poisons(gen, T), T.y0.cpu(), T.source_index, info)
+
+    @staticmethod
+    def _poisons(gen: nn.Module, T: B.AttackTensors) -> torch.Tensor:
+        """L_θ(D_p⁰): the poison images, float32 on the CPU, in [0, 1]."""
         with torch.no_grad():
-            xs = [gen(T.x0[sl], T.y0[sl]) for sl in B.chunks(len(sources), 1024)]
+            xs = [gen(T.x0[sl], T.y0[sl]) for sl in B.chunks(len(T.x0), 1024)]
         x = torch.cat(xs) if xs else T.x0[:0]
-        return PoisonSet(x.to("cpu", torch.float32).clamp(0.0, 1.0), T.y0.cpu(), T.source_index, info)
+        return x.to("cpu", torch.float32).clamp(0.0, 1.0)
+
+    def _select(self, gen: nn.Module, theta: list[torch.Tensor], T: B.AttackTensors, data: AttackData,
+                victim: Victim, base: int, epoch: int, info: dict[str, Any],
+                best: list[torch.Tensor] | None) -> list[torch.Tensor]:
+        """Judge the current θ as the test stage will, but on the attacker's D_v: retrain the victim
+        from scratch with its recipe on D_tr ∪ L_θ(D_p⁰) (a seed of the attacker's, not the victim's)
+        and measure D_v accuracy and loss. Returns the parameters of the best θ so far."""
+        cfg: TGDAConfig = self.config
+        mixed = Dataset(torch.cat([data.train.x, self._poisons(gen, T)]), torch.cat([data.train.y, T.y0.cpu()]),
+                        data.train.num_classes, data.train.name)
+        t0 = time.perf_counter()
+        model = victim.spec.train(mixed, derive_seed(base, "tgda-select"))
+        acc, loss = accuracy(model, data.val), mean_loss(model, data.val)
+        prior = [row for row in info["selection"]]
+        info["selection"].append([epoch, acc, loss])
+        info["selection_seconds"] = info.get("selection_seconds", 0.0) + time.perf_counter() - t0
+
+        def key(row: list) -> tuple[float, float]:  # smaller is better for the attacker
+            return (row[1], -row[2]) if cfg.select_metric == "accuracy" else (-row[2], row[1])
+
+        if best is None or not prior or key(info["selection"][-1]) < min(key(r) for r in prior):
+            info["selected_epoch"] = epoch
+            return [p.detach().clone() for p in theta]
+        return best
 
     def _follow(self, fol: B.Follower, gen: nn.Module, w: Params, w_pre: Params, xc: torch.Tensor, yc: torch.Tensor,
                 x0b: torch.Tensor, y0b: torch.Tensor, beta: float, pw: float | None) -> Params:
@@ -344,11 +394,12 @@ class TGDA(Attack):
 
     @staticmethod
     def _save(ckpt: B.Checkpoint, theta: list[torch.Tensor], w: Params, solve: Params | None,
-              opt: torch.optim.Optimizer, epoch: int, info: dict[str, Any]) -> None:
+              opt: torch.optim.Optimizer, epoch: int, info: dict[str, Any],
+              best: list[torch.Tensor] | None = None) -> None:
         if ckpt.dir is None:
             return
         ckpt.save({**B.pack("theta", theta), **B.pack("w", w), **B.pack("solve", solve or ()),
-                   **B.optimizer_state(opt, theta)},
+                   **B.pack("best", best or ()), **B.optimizer_state(opt, theta)},
                   {"epoch": epoch, "info": info})
 
 
