@@ -61,3 +61,14 @@ def test_sample_weights_zero_means_ignored():
     subset = spec.train(b.train.subset(torch.arange(100, len(b.train))), seed=0)
     # full-batch GD: weighting a point by zero == removing it
     torch.testing.assert_close(weighted.linear.weight, subset.linear.weight, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_logits_casts_inputs_to_the_model_dtype():
+    from poisonlab.models import build_victim
+    from poisonlab.training import predict_logits
+
+    model = build_victim("lr", (1, 4, 4), 3).double()
+    x = torch.rand(5, 1, 4, 4)  # float32 data, float64 model
+    out = predict_logits(model, x)
+    assert out.dtype == torch.float64 and out.shape == (5, 3)
+    assert torch.allclose(out, model(x.double()).detach())

@@ -109,10 +109,10 @@ def train(
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Logits (N, C) in eval mode, on the model's device, returned on CPU."""
+    """Logits (N, C) in eval mode, on the model's device and in its dtype, returned on CPU."""
     model.eval()
-    device = next(model.parameters()).device
-    outs = [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    p = next(model.parameters())
+    outs = [model(x[i : i + batch_size].to(p.device, p.dtype)).cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(outs) if outs else torch.empty(0)
 
 
