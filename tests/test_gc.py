@@ -195,3 +195,25 @@ def test_cli_threshold_target_and_run(tmp_path, capsys):
     assert "retrained_to_target_distance" in res["attack_info"] and (out / "target.safetensors").is_file()
     assert res["artifacts"]["target_model"] == "target.safetensors"
     assert main(["threshold", "--dataset", "digits", "--target", str(tmp_path / "none.safetensors"), "--quiet"]) == 2
+
+
+def test_gc_reports_the_box_threshold_of_a_linear_target(digits_victim):
+    """GC's info carries τ_box (theory/box.py) computed from the clean mean gradient at the target,
+    with [weight | bias] laid out as the theory expects; None when the gradient is not the full [W | b]."""
+    from poisonlab.attacks.gc import box_threshold
+    from poisonlab.theory.box import linear_box_threshold
+
+    prep, victim = digits_victim
+    target, _ = corrupt(victim.clean_model(), prep.data.val, eps_w=0.5, steps=5)
+    names, w = named_params(target)
+    tr = prep.data.train
+    g = sum_gradient(target, names, w, tr.x, tr.y, 1.0 / len(tr), 4096)
+    X = torch.cat([tr.x.flatten(1).double(), torch.ones(len(tr), 1, dtype=torch.float64)], 1)
+    Wt = torch.cat([target.linear.weight.detach(), target.linear.bias.detach()[:, None]], 1).double()
+    P = torch.softmax(X @ Wt.T, 1)
+    P[torch.arange(len(tr)), tr.y] -= 1.0
+    expected = linear_box_threshold(P.T @ X / len(tr))
+    assert math.isclose(box_threshold(target, names, g), expected, rel_tol=1e-4)
+    assert box_threshold(target, names[:1], g[: target.linear.weight.numel()]) is None  # not the full gradient
+    p = build_attack("gc", {"steps": 2, "target_steps": 5}).poison(prep.data, victim, 0.05, generator=torch_generator(0, "a"))
+    assert p.info["tau_box"] is not None and p.info["tau_box"] > 0

@@ -237,3 +237,72 @@ def test_mixed_gradient_norm_equals_gradient_over_the_union():
     union = grad(torch.cat([x, xp]), torch.cat([y, yp])).norm().item()
     assert mixed_gradient_norm(grad(x, y), grad(xp, yp), 20 / 50) == pytest.approx(union, rel=1e-12)
     assert mixed_gradient_norm(grad(x, y), None, 0.0) == pytest.approx(grad(x, y).norm().item())
+
+
+# ---------------------------------------------------------------- box-bounded poisons (theory/box.py)
+def _ce_grads(W: torch.Tensor, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """Per-point cross-entropy gradients w.r.t. [W | b] for h = W [x; 1]: (N, C, d+1)."""
+    Xt = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], 1)
+    P = torch.softmax(Xt @ W.T, 1)
+    P[torch.arange(len(Y)), Y] -= 1.0
+    return P[:, :, None] * Xt[:, None, :]
+
+
+@pytest.mark.parametrize("lo,hi", [(0.0, 1.0), (-0.5, 2.0)])
+def test_box_support_bound_dominates_brute_force(lo, hi):
+    from poisonlab.theory.box import box_support_bound
+
+    g = torch.Generator().manual_seed(0)
+    C, d = 3, 2
+    grid = torch.linspace(lo, hi, 41, dtype=torch.float64)
+    X = torch.cartesian_prod(grid, grid)
+    for _ in range(20):
+        V = torch.randn(C, d + 1, generator=g, dtype=torch.float64)
+        W = 3 * torch.randn(C, d + 1, generator=g, dtype=torch.float64)
+        best = max(float((_ce_grads(W, X, torch.full((len(X),), y)) * V).sum((1, 2)).max()) for y in range(C))
+        assert best <= box_support_bound(V, lo, hi) + 1e-12
+    # tight for a confident model whose worst label is the one the bound picks: close to equality
+    V = torch.randn(C, d + 1, generator=g, dtype=torch.float64)
+    assert box_support_bound(V, lo, hi) >= 0
+
+
+def test_box_threshold_is_below_the_lp_minimum_over_a_grid_of_poisons():
+    """The smallest ε for which a poison mix on a grid of box inputs × all labels cancels g(μ)
+    exactly (an LP) can only be larger than the minimum over the whole box, hence ≥ τ_box; and
+    ≥ τ of eq. 3.6 too."""
+    from poisonlab.theory.box import linear_box_threshold
+
+    g = torch.Generator().manual_seed(1)
+    C, d = 3, 2
+    grid = torch.linspace(0.0, 1.0, 11, dtype=torch.float64)
+    Xg = torch.cartesian_prod(grid, grid)
+    checked = 0
+    for trial in range(12):
+        Xc = torch.rand(60, d, generator=g, dtype=torch.float64)
+        Yc = torch.randint(C, (60,), generator=g)
+        W = torch.randn(C, d + 1, generator=g, dtype=torch.float64)
+        gmu = _ce_grads(W, Xc, Yc).mean(0)
+        cand = torch.cat([_ce_grads(W, Xg, torch.full((len(Xg),), y)) for y in range(C)]).reshape(-1, C * (d + 1))
+        res = linprog(np.ones(len(cand)), A_eq=cand.T.numpy(), b_eq=-gmu.flatten().numpy(), bounds=(0, None), method="highs")
+        if res.status != 0:
+            continue  # not reachable with these grid points at any ε
+        eps_min = float(res.x.sum())
+        tau_box = linear_box_threshold(gmu)
+        assert eps_min >= tau_box - 1e-9
+        Xt = torch.cat([Xc, torch.ones(len(Xc), 1, dtype=Xc.dtype)], 1)
+        assert eps_min >= multiclass_reachability(Xt @ W.T, Yc).tau - 1e-9
+        checked += 1
+    assert checked >= 4
+
+
+def test_box_threshold_edge_cases():
+    from poisonlab.theory.box import box_support_bound, linear_box_threshold
+
+    assert linear_box_threshold(torch.zeros(3, 5)) == 0.0
+    with pytest.raises(ValueError):
+        box_support_bound(torch.zeros(1, 5))
+    with pytest.raises(ValueError):
+        box_support_bound(torch.zeros(3, 5), lo=1.0, hi=0.0)
+    # scaling g scales τ_box linearly (‖g‖² over a support bound linear in g)
+    G = torch.randn(4, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert math.isclose(linear_box_threshold(3 * G), 3 * linear_box_threshold(G), rel_tol=1e-12)

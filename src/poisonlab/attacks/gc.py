@@ -179,6 +179,19 @@ def _sources_by_proportion(y: torch.Tensor, weights, n: int, num_classes: int, g
     return torch.cat(out)
 
 
+def box_threshold(model: nn.Module, names: list[str], g_clean: torch.Tensor) -> float | None:
+    """τ_box (:func:`poisonlab.theory.box.linear_box_threshold`, pixels in [0, 1]) when ``model`` is a
+    single linear layer and ``g_clean`` its full flattened mean gradient [weight, bias]; else None."""
+    from ..models.victims import LogisticRegression
+    from ..theory.box import linear_box_threshold
+
+    if not isinstance(model, LogisticRegression) or names != ["linear.weight", "linear.bias"]:
+        return None
+    C, d = model.linear.weight.shape
+    G = torch.cat([g_clean[: C * d].reshape(C, d), g_clean[C * d :].reshape(C, 1)], 1)
+    return linear_box_threshold(G.cpu())
+
+
 def relative_distance(a: nn.Module, b: nn.Module, names: list[str]) -> float:
     """‖w_a − w_b‖ / ‖w_b‖ over the named parameters."""
     pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
@@ -296,6 +309,8 @@ class GradientCanceling(Attack):
             "clean_to_target_distance": relative_distance(clean, target, names),
             "tau": reach.tau,
             "tau_min_poisons": tau_count if math.isfinite(tau_count) else None,
+            # linear victims, free pixels in [0, 1]: the box-bounded necessary condition (theory/box.py)
+            "tau_box": box_threshold(target, names, g_clean) if c.radius is None else None,
             "eps": eps,
             "eps_reaches_tau": reach.reachable(eps),
             "clean_grad_norm": g_clean_norm,

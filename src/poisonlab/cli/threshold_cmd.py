@@ -32,12 +32,12 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def clean_gradient_norm(model, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> float:
-    """‖g(μ)‖: the norm of the mean loss gradient of ``model`` over (x, y), all parameters."""
+def clean_gradient(model, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> tuple[list[str], torch.Tensor]:
+    """g(μ): the mean loss gradient of ``model`` over (x, y), all parameters, flattened (with their names)."""
     from ..attacks.gc import sum_gradient
 
     names, w = named_params(model)
-    return float(torch.linalg.vector_norm(sum_gradient(model, names, w, x, y, 1.0 / len(x), chunk)))
+    return names, sum_gradient(model, names, w, x, y, 1.0 / len(x), chunk)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,9 +66,15 @@ def run(args: argparse.Namespace) -> int:
         "fraction": args.fraction,
         "n_poisons_at_fraction": k,
         "fraction_passes": reach.reachable(args.fraction),
-        "clean_grad_norm_at_target": clean_gradient_norm(target, train.x.to(device), train.y.to(device)),
         "condition": "necessary (cross-entropy trace bound, eq. 3.6)",
     }
+    from ..attacks.gc import box_threshold
+
+    names, g = clean_gradient(target, train.x.to(device), train.y.to(device))
+    out["clean_grad_norm_at_target"] = float(torch.linalg.vector_norm(g))
+    tau_box = box_threshold(target, names, g)  # linear victims only: poisons with pixels in [0, 1]
+    out["tau_box"] = tau_box
+    out["fraction_passes_box"] = None if tau_box is None else args.fraction >= tau_box
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -86,5 +92,11 @@ def run(args: argparse.Namespace) -> int:
          else "CANNOT reach the target"),
         ("‖g(μ)‖ at the target", f"{out['clean_grad_norm_at_target']:.6g}"),
     ]
+    if tau_box is not None:
+        rows += [
+            ("box threshold τ_box (pixels in [0, 1])", f"{tau_box:.6g}"),
+            (f"fraction {args.fraction:g}, box-bounded poisons", "passes (necessary condition)" if out["fraction_passes_box"]
+             else "CANNOT reach the target"),
+        ]
     print(format_table(("", "value"), rows))
     return 0
