@@ -65,6 +65,34 @@ def variants(table: str) -> list[tuple[str, dict, float]]:
     return [("tgda", {}, 0.03)]
 
 
+def _same_run_elsewhere(out: Path, model: str, attack: str, fraction: float, seed: int, dataset: str,
+                        victim_epochs: int | None, opts: dict, model_opts: dict) -> dict | None:
+    """A finished run with exactly this configuration in another table's result file, or None."""
+    for f in sorted(out.parent.glob("tgda_mnist_*.json")):
+        if f == out:
+            continue
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if rec.get("dataset") != dataset:
+            continue
+        for key, row in rec.get("runs", {}).items():
+            ro = {k: v for k, v in (row.get("attack_options") or {}).items() if k != "checkpoint"}
+            if (row.get("model") == model and row.get("attack") == attack and row.get("fraction") == fraction
+                    and row.get("seed", 0) == seed and row.get("victim_epochs") == victim_epochs
+                    and row.get("model_options") == model_opts and ro == _resolved(attack, opts)):
+                return {**row, "_source": f"{f.name}:{key}"}
+    return None
+
+
+def _resolved(attack: str, opts: dict) -> dict:
+    """The attack's full option dict (defaults filled in), as run records store it."""
+    from poisonlab.attacks import build_attack
+
+    return {k: v for k, v in build_attack(attack, opts).options().items() if k != "checkpoint"}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("table", choices=sorted(THESIS))
@@ -103,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[bench] {key}: done before, skipped", file=sys.stderr)
                     continue
                 opts = {**(extra if attack == "tgda" else {}), **overrides}
+                same = _same_run_elsewhere(out, model, attack, fraction, args.seed, dataset, victim_epochs, opts, model_opts)
+                if same is not None and not args.force:  # e.g. every table's baseline column is one run
+                    record["runs"][key] = {**same, "variant": label, "reused_from": same.get("reused_from") or same["_source"]}
+                    record["runs"][key].pop("_source", None)
+                    write_json(out, record)
+                    print(f"[bench] {key}: the same run is in {record['runs'][key]['reused_from']}, reused", file=sys.stderr)
+                    continue
                 cfg = RunConfig(dataset=dataset, model=model, attack=attack, fraction=fraction, seed=args.seed,
                                 epochs=victim_epochs, data_dir=args.data_dir, device="cpu",
                                 out=f"{args.runs_dir}/{args.table}{suffix}/{model}-{attack}-{label.replace(',', '_')}",
@@ -110,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 r = run_protocol(cfg, progress=sys.stderr.isatty())
                 info = r["attack_info"]
-                row = {"model": model, "attack": attack, "variant": label, "fraction": fraction,
+                row = {"model": model, "attack": attack, "variant": label, "fraction": fraction, "seed": args.seed,
+                       "victim_epochs": victim_epochs,
                        "clean_accuracy": r["clean_accuracy"], "poisoned_accuracy": r["poisoned_accuracy"],
                        "accuracy_drop": r["accuracy_drop"], "attack_seconds": r["attack_seconds"],
                        "total_seconds": time.perf_counter() - t0,
