@@ -1,8 +1,8 @@
 """Poisoning pre-trained feature extractors (thesis chapter 4): accuracy drop for every
-attack x downstream scenario x constraint at fraction 3 %, same-domain vs transfer.
+attack x downstream scenario x constraint at fraction 3 %, same-domain vs transfer, over seeds.
 
-    POISONLAB_DATA=/work/shared/data python bench/feature_extractors.py            # the measured run
-    POISONLAB_DATA=/work/shared/data python bench/feature_extractors.py --quick    # a smoke test
+    POISONLAB_DATA=/work/shared/data python bench/feature_extractors.py                 # the measured run (6 seeds)
+    POISONLAB_DATA=/work/shared/data python bench/feature_extractors.py --quick         # a smoke test
 
 Setting (CPU-sized): downstream task = a seeded Fashion-MNIST subset (``--n-train`` images, the
 protocol's 70 % of them form D_tr; ``--n-test`` test images). Extractors are SimCLR conv encoders
@@ -10,11 +10,17 @@ protocol's 70 % of them form D_tr; ``--n-test`` test images). Extractors are Sim
 *transfer* on MNIST (``--transfer-source mnist``) or CIFAR-10 (grey -> RGB + resize adapter).
 Every attack is crafted against the *fixed* extractor (victim ``linear_probe:<extractor>``) and the
 same poisons are then used against ``fine_tune:<extractor>`` (protocol option ``poisons``), both
-retrained from scratch by the one protocol runner. Constraint: none, or L∞ ``--radius`` around the
+retrained from scratch by the one protocol runner with the same recipe (fine-tuning scales the
+encoder's step, ``encoder_lr_scale='auto'``). Constraint: none, or L∞ ``--radius`` around the
 source image. A side experiment measures unlearnable examples end to end (CNN) vs on the frozen
-extractor at ``--ue-fraction``. A noise floor (unmodified copies of random D_tr points as "poisons")
-shows how much of a drop is only retraining noise. The thesis' qualitative findings are checked against the numbers
-with the explicit criteria written into the JSON (``bench/results/feature_extractors.json``).
+extractor at ``--ue-fraction``.
+
+Every seed re-draws everything: the data subset, the 70/30 split, the victim initialisation and
+batch order, and both extractors' pre-training. A noise floor (``--floor-draws`` sets of unmodified
+copies of random D_tr points as "poisons", averaged) is measured per seed and (domain, scenario);
+the *excess drop* is drop − that seed's floor. Each thesis claim is decided by one stated rule on a
+per-seed paired statistic (``RULE``), written with all per-seed numbers into
+``bench/results/feature_extractors.json`` (figure ``feature_extractors.png``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save  # noqa: E402
+from common import RESULTS, save  # noqa: E402
 
 from poisonlab.attacks import ATTACKS  # noqa: E402
 from poisonlab.data import load_dataset  # noqa: E402
@@ -77,7 +83,7 @@ def subset_npz(path: Path, name: str, n_train: int, n_test: int, seed: int) -> s
     return str(path)
 
 
-def clean_copies(path: Path, base: dict, model: str) -> str:
+def clean_copies(path: Path, base: dict, model: str, draw: int = 0) -> str:
     """A poison file of unmodified copies of poison_count(fraction, |D_tr|) random D_tr points (their
     own labels): running it through the protocol measures the drop that is only retraining noise."""
     from poisonlab.data import poison_count
@@ -87,7 +93,7 @@ def clean_copies(path: Path, base: dict, model: str) -> str:
     prep = prepare(RunConfig.from_dict({**base, "model": model}))
     train = prep.data.train
     n = poison_count(base["fraction"], len(train))
-    src = torch.randperm(len(train), generator=torch_generator(base["seed"], "bench-copies"))[:n]
+    src = torch.randperm(len(train), generator=torch_generator(base["seed"], f"bench-copies-{draw}"))[:n]
     save_poisons(path, PoisonSet(train.x[src].clone(), train.y[src].clone(), src))
     return str(path)
 
@@ -106,53 +112,236 @@ def run_cell(base: dict, model: str, attack: str, options: dict, out: Path, pois
             "max_perturbation": r["max_perturbation"], "n_poison": r["n_poison"], "attack_info": keep}
 
 
+RULE = ("for each claim, a paired statistic d_i is computed per seed i (positive where the claim holds) from "
+        "excess drops (drop minus the same seed's noise floor); m and s are its mean and sample std (ddof 1) over "
+        "seeds; delta is the smallest effect that counts (points). confirmed: m - s > 0 and m >= delta; "
+        "refuted: m + s < delta (even one std above the mean the effect stays below delta); inconclusive otherwise "
+        "(or with fewer than 2 seeds). A compound claim is confirmed when all its parts are, refuted when any is.")
+
+
 def mean(xs: list[float]) -> float:
-    return float(np.mean(xs)) if xs else float("nan")
+    return float(np.mean(xs)) if len(xs) else float("nan")
 
 
-def findings(rows: list[dict], ue: dict) -> list[dict]:
-    """Each thesis claim with the criterion used and the verdict from ``rows``. Drops are *excess*
-    drops: the accuracy drop minus the clean-copies noise floor of the same (domain, scenario)."""
+def std(xs: list[float]) -> float:
+    return float(np.std(xs, ddof=1)) if len(xs) > 1 else float("nan")
+
+
+def decide(d: list[float], delta: float, what: str) -> dict:
+    """The rule (``RULE``) applied to the per-seed statistics ``d``."""
+    m, sd = mean(d), std(d)
+    if len(d) < 2:
+        verdict, why = "inconclusive", "fewer than 2 seeds: no spread"
+    elif m - sd > 0 and m >= delta:
+        verdict, why = "confirmed", f"m - s = {m - sd:.2f} > 0 and m = {m:.2f} >= {delta:g}"
+    elif m + sd < delta:
+        verdict, why = "refuted", f"m + s = {m + sd:.2f} < {delta:g}"
+    else:
+        verdict, why = "inconclusive", (f"m = {m:.2f} ± {sd:.2f}: " +
+                                        (f"m - s = {m - sd:.2f} <= 0" if m - sd <= 0 else f"m < {delta:g}") +
+                                        f" but m + s = {m + sd:.2f} >= {delta:g}")
+    return {"statistic": what, "delta": delta, "per_seed": list(d), "mean": m, "std": sd, "verdict": verdict, "why": why}
+
+
+def combine(parts: list[dict]) -> str:
+    vs = [p["verdict"] for p in parts]
+    return "confirmed" if all(v == "confirmed" for v in vs) else "refuted" if "refuted" in vs else "inconclusive"
+
+
+def _excess(rows: list[dict], seed: int, **match) -> float:
+    (r,) = [r for r in rows if r["seed"] == seed and all(r[k] == v for k, v in match.items())]
+    return r["excess_drop"]
+
+
+def findings(rows: list[dict], ue: list[dict], seeds: list[int]) -> list[dict]:
+    """Each thesis claim: the per-seed statistic, the rule's verdict and why (see ``RULE``)."""
     out = []
-    same = [r["excess_drop"] for r in rows if r["domain"] == "same"]
-    tran = [r["excess_drop"] for r in rows if r["domain"] == "transfer"]
-    out.append({"claim": "transfer learning is more vulnerable than same-domain",
-                "criterion": "mean excess drop over all attack x scenario x constraint cells: transfer > same",
-                "same_domain_mean_drop": mean(same), "transfer_mean_drop": mean(tran),
-                "verdict": "confirmed" if mean(tran) > mean(same) else "refuted"})
-    inp = [r for r in rows if r["attack"] in INPUT_SPACE]
-    free = [r["excess_drop"] for r in inp if r["constraint"] == "none"]
-    cons = [r["excess_drop"] for r in inp if r["constraint"] != "none"]
+    cells = sorted({(r["attack"], r["scenario"], r["constraint"]) for r in rows})
+    # (1) transfer vs same domain, paired per seed and cell
+    d1 = [mean([_excess(rows, s, domain="transfer", attack=a, scenario=sc, constraint=c)
+                - _excess(rows, s, domain="same", attack=a, scenario=sc, constraint=c) for a, sc, c in cells]) for s in seeds]
+    t1 = decide(d1, 0.5, "mean over attack x scenario x constraint cells of excess drop (transfer - same domain)")
+    out.append({"claim": "transfer learning is more vulnerable than same-domain", "tests": [t1], "verdict": t1["verdict"]})
+    # (2a) unconstrained input-space attacks strong, and weakened by the constraint
+    groups = sorted({(r["domain"], r["scenario"]) for r in rows})
+    inp = [a for a in INPUT_SPACE if any(r["attack"] == a for r in rows)]
+
+    def inp_mean(s: int, c: str) -> float:
+        return mean([_excess(rows, s, domain=dm, scenario=sc, attack=a, constraint=c) for dm, sc in groups for a in inp])
+
+    strong = decide([inp_mean(s, "none") for s in seeds], 1.0,
+                    "mean excess drop of unconstrained input-space attacks (tgda, gc, unlearnable) over domains x scenarios")
+    weaker = decide([inp_mean(s, "none") - inp_mean(s, "linf") for s in seeds], 0.5,
+                    "same, unconstrained minus L∞-constrained")
     out.append({"claim": "unconstrained input-space attacks are strong (and weaken under the constraint)",
-                "criterion": "mean excess drop of input-space attacks without constraint >= 2 points and > with it",
-                "unconstrained_mean_drop": mean(free), "constrained_mean_drop": mean(cons),
-                "verdict": "confirmed" if mean(free) >= 2.0 and mean(free) > mean(cons) else "refuted"})
-    wins, cells = 0, 0
-    for dom in ("same", "transfer"):
-        for sc in ("linear_probe", "fine_tune"):
-            cell = [r for r in rows if r["domain"] == dom and r["scenario"] == sc and r["constraint"] != "none"]
-            ft = [r["excess_drop"] for r in cell if r["attack"] == "feature_targeted"]
-            others = [r["excess_drop"] for r in cell if r["attack"] in INPUT_SPACE]
-            if ft and others:
-                cells += 1
-                wins += int(ft[0] > max(others))
-    out.append({"claim": "with constraints, the feature-targeted attack does better than input-space attacks",
-                "criterion": "FT has the largest drop among constrained attacks in a majority of (domain, scenario) cells",
-                "ft_wins": wins, "cells": cells,
-                "verdict": ("confirmed" if cells and wins * 2 > cells else "refuted") if cells else "not measured"})
+                "tests": [strong, weaker], "verdict": combine([strong, weaker])})
+    # (2b) under the constraint, FT beats the strongest input-space attack of each (domain, scenario) cell
+    if any(r["attack"] == "feature_targeted" for r in rows) and inp:
+        rivals = {}
+        for dm, sc in groups:
+            rivals[(dm, sc)] = max(inp, key=lambda a: mean([_excess(rows, s, domain=dm, scenario=sc, attack=a, constraint="linf")
+                                                            for s in seeds]))
+        d2 = [mean([_excess(rows, s, domain=dm, scenario=sc, attack="feature_targeted", constraint="linf")
+                    - _excess(rows, s, domain=dm, scenario=sc, attack=rivals[(dm, sc)], constraint="linf")
+                    for dm, sc in groups]) for s in seeds]
+        t2 = decide(d2, 0.5, "mean over (domain, scenario) of L∞ excess drop: feature_targeted minus the input-space "
+                              "attack with the highest mean L∞ excess drop in that cell")
+        t2["rivals"] = {f"{dm}/{sc}": a for (dm, sc), a in rivals.items()}
+        out.append({"claim": "with constraints, the feature-targeted attack does better than input-space attacks",
+                    "tests": [t2], "verdict": t2["verdict"]})
+    # (3) unlearnable examples: end to end vs frozen extractor
     if ue:
-        e2e, probe = ue["end_to_end_drop"], ue["frozen_extractor_drop"]
+        e2e = decide([u["end_to_end_excess_drop"] for u in ue], 1.0, "UE excess drop on an end-to-end CNN")
+        lost = decide([0.5 * u["end_to_end_excess_drop"] - u["frozen_extractor_excess_drop"] for u in ue], 0.0,
+                      "half the end-to-end UE excess drop minus the frozen-extractor (linear_probe) UE excess drop")
+        verdict = combine([e2e, lost])
+        if e2e["verdict"] != "confirmed":
+            verdict = "inconclusive"
+            e2e["why"] += " (no established end-to-end effect that could be lost)"
         out.append({"claim": "error-minimising noise loses most of its effect when the extractor is frozen",
-                    "criterion": "UE excess drop on linear_probe < half of its excess drop on an end-to-end CNN, which must be >= 1 point",
-                    "end_to_end_drop": e2e, "frozen_extractor_drop": probe,
-                    "verdict": ("confirmed" if probe < 0.5 * e2e else "refuted") if e2e >= 1.0
-                    else "not confirmed (no end-to-end effect to lose at this budget)"})
+                    "tests": [e2e, lost], "verdict": verdict})
     return out
+
+
+def run_seed(a: argparse.Namespace, seed: int, attacks: list[str], tmpd: Path, skipped: list[str]) -> dict:
+    """Everything measured with one seed: extractors, noise floors, attack rows, the UE check."""
+    enc = {"channels": [16, 32, 64]}
+    npz = subset_npz(tmpd / "fmnist_subset.npz", "fashion_mnist", a.n_train, a.n_test, seed)
+    extractors = {}
+    for dom, src in (("same", "fashion_mnist"), ("transfer", a.transfer_source)):
+        cfg = PretrainConfig(dataset=src, n_images=a.pretrain_images, epochs=a.pretrain_epochs, batch_size=128,
+                             encoder_options=enc, seed=seed)
+        path, meta = get_extractor(cfg, progress=False)
+        extractors[dom] = {"source": src, "path": str(path), "key": meta["key"], "cached": meta["cached"],
+                           "loss_history": meta["report"].get("loss_history"), "seconds": meta["report"].get("seconds")}
+    base = {"dataset": npz, "fraction": a.fraction, "seed": seed, "epochs": a.epochs, "lr": a.lr,
+            "batch_size": a.batch_size, "device": "cpu", "cache_dir": str(tmpd / "victims")}
+    ft = {"epochs": a.ft_epochs, "lr": a.ft_lr}
+    rows, floor, clean = [], {}, {}
+    for dom in ("same", "transfer"):
+        ext = extractors[dom]["path"]
+        models = {"linear_probe": (f"linear_probe:{ext}", {}), "fine_tune": (f"fine_tune:{ext}", ft)}
+        floor[dom] = {}
+        for sc, (model, kw) in models.items():
+            drops = []
+            for k in range(a.floor_draws):
+                copies = clean_copies(tmpd / f"{dom}-copies{k}.npz", base, model, draw=k)
+                r = run_cell(base, model, "label_flip", {}, tmpd / f"{dom}-{sc}-copies{k}", poisons=copies, **kw)
+                drops.append(r["accuracy_drop"])
+            floor[dom][sc] = {"draws": drops, "mean": mean(drops)}
+            clean[f"{dom}/{sc}"] = r["clean_accuracy"]
+        print(f"  seed {seed} {dom:8s} clean acc probe {clean[f'{dom}/linear_probe']:.2f} fine-tune "
+              f"{clean[f'{dom}/fine_tune']:.2f}; noise floor probe {floor[dom]['linear_probe']['mean']:+.2f} "
+              f"fine-tune {floor[dom]['fine_tune']['mean']:+.2f}", flush=True)
+        for attack in attacks:
+            for constraint in ("none", "linf"):
+                opts = attack_options(attack, a.quick)
+                if supports_radius(attack):
+                    opts["radius"] = a.radius if constraint == "linf" else None
+                elif constraint == "linf":
+                    skipped.append(f"{attack} has no radius option: constrained cell not measured")
+                    continue
+                tag = f"{dom}-{attack}-{constraint}"
+                probe_dir = tmpd / f"{tag}-probe"
+                r1 = run_cell(base, models["linear_probe"][0], attack, opts, probe_dir)
+                r2 = run_cell(base, models["fine_tune"][0], attack, opts, tmpd / f"{tag}-ft", poisons=str(probe_dir), **ft)
+                for sc, r in (("linear_probe", r1), ("fine_tune", r2)):
+                    rows.append({"seed": seed, "domain": dom, "scenario": sc, "attack": attack, "constraint": constraint,
+                                 "radius": a.radius if constraint == "linf" else None, **r,
+                                 "excess_drop": r["accuracy_drop"] - floor[dom][sc]["mean"]})
+                print(f"  seed {seed} {dom:8s} {attack:16s} {constraint:5s} drop probe {r1['accuracy_drop']:+6.2f} "
+                      f"fine-tune {r2['accuracy_drop']:+6.2f}  (attack {r1['attack_seconds']:.1f} s)", flush=True)
+    ue = None
+    if "unlearnable" in attacks and a.ue_fraction > 0:
+        opts = {**attack_options("unlearnable", a.quick), "radius": a.radius}
+        probe_model = f"linear_probe:{extractors['same']['path']}"
+        ue_base = {**base, "fraction": a.ue_fraction}
+        e2e = run_cell(ue_base, "cnn", "unlearnable", opts, tmpd / "ue-cnn", epochs=a.ft_epochs)
+        probe = run_cell(ue_base, probe_model, "unlearnable", opts, tmpd / "ue-probe")
+        fl = {"end_to_end": [], "frozen_extractor": []}
+        for k in range(a.floor_draws):
+            copies = clean_copies(tmpd / f"ue-copies{k}.npz", ue_base, "cnn", draw=k)
+            fl["end_to_end"].append(run_cell(ue_base, "cnn", "label_flip", {}, tmpd / f"ue-cnn-copies{k}", poisons=copies,
+                                             epochs=a.ft_epochs)["accuracy_drop"])
+            fl["frozen_extractor"].append(run_cell(ue_base, probe_model, "label_flip", {}, tmpd / f"ue-probe-copies{k}",
+                                                   poisons=copies)["accuracy_drop"])
+        ue = {"seed": seed, "fraction": a.ue_fraction, "radius": a.radius,
+              "end_to_end_excess_drop": e2e["accuracy_drop"] - mean(fl["end_to_end"]),
+              "frozen_extractor_excess_drop": probe["accuracy_drop"] - mean(fl["frozen_extractor"]),
+              "noise_floor": fl, "end_to_end": e2e, "frozen_extractor": probe}
+        print(f"  seed {seed} UE at fraction {a.ue_fraction}: end-to-end cnn drop {e2e['accuracy_drop']:+.2f} "
+              f"(floor {mean(fl['end_to_end']):+.2f}), frozen extractor drop {probe['accuracy_drop']:+.2f} "
+              f"(floor {mean(fl['frozen_extractor']):+.2f})", flush=True)
+    return {"seed": seed, "extractors": extractors, "clean_accuracy": clean, "noise_floor": floor, "rows": rows, "ue": ue}
+
+
+def pm(xs: list[float], digits: int = 1) -> str:
+    return f"{mean(xs):.{digits}f} ± {std(xs):.{digits}f}" if len(xs) > 1 else f"{mean(xs):.{digits}f}"
+
+
+def markdown_table(per_seed: list[dict], attacks: list[str]) -> str:
+    """attack x constraint rows, (scenario, domain) columns: drop (excess drop), mean ± std over seeds."""
+    cols = [("linear_probe", "same"), ("fine_tune", "same"), ("linear_probe", "transfer"), ("fine_tune", "transfer")]
+    names = {"linear_probe": "probe", "fine_tune": "fine-tune"}
+    lines = ["| attack | constraint | " + " | ".join(f"{names[sc]}, {dm}" for sc, dm in cols) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in cols) + " |"]
+    lines.append("| clean accuracy | | " + " | ".join(pm([p["clean_accuracy"][f"{dm}/{sc}"] for p in per_seed]) for sc, dm in cols) + " |")
+    lines.append("| noise floor (clean copies) | | " + " | ".join(
+        pm([p["noise_floor"][dm][sc]["mean"] for p in per_seed]) for sc, dm in cols) + " |")
+    rows = [r for p in per_seed for r in p["rows"]]
+    for attack in attacks:
+        for c in ("none", "linf"):
+            sel = [r for r in rows if r["attack"] == attack and r["constraint"] == c]
+            if not sel:
+                continue
+            cells = []
+            for sc, dm in cols:
+                rs = [r for r in sel if r["scenario"] == sc and r["domain"] == dm]
+                cells.append(f"{pm([r['accuracy_drop'] for r in rs])} ({pm([r['excess_drop'] for r in rs])})")
+            lines.append(f"| {attack} | {'none' if c == 'none' else 'L∞'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(per_seed: list[dict], attacks: list[str], path: Path) -> Path | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [r for p in per_seed for r in p["rows"]]
+    cols = [("linear_probe", "same"), ("fine_tune", "same"), ("linear_probe", "transfer"), ("fine_tune", "transfer")]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), sharey=True)
+    for ax, (sc, dm) in zip(axes, cols):
+        for j, c in enumerate(("none", "linf")):
+            ms, ss = [], []
+            for attack in attacks:
+                ex = [r["excess_drop"] for r in rows if (r["attack"], r["constraint"], r["scenario"], r["domain"]) == (attack, c, sc, dm)]
+                ms.append(mean(ex))
+                ss.append(std(ex) if len(ex) > 1 else 0.0)
+            xs = np.arange(len(attacks)) + (j - 0.5) * 0.38
+            ax.bar(xs, ms, 0.38, yerr=ss, capsize=3, label="no constraint" if c == "none" else "L∞")
+        fl = [p["noise_floor"][dm][sc]["draws"] for p in per_seed]
+        spread = std([d for f in fl for d in f])
+        if spread == spread:
+            ax.axhspan(-spread, spread, color="grey", alpha=0.2, label="± std of noise-floor draws")
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_xticks(np.arange(len(attacks)), attacks, rotation=20)
+        ax.set_title(f"{'probe' if sc == 'linear_probe' else 'fine-tune'}, {dm} domain")
+    axes[0].set_ylabel("excess accuracy drop (points)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"excess drop at ε = 3 %, mean ± std over {len(per_seed)} seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny smoke setting (seconds per cell), results not saved")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5],
+                   help="one full repetition per seed (≈ 4 min each on one idle CPU thread)")
     p.add_argument("--n-train", type=int, default=1000)
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--pretrain-images", type=int, default=2048)
@@ -160,101 +349,64 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--transfer-source", default="mnist", choices=["mnist", "cifar10"])
     p.add_argument("--epochs", type=int, default=15, help="linear-probe victim epochs")
     p.add_argument("--lr", type=float, default=0.1, help="linear-probe SGD learning rate")
-    p.add_argument("--ft-epochs", type=int, default=20, help="fine-tune victim epochs")
-    p.add_argument("--ft-lr", type=float, default=0.01, help="fine-tune SGD learning rate (0.1 diverges on standardised features)")
+    p.add_argument("--ft-epochs", type=int, default=15, help="fine-tune victim epochs (and the UE check's CNN)")
+    p.add_argument("--ft-lr", type=float, default=0.1,
+                   help="fine-tune SGD learning rate of the head; the encoder's is scaled by encoder_lr_scale='auto'")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--fraction", type=float, default=0.03)
     p.add_argument("--radius", type=float, default=0.1, help="L∞ radius of the constrained setting")
     p.add_argument("--ue-fraction", type=float, default=0.3, help="budget of the end-to-end vs frozen UE check")
+    p.add_argument("--floor-draws", type=int, default=3, help="clean-copy draws averaged into each noise floor")
     p.add_argument("--attacks", nargs="*", default=list(ATTACK_ORDER))
-    p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     if a.quick:
         a.n_train, a.n_test, a.pretrain_images, a.pretrain_epochs, a.epochs, a.ft_epochs = 300, 200, 256, 1, 3, 2
+        a.seeds, a.floor_draws = a.seeds[:2], 1
+    torch.set_num_threads(1)
     t0 = time.perf_counter()
     missing = [n for n in a.attacks if n not in ATTACKS]
     attacks = [n for n in a.attacks if n in ATTACKS]
-    enc = {"channels": [16, 32, 64]}
-    with tempfile.TemporaryDirectory(prefix="plx-fe-") as tmp:
-        tmpd = Path(tmp)
-        npz = subset_npz(tmpd / "fmnist_subset.npz", "fashion_mnist", a.n_train, a.n_test, a.seed)
-        extractors = {}
-        for dom, src in (("same", "fashion_mnist"), ("transfer", a.transfer_source)):
-            cfg = PretrainConfig(dataset=src, n_images=a.pretrain_images, epochs=a.pretrain_epochs, batch_size=128,
-                                 encoder_options=enc, seed=a.seed)
-            path, meta = get_extractor(cfg, progress=f"simclr {src}")
-            extractors[dom] = {"source": src, "path": str(path), "key": meta["key"], "cached": meta["cached"],
-                               "loss_history": meta["report"].get("loss_history"), "seconds": meta["report"].get("seconds")}
-            print(f"extractor {dom}: {src} -> {meta['key']} ({'cached' if meta['cached'] else 'trained'})", flush=True)
-        base = {"dataset": npz, "fraction": a.fraction, "seed": a.seed, "epochs": a.epochs, "lr": a.lr,
-                "batch_size": a.batch_size, "device": "cpu"}
-        rows, skipped, floor = [], [], {}
-        for dom in ("same", "transfer"):
-            ext = extractors[dom]["path"]
-            # noise floor: the same number of *unmodified* copies of random D_tr points, through the same runs
-            copies = clean_copies(tmpd / f"{dom}-copies.npz", base, f"linear_probe:{ext}")
-            f1 = run_cell(base, f"linear_probe:{ext}", "label_flip", {}, tmpd / f"{dom}-copies-probe", poisons=copies)
-            f2 = run_cell(base, f"fine_tune:{ext}", "label_flip", {}, tmpd / f"{dom}-copies-ft", poisons=copies,
-                          epochs=a.ft_epochs, lr=a.ft_lr)
-            floor[dom] = {"linear_probe": f1["accuracy_drop"], "fine_tune": f2["accuracy_drop"]}
-            print(f"{dom:8s} noise floor (clean copies): linear_probe drop {f1['accuracy_drop']:+.2f}, "
-                  f"fine_tune drop {f2['accuracy_drop']:+.2f} (clean acc {f1['clean_accuracy']:.2f} / {f2['clean_accuracy']:.2f})",
-                  flush=True)
-            for attack in attacks:
-                for constraint in ("none", "linf"):
-                    opts = attack_options(attack, a.quick)
-                    if supports_radius(attack):
-                        opts["radius"] = a.radius if constraint == "linf" else None
-                    elif constraint == "linf":
-                        skipped.append(f"{attack} has no radius option: constrained cell not measured")
-                        continue
-                    tag = f"{dom}-{attack}-{constraint}"
-                    probe_dir = tmpd / f"{tag}-probe"
-                    r1 = run_cell(base, f"linear_probe:{ext}", attack, opts, probe_dir)
-                    r2 = run_cell(base, f"fine_tune:{ext}", attack, opts, tmpd / f"{tag}-ft", poisons=str(probe_dir),
-                                  epochs=a.ft_epochs, lr=a.ft_lr)
-                    for sc, r in (("linear_probe", r1), ("fine_tune", r2)):
-                        rows.append({"domain": dom, "scenario": sc, "attack": attack, "constraint": constraint,
-                                     "radius": a.radius if constraint == "linf" else None, **r,
-                                     "excess_drop": r["accuracy_drop"] - floor[dom][sc]})
-                        print(f"{dom:8s} {sc:12s} {attack:16s} {constraint:5s} acc {r['clean_accuracy']:6.2f} -> "
-                              f"{r['poisoned_accuracy']:6.2f} (drop {r['accuracy_drop']:+6.2f}) "
-                              f"attack {r['attack_seconds']:.1f}s", flush=True)
-        ue = {}
-        if "unlearnable" in attacks and a.ue_fraction > 0:
-            opts = {**attack_options("unlearnable", a.quick), "radius": a.radius}
-            e2e = run_cell(base, "cnn", "unlearnable", opts, tmpd / "ue-cnn", fraction=a.ue_fraction, epochs=a.ft_epochs)
-            probe = run_cell(base, f"linear_probe:{extractors['same']['path']}", "unlearnable", opts, tmpd / "ue-probe",
-                             fraction=a.ue_fraction)
-            copies = clean_copies(tmpd / "ue-copies.npz", {**base, "fraction": a.ue_fraction}, "cnn")
-            e2e_floor = run_cell(base, "cnn", "label_flip", {}, tmpd / "ue-cnn-copies", poisons=copies,
-                                 fraction=a.ue_fraction, epochs=a.ft_epochs)["accuracy_drop"]
-            probe_floor = run_cell(base, f"linear_probe:{extractors['same']['path']}", "label_flip", {},
-                                   tmpd / "ue-probe-copies", poisons=copies, fraction=a.ue_fraction)["accuracy_drop"]
-            ue = {"fraction": a.ue_fraction, "radius": a.radius,
-                  "end_to_end_drop": e2e["accuracy_drop"] - e2e_floor,
-                  "frozen_extractor_drop": probe["accuracy_drop"] - probe_floor,
-                  "noise_floor": {"end_to_end": e2e_floor, "frozen_extractor": probe_floor},
-                  "end_to_end": e2e, "frozen_extractor": probe}
-            print(f"UE at fraction {a.ue_fraction}: end-to-end cnn drop {e2e['accuracy_drop']:+.2f} (floor {e2e_floor:+.2f}), "
-                  f"frozen extractor drop {probe['accuracy_drop']:+.2f} (floor {probe_floor:+.2f})", flush=True)
-    table = format_table(("domain", "scenario", "attack", "constraint", "acc1", "acc2", "drop", "drop - floor"),
-                         [(r["domain"], r["scenario"], r["attack"], r["constraint"], f"{r['clean_accuracy']:.2f}",
-                           f"{r['poisoned_accuracy']:.2f}", f"{r['accuracy_drop']:+.2f}", f"{r['excess_drop']:+.2f}")
-                          for r in rows])
+    per_seed, skipped = [], []
+    for seed in a.seeds:
+        ts = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix=f"plx-fe-s{seed}-") as tmp:
+            per_seed.append(run_seed(a, seed, attacks, Path(tmp), skipped))
+        per_seed[-1]["seconds"] = time.perf_counter() - ts
+        print(f"seed {seed} done in {per_seed[-1]['seconds']:.0f} s", flush=True)
+    rows = [r for s in per_seed for r in s["rows"]]
+    ue = [s["ue"] for s in per_seed if s["ue"]]
+    table = markdown_table(per_seed, attacks)
     print(table)
-    verdicts = findings(rows, ue)
+    verdicts = findings(rows, ue, a.seeds)
     for f in verdicts:
-        print(f"- {f['claim']}: {f['verdict']}  ({f['criterion']})")
-    record = {"setting": {**vars(a), "downstream": "fashion_mnist subset", "encoder": {"name": "conv", **enc},
+        print(f"- {f['claim']}: {f['verdict']}")
+        for t in f["tests"]:
+            print(f"    {t['statistic']}: {pm(t['per_seed'], 2)} (seeds {', '.join(f'{v:+.2f}' for v in t['per_seed'])}) "
+                  f"-> {t['verdict']} ({t['why']})")
+    summary = {}
+    for key in sorted({(r["domain"], r["scenario"], r["attack"], r["constraint"]) for r in rows}):
+        sel = [r for r in rows if (r["domain"], r["scenario"], r["attack"], r["constraint"]) == key]
+        summary["/".join(key)] = {"drop_mean": mean([r["accuracy_drop"] for r in sel]), "drop_std": std([r["accuracy_drop"] for r in sel]),
+                                  "excess_mean": mean([r["excess_drop"] for r in sel]), "excess_std": std([r["excess_drop"] for r in sel])}
+    floors = {f"{dm}/{sc}": {"mean": mean([d for s in per_seed for d in s["noise_floor"][dm][sc]["draws"]]),
+                             "std_of_draws": std([d for s in per_seed for d in s["noise_floor"][dm][sc]["draws"]])}
+              for dm in ("same", "transfer") for sc in ("linear_probe", "fine_tune")}
+    clean = {k: {"mean": mean([s["clean_accuracy"][k] for s in per_seed]), "std": std([s["clean_accuracy"][k] for s in per_seed])}
+             for k in per_seed[0]["clean_accuracy"]}
+    record = {"setting": {**vars(a), "downstream": "fashion_mnist subset", "encoder": {"name": "conv", "channels": [16, 32, 64]},
                           "victim_recipe": {"linear_probe": {"epochs": a.epochs, "lr": a.lr, "batch_size": a.batch_size},
-                                            "fine_tune": {"epochs": a.ft_epochs, "lr": a.ft_lr, "batch_size": a.batch_size},
+                                            "fine_tune": {"epochs": a.ft_epochs, "lr": a.ft_lr, "batch_size": a.batch_size,
+                                                          "encoder_lr_scale": "auto (1 / median standardiser scale²)"},
                                             "cnn (UE check)": {"epochs": a.ft_epochs, "lr": a.lr, "batch_size": a.batch_size}}},
-              "extractors": extractors, "noise_floor_clean_copies_drop": floor, "rows": rows, "unlearnable_end_to_end_vs_frozen": ue, "findings": verdicts,
-              "attacks_not_registered": missing, "skipped": skipped, "seconds": time.perf_counter() - t0}
+              "rule": RULE, "findings": verdicts, "clean_accuracy": clean, "noise_floor": floors, "summary": summary,
+              "table_markdown": table, "per_seed": per_seed, "attacks_not_registered": missing,
+              "skipped": sorted(set(skipped)), "seconds": time.perf_counter() - t0}
     if a.quick:
         print(f"quick run ok in {record['seconds']:.0f} s (not saved)")
     else:
+        fig = plot(per_seed, attacks, RESULTS / "feature_extractors.png")
+        if fig:
+            print(f"wrote {fig}")
         save("feature_extractors", record)
     return 0
 

@@ -108,7 +108,12 @@ def test_cli_pretrain_then_run_linear_probe_and_fine_tune(tmp_path, capsys, monk
     assert res["model"] == f"linear_probe:{meta['key']}" and (probe_out / "result.json").is_file()
     assert main([*run, "--model", f"fine_tune:{meta['key']}", "--poisons", str(probe_out), "--out", str(tmp_path / "ft")]) == 0
     res_ft = json.loads(capsys.readouterr().out)
-    assert res_ft["n_poison"] == res["n_poison"] and res_ft["clean_accuracy"] != res["clean_accuracy"]
+    assert res_ft["n_poison"] == res["n_poison"]
+    # fine-tuning trained the encoder (its step is small, so compare weights rather than accuracies)
+    from safetensors.torch import load_file
+    w_probe, w_ft = (load_file(str(d / "victim_clean.safetensors")) for d in (probe_out, tmp_path / "ft"))
+    enc = [k for k in w_probe if k.startswith("encoder.") and k.endswith("weight")]
+    assert enc and not any(torch.equal(w_probe[k], w_ft[k]) for k in enc)
     assert main([*run, "--model", "linear_probe:no_such_key", "--out", str(tmp_path / "x")]) == 2
     assert "poisonlab pretrain" in capsys.readouterr().err
 

@@ -10,10 +10,11 @@ from torch import nn
 from poisonlab.data import load_dataset
 from poisonlab.errors import ConfigError, DataError, UnknownNameError
 from poisonlab.models import build_victim
-from poisonlab.models.extractors import ConvEncoder, ExtractorVictim, InputAdapter, load_extractor, split_head
+from poisonlab.models.extractors import (ConvEncoder, ExtractorVictim, InputAdapter, auto_encoder_lr_scale, load_extractor,
+                                         split_head)
 from poisonlab.pretrain import (PretrainConfig, augment, get_extractor, invert_features, nt_xent, pretraining_images,
                                 relative_error)
-from poisonlab.training import TrainConfig, VictimSpec
+from poisonlab.training import TrainConfig, VictimSpec, accuracy
 
 TINY = {"channels": [4, 8]}
 
@@ -132,6 +133,42 @@ def test_linear_probe_freezes_and_fine_tune_trains(extractor):
     assert all(torch.equal(v, probe.encoder.state_dict()[k]) for k, v in enc.state_dict().items())
     _, changed = _train_and_compare(f"fine_tune:{path}", data)
     assert changed["head.weight"] and any(v for k, v in changed.items() if k.startswith("encoder."))
+
+
+def test_fine_tune_encoder_step_undoes_the_standardiser(extractor):
+    """The encoder's SGD step is lr / median(feature_scale)² (head: lr); 0 trains the head only."""
+    _, path, _ = extractor
+    model = build_victim(f"fine_tune:{path}", (1, 8, 8), 10)
+    med = float(model.encoder.feature_scale.median())
+    assert med > 5  # the tiny SimCLR encoder's standardiser does inflate its features
+    head, enc = model.optimizer_groups(0.1)
+    assert head["lr"] == 0.1 and {id(p) for p in head["params"]} == {id(p) for p in model.head.parameters()}
+    assert enc["lr"] == pytest.approx(0.1 / med**2, rel=1e-6)
+    assert {id(p) for p in enc["params"]} == {id(p) for p in model.encoder.parameters()}
+    assert auto_encoder_lr_scale(ConvEncoder((1, 8, 8), (4, 8))) == 1.0  # no standardiser set: one step for all
+    assert len(build_victim(f"fine_tune:{path}", (1, 8, 8), 10, encoder_lr_scale=0).optimizer_groups(0.1)) == 1
+    assert len(build_victim(f"linear_probe:{path}", (1, 8, 8), 10).optimizer_groups(0.1)) == 1
+    assert build_victim(f"fine_tune:{path}", (1, 8, 8), 10, encoder_lr_scale=0.5).optimizer_groups(0.2)[1]["lr"] == 0.1
+    with pytest.raises(ConfigError, match="encoder_lr_scale"):
+        build_victim(f"fine_tune:{path}", (1, 8, 8), 10, encoder_lr_scale=-1)
+    with pytest.raises(ConfigError, match="no option"):
+        build_victim(f"fine_tune:{path}", (1, 8, 8), 10, width=3)
+
+
+def test_fine_tune_is_at_least_as_good_as_the_probe_with_the_recipe_lr(extractor):
+    """At the recipe's lr 0.1, fine-tuning must not destroy the extractor: one step for encoder and
+    head (the old behaviour, encoder_lr_scale=1) collapses to chance on this extractor."""
+    _, path, _ = extractor
+    b = load_dataset("digits")
+    data = b.train.subset(torch.arange(300))
+    recipe = TrainConfig(lr=0.1, epochs=30, batch_size=50, device="cpu")
+
+    def acc(name, **opts):
+        return accuracy(VictimSpec(name, (1, 8, 8), 10, recipe, opts).train(data, 0), b.test)
+
+    probe, ft = acc(f"linear_probe:{path}"), acc(f"fine_tune:{path}")
+    assert probe > 30.0 and ft >= probe - 1.0, (probe, ft)
+    assert acc(f"fine_tune:{path}", encoder_lr_scale=1.0) < probe - 20.0  # the old recipe, for contrast
 
 
 def test_transfer_to_other_shape_and_victim_name_errors(extractor):

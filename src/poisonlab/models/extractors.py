@@ -6,7 +6,8 @@ safetensors file whose metadata records the architecture and the input shape it 
 
 * ``linear_probe:<extractor>`` — φ frozen (weights, and BatchNorm statistics if any), only the
   linear head ``nn.Linear(D, C)`` is trained;
-* ``fine_tune:<extractor>`` — the whole network φ + head is trained, starting from φ.
+* ``fine_tune:<extractor>`` — the whole network φ + head is trained, starting from φ; the encoder
+  takes a smaller SGD step than the head (``encoder_lr_scale``, see :func:`auto_encoder_lr_scale`).
 
 ``<extractor>`` is a path to a ``.safetensors`` file or the cache key printed by ``poisonlab
 pretrain`` (looked up in :func:`extractor_cache_dir`). When the downstream data differ from the
@@ -133,13 +134,17 @@ class ExtractorVictim(nn.Module):
     """φ (with its input adapter) + a linear head. ``frozen=True`` is the linear-probe scenario.
 
     Exposes ``features`` (x -> (N, D)) and ``head`` (``nn.Linear(D, C)``) like the other victims.
+    When fine-tuned, the encoder's SGD step is ``encoder_lr_scale`` times the recipe's ``lr`` (the
+    head takes ``lr`` itself; :meth:`optimizer_groups`, used by THE training loop).
     """
 
-    def __init__(self, encoder: nn.Module, adapter: InputAdapter, num_classes: int, *, frozen: bool) -> None:
+    def __init__(self, encoder: nn.Module, adapter: InputAdapter, num_classes: int, *, frozen: bool,
+                 encoder_lr_scale: float = 1.0) -> None:
         super().__init__()
         self.encoder = encoder
         self.adapter = adapter
         self.frozen = frozen
+        self.encoder_lr_scale = float(encoder_lr_scale)
         self.head = nn.Linear(int(encoder.feature_dim), int(num_classes))
         if frozen:
             self.encoder.requires_grad_(False)
@@ -149,6 +154,14 @@ class ExtractorVictim(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
+        """SGD parameter groups: the head at ``lr``, the (trainable) encoder at ``lr · encoder_lr_scale``."""
+        groups: list[dict[str, Any]] = [{"params": list(self.head.parameters()), "lr": lr}]
+        enc = [p for p in self.encoder.parameters() if p.requires_grad]
+        if enc and self.encoder_lr_scale > 0:
+            groups.append({"params": enc, "lr": lr * self.encoder_lr_scale})
+        return groups
 
     def train(self, mode: bool = True) -> "ExtractorVictim":
         super().train(mode)
@@ -230,13 +243,34 @@ def _file_sha256(path: str, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
-def extractor_victim(extractor: str | None, input_shape: Sequence[int], num_classes: int, *, frozen: bool) -> ExtractorVictim:
+def auto_encoder_lr_scale(encoder: nn.Module) -> float:
+    """1 / median(feature_scale)²: the encoder step that undoes the standardiser's inflation.
+
+    The fixed standardiser multiplies the features by s (median ≈ 17 for the benchmark's SimCLR
+    encoders, up to ≈ 290 for nearly dead features): the head's gradient reaching the encoder is
+    s times larger *and* the resulting change of the raw features is multiplied by s again, so with
+    one learning rate the encoder moves its standardised features ≈ s² times faster than the head
+    learns (SGD lr 0.1 on all parameters diverges to chance). Scaling the encoder's step by 1/s²
+    (the median, robust to the dead features at the floor) restores the unstandardised encoder's
+    step. 1.0 for an encoder whose standardiser was never set."""
+    scale = getattr(encoder, "feature_scale", None)
+    if scale is None or scale.numel() == 0:
+        return 1.0
+    return float(1.0 / scale.median().clamp_min(1e-12).item() ** 2)
+
+
+def extractor_victim(extractor: str | None, input_shape: Sequence[int], num_classes: int, *, frozen: bool,
+                     encoder_lr_scale: float | str = "auto") -> ExtractorVictim:
     if extractor is None:
         kind = "linear_probe" if frozen else "fine_tune"
         raise ConfigError(f"model {kind!r} needs an extractor: {kind}:<path.safetensors or cache key>")
+    if encoder_lr_scale != "auto" and not (isinstance(encoder_lr_scale, (int, float))
+                                           and not isinstance(encoder_lr_scale, bool) and encoder_lr_scale >= 0):
+        raise ConfigError(f"fine_tune: encoder_lr_scale must be 'auto' or a number >= 0, got {encoder_lr_scale!r}")
     encoder, meta = load_extractor(extractor)
     adapter = InputAdapter(input_shape, meta["input_shape"])
-    return ExtractorVictim(encoder, adapter, num_classes, frozen=frozen)
+    scale = auto_encoder_lr_scale(encoder) if encoder_lr_scale == "auto" else float(encoder_lr_scale)
+    return ExtractorVictim(encoder, adapter, num_classes, frozen=frozen, encoder_lr_scale=scale)
 
 
 def _no_options(name: str, opts: dict) -> None:
@@ -252,10 +286,12 @@ def _linear_probe(input_shape, num_classes, extractor: str | None = None, **opts
 
 
 @VICTIMS.register("fine_tune")
-def _fine_tune(input_shape, num_classes, extractor: str | None = None, **opts):
-    """fine_tune:<extractor> — whole network trained, starting from the pre-trained extractor"""
-    _no_options("fine_tune", opts)
-    return extractor_victim(extractor, input_shape, num_classes, frozen=False)
+def _fine_tune(input_shape, num_classes, extractor: str | None = None, encoder_lr_scale: float | str = "auto", **opts):
+    """fine_tune:<extractor> — whole network trained, starting from the pre-trained extractor; the
+    encoder's SGD step is encoder_lr_scale x lr (default 'auto': 1 / median standardiser scale²)"""
+    if opts:
+        raise ConfigError(f"model 'fine_tune' has no option(s) {sorted(opts)}; valid: encoder_lr_scale")
+    return extractor_victim(extractor, input_shape, num_classes, frozen=False, encoder_lr_scale=encoder_lr_scale)
 
 
 _linear_probe.takes_argument = True  # type: ignore[attr-defined]

@@ -62,6 +62,16 @@ class TrainConfig:
         return self if self.batch_size is not None else replace(self, batch_size=default)
 
 
+def param_groups(model: nn.Module, lr: float) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: ``model.optimizer_groups(lr)`` when the model defines it
+    (e.g. a fine-tuned extractor whose encoder takes a smaller step than its head), else one group
+    of all parameters at ``lr``."""
+    groups = getattr(model, "optimizer_groups", None)
+    if callable(groups):
+        return list(groups(lr))
+    return [{"params": list(model.parameters()), "lr": lr}]
+
+
 def train(
     model: nn.Module,
     data: Dataset,
@@ -77,7 +87,8 @@ def train(
     ``generator`` drives the batch order (so a run is reproducible from its seed);
     ``sample_weight`` (N,) optionally weights each point's loss (used by defenses);
     ``batch_loss`` optionally replaces the per-sample cross-entropy (training-time defenses
-    such as MaxUp); the loss is still averaged (or weighted) over the batch here.
+    such as MaxUp); the loss is still averaged (or weighted) over the batch here. The recipe's
+    ``lr`` is the base step; a model may scale it per parameter group (:func:`param_groups`).
     """
     device = resolve_device(config.device)
     model.to(device).train()
@@ -85,7 +96,8 @@ def train(
     w = sample_weight.to(device) if sample_weight is not None else None
     n = len(x)
     bs = config.batch_size or n
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    opt = torch.optim.SGD(param_groups(model, config.lr), lr=config.lr, momentum=config.momentum,
+                          weight_decay=config.weight_decay)
     desc = progress if isinstance(progress, str) else "train"
     for _ in tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False, unit="ep"):
         if n == 0:
