@@ -1,6 +1,6 @@
 """What makes a disguise look like its base? Unbounded disguises on the bench pairs against local
-AutoencoderKLs that differ in spatial downsampling f, latent channels c_z (compression C·f²/c_z) and
-training, over a sweep of α, plus optimiser checks on the SD-like preset.
+AutoencoderKLs that differ in spatial downsampling f, latent channels c_z (compression C·f²/c_z),
+width and training, over a sweep of α, plus optimiser checks on the SD-like preset.
 
 Every VAE is trained on CIFAR-10 once and cached (``tiny_vae``); a cached one is only loaded. For
 each (VAE, α): SSIM of the disguise to its base, L∞ to the base, the latent distance to E(x_c)
@@ -38,6 +38,7 @@ VAES: dict[str, tuple[TinyVAEConfig, VAETrainConfig]] = {
     "f8, c16, 12x": (TinyVAEConfig(block_out_channels=(16, 32, 64, 64), latent_channels=16), VAETrainConfig()),
     "f8, c4, 48x, 2500 images x 10 epochs": (SD.arch, VAETrainConfig()),
     "f8, c4, 48x, 5000 images x 10 epochs (preset sd)": (SD.arch, SD.recipe),
+    "f8, c4, 48x, 4x wider (32-64-128-128), 2500 images x 10 epochs": (TinyVAEConfig(block_out_channels=(32, 64, 128, 128)), VAETrainConfig()),
 }
 OPTIMISER_CHECKS = {"lr 0.003": {"lr": 0.003}, "lr 0.03": {"lr": 0.03}, "1000 steps": {"steps": 1000}}
 KEYS = ("ssim_base", "linf_base", "latent_dist", "latent_dist_base", "latent_dist_rel", "reveal_ssim_copyright", "recon_ssim_copyright")

@@ -383,7 +383,7 @@ def tiny_vae(
     losses = train_vae(model, x, recipe, torch_generator(seed, "vae/train"), progress=progress)
     train_seconds = time.perf_counter() - t0
     sf = set_scaling_factor(model, x)
-    meta = {"dataset": dataset, "preset": preset, "seed": seed, "arch": config_to_dict(arch), "recipe": config_to_dict(recipe),
+    meta = {"dataset": dataset, "seed": seed, "arch": config_to_dict(arch), "recipe": config_to_dict(recipe),
             "train_seconds": train_seconds,
             "epoch_losses": losses, "scaling_factor": sf}
     save_vae(model, path, meta)
