@@ -1,19 +1,23 @@
 """Disguised copyright infringement (thesis chapter 5) end to end on real images:
 
-1. the tiny AutoencoderKL (trained on CIFAR-10 and cached, ``poisonlab vae``) or ``--vae DIR``;
+1. a local AutoencoderKL trained on CIFAR-10 and cached (``poisonlab vae --preset sd``: the
+   Stable-Diffusion-like f = 8, 4-channel VAE, 32x32 -> 4x4x4, 48x compression; ``--vae
+   tiny:cifar10`` for the 12x ``small`` preset) or ``--vae DIR`` (a real SD VAE / pipeline folder);
 2. fixed (copyrighted, base) pairs from CIFAR-10 test images: x_c = first image of class i mod 10,
    x_b = second image of class (i + 5) mod 10 (so no base is another pair's copyrighted image);
-3. disguises for every variant (+ an α sweep for ``unbounded``) with their metrics;
+3. disguises for every variant (+ an α sweep for ``unbounded``: the trade-off between looking like
+   the base and carrying the copyrighted latent) with their metrics;
 4. both detectors against clean CIFAR-10 test images: ROC-AUC, FPR at 95 % / 100 % TPR;
 5. generation: a tiny class-conditional latent diffusion model trained on clean latents (concepts
    = the 10 classes) plus one new concept per pair whose only training image is (A) the disguise,
    (B) the base image (no disguise), (C) the copyrighted image itself (direct access); samples of
    each new concept are compared with x_c;
-6. a PNG grid (base / disguise / reveal / copyrighted, per variant; generations per case).
+6. PNG grids: base / disguise / reveal / copyrighted per variant, generations per case
+   (disguises.png); base / disguise / reveal per α (disguises_alpha.png).
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python bench/disguises.py [--quick]
 
-Writes bench/results/disguises.json and bench/results/disguises.png (``--quick``: *_quick.*).
+Writes bench/results/disguises.json, disguises.png and disguises_alpha.png (``--quick``: *_quick.*).
 """
 
 from __future__ import annotations
@@ -56,10 +60,11 @@ def pairs(test, n: int) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny setting to check the script (seconds to a minute)")
-    ap.add_argument("--vae", default="tiny:cifar10")
+    ap.add_argument("--vae", default="tiny:cifar10:sd", help="tiny:cifar10[:small|sd] or a local AutoencoderKL / SD directory")
     ap.add_argument("--pairs", type=int, default=6)
     ap.add_argument("--steps", type=int, default=200, help="disguise optimisation steps")
-    ap.add_argument("--alpha", type=float, default=0.3)
+    ap.add_argument("--alpha", type=float, default=1.0, help="α of the four variants")
+    ap.add_argument("--alphas", default="0.3,3,10", help="extra α values for the unbounded variant (comma-separated)")
     ap.add_argument("--clean", type=int, default=500, help="clean test images for detection")
     ap.add_argument("--ldm-steps", type=int, default=1200, help="latent diffusion training steps per case")
     ap.add_argument("--ldm-clean", type=int, default=300, help="clean training images for the latent model")
@@ -77,7 +82,8 @@ def main() -> int:
     x_clean = bundle.test.x[clean_idx]
 
     runs = {name: variant_config(name, alpha=args.alpha, steps=args.steps) for name in ("unbounded", "bounded", "flip", "evasive")}
-    for a in (args.alpha / 6, args.alpha * 6):
+    sweep = [float(a) for a in args.alphas.split(",") if a.strip()]
+    for a in sweep:
         runs[f"unbounded_alpha{a:g}"] = variant_config("unbounded", alpha=a, steps=args.steps)
     results, crafted = {}, {}
     for name, cfg in runs.items():
@@ -88,7 +94,8 @@ def main() -> int:
                          "metrics": summarize(res.metrics),
                          "per_pair": {k: [round(float(v), 4) for v in t] for k, t in res.metrics.items()}}
         m = results[name]["metrics"]
-        print(f"{name:>22s}: latent dist {m['latent_dist']:.3f} (base {m['latent_dist_base']:.3f}), SSIM to base {m['ssim_base']:.3f}, "
+        print(f"{name:>22s}: latent dist {m['latent_dist']:.3f} (base {m['latent_dist_base']:.3f}, ratio {m['latent_dist_rel']:.3f}), "
+              f"SSIM to base {m['ssim_base']:.3f}, L-inf {m['linf_base']:.3f}, "
               f"LPIPS-style to base {m['lpips_base']:.3f}, SSIM to x_c {m['ssim_copyright']:.3f}, "
               f"reveal SSIM to x_c {m['reveal_ssim_copyright']:.3f} (VAE ceiling {m['recon_ssim_copyright']:.3f}), {results[name]['seconds']:.0f}s")
 
@@ -108,6 +115,7 @@ def main() -> int:
         detection[name] = {d: detection_report(clean_scores[d], pois[d]) for d in pois}
         print(f"{name:>22s}: " + ", ".join(f"{d} AUC {r['auc']:.3f} FPR@95 {r['fpr_at_tpr']:.3f}" for d, r in detection[name].items()))
     # also: clean base images are not flagged more than other clean images (sanity)
+    clean_recon_ssim = float((1.0 - clean_scores["reconstruction_ssim"]).double().mean())
     base_rep = {d: detection_report(clean_scores[d], f(x_b)) for d, f in {
         "latent_screening": lambda t: latent_screening_scores(vae, t, x_c),
         "reconstruction_ssim": lambda t: reconstruction_scores(vae, t)}.items()}
@@ -169,8 +177,21 @@ def main() -> int:
     png = image_grid(common.RESULTS / f"disguises{suffix}.png", rows, caps,
                      title=f"disguises vs {vae.source}\nα={args.alpha}, {args.steps} steps\ngen A: LDM trained on disguises, "
                      "\nB: on bases, C: on x_c")
+    rows, caps = [("base x_b", x_b)], [None]
+    for a in sorted({args.alpha, *sweep}):
+        res = crafted["unbounded" if a == args.alpha else f"unbounded_alpha{a:g}"]
+        rows += [(f"α={a:g} x_d", res.disguise), (f"α={a:g} D(E(x_d))", res.reveal)]
+        caps += [[f"SSIM→b {v:.2f}" for v in res.metrics["ssim_base"]],
+                 [f"lat {v:.2f}, SSIM→c {u:.2f}" for v, u in zip(res.metrics["latent_dist_rel"], res.metrics["reveal_ssim_copyright"])]]
+    rows.append(("copyrighted x_c", x_c))
+    caps.append(None)
+    png_alpha = image_grid(common.RESULTS / f"disguises_alpha{suffix}.png", rows, caps,
+                           title=f"unbounded disguises vs {vae.source}: α trade-off\n"
+                           "lat = ‖E(x_d)−E(x_c)‖ / ‖E(x_b)−E(x_c)‖")
     record = {
         "vae": vae.source,
+        "vae_info": {"latent_shape": list(z_clean.shape[1:]), "compression_ratio": x_c[0].numel() / z_clean[0].numel(),
+                     "scaling_factor": vae.scaling_factor, "clean_test_reconstruction_ssim": clean_recon_ssim},
         "settings": vars(args),
         "pairs_test_index": idx,
         "variants": results,
@@ -178,6 +199,7 @@ def main() -> int:
         "detection_on_clean_bases": base_rep,
         "generation": generation,
         "png": str(png),
+        "png_alpha": str(png_alpha),
         "total_seconds": time.time() - t_start,
     }
     common.save(f"disguises{suffix}", record)

@@ -27,10 +27,12 @@ from poisonlab.generative.disguise import (  # noqa: E402
 from poisonlab.generative.images import read_image, write_image  # noqa: E402
 from poisonlab.generative.metrics import ssim  # noqa: E402
 from poisonlab.generative.vae import (  # noqa: E402
+    VAE_PRESETS,
     TinyVAEConfig,
     VAETrainConfig,
     build_tiny_vae,
     load_vae,
+    parse_tiny_spec,
     save_vae,
     tiny_vae,
 )
@@ -89,6 +91,41 @@ def test_train_vae_reduces_loss_and_caches(tmp_path, monkeypatch):
         VAETrainConfig.from_dict({"epochs": 1, "bogus": 2})
 
 
+def test_vae_presets_compression_ratios():
+    assert set(VAE_PRESETS.names()) == {"small", "sd"}
+    small, sd = VAE_PRESETS.get("small").arch, VAE_PRESETS.get("sd").arch
+    assert (small.downsampling, small.compression_ratio) == (4, 12.0)
+    # Stable Diffusion's VAE: f = 8, 4 latent channels -> 3 * 64 / 4 = 48 numbers in per number out
+    assert (sd.downsampling, sd.latent_channels, sd.compression_ratio) == (8, 4, 48.0)
+    m = build_tiny_vae(sd, seed=0)
+    assert m.latent_shape((3, 32, 32)) == (4, 4, 4)
+    assert 3 * 32 * 32 / (4 * 4 * 4) == sd.compression_ratio
+    assert parse_tiny_spec("tiny:cifar10") == ("cifar10", "small")
+    assert parse_tiny_spec("tiny:cifar10:sd") == ("cifar10", "sd")
+    with pytest.raises(UnknownNameError):
+        parse_tiny_spec("tiny:cifar10:huge")
+    for bad in ("tiny:", "tiny:a:b:c"):
+        with pytest.raises(ConfigError):
+            parse_tiny_spec(bad)
+
+
+def test_sd_preset_trains_and_caches(tmp_path, monkeypatch):
+    """The SD-like preset's own architecture (not a shrunken copy) trains, caches and reloads."""
+    monkeypatch.setenv("POISONLAB_CACHE", str(tmp_path))
+    recipe = VAETrainConfig(epochs=2, batch_size=8, lr=3e-3, num_images=16)
+    m = tiny_vae("digits", recipe=recipe, preset="sd", progress=False)
+    meta = json.loads(next(tmp_path.glob("vae/digits-*/poisonlab.json")).read_text())
+    assert meta["arch"]["block_out_channels"] == list(VAE_PRESETS.get("sd").arch.block_out_channels)
+    assert meta["arch"]["in_channels"] == 1  # the preset's channels follow the dataset
+    assert len(meta["epoch_losses"]) == 2 and all(np.isfinite(meta["epoch_losses"]))
+    assert m.latent_shape((1, 32, 32)) == (4, 4, 4)  # 8x8 digits padded to 32x32, f = 8
+    again = tiny_vae("digits", recipe=recipe, preset="sd", progress=False)
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.encode(x), m.encode(x)) and again.source == m.source
+    small = tiny_vae("digits", recipe=recipe, preset="small", progress=False)  # another key, another cache entry
+    assert small.source != m.source and len(list(tmp_path.glob("vae/digits-*"))) == 2
+
+
 # ------------------------------------------------------------------------------- disguise
 def test_variants_and_config_validation():
     assert set(VARIANTS.names()) == {"unbounded", "bounded", "flip", "evasive"}
@@ -128,6 +165,7 @@ def test_craft_contract_and_latent_match(vae):
     assert all(a >= b for a, b in zip(res.history, res.history[1:]))  # best iterate kept
     m = res.metrics
     assert (m["latent_dist"] < 0.5 * m["latent_dist_base"]).all(), m
+    assert torch.allclose(m["latent_dist_rel"], m["latent_dist"] / m["latent_dist_base"], rtol=1e-5)
     assert torch.allclose(m["reveal_ssim_copyright"], ssim(vae.reveal(res.disguise), x_c))
     # steps = 0 returns the base image itself
     same = craft_disguises(vae, x_b, x_c, DisguiseConfig(steps=0))
@@ -230,3 +268,7 @@ def test_vae_cli_trains_caches_and_saves(tmp_path, monkeypatch, capsys):
     assert "test reconstruction SSIM" in out and "latent shape (4, 8, 8)" in out
     assert load_vae(tmp_path / "saved").in_channels == 1  # digits are grey: a 1-channel VAE
     assert main(["vae", "--dataset", "digits", "--epochs", "-1"]) == 2
+    capsys.readouterr()
+    assert main(["vae", "--dataset", "digits", "--preset", "sd", "--epochs", "1", "--num-images", "16"]) == 0
+    assert "latent shape (4, 4, 4) (16x compression)" in capsys.readouterr().out  # grey: 1 * 8² / 4
+    assert main(["vae", "--dataset", "digits", "--preset", "huge"]) == 2

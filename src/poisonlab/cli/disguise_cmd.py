@@ -1,6 +1,6 @@
 """``poisonlab disguise``: craft a disguise of a copyrighted image on a base image against a latent
 autoencoder, reveal it, score it (thesis chapter 5). ``--vae`` is a local AutoencoderKL / Stable
-Diffusion directory, or ``tiny:<dataset>`` for the small VAE trained and cached here."""
+Diffusion directory, or ``tiny:<dataset>[:<preset>]`` for a small VAE trained and cached here."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("disguise", help="craft a disguise of a copyrighted image (latent diffusion), reveal and score it")
     p.add_argument("--copyrighted", required=True, help="image file of the copyrighted work x_c")
     p.add_argument("--base", required=True, help="image file of the base image x_b the disguise should look like")
-    p.add_argument("--vae", default="tiny:cifar10", help="local AutoencoderKL / SD pipeline directory, or tiny:<dataset> (default tiny:cifar10)")
+    p.add_argument("--vae", default="tiny:cifar10:sd",
+                   help="local AutoencoderKL / SD pipeline directory, or tiny:<dataset>[:small|sd] (default tiny:cifar10:sd, "
+                   "the Stable-Diffusion-like 48x VAE trained and cached here)")
     p.add_argument("--variant", default="unbounded", help="unbounded | bounded | flip | evasive (default unbounded)")
     p.add_argument("--alpha", type=float, help="latent-term divisor α (smaller = match the latent harder)")
     p.add_argument("--radius", type=float, help="L-inf bound on the perturbation (pixel scale 0-1)")
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         "files": {k: str(out / f"{k}.png") for k in ("disguise", "reveal", "grid")},
     }
     write_json(out / "metrics.json", record)
-    for k in ("latent_dist", "latent_dist_base", "ssim_base", "lpips_base", "linf_base", "ssim_copyright", "reveal_ssim_copyright", "recon_ssim_copyright"):
+    for k in ("latent_dist", "latent_dist_base", "latent_dist_rel", "ssim_base", "lpips_base", "linf_base", "ssim_copyright", "reveal_ssim_copyright", "recon_ssim_copyright"):
         print(f"{k:>24s}: {metrics[k]:.4f}")
     print(f"wrote {out}/disguise.png, reveal.png, grid.png, metrics.json")
     return 0

@@ -9,6 +9,9 @@ import argparse
 def add_parser(sub) -> None:
     p = sub.add_parser("vae", help="train / cache the small AutoencoderKL for the disguise commands")
     p.add_argument("--dataset", default="cifar10", help="training images (default cifar10; 28x28 sets are padded to 32x32)")
+    p.add_argument("--preset", default="small",
+                   help="architecture + recipe: small (32x32 -> 4x8x8, 12x compression) or sd (Stable-Diffusion-like "
+                   "f = 8, 4 latent channels: 32x32 -> 4x4x4, 48x); default small")
     p.add_argument("--epochs", type=int, help="training epochs")
     p.add_argument("--num-images", type=int, help="number of training images")
     p.add_argument("--data-dir", help="data directory (default $POISONLAB_DATA)")
@@ -23,17 +26,21 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import load_dataset
     from ..generative.metrics import ssim
-    from ..generative.vae import VAETrainConfig, cache_dir, fit_size, save_vae, tiny_vae
+    from ..generative.vae import VAE_PRESETS, cache_dir, fit_size, save_vae, tiny_vae
+    from ..options import config_to_dict
 
+    preset = VAE_PRESETS.get(args.preset)
     opts = {k: v for k, v in (("epochs", args.epochs), ("num_images", args.num_images)) if v is not None}
-    recipe = VAETrainConfig.from_dict(opts)
-    vae = tiny_vae(args.dataset, data_dir=args.data_dir, recipe=recipe, seed=args.seed, retrain=args.retrain)
+    recipe = type(preset.recipe).from_dict({**config_to_dict(preset.recipe), **opts})
+    vae = tiny_vae(args.dataset, data_dir=args.data_dir, recipe=recipe, seed=args.seed, retrain=args.retrain, preset=args.preset)
     test = load_dataset(args.dataset, args.data_dir).test
     x = fit_size(test.x[:500], int(vae.vae.config.sample_size))
     with torch.no_grad():
         s = ssim(x, vae.reveal(x))
     print(f"VAE {vae.source} in {cache_dir()}")
-    print(f"latent shape {vae.latent_shape(tuple(x.shape[1:]))}, scaling factor {vae.scaling_factor:.4f}")
+    zs = vae.latent_shape(tuple(x.shape[1:]))
+    ratio = x[0].numel() / (zs[0] * zs[1] * zs[2])
+    print(f"latent shape {zs} ({ratio:g}x compression), scaling factor {vae.scaling_factor:.4f}")
     print(f"test reconstruction SSIM (500 images): mean {float(s.mean()):.4f}, min {float(s.min()):.4f}")
     if args.save:
         save_vae(vae, args.save)

@@ -203,6 +203,7 @@ def disguise_metrics(
     """Per-image metrics (N,), the numbers of the thesis' disguise tables:
 
     - ``latent_dist`` ‖E(x_d) − E(x_c)‖ / ‖E(x_c)‖ (and ``latent_dist_base`` for x_b, the start;
+      ``latent_dist_rel`` = ‖E(x_d) − E(x_c)‖ / ‖E(x_b) − E(x_c)‖, the fraction of the way still to go;
       ``latent_dist_flip`` for flip(x_d) against flip(x_c));
     - closeness to the base: ``ssim_base``, ``ms_ssim_base``, ``lpips_base`` (LPIPS-style,
       random features), ``linf_base``, ``l1_base``;
@@ -221,6 +222,7 @@ def disguise_metrics(
     return {
         "latent_dist": (z_d - z_c).flatten(1).norm(dim=1) / norm_c,
         "latent_dist_base": (z_b - z_c).flatten(1).norm(dim=1) / norm_c,
+        "latent_dist_rel": (z_d - z_c).flatten(1).norm(dim=1) / (z_b - z_c).flatten(1).norm(dim=1).clamp_min(1e-12),
         "latent_dist_flip": (z_df - z_cf).flatten(1).norm(dim=1) / z_cf.flatten(1).norm(dim=1).clamp_min(1e-12),
         "ssim_base": ssim(x_d, x_b),
         "ms_ssim_base": ms_ssim(x_d, x_b, scales=fit_scales(x_d.shape[-2:])),

@@ -9,8 +9,10 @@ rest of :mod:`poisonlab.generative` relies on:
 
 Two sources: :func:`load_vae` reads a real Stable Diffusion VAE (or any diffusers AutoencoderKL)
 from a *local* directory (``<dir>/config.json`` or ``<dir>/vae/config.json``); :func:`tiny_vae`
-trains a small AutoencoderKL here (32x32 -> 4x8x8, a few minutes on one CPU thread) on a real
-dataset and caches it as safetensors under ``~/.cache/poisonlab/vae`` (``$POISONLAB_CACHE``).
+trains a small AutoencoderKL here (a few minutes on one CPU thread) on a real dataset and caches it
+as safetensors under ``~/.cache/poisonlab/vae`` (``$POISONLAB_CACHE``). Two presets
+(:data:`VAE_PRESETS`): ``small`` (32x32 -> 4x8x8, f = 4, 12x compression) and ``sd``, shaped like
+Stable Diffusion's VAE (f = 8, 4 latent channels: 32x32 -> 4x4x4, 48x compression).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError, PoisonlabError
 from ..options import config_from_dict, config_to_dict
+from ..registry import Registry
 from ..seeding import torch_generator
 
 
@@ -69,6 +73,16 @@ class TinyVAEConfig:
             )
         if self.latent_channels <= 0 or self.layers_per_block <= 0 or self.sample_size <= 0:
             raise ConfigError("latent_channels, layers_per_block and sample_size must be positive")
+
+    @property
+    def downsampling(self) -> int:
+        """Spatial downsampling factor f (each of the first len(channels) - 1 blocks halves H and W)."""
+        return 2 ** (len(self.block_out_channels) - 1)
+
+    @property
+    def compression_ratio(self) -> float:
+        """Input numbers per latent number, C·f² / c_z (Stable Diffusion's VAE: 3·8² / 4 = 48)."""
+        return self.in_channels * self.downsampling**2 / self.latent_channels
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,6 +170,24 @@ class LatentAutoencoder(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return next(self.vae.parameters()).dtype
+
+
+@dataclass(frozen=True)
+class TinyVAEPreset:
+    """A named local VAE: architecture (``in_channels`` is set from the dataset) and training recipe."""
+
+    arch: TinyVAEConfig
+    recipe: VAETrainConfig
+    description: str = ""
+
+
+VAE_PRESETS: Registry[TinyVAEPreset] = Registry("tiny VAE preset")
+VAE_PRESETS.add("small", TinyVAEPreset(TinyVAEConfig(), VAETrainConfig(), "32x32 -> 4x8x8 (f = 4, 12x compression)"))
+VAE_PRESETS.add("sd", TinyVAEPreset(
+    TinyVAEConfig(block_out_channels=(16, 32, 64, 64)),
+    VAETrainConfig(num_images=5000, epochs=10),
+    "Stable-Diffusion-like: 32x32 -> 4x4x4 (f = 8, 4 latent channels, 48x compression, as SD's VAE)",
+))
 
 
 def build_tiny_vae(config: TinyVAEConfig | None = None, *, seed: int = 0) -> LatentAutoencoder:
@@ -322,14 +354,21 @@ def tiny_vae(
     seed: int = 0,
     progress: bool = True,
     retrain: bool = False,
+    preset: str = "small",
 ) -> LatentAutoencoder:
-    """The offline default VAE: trained here on ``dataset`` once, then loaded from the cache."""
+    """The offline default VAE: trained here on ``dataset`` once, then loaded from the cache.
+
+    ``preset`` (:data:`VAE_PRESETS`) gives the architecture and recipe that ``arch`` / ``recipe``
+    do not; its ``in_channels`` is replaced by the dataset's. The cache key is the dataset, the
+    resolved architecture and recipe, and the seed.
+    """
     from ..data import load_dataset
 
-    recipe = recipe or VAETrainConfig()
+    p = VAE_PRESETS.get(preset)
+    recipe = recipe or p.recipe
     if arch is None:
         channels = load_dataset(dataset, data_dir).train.x.shape[1] if dataset != "cifar10" else 3
-        arch = TinyVAEConfig(in_channels=int(channels))
+        arch = replace(p.arch, in_channels=int(channels))
     key = tiny_vae_key(dataset, arch, recipe, seed)
     path = cache_dir() / key
     if (path / "config.json").is_file() and not retrain:
@@ -340,20 +379,35 @@ def tiny_vae(
     if x.shape[1] != arch.in_channels:
         raise ConfigError(f"{dataset} has {x.shape[1]} channels, the VAE config says {arch.in_channels}")
     model = build_tiny_vae(arch, seed=seed)
+    t0 = time.perf_counter()
     losses = train_vae(model, x, recipe, torch_generator(seed, "vae/train"), progress=progress)
+    train_seconds = time.perf_counter() - t0
     sf = set_scaling_factor(model, x)
     meta = {"dataset": dataset, "seed": seed, "arch": config_to_dict(arch), "recipe": config_to_dict(recipe),
+            "train_seconds": train_seconds,
             "epoch_losses": losses, "scaling_factor": sf}
     save_vae(model, path, meta)
     model.source = f"tiny:{key}"
     return model
 
 
+def parse_tiny_spec(spec: str) -> tuple[str, str]:
+    """``tiny:<dataset>[:<preset>]`` -> (dataset, preset); the preset defaults to ``small``."""
+    parts = spec.split(":")
+    if parts[0] != "tiny" or len(parts) not in (2, 3) or not parts[1]:
+        raise ConfigError(f"VAE {spec!r}: expected tiny:<dataset>[:<preset>], e.g. tiny:cifar10 or tiny:cifar10:sd")
+    preset = parts[2] if len(parts) == 3 else "small"
+    VAE_PRESETS.get(preset)  # unknown presets raise, naming the valid ones
+    return parts[1], preset
+
+
 def get_vae(spec: str, *, data_dir: str | Path | None = None, seed: int = 0, progress: bool = True) -> LatentAutoencoder:
-    """``spec`` is a local directory (real SD VAE / saved AutoencoderKL) or ``tiny:<dataset>``."""
+    """``spec`` is a local directory (real SD VAE / saved AutoencoderKL) or ``tiny:<dataset>[:<preset>]``
+    (``tiny:cifar10`` = preset ``small``, ``tiny:cifar10:sd`` = the SD-like 48x VAE)."""
     require_diffusers()
     if spec.startswith("tiny:"):
-        return tiny_vae(spec.split(":", 1)[1], data_dir=data_dir, seed=seed, progress=progress)
+        dataset, preset = parse_tiny_spec(spec)
+        return tiny_vae(dataset, data_dir=data_dir, seed=seed, progress=progress, preset=preset)
     if Path(spec).expanduser().exists():
         return load_vae(spec)
-    raise ConfigError(f"VAE {spec!r}: give a local AutoencoderKL directory or 'tiny:<dataset>' (e.g. tiny:cifar10)")
+    raise ConfigError(f"VAE {spec!r}: give a local AutoencoderKL directory or 'tiny:<dataset>[:<preset>]' (e.g. tiny:cifar10:sd)")
