@@ -45,7 +45,7 @@ RESULTS = Path(__file__).parent / "results"
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--eps-w", type=float, nargs="+", default=[0.02, 0.05, 0.1, 0.2, 0.5])
-    ap.add_argument("--scales", type=float, nargs="+", default=[0.2, 0.05], help="rescalings of the largest ε_w target")
+    ap.add_argument("--scales", type=float, nargs="+", default=[0.2, 0.05, 0.01], help="rescalings of the largest ε_w target")
     ap.add_argument("--fraction", type=float, default=0.03)
     ap.add_argument("--steps", type=int, default=600, help="GC steps (default 600)")
     ap.add_argument("--lr", type=float, default=0.05, help="GC Adam step in pixel units (default 0.05)")
