@@ -266,3 +266,9 @@ def test_tgda_selection_resumes_byte_identically(tmp_path):
     build_attack("tgda", dict(opts, epochs=3, checkpoint=ck)).poison(data, victim, 0.05, generator=torch_generator(4, "a"))
     resumed = build_attack("tgda", dict(opts, checkpoint=ck)).poison(data, victim, 0.05, generator=torch_generator(4, "a"))
     assert torch.equal(full.x, resumed.x) and full.info["selection"] == resumed.info["selection"]
+
+
+def test_tgda_divergence_is_a_clear_error():
+    data, victim = _tiny(n_train=100, n_val=50)
+    with pytest.raises(RuntimeError, match="diverged.*leader_lr"):
+        build_attack("tgda", dict(TINY["tgda"], epochs=1, leader_lr=1e30)).poison(data, victim, 0.05, generator=torch_generator(0, "a"))

@@ -327,6 +327,9 @@ class TGDA(Attack):
                         for p, g in zip(theta, grads):
                             p.grad = -g  # ascent on ℓ
                         opt.step()
+                        if not all(bool(torch.isfinite(p).all()) for p in theta):
+                            raise RuntimeError(f"tgda: the generator diverged (non-finite parameters) in epoch {epoch + 1}; "
+                                               f"lower leader_lr (now {cfg.leader_lr:g})")
                         cg_its.append(solve.cg.iterations)
                         gnorms.append(math.sqrt(sum(float((g * g).sum()) for g in grads)))
                 if cfg.leader == "attacker":
