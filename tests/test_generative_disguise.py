@@ -262,7 +262,7 @@ def test_disguise_cli_end_to_end(vae, tmp_path, capsys):
 
 def test_vae_cli_trains_caches_and_saves(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("POISONLAB_CACHE", str(tmp_path / "cache"))
-    argv = ["vae", "--dataset", "digits", "--epochs", "1", "--num-images", "16", "--save", str(tmp_path / "saved")]
+    argv = ["vae", "--dataset", "digits", "--preset", "small", "--epochs", "1", "--num-images", "16", "--save", str(tmp_path / "saved")]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "test reconstruction SSIM" in out and "latent shape (4, 8, 8)" in out

@@ -58,7 +58,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..autodiff import Params, total_gradient
-from ..data.types import AttackData, Dataset, PoisonSet
+from ..data.types import AttackData, Dataset, PoisonedDataset, PoisonSet
 from ..errors import ConfigError
 from ..models.generators import GENERATORS, build_generator, default_generator_name
 from ..seeding import derive_seed
@@ -346,7 +346,7 @@ class TGDA(Attack):
             self._save(ckpt, theta, w, prev_solve, opt, epoch + 1, info, best_theta)
         done = cfg.epochs - start_epoch
         info["seconds_per_epoch"] = seconds / done if done else 0.0
-        if cfg.select_every and cfg.epochs % cfg.select_every and info["selection"][-1][0] != cfg.epochs:
+        if cfg.select_every and cfg.epochs % cfg.select_every:
             # the last epoch is judged too; not checkpointed, so a longer resumed run sees the same history
             best_theta = self._select(gen, theta, T, data, victim, base, cfg.epochs, info, best_theta)
 
@@ -371,19 +371,18 @@ class TGDA(Attack):
         from scratch with its recipe on D_tr ∪ L_θ(D_p⁰) (a seed of the attacker's, not the victim's)
         and measure D_v accuracy and loss. Returns the parameters of the best θ so far."""
         cfg: TGDAConfig = self.config
-        mixed = Dataset(torch.cat([data.train.x, self._poisons(gen, T)]), torch.cat([data.train.y, T.y0.cpu()]),
-                        data.train.num_classes, data.train.name)
+        poisons = PoisonSet(self._poisons(gen, T), T.y0.cpu(), T.source_index)
         t0 = time.perf_counter()
-        model = victim.spec.train(mixed, derive_seed(base, "tgda-select"))
-        acc, loss = accuracy(model, data.val), mean_loss(model, data.val)
-        prior = [row for row in info["selection"]]
-        info["selection"].append([epoch, acc, loss])
+        model = victim.spec.train(PoisonedDataset.combine(data.train, poisons).dataset, derive_seed(base, "tgda-select"))
+        row = [epoch, accuracy(model, data.val), mean_loss(model, data.val)]
         info["selection_seconds"] = info.get("selection_seconds", 0.0) + time.perf_counter() - t0
 
-        def key(row: list) -> tuple[float, float]:  # smaller is better for the attacker
-            return (row[1], -row[2]) if cfg.select_metric == "accuracy" else (-row[2], row[1])
+        def key(r: list) -> tuple[float, float]:  # smaller is better for the attacker
+            return (r[1], -r[2]) if cfg.select_metric == "accuracy" else (-r[2], r[1])
 
-        if best is None or not prior or key(info["selection"][-1]) < min(key(r) for r in prior):
+        improved = best is None or all(key(row) < key(r) for r in info["selection"])
+        info["selection"].append(row)
+        if improved:
             info["selected_epoch"] = epoch
             return [p.detach().clone() for p in theta]
         return best

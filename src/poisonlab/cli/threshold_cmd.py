@@ -41,6 +41,7 @@ def clean_gradient(model, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..attacks.gc import box_threshold
     from ..data.splits import check_fraction
     from ..protocol import save_model
 
@@ -68,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
         "fraction_passes": reach.reachable(args.fraction),
         "condition": "necessary (cross-entropy trace bound, eq. 3.6)",
     }
-    from ..attacks.gc import box_threshold
-
     names, g = clean_gradient(target, train.x.to(device), train.y.to(device))
     out["clean_grad_norm_at_target"] = float(torch.linalg.vector_norm(g))
     tau_box = box_threshold(target, names, g)  # linear victims only: poisons with pixels in [0, 1]

@@ -9,9 +9,9 @@ import argparse
 def add_parser(sub) -> None:
     p = sub.add_parser("vae", help="train / cache the small AutoencoderKL for the disguise commands")
     p.add_argument("--dataset", default="cifar10", help="training images (default cifar10; 28x28 sets are padded to 32x32)")
-    p.add_argument("--preset", default="small",
+    p.add_argument("--preset", default="sd",
                    help="architecture + recipe: small (32x32 -> 4x8x8, 12x compression) or sd (Stable-Diffusion-like "
-                   "f = 8, 4 latent channels: 32x32 -> 4x4x4, 48x); default small")
+                   "f = 8, 4 latent channels: 32x32 -> 4x4x4, 48x); default sd, the one 'disguise' uses by default")
     p.add_argument("--epochs", type=int, help="training epochs")
     p.add_argument("--num-images", type=int, help="number of training images")
     p.add_argument("--data-dir", help="data directory (default $POISONLAB_DATA)")
