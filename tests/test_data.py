@@ -171,3 +171,24 @@ def test_truncated_npz_is_a_data_error(tmp_path):
     p.write_bytes(p.read_bytes()[:200])
     with pytest.raises(DataError, match="corrupt or truncated"):
         load_dataset(str(p))
+
+
+def test_substitute_puts_poisons_in_place_of_their_sources():
+    from poisonlab.data import PoisonedDataset
+    from poisonlab.data.types import Dataset, PoisonSet
+
+    clean = Dataset(torch.zeros(6, 1, 2, 2), torch.arange(6) % 3, 3)
+    ps = PoisonSet(torch.ones(2, 1, 2, 2), torch.tensor([2, 0]), torch.tensor([4, 1]))
+    mixed = PoisonedDataset.mix(clean, ps, "replace")
+    assert len(mixed) == 6 and mixed.is_poison.tolist() == [False, True, False, False, True, False]
+    assert mixed.dataset.x[[1, 4]].eq(1).all() and mixed.dataset.x[[0, 2, 3, 5]].eq(0).all()
+    assert mixed.dataset.y.tolist() == [0, 0, 2, 0, 2, 2]
+    assert clean.x.eq(0).all()  # D_tr itself untouched
+    added = PoisonedDataset.mix(clean, ps, "add")
+    assert len(added) == 8 and added.is_poison.tolist() == [False] * 6 + [True] * 2
+    with pytest.raises(ConfigError, match="source"):
+        PoisonedDataset.mix(clean, PoisonSet(ps.x, ps.y, torch.tensor([4, -1])), "replace")
+    with pytest.raises(ConfigError, match="distinct"):
+        PoisonedDataset.mix(clean, PoisonSet(ps.x, ps.y, torch.tensor([4, 4])), "replace")
+    with pytest.raises(ConfigError, match="injection"):
+        PoisonedDataset.mix(clean, ps, "swap")

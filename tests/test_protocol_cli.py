@@ -135,3 +135,23 @@ def test_datasets_command(capsys, tmp_path, monkeypatch):
     assert main(["datasets", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "digits" in out and "embedded" in out and "missing" in out
+
+
+def test_injection_is_validated_and_named_in_the_output_dir():
+    with pytest.raises(Exception, match="injection"):
+        RunConfig(injection="swap")
+    assert RunConfig(injection="replace", fraction=1.0).default_out().endswith("-f1-replace-s0")
+
+
+def test_replace_injection_makes_unlearnable_examples_bite(tmp_path):
+    """Huang et al.'s threat model: error-minimising noise on *every* training image (in place of the
+    originals) must hurt an end-to-end CNN clearly more than the same noise added beside the originals."""
+    drops = {}
+    for inj in ("add", "replace"):
+        cfg = RunConfig(out=str(tmp_path / inj), model="cnn", attack="unlearnable", fraction=1.0, injection=inj,
+                        attack_options={"injection": inj, "radius": 0.1, "rounds": 10, "pgd_steps": 20},
+                        epochs=20, batch_size=64)
+        res = run_protocol(cfg, progress=False, log=lambda m: None)
+        assert res["injection"] == inj and res["n_poison"] == res["n_train"]
+        drops[inj] = res["accuracy_drop"]
+    assert drops["replace"] > drops["add"] + 4.0, drops

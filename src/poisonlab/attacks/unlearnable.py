@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data.types import AttackData, Dataset, PoisonSet
+from ..data.types import AttackData, PoisonedDataset, PoisonSet
 from ..errors import ConfigError
 from ..training import train
 from ..training.victim import Victim
@@ -39,6 +39,9 @@ class UnlearnableConfig(AttackConfig):
     pgd_steps: int = 20
     step_size: float | None = None  # default radius/5, or 0.05 when unconstrained
     stop_accuracy: float = 99.0
+    #: the surrogate's training set: "add" D_tr ∪ {x + δ} (the protocol), "replace" D_tr with x + δ in
+    #: place of x (Huang et al.; pair with the run's ``injection: replace``)
+    injection: str = "add"
 
     def __post_init__(self) -> None:
         check_radius(self.radius, "unlearnable")
@@ -50,6 +53,8 @@ class UnlearnableConfig(AttackConfig):
             raise ConfigError(f"unlearnable: train_epochs must be an integer >= 0, got {self.train_epochs!r}")
         if self.step_size is not None and not (isinstance(self.step_size, (int, float)) and self.step_size > 0):
             raise ConfigError(f"unlearnable: step_size must be > 0, got {self.step_size!r}")
+        if self.injection not in ("add", "replace"):
+            raise ConfigError(f"unlearnable: injection must be 'add' or 'replace', got {self.injection!r}")
         if not 0 <= self.stop_accuracy <= 100:
             raise ConfigError(f"unlearnable: stop_accuracy must be in [0, 100], got {self.stop_accuracy!r}")
 
@@ -74,7 +79,7 @@ class Unlearnable(Attack):
         acc, rounds = 0.0, 0
         for rounds in tqdm(range(1, cfg.rounds + 1), desc="unlearnable", disable=not progress, leave=False):
             if cfg.train_epochs:
-                mixed = Dataset(torch.cat([data.train.x, x.cpu()]), torch.cat([data.train.y, y.cpu()]), data.num_classes)
+                mixed = PoisonedDataset.mix(data.train, PoisonSet(x.detach().cpu(), y.cpu(), src), cfg.injection).dataset
                 train(model, mixed, replace(recipe, epochs=cfg.train_epochs), batch_gen)
             model.eval()
             for _ in range(cfg.pgd_steps):

@@ -17,6 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--model", help="victim: lr, nn, cnn, resnet18, linear_probe:<extractor>, fine_tune:<extractor>")
     p.add_argument("--attack", help="attack name (see `poisonlab list`)")
     p.add_argument("--fraction", type=float, help="poison fraction of |D_tr| in [0, 1] (default 0.03)")
+    p.add_argument("--injection", choices=["add", "replace"],
+                   help="test stage: add the poisons to D_tr (default) or put each in place of its source point")
     p.add_argument("--seed", type=int)
     p.add_argument("--epochs", type=int, help="victim training epochs (default 100)")
     p.add_argument("--lr", type=float, help="victim SGD learning rate (default 0.1)")
@@ -69,6 +71,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         dataset=args.dataset, model=args.model, attack=args.attack, fraction=args.fraction, seed=args.seed,
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, data_dir=args.data_dir, out=args.out,
         device=args.device, poisons=args.poisons, defense=args.defense, cache_dir=args.cache_dir,
+        injection=getattr(args, "injection", None),
     )
     attack_opts = parse_key_values(args.attack_option, "attack option")
     for key, value in (("target", getattr(args, "target", None)), ("eps_w", getattr(args, "eps_w", None))):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,34 @@ class PoisonedDataset:
         mask = torch.zeros(len(x), dtype=torch.bool)
         mask[len(clean):] = True
         return PoisonedDataset(Dataset(x, y, clean.num_classes, clean.name), mask)
+
+    @staticmethod
+    def substitute(clean: Dataset, poisons: PoisonSet) -> "PoisonedDataset":
+        """D_tr with each poison *in place of* its source point (``source_index``): the threat model of
+        unlearnable examples, where the data owner perturbs the data before release. Every poison
+        needs a distinct source in D_tr; the result has |D_tr| points."""
+        src = poisons.source_index.to(torch.int64)
+        if len(src) != len(poisons) or (len(src) and (int(src.min()) < 0 or int(src.max()) >= len(clean))):
+            raise ConfigError("injection 'replace' needs every poison to name its source point in D_tr "
+                              "(source_index); this attack makes points without a source")
+        if len(torch.unique(src)) != len(src):
+            raise ConfigError("injection 'replace' needs distinct source points; this attack reuses sources")
+        x, y = clean.x.clone(), clean.y.clone()
+        x[src] = poisons.x.to(clean.x.dtype)
+        y[src] = poisons.y.to(torch.int64)
+        mask = torch.zeros(len(x), dtype=torch.bool)
+        mask[src] = True
+        return PoisonedDataset(Dataset(x, y, clean.num_classes, clean.name), mask)
+
+    @staticmethod
+    def mix(clean: Dataset, poisons: PoisonSet, injection: str = "add") -> "PoisonedDataset":
+        """THE rule for the training set of the test stage: ``"add"`` D_tr ∪ D_p (the protocol's
+        default), ``"replace"`` D_tr with the poisons substituted for their sources."""
+        if injection == "add":
+            return PoisonedDataset.combine(clean, poisons)
+        if injection == "replace":
+            return PoisonedDataset.substitute(clean, poisons)
+        raise ConfigError(f"injection must be 'add' or 'replace', got {injection!r}")
 
     def __len__(self) -> int:
         return len(self.dataset)

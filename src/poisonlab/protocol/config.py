@@ -38,12 +38,17 @@ class RunConfig:
     defense: str | None = None  # defend stage after the test stage (see poisonlab.protocol.defend)
     defense_options: dict[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None  # content-addressed cache of clean-trained victims (None: no cache)
+    #: how the poisons enter the test stage: "add" (D_tr ∪ D_p, the protocol) or "replace" (each
+    #: poison takes its source point's place, the unlearnable-examples threat model)
+    injection: str = "add"
 
     def __post_init__(self) -> None:
         for key in ("dataset", "model", "attack", "device"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ConfigError(f"{key} must be a non-empty string, got {getattr(self, key)!r}")
         check_fraction(self.fraction)
+        if self.injection not in ("add", "replace"):
+            raise ConfigError(f"injection must be 'add' or 'replace', got {self.injection!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 0):
@@ -81,7 +86,8 @@ class RunConfig:
         base, _, arg = self.model.partition(":")  # linear_probe:path/enc.safetensors -> linear_probe-enc
         model = f"{base}-{Path(arg).stem}" if arg else base
         defended = f"-{self.defense}" if self.defense else ""
-        return f"runs/{Path(self.dataset).stem}-{model}-{self.attack}-f{self.fraction:g}-s{self.seed}{defended}"
+        replaced = "-replace" if self.injection == "replace" else ""
+        return f"runs/{Path(self.dataset).stem}-{model}-{self.attack}-f{self.fraction:g}{replaced}-s{self.seed}{defended}"
 
 
 def load_yaml_mapping(path: str | Path) -> dict[str, Any]:

@@ -121,7 +121,7 @@ def defend_saved_run(
     values = {k: v for k, v in stored["config"].items() if k != "recipe"}
     cfg = RunConfig.from_dict({**values, "defense": None, "defense_options": {}})
     prep = prepared if prepared is not None else prepare(cfg)
-    mixed = PoisonedDataset.combine(prep.data.train, load_poisons(run_dir / stored["artifacts"]["poisons"]))
+    mixed = PoisonedDataset.mix(prep.data.train, load_poisons(run_dir / stored["artifacts"]["poisons"]), cfg.injection)
     victim = Victim(prep.spec, cfg.seed, load_state(run_dir / stored["artifacts"]["clean_model"]))
     poisoned = prep.spec.build(cfg.seed)
     poisoned.load_state_dict(load_state(run_dir / stored["artifacts"]["poisoned_model"]))

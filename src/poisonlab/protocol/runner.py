@@ -130,8 +130,9 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
             poisons = attack.poison(data, victim, cfg.fraction, generator=torch_generator(cfg.seed, "attack"), progress=progress)
     attack_seconds = time.perf_counter() - t_attack
 
-    log("[3/3] test: retraining the victim from scratch on D_tr ∪ D_p")
-    mixed = PoisonedDataset.combine(data.train, poisons)
+    where = "D_tr ∪ D_p" if cfg.injection == "add" else "D_tr with the poisons in place of their sources"
+    log(f"[3/3] test: retraining the victim from scratch on {where}")
+    mixed = PoisonedDataset.mix(data.train, poisons, cfg.injection)
     poisoned_model = victim.retrain(mixed.dataset, progress="retrain" if progress else False)
     acc2 = accuracy(poisoned_model, prep.bundle.test)
     log(f"      poisoned test accuracy acc2 = {acc2:.2f} %")
@@ -154,6 +155,7 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
         "model": cfg.model,
         "attack": cfg.attack,
         "fraction": cfg.fraction,
+        "injection": cfg.injection,
         "seed": cfg.seed,
         "n_train": len(data.train),
         "n_val": len(data.val),
