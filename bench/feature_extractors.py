@@ -13,7 +13,9 @@ same poisons are then used against ``fine_tune:<extractor>`` (protocol option ``
 retrained from scratch by the one protocol runner with the same recipe (fine-tuning scales the
 encoder's step, ``encoder_lr_scale='auto'``). Constraint: none, or L∞ ``--radius`` around the
 source image. A side experiment measures unlearnable examples end to end (CNN) vs on the frozen
-extractor at ``--ue-fraction``.
+extractor at ``--ue-fraction`` (default 1: every training image) with ``--ue-injection`` (default
+"replace": the noisy images take the originals' place, Huang et al.'s threat model; ``--ue-only``
+re-measures just this check into the saved results).
 
 Every seed re-draws everything: the data subset, the 70/30 split, the victim initialisation and
 batch order, and both extractors' pre-training. A noise floor (``--floor-draws`` sets of unmodified
@@ -203,8 +205,41 @@ def findings(rows: list[dict], ue: list[dict], seeds: list[int]) -> list[dict]:
     return out
 
 
-def run_seed(a: argparse.Namespace, seed: int, attacks: list[str], tmpd: Path, skipped: list[str]) -> dict:
-    """Everything measured with one seed: extractors, noise floors, attack rows, the UE check."""
+def ue_check(a: argparse.Namespace, seed: int, extractors: dict, base: dict, tmpd: Path) -> dict:
+    """Unlearnable examples end to end (CNN from scratch) vs on the frozen same-domain extractor
+    (linear probe), at ``--ue-fraction`` with ``--ue-injection``. "replace" is Huang et al.'s threat
+    model (the released images carry the noise in place of the originals; at fraction 1 every
+    training image does): replacing points by *unmodified* copies leaves D_tr as it is, so the noise
+    floor is 0 by construction. "add" puts the noisy copies beside the originals and the floor is
+    measured with clean copies (``--floor-draws``)."""
+    radius = a.ue_radius if a.ue_radius is not None else a.radius
+    opts = {**attack_options("unlearnable", a.quick), "radius": radius, "injection": a.ue_injection}
+    probe_model = f"linear_probe:{extractors['same']['path']}"
+    ue_base = {**base, "fraction": a.ue_fraction, "injection": a.ue_injection}
+    e2e = run_cell(ue_base, "cnn", "unlearnable", opts, tmpd / "ue-cnn", epochs=a.ft_epochs)
+    probe = run_cell(ue_base, probe_model, "unlearnable", opts, tmpd / "ue-probe")
+    fl = {"end_to_end": [], "frozen_extractor": []}
+    if a.ue_injection == "replace":
+        fl = {"end_to_end": [0.0], "frozen_extractor": [0.0], "why": "replace: unmodified copies leave D_tr unchanged"}
+    else:
+        for k in range(a.floor_draws):
+            copies = clean_copies(tmpd / f"ue-copies{k}.npz", ue_base, "cnn", draw=k)
+            fl["end_to_end"].append(run_cell(ue_base, "cnn", "label_flip", {}, tmpd / f"ue-cnn-copies{k}", poisons=copies,
+                                             epochs=a.ft_epochs)["accuracy_drop"])
+            fl["frozen_extractor"].append(run_cell(ue_base, probe_model, "label_flip", {}, tmpd / f"ue-probe-copies{k}",
+                                                   poisons=copies)["accuracy_drop"])
+    ue = {"seed": seed, "fraction": a.ue_fraction, "injection": a.ue_injection, "radius": radius,
+          "end_to_end_excess_drop": e2e["accuracy_drop"] - mean(fl["end_to_end"]),
+          "frozen_extractor_excess_drop": probe["accuracy_drop"] - mean(fl["frozen_extractor"]),
+          "noise_floor": fl, "end_to_end": e2e, "frozen_extractor": probe}
+    print(f"  seed {seed} UE at fraction {a.ue_fraction} ({a.ue_injection}): end-to-end cnn drop {e2e['accuracy_drop']:+.2f} "
+          f"(floor {mean(fl['end_to_end']):+.2f}), frozen extractor drop {probe['accuracy_drop']:+.2f} "
+          f"(floor {mean(fl['frozen_extractor']):+.2f})", flush=True)
+    return ue
+
+
+def seed_setup(a: argparse.Namespace, seed: int, tmpd: Path) -> tuple[dict, dict]:
+    """The seed's downstream subset and both extractors (cached): (extractors, protocol base config)."""
     enc = {"channels": [16, 32, 64]}
     npz = subset_npz(tmpd / "fmnist_subset.npz", "fashion_mnist", a.n_train, a.n_test, seed)
     extractors = {}
@@ -216,6 +251,12 @@ def run_seed(a: argparse.Namespace, seed: int, attacks: list[str], tmpd: Path, s
                            "loss_history": meta["report"].get("loss_history"), "seconds": meta["report"].get("seconds")}
     base = {"dataset": npz, "fraction": a.fraction, "seed": seed, "epochs": a.epochs, "lr": a.lr,
             "batch_size": a.batch_size, "device": "cpu", "cache_dir": str(tmpd / "victims")}
+    return extractors, base
+
+
+def run_seed(a: argparse.Namespace, seed: int, attacks: list[str], tmpd: Path, skipped: list[str]) -> dict:
+    """Everything measured with one seed: extractors, noise floors, attack rows, the UE check."""
+    extractors, base = seed_setup(a, seed, tmpd)
     ft = {"epochs": a.ft_epochs, "lr": a.ft_lr}
     rows, floor, clean = [], {}, {}
     for dom in ("same", "transfer"):
@@ -251,27 +292,7 @@ def run_seed(a: argparse.Namespace, seed: int, attacks: list[str], tmpd: Path, s
                                  "excess_drop": r["accuracy_drop"] - floor[dom][sc]["mean"]})
                 print(f"  seed {seed} {dom:8s} {attack:16s} {constraint:5s} drop probe {r1['accuracy_drop']:+6.2f} "
                       f"fine-tune {r2['accuracy_drop']:+6.2f}  (attack {r1['attack_seconds']:.1f} s)", flush=True)
-    ue = None
-    if "unlearnable" in attacks and a.ue_fraction > 0:
-        opts = {**attack_options("unlearnable", a.quick), "radius": a.radius}
-        probe_model = f"linear_probe:{extractors['same']['path']}"
-        ue_base = {**base, "fraction": a.ue_fraction}
-        e2e = run_cell(ue_base, "cnn", "unlearnable", opts, tmpd / "ue-cnn", epochs=a.ft_epochs)
-        probe = run_cell(ue_base, probe_model, "unlearnable", opts, tmpd / "ue-probe")
-        fl = {"end_to_end": [], "frozen_extractor": []}
-        for k in range(a.floor_draws):
-            copies = clean_copies(tmpd / f"ue-copies{k}.npz", ue_base, "cnn", draw=k)
-            fl["end_to_end"].append(run_cell(ue_base, "cnn", "label_flip", {}, tmpd / f"ue-cnn-copies{k}", poisons=copies,
-                                             epochs=a.ft_epochs)["accuracy_drop"])
-            fl["frozen_extractor"].append(run_cell(ue_base, probe_model, "label_flip", {}, tmpd / f"ue-probe-copies{k}",
-                                                   poisons=copies)["accuracy_drop"])
-        ue = {"seed": seed, "fraction": a.ue_fraction, "radius": a.radius,
-              "end_to_end_excess_drop": e2e["accuracy_drop"] - mean(fl["end_to_end"]),
-              "frozen_extractor_excess_drop": probe["accuracy_drop"] - mean(fl["frozen_extractor"]),
-              "noise_floor": fl, "end_to_end": e2e, "frozen_extractor": probe}
-        print(f"  seed {seed} UE at fraction {a.ue_fraction}: end-to-end cnn drop {e2e['accuracy_drop']:+.2f} "
-              f"(floor {mean(fl['end_to_end']):+.2f}), frozen extractor drop {probe['accuracy_drop']:+.2f} "
-              f"(floor {mean(fl['frozen_extractor']):+.2f})", flush=True)
+    ue = ue_check(a, seed, extractors, base, tmpd) if "unlearnable" in attacks and a.ue_fraction > 0 else None
     return {"seed": seed, "extractors": extractors, "clean_accuracy": clean, "noise_floor": floor, "rows": rows, "ue": ue}
 
 
@@ -337,6 +358,52 @@ def plot(per_seed: list[dict], attacks: list[str], path: Path) -> Path | None:
     return path
 
 
+def print_findings(verdicts: list[dict]) -> None:
+    for f in verdicts:
+        print(f"- {f['claim']}: {f['verdict']}")
+        for t in f["tests"]:
+            print(f"    {t['statistic']}: {pm(t['per_seed'], 2)} (seeds {', '.join(f'{v:+.2f}' for v in t['per_seed'])}) "
+                  f"-> {t['verdict']} ({t['why']})")
+
+
+def remeasure_ue(a: argparse.Namespace) -> int:
+    """``--ue-only``: the UE check again, with the saved run's seeds and setting (subset, extractors,
+    recipes), the new ``--ue-*`` choices; the attack rows stay as measured, the findings are recomputed."""
+    import json
+
+    path = RESULTS / "feature_extractors.json"
+    record = json.loads(path.read_text())
+    stored = record["setting"]
+    for key in ("seeds", "n_train", "n_test", "pretrain_images", "pretrain_epochs", "transfer_source", "epochs", "lr",
+                "ft_epochs", "ft_lr", "batch_size", "fraction", "radius", "floor_draws"):
+        setattr(a, key, stored[key])
+    t0 = time.perf_counter()
+    for entry in record["per_seed"]:
+        with tempfile.TemporaryDirectory(prefix=f"plx-ue-s{entry['seed']}-") as tmp:
+            extractors, base = seed_setup(a, entry["seed"], Path(tmp))
+            entry["ue"] = ue_check(a, entry["seed"], extractors, base, Path(tmp))
+    rows = [r for s in record["per_seed"] for r in s["rows"]]
+    verdicts = findings(rows, [s["ue"] for s in record["per_seed"] if s["ue"]], a.seeds)
+    print_findings(verdicts)
+    command = ("python bench/feature_extractors.py --ue-only "
+               f"--ue-fraction {a.ue_fraction:g} --ue-injection {a.ue_injection}")
+    if a.ue_radius is not None and a.ue_radius != stored["radius"]:  # a side record; the main findings keep --radius
+        command += f" --ue-radius {a.ue_radius:g}"
+        save(f"feature_extractors_ue_radius{a.ue_radius:.4g}", {
+            "setting": {**stored, "ue_fraction": a.ue_fraction, "ue_injection": a.ue_injection, "ue_radius": a.ue_radius},
+            "rule": RULE, "findings": [f for f in verdicts if f["claim"].startswith("error-minimising")],
+            "ue": [s["ue"] for s in record["per_seed"]], "command": command, "seconds": time.perf_counter() - t0})
+        return 0
+    record["findings"] = verdicts
+    record["setting"].update(ue_fraction=a.ue_fraction, ue_injection=a.ue_injection)
+    record["environment_attack_rows"] = record.pop("environment", None)
+    record["ue_remeasured"] = {"command": command,
+                               "seconds": time.perf_counter() - t0,
+                               "note": "the UE check (claim 3) re-measured at a later commit; attack rows unchanged"}
+    save("feature_extractors", record)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny smoke setting (seconds per cell), results not saved")
@@ -355,7 +422,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--fraction", type=float, default=0.03)
     p.add_argument("--radius", type=float, default=0.1, help="L∞ radius of the constrained setting")
-    p.add_argument("--ue-fraction", type=float, default=0.3, help="budget of the end-to-end vs frozen UE check")
+    p.add_argument("--ue-fraction", type=float, default=1.0, help="budget of the end-to-end vs frozen UE check")
+    p.add_argument("--ue-injection", default="replace", choices=["replace", "add"],
+                   help="UE check threat model: noisy images in place of the originals (Huang et al., default) or beside them")
+    p.add_argument("--ue-radius", type=float, help="L∞ radius of the UE check (default --radius)")
+    p.add_argument("--ue-only", action="store_true",
+                   help="re-measure only the UE check (claim 3) for the seeds and setting of the saved results, "
+                        "and recompute the findings there")
     p.add_argument("--floor-draws", type=int, default=3, help="clean-copy draws averaged into each noise floor")
     p.add_argument("--attacks", nargs="*", default=list(ATTACK_ORDER))
     a = p.parse_args(argv)
@@ -363,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
         a.n_train, a.n_test, a.pretrain_images, a.pretrain_epochs, a.epochs, a.ft_epochs = 300, 200, 256, 1, 3, 2
         a.seeds, a.floor_draws = a.seeds[:2], 1
     torch.set_num_threads(1)
+    if a.ue_only:
+        if a.quick:
+            p.error("--ue-only writes the saved results; it has no --quick mode")
+        return remeasure_ue(a)
     t0 = time.perf_counter()
     missing = [n for n in a.attacks if n not in ATTACKS]
     attacks = [n for n in a.attacks if n in ATTACKS]
@@ -378,11 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(per_seed, attacks)
     print(table)
     verdicts = findings(rows, ue, a.seeds)
-    for f in verdicts:
-        print(f"- {f['claim']}: {f['verdict']}")
-        for t in f["tests"]:
-            print(f"    {t['statistic']}: {pm(t['per_seed'], 2)} (seeds {', '.join(f'{v:+.2f}' for v in t['per_seed'])}) "
-                  f"-> {t['verdict']} ({t['why']})")
+    print_findings(verdicts)
     summary = {}
     for key in sorted({(r["domain"], r["scenario"], r["attack"], r["constraint"]) for r in rows}):
         sel = [r for r in rows if (r["domain"], r["scenario"], r["attack"], r["constraint"]) == key]
