@@ -187,6 +187,8 @@ def test_cli_threshold_target_and_run(tmp_path, capsys):
     assert th["target_test_accuracy"] == pytest.approx(made["target_test_accuracy"])
     assert th["fraction_passes"] == (0.5 >= th["tau"])
     assert th["min_poisons"] is None or th["min_poisons"] >= th["tau"] * th["n_clean"] - 1e-9
+    assert th["tau_gauge"] >= th["tau_box"] - 1e-9 and th["fraction_passes_gauge"] == (0.5 >= th["tau_gauge"])
+    assert th["min_poisons_box"] >= th["tau_gauge"] * th["n_clean"] - 1e-9
     out = tmp_path / "run"
     assert main(["run", "--dataset", "digits", "--attack", "gc", "--target", str(t), "--epochs", "3", "--fraction", "0.05",
                  "-A", "steps=3", "--out", str(out), "--quiet"]) == 0
@@ -217,3 +219,29 @@ def test_gc_reports_the_box_threshold_of_a_linear_target(digits_victim):
     assert box_threshold(target, names[:1], g[: target.linear.weight.numel()]) is None  # not the full gradient
     p = build_attack("gc", {"steps": 2, "target_steps": 5}).poison(prep.data, victim, 0.05, generator=torch_generator(0, "a"))
     assert p.info["tau_box"] is not None and p.info["tau_box"] > 0
+    assert p.info["tau_gauge"] >= p.info["tau_box"] - 1e-9 and len(p.info["gauge_label_mix"]) == 10
+
+
+def test_gc_plan_init_follows_the_gauge_labels_and_cancels_more(digits_victim, tmp_path):
+    """init 'plan' draws the label mix of the gauge LP; on a mild target, above τ_gauge, it leaves a
+    smaller mixed gradient than random labels after the same steps."""
+    from poisonlab.protocol import save_model
+
+    prep, victim = digits_victim
+    target, _ = corrupt(victim.clean_model(), prep.data.val, eps_w=0.05, steps=10)
+    path = tmp_path / "t.safetensors"
+    save_model(path, target, {})
+    res = {}
+    for init in ("random", "plan"):
+        p = build_attack("gc", {"target": str(path), "steps": 150, "lr": 0.05, "init": init}).poison(
+            prep.data, victim, 0.5, generator=torch_generator(0, "attack"))  # the 5-epoch victim: τ_gauge ≈ 0.33
+        res[init] = p
+    plan = res["plan"]
+    assert plan.info["eps"] > plan.info["tau_gauge"]
+    mix = torch.tensor(plan.info["gauge_label_mix"])
+    counts = torch.bincount(plan.y, minlength=10).double() / len(plan.y)
+    assert torch.allclose(counts, mix.double(), atol=1.0 / len(plan.y) + 1e-9)
+    assert plan.info["final_rel_grad_norm"] < 0.7 * res["random"].info["final_rel_grad_norm"], (
+        plan.info["final_rel_grad_norm"], res["random"].info["final_rel_grad_norm"])
+    with pytest.raises(ConfigError, match="plan"):
+        build_attack("gc", {"init": "plan", "source_classes": [1]})

@@ -268,9 +268,9 @@ def test_box_support_bound_dominates_brute_force(lo, hi):
 
 def test_box_threshold_is_below_the_lp_minimum_over_a_grid_of_poisons():
     """The smallest ε for which a poison mix on a grid of box inputs × all labels cancels g(μ)
-    exactly (an LP) can only be larger than the minimum over the whole box, hence ≥ τ_box; and
-    ≥ τ of eq. 3.6 too."""
-    from poisonlab.theory.box import linear_box_threshold
+    exactly (an LP) can only be larger than the minimum over the whole box, hence ≥ τ_gauge ≥ τ_box;
+    and ≥ τ of eq. 3.6 too."""
+    from poisonlab.theory.box import linear_box_gauge, linear_box_threshold
 
     g = torch.Generator().manual_seed(1)
     C, d = 3, 2
@@ -289,6 +289,10 @@ def test_box_threshold_is_below_the_lp_minimum_over_a_grid_of_poisons():
         eps_min = float(res.x.sum())
         tau_box = linear_box_threshold(gmu)
         assert eps_min >= tau_box - 1e-9
+        # the gauge is the exact minimum over the relaxation: between τ_box and the grid's LP minimum
+        gauge = linear_box_gauge(gmu)
+        assert tau_box - 1e-9 <= gauge.tau <= eps_min + 1e-7
+        assert gauge.plan.min() >= -1e-12 and math.isclose(gauge.label_mass.sum(), gauge.tau, rel_tol=1e-7, abs_tol=1e-12)
         Xt = torch.cat([Xc, torch.ones(len(Xc), 1, dtype=Xc.dtype)], 1)
         assert eps_min >= multiclass_reachability(Xt @ W.T, Yc).tau - 1e-9
         checked += 1
@@ -306,3 +310,26 @@ def test_box_threshold_edge_cases():
     # scaling g scales τ_box linearly (‖g‖² over a support bound linear in g)
     G = torch.randn(4, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     assert math.isclose(linear_box_threshold(3 * G), 3 * linear_box_threshold(G), rel_tol=1e-12)
+
+
+def test_box_gauge_is_exact_on_a_single_confident_poison_and_scales():
+    """g(μ) = −t·(e_0 − e_2)[x*; 1]ᵀ for a box point x* is cancelled by mass t of poisons at x*,
+    labelled 2 and classified 0: the gauge is t and its plan puts all mass on (0, 2)."""
+    from poisonlab.theory.box import linear_box_gauge, linear_box_threshold
+
+    x_star = torch.tensor([1.0, 0.0, 0.3, 1.0], dtype=torch.float64)
+    G = torch.zeros(3, 5, dtype=torch.float64)
+    G[0, :4], G[0, 4] = -x_star, -1.0
+    G[2, :4], G[2, 4] = x_star, 1.0
+    gauge = linear_box_gauge(0.07 * G)
+    assert math.isclose(gauge.tau, 0.07, rel_tol=1e-7)
+    assert math.isclose(gauge.plan[0, 2], 0.07, rel_tol=1e-6) and gauge.plan.sum() - gauge.plan[0, 2] < 1e-8
+    assert gauge.tau >= linear_box_threshold(0.07 * G) - 1e-12
+    R = torch.randn(4, 9, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    R -= R.mean(0)
+    assert math.isclose(linear_box_gauge(3 * R).tau, 3 * linear_box_gauge(R).tau, rel_tol=1e-6)
+    assert linear_box_gauge(torch.zeros(3, 5)).tau == 0.0
+    # a wider box makes cancelling easier
+    assert linear_box_gauge(R, -1.0, 2.0).tau <= linear_box_gauge(R).tau + 1e-9
+    with pytest.raises(ValueError):
+        linear_box_gauge(R, lo=1.0, hi=0.0)

@@ -48,8 +48,10 @@ class GCConfig(AttackConfig):
     ≤ tol·‖g(μ)‖), ``source_classes`` (draw the starting points, hence labels, from these classes
     only; default all), ``class_proportions`` (one weight per class: draw round(q_k·n) starting points
     from class k, with replacement when a class is short — the attacker picks the label mix, the labels
-    then stay clean), ``init`` ("random" clean points, or "aligned": the clean points whose
-    gradient at w points most against g(μ), i.e. that cancel most before any step), ``chunk_size`` (points per autograd pass), ``trace_every``."""
+    then stay clean), ``init`` ("random" clean points; "aligned": the clean points whose
+    gradient at w points most against g(μ), i.e. that cancel most before any step; "plan" (linear
+    victims): random clean points in the label mix of the box-gauge LP's plan,
+    :func:`poisonlab.theory.box.linear_box_gauge`), ``chunk_size`` (points per autograd pass), ``trace_every``."""
 
     target: str = "gradpc"
     eps_w: float = 0.5
@@ -84,8 +86,10 @@ class GCConfig(AttackConfig):
         if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
             raise ConfigError(f"gc: tol must be >= 0, got {self.tol!r}")
         check_radius(self.radius, "gc")
-        if self.init not in ("random", "aligned"):
-            raise ConfigError(f"gc: init must be 'random' or 'aligned', got {self.init!r}")
+        if self.init not in ("random", "aligned", "plan"):
+            raise ConfigError(f"gc: init must be 'random', 'aligned' or 'plan', got {self.init!r}")
+        if self.init == "plan" and (self.class_proportions or self.source_classes):
+            raise ConfigError("gc: init 'plan' picks the label mix itself; drop class_proportions / source_classes")
         if not (isinstance(self.chunk_size, int) and self.chunk_size >= 1):
             raise ConfigError(f"gc: chunk_size must be a positive integer, got {self.chunk_size!r}")
         if not (isinstance(self.trace_every, int) and self.trace_every >= 1):
@@ -179,17 +183,33 @@ def _sources_by_proportion(y: torch.Tensor, weights, n: int, num_classes: int, g
     return torch.cat(out)
 
 
-def box_threshold(model: nn.Module, names: list[str], g_clean: torch.Tensor) -> float | None:
-    """τ_box (:func:`poisonlab.theory.box.linear_box_threshold`, pixels in [0, 1]) when ``model`` is a
-    single linear layer and ``g_clean`` its full flattened mean gradient [weight, bias]; else None."""
+def _linear_gradient_matrix(model: nn.Module, names: list[str], g_clean: torch.Tensor) -> torch.Tensor | None:
+    """g(μ) as the (C, d+1) matrix [W | b] when ``model`` is a single linear layer and ``g_clean`` its
+    full flattened mean gradient [weight, bias]; else None."""
     from ..models.victims import LogisticRegression
-    from ..theory.box import linear_box_threshold
 
     if not isinstance(model, LogisticRegression) or names != ["linear.weight", "linear.bias"]:
         return None
     C, d = model.linear.weight.shape
-    G = torch.cat([g_clean[: C * d].reshape(C, d), g_clean[C * d :].reshape(C, 1)], 1)
-    return linear_box_threshold(G.cpu())
+    return torch.cat([g_clean[: C * d].reshape(C, d), g_clean[C * d :].reshape(C, 1)], 1).cpu()
+
+
+def box_threshold(model: nn.Module, names: list[str], g_clean: torch.Tensor) -> float | None:
+    """τ_box (:func:`poisonlab.theory.box.linear_box_threshold`, pixels in [0, 1]) for a linear
+    victim with all its parameters in ``names``; else None."""
+    from ..theory.box import linear_box_threshold
+
+    G = _linear_gradient_matrix(model, names, g_clean)
+    return None if G is None else linear_box_threshold(G)
+
+
+def box_gauge(model: nn.Module, names: list[str], g_clean: torch.Tensor):
+    """The box gauge (:func:`poisonlab.theory.box.linear_box_gauge`: τ_gauge ≥ τ_box and its label
+    plan) for a linear victim with all its parameters in ``names``; else None."""
+    from ..theory.box import linear_box_gauge
+
+    G = _linear_gradient_matrix(model, names, g_clean)
+    return None if G is None else linear_box_gauge(G)
 
 
 def relative_distance(a: nn.Module, b: nn.Module, names: list[str]) -> float:
@@ -212,9 +232,14 @@ class GradientCanceling(Attack):
         return make_target(c.target, victim.clean_model(), data.val, opts, progress)
 
     def _initial_sources(self, train: Dataset, num_classes: int, n: int, target: nn.Module, names: list[str], w: Params,
-                         g_clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+                         g_clean: torch.Tensor, generator: torch.Generator, gauge=None) -> torch.Tensor:
         """Indices into D_tr of the points the poisons start from (Algorithm 2, line 1)."""
         c = self.config
+        if c.init == "plan":
+            gauge = gauge if gauge is not None else box_gauge(target, names, g_clean)
+            if gauge is None:
+                raise ConfigError("gc: init 'plan' needs a linear victim (lr) with all its parameters in params")
+            return _sources_by_proportion(train.y, tuple(gauge.label_mass.tolist()), n, num_classes, generator)
         if c.class_proportions:
             return _sources_by_proportion(train.y, c.class_proportions, n, num_classes, generator)
         if c.source_classes:
@@ -253,8 +278,10 @@ class GradientCanceling(Attack):
         g_clean = sum_gradient(target, names, w, train.x.to(device), train.y.to(device), 1.0 / N, c.chunk_size)
         g_clean_norm = float(torch.linalg.vector_norm(g_clean))
 
+        # linear victims, free pixels in [0, 1]: the box-bounded necessary conditions (theory/box.py)
+        gauge = box_gauge(target, names, g_clean) if c.radius is None else None
         # initialise from clean points (labels kept: clean-label)
-        src = self._initial_sources(train, data.num_classes, n_poison, target, names, w, g_clean, generator)
+        src = self._initial_sources(train, data.num_classes, n_poison, target, names, w, g_clean, generator, gauge)
         y = train.y[src].to(device)
         x = train.x[src].clone().to(device)
 
@@ -311,6 +338,9 @@ class GradientCanceling(Attack):
             "tau_min_poisons": tau_count if math.isfinite(tau_count) else None,
             # linear victims, free pixels in [0, 1]: the box-bounded necessary condition (theory/box.py)
             "tau_box": box_threshold(target, names, g_clean) if c.radius is None else None,
+            "tau_gauge": gauge.tau if gauge is not None else None,
+            "eps_reaches_tau_gauge": eps >= gauge.tau if gauge is not None else None,
+            "gauge_label_mix": (gauge.label_mass / max(gauge.tau, 1e-30)).tolist() if gauge is not None else None,
             "eps": eps,
             "eps_reaches_tau": reach.reachable(eps),
             "clean_grad_norm": g_clean_norm,

@@ -41,7 +41,7 @@ def clean_gradient(model, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..attacks.gc import box_threshold
+    from ..attacks.gc import box_gauge, box_threshold
     from ..data.splits import check_fraction
     from ..protocol import save_model
 
@@ -74,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
     tau_box = box_threshold(target, names, g)  # linear victims only: poisons with pixels in [0, 1]
     out["tau_box"] = tau_box
     out["fraction_passes_box"] = None if tau_box is None else args.fraction >= tau_box
+    gauge = box_gauge(target, names, g) if tau_box is not None else None  # the exact LP version (≥ τ_box)
+    out["tau_gauge"] = None if gauge is None else gauge.tau
+    out["fraction_passes_gauge"] = None if gauge is None else args.fraction >= gauge.tau
+    out["min_poisons_box"] = None if gauge is None else min_poison_count(gauge.tau, n)
+    out["gauge_label_mix"] = None if gauge is None else (gauge.label_mass / max(gauge.tau, 1e-30)).tolist()
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -94,8 +99,11 @@ def run(args: argparse.Namespace) -> int:
     if tau_box is not None:
         rows += [
             ("box threshold τ_box (pixels in [0, 1])", f"{tau_box:.6g}"),
-            (f"fraction {args.fraction:g}, box-bounded poisons", "passes (necessary condition)" if out["fraction_passes_box"]
+            ("box gauge τ_gauge (LP, ≥ τ_box)", f"{gauge.tau:.6g}"),
+            ("minimum number of box-bounded poisons", f"{out['min_poisons_box']} of |D_tr| = {n}"),
+            (f"fraction {args.fraction:g}, box-bounded poisons", "passes (necessary condition)" if out["fraction_passes_gauge"]
              else "CANNOT reach the target"),
+            ("label mix of the gauge plan", " ".join(f"{v:.2f}" for v in out["gauge_label_mix"])),
         ]
     print(format_table(("", "value"), rows))
     return 0
