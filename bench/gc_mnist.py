@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pc-lr", type=float, default=0.1, help="GradPC step / radius (default 0.1)")
     ap.add_argument("--steps", type=int, default=300, help="GC steps (default 300)")
     ap.add_argument("--lr", type=float, default=0.02, help="GC Adam step in pixel units (default 0.02)")
-    ap.add_argument("--init", default="random", choices=["random", "aligned"])
+    ap.add_argument("--init", default="random", choices=["random", "aligned", "plan"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", default=os.environ.get("POISONLAB_DATA"))
     ap.add_argument("--quick", action="store_true", help="digits, 5 epochs, 20 GC steps")
@@ -93,7 +93,8 @@ def main(argv=None) -> int:
             rep = attack.assess(ps, retrained, test)
             i = ps.info
             row = {"fraction": frac, "n_poison": poison_count(frac, len(data.train)), "eps": i["eps"],
-                   "passes_tau": i["eps_reaches_tau"], "poisoned_accuracy": acc2, "accuracy_drop": acc1 - acc2,
+                   "passes_tau": i["eps_reaches_tau"], "tau_box": i.get("tau_box"), "tau_gauge": i.get("tau_gauge"),
+                   "passes_tau_gauge": i.get("eps_reaches_tau_gauge"), "poisoned_accuracy": acc2, "accuracy_drop": acc1 - acc2,
                    "gc_attack_seconds": t_attack, "initial_rel_grad_norm": i["initial_rel_grad_norm"],
                    "final_rel_grad_norm": i["final_rel_grad_norm"], "steps_run": i["steps_run"],
                    "grad_norm_trace": i["grad_norm_trace"], **rep,
