@@ -333,3 +333,24 @@ def test_box_gauge_is_exact_on_a_single_confident_poison_and_scales():
     assert linear_box_gauge(R, -1.0, 2.0).tau <= linear_box_gauge(R).tau + 1e-9
     with pytest.raises(ValueError):
         linear_box_gauge(R, lo=1.0, hi=0.0)
+
+
+@pytest.mark.parametrize("lo,hi", [(0.0, 1.0), (-0.5, 2.0)])
+def test_box_gauge_dual_direction_certifies_tau(lo, hi):
+    """Strong duality: the returned V has σ̄(V) ≤ 1 and ⟨−g, V⟩ = τ_gauge, and −V is the derivative
+    of τ_gauge in g (finite differences along random centred directions)."""
+    from poisonlab.theory.box import box_support_bound, linear_box_gauge
+
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        G = torch.randn(4, 6, generator=gen, dtype=torch.float64)
+        G -= G.mean(0)
+        gauge = linear_box_gauge(G, lo, hi)
+        V = torch.from_numpy(gauge.direction)
+        assert box_support_bound(V, lo, hi) <= 1 + 1e-7
+        assert math.isclose(float((-G * V).sum()), gauge.tau, rel_tol=1e-6)
+        D = torch.randn(4, 6, generator=gen, dtype=torch.float64)
+        D -= D.mean(0)
+        h = 1e-6
+        fd = (linear_box_gauge(G + h * D, lo, hi).tau - linear_box_gauge(G - h * D, lo, hi).tau) / (2 * h)
+        assert math.isclose(fd, float((-V * D).sum()), rel_tol=1e-4, abs_tol=1e-7)

@@ -69,10 +69,12 @@ def linear_box_threshold(grad_mean: torch.Tensor, lo: float = 0.0, hi: float = 1
 @dataclass(frozen=True)
 class BoxGauge:
     """``tau``: the gauge threshold in ε-units; ``plan[k, l]``: poison mass (ε units, sums to tau)
-    classified k and labelled l; ``label_mass[l] = Σ_k plan[k, l]``."""
+    classified k and labelled l; ``label_mass[l] = Σ_k plan[k, l]``; ``direction`` (C, d+1): the
+    optimal V of the dual, max ⟨−g, V⟩ s.t. σ̄(V) ≤ 1 (so tau = ⟨−g, V⟩, and −V is ∂tau/∂g)."""
 
     tau: float
     plan: np.ndarray
+    direction: np.ndarray
 
     @property
     def label_mass(self) -> np.ndarray:
@@ -96,7 +98,7 @@ def linear_box_gauge(grad_mean: torch.Tensor, lo: float = 0.0, hi: float = 1.0) 
     C, d1 = g.shape
     d = d1 - 1
     if not np.any(g):
-        return BoxGauge(0.0, np.zeros((C, C)))
+        return BoxGauge(0.0, np.zeros((C, C)), np.zeros((C, d1)))
     pairs = [(k, l) for k in range(C) for l in range(C) if k != l]
     P = len(pairs)
     ks = np.array([k for k, _ in pairs])
@@ -132,7 +134,9 @@ def linear_box_gauge(grad_mean: torch.Tensor, lo: float = 0.0, hi: float = 1.0) 
         raise RuntimeError(f"linear_box_gauge: the LP did not solve ({res.message})")
     plan = np.zeros((C, C))
     plan[ks, ls] = res.x[n_u:]
-    return BoxGauge(float(res.fun), plan)
+    # ∂tau/∂b_eq = the equality marginals; b_eq = −g, so V = marginals (centred like g)
+    V = np.asarray(res.eqlin.marginals, dtype=np.float64).reshape(C, d1)
+    return BoxGauge(float(res.fun), plan, V - V.mean(0, keepdims=True))
 
 
 __all__ = ["BoxGauge", "box_support_bound", "linear_box_gauge", "linear_box_threshold"]
