@@ -3,11 +3,14 @@ Examples: Making Personal Data Unexploitable"), adapted to the additive protocol
 fixed feature extractor (thesis chapter 4).
 
 Threat model: clean-label. The attacker picks ε·N training points (seeded, distinct) and adds
-copies x + δ with their true labels, where δ solves the bi-level *min-min* problem
+copies x + δ with their true labels — or, with the run's ``injection: replace`` and this attack's
+``injection="replace"``, releases x + δ *in place of* x (the paper's setting, at fraction 1 every
+training image) — where δ solves the bi-level *min-min* problem
 
     min_θ  E [ min_δ  ℓ(f_θ(x + δ), y) ]      s.t.  x + δ ∈ [0, 1],  ||δ||_∞ ≤ radius
 
-alternating (i) ``train_epochs`` epochs of the victim's recipe on D_tr ∪ {x + δ} (THE training loop)
+alternating (i) ``train_epochs`` epochs of the victim's recipe on D_tr ∪ {x + δ} (or D_tr with
+x + δ in place of x; THE training loop)
 and (ii) ``pgd_steps`` signed-gradient steps on δ that *decrease* the loss, until the surrogate
 classifies ≥ ``stop_accuracy`` % of the perturbed points correctly or ``rounds`` is reached.
 The surrogate is the victim's own spec (for ``linear_probe:<extractor>`` only the head learns, so
