@@ -40,6 +40,9 @@ from ..protocol.config import RunConfig, load_yaml_mapping
 
 #: keys of RunConfig that do not change a run's result, so they are not part of its id
 NON_RESULT_KEYS = ("out", "cache_dir", "data_dir")
+#: keys added to RunConfig after sweeps were stored: left out of the id at their default, so the
+#: runs of an older results.jsonl keep their ids (and are not re-run on resume)
+LATER_DEFAULTS = {"injection": "add"}
 RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig))
 TOP_KEYS = ("name", "base", "cases", "grid", "resources")
 
@@ -81,7 +84,7 @@ class Grid:
 def run_id(cfg: RunConfig | Mapping[str, Any]) -> str:
     """Stable 16-hex id of a run: sha256 of the canonical JSON of its result-relevant config."""
     d = cfg.to_dict() if isinstance(cfg, RunConfig) else dict(cfg)
-    d = {k: v for k, v in d.items() if k not in NON_RESULT_KEYS}
+    d = {k: v for k, v in d.items() if k not in NON_RESULT_KEYS and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
     return hashlib.sha256(canonical_json(d).encode()).hexdigest()[:16]
 
 
