@@ -118,7 +118,8 @@ RULE = ("for each claim, a paired statistic d_i is computed per seed i (positive
         "excess drops (drop minus the same seed's noise floor); m and s are its mean and sample std (ddof 1) over "
         "seeds; delta is the smallest effect that counts (points). confirmed: m - s > 0 and m >= delta; "
         "refuted: m + s < delta (even one std above the mean the effect stays below delta); inconclusive otherwise "
-        "(or with fewer than 2 seeds). A compound claim is confirmed when all its parts are, refuted when any is.")
+        "(or with fewer than 2 seeds). A compound claim is confirmed when all its parts are, refuted when any is; "
+        "claim (3) is inconclusive unless its end-to-end part is confirmed (no effect, nothing to lose).")
 
 
 def mean(xs: list[float]) -> float:

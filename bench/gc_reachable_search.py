@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     acc2 = accuracy(retrained, test)
     rep = attack.assess(ps, retrained, test)
     report["best"] = {"step": it, "tau_gauge": tau, "val_accuracy": val_acc, "target_test_accuracy": accuracy(target, test),
-                      "relative_distance_to_clean": float((wb - w0).norm() / w0.norm()), "target_path": str(tpath),
+                      "relative_distance_to_clean": float((wb - w0).norm() / w0.norm()), "target_file": tpath.name,
                       "gc_seconds": t_gc, "gc_final_rel_grad_norm": ps.info["final_rel_grad_norm"],
                       "poisoned_accuracy": acc2, "accuracy_drop": acc1 - acc2,
                       "retrained_target_agreement": rep["retrained_target_agreement"]}

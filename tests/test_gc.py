@@ -16,6 +16,7 @@ from poisonlab.data import poison_count
 from poisonlab.errors import ConfigError
 from poisonlab.protocol import RunConfig, prepare
 from poisonlab.seeding import torch_generator
+from poisonlab.theory import min_poison_count
 from poisonlab.training import Victim, mean_loss
 
 
@@ -188,7 +189,7 @@ def test_cli_threshold_target_and_run(tmp_path, capsys):
     assert th["fraction_passes"] == (0.5 >= th["tau"])
     assert th["min_poisons"] is None or th["min_poisons"] >= th["tau"] * th["n_clean"] - 1e-9
     assert th["tau_gauge"] >= th["tau_box"] - 1e-9 and th["fraction_passes_gauge"] == (0.5 >= th["tau_gauge"])
-    assert th["min_poisons_box"] >= th["tau_gauge"] * th["n_clean"] - 1e-9
+    assert th["min_poisons_box"] == min_poison_count(th["tau_gauge"], th["n_clean"]) > 0
     out = tmp_path / "run"
     assert main(["run", "--dataset", "digits", "--attack", "gc", "--target", str(t), "--epochs", "3", "--fraction", "0.05",
                  "-A", "steps=3", "--out", str(out), "--quiet"]) == 0
@@ -245,3 +246,5 @@ def test_gc_plan_init_follows_the_gauge_labels_and_cancels_more(digits_victim, t
         plan.info["final_rel_grad_norm"], res["random"].info["final_rel_grad_norm"])
     with pytest.raises(ConfigError, match="plan"):
         build_attack("gc", {"init": "plan", "source_classes": [1]})
+    with pytest.raises(ConfigError, match="radius"):
+        build_attack("gc", {"init": "plan", "radius": 0.1})

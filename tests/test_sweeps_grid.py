@@ -32,6 +32,8 @@ def test_run_id_is_stable_and_ignores_paths():
     assert run_id(a) != run_id(RunConfig(**BASE, fraction=0.1, attack_options={"mode": "random"}))
     assert run_id(a) != run_id(RunConfig(**BASE, fraction=0.1, seed=1))
     assert len(run_id(a)) == 16 and int(run_id(a), 16) >= 0
+    # pinned: the id this config had before any RunConfig key was added (a new key must keep it)
+    assert run_id(a) == "852f17fe40ab8912"
     # a key added later (injection) does not change the id of runs at its default...
     older = {k: v for k, v in a.to_dict().items() if k != "injection"}
     assert run_id(older) == run_id(a)

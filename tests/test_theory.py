@@ -329,6 +329,9 @@ def test_box_gauge_is_exact_on_a_single_confident_poison_and_scales():
     R -= R.mean(0)
     assert math.isclose(linear_box_gauge(3 * R).tau, 3 * linear_box_gauge(R).tau, rel_tol=1e-6)
     assert linear_box_gauge(torch.zeros(3, 5)).tau == 0.0
+    # homogeneous down to tiny gradients (near a clean optimum), and inf for a degenerate box
+    assert math.isclose(linear_box_gauge(1e-6 * R).tau, 1e-6 * linear_box_gauge(R).tau, rel_tol=1e-6)
+    assert linear_box_gauge(R, 0.5, 0.5).tau == math.inf
     # a wider box makes cancelling easier
     assert linear_box_gauge(R, -1.0, 2.0).tau <= linear_box_gauge(R).tau + 1e-9
     with pytest.raises(ValueError):

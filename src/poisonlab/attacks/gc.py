@@ -51,7 +51,8 @@ class GCConfig(AttackConfig):
     then stay clean), ``init`` ("random" clean points; "aligned": the clean points whose
     gradient at w points most against g(μ), i.e. that cancel most before any step; "plan" (linear
     victims): random clean points in the label mix of the box-gauge LP's plan,
-    :func:`poisonlab.theory.box.linear_box_gauge`), ``chunk_size`` (points per autograd pass), ``trace_every``."""
+    :func:`poisonlab.theory.box.linear_box_gauge`), ``gauge`` (solve that LP and report τ_gauge for
+    linear victims; default on), ``chunk_size`` (points per autograd pass), ``trace_every``."""
 
     target: str = "gradpc"
     eps_w: float = 0.5
@@ -68,6 +69,7 @@ class GCConfig(AttackConfig):
     source_classes: tuple[int, ...] = ()
     class_proportions: tuple[float, ...] = ()
     init: str = "random"
+    gauge: bool = True  # linear victims: solve the box-gauge LP (seconds on MNIST) and report τ_gauge
     radius: float | None = None  # L∞ ball around each source image (feature-extractor chapter); None: free
     chunk_size: int = 8192
     trace_every: int = 10
@@ -90,6 +92,8 @@ class GCConfig(AttackConfig):
             raise ConfigError(f"gc: init must be 'random', 'aligned' or 'plan', got {self.init!r}")
         if self.init == "plan" and (self.class_proportions or self.source_classes):
             raise ConfigError("gc: init 'plan' picks the label mix itself; drop class_proportions / source_classes")
+        if self.init == "plan" and self.radius is not None:
+            raise ConfigError("gc: init 'plan' comes from the [0, 1] box gauge, which ignores an L∞ radius; use radius null")
         if not (isinstance(self.chunk_size, int) and self.chunk_size >= 1):
             raise ConfigError(f"gc: chunk_size must be a positive integer, got {self.chunk_size!r}")
         if not (isinstance(self.trace_every, int) and self.trace_every >= 1):
@@ -239,7 +243,10 @@ class GradientCanceling(Attack):
             gauge = gauge if gauge is not None else box_gauge(target, names, g_clean)
             if gauge is None:
                 raise ConfigError("gc: init 'plan' needs a linear victim (lr) with all its parameters in params")
-            return _sources_by_proportion(train.y, tuple(gauge.label_mass.tolist()), n, num_classes, generator)
+            if not math.isfinite(gauge.tau):
+                raise ConfigError("gc: init 'plan': no poison mix can cancel this target's gradient (infinite gauge)")
+            if gauge.tau > 0:  # τ = 0: the target is already stationary, any labels do
+                return _sources_by_proportion(train.y, tuple(gauge.label_mass.tolist()), n, num_classes, generator)
         if c.class_proportions:
             return _sources_by_proportion(train.y, c.class_proportions, n, num_classes, generator)
         if c.source_classes:
@@ -279,7 +286,7 @@ class GradientCanceling(Attack):
         g_clean_norm = float(torch.linalg.vector_norm(g_clean))
 
         # linear victims, free pixels in [0, 1]: the box-bounded necessary conditions (theory/box.py)
-        gauge = box_gauge(target, names, g_clean) if c.radius is None else None
+        gauge = box_gauge(target, names, g_clean) if c.radius is None and (c.gauge or c.init == "plan") else None
         # initialise from clean points (labels kept: clean-label)
         src = self._initial_sources(train, data.num_classes, n_poison, target, names, w, g_clean, generator, gauge)
         y = train.y[src].to(device)
@@ -338,9 +345,9 @@ class GradientCanceling(Attack):
             "tau_min_poisons": tau_count if math.isfinite(tau_count) else None,
             # linear victims, free pixels in [0, 1]: the box-bounded necessary condition (theory/box.py)
             "tau_box": box_threshold(target, names, g_clean) if c.radius is None else None,
-            "tau_gauge": gauge.tau if gauge is not None else None,
+            "tau_gauge": gauge.tau if gauge is not None and math.isfinite(gauge.tau) else None,
             "eps_reaches_tau_gauge": eps >= gauge.tau if gauge is not None else None,
-            "gauge_label_mix": (gauge.label_mass / max(gauge.tau, 1e-30)).tolist() if gauge is not None else None,
+            "gauge_label_mix": (gauge.label_mass / gauge.tau).tolist() if gauge is not None and 0 < gauge.tau < math.inf else None,
             "eps": eps,
             "eps_reaches_tau": reach.reachable(eps),
             "clean_grad_norm": g_clean_norm,

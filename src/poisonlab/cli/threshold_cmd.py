@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     out["tau_gauge"] = None if gauge is None else gauge.tau
     out["fraction_passes_gauge"] = None if gauge is None else args.fraction >= gauge.tau
     out["min_poisons_box"] = None if gauge is None else min_poison_count(gauge.tau, n)
-    out["gauge_label_mix"] = None if gauge is None else (gauge.label_mass / max(gauge.tau, 1e-30)).tolist()
+    out["gauge_label_mix"] = (gauge.label_mass / gauge.tau).tolist() if gauge is not None and 0 < gauge.tau < math.inf else None
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             ("minimum number of box-bounded poisons", f"{out['min_poisons_box']} of |D_tr| = {n}"),
             (f"fraction {args.fraction:g}, box-bounded poisons", "passes (necessary condition)" if out["fraction_passes_gauge"]
              else "CANNOT reach the target"),
-            ("label mix of the gauge plan", " ".join(f"{v:.2f}" for v in out["gauge_label_mix"])),
+            ("label mix of the gauge plan", " ".join(f"{v:.2f}" for v in out["gauge_label_mix"] or [])),
         ]
     print(format_table(("", "value"), rows))
     return 0

@@ -59,6 +59,7 @@ def linear_box_threshold(grad_mean: torch.Tensor, lo: float = 0.0, hi: float = 1
     respect to [W | b] (weights of the C classes, bias in the last column).
     """
     g = grad_mean.detach().double()
+    g = g - g.mean(0, keepdim=True)  # a cross-entropy gradient's columns sum to 0 over the classes
     sq = float((g * g).sum())
     if sq == 0.0:
         return 0.0
@@ -84,8 +85,9 @@ class BoxGauge:
 def linear_box_gauge(grad_mean: torch.Tensor, lo: float = 0.0, hi: float = 1.0) -> BoxGauge:
     """τ_gauge ≥ τ_box: the exact threshold of the relaxation above, by a sparse linear programme
     (HiGHS). ``grad_mean`` (C, d+1) as for :func:`linear_box_threshold`. Its columns are centred over
-    the classes first (a cross-entropy gradient's are, up to rounding). Cost: C(C−1)·(d+1) variables,
-    a few seconds for MNIST's 10 × 785."""
+    the classes first (a cross-entropy gradient's are, up to rounding). ``tau`` is inf when no poison
+    mix can cancel g (a degenerate box, lo == hi). Cost: C(C−1)·(d+1) variables; seconds for MNIST LR
+    gradients, but up to about a minute for unstructured (random) ones of that size."""
     from scipy.optimize import linprog
     from scipy.sparse import coo_matrix, vstack
 
@@ -97,8 +99,10 @@ def linear_box_gauge(grad_mean: torch.Tensor, lo: float = 0.0, hi: float = 1.0) 
     g = g - g.mean(0, keepdims=True)
     C, d1 = g.shape
     d = d1 - 1
-    if not np.any(g):
+    scale = float(np.abs(g).max())
+    if scale == 0.0:
         return BoxGauge(0.0, np.zeros((C, C)), np.zeros((C, d1)))
+    g = g / scale  # the gauge is homogeneous: solve at unit size (HiGHS tolerances are absolute)
     pairs = [(k, l) for k in range(C) for l in range(C) if k != l]
     P = len(pairs)
     ks = np.array([k for k, _ in pairs])
@@ -130,13 +134,15 @@ def linear_box_gauge(grad_mean: torch.Tensor, lo: float = 0.0, hi: float = 1.0) 
     bounds = [(0.0, None) if lo == 0.0 else (None, None)] * n_u + [(0.0, None)] * P
     cost = np.concatenate([np.zeros(n_u), np.ones(P)])
     res = linprog(cost, A_ub=A_ub, b_ub=np.zeros(A_ub.shape[0]), A_eq=A_eq, b_eq=b_eq, bounds=bounds, method="highs")
+    if res.status == 2:  # infeasible: only a degenerate box (lo == hi) cannot span the pixel rows
+        return BoxGauge(float("inf"), np.full((C, C), np.nan), np.full((C, d1), np.nan))
     if res.status != 0:
         raise RuntimeError(f"linear_box_gauge: the LP did not solve ({res.message})")
     plan = np.zeros((C, C))
-    plan[ks, ls] = res.x[n_u:]
-    # ∂tau/∂b_eq = the equality marginals; b_eq = −g, so V = marginals (centred like g)
+    plan[ks, ls] = res.x[n_u:] * scale
+    # ∂tau/∂b_eq = the equality marginals; b_eq = −g, so V = marginals (centred like g; scale-free)
     V = np.asarray(res.eqlin.marginals, dtype=np.float64).reshape(C, d1)
-    return BoxGauge(float(res.fun), plan, V - V.mean(0, keepdims=True))
+    return BoxGauge(float(res.fun) * scale, plan, V - V.mean(0, keepdims=True))
 
 
 __all__ = ["BoxGauge", "box_support_bound", "linear_box_gauge", "linear_box_threshold"]
