@@ -35,6 +35,19 @@ def environment() -> dict:
     }
 
 
+def clean_victim(cfg, progress: bool = False):
+    """Stage 1 of the protocol for a bench script: (prepared data and spec, the clean-trained model,
+    the attacker's :class:`~poisonlab.training.Victim`). Through the clean-victim cache when
+    ``cfg.cache_dir`` is set, like ``poisonlab run --cache-dir``."""
+    from poisonlab.protocol import prepare, pretrain_victim
+    from poisonlab.training import Victim
+
+    prep = prepare(cfg)
+    clean, _ = pretrain_victim(cfg, prep, progress)
+    victim = Victim(prep.spec, cfg.seed, {k: v.detach().clone() for k, v in clean.state_dict().items()})
+    return prep, clean, victim
+
+
 def save(name: str, record: dict) -> Path:
     path = RESULTS / f"{name}.json"
     write_json(path, {"environment": environment(), **record})

@@ -20,19 +20,19 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, clean_victim  # noqa: E402  (sets OMP_WAIT_POLICY, the data default)
 
 import torch  # noqa: E402
 
 from poisonlab.attacks import build_attack  # noqa: E402
 from poisonlab.attacks.targets import make_target  # noqa: E402
 from poisonlab.data import PoisonedDataset, poison_count  # noqa: E402
-from poisonlab.protocol import RunConfig, prepare, save_model, write_json  # noqa: E402
+from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.theory import multiclass_reachability  # noqa: E402
-from poisonlab.training import Victim, accuracy, predict_logits  # noqa: E402
+from poisonlab.training import accuracy, predict_logits  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 GOALS = {"lr": 20.0, "nn": 6.0, "cnn": 8.0}  # accuracy drop (points) at ε = 3 %
 
 
@@ -50,6 +50,8 @@ def main(argv=None) -> int:
     ap.add_argument("--init", default="random", choices=["random", "aligned", "plan"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", default=os.environ.get("POISONLAB_DATA"))
+    ap.add_argument("--cache-dir", default=None,
+                    help="re-use / store the clean victims in this cache (then clean_train_seconds is a cache load)")
     ap.add_argument("--quick", action="store_true", help="digits, 5 epochs, 20 GC steps")
     ap.add_argument("--out", default=str(RESULTS / "gc_mnist.json"))
     args = ap.parse_args(argv)
@@ -61,12 +63,11 @@ def main(argv=None) -> int:
     out = Path(args.out)
     for model_name in args.models:
         t0 = time.perf_counter()
-        prep = prepare(RunConfig(dataset=dataset, model=model_name, seed=args.seed, epochs=epochs, data_dir=args.data_dir))
+        prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model=model_name, seed=args.seed, epochs=epochs,
+                                                     data_dir=args.data_dir, cache_dir=args.cache_dir), progress=True)
         data, test = prep.data, prep.bundle.test
-        clean = prep.spec.train(data.train, args.seed, progress="pretrain")
         acc1 = accuracy(clean, test)
         t_clean = time.perf_counter() - t0
-        victim = Victim(prep.spec, args.seed, {k: v.clone() for k, v in clean.state_dict().items()})
         t1 = time.perf_counter()
         target, tinfo = make_target("gradpc", victim.clean_model(), data.val,
                                     {"eps_w": args.eps_w, "steps": args.pc_steps, "lr": args.pc_lr}, True)

@@ -6,7 +6,8 @@
 A local search over target models: from the clean victim, normalised ascent steps on the D_v
 cross-entropy (GradPC's objective), constrained by the box gauge τ_gauge(w) ≤ ε
 (``poisonlab.theory.box.linear_box_gauge``, a necessary condition for pixels in [0, 1]). τ_gauge's
-gradient in w comes from the LP's dual direction V (−V = ∂τ/∂g, then autograd through g(w)). When
+gradient in w comes from the LP's dual direction V (−V = ∂τ/∂g) and one Hessian-vector product of
+the clean loss (∂τ/∂w = −H(w)·V, ``poisonlab.autodiff.dataset_hvp``). When
 τ_gauge > 0.9·ε the step drops its component along ∂τ/∂w, and when τ_gauge > ε it moves
 along −∂τ/∂w. The feasible iterate with the lowest D_v accuracy is kept, and GC (plan labels) then
 aims at it at ε, followed by a retrain with the recipe.
@@ -18,29 +19,23 @@ condition, not a bound over all of them. Results: bench/results/gc_reachable_sea
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, clean_victim  # noqa: E402  (sets OMP_WAIT_POLICY, the data default)
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from poisonlab.attacks import build_attack  # noqa: E402
+from poisonlab.attacks.gc import box_gauge, sum_gradient  # noqa: E402
+from poisonlab.autodiff import dataset_hvp, flatten, loss_of_params, named_params, unflatten  # noqa: E402
 from poisonlab.data import PoisonedDataset  # noqa: E402
-from poisonlab.protocol import RunConfig, prepare, save_model, write_json  # noqa: E402
+from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
-from poisonlab.theory.box import linear_box_gauge  # noqa: E402
-from poisonlab.training import Victim, accuracy  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def augmented(x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([x.flatten(1), torch.ones(len(x), 1, dtype=x.dtype)], 1)
+from poisonlab.training import accuracy  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -50,7 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--step", type=float, default=0.005, help="step length / ‖w_clean‖ (default 0.005)")
     ap.add_argument("--gc-steps", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data-dir", default=os.environ.get("POISONLAB_DATA"))
+    ap.add_argument("--data-dir", default=None, help="default $POISONLAB_DATA (or ../shared/data)")
+    ap.add_argument("--cache-dir", default=None, help="re-use / store the clean victim in this cache")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(RESULTS / "gc_reachable_search.json"))
     args = ap.parse_args(argv)
@@ -61,42 +57,50 @@ def main(argv=None) -> int:
         args.steps, args.gc_steps = min(args.steps, 10), min(args.gc_steps, 50)
         args.fraction = 0.5  # the 5-epoch digits victim itself needs τ_gauge ≈ 0.32
     t0 = time.perf_counter()
-    prep = prepare(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs, data_dir=args.data_dir))
+    prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
+                                                 data_dir=args.data_dir, cache_dir=args.cache_dir))
     data, test = prep.data, prep.bundle.test
-    clean = prep.spec.train(data.train, args.seed)
-    victim = Victim(prep.spec, args.seed, {k: v.clone() for k, v in clean.state_dict().items()})
     acc1 = accuracy(clean, test)
-    X, Y = augmented(data.train.x), F.one_hot(data.train.y, data.num_classes).to(data.train.x.dtype)
-    Xv, yv = augmented(data.val.x), data.val.y
-    w0 = torch.cat([clean.linear.weight.detach(), clean.linear.bias.detach()[:, None]], 1)
-    w, length = w0.clone(), args.step * float(w0.norm())
+    model = victim.clean_model()  # the target being searched, moved in place
+    names, w = named_params(model)
+    w0 = flatten(w).clone()
+    n = len(data.train)
+    clean_loss = lambda sl: loss_of_params(model, names, data.train.x[sl], data.train.y[sl])  # noqa: E731
+    val_loss = loss_of_params(model, names, data.val.x, data.val.y)
+    length = args.step * float(w0.norm())
     trace, best = [], None
     t_search = time.perf_counter()
     for it in range(args.steps + 1):
-        wg = w.clone().requires_grad_(True)
-        G = (torch.softmax(X @ wg.T, 1) - Y).T @ X / len(X)
-        gauge = linear_box_gauge(G.detach())
-        V = torch.from_numpy(gauge.direction).to(w.dtype)
-        (d_tau,) = torch.autograd.grad((G * -V).sum(), wg)
-        logits = Xv @ wg.T
-        (d_dmg,) = torch.autograd.grad(F.cross_entropy(logits, yv), wg)
+        names, w = named_params(model)
+        g = sum_gradient(model, names, w, data.train.x, data.train.y, 1.0 / n, 8192)
+        gauge = box_gauge(model, names, g)
+        # ∂τ/∂w = (∂g/∂w)ᵀ ∂τ/∂g = H(w)·(−V): one Hessian-vector product of the clean mean loss
+        V = torch.from_numpy(gauge.direction).to(w0.dtype)
+        minus_v = flatten([-V[:, :-1], -V[:, -1]])  # [W | b] -> the (weight, bias) layout of ``names``
+        d_tau = flatten(dataset_hvp(clean_loss, n, w, unflatten(minus_v, w), chunk_size=8192))
+        ps = tuple(p.clone().requires_grad_(True) for p in w)
+        with torch.enable_grad():
+            d_dmg = flatten(torch.autograd.grad(val_loss(*ps), ps))
+        val_acc = accuracy(model, data.val)
+        trace.append([it, gauge.tau, val_acc])
+        if gauge.tau <= args.fraction and (best is None or val_acc < best[0]):
+            best = (val_acc, {k: v.clone() for k, v in model.state_dict().items()}, gauge.tau, it)
+        if it % 10 == 0:
+            print(f"step {it}: τ_gauge {gauge.tau:.4f}, D_v accuracy {val_acc:.2f} %", file=sys.stderr, flush=True)
+        if it == args.steps:
+            break
+        unit = d_tau / d_tau.norm().clamp_min(1e-30)
+        if gauge.tau > args.fraction:
+            step = -unit
+        elif gauge.tau > 0.9 * args.fraction:
+            step = d_dmg - (d_dmg * unit).sum() * unit
+        else:
+            step = d_dmg
+        new = flatten(w) + length * step / step.norm().clamp_min(1e-30)
         with torch.no_grad():
-            val_acc = 100.0 * float((logits.argmax(1) == yv).double().mean())
-            trace.append([it, gauge.tau, val_acc])
-            if gauge.tau <= args.fraction and (best is None or val_acc < best[0]):
-                best = (val_acc, w.clone(), gauge.tau, it)
-            if it % 10 == 0:
-                print(f"step {it}: τ_gauge {gauge.tau:.4f}, D_v accuracy {val_acc:.2f} %", file=sys.stderr, flush=True)
-            if it == args.steps:
-                break
-            unit = d_tau / d_tau.norm().clamp_min(1e-30)
-            if gauge.tau > args.fraction:
-                step = -unit
-            elif gauge.tau > 0.9 * args.fraction:
-                step = d_dmg - (d_dmg * unit).sum() * unit
-            else:
-                step = d_dmg
-            w = w + length * step / step.norm().clamp_min(1e-30)
+            params = dict(model.named_parameters())
+            for name, v in zip(names, unflatten(new, w)):
+                params[name].copy_(v)
     t_search = time.perf_counter() - t_search
     report = {"dataset": dataset, "model": "lr", "fraction": args.fraction, "steps": args.steps, "step": args.step,
               "seed": args.seed, "torch_threads": torch.get_num_threads(), "clean_accuracy": acc1,
@@ -106,13 +110,10 @@ def main(argv=None) -> int:
         write_json(out, report)
         print("no feasible iterate", file=sys.stderr)
         return 0
-    val_acc, wb, tau, it = best
-    target = prep.spec.build(args.seed)
-    with torch.no_grad():
-        target.linear.weight.copy_(wb[:, :-1])
-        target.linear.bias.copy_(wb[:, -1])
+    val_acc, state, tau, it = best
+    model.load_state_dict(state)
     tpath = out.with_name(f"{out.stem}_target.safetensors")
-    save_model(tpath, target, {"model": "lr", "stage": "target:reachable-search", "fraction": str(args.fraction)})
+    save_model(tpath, model, {"model": "lr", "stage": "target:reachable-search", "fraction": str(args.fraction)})
     attack = build_attack("gc", {"target": str(tpath), "steps": args.gc_steps, "lr": 0.05, "init": "plan"})
     ta = time.perf_counter()
     ps = attack.poison(data, victim, args.fraction, generator=torch_generator(args.seed, "attack"))
@@ -120,9 +121,10 @@ def main(argv=None) -> int:
     retrained = victim.retrain(PoisonedDataset.combine(data.train, ps).dataset)
     acc2 = accuracy(retrained, test)
     rep = attack.assess(ps, retrained, test)
-    report["best"] = {"step": it, "tau_gauge": tau, "val_accuracy": val_acc, "target_test_accuracy": accuracy(target, test),
-                      "relative_distance_to_clean": float((wb - w0).norm() / w0.norm()), "target_file": tpath.name,
-                      "gc_seconds": t_gc, "gc_final_rel_grad_norm": ps.info["final_rel_grad_norm"],
+    report["best"] = {"step": it, "tau_gauge": tau, "val_accuracy": val_acc, "target_test_accuracy": accuracy(model, test),
+                      "relative_distance_to_clean": float((flatten(named_params(model)[1]) - w0).norm() / w0.norm()),
+                      "target_file": tpath.name, "gc_seconds": t_gc,
+                      "gc_final_rel_grad_norm": ps.info["final_rel_grad_norm"],
                       "poisoned_accuracy": acc2, "accuracy_drop": acc1 - acc2,
                       "retrained_target_agreement": rep["retrained_target_agreement"]}
     report["seconds"] = time.perf_counter() - t0

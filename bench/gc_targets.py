@@ -27,18 +27,18 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, clean_victim  # noqa: E402  (sets OMP_WAIT_POLICY, the data default)
 
 import torch  # noqa: E402
 
 from poisonlab.attacks import build_attack  # noqa: E402
 from poisonlab.attacks.gradpc import corrupt  # noqa: E402
 from poisonlab.data import PoisonedDataset  # noqa: E402
-from poisonlab.protocol import RunConfig, prepare, save_model, write_json  # noqa: E402
+from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
-from poisonlab.training import Victim, accuracy  # noqa: E402
+from poisonlab.training import accuracy  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def main(argv=None) -> int:
@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep-eps-w", type=float, default=0.02, help="target of the ε sweep (default 0.02)")
     ap.add_argument("--sweep", type=float, nargs="*", default=[0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.2],
                     help="ε values of the sweep (default 0.01 … 0.2)")
+    ap.add_argument("--cache-dir", default=None, help="re-use / store the clean victim in this cache")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(RESULTS / "gc_targets.json"))
     args = ap.parse_args(argv)
@@ -64,10 +65,9 @@ def main(argv=None) -> int:
 
         out = Path(tempfile.mkdtemp(prefix="gc-targets-quick-")) / "gc_targets.json"
     t0 = time.perf_counter()
-    prep = prepare(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs, data_dir=args.data_dir))
+    prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
+                                                 data_dir=args.data_dir, cache_dir=args.cache_dir))
     data, test = prep.data, prep.bundle.test
-    clean = prep.spec.train(data.train, args.seed)
-    victim = Victim(prep.spec, args.seed, {k: v.clone() for k, v in clean.state_dict().items()})
     acc1 = accuracy(clean, test)
     report = {"dataset": dataset, "model": "lr", "fraction": args.fraction, "gc_steps": args.steps, "gc_lr": args.lr,
               "seed": args.seed, "torch_threads": torch.get_num_threads(), "clean_accuracy": acc1,

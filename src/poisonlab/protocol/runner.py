@@ -82,7 +82,7 @@ def clean_victim_key(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
     }
 
 
-def _pretrain(cfg: RunConfig, prep: Prepared, progress: bool) -> tuple[torch.nn.Module, bool]:
+def pretrain_victim(cfg: RunConfig, prep: Prepared, progress: bool = False) -> tuple[torch.nn.Module, bool]:
     """Stage 1, through the artifact cache when ``cfg.cache_dir`` is set. Returns (model, cache hit)."""
     def build() -> dict[str, torch.Tensor]:
         return prep.spec.train(prep.data.train, cfg.seed, progress="pretrain" if progress else False).state_dict()
@@ -112,7 +112,7 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
     )
 
     log("[1/3] pretrain: training the victim on D_tr")
-    clean_model, cache_hit = _pretrain(cfg, prep, progress)
+    clean_model, cache_hit = pretrain_victim(cfg, prep, progress)
     if cache_hit:
         log(f"      clean victim loaded from the cache in {cfg.cache_dir}")
     acc1 = accuracy(clean_model, prep.bundle.test)
