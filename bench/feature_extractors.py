@@ -214,7 +214,7 @@ def ue_check(a: argparse.Namespace, seed: int, extractors: dict, base: dict, tmp
     floor is 0 by construction. "add" puts the noisy copies beside the originals and the floor is
     measured with clean copies (``--floor-draws``)."""
     radius = a.ue_radius if a.ue_radius is not None else a.radius
-    opts = {**attack_options("unlearnable", a.quick), "radius": radius, "injection": a.ue_injection}
+    opts = {**attack_options("unlearnable", a.quick), "radius": radius}
     probe_model = f"linear_probe:{extractors['same']['path']}"
     ue_base = {**base, "fraction": a.ue_fraction, "injection": a.ue_injection}
     e2e = run_cell(ue_base, "cnn", "unlearnable", opts, tmpd / "ue-cnn", epochs=a.ft_epochs)

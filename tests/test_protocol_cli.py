@@ -149,7 +149,7 @@ def test_replace_injection_makes_unlearnable_examples_bite(tmp_path):
     drops = {}
     for inj in ("add", "replace"):
         cfg = RunConfig(out=str(tmp_path / inj), model="cnn", attack="unlearnable", fraction=1.0, injection=inj,
-                        attack_options={"injection": inj, "radius": 0.1, "rounds": 10, "pgd_steps": 20},
+                        attack_options={"radius": 0.1, "rounds": 10, "pgd_steps": 20},
                         epochs=20, batch_size=64)
         res = run_protocol(cfg, progress=False, log=lambda m: None)
         assert res["injection"] == inj and res["n_poison"] == res["n_train"]

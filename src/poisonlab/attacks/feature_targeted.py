@@ -98,7 +98,7 @@ def feature_space(feature_map, head: torch.nn.Linear, data: AttackData, device: 
 
     w, b = head.weight.detach().cpu(), head.bias.detach().cpu()
     state = {"linear.weight": w * span, "linear.bias": b + w @ lo}
-    return FeatureSpace(AttackData(scaled(f_tr, data.train.y), scaled(f_val, data.val.y)), lo, span, state)
+    return FeatureSpace(AttackData(scaled(f_tr, data.train.y), scaled(f_val, data.val.y), data.injection), lo, span, state)
 
 
 @register_attack("feature_targeted")

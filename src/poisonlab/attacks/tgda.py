@@ -226,7 +226,7 @@ class TGDA(Attack):
         parts = torch.tensor_split(perm, k)
         budgets = [len(b) for b in torch.tensor_split(torch.arange(n_poison), k)]
         bases = [B.draw_base_seed(generator) for _ in range(k)]
-        jobs = [(AttackData(train=data.train.subset(idx), val=data.val), torch.arange(nb), bases[i],
+        jobs = [(dataclasses.replace(data, train=data.train.subset(idx)), torch.arange(nb), bases[i],
                  f"{cfg.checkpoint}/part-{i}" if cfg.checkpoint else None, f" [{i + 1}/{k}]")
                 for i, (idx, nb) in enumerate(zip(parts, budgets))]
         if cfg.workers > 1:

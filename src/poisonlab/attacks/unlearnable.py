@@ -3,14 +3,15 @@ Examples: Making Personal Data Unexploitable"), adapted to the additive protocol
 fixed feature extractor (thesis chapter 4).
 
 Threat model: clean-label. The attacker picks ε·N training points (seeded, distinct) and adds
-copies x + δ with their true labels — or, with the run's ``injection: replace`` and this attack's
-``injection="replace"``, releases x + δ *in place of* x (the paper's setting, at fraction 1 every
-training image) — where δ solves the bi-level *min-min* problem
+copies x + δ with their true labels — or, when the run's ``injection`` is "replace", releases
+x + δ *in place of* x (the paper's setting, at fraction 1 every training image) — where δ solves the
+bi-level *min-min* problem
 
     min_θ  E [ min_δ  ℓ(f_θ(x + δ), y) ]      s.t.  x + δ ∈ [0, 1],  ||δ||_∞ ≤ radius
 
-alternating (i) ``train_epochs`` epochs of the victim's recipe on D_tr ∪ {x + δ} (or D_tr with
-x + δ in place of x; THE training loop)
+alternating (i) ``train_epochs`` epochs of the victim's recipe on the training set the test stage
+will use (``PoisonedDataset.mix`` with ``data.injection``: D_tr ∪ {x + δ}, or D_tr with x + δ in
+place of x; THE training loop)
 and (ii) ``pgd_steps`` signed-gradient steps on δ that *decrease* the loss, until the surrogate
 classifies ≥ ``stop_accuracy`` % of the perturbed points correctly or ``rounds`` is reached.
 The surrogate is the victim's own spec (for ``linear_probe:<extractor>`` only the head learns, so
@@ -42,9 +43,6 @@ class UnlearnableConfig(AttackConfig):
     pgd_steps: int = 20
     step_size: float | None = None  # default radius/5, or 0.05 when unconstrained
     stop_accuracy: float = 99.0
-    #: the surrogate's training set: "add" D_tr ∪ {x + δ} (the protocol), "replace" D_tr with x + δ in
-    #: place of x (Huang et al.; pair with the run's ``injection: replace``)
-    injection: str = "add"
 
     def __post_init__(self) -> None:
         check_radius(self.radius, "unlearnable")
@@ -56,8 +54,6 @@ class UnlearnableConfig(AttackConfig):
             raise ConfigError(f"unlearnable: train_epochs must be an integer >= 0, got {self.train_epochs!r}")
         if self.step_size is not None and not (isinstance(self.step_size, (int, float)) and self.step_size > 0):
             raise ConfigError(f"unlearnable: step_size must be > 0, got {self.step_size!r}")
-        if self.injection not in ("add", "replace"):
-            raise ConfigError(f"unlearnable: injection must be 'add' or 'replace', got {self.injection!r}")
         if not 0 <= self.stop_accuracy <= 100:
             raise ConfigError(f"unlearnable: stop_accuracy must be in [0, 100], got {self.stop_accuracy!r}")
 
@@ -82,7 +78,7 @@ class Unlearnable(Attack):
         acc, rounds = 0.0, 0
         for rounds in tqdm(range(1, cfg.rounds + 1), desc="unlearnable", disable=not progress, leave=False):
             if cfg.train_epochs:
-                mixed = PoisonedDataset.mix(data.train, PoisonSet(x.detach().cpu(), y.cpu(), src), cfg.injection).dataset
+                mixed = PoisonedDataset.mix(data.train, PoisonSet(x.detach().cpu(), y.cpu(), src), data.injection).dataset
                 train(model, mixed, replace(recipe, epochs=cfg.train_epochs), batch_gen)
             model.eval()
             for _ in range(cfg.pgd_steps):

@@ -56,10 +56,13 @@ class DataBundle:
 
 @dataclass(frozen=True)
 class AttackData:
-    """The attacker's view: D_tr (victim training set) and D_v (attacker validation set)."""
+    """The attacker's view: D_tr (victim training set), D_v (attacker validation set) and how the
+    test stage will use the poisons (``injection``: "add" beside D_tr, or "replace" their sources;
+    see :meth:`PoisonedDataset.mix`)."""
 
     train: Dataset
     val: Dataset
+    injection: str = "add"
 
     @property
     def num_classes(self) -> int:

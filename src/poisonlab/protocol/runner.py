@@ -14,7 +14,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -127,7 +127,8 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
     else:
         log(f"[2/3] attack: {cfg.attack} crafting {n_poison} poisons")
         with using(cfg.cache_dir):  # attacks may cache pretrained parts via poisonlab.cache.cached_state
-            poisons = attack.poison(data, victim, cfg.fraction, generator=torch_generator(cfg.seed, "attack"), progress=progress)
+            poisons = attack.poison(replace(data, injection=cfg.injection), victim, cfg.fraction,
+                                    generator=torch_generator(cfg.seed, "attack"), progress=progress)
     attack_seconds = time.perf_counter() - t_attack
 
     where = "D_tr ∪ D_p" if cfg.injection == "add" else "D_tr with the poisons in place of their sources"
