@@ -33,6 +33,7 @@ from ..autodiff.params import Params, loss_of_params
 from ..data.types import AttackData, Dataset, PoisonSet
 from ..errors import ConfigError
 from ..theory import min_poison_count, multiclass_reachability
+from ..theory.box import BoxGauge, linear_box_gauge, linear_box_threshold
 from ..training import Victim, accuracy, predict_logits
 from ._radius import check_radius, project
 from .base import Attack, AttackConfig, register_attack
@@ -201,17 +202,13 @@ def _linear_gradient_matrix(model: nn.Module, names: list[str], g_clean: torch.T
 def box_threshold(model: nn.Module, names: list[str], g_clean: torch.Tensor) -> float | None:
     """τ_box (:func:`poisonlab.theory.box.linear_box_threshold`, pixels in [0, 1]) for a linear
     victim with all its parameters in ``names``; else None."""
-    from ..theory.box import linear_box_threshold
-
     G = _linear_gradient_matrix(model, names, g_clean)
     return None if G is None else linear_box_threshold(G)
 
 
-def box_gauge(model: nn.Module, names: list[str], g_clean: torch.Tensor):
+def box_gauge(model: nn.Module, names: list[str], g_clean: torch.Tensor) -> BoxGauge | None:
     """The box gauge (:func:`poisonlab.theory.box.linear_box_gauge`: τ_gauge ≥ τ_box and its label
     plan) for a linear victim with all its parameters in ``names``; else None."""
-    from ..theory.box import linear_box_gauge
-
     G = _linear_gradient_matrix(model, names, g_clean)
     return None if G is None else linear_box_gauge(G)
 
@@ -236,12 +233,11 @@ class GradientCanceling(Attack):
         return make_target(c.target, victim.clean_model(), data.val, opts, progress)
 
     def _initial_sources(self, train: Dataset, num_classes: int, n: int, target: nn.Module, names: list[str], w: Params,
-                         g_clean: torch.Tensor, generator: torch.Generator, gauge=None) -> torch.Tensor:
+                         g_clean: torch.Tensor, generator: torch.Generator, gauge: BoxGauge | None) -> torch.Tensor:
         """Indices into D_tr of the points the poisons start from (Algorithm 2, line 1)."""
         c = self.config
         if c.init == "plan":
-            gauge = gauge if gauge is not None else box_gauge(target, names, g_clean)
-            if gauge is None:
+            if gauge is None:  # _craft solves the gauge whenever init is "plan" and the victim is linear
                 raise ConfigError("gc: init 'plan' needs a linear victim (lr) with all its parameters in params")
             if not math.isfinite(gauge.tau):
                 raise ConfigError("gc: init 'plan': no poison mix can cancel this target's gradient (infinite gauge)")
