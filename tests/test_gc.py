@@ -248,3 +248,25 @@ def test_gc_plan_init_follows_the_gauge_labels_and_cancels_more(digits_victim, t
         build_attack("gc", {"init": "plan", "source_classes": [1]})
     with pytest.raises(ConfigError, match="radius"):
         build_attack("gc", {"init": "plan", "radius": 0.1})
+
+
+def test_gc_projection_hook_is_what_keeps_pixels_valid(digits_victim):
+    """``_admissible`` is Algorithm 2's projection; bench/gc_unbounded.py overrides it to measure the
+    published script's unprojected setting. Without it the steps leave [0, 1], and the contract of
+    ``poison`` refuses such points."""
+    from poisonlab.attacks.gc import GradientCanceling
+    from poisonlab.errors import ContractError
+
+    class Unprojected(GradientCanceling):
+        def _admissible(self, x, source):
+            return x
+
+    prep, victim = digits_victim
+    opts = {**GC_FAST, "lr": 0.5, "steps": 10, "gauge": False}
+    n = poison_count(0.3, len(prep.data.train))
+    free = Unprojected(**opts)._craft(prep.data, victim, n, generator=torch_generator(0, "attack"), progress=False)
+    assert free.x.min() < 0 or free.x.max() > 1
+    with pytest.raises(ContractError, match="outside"):
+        Unprojected(**opts).poison(prep.data, victim, 0.3, generator=torch_generator(0, "attack"))
+    boxed = build_attack("gc", opts).poison(prep.data, victim, 0.3, generator=torch_generator(0, "attack"))
+    assert boxed.x.min() >= 0 and boxed.x.max() <= 1
