@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from poisonlab.cache import ArtifactCache, key_hash, tensor_fingerprint
+from poisonlab.cache import ArtifactCache, key_hash, source_fingerprint, tensor_fingerprint
 from poisonlab.errors import ConfigError
 from poisonlab.protocol import RunConfig, load_state, run_protocol
 
@@ -118,3 +118,34 @@ def test_cached_state_uses_the_cache_the_protocol_activates(tmp_path, monkeypatc
     run_protocol(RunConfig(**cfg, out=str(tmp_path / "a"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
     run_protocol(RunConfig(**cfg, out=str(tmp_path / "b")), progress=False, log=lambda m: None)
     assert seen[0] is not None and seen[0].root == tmp_path / "c" and seen[1] is None
+
+
+def test_source_fingerprint_follows_code_edits_and_enters_the_victim_key(tmp_path):
+    from poisonlab.cache import _source_fingerprint
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    (pkg / "notes.txt").write_text("not code")
+    before = source_fingerprint(pkg)
+    assert source_fingerprint(pkg) == before and len(before) == 64
+
+    def fresh() -> str:
+        _source_fingerprint.cache_clear()  # memoised per root within a process
+        return source_fingerprint(pkg)
+
+    (pkg / "notes.txt").write_text("edited, still not code")
+    assert fresh() == before
+    (pkg / "sub" / "b.py").write_text("y = 3\n")
+    assert fresh() != before
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    assert fresh() == before
+    (pkg / "sub" / "b.py").rename(pkg / "b.py")  # same bytes, another module path
+    assert fresh() != before
+
+    from poisonlab.protocol import prepare
+    from poisonlab.protocol.runner import clean_victim_key
+
+    cfg = RunConfig(dataset="digits", model="lr", epochs=1)
+    assert clean_victim_key(cfg, prepare(cfg))["source_sha256"] == source_fingerprint()

@@ -13,7 +13,8 @@ made active for the run (``RunConfig.cache_dir``), or just build when there is n
     state, hit = cached_state("tgda_generator", key_dict, build_fn)
 
 ``key_dict`` must be JSON-serialisable and must contain *everything* that changes the result
-(data fingerprint, model, options, recipe, seed, poisonlab version): the entry lives at
+(data fingerprint, model, options, recipe, seed, poisonlab version and
+:func:`source_fingerprint`): the entry lives at
 ``<root>/<kind>/<sha256(kind, key_dict)[:24]>.safetensors`` with the key stored in the
 safetensors metadata. Writes are atomic (temporary file + ``os.replace``); concurrent builders
 of the same key are serialised with a per-key ``flock`` so only one of them trains. Tensors
@@ -23,6 +24,7 @@ are stored on CPU and returned on CPU; no pickle anywhere.
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import json
 import os
@@ -81,6 +83,23 @@ def tensor_fingerprint(*tensors: torch.Tensor) -> str:
         t = t.detach().cpu().contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def source_fingerprint(root: str | os.PathLike | None = None) -> str:
+    """sha256 over the relative paths and bytes of every ``*.py`` file under ``root`` (default: the
+    installed poisonlab package). Part of the cache keys of trained state, so that editing the code —
+    not only bumping the version — invalidates what the old code trained. Computed once per root."""
+    return _source_fingerprint(str(Path(root) if root is not None else Path(__file__).resolve().parent))
+
+
+@functools.lru_cache(maxsize=None)
+def _source_fingerprint(root: str) -> str:
+    base = Path(root)
+    h = hashlib.sha256()
+    for path in sorted(base.rglob("*.py")):
+        name, body = path.relative_to(base).as_posix().encode(), path.read_bytes()
+        h.update(f"{len(name)}:{len(body)}:".encode() + name + body)
     return h.hexdigest()
 
 
