@@ -155,6 +155,31 @@ def test_fine_tune_encoder_step_undoes_the_standardiser(extractor):
         build_victim(f"fine_tune:{path}", (1, 8, 8), 10, width=3)
 
 
+def test_bilevel_followers_take_the_training_loops_step_per_parameter(extractor):
+    """Functional followers (tgda, back_gradient, min_max, metapoison) step the encoder of a fine-tuned
+    extractor by lr·encoder_lr_scale like THE training loop, not by the head's lr."""
+    from poisonlab.attacks import _bilevel as B
+
+    _, path, _ = extractor
+    model = build_victim(f"fine_tune:{path}", (1, 8, 8), 10, encoder_lr_scale=0.25)
+    fol, w = B.Follower.from_model(model, torch.float64)
+    head = {f"head.{n}" for n, _ in model.head.named_parameters()}
+    assert set(fol.names) >= head and len(fol.names) > len(head)
+    rates = fol.step_sizes(0.2)
+    assert all(r == pytest.approx(0.2 if n in head else 0.05) for n, r in zip(fol.names, rates))
+    x = torch.rand(16, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(16) % 10
+    ws = tuple(p.clone().requires_grad_(True) for p in w)
+    grads = torch.autograd.grad(fol.loss(ws, x, y), ws)
+    stepped = B.sgd_steps(lambda v: fol.loss(v, x, y), w, rates, 1)
+    for p, g, q, r in zip(w, grads, stepped, rates):
+        assert torch.allclose(q, p - r * g, atol=1e-12)
+    probe, _ = B.Follower.from_model(build_victim(f"linear_probe:{path}", (1, 8, 8), 10), torch.float64)
+    assert probe.step_sizes(0.1) == (0.1,) * len(probe.names)  # a frozen encoder is not in the follower
+    with pytest.raises(ValueError, match="step sizes"):
+        B.sgd_steps(lambda v: fol.loss(v, x, y), w, rates[:1], 1)
+
+
 def test_fine_tune_is_at_least_as_good_as_the_probe_with_the_recipe_lr(extractor):
     """At the recipe's lr 0.1, fine-tuning must not destroy the extractor: one step for encoder and
     head (the old behaviour, encoder_lr_scale=1) collapses to chance on this extractor."""

@@ -37,6 +37,7 @@ from ..autodiff import Params
 from ..data.types import AttackData, Dataset
 from ..errors import ConfigError
 from ..seeding import derive_seed, torch_generator
+from ..training.loop import param_lr_scales
 from ..training.victim import Victim
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -72,13 +73,20 @@ class Follower:
 
     net: nn.Module
     names: list[str]
+    #: per parameter, the multiple of the recipe's lr the training loop steps it by (empty: 1 for all)
+    lr_scale: tuple[float, ...] = ()
 
     @staticmethod
     def from_model(model: nn.Module, dtype: torch.dtype) -> tuple["Follower", Params]:
         model = model.to(dtype).eval()
         names = [n for n, p in model.named_parameters() if p.requires_grad]
         params = dict(model.named_parameters())
-        return Follower(model, names), tuple(params[n].detach().clone() for n in names)
+        return Follower(model, names, param_lr_scales(model, names)), tuple(params[n].detach().clone() for n in names)
+
+    def step_sizes(self, lr: float) -> tuple[float, ...]:
+        """The recipe's SGD step per parameter at base rate ``lr`` (e.g. a fine-tuned extractor's
+        encoder steps by lr·encoder_lr_scale, as in THE training loop) — pass to :func:`sgd_steps`."""
+        return tuple(lr * s for s in self.lr_scale) if self.lr_scale else (lr,) * len(self.names)
 
     def logits(self, w: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.net, dict(zip(self.names, w)), (x,))
@@ -114,13 +122,17 @@ class Follower:
         return 100.0 * correct / max(n, 1)
 
 
-def sgd_steps(loss_fn: Callable[[Params], torch.Tensor], w: Params, lr: float, steps: int,
+def sgd_steps(loss_fn: Callable[[Params], torch.Tensor], w: Params, lr: float | Sequence[float], steps: int,
               *, create_graph: bool = False) -> Params:
-    """``steps`` plain gradient steps w ← w − lr·∇loss(w) (the training loop's SGD, functional).
+    """``steps`` plain gradient steps w ← w − lr·∇loss(w) (the training loop's SGD, functional);
+    ``lr`` is one rate or one per parameter tensor (:meth:`Follower.step_sizes`).
 
     With ``create_graph`` the steps stay differentiable (unrolled attacks); otherwise ``w`` is
     detached after every step.
     """
+    rates = (float(lr),) * len(w) if isinstance(lr, (int, float)) else tuple(lr)
+    if len(rates) != len(w):
+        raise ValueError(f"sgd_steps: {len(rates)} step sizes for {len(w)} parameter tensors")
     for _ in range(steps):
         if create_graph:
             ws = tuple(p if p.requires_grad else p.detach().requires_grad_(True) for p in w)
@@ -128,8 +140,8 @@ def sgd_steps(loss_fn: Callable[[Params], torch.Tensor], w: Params, lr: float, s
             ws = tuple(p.detach().requires_grad_(True) for p in w)
         with torch.enable_grad():
             g = torch.autograd.grad(loss_fn(ws), ws, create_graph=create_graph)
-        w = tuple(p - lr * gi for p, gi in zip(ws, g)) if create_graph else tuple(
-            (p - lr * gi).detach() for p, gi in zip(ws, g))
+        w = tuple(p - a * gi for p, gi, a in zip(ws, g, rates)) if create_graph else tuple(
+            (p - a * gi).detach() for p, gi, a in zip(ws, g, rates))
     return w
 
 
@@ -353,7 +365,7 @@ def direct_game(
                 xp_all[r.poison] = leader_step(w, r, xp_all[r.poison]).detach().clamp(0.0, 1.0)
             if n:
                 xp, yp = xp_all[r.poison], y_poison[r.poison]
-                w = sgd_steps(lambda ws: fol.mixed_loss(ws, xc, yc, xp, yp), w, follower_lr, n)
+                w = sgd_steps(lambda ws: fol.mixed_loss(ws, xc, yc, xp, yp), w, fol.step_sizes(follower_lr), n)
         seconds += time.perf_counter() - t0
         info["val_loss"].append(fol.mean_loss(w, eval_set))
         info["val_accuracy"].append(fol.accuracy(w, eval_set))

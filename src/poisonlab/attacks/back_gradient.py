@@ -62,7 +62,7 @@ def unrolled_hypergradient(fol: B.Follower, w: B.Params, xc: torch.Tensor, yc: t
     """∇_{x_p} ℓ(w_k(x_p)) where w_k = k SGD steps on f = CE(clean ∪ poisons) from ``w``."""
     xp = xp.detach().requires_grad_(True)
     with torch.enable_grad():
-        wk = B.sgd_steps(lambda ws: fol.mixed_loss(ws, xc, yc, xp, yp), tuple(p.detach() for p in w), lr, k,
+        wk = B.sgd_steps(lambda ws: fol.mixed_loss(ws, xc, yc, xp, yp), tuple(p.detach() for p in w), fol.step_sizes(lr), k,
                          create_graph=True)
         return torch.autograd.grad(fol.loss(wk, xv, yv), xp)[0]
 

@@ -397,8 +397,8 @@ class TGDA(Attack):
             xp = gen(x0b, y0b)
         start = w_pre if cfg.start == "cold" else w
         if pw is not None:
-            return B.sgd_steps(lambda ws: fol.weighted_mixed_loss(ws, xc, yc, xp, y0b, pw), start, beta, cfg.n)
-        return B.sgd_steps(lambda ws: fol.mixed_loss(ws, xc, yc, xp, y0b), start, beta, cfg.n)
+            return B.sgd_steps(lambda ws: fol.weighted_mixed_loss(ws, xc, yc, xp, y0b, pw), start, fol.step_sizes(beta), cfg.n)
+        return B.sgd_steps(lambda ws: fol.mixed_loss(ws, xc, yc, xp, y0b), start, fol.step_sizes(beta), cfg.n)
 
     @staticmethod
     def _save(ckpt: B.Checkpoint, theta: list[torch.Tensor], w: Params, solve: Params | None,

@@ -72,6 +72,15 @@ def param_groups(model: nn.Module, lr: float) -> list[dict[str, Any]]:
     return [{"params": list(model.parameters()), "lr": lr}]
 
 
+def param_lr_scales(model: nn.Module, names: list[str]) -> tuple[float, ...]:
+    """Per named parameter, the multiple of the recipe's ``lr`` that THE training loop steps it by
+    (:func:`param_groups` at lr = 1; 0 for a parameter in no group, which the loop never moves).
+    Functional followers of bilevel attacks use it to take the recipe's steps."""
+    scale = {id(p): float(g.get("lr", 1.0)) for g in param_groups(model, 1.0) for p in g["params"]}
+    params = dict(model.named_parameters())
+    return tuple(scale.get(id(params[n]), 0.0) for n in names)
+
+
 def train(
     model: nn.Module,
     data: Dataset,
