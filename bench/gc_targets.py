@@ -36,6 +36,7 @@ from poisonlab.attacks import build_attack  # noqa: E402
 from poisonlab.attacks.gradpc import corrupt  # noqa: E402
 from poisonlab.data import PoisonedDataset  # noqa: E402
 from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
+from poisonlab.reporting.plots import pyplot  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.training import accuracy  # noqa: E402
 
@@ -138,12 +139,9 @@ def main(argv=None) -> int:
 def plot(report: dict, path: Path) -> Path | None:
     """Left: GC's final relative gradient norm at ε = 3 % per target (τ_gauge on the x axis), both
     inits. Right: the sweep — relative gradient norm and agreement with the target vs ε / τ_gauge."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+    from matplotlib.ticker import NullFormatter
+
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for init, marker in (("random", "o"), ("aligned", "s"), ("plan", "^")):
         rows = [r for r in report["rows"] if r["init"] == init]
@@ -163,7 +161,7 @@ def plot(report: dict, path: Path) -> Path | None:
         b.axvline(1.0, color="grey", ls="--", label="ε = τ_gauge")
         b.set_xscale("log")
         b.set_yscale("log")
-        b.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        b.xaxis.set_minor_formatter(NullFormatter())
         b.set_xlabel("ε / τ_gauge")
         b.set_title(f"sweep: target ε_w = {report['sweep']['eps_w']:g} ({sw[0]['target_test_accuracy']:.2f} %), plan labels")
         b.legend(fontsize=8)

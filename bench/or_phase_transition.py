@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from poisonlab.attacks import build_attack  # noqa: E402
 from poisonlab.data import PoisonedDataset, poison_count  # noqa: E402
 from poisonlab.protocol import RunConfig, prepare, save_model, write_json  # noqa: E402
+from poisonlab.reporting.plots import pyplot  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.theory import binary_reachability, margin_statistic, multiclass_reachability  # noqa: E402
 from poisonlab.training import Victim, accuracy, predict_logits  # noqa: E402
@@ -169,10 +170,7 @@ def main(argv=None) -> int:
                   f"‖∇‖ mixed {row['grad_norm']:.3g}, label-0 poisons {row['n_label0']}, "
                   f"‖z−z*‖/‖z*‖ {row['z_distance_to_target']:.3f}", file=sys.stderr)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.3))
     im = ax[0].imshow(tau, origin="lower", extent=[w1s[0], w1s[-1], w2s[0], w2s[-1]], aspect="auto", cmap="viridis")

@@ -21,11 +21,9 @@ def poison_grid(path: str | Path, poisons: PoisonSet, train: Dataset, max_items:
 
     Returns the max and mean absolute pixel perturbation over all poisons with a source.
     """
-    import matplotlib
+    from .plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = min(max_items, len(poisons))
     has_src = poisons.source_index >= 0
     delta = torch.zeros(len(poisons))

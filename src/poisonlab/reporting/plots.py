@@ -22,7 +22,8 @@ import numpy as np
 from .report import Stat
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (figures are written to files)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,7 +54,7 @@ def _grid(n: int, plt: Any, w: float = 4.2, h: float = 3.4):
 
 
 def plot_drop_vs_fraction(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     curves = _curves(records)
     fig, axes = _grid(len(curves), plt)
     for ax, ((dataset, model), attacks) in zip(axes, curves.items()):
@@ -88,7 +89,7 @@ def observed_transition(fractions: Sequence[float], drops: Sequence[float], leve
 
 def plot_transition(records: Sequence[dict[str, Any]], path: str | Path, level: float = 1.0) -> tuple[Path, list[dict[str, Any]]]:
     """The transition figure and, per dataset/model/attack, ``{observed, threshold}`` in fraction units."""
-    plt = _plt()
+    plt = pyplot()
     panels = [(dm, a, pts) for dm, attacks in _curves(records).items() for a, pts in attacks.items()]
     summary = []
     with_tau = [p for p in panels if any(x[2].n for x in p[2])]
@@ -147,7 +148,7 @@ def plot_poison_grids(records: Sequence[dict[str, Any]], root: str | Path, path:
                 rows.append((k, r, ps))
     if not rows:
         return None
-    plt = _plt()
+    plt = pyplot()
     n = min(per_row, max(len(ps) for _, _, ps in rows))
     fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n + 2.2, 1.5 * len(rows) + 0.6), squeeze=False)
     for i, ((dataset, model, attack), r, ps) in enumerate(rows):
