@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         tpath = out.with_name(f"{out.stem}_{model_name}_target.safetensors")
         save_model(tpath, target, {"model": model_name, "stage": "target:gradpc", "eps_w": str(args.eps_w)})
         reach = multiclass_reachability(predict_logits(target, data.train.x), data.train.y)
-        entry = {"clean_accuracy": acc1, "clean_train_seconds": t_clean, "target_path": str(tpath),
+        entry = {"clean_accuracy": acc1, "clean_train_seconds": t_clean, "target_file": tpath.name,  # beside the JSON
                  "target_test_accuracy": accuracy(target, test), "target_seconds": t_target,
                  "target_relative_change": tinfo["relative_change"], "tau": reach.tau,
                  "tau_min_poisons": None if reach.tau == float("inf") else int(-(-reach.tau * len(data.train) // 1)),
