@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -40,7 +41,8 @@ def test_get_or_create_builds_once_and_returns_identical_tensors(tmp_path):
     other, hit3 = cache.get_or_create("victim_clean", {"k": 2}, lambda: _state(1))
     assert not hit3 and not torch.equal(other["w"], first["w"])
     entries = cache.entries()
-    assert [e.key for e in entries] == [{"k": 1}, {"k": 2}]
+    src = source_fingerprint()  # the cache adds the code's fingerprint to every key
+    assert [e.key for e in entries] == [{"k": 1, "source_sha256": src}, {"k": 2, "source_sha256": src}]
     assert cache.clear("victim_clean") == 2 and cache.entries() == []
 
 
@@ -129,7 +131,7 @@ def test_source_fingerprint_follows_code_edits_and_enters_the_victim_key(tmp_pat
     (pkg / "sub" / "b.py").write_text("y = 2\n")
     (pkg / "notes.txt").write_text("not code")
     before = source_fingerprint(pkg)
-    assert source_fingerprint(pkg) == before and len(before) == 64
+    assert len(before) == 64
 
     def fresh() -> str:
         _source_fingerprint.cache_clear()  # memoised per root within a process
@@ -144,8 +146,19 @@ def test_source_fingerprint_follows_code_edits_and_enters_the_victim_key(tmp_pat
     (pkg / "sub" / "b.py").rename(pkg / "b.py")  # same bytes, another module path
     assert fresh() != before
 
-    from poisonlab.protocol import prepare
-    from poisonlab.protocol.runner import clean_victim_key
 
-    cfg = RunConfig(dataset="digits", model="lr", epochs=1)
-    assert clean_victim_key(cfg, prepare(cfg))["source_sha256"] == source_fingerprint()
+
+def test_an_edit_of_the_code_is_a_cache_miss(tmp_path, monkeypatch):
+    import poisonlab.cache as cache_mod
+
+    cfg = RunConfig(dataset="digits", model="lr", epochs=1, fraction=0.1, device="cpu", cache_dir=str(tmp_path / "c"))
+    quiet = dict(progress=False, log=lambda m: None)
+    first = run_protocol(replace(cfg, out=str(tmp_path / "a")), **quiet)
+    again = run_protocol(replace(cfg, out=str(tmp_path / "b")), **quiet)
+    assert (first["cache"]["victim_clean"], again["cache"]["victim_clean"]) == ("miss", "hit")
+    (entry,) = ArtifactCache(tmp_path / "c").entries("victim_clean")
+    assert entry.key["source_sha256"] == source_fingerprint()  # the stored key shows which code trained it
+    monkeypatch.setattr(cache_mod, "source_fingerprint", lambda root=None: "0" * 64)  # "the code was edited"
+    edited = run_protocol(replace(cfg, out=str(tmp_path / "c2")), **quiet)
+    assert edited["cache"]["victim_clean"] == "miss"
+    assert len(ArtifactCache(tmp_path / "c").entries("victim_clean")) == 2

@@ -13,9 +13,9 @@ made active for the run (``RunConfig.cache_dir``), or just build when there is n
     state, hit = cached_state("tgda_generator", key_dict, build_fn)
 
 ``key_dict`` must be JSON-serialisable and must contain *everything* that changes the result
-(data fingerprint, model, options, recipe, seed, poisonlab version and
-:func:`source_fingerprint`): the entry lives at
-``<root>/<kind>/<sha256(kind, key_dict)[:24]>.safetensors`` with the key stored in the
+(data fingerprint, model, options, recipe, seed, poisonlab version); the cache adds the package's
+:func:`source_fingerprint` itself, so an edit of the code is a miss. The entry lives at
+``<root>/<kind>/<sha256(kind, key)[:24]>.safetensors`` with the full key stored in the
 safetensors metadata. Writes are atomic (temporary file + ``os.replace``); concurrent builders
 of the same key are serialised with a per-key ``flock`` so only one of them trains. Tensors
 are stored on CPU and returned on CPU; no pickle anywhere.
@@ -103,6 +103,11 @@ def _source_fingerprint(root: str) -> str:
     return h.hexdigest()
 
 
+def _with_source(key_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Every entry's full key: the caller's key plus the package's :func:`source_fingerprint`."""
+    return {**dict(key_dict), "source_sha256": source_fingerprint()}
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     kind: str
@@ -121,7 +126,7 @@ class ArtifactCache:
 
     def path_for(self, kind: str, key_dict: Mapping[str, Any]) -> Path:
         _check_kind(kind)
-        return self.root / kind / f"{key_hash(kind, key_dict)}.safetensors"
+        return self.root / kind / f"{key_hash(kind, _with_source(key_dict))}.safetensors"
 
     def get(self, kind: str, key_dict: Mapping[str, Any]) -> StateDict | None:
         """The stored state dict, or ``None`` when absent (a corrupt entry is removed and reported absent)."""
@@ -140,7 +145,7 @@ class ArtifactCache:
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         if not all(isinstance(v, torch.Tensor) for v in tensors.values()):
             raise TypeError("cache values must be tensors (a state dict)")
-        meta = {_KIND_META: kind, _KEY_META: canonical_json(dict(key_dict)), "created": f"{time.time():.3f}"}
+        meta = {_KIND_META: kind, _KEY_META: canonical_json(_with_source(key_dict)), "created": f"{time.time():.3f}"}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             save_file(tensors, str(tmp), metadata=meta)

@@ -22,7 +22,7 @@ import torch
 
 from .. import __version__
 from ..attacks import build_attack
-from ..cache import ArtifactCache, source_fingerprint, tensor_fingerprint, using
+from ..cache import ArtifactCache, tensor_fingerprint, using
 from ..data import PoisonedDataset, load_dataset, poison_count, split_train_val
 from ..data.types import AttackData, DataBundle
 from ..models.extractors import extractor_fingerprint
@@ -69,8 +69,8 @@ def prepare(cfg: RunConfig) -> Prepared:
 def clean_victim_key(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
     """Everything the clean-trained victim depends on (the cache key of stage 1).
 
-    The data fingerprint hashes D_tr itself, so it covers the dataset file and the split seed; the
-    source fingerprint covers edits of the code that trained it.
+    The data fingerprint hashes D_tr itself, so it covers the dataset file and the split seed (the
+    cache adds the source fingerprint, which covers edits of the code that trained it).
     """
     r = prep.spec.recipe
     return {
@@ -78,7 +78,7 @@ def clean_victim_key(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
         "model": cfg.model, "model_options": cfg.model_options, "input_shape": list(prep.spec.input_shape),
         "num_classes": prep.spec.num_classes, "recipe": {"lr": r.lr, "epochs": r.epochs, "batch_size": r.batch_size,
         "momentum": r.momentum, "weight_decay": r.weight_decay}, "device": resolve_device(r.device).type, "seed": cfg.seed,
-        "poisonlab_version": __version__, "source_sha256": source_fingerprint(), "torch_version": torch.__version__,
+        "poisonlab_version": __version__, "torch_version": torch.__version__,
         **({"extractor_sha256": fp} if (fp := extractor_fingerprint(cfg.model)) else {}),
     }
 
