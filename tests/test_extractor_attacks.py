@@ -157,3 +157,36 @@ def test_feature_space_head_is_exactly_the_clean_head():
     assert fs.data.train.x.min() >= 0 and fs.data.train.x.max() <= 1
     assert torch.allclose(lr(fs.data.train.x), model(x[:20]), atol=1e-10, rtol=0)
     assert torch.allclose(fs.unscale(fs.data.val.x), feats(x[20:]), atol=1e-12)
+
+
+BILEVEL_FAST = {
+    "tgda": {"epochs": 1, "n": 1, "pretrain_epochs": 1, "cg_iters": 3, "generator_options": {"hidden": [32, 16]}},
+    "back_gradient": {"epochs": 1, "k": 2},
+    "min_max": {"epochs": 1},
+    "metapoison": {"outer_steps": 2, "ensemble": 2, "stagger_epochs": 1, "radius": 0.1},
+}
+
+
+@pytest.mark.parametrize("attack", sorted(BILEVEL_FAST))
+def test_bilevel_attacks_step_a_fine_tuned_encoder_like_the_training_loop(attack, digits, extractor, monkeypatch):
+    """Every follower step of the four bilevel attacks uses the recipe's per-group rates: the head at
+    lr, the fine-tuned encoder at lr·encoder_lr_scale (not one lr for all, which collapses it)."""
+    from poisonlab.attacks import _bilevel as B
+
+    spec = VictimSpec(f"fine_tune:{extractor}", digits.train.input_shape, 10,
+                      TrainConfig(epochs=1, batch_size=64, device="cpu"), {"encoder_lr_scale": 0.25})
+    model = spec.train(digits.train, seed=0)
+    victim = Victim(spec, 0, {k: v.clone() for k, v in model.state_dict().items()})
+    calls, step = [], B.sgd_steps
+
+    def recording(loss_fn, w, lr, steps, **kw):
+        calls.append(lr)
+        return step(loss_fn, w, lr, steps, **kw)
+
+    monkeypatch.setattr(B, "sgd_steps", recording)
+    build_attack(attack, BILEVEL_FAST[attack]).poison(digits, victim, 0.05, generator=torch.Generator().manual_seed(0))
+    lr = spec.recipe.lr
+    assert calls
+    for rates in calls:
+        assert not isinstance(rates, (int, float))
+        assert sorted(set(rates)) == pytest.approx([lr * 0.25, lr])

@@ -176,6 +176,9 @@ def test_bilevel_followers_take_the_training_loops_step_per_parameter(extractor)
         assert torch.allclose(q, p - r * g, atol=1e-12)
     probe, _ = B.Follower.from_model(build_victim(f"linear_probe:{path}", (1, 8, 8), 10), torch.float64)
     assert probe.step_sizes(0.1) == (0.1,) * len(probe.names)  # a frozen encoder is not in the follower
+    assert set(probe.names) == head
+    head_only, _ = B.Follower.from_model(build_victim(f"fine_tune:{path}", (1, 8, 8), 10, encoder_lr_scale=0), torch.float64)
+    assert set(head_only.names) == head  # the loop never moves a step-0 encoder, so neither does the follower
     with pytest.raises(ValueError, match="step sizes"):
         B.sgd_steps(lambda v: fol.loss(v, x, y), w, rates[:1], 1)
 

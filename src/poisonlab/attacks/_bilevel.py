@@ -79,9 +79,12 @@ class Follower:
     @staticmethod
     def from_model(model: nn.Module, dtype: torch.dtype) -> tuple["Follower", Params]:
         model = model.to(dtype).eval()
-        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        # parameters THE training loop never moves (step 0, e.g. encoder_lr_scale=0) stay fixed here too
+        kept = [(n, s) for n, s in zip(trainable, param_lr_scales(model, trainable)) if s > 0]
+        names, scales = [n for n, _ in kept], tuple(s for _, s in kept)
         params = dict(model.named_parameters())
-        return Follower(model, names, param_lr_scales(model, names)), tuple(params[n].detach().clone() for n in names)
+        return Follower(model, names, scales), tuple(params[n].detach().clone() for n in names)
 
     def step_sizes(self, lr: float) -> tuple[float, ...]:
         """The recipe's SGD step per parameter at base rate ``lr`` (e.g. a fine-tuned extractor's
