@@ -325,7 +325,7 @@ def markdown_table(per_seed: list[dict], attacks: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot(per_seed: list[dict], attacks: list[str], path: Path) -> Path | None:
+def plot(per_seed: list[dict], attacks: list[str], path: Path) -> Path:
     plt = pyplot()
     rows = [r for p in per_seed for r in p["rows"]]
     cols = [("linear_probe", "same"), ("fine_tune", "same"), ("linear_probe", "transfer"), ("fine_tune", "transfer")]
@@ -474,9 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.quick:
         print(f"quick run ok in {record['seconds']:.0f} s (not saved)")
     else:
-        fig = plot(per_seed, attacks, RESULTS / "feature_extractors.png")
-        if fig:
-            print(f"wrote {fig}")
+        print(f"wrote {plot(per_seed, attacks, RESULTS / 'feature_extractors.png')}")
         save("feature_extractors", record)
     return 0
 

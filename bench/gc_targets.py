@@ -128,15 +128,13 @@ def main(argv=None) -> int:
         report["seconds"] = time.perf_counter() - t0
         write_json(out, report)
         show(row, f"sweep ε_w={args.sweep_eps_w:g}")
-    fig = plot(report, out.with_suffix(".png"))
-    if fig:
-        print(f"wrote {fig}", file=sys.stderr)
+    print(f"wrote {plot(report, out.with_suffix('.png'))}", file=sys.stderr)
     tmp.unlink(missing_ok=True)
     print(f"wrote {out} ({report['seconds']:.0f} s)", file=sys.stderr)
     return 0
 
 
-def plot(report: dict, path: Path) -> Path | None:
+def plot(report: dict, path: Path) -> Path:
     """Left: GC's final relative gradient norm at ε = 3 % per target (τ_gauge on the x axis), both
     inits. Right: the sweep — relative gradient norm and agreement with the target vs ε / τ_gauge."""
     from matplotlib.ticker import NullFormatter

@@ -9,7 +9,7 @@ GradPC target, at several Adam step sizes: as shipped (Algorithm 2, line 7: pixe
 [0, 1]) and with that projection removed (a subclass overriding ``GradientCanceling._admissible``,
 called through the private ``_craft`` because ``Attack.poison`` rejects such points). The
 unprojected poisons are also clipped back to [0, 1] and retrained on, to see whether their damage
-survives in valid pixels. Every row retrains the victim from scratch on D_tr ∪ D_p with the recipe.
+survives in valid pixels. GC starts from randomly drawn clean points and keeps their labels. Every row retrains the victim from scratch on D_tr ∪ D_p with the recipe.
 
 Unprojected poisons are not images, and the toolkit's contract (pixels in [0, 1]) never lets an
 attack return them: this is a diagnostic for comparing with published numbers, not an attack.
@@ -40,7 +40,8 @@ from poisonlab.training import accuracy  # noqa: E402
 
 
 class UnprojectedGC(GradientCanceling):
-    """``gc`` without Algorithm 2's projection (the published script's setting)."""
+    """``gc`` without Algorithm 2's projection (as in the published script, whose steps are otherwise
+    plain steps of size 10, not Adam)."""
 
     def _admissible(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         return x
@@ -77,8 +78,8 @@ def main(argv=None) -> int:
     acc1 = accuracy(clean, test)
     clean_norm = float(data.train.x.flatten(1).norm(dim=1).mean())
     target, _ = corrupt(clean, data.val, eps_w=args.eps_w)
-    tdir = Path(tempfile.mkdtemp(prefix="gc-unbounded-"))
-    tpath = tdir / "target.safetensors"
+    tdir = tempfile.TemporaryDirectory(prefix="gc-unbounded-")
+    tpath = Path(tdir.name) / "target.safetensors"
     save_model(tpath, target, {"model": "lr", "stage": "target:gradpc", "eps_w": str(args.eps_w)})
     n = poison_count(args.fraction, len(data.train))
     report = {"environment": environment(), "dataset": dataset, "model": "lr", "fraction": args.fraction,
@@ -112,8 +113,8 @@ def main(argv=None) -> int:
             report["seconds"] = time.perf_counter() - t0
             write_json(out, report)
     fig = plot(report, out.with_suffix(".png"))
-    tpath.unlink(missing_ok=True)
-    print(f"wrote {out}" + (f" and {fig}" if fig else "") + f" ({report['seconds']:.0f} s)", file=sys.stderr)
+    tdir.cleanup()
+    print(f"wrote {out} and {fig} ({report['seconds']:.0f} s)", file=sys.stderr)
     return 0
 
 
@@ -126,7 +127,7 @@ def plot(report: dict, path: Path) -> Path:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     for pixels, marker in (("box", "o"), ("free", "s"), ("free, clipped to [0, 1]", "^")):
         rows = [r for r in report["rows"] if r["pixels"] == pixels]
-        label = {"box": "pixels projected on [0, 1] (poisonlab)", "free": "no projection (published script)"}.get(pixels, pixels)
+        label = {"box": "pixels projected on [0, 1] (poisonlab)", "free": "no projection (as in the published script)"}.get(pixels, pixels)
         a.plot([r["lr"] for r in rows], [r["accuracy_drop"] for r in rows], marker=marker, label=label)
         b.plot([r["lr"] for r in rows], [r["mean_l2_norm_over_clean"] for r in rows], marker=marker, label=label)
     lrs = sorted({r["lr"] for r in report["rows"]})
