@@ -162,3 +162,27 @@ def test_an_edit_of_the_code_is_a_cache_miss(tmp_path, monkeypatch):
     edited = run_protocol(replace(cfg, out=str(tmp_path / "c2")), **quiet)
     assert edited["cache"]["victim_clean"] == "miss"
     assert len(ArtifactCache(tmp_path / "c").entries("victim_clean")) == 2
+
+
+def test_get_or_build_stores_the_info_record_beside_the_state(tmp_path):
+    from poisonlab.cache import cached_build, using
+
+    cache, calls = ArtifactCache(tmp_path), []
+
+    def build():
+        calls.append(1)
+        return _state(0), {"accuracy": 12.5, "trace": [1.0, float("nan")], "name": "t"}
+
+    s1, i1, h1 = cache.get_or_build("target", {"k": 1}, build)
+    s2, i2, h2 = cache.get_or_build("target", {"k": 1}, build)
+    assert (h1, h2, len(calls)) == (False, True, 1)
+    assert i1["accuracy"] == i2["accuracy"] == 12.5 and i2["name"] == "t" and i2["trace"][0] == 1.0
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert cache.get("target", {"k": 1}) is not None  # a plain get still reads it
+    _, info, hit = cache.get_or_build("victim_clean", {"k": 1}, lambda: (_state(1), None))
+    assert info == {} and not hit  # no record: an empty one
+    state, info, hit = cached_build("target", {"k": 2}, build)  # no active cache: just builds
+    assert not hit and info["name"] == "t" and len(calls) == 2
+    with using(tmp_path):
+        _, info, hit = cached_build("target", {"k": 1}, build)
+    assert hit and info["accuracy"] == 12.5 and len(calls) == 2

@@ -45,6 +45,7 @@ StateDict = dict[str, torch.Tensor]
 ENV_VAR = "POISONLAB_CACHE"
 _KEY_META = "poisonlab_cache_key"
 _KIND_META = "poisonlab_cache_kind"
+_INFO_META = "poisonlab_cache_info"
 
 
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -130,22 +131,34 @@ class ArtifactCache:
 
     def get(self, kind: str, key_dict: Mapping[str, Any]) -> StateDict | None:
         """The stored state dict, or ``None`` when absent (a corrupt entry is removed and reported absent)."""
+        found = self.get_with_info(kind, key_dict)
+        return None if found is None else found[0]
+
+    def get_with_info(self, kind: str, key_dict: Mapping[str, Any]) -> tuple[StateDict, dict[str, Any]] | None:
+        """(state dict, the JSON ``info`` stored beside it, {} if none), or ``None`` when absent."""
         path = self.path_for(kind, key_dict)
         if not path.is_file():
             return None
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                info = json.loads((f.metadata() or {}).get(_INFO_META, "{}"))
+            return state, info
         except Exception:
             path.unlink(missing_ok=True)  # torn or foreign file: rebuild rather than fail
             return None
 
-    def put(self, kind: str, key_dict: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> Path:
+    def put(self, kind: str, key_dict: Mapping[str, Any], state: Mapping[str, torch.Tensor],
+            info: Mapping[str, Any] | None = None) -> Path:
+        """Store ``state`` (and an optional JSON-serialisable ``info`` record in the file's metadata)."""
         path = self.path_for(kind, key_dict)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         if not all(isinstance(v, torch.Tensor) for v in tensors.values()):
             raise TypeError("cache values must be tensors (a state dict)")
         meta = {_KIND_META: kind, _KEY_META: canonical_json(_with_source(key_dict)), "created": f"{time.time():.3f}"}
+        if info is not None:
+            meta[_INFO_META] = canonical_json(dict(info))
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             save_file(tensors, str(tmp), metadata=meta)
@@ -165,19 +178,28 @@ class ArtifactCache:
         The returned tensors are always the stored (CPU) copies, so a hit and a miss give
         bit-identical values.
         """
-        found = self.get(kind, key_dict)
+        state, _, hit = self.get_or_build(kind, key_dict, lambda: (build_fn(), None))
+        return state, hit
+
+    def get_or_build(
+        self, kind: str, key_dict: Mapping[str, Any],
+        build_fn: Callable[[], tuple[Mapping[str, torch.Tensor], Mapping[str, Any] | None]],
+    ) -> tuple[StateDict, dict[str, Any], bool]:
+        """:meth:`get_or_create` for builders that also return a JSON ``info`` record (e.g. a
+        target's accuracy and loss trace): ``(state_dict, info, hit)``, info as stored."""
+        found = self.get_with_info(kind, key_dict)
         if found is not None:
-            return found, True
+            return (*found, True)
         path = self.path_for(kind, key_dict)
         with _file_lock(path.with_name(f".{path.name}.lock")):
-            found = self.get(kind, key_dict)
+            found = self.get_with_info(kind, key_dict)
             if found is not None:
-                return found, True
-            self.put(kind, key_dict, build_fn())
-        state = self.get(kind, key_dict)
-        if state is None:
+                return (*found, True)
+            self.put(kind, key_dict, *build_fn())
+        found = self.get_with_info(kind, key_dict)
+        if found is None:
             raise DataError(f"cache entry {path} vanished right after it was written")
-        return state, False
+        return (*found, False)
 
     def entries(self, kind: str | None = None) -> list[CacheEntry]:
         """Every stored entry (optionally of one kind), oldest first."""
@@ -256,3 +278,22 @@ def cached_state(kind: str, key_dict: Mapping[str, Any], build_fn: Callable[[], 
     if cache is None:
         return dict(build_fn()), False
     return cache.get_or_create(kind, key_dict, build_fn)
+
+
+def cached_build(
+    kind: str, key_dict: Mapping[str, Any],
+    build_fn: Callable[[], tuple[Mapping[str, torch.Tensor], Mapping[str, Any] | None]],
+) -> tuple[StateDict, dict[str, Any], bool]:
+    """``get_or_build`` on the active cache; without one, ``(*build_fn(), False)``."""
+    cache = active()
+    if cache is None:
+        state, info = build_fn()
+        return dict(state), dict(info or {}), False
+    return cache.get_or_build(kind, key_dict, build_fn)
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 of a module's state (names, dtypes, shapes, bytes), for keys that depend on weights."""
+    state = module.state_dict()
+    names = sorted(state)
+    return hashlib.sha256((canonical_json(names) + tensor_fingerprint(*(state[k] for k in names))).encode()).hexdigest()
