@@ -176,6 +176,30 @@ def test_gc_target_from_file_and_assess(digits_victim, tmp_path):
         build_attack("gc", {"target": str(bad)}).poison(prep.data, victim, 0.1, generator=torch_generator(0, "a"))
 
 
+def test_gradpc_targets_go_through_the_active_cache(digits_victim, tmp_path):
+    from poisonlab.attacks.targets import make_target
+    from poisonlab.cache import ArtifactCache, using
+
+    prep, victim = digits_victim
+    opts = {"eps_w": 0.05, "steps": 3, "lr": 0.5}
+    plain, plain_info = make_target("gradpc", victim.clean_model(), prep.data.val, opts)
+    assert plain_info["cache"] is None
+    with using(tmp_path / "c"):
+        cold, cold_info = make_target("gradpc", victim.clean_model(), prep.data.val, opts)
+        warm, warm_info = make_target("gradpc", victim.clean_model(), prep.data.val, opts)
+        other, other_info = make_target("gradpc", victim.clean_model(), prep.data.val, {**opts, "eps_w": 0.1})
+    assert (cold_info["cache"], warm_info["cache"], other_info["cache"]) == ("miss", "hit", "miss")
+    for a, b in ((plain, cold), (cold, warm)):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert {k: v for k, v in warm_info.items() if k != "cache"} == {k: v for k, v in cold_info.items() if k != "cache"}
+    assert not torch.equal(other.linear.weight, cold.linear.weight)
+    assert len(ArtifactCache(tmp_path / "c").entries("target")) == 2
+    # another clean model (here: the target itself) is another key
+    with using(tmp_path / "c"):
+        _, again = make_target("gradpc", cold, prep.data.val, opts)
+    assert again["cache"] == "miss"
+
+
 # ----------------------------------------------------------------------------- CLI
 def test_cli_threshold_target_and_run(tmp_path, capsys):
     t = tmp_path / "t.safetensors"
@@ -198,6 +222,22 @@ def test_cli_threshold_target_and_run(tmp_path, capsys):
     assert "retrained_to_target_distance" in res["attack_info"] and (out / "target.safetensors").is_file()
     assert res["artifacts"]["target_model"] == "target.safetensors"
     assert main(["threshold", "--dataset", "digits", "--target", str(tmp_path / "none.safetensors"), "--quiet"]) == 2
+
+
+def test_cli_target_and_threshold_reuse_the_cache(tmp_path, capsys):
+    from poisonlab.cache import ArtifactCache
+    from poisonlab.protocol import load_state
+
+    common = ["--dataset", "digits", "--epochs", "3", "--pc-steps", "3", "--cache-dir", str(tmp_path / "c"), "--quiet"]
+    for name in ("a", "b"):
+        assert main(["target", *common, "--out", str(tmp_path / f"{name}.safetensors")]) == 0
+    a, b = load_state(tmp_path / "a.safetensors"), load_state(tmp_path / "b.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    cache = ArtifactCache(tmp_path / "c")
+    assert len(cache.entries("victim_clean")) == 1 and len(cache.entries("target")) == 1
+    assert main(["threshold", *common, "--target", "gradpc", "--json"]) == 0
+    capsys.readouterr()
+    assert len(cache.entries("victim_clean")) == 1 and len(cache.entries("target")) == 1  # both re-used
 
 
 def test_gc_reports_the_box_threshold_of_a_linear_target(digits_victim):

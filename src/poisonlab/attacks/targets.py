@@ -13,8 +13,11 @@ import copy
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import torch
 from torch import nn
 
+from .. import __version__
+from ..cache import active, cached_build, module_fingerprint, tensor_fingerprint
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..registry import Registry
@@ -41,7 +44,25 @@ def load_target(path: str | Path, like: nn.Module) -> nn.Module:
 
 
 def make_target(target: str, model: nn.Module, val: Dataset, options: Mapping[str, Any], progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """A registered maker by name (e.g. ``"gradpc"``) or a ``.safetensors`` path."""
+    """A registered maker by name (e.g. ``"gradpc"``) or a ``.safetensors`` path.
+
+    A made target goes through the active artifact cache (kind ``target``, the protocol activates
+    ``--cache-dir`` for the attack stage), keyed by the maker, its options, the clean model's weights
+    and D_v: a second run with the same inputs loads it instead of recomputing it. ``info["cache"]``
+    says ``"hit"``, ``"miss"`` or None (no cache)."""
     if is_target_path(target):
         return load_target(target, model), {"source": str(target)}
-    return TARGETS.get(target)(model, val, options, progress)
+    maker = TARGETS.get(target)
+    p = next(model.parameters(), None)
+    key = {"target": target, "options": dict(options), "model": module_fingerprint(model),
+           "val": tensor_fingerprint(val.x, val.y), "device": p.device.type if p is not None else "cpu",
+           "poisonlab_version": __version__, "torch_version": torch.__version__}
+
+    def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        made, info = maker(model, val, options, progress)
+        return made.state_dict(), info
+
+    state, info, hit = cached_build("target", key, build)
+    out = copy.deepcopy(model)
+    out.load_state_dict(state)
+    return out.eval(), {**info, "cache": ("hit" if hit else "miss") if active() is not None else None}

@@ -15,7 +15,8 @@ from torch import nn
 
 from ..attacks.gradpc import GradPCConfig
 from ..attacks.targets import make_target
-from ..protocol import RunConfig, load_state, prepare, save_model
+from ..cache import using
+from ..protocol import RunConfig, load_state, prepare, pretrain_victim, save_model
 from ..protocol.runner import Prepared
 from ..reporting import format_table
 from ..training import accuracy
@@ -38,13 +39,17 @@ def add_victim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topk", type=int, help="GradPC: change at most this many parameters")
     p.add_argument("--pc-steps", type=int, default=GradPCConfig.steps, help="GradPC ascent steps (default 50)")
     p.add_argument("--pc-lr", type=float, default=GradPCConfig.lr, help="GradPC step length as a fraction of the radius (default 0.1)")
+    p.add_argument("--cache-dir", help="re-use / store the clean victim and the GradPC target in this artifact cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def run_config(args: argparse.Namespace) -> RunConfig:
+    return RunConfig(dataset=args.dataset, model=args.model, seed=args.seed, epochs=args.epochs, lr=args.lr,
+                     batch_size=args.batch_size, data_dir=args.data_dir, device=args.device, cache_dir=args.cache_dir)
+
+
 def prepared(args: argparse.Namespace) -> Prepared:
-    cfg = RunConfig(dataset=args.dataset, model=args.model, seed=args.seed, epochs=args.epochs, lr=args.lr,
-                    batch_size=args.batch_size, data_dir=args.data_dir, device=args.device)
-    return prepare(cfg)
+    return prepare(run_config(args))
 
 
 def clean_model(prep: Prepared, args: argparse.Namespace) -> nn.Module:
@@ -54,8 +59,10 @@ def clean_model(prep: Prepared, args: argparse.Namespace) -> nn.Module:
 
         return load_target(args.clean, model)
     if not args.quiet:
-        print("[poisonlab] training the clean victim on D_tr", file=sys.stderr, flush=True)
-    return prep.spec.train(prep.data.train, args.seed, progress=False if args.quiet else "pretrain")
+        print("[poisonlab] training the clean victim on D_tr" + (" (or loading it from the cache)" if args.cache_dir else ""),
+              file=sys.stderr, flush=True)
+    model, _ = pretrain_victim(run_config(args), prep, progress=not args.quiet)  # stage 1 of the protocol
+    return model
 
 
 def build_target(prep: Prepared, args: argparse.Namespace, target: str) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
@@ -63,7 +70,8 @@ def build_target(prep: Prepared, args: argparse.Namespace, target: str) -> tuple
     if target == "gradpc":
         clean = clean_model(prep, args)
         opts = {"eps_w": args.eps_w, "norm": args.norm, "topk": args.topk, "steps": args.pc_steps, "lr": args.pc_lr}
-        model, info = make_target("gradpc", clean, prep.data.val, opts, progress=not args.quiet)
+        with using(args.cache_dir):
+            model, info = make_target("gradpc", clean, prep.data.val, opts, progress=not args.quiet)
         return model, clean, info
     model, info = make_target(target, prep.spec.build(args.seed), prep.data.val, {})
     return model, None, info
