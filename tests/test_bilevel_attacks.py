@@ -272,3 +272,23 @@ def test_tgda_divergence_is_a_clear_error():
     data, victim = _tiny(n_train=100, n_val=50)
     with pytest.raises(RuntimeError, match="diverged.*leader_lr"):
         build_attack("tgda", dict(TINY["tgda"], epochs=1, leader_lr=1e30)).poison(data, victim, 0.05, generator=torch_generator(0, "a"))
+
+
+def test_tgda_pretrained_generator_goes_through_the_active_cache(tmp_path, monkeypatch):
+    import poisonlab.attacks.tgda as tgda_mod
+    from poisonlab.cache import ArtifactCache, using
+
+    calls, pretrain = [], tgda_mod.pretrain_autoencoder
+    monkeypatch.setattr(tgda_mod, "pretrain_autoencoder", lambda *a, **k: calls.append(1) or pretrain(*a, **k))
+    data, victim = _tiny()
+    opts = {**TINY["tgda"], "pretrain_epochs": 2}
+    plain = build_attack("tgda", opts).poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
+    with using(tmp_path):
+        cold = build_attack("tgda", opts).poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
+        warm = build_attack("tgda", opts).poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
+        build_attack("tgda", {**opts, "pretrain_lr": 3e-3}).poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
+    assert torch.equal(plain.x, cold.x) and torch.equal(cold.x, warm.x)  # a hit changes nothing downstream
+    assert plain.info["pretrain_loss"] == cold.info["pretrain_loss"] == warm.info["pretrain_loss"]
+    assert len(plain.info["pretrain_loss"]) == 2
+    assert len(ArtifactCache(tmp_path).entries("tgda_generator")) == 2  # another recipe, another entry
+    assert len(calls) == 3  # plain, cold and the other recipe pretrain; warm loads

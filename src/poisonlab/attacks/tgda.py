@@ -57,7 +57,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import __version__
 from ..autodiff import Params, total_gradient
+from ..cache import cached_build, module_fingerprint, tensor_fingerprint
 from ..data.types import AttackData, Dataset, PoisonedDataset, PoisonSet
 from ..errors import ConfigError
 from ..models.generators import GENERATORS, build_generator, default_generator_name
@@ -238,6 +240,26 @@ class TGDA(Attack):
         return PoisonSet(torch.cat([o.x for o in outs]), torch.cat([o.y for o in outs]), torch.cat(srcs),
                          {"partitions": infos, "seconds_per_epoch": sum(i["seconds_per_epoch"] for i in infos)})
 
+    def _pretrained(self, gen: nn.Module, gname: str, train: Dataset, bs: int, base: int, progress: bool) -> list[float]:
+        """Pretrain ``gen`` in place as an autoencoder on D_tr (thesis §2.5.2 (1)), through the active
+        artifact cache (kind ``tgda_generator``): the same initial generator, data and recipe load the
+        stored weights instead. Returns the loss per pretraining epoch."""
+        cfg: TGDAConfig = self.config
+        p = next(gen.parameters())
+        key = {"generator": gname, "init": module_fingerprint(gen), "data": tensor_fingerprint(train.x, train.y),
+               "epochs": cfg.pretrain_epochs, "lr": cfg.pretrain_lr, "batch_size": bs, "seed": base,
+               "dtype": str(p.dtype), "device": p.device.type, "poisonlab_version": __version__,
+               "torch_version": torch.__version__}
+
+        def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            losses = pretrain_autoencoder(gen, train, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr, batch_size=bs,
+                                          generator=B.torch_generator(base, "tgda-pretrain"), progress=progress)
+            return gen.state_dict(), {"pretrain_loss": losses}
+
+        state, record, _ = cached_build("tgda_generator", key, build)
+        gen.load_state_dict(state)  # the stored copy on a miss too, so a hit and a miss give the same weights
+        return list(record.get("pretrain_loss", []))
+
     def _attack_part(self, data: AttackData, victim: Victim, sources: torch.Tensor, base: int,
                      progress: bool, checkpoint: str | None, tag: str) -> PoisonSet:
         """Algorithm 1 on one (part of) D_tr with poison sources ``sources`` (indices into it)."""
@@ -292,9 +314,7 @@ class TGDA(Attack):
                 best_theta = list(B.unpack("best", tensors, theta))
         else:
             if cfg.pretrain_attacker and cfg.pretrain_epochs > 0:
-                info["pretrain_loss"] = pretrain_autoencoder(
-                    gen, T.train, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr, batch_size=bs,
-                    generator=B.torch_generator(base, "tgda-pretrain"), progress=progress)
+                info["pretrain_loss"] = self._pretrained(gen, gname, T.train, bs, base, progress)
             info["val_loss"].append(fol.mean_loss(w, eval_set))
             info["val_accuracy"].append(fol.accuracy(w, eval_set))
             if cfg.select_every:
