@@ -357,3 +357,56 @@ def test_box_gauge_dual_direction_certifies_tau(lo, hi):
         h = 1e-6
         fd = (linear_box_gauge(G + h * D, lo, hi).tau - linear_box_gauge(G - h * D, lo, hi).tau) / (2 * h)
         assert math.isclose(fd, float((-V * D).sum()), rel_tol=1e-4, abs_tol=1e-7)
+
+
+def _fit_ridge_softmax(X: np.ndarray, Y: np.ndarray, C: int, lam: float) -> np.ndarray:
+    """argmin mean CE + (lam/2)‖W‖² (bias free) of a linear softmax model, to high precision: [W | b]."""
+    N, d = X.shape
+    Xt, Yo = np.hstack([X, np.ones((N, 1))]), np.eye(C)[Y]
+
+    def f(wf):
+        W = wf.reshape(C, d + 1)
+        H = Xt @ W.T
+        H -= H.max(1, keepdims=True)
+        P = np.exp(H)
+        P /= P.sum(1, keepdims=True)
+        G = (P - Yo).T @ Xt / N
+        G[:, :-1] += lam * W[:, :-1]
+        return -np.log(P[np.arange(N), Y]).mean() + 0.5 * lam * (W[:, :-1] ** 2).sum(), G.ravel()
+
+    r = minimize(f, np.zeros(C * (d + 1)), jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 5000})
+    assert np.abs(r.jac).max() < 1e-6
+    return r.x.reshape(C, d + 1)
+
+
+@pytest.mark.parametrize("kind,frac", [("flip", 0.02), ("flip", 0.1), ("uniform", 0.05)])
+def test_box_gauge_never_exceeds_the_fraction_that_produced_a_model(kind, frac):
+    """The gauge is a necessary condition: a model that ε·N real box-bounded poisons did produce
+    (retraining on digits ∪ poisons to the ridge minimiser) must have τ_gauge ≤ ε. With weight decay λ,
+    stationarity reads g(μ) + (1+ε)λ[W | 0] = −ε·g(ν), so that is the gradient the gauge gets."""
+    from poisonlab.data import load_dataset
+    from poisonlab.theory.box import linear_box_gauge, linear_box_threshold
+
+    train = load_dataset("digits").train
+    X, Y, C = train.x.flatten(1).double().numpy(), train.y.numpy(), 10
+    rng = np.random.default_rng(0)
+    n = int(frac * len(X))
+    if kind == "flip":  # label-flipped clean images
+        idx = rng.choice(len(X), n, replace=False)
+        Xp, Yp = X[idx], (Y[idx] + 1) % C
+    else:  # uniform noise images with random labels
+        Xp, Yp = rng.random((n, X.shape[1])), rng.integers(0, C, n)
+    eps, lam = n / len(X), 1e-3
+    W = _fit_ridge_softmax(np.vstack([X, Xp]), np.concatenate([Y, Yp]), C, lam)
+    Xt = np.hstack([X, np.ones((len(X), 1))])
+    H = Xt @ W.T
+    P = np.exp(H - H.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    G = (P - np.eye(C)[Y]).T @ Xt / len(X)
+    G[:, :-1] += (1 + eps) * lam * W[:, :-1]
+    G = torch.from_numpy(G)
+    gauge = linear_box_gauge(G).tau
+    assert gauge <= eps * (1 + 1e-4)
+    assert gauge >= linear_box_threshold(G) - 1e-12
+    if kind == "flip":
+        assert gauge > 0.5 * eps  # informative: flipped labels need most of the fraction they have
