@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import replace
 
@@ -177,6 +178,7 @@ def test_get_or_build_stores_the_info_record_beside_the_state(tmp_path):
     s2, i2, h2 = cache.get_or_build("target", {"k": 1}, build)
     assert (h1, h2, len(calls)) == (False, True, 1)
     assert i1["accuracy"] == i2["accuracy"] == 12.5 and i2["name"] == "t" and i2["trace"][0] == 1.0
+    assert math.isnan(i2["trace"][1])  # NaN survives the JSON round trip
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     assert cache.get("target", {"k": 1}) is not None  # a plain get still reads it
     _, info, hit = cache.get_or_build("victim_clean", {"k": 1}, lambda: (_state(1), None))
@@ -186,3 +188,13 @@ def test_get_or_build_stores_the_info_record_beside_the_state(tmp_path):
     with using(tmp_path):
         _, info, hit = cached_build("target", {"k": 1}, build)
     assert hit and info["accuracy"] == 12.5 and len(calls) == 2
+
+
+def test_info_records_take_numpy_and_torch_scalars_and_reject_the_rest(tmp_path):
+    import numpy as np
+
+    cache = ArtifactCache(tmp_path)
+    _, info, _ = cache.get_or_build("target", {"k": 3}, lambda: (_state(0), {"a": np.float64(2.5), "b": torch.tensor(3)}))
+    assert info == {"a": 2.5, "b": 3}
+    with pytest.raises(ConfigError, match="info record"):
+        cache.get_or_build("target", {"k": 4}, lambda: (_state(0), {"m": object()}))

@@ -69,7 +69,16 @@ def _jsonable(o: Any) -> Any:
         return list(o)
     if isinstance(o, Path):
         return str(o)
+    if callable(getattr(o, "item", None)) and getattr(o, "ndim", None) == 0:  # numpy / torch scalars
+        return o.item()
     raise TypeError(f"{type(o).__name__} in cache key")
+
+
+def _info_json(info: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(dict(info), sort_keys=True, separators=(",", ":"), allow_nan=True, default=_jsonable)
+    except TypeError as exc:
+        raise ConfigError(f"cache info record is not JSON-serialisable: {exc}") from None
 
 
 def key_hash(kind: str, key_dict: Mapping[str, Any]) -> str:
@@ -158,7 +167,7 @@ class ArtifactCache:
             raise TypeError("cache values must be tensors (a state dict)")
         meta = {_KIND_META: kind, _KEY_META: canonical_json(_with_source(key_dict)), "created": f"{time.time():.3f}"}
         if info is not None:
-            meta[_INFO_META] = canonical_json(dict(info))
+            meta[_INFO_META] = _info_json(info)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             save_file(tensors, str(tmp), metadata=meta)
@@ -281,15 +290,16 @@ def cached_state(kind: str, key_dict: Mapping[str, Any], build_fn: Callable[[], 
 
 
 def cached_build(
-    kind: str, key_dict: Mapping[str, Any],
+    kind: str, key: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
     build_fn: Callable[[], tuple[Mapping[str, torch.Tensor], Mapping[str, Any] | None]],
 ) -> tuple[StateDict, dict[str, Any], bool]:
-    """``get_or_build`` on the active cache; without one, ``(*build_fn(), False)``."""
+    """``get_or_build`` on the active cache; without one, ``(*build_fn(), False)``. ``key`` may be a
+    function, called only when a cache is active (fingerprints of large data cost a pass over it)."""
     cache = active()
     if cache is None:
         state, info = build_fn()
         return dict(state), dict(info or {}), False
-    return cache.get_or_build(kind, key_dict, build_fn)
+    return cache.get_or_build(kind, key() if callable(key) else key, build_fn)
 
 
 def module_fingerprint(module: torch.nn.Module) -> str:
