@@ -287,8 +287,10 @@ def test_tgda_pretrained_generator_goes_through_the_active_cache(tmp_path, monke
         cold = build_attack("tgda", opts).poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
         warm = build_attack("tgda", opts).poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
         build_attack("tgda", {**opts, "pretrain_lr": 3e-3}).poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
+        for r in (0.1, 0.3):  # the L∞ wrapper is not in the weights, so the radius must be in the key
+            build_attack("tgda", {**opts, "radius": r}).poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
     assert torch.equal(plain.x, cold.x) and torch.equal(cold.x, warm.x)  # a hit changes nothing downstream
     assert plain.info["pretrain_loss"] == cold.info["pretrain_loss"] == warm.info["pretrain_loss"]
     assert len(plain.info["pretrain_loss"]) == 2
-    assert len(ArtifactCache(tmp_path).entries("tgda_generator")) == 2  # another recipe, another entry
-    assert len(calls) == 3  # plain, cold and the other recipe pretrain; warm loads
+    assert len(ArtifactCache(tmp_path).entries("tgda_generator")) == 4  # another recipe or radius, another entry
+    assert len(calls) == 5  # plain, cold, the other recipe and both radii pretrain; warm loads

@@ -224,20 +224,28 @@ def test_cli_threshold_target_and_run(tmp_path, capsys):
     assert main(["threshold", "--dataset", "digits", "--target", str(tmp_path / "none.safetensors"), "--quiet"]) == 2
 
 
-def test_cli_target_and_threshold_reuse_the_cache(tmp_path, capsys):
+def test_cli_target_and_threshold_reuse_the_cache(tmp_path, capsys, monkeypatch):
+    import poisonlab.attacks.gradpc as gradpc_mod
     from poisonlab.cache import ArtifactCache
     from poisonlab.protocol import load_state
+    from poisonlab.training import VictimSpec
 
+    made, trained, corrupt_fn, train_fn = [], [], gradpc_mod.corrupt, VictimSpec.train
+    monkeypatch.setattr(gradpc_mod, "corrupt", lambda *a, **k: made.append(1) or corrupt_fn(*a, **k))
+    monkeypatch.setattr(VictimSpec, "train", lambda self, *a, **k: trained.append(1) or train_fn(self, *a, **k))
     common = ["--dataset", "digits", "--epochs", "3", "--pc-steps", "3", "--cache-dir", str(tmp_path / "c"), "--quiet"]
+    hits = []
     for name in ("a", "b"):
-        assert main(["target", *common, "--out", str(tmp_path / f"{name}.safetensors")]) == 0
+        assert main(["target", *common, "--out", str(tmp_path / f"{name}.safetensors"), "--json"]) == 0
+        hits.append(json.loads(capsys.readouterr().out)["cache"])
+    assert hits == ["miss", "hit"] and (len(made), len(trained)) == (1, 1)
     a, b = load_state(tmp_path / "a.safetensors"), load_state(tmp_path / "b.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     cache = ArtifactCache(tmp_path / "c")
     assert len(cache.entries("victim_clean")) == 1 and len(cache.entries("target")) == 1
     assert main(["threshold", *common, "--target", "gradpc", "--json"]) == 0
     capsys.readouterr()
-    assert len(cache.entries("victim_clean")) == 1 and len(cache.entries("target")) == 1  # both re-used
+    assert (len(made), len(trained)) == (1, 1)  # threshold re-used both
 
 
 def test_gc_reports_the_box_threshold_of_a_linear_target(digits_victim):

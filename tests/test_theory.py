@@ -407,6 +407,6 @@ def test_box_gauge_never_exceeds_the_fraction_that_produced_a_model(kind, frac):
     G = torch.from_numpy(G)
     gauge = linear_box_gauge(G).tau
     assert gauge <= eps * (1 + 1e-4)
-    assert gauge >= linear_box_threshold(G) - 1e-12
+    assert gauge >= linear_box_threshold(G) * (1 - 1e-6) - 1e-9  # up to the LP's tolerance
     if kind == "flip":
         assert gauge > 0.5 * eps  # informative: flipped labels need most of the fraction they have

@@ -53,10 +53,14 @@ def make_target(target: str, model: nn.Module, val: Dataset, options: Mapping[st
     if is_target_path(target):
         return load_target(target, model), {"source": str(target)}
     maker = TARGETS.get(target)
-    p = next(model.parameters(), None)
-    key = {"target": target, "options": dict(options), "model": module_fingerprint(model),
-           "val": tensor_fingerprint(val.x, val.y), "device": p.device.type if p is not None else "cpu",
-           "poisonlab_version": __version__, "torch_version": torch.__version__}
+
+    def key() -> dict[str, Any]:
+        p = next(model.parameters(), None)
+        return {"target": target, "options": dict(options), "model": module_fingerprint(model),
+                "architecture": type(model).__qualname__,  # same weights, another trainable set: another target
+                "trainable": [n for n, q in model.named_parameters() if q.requires_grad],
+                "val": tensor_fingerprint(val.x, val.y), "device": p.device.type if p is not None else "cpu",
+                "poisonlab_version": __version__, "torch_version": torch.__version__}
 
     def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         made, info = maker(model, val, options, progress)

@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..autodiff import Params, total_gradient
-from ..cache import cached_build, module_fingerprint, tensor_fingerprint
+from ..cache import active, cached_build, module_fingerprint, tensor_fingerprint, using
 from ..data.types import AttackData, Dataset, PoisonedDataset, PoisonSet
 from ..errors import ConfigError
 from ..models.generators import GENERATORS, build_generator, default_generator_name
@@ -245,11 +245,14 @@ class TGDA(Attack):
         artifact cache (kind ``tgda_generator``): the same initial generator, data and recipe load the
         stored weights instead. Returns the loss per pretraining epoch."""
         cfg: TGDAConfig = self.config
-        p = next(gen.parameters())
-        key = {"generator": gname, "init": module_fingerprint(gen), "data": tensor_fingerprint(train.x, train.y),
-               "epochs": cfg.pretrain_epochs, "lr": cfg.pretrain_lr, "batch_size": bs, "seed": base,
-               "dtype": str(p.dtype), "device": p.device.type, "poisonlab_version": __version__,
-               "torch_version": torch.__version__}
+
+        def key() -> dict[str, Any]:
+            p = next(gen.parameters())
+            return {"generator": gname, "generator_options": dict(cfg.generator_options), "radius": cfg.radius,
+                    "init": module_fingerprint(gen), "data": tensor_fingerprint(train.x, train.y),
+                    "epochs": cfg.pretrain_epochs, "lr": cfg.pretrain_lr, "batch_size": bs, "seed": base,
+                    "dtype": str(p.dtype), "device": p.device.type, "poisonlab_version": __version__,
+                    "torch_version": torch.__version__}
 
         def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             losses = pretrain_autoencoder(gen, train, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr, batch_size=bs,
@@ -433,12 +436,13 @@ class TGDA(Attack):
 
 # ---------------------------------------------------------------------------- parallel partitions
 def _partition_worker(args: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-    options, data, sources, base, ckpt, tag, victim, slot = args
+    options, data, sources, base, ckpt, tag, victim, slot, cache_root = args
     torch.set_num_threads(1)
     if torch.cuda.is_available() and victim.device.type == "cuda":
         recipe = dataclasses.replace(victim.spec.recipe, device=f"cuda:{slot % torch.cuda.device_count()}")
         victim = dataclasses.replace(victim, spec=dataclasses.replace(victim.spec, recipe=recipe))
-    out = TGDA(**options)._attack_part(data, victim, sources, base, False, ckpt, tag)
+    with using(cache_root):  # the parent's active cache (a context variable does not cross processes)
+        out = TGDA(**options)._attack_part(data, victim, sources, base, False, ckpt, tag)
     return out.x, out.y, out.source_index, out.info
 
 
@@ -448,7 +452,9 @@ def _run_parallel(options: dict, jobs: list, victim: Victim, workers: int) -> li
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    args = [(options, d, s, b, c, t, victim, i) for i, (d, s, b, c, t) in enumerate(jobs)]
+    cache = active()
+    root = str(cache.root) if cache is not None else None
+    args = [(options, d, s, b, c, t, victim, i, root) for i, (d, s, b, c, t) in enumerate(jobs)]
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
         outs = list(pool.map(_partition_worker, args))
     return [PoisonSet(x, y, s, info) for x, y, s, info in outs]

@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         "target_test_accuracy": accuracy(target, prep.bundle.test),
         **{k: info[k] for k in ("eps_w", "norm", "topk", "radius", "relative_change", "nonzeros", "val_loss_clean",
                                 "val_loss_target", "seconds")},
+        "cache": info.get("cache"),  # "hit": the target (and its seconds) come from an earlier build
     }
     if args.json:
         print(json.dumps(summary, indent=2))
