@@ -162,7 +162,9 @@ def replication(args, dataset: str, epochs: int | None, tdir: Path, out: Path, r
                 ps = attack._craft(data, victim, n, generator=torch_generator(args.seed, "attack"), progress=False)
                 acc2 = accuracy(victim.retrain(PoisonedDataset.combine(data.train, ps).dataset), test)
                 raw = ps.x * MNIST_STD + MNIST_MEAN if normalised else ps.x
-                row = {"batch_size": 10000, "normalised_inputs": normalised, "gc_params": list(params) or "all",
+                r = prep.spec.recipe
+                row = {"batch_size": r.batch_size, "epochs": r.epochs, "recipe_lr": r.lr, "gc_lr": 0.05, "gc_steps": args.steps,
+                       "normalised_inputs": normalised, "gc_params": list(params) or "all",
                        "eps_w": eps_w, "clean_accuracy": acc1, "target_test_accuracy": accuracy(target, test),
                        "poisoned_accuracy": acc2, "accuracy_drop": acc1 - acc2,
                        "final_rel_grad_norm": ps.info["final_rel_grad_norm"],
