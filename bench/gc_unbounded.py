@@ -157,20 +157,26 @@ def replication(args, dataset: str, epochs: int | None, tdir: Path, out: Path, r
             target, _ = corrupt(clean, data.val, eps_w=eps_w)
             tpath = tdir / f"replication_target_{int(normalised)}_{eps_w:g}.safetensors"
             save_model(tpath, target, {"model": "lr", "stage": "target:gradpc", "eps_w": str(eps_w)})
-            for params in (((), ("linear.weight",)) if normalised else ((),)):
-                attack = GradientCanceling(target=str(tpath), steps=args.steps, lr=0.05, gauge=False, params=params)
+            variants = [((), "adam", 0.05)]
+            if normalised:  # + the script's weight-only objective, + its huge plain steps (pixels jump box corner to corner)
+                variants += [(("linear.weight",), "adam", 0.05), (("linear.weight",), "normalized", 10.0)]
+            for params, optimizer, gc_lr in variants:
+                attack = GradientCanceling(target=str(tpath), steps=args.steps, lr=gc_lr, optimizer=optimizer, gauge=False,
+                                           params=params)
                 ps = attack._craft(data, victim, n, generator=torch_generator(args.seed, "attack"), progress=False)
                 acc2 = accuracy(victim.retrain(PoisonedDataset.combine(data.train, ps).dataset), test)
                 raw = ps.x * MNIST_STD + MNIST_MEAN if normalised else ps.x
                 r = prep.spec.recipe
-                row = {"batch_size": r.batch_size, "epochs": r.epochs, "recipe_lr": r.lr, "gc_lr": 0.05, "gc_steps": args.steps,
+                row = {"batch_size": r.batch_size, "epochs": r.epochs, "recipe_lr": r.lr, "gc_optimizer": optimizer,
+                       "gc_lr": gc_lr, "gc_steps": args.steps,
                        "normalised_inputs": normalised, "gc_params": list(params) or "all",
                        "eps_w": eps_w, "clean_accuracy": acc1, "target_test_accuracy": accuracy(target, test),
                        "poisoned_accuracy": acc2, "accuracy_drop": acc1 - acc2,
                        "final_rel_grad_norm": ps.info["final_rel_grad_norm"],
                        "raw_pixel_min": float(raw.min()), "raw_pixel_max": float(raw.max())}
                 rows.append(row)
-                print(f"replication set-up (batch 10000, normalised {normalised}, params {row['gc_params']}), ε_w {eps_w:g} "
+                print(f"replication set-up (batch 10000, normalised {normalised}, params {row['gc_params']}, "
+                      f"{optimizer} steps of {gc_lr:g}), ε_w {eps_w:g} "
                       f"(target {row['target_test_accuracy']:.2f} %): {acc1:.2f} → {acc2:.2f} (drop {acc1 - acc2:.2f}), "
                       f"raw pixels in [{row['raw_pixel_min']:.2f}, {row['raw_pixel_max']:.2f}]", file=sys.stderr, flush=True)
                 report["replication"] = rows
