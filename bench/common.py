@@ -35,6 +35,18 @@ def environment() -> dict:
     }
 
 
+def quick_setup(args, name: str) -> tuple[str, int | None, Path, bool]:
+    """The GC benches' shared choice of data and output: (dataset, victim epochs, output JSON, smoke).
+    ``--quick`` means digits with 5 victim epochs; a quick run whose ``--out`` is the default writes to
+    a temporary directory instead (``smoke`` True), so a smoke test never overwrites the results."""
+    import tempfile
+
+    dataset, epochs = ("digits", 5) if args.quick else ("mnist", None)
+    smoke = bool(args.quick) and args.out == str(RESULTS / f"{name}.json")
+    out = Path(tempfile.mkdtemp(prefix=f"{name}-quick-")) / f"{name}.json" if smoke else Path(args.out)
+    return dataset, epochs, out, smoke
+
+
 def clean_victim(cfg, progress: bool = False):
     """Stage 1 of the protocol for a bench script: (prepared data and spec, the clean-trained model,
     the attacker's :class:`~poisonlab.training.Victim`). Through the clean-victim cache when

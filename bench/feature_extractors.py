@@ -43,7 +43,7 @@ from poisonlab.attacks import ATTACKS  # noqa: E402
 from poisonlab.data import load_dataset  # noqa: E402
 from poisonlab.pretrain import PretrainConfig, get_extractor  # noqa: E402
 from poisonlab.protocol import RunConfig, run_protocol  # noqa: E402
-from poisonlab.reporting.plots import pyplot  # noqa: E402
+from poisonlab.reporting.plots import pyplot, save_figure  # noqa: E402
 from poisonlab.reporting.tables import format_table  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 
@@ -349,10 +349,7 @@ def plot(per_seed: list[dict], attacks: list[str], path: Path) -> Path:
     axes[0].set_ylabel("excess accuracy drop (points)")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"excess drop at ε = 3 %, mean ± std over {len(per_seed)} seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def print_findings(verdicts: list[dict]) -> None:

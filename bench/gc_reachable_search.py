@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, clean_victim  # noqa: E402  (sets OMP_WAIT_POLICY, the data default)
+from common import RESULTS, clean_victim, quick_setup  # noqa: E402  (sets OMP_WAIT_POLICY, the data default)
 
 import torch  # noqa: E402
 
@@ -50,10 +49,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(RESULTS / "gc_reachable_search.json"))
     args = ap.parse_args(argv)
-    dataset, epochs = ("digits", 5) if args.quick else ("mnist", None)
-    out = Path(args.out)
-    if args.quick and args.out == str(RESULTS / "gc_reachable_search.json"):
-        out = Path(tempfile.mkdtemp(prefix="gc-reach-quick-")) / "gc_reachable_search.json"
+    dataset, epochs, out, smoke = quick_setup(args, "gc_reachable_search")
+    if smoke:
         args.steps, args.gc_steps = min(args.steps, 10), min(args.gc_steps, 50)
         args.fraction = 0.5  # the 5-epoch digits victim itself needs τ_gauge ≈ 0.32
     t0 = time.perf_counter()

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, clean_victim  # noqa: E402  (sets OMP_WAIT_POLICY, the data default)
+from common import RESULTS, clean_victim, quick_setup  # noqa: E402  (sets OMP_WAIT_POLICY, the data default)
 
 import torch  # noqa: E402
 
@@ -36,7 +36,7 @@ from poisonlab.attacks import build_attack  # noqa: E402
 from poisonlab.attacks.gradpc import corrupt  # noqa: E402
 from poisonlab.data import PoisonedDataset  # noqa: E402
 from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
-from poisonlab.reporting.plots import pyplot  # noqa: E402
+from poisonlab.reporting.plots import pyplot, save_figure  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.training import accuracy  # noqa: E402
 
@@ -59,12 +59,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(RESULTS / "gc_targets.json"))
     args = ap.parse_args(argv)
-    dataset, epochs = ("digits", 5) if args.quick else ("mnist", None)
-    out = Path(args.out)
-    if args.quick and args.out == str(RESULTS / "gc_targets.json"):  # a smoke test never overwrites the results
-        import tempfile
-
-        out = Path(tempfile.mkdtemp(prefix="gc-targets-quick-")) / "gc_targets.json"
+    dataset, epochs, out, _ = quick_setup(args, "gc_targets")
     t0 = time.perf_counter()
     prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
                                                  data_dir=args.data_dir, cache_dir=args.cache_dir))
@@ -163,10 +158,7 @@ def plot(report: dict, path: Path) -> Path:
         b.set_xlabel("ε / τ_gauge")
         b.set_title(f"sweep: target ε_w = {report['sweep']['eps_w']:g} ({sw[0]['target_test_accuracy']:.2f} %), plan labels")
         b.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, clean_victim, environment  # noqa: E402  (sets OMP_WAIT_POLICY, the data default)
+from common import RESULTS, clean_victim, environment, quick_setup  # noqa: E402  (sets OMP_WAIT_POLICY, the data default)
 
 import torch  # noqa: E402
 
@@ -38,7 +38,7 @@ from poisonlab.attacks.gradpc import corrupt  # noqa: E402
 from poisonlab.data import PoisonedDataset, poison_count  # noqa: E402
 from poisonlab.data.types import PoisonSet  # noqa: E402
 from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
-from poisonlab.reporting.plots import pyplot  # noqa: E402
+from poisonlab.reporting.plots import pyplot, save_figure  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.training import accuracy  # noqa: E402
 
@@ -72,10 +72,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(RESULTS / "gc_unbounded.json"))
     args = ap.parse_args(argv)
-    dataset, epochs = ("digits", 5) if args.quick else ("mnist", None)
-    out = Path(args.out)
-    if args.quick and args.out == str(RESULTS / "gc_unbounded.json"):
-        out = Path(tempfile.mkdtemp(prefix="gc-unbounded-quick-")) / "gc_unbounded.json"
+    dataset, epochs, out, smoke = quick_setup(args, "gc_unbounded")
+    if smoke:
         args.steps = min(args.steps, 30)
     t0 = time.perf_counter()
     prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
@@ -209,10 +207,7 @@ def plot(report: dict, path: Path) -> Path:
     a.legend(fontsize=8)
     b.set_yscale("log")
     b.set_ylabel("mean ‖poison‖₂ / mean ‖clean image‖₂")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def plot_drop_vs_fraction(records: Sequence[dict[str, Any]], path: str | Path) -
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Accuracy drop vs poison fraction (mean ± std over seeds)", fontsize=10)
-    return _save(fig, path, plt)
+    return save_figure(fig, path)
 
 
 def observed_transition(fractions: Sequence[float], drops: Sequence[float], level: float) -> float | None:
@@ -126,7 +126,7 @@ def plot_transition(records: Sequence[dict[str, Any]], path: str | Path, level: 
         ax.set_ylabel("observed transition ε_d (% of |D_tr|)")
         ax.grid(alpha=0.3)
     fig.suptitle(f"Transition: where the mean accuracy drop reaches {level:g} percentage points", fontsize=10)
-    return _save(fig, path, plt), summary
+    return save_figure(fig, path), summary
 
 
 def plot_poison_grids(records: Sequence[dict[str, Any]], root: str | Path, path: str | Path, per_row: int = 8) -> Path | None:
@@ -166,13 +166,14 @@ def plot_poison_grids(records: Sequence[dict[str, Any]], root: str | Path, path:
             ax.set_title(f"y={int(ps.y[j])}", fontsize=7)
         axes[i][0].set_ylabel(f"{attack}\n{dataset}/{model}\nε_d={r['fraction']:g}", fontsize=7, rotation=0, ha="right", va="center")
     fig.suptitle("Poisons (pixel scale 0–1; y = poison label)", fontsize=9)
-    return _save(fig, path, plt)
+    return save_figure(fig, path)
 
 
-def _save(fig: Any, path: str | Path, plt: Any) -> Path:
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Lay out ``fig``, write it to ``path`` (parents created) and close it; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
     return path
