@@ -24,5 +24,10 @@ class DataError(PoisonlabError):
     """A missing, corrupt, truncated or malformed data file."""
 
 
+class UnsupportedError(PoisonlabError, TypeError):
+    """A component cannot work on this model or data (its mathematics or architecture does not
+    allow it, e.g. the box gauge on a non-linear model); raised before any work starts."""
+
+
 class ContractError(PoisonlabError, RuntimeError):
     """An attack or defense returned something that breaks its published contract."""

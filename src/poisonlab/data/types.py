@@ -1,26 +1,37 @@
-"""Dataset types. Data is float tensors in [0, 1] of shape (N, C, H, W); labels are int64 (N,)."""
+"""Dataset types. Inputs are float tensors (N, *input_shape) inside the dataset's :class:`Bounds`
+(images: (N, C, H, W) in [0, 1]); labels are int64 (N,)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from .bounds import Bounds
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A labelled image set. ``x``: float32 (N, C, H, W) in [0, 1]; ``y``: int64 (N,)."""
+    """A labelled set. ``x``: float (N, *input_shape) — (N, d) tabular, (N, C, H, W) images, any
+    shape — inside ``bounds``; ``y``: int64 (N,) in 0..num_classes−1.
+
+    ``bounds`` is the box every input lives in (default the pixel box [0, 1]); it is carried along by
+    :meth:`subset` and :meth:`to`, and every attack's projection reads it. The constructor checks
+    shapes and dtypes only; :func:`poisonlab.data.validate.check_dataset` checks the values.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
     num_classes: int
     name: str = ""
+    bounds: Bounds = field(default_factory=Bounds.unit)
 
     def __post_init__(self) -> None:
-        if self.x.ndim != 4:
-            raise DataError(f"{self.name or 'dataset'}: x must be (N, C, H, W), got shape {tuple(self.x.shape)}")
+        if self.x.ndim < 2:
+            raise DataError(f"{self.name or 'dataset'}: x must be (N, *input_shape), got shape {tuple(self.x.shape)}")
         if self.y.ndim != 1 or self.y.shape[0] != self.x.shape[0]:
             raise DataError(
                 f"{self.name or 'dataset'}: y must be (N,) with N = {self.x.shape[0]}, got {tuple(self.y.shape)}"
@@ -34,14 +45,24 @@ class Dataset:
         return int(self.x.shape[0])
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x.shape[1:])  # type: ignore[return-value]
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.x.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        """True for (N, C, H, W) inputs with C in {1, 3} (what image-only components need)."""
+        return self.x.ndim == 4 and self.x.shape[1] in (1, 3)
 
     def subset(self, index: torch.Tensor) -> "Dataset":
-        return Dataset(self.x[index], self.y[index], self.num_classes, self.name)
+        return Dataset(self.x[index], self.y[index], self.num_classes, self.name, self.bounds)
 
-    def to(self, device: torch.device | str) -> "Dataset":
-        return Dataset(self.x.to(device), self.y.to(device), self.num_classes, self.name)
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Dataset":
+        return Dataset(self.x.to(device, dtype) if dtype is not None else self.x.to(device), self.y.to(device),
+                       self.num_classes, self.name, self.bounds)
+
+    def with_x(self, x: torch.Tensor) -> "Dataset":
+        """The same labels, classes, name and bounds with other inputs ``x``."""
+        return Dataset(x, self.y, self.num_classes, self.name, self.bounds)
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,11 @@ class AttackData:
     def num_classes(self) -> int:
         return self.train.num_classes
 
+    @property
+    def bounds(self) -> Bounds:
+        """The box every input, clean or poisoned, must lie in (D_tr's)."""
+        return self.train.bounds
+
 
 @dataclass(frozen=True)
 class PoisonSet:
@@ -87,6 +113,27 @@ class PoisonSet:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
+    @property
+    def source(self) -> torch.Tensor:
+        """(n,) int64: the D_tr index each poison was made from, −1 where it has none."""
+        if len(self.source_index) == len(self):
+            return self.source_index
+        return torch.full((len(self),), -1, dtype=torch.int64)
+
+    def numpy(self) -> "PoisonArrays":
+        """The poisons as numpy arrays ``(x, y, source)`` (a named tuple)."""
+        return PoisonArrays(self.x.detach().cpu().numpy(), self.y.detach().cpu().numpy(),
+                            self.source.detach().cpu().numpy())
+
+
+class PoisonArrays(NamedTuple):
+    """:meth:`PoisonSet.numpy`: poison inputs ``x`` (n, *input_shape), labels ``y`` (n,) and
+    ``source`` (n,), the D_tr index of each poison's clean point (−1: none)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    source: np.ndarray
+
 
 @dataclass(frozen=True)
 class PoisonedDataset:
@@ -101,7 +148,7 @@ class PoisonedDataset:
         y = torch.cat([clean.y, poisons.y.to(torch.int64)], 0)
         mask = torch.zeros(len(x), dtype=torch.bool)
         mask[len(clean):] = True
-        return PoisonedDataset(Dataset(x, y, clean.num_classes, clean.name), mask)
+        return PoisonedDataset(Dataset(x, y, clean.num_classes, clean.name, clean.bounds), mask)
 
     @staticmethod
     def substitute(clean: Dataset, poisons: PoisonSet) -> "PoisonedDataset":
@@ -119,7 +166,7 @@ class PoisonedDataset:
         y[src] = poisons.y.to(torch.int64)
         mask = torch.zeros(len(x), dtype=torch.bool)
         mask[src] = True
-        return PoisonedDataset(Dataset(x, y, clean.num_classes, clean.name), mask)
+        return PoisonedDataset(Dataset(x, y, clean.num_classes, clean.name, clean.bounds), mask)
 
     @staticmethod
     def mix(clean: Dataset, poisons: PoisonSet, injection: str = "add") -> "PoisonedDataset":
@@ -133,3 +180,41 @@ class PoisonedDataset:
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+
+@dataclass(frozen=True)
+class ExperimentData:
+    """Data ready for the protocol: D_tr (the victim's training set), D_v (the attacker's clean
+    validation split) and the test set, all with the same bounds and classes.
+
+    Build it from arrays with :func:`poisonlab.data_from_arrays` (or from a dataset name inside the
+    protocol); both use the same seeded split rule (:func:`poisonlab.data.splits.split_train_val`).
+    ``default_batch_size`` is the victim's batch size when its recipe leaves ``batch_size=None``.
+    """
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    name: str = "arrays"
+    default_batch_size: int = 1000
+    split_seed: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    @property
+    def bounds(self) -> Bounds:
+        return self.train.bounds
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.train.input_shape
+
+    def attack_data(self, injection: str = "add") -> AttackData:
+        """The attacker's view (D_tr, D_v)."""
+        return AttackData(train=self.train, val=self.val, injection=injection)
+
+    def __repr__(self) -> str:
+        return (f"ExperimentData({self.name!r}: |D_tr|={len(self.train)}, |D_v|={len(self.val)}, |test|={len(self.test)}, "
+                f"input {self.input_shape}, {self.num_classes} classes, bounds {self.bounds.describe()})")
