@@ -43,7 +43,7 @@ from poisonlab.attacks import ATTACKS  # noqa: E402
 from poisonlab.data import load_dataset  # noqa: E402
 from poisonlab.pretrain import PretrainConfig, get_extractor  # noqa: E402
 from poisonlab.protocol import RunConfig, run_protocol  # noqa: E402
-from poisonlab.reporting.plots import pyplot, save_figure  # noqa: E402
+from poisonlab.reporting.plots import new_figure, save_figure  # noqa: E402
 from poisonlab.reporting.tables import format_table  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 
@@ -326,10 +326,9 @@ def markdown_table(per_seed: list[dict], attacks: list[str]) -> str:
 
 
 def plot(per_seed: list[dict], attacks: list[str], path: Path) -> Path:
-    plt = pyplot()
     rows = [r for p in per_seed for r in p["rows"]]
     cols = [("linear_probe", "same"), ("fine_tune", "same"), ("linear_probe", "transfer"), ("fine_tune", "transfer")]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), sharey=True)
+    fig, axes = new_figure(1, 4, figsize=(16, 3.6), sharey=True)
     for ax, (sc, dm) in zip(axes, cols):
         for j, c in enumerate(("none", "linf")):
             ms, ss = [], []

@@ -36,7 +36,7 @@ from poisonlab.attacks import build_attack  # noqa: E402
 from poisonlab.attacks.gradpc import corrupt  # noqa: E402
 from poisonlab.data import PoisonedDataset  # noqa: E402
 from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
-from poisonlab.reporting.plots import pyplot, save_figure  # noqa: E402
+from poisonlab.reporting.plots import new_figure, save_figure  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.training import accuracy  # noqa: E402
 
@@ -134,8 +134,7 @@ def plot(report: dict, path: Path) -> Path:
     inits. Right: the sweep — relative gradient norm and agreement with the target vs ε / τ_gauge."""
     from matplotlib.ticker import NullFormatter
 
-    plt = pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, b) = new_figure(1, 2, figsize=(11, 4))
     for init, marker in (("random", "o"), ("aligned", "s"), ("plan", "^")):
         rows = [r for r in report["rows"] if r["init"] == init]
         if rows:

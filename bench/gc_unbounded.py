@@ -38,7 +38,7 @@ from poisonlab.attacks.gradpc import corrupt  # noqa: E402
 from poisonlab.data import PoisonedDataset, poison_count  # noqa: E402
 from poisonlab.data.types import PoisonSet  # noqa: E402
 from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
-from poisonlab.reporting.plots import pyplot, save_figure  # noqa: E402
+from poisonlab.reporting.plots import new_figure, save_figure  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.training import accuracy  # noqa: E402
 
@@ -188,8 +188,7 @@ def plot(report: dict, path: Path) -> Path:
     relative to a clean image (log)."""
     from matplotlib.ticker import NullFormatter
 
-    plt = pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (a, b) = new_figure(1, 2, figsize=(10, 3.8))
     for pixels, marker in (("box", "o"), ("free", "s"), ("free, clipped to [0, 1]", "^")):
         rows = [r for r in report["rows"] if r["pixels"] == pixels]
         label = {"box": "pixels projected on [0, 1] (poisonlab)", "free": "no projection (as in the published script)"}.get(pixels, pixels)

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from poisonlab.attacks import build_attack  # noqa: E402
 from poisonlab.data import PoisonedDataset, poison_count  # noqa: E402
 from poisonlab.protocol import RunConfig, prepare, save_model, write_json  # noqa: E402
-from poisonlab.reporting.plots import pyplot  # noqa: E402
+from poisonlab.reporting.plots import new_figure, save_figure  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.theory import binary_reachability, margin_statistic, multiclass_reachability  # noqa: E402
 from poisonlab.training import Victim, accuracy, predict_logits  # noqa: E402
@@ -170,9 +170,7 @@ def main(argv=None) -> int:
                   f"‖∇‖ mixed {row['grad_norm']:.3g}, label-0 poisons {row['n_label0']}, "
                   f"‖z−z*‖/‖z*‖ {row['z_distance_to_target']:.3f}", file=sys.stderr)
 
-    plt = pyplot()
-
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.3))
+    fig, ax = new_figure(1, 3, figsize=(15, 4.3))
     im = ax[0].imshow(tau, origin="lower", extent=[w1s[0], w1s[-1], w2s[0], w2s[-1]], aspect="auto", cmap="viridis")
     ax[0].plot(*args.target, "r*", ms=12, label=f"target (τ={tau_star:.2f})")
     ax[0].set(xlabel="w1", ylabel="w2", title=f"τ of 0-accuracy targets (bias {args.bias:g}; blank: accuracy > 0)")
@@ -190,10 +188,8 @@ def main(argv=None) -> int:
     ax[2].axvline(tau_box, color="m", ls=":", label="τ (pixels in [0,1])")
     ax[2].set(xlabel="ε", ylabel="‖∇ loss at target over D_tr ∪ D_p‖", title="gradient norm of the target")
     ax[2].legend()
-    fig.tight_layout()
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out.with_suffix(".png"), dpi=110)
+    save_figure(fig, out.with_suffix(".png"), dpi=110)
     write_json(out.with_suffix(".json"), {
         "quick": args.quick, "bias": args.bias, "w1": w1s.tolist(), "w2": w2s.tolist(),
         "tau_grid": [[None if np.isnan(v) else float(v) for v in row] for row in tau],

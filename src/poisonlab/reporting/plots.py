@@ -1,5 +1,9 @@
 """Figures from a sweep's records (see :func:`poisonlab.reporting.report.flatten`). PNG via matplotlib (Agg).
 
+Every figure is drawn on its own :class:`matplotlib.figure.Figure` with an Agg canvas
+(:func:`new_figure`) and written by :func:`save_figure`; nothing here selects a backend or uses
+pyplot, so calling these from a notebook leaves the notebook's figures and backend alone.
+
 * :func:`plot_drop_vs_fraction` — accuracy drop vs poison fraction ε_d, one panel per
   dataset/model, one line per attack, mean ± std over seeds (thesis Figure 2.4).
 * :func:`plot_transition` — per dataset/model/attack: the drop curve, the *observed transition*
@@ -7,7 +11,7 @@
   attack recorded one (``attack_info["threshold"]``, fraction units), the predicted threshold τ
   (thesis ch. 3, Figure 3.1); plus a τ-vs-observed scatter when thresholds exist.
 * :func:`plot_poison_grids` — a few poisons of each attack at its largest ε_d, read from the
-  runs' ``poisons.npz``.
+  runs' ``poisons.npz`` (images drawn as images, other inputs as feature-value plots).
 """
 
 from __future__ import annotations
@@ -15,21 +19,32 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from .report import Stat
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def pyplot():
-    """matplotlib.pyplot on the non-interactive Agg backend (figures are written to files)."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None, *,
+               squeeze: bool = True, **subplots: Any) -> tuple[Figure, Any]:
+    """A fresh :class:`~matplotlib.figure.Figure` on its own Agg canvas and its axes.
 
-    return plt
+    Like ``pyplot.subplots(nrows, ncols, figsize=..., squeeze=..., **subplots)`` (``sharex``,
+    ``sharey``, ``gridspec_kw``, ...) but the figure is unknown to pyplot: no backend is selected
+    and no figure is registered or closed, so the caller's own figures and backend (a notebook's
+    inline backend, say) are left alone. Write it with :func:`save_figure`.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=squeeze, **subplots)
+    return fig, axes
 
 
 def _curves(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str, list[tuple[float, Stat, Stat]]]]:
@@ -44,19 +59,18 @@ def _curves(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str
     return out
 
 
-def _grid(n: int, plt: Any, w: float = 4.2, h: float = 3.4):
-    cols = min(3, n)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(max(w * cols, 6.4), h * rows + 0.4), squeeze=False)
+def _grid(n: int, w: float = 4.2, h: float = 3.4):
+    cols = max(1, min(3, n))
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = new_figure(rows, cols, figsize=(max(w * cols, 6.4), h * rows + 0.4), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
 
 
 def plot_drop_vs_fraction(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    plt = pyplot()
     curves = _curves(records)
-    fig, axes = _grid(len(curves), plt)
+    fig, axes = _grid(len(curves))
     for ax, ((dataset, model), attacks) in zip(axes, curves.items()):
         for attack, pts in attacks.items():
             f = np.array([p[0] for p in pts]) * 100
@@ -89,11 +103,10 @@ def observed_transition(fractions: Sequence[float], drops: Sequence[float], leve
 
 def plot_transition(records: Sequence[dict[str, Any]], path: str | Path, level: float = 1.0) -> tuple[Path, list[dict[str, Any]]]:
     """The transition figure and, per dataset/model/attack, ``{observed, threshold}`` in fraction units."""
-    plt = pyplot()
     panels = [(dm, a, pts) for dm, attacks in _curves(records).items() for a, pts in attacks.items()]
     summary = []
     with_tau = [p for p in panels if any(x[2].n for x in p[2])]
-    fig, axes = _grid(len(panels) + (1 if with_tau else 0), plt)
+    fig, axes = _grid(len(panels) + (1 if with_tau else 0))
     for ax, ((dataset, model), attack, pts) in zip(axes, panels):
         f = [p[0] for p in pts]
         d = [p[1].mean for p in pts]
@@ -148,10 +161,20 @@ def plot_poison_grids(records: Sequence[dict[str, Any]], root: str | Path, path:
                 rows.append((k, r, ps))
     if not rows:
         return None
-    plt = pyplot()
+    from .grids import draw_features, draw_image, is_image_shape
+
     n = min(per_row, max(len(ps) for _, _, ps in rows))
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n + 2.2, 1.5 * len(rows) + 0.6), squeeze=False)
+    fig, axes = new_figure(len(rows), n, figsize=(1.3 * n + 2.2, 1.5 * len(rows) + 0.6), squeeze=False)
+    scales = set()
     for i, ((dataset, model, attack), r, ps) in enumerate(rows):
+        shown = ps.x[:n].detach().cpu().float()
+        image = is_image_shape(shown.shape[1:])
+        if image:  # no bounds in the run files: the pixel box when the poisons lie in it, else their range
+            lo, hi = float(shown.min()), float(shown.max())
+            lo, hi = (0.0, 1.0) if lo >= 0.0 and hi <= 1.0 else (lo, hi if hi > lo else lo + 1.0)
+            scales.add("pixel scale 0–1" if (lo, hi) == (0.0, 1.0) else "colour scale: each row's value range")
+        else:
+            scales.add("feature values over the feature index")
         for j in range(n):
             ax = axes[i][j]
             ax.set_xticks([])
@@ -159,21 +182,27 @@ def plot_poison_grids(records: Sequence[dict[str, Any]], root: str | Path, path:
             if j >= len(ps):
                 ax.set_axis_off()
                 continue
-            x = ps.x[j]
-            img, cmap = (x[0].numpy(), "gray") if x.shape[0] == 1 else (x.permute(1, 2, 0).numpy(), None)
-            if x.shape[-2] > 1:
-                ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            if image:
+                draw_image(ax, shown[j], lo, hi)
+            else:
+                draw_features(ax, [(shown[j], "poison", "C3")])
+                ax.set_xticks([])
+                ax.set_yticks([])
             ax.set_title(f"y={int(ps.y[j])}", fontsize=7)
         axes[i][0].set_ylabel(f"{attack}\n{dataset}/{model}\nε_d={r['fraction']:g}", fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle("Poisons (pixel scale 0–1; y = poison label)", fontsize=9)
+    fig.suptitle(f"Poisons ({'; '.join(sorted(scales))}; y = poison label)", fontsize=9)
     return save_figure(fig, path)
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
-    """Lay out ``fig``, write it to ``path`` (parents created) and close it; returns the path."""
+    """THE figure writer: lay out ``fig``, write it to ``path`` (parents created); returns the path.
+
+    The format follows the suffix (PNG for ``.png``). A figure from :func:`new_figure` is unknown
+    to pyplot, so there is nothing to close (it is freed with its last reference); a pyplot figure
+    passed in stays open — it belongs to the caller.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    pyplot().close(fig)
     return path
