@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from poisonlab.attacks import build_attack  # noqa: E402
 from poisonlab.attacks.targets import make_target  # noqa: E402
-from poisonlab.cache import using  # noqa: E402
+from poisonlab.cache import as_cache  # noqa: E402
 from poisonlab.data import PoisonedDataset, poison_count  # noqa: E402
 from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
@@ -71,9 +71,10 @@ def main(argv=None) -> int:
         acc1 = accuracy(clean, test)
         t_clean = time.perf_counter() - t0
         t1 = time.perf_counter()
-        with using(args.cache_dir):  # the GradPC target through the same cache (a hit makes target_seconds a load)
-            target, tinfo = make_target("gradpc", victim.clean_model(), data.val,
-                                        {"eps_w": args.eps_w, "steps": args.pc_steps, "lr": args.pc_lr}, True)
+        # the GradPC target through the same cache (a hit makes target_seconds a load)
+        target, tinfo = make_target("gradpc", victim.clean_model(), data.val,
+                                    {"eps_w": args.eps_w, "steps": args.pc_steps, "lr": args.pc_lr}, True,
+                                    cache=as_cache(args.cache_dir))
         t_target = time.perf_counter() - t1
         tpath = out.with_name(f"{out.stem}_{model_name}_target.safetensors")
         save_model(tpath, target, {"model": model_name, "stage": "target:gradpc", "eps_w": str(args.eps_w)})

@@ -101,7 +101,7 @@ class _Cheater(Attack):
         super().__init__()
         self.fault = fault
 
-    def _craft(self, data, victim, n_poison, *, generator, progress):
+    def _craft(self, data, victim, n_poison, *, generator, progress, cache=None):
         src = torch.arange(n_poison)
         x, y = data.train.x[src].clone(), data.train.y[src].clone()
         if self.fault == "count":

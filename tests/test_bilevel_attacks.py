@@ -274,21 +274,21 @@ def test_tgda_divergence_is_a_clear_error():
         build_attack("tgda", dict(TINY["tgda"], epochs=1, leader_lr=1e30)).poison(data, victim, 0.05, generator=torch_generator(0, "a"))
 
 
-def test_tgda_pretrained_generator_goes_through_the_active_cache(tmp_path, monkeypatch):
+def test_tgda_pretrained_generator_goes_through_the_given_cache(tmp_path, monkeypatch):
     import poisonlab.attacks.tgda as tgda_mod
-    from poisonlab.cache import ArtifactCache, using
+    from poisonlab.cache import ArtifactCache
 
     calls, pretrain = [], tgda_mod.pretrain_autoencoder
     monkeypatch.setattr(tgda_mod, "pretrain_autoencoder", lambda *a, **k: calls.append(1) or pretrain(*a, **k))
     data, victim = _tiny()
     opts = {**TINY["tgda"], "pretrain_epochs": 2}
     plain = build_attack("tgda", opts).poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
-    with using(tmp_path):
-        cold = build_attack("tgda", opts).poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
-        warm = build_attack("tgda", opts).poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
-        build_attack("tgda", {**opts, "pretrain_lr": 3e-3}).poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
-        for r in (0.1, 0.3):  # the L∞ wrapper is not in the weights, so the radius must be in the key
-            build_attack("tgda", {**opts, "radius": r}).poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
+    c = ArtifactCache(tmp_path)
+    cold = build_attack("tgda", opts).poison(data, victim, 0.1, generator=torch_generator(0, "attack"), cache=c)
+    warm = build_attack("tgda", opts).poison(data, victim, 0.1, generator=torch_generator(0, "attack"), cache=tmp_path)
+    build_attack("tgda", {**opts, "pretrain_lr": 3e-3}).poison(data, victim, 0.1, generator=torch_generator(0, "attack"), cache=c)
+    for r in (0.1, 0.3):  # the L∞ wrapper is not in the weights, so the radius must be in the key
+        build_attack("tgda", {**opts, "radius": r}).poison(data, victim, 0.1, generator=torch_generator(0, "attack"), cache=c)
     assert torch.equal(plain.x, cold.x) and torch.equal(cold.x, warm.x)  # a hit changes nothing downstream
     assert plain.info["pretrain_loss"] == cold.info["pretrain_loss"] == warm.info["pretrain_loss"]
     assert len(plain.info["pretrain_loss"]) == 2

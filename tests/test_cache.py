@@ -97,23 +97,16 @@ def test_protocol_stage1_cache_hit_gives_identical_run(tmp_path):
     assert len(ArtifactCache(tmp_path / "c").entries("victim_clean")) == 2
 
 
-def test_cached_state_uses_the_cache_the_protocol_activates(tmp_path, monkeypatch):
+def test_the_protocol_hands_its_cache_to_the_attack_explicitly(tmp_path, monkeypatch):
+    import poisonlab.cache as cache_mod
     from poisonlab.attacks.label_flip import LabelFlip
-    from poisonlab.cache import active, cached_state, using
 
-    state, hit = cached_state("tgda_generator", {"k": 1}, lambda: _state(0))  # no active cache: just build
-    assert not hit and torch.equal(state["w"], _state(0)["w"]) and active() is None
-    with using(tmp_path / "c") as cache:
-        assert active() is cache
-        assert cached_state("tgda_generator", {"k": 1}, lambda: _state(0))[1] is False
-        assert cached_state("tgda_generator", {"k": 1}, lambda: _state(0))[1] is True
-    assert active() is None
-
+    assert not hasattr(cache_mod, "active") and not hasattr(cache_mod, "using")  # no hidden cache state
     seen = []
     original = LabelFlip._craft
 
     def spy(self, *a, **kw):
-        seen.append(active())
+        seen.append(kw.get("cache"))
         return original(self, *a, **kw)
 
     monkeypatch.setattr(LabelFlip, "_craft", spy)
@@ -166,7 +159,7 @@ def test_an_edit_of_the_code_is_a_cache_miss(tmp_path, monkeypatch):
 
 
 def test_get_or_build_stores_the_info_record_beside_the_state(tmp_path):
-    from poisonlab.cache import cached_build, using
+    from poisonlab.cache import cached_build
 
     cache, calls = ArtifactCache(tmp_path), []
 
@@ -183,10 +176,9 @@ def test_get_or_build_stores_the_info_record_beside_the_state(tmp_path):
     assert cache.get("target", {"k": 1}) is not None  # a plain get still reads it
     _, info, hit = cache.get_or_build("victim_clean", {"k": 1}, lambda: (_state(1), None))
     assert info == {} and not hit  # no record: an empty one
-    state, info, hit = cached_build("target", {"k": 2}, build)  # no active cache: just builds
+    state, info, hit = cached_build(None, "target", {"k": 2}, build)  # no cache: just builds
     assert not hit and info["name"] == "t" and len(calls) == 2
-    with using(tmp_path):
-        _, info, hit = cached_build("target", {"k": 1}, build)
+    _, info, hit = cached_build(cache, "target", {"k": 1}, build)
     assert hit and info["accuracy"] == 12.5 and len(calls) == 2
 
 

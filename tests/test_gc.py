@@ -176,18 +176,18 @@ def test_gc_target_from_file_and_assess(digits_victim, tmp_path):
         build_attack("gc", {"target": str(bad)}).poison(prep.data, victim, 0.1, generator=torch_generator(0, "a"))
 
 
-def test_gradpc_targets_go_through_the_active_cache(digits_victim, tmp_path):
+def test_gradpc_targets_go_through_the_given_cache(digits_victim, tmp_path):
     from poisonlab.attacks.targets import make_target
-    from poisonlab.cache import ArtifactCache, using
+    from poisonlab.cache import ArtifactCache
 
     prep, victim = digits_victim
     opts = {"eps_w": 0.05, "steps": 3, "lr": 0.5}
     plain, plain_info = make_target("gradpc", victim.clean_model(), prep.data.val, opts)
     assert plain_info["cache"] is None
-    with using(tmp_path / "c"):
-        cold, cold_info = make_target("gradpc", victim.clean_model(), prep.data.val, opts)
-        warm, warm_info = make_target("gradpc", victim.clean_model(), prep.data.val, opts)
-        other, other_info = make_target("gradpc", victim.clean_model(), prep.data.val, {**opts, "eps_w": 0.1})
+    c = ArtifactCache(tmp_path / "c")
+    cold, cold_info = make_target("gradpc", victim.clean_model(), prep.data.val, opts, cache=c)
+    warm, warm_info = make_target("gradpc", victim.clean_model(), prep.data.val, opts, cache=c)
+    other, other_info = make_target("gradpc", victim.clean_model(), prep.data.val, {**opts, "eps_w": 0.1}, cache=c)
     assert (cold_info["cache"], warm_info["cache"], other_info["cache"]) == ("miss", "hit", "miss")
     for a, b in ((plain, cold), (cold, warm)):
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
@@ -195,8 +195,7 @@ def test_gradpc_targets_go_through_the_active_cache(digits_victim, tmp_path):
     assert not torch.equal(other.linear.weight, cold.linear.weight)
     assert len(ArtifactCache(tmp_path / "c").entries("target")) == 2
     # another clean model (here: the target itself) is another key
-    with using(tmp_path / "c"):
-        _, again = make_target("gradpc", cold, prep.data.val, opts)
+    _, again = make_target("gradpc", cold, prep.data.val, opts, cache=c)
     assert again["cache"] == "miss"
 
 

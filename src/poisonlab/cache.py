@@ -7,10 +7,10 @@ GradPC target models)::
     cache = ArtifactCache("~/.cache/poisonlab/artifacts")
     state, hit = cache.get_or_create("victim_clean", {"model": "lr", "seed": 0, ...}, build_fn)
 
-Inside an attack (whose ``poison`` signature carries no cache), use the cache the protocol
-made active for the run (``RunConfig.cache_dir``), or just build when there is none::
+The cache is always an explicit argument (no global or context state): ``Attack.poison(...,
+cache=...)`` hands it to the attack, which calls::
 
-    state, hit = cached_state("tgda_generator", key_dict, build_fn)
+    state, info, hit = cached_build(cache, "tgda_generator", key_dict, build_fn)   # cache may be None
 
 ``key_dict`` must be JSON-serialisable and must contain *everything* that changes the result
 (data fingerprint, model, options, recipe, seed, poisonlab version); the cache adds the package's
@@ -23,7 +23,6 @@ are stored on CPU and returned on CPU; no pickle anywhere.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import hashlib
 import json
@@ -261,41 +260,21 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-_ACTIVE: contextvars.ContextVar["ArtifactCache | None"] = contextvars.ContextVar("poisonlab_cache", default=None)
-
-
-@contextmanager
-def using(cache: "ArtifactCache | str | os.PathLike | None") -> Iterator["ArtifactCache | None"]:
-    """Make ``cache`` (or a cache at that path; ``None``: no cache) the active one inside the block."""
-    if cache is not None and not isinstance(cache, ArtifactCache):
-        cache = ArtifactCache(cache)
-    token = _ACTIVE.set(cache)
-    try:
-        yield cache
-    finally:
-        _ACTIVE.reset(token)
-
-
-def active() -> "ArtifactCache | None":
-    """The cache made active by :func:`using` (the protocol does so for the attack stage), or ``None``."""
-    return _ACTIVE.get()
-
-
-def cached_state(kind: str, key_dict: Mapping[str, Any], build_fn: Callable[[], Mapping[str, torch.Tensor]]) -> tuple[StateDict, bool]:
-    """``get_or_create`` on the active cache; without one, ``(build_fn(), False)``."""
-    cache = active()
-    if cache is None:
-        return dict(build_fn()), False
-    return cache.get_or_create(kind, key_dict, build_fn)
+def as_cache(cache: "ArtifactCache | str | os.PathLike | None") -> "ArtifactCache | None":
+    """An :class:`ArtifactCache` from a cache, a directory, or ``None`` (no cache)."""
+    if cache is None or isinstance(cache, ArtifactCache):
+        return cache
+    if isinstance(cache, (str, os.PathLike)):
+        return ArtifactCache(cache)
+    raise ConfigError(f"cache must be an ArtifactCache, a directory or None, got {type(cache).__name__}")
 
 
 def cached_build(
-    kind: str, key: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
+    cache: "ArtifactCache | None", kind: str, key: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
     build_fn: Callable[[], tuple[Mapping[str, torch.Tensor], Mapping[str, Any] | None]],
 ) -> tuple[StateDict, dict[str, Any], bool]:
-    """``get_or_build`` on the active cache; without one, ``(*build_fn(), False)``. ``key`` may be a
-    function, called only when a cache is active (fingerprints of large data cost a pass over it)."""
-    cache = active()
+    """``cache.get_or_build``; with ``cache=None``, ``(*build_fn(), False)``. ``key`` may be a
+    function, called only when there is a cache (fingerprints of large data cost a pass over it)."""
     if cache is None:
         state, info = build_fn()
         return dict(state), dict(info or {}), False

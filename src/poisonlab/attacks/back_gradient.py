@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
 from ..training.victim import Victim
 from . import _bilevel as B
@@ -73,7 +74,7 @@ class BackGradient(Attack):
     summary = "poison images by k-step unrolled gradient ascent on the validation loss (Muñoz-González et al. 2017)"
 
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator,
-               progress: bool) -> PoisonSet:
+               progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg: BackGradientConfig = self.config
         base, T, fol, w_pre, yp_all, beta, bs = B.direct_setup(cfg, data, victim, n_poison, generator)
 

@@ -4,22 +4,29 @@ Every attack, whatever it does inside, is called the same way::
 
     poisons = ATTACKS.get("label_flip")(mode="rule").poison(data, victim, fraction, generator=g)
 
-and returns exactly ``poison_count(fraction, len(data.train))`` points with pixels in [0, 1] and
-labels in range (unchanged from their source for clean-label attacks), without mutating the input.
-An attack object holds only its configuration (a frozen dataclass, unknown keys rejected).
+and returns exactly ``poison_count(fraction, len(data.train))`` points inside the data's bounds
+(``data.bounds``: [0, 1] for images, per-feature boxes for tabular data) with labels in range
+(unchanged from their source for clean-label attacks), without mutating the input. An attack object
+holds only its configuration (a frozen dataclass, unknown keys rejected). Before any work,
+:meth:`Attack.check_supported` raises :class:`~poisonlab.errors.UnsupportedError` when the attack's
+mathematics or architecture does not fit the victim or the data. An expensive intermediate (a
+pretrained generator, a target model) goes through the ``cache`` passed to ``poison`` — never a
+global one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, final
 
 import torch
 from torch import nn
 
 from ..data.splits import check_fraction, poison_count
 from ..data.types import AttackData, Dataset, PoisonSet
+from ..data.validate import validate
+from ..cache import ArtifactCache, as_cache
 from ..errors import ContractError
 from ..options import config_from_dict, config_to_dict
 from ..registry import Registry
@@ -50,6 +57,11 @@ class Attack(ABC):
     def options(self) -> dict[str, Any]:
         return config_to_dict(self.config)
 
+    def check_supported(self, data: AttackData, victim: Victim) -> None:
+        """Raise :class:`~poisonlab.errors.UnsupportedError` (saying why) when this attack cannot run
+        on ``victim`` / ``data``; called by :meth:`poison` before any work. Default: supported."""
+
+    @final
     def poison(
         self,
         data: AttackData,
@@ -58,48 +70,45 @@ class Attack(ABC):
         *,
         generator: torch.Generator,
         progress: bool = False,
+        cache: ArtifactCache | str | None = None,
     ) -> PoisonSet:
-        """Craft ``poison_count(fraction, |D_tr|)`` poisoned points. Do not override: implement ``_craft``."""
+        """Craft ``poison_count(fraction, |D_tr|)`` poisoned points. Do not override: implement ``_craft``.
+
+        Args:
+            data: the attacker's view, D_tr and D_v (their ``bounds`` are the admissible inputs).
+            victim: the victim's spec, seed and clean-trained weights.
+            fraction: poison fraction ε_d of |D_tr|, in [0, 1].
+            generator: the attack stage's random generator (seeded by the protocol).
+            progress: show progress bars for long work.
+            cache: an :class:`~poisonlab.cache.ArtifactCache` (or its directory) for expensive
+                intermediates (pretrained generators, target models); ``None``: build them.
+        """
         fraction = check_fraction(fraction)
         n = poison_count(fraction, len(data.train))
+        self.check_supported(data, victim)
         before = (data.train.x.clone(), data.train.y.clone(), data.val.x.clone(), data.val.y.clone())
         if n == 0:
             shape = (0, *data.train.x.shape[1:])
             out = PoisonSet(torch.empty(shape), torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64))
         else:
-            out = self._craft(data, victim, n, generator=generator, progress=progress)
+            out = self._craft(data, victim, n, generator=generator, progress=progress, cache=as_cache(cache))
         after = (data.train.x, data.train.y, data.val.x, data.val.y)
         if not all(torch.equal(a, b) for a, b in zip(before, after)):
             raise ContractError(f"attack {self.name!r} mutated its input data")
         return self._check(out, data, n)
 
     @abstractmethod
-    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool) -> PoisonSet:
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool,
+               cache: ArtifactCache | None) -> PoisonSet:
         """Return exactly ``n_poison`` poisoned points."""
 
+    def validate(self, poisons: PoisonSet, data: AttackData) -> PoisonSet:
+        """Check ``poisons`` (e.g. loaded from disk) against this attack's contract on ``data``:
+        the budget of ``len(poisons)``, shapes, bounds, labels, sources; returns them on the CPU."""
+        return self._check(poisons, data, len(poisons))
+
     def _check(self, out: PoisonSet, data: AttackData, n: int) -> PoisonSet:
-        name = self.name
-        x = out.x.detach().to("cpu", torch.float32)
-        y = out.y.detach().to("cpu", torch.int64)
-        src = out.source_index.detach().to("cpu", torch.int64)
-        if len(src) == 0:
-            src = torch.full((len(x),), -1, dtype=torch.int64)
-        if len(x) != n or len(y) != n or len(src) != n:
-            raise ContractError(f"attack {name!r} returned {len(x)} inputs / {len(y)} labels, the budget is exactly {n}")
-        if tuple(x.shape[1:]) != tuple(data.train.x.shape[1:]):
-            raise ContractError(f"attack {name!r} returned inputs of shape {tuple(x.shape[1:])}, expected {tuple(data.train.x.shape[1:])}")
-        if not torch.isfinite(x).all() or (n and (x.min() < 0.0 or x.max() > 1.0)):
-            raise ContractError(f"attack {name!r} returned pixels outside [0, 1] (or non-finite)")
-        if n and (y.min() < 0 or y.max() >= data.num_classes):
-            raise ContractError(f"attack {name!r} returned labels outside 0..{data.num_classes - 1}")
-        if n and (src.min() < -1 or src.max() >= len(data.train)):
-            raise ContractError(f"attack {name!r} returned source indices outside D_tr")
-        if self.clean_label:
-            if (src < 0).any():
-                raise ContractError(f"clean-label attack {name!r} must give every poison a source point")
-            if not torch.equal(y, data.train.y[src]):
-                raise ContractError(f"clean-label attack {name!r} changed labels")
-        return PoisonSet(x, y, src, dict(out.info), dict(out.states))
+        return validate(out, data, n=n, clean_label=self.clean_label, who=f"attack {self.name!r}")
 
     def assess(self, poisons: PoisonSet, retrained: nn.Module, test: Dataset) -> dict[str, Any]:
         """Attack-specific measurements of the retrained victim (default none); merged into attack_info."""
@@ -109,12 +118,13 @@ class Attack(ABC):
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
-def register_attack(name: str):
-    """Class decorator: register under ``name`` (== module name) and set ``cls.name``."""
+def register_attack(name: str, *, replace: bool = False):
+    """Class decorator: register under ``name`` (== module name) and set ``cls.name``;
+    ``replace=True`` replaces an attack registered under that name (e.g. a re-run notebook cell)."""
 
     def deco(cls: type[Attack]) -> type[Attack]:
         cls.name = name
-        ATTACKS.add(name, cls)
+        ATTACKS.add(name, cls, replace=replace)
         return cls
 
     return deco

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..cache import ArtifactCache
 from ..data.types import AttackData, Dataset, PoisonSet
 from ..errors import ConfigError
 from ..models.extractors import split_head
@@ -107,7 +108,7 @@ class FeatureTargeted(Attack):
     clean_label = True
     summary = "feature-targeted: GradPC head target, GC on features, inversion to inputs (optional L∞ radius)"
 
-    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool) -> PoisonSet:
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg = self.config
         t0 = time.perf_counter()
         model = victim.clean_model()
@@ -125,7 +126,7 @@ class FeatureTargeted(Attack):
         fdata = fs.data
         gc = ATTACKS.get("gc")(target="gradpc", eps_w=cfg.eps_w, target_steps=cfg.target_steps,
                                steps=cfg.gc_steps, lr=cfg.gc_lr)
-        fpois = gc.poison(fdata, fvictim, n_poison / len(data.train), generator=generator, progress=progress)
+        fpois = gc.poison(fdata, fvictim, n_poison / len(data.train), generator=generator, progress=progress, cache=cache)
         if len(fpois) != n_poison:  # poison_count(n/N, N) == n; guard the round trip anyway
             raise RuntimeError(f"feature_targeted: feature-space GC returned {len(fpois)} points, expected {n_poison}")
         src, y = fpois.source_index, fpois.y

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..cache import ArtifactCache
 from ..autodiff import flatten, mixed_vjp, named_params, unflatten
 from ..autodiff.params import Params, loss_of_params
 from ..data.types import AttackData, Dataset, PoisonSet
@@ -227,10 +228,11 @@ class GradientCanceling(Attack):
     clean_label = True
     summary = "Gradient Canceling (model-targeted): poisons that make a target w (GradPC by default) stationary"
 
-    def _target(self, victim: Victim, data: AttackData, progress: bool) -> tuple[nn.Module, dict[str, Any]]:
+    def _target(self, victim: Victim, data: AttackData, progress: bool,
+                cache: ArtifactCache | None = None) -> tuple[nn.Module, dict[str, Any]]:
         c = self.config
         opts = {"eps_w": c.eps_w, "norm": c.target_norm, "topk": c.target_topk, "steps": c.target_steps, "lr": c.target_lr}
-        return make_target(c.target, victim.clean_model(), data.val, opts, progress)
+        return make_target(c.target, victim.clean_model(), data.val, opts, progress, cache)
 
     def _admissible(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """Algorithm 2, line 7: the projection onto the admissible inputs — pixels in [0, 1] (and the
@@ -268,11 +270,11 @@ class GradientCanceling(Attack):
             return pool[torch.randperm(len(pool), generator=generator)[:n]]
         return pool[torch.randint(len(pool), (n,), generator=generator)]
 
-    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool) -> PoisonSet:
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         c = self.config
         t0 = time.perf_counter()
         clean = victim.clean_model()
-        target, tinfo = self._target(victim, data, progress)
+        target, tinfo = self._target(victim, data, progress, cache)
         tinfo = {k: v for k, v in tinfo.items() if k != "loss_trace"}
         try:
             names, w = named_params(target, list(c.params) or None)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
 from ..errors import ConfigError
 from ..training.victim import Victim
@@ -31,7 +32,7 @@ class LabelFlip(Attack):
     Config = LabelFlipConfig
     summary = "copies of ε·N training points with flipped labels (rule y←C−1−y or random)"
 
-    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool) -> PoisonSet:
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         c = data.num_classes
         src = torch.randperm(len(data.train), generator=generator)[:n_poison]
         # fraction <= 1, so n_poison <= |D_tr|: distinct sources

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
 from ..training.victim import Victim
 from . import _bilevel as B
@@ -68,7 +69,7 @@ class MetaPoison(Attack):
     summary = "clean-label δ by K-step unrolled meta-gradients over a staggered ensemble (Huang et al. 2020)"
 
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator,
-               progress: bool) -> PoisonSet:
+               progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg: MetaPoisonConfig = self.config
         dtype, device = B.DTYPES[cfg.dtype], victim.device
         base = B.draw_base_seed(generator)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
 from ..training.victim import Victim
 from . import _bilevel as B
@@ -60,7 +61,7 @@ class MinMax(Attack):
     summary = "zero-sum max_{D_p} min_w L(D_tr ∪ D_p): poisons ascend the follower's training loss (Steinhardt et al. 2017)"
 
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator,
-               progress: bool) -> PoisonSet:
+               progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg: MinMaxConfig = self.config
         base, T, fol, w_pre, yp_all, beta, bs = B.direct_setup(cfg, data, victim, n_poison, generator)
 

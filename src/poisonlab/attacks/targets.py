@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..cache import active, cached_build, module_fingerprint, tensor_fingerprint
+from ..cache import ArtifactCache, cached_build, module_fingerprint, tensor_fingerprint
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..registry import Registry
@@ -43,11 +43,11 @@ def load_target(path: str | Path, like: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def make_target(target: str, model: nn.Module, val: Dataset, options: Mapping[str, Any], progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+def make_target(target: str, model: nn.Module, val: Dataset, options: Mapping[str, Any], progress: bool = False,
+                cache: ArtifactCache | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """A registered maker by name (e.g. ``"gradpc"``) or a ``.safetensors`` path.
 
-    A made target goes through the active artifact cache (kind ``target``, the protocol activates
-    ``--cache-dir`` for the attack stage), keyed by the maker, its options, the clean model's weights
+    A made target goes through ``cache`` (kind ``target``; the protocol passes ``--cache-dir``), keyed by the maker, its options, the clean model's weights
     and D_v: a second run with the same inputs loads it instead of recomputing it. ``info["cache"]``
     says ``"hit"``, ``"miss"`` or None (no cache)."""
     if is_target_path(target):
@@ -66,7 +66,7 @@ def make_target(target: str, model: nn.Module, val: Dataset, options: Mapping[st
         made, info = maker(model, val, options, progress)
         return made.state_dict(), info
 
-    state, info, hit = cached_build("target", key, build)
+    state, info, hit = cached_build(cache, "target", key, build)
     out = copy.deepcopy(model)
     out.load_state_dict(state)
-    return out.eval(), {**info, "cache": ("hit" if hit else "miss") if active() is not None else None}
+    return out.eval(), {**info, "cache": ("hit" if hit else "miss") if cache is not None else None}

@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..autodiff import Params, total_gradient
-from ..cache import active, cached_build, module_fingerprint, tensor_fingerprint, using
+from ..cache import ArtifactCache, cached_build, module_fingerprint, tensor_fingerprint
 from ..data.types import AttackData, Dataset, PoisonedDataset, PoisonSet
 from ..errors import ConfigError
 from ..models.generators import GENERATORS, build_generator, default_generator_name
@@ -217,12 +217,12 @@ class TGDA(Attack):
     summary = "generator L_θ trained by total-gradient ascent on the follower's validation loss (Algorithm 1)"
 
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator,
-               progress: bool) -> PoisonSet:
+               progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg: TGDAConfig = self.config
         k = min(cfg.partitions, n_poison)
         if k == 1:
             src = torch.randperm(len(data.train), generator=generator)[:n_poison]
-            return self._attack_part(data, victim, src, B.draw_base_seed(generator), progress, cfg.checkpoint, "")
+            return self._attack_part(data, victim, src, B.draw_base_seed(generator), progress, cfg.checkpoint, "", cache)
         # K partitions of D_tr, attacked independently with their share of the budget (thesis §2.6.2)
         perm = torch.randperm(len(data.train), generator=generator)
         parts = torch.tensor_split(perm, k)
@@ -232,17 +232,18 @@ class TGDA(Attack):
                  f"{cfg.checkpoint}/part-{i}" if cfg.checkpoint else None, f" [{i + 1}/{k}]")
                 for i, (idx, nb) in enumerate(zip(parts, budgets))]
         if cfg.workers > 1:
-            outs = _run_parallel(self.options(), jobs, victim, cfg.workers)
+            outs = _run_parallel(self.options(), jobs, victim, cfg.workers, cache)
         else:
-            outs = [self._attack_part(d, victim, s, b, progress, c, t) for d, s, b, c, t in jobs]
+            outs = [self._attack_part(d, victim, s, b, progress, c, t, cache) for d, s, b, c, t in jobs]
         srcs = [idx[o.source_index] for idx, o in zip(parts, outs)]
         infos = [o.info for o in outs]
         return PoisonSet(torch.cat([o.x for o in outs]), torch.cat([o.y for o in outs]), torch.cat(srcs),
                          {"partitions": infos, "seconds_per_epoch": sum(i["seconds_per_epoch"] for i in infos)})
 
-    def _pretrained(self, gen: nn.Module, gname: str, train: Dataset, bs: int, base: int, progress: bool) -> list[float]:
-        """Pretrain ``gen`` in place as an autoencoder on D_tr (thesis §2.5.2 (1)), through the active
-        artifact cache (kind ``tgda_generator``): the same initial generator, data and recipe load the
+    def _pretrained(self, gen: nn.Module, gname: str, train: Dataset, bs: int, base: int, progress: bool,
+                    cache: ArtifactCache | None) -> list[float]:
+        """Pretrain ``gen`` in place as an autoencoder on D_tr (thesis §2.5.2 (1)), through ``cache``
+        (the artifact cache (kind ``tgda_generator``): the same initial generator, data and recipe load the
         stored weights instead. Returns the loss per pretraining epoch."""
         cfg: TGDAConfig = self.config
 
@@ -259,12 +260,12 @@ class TGDA(Attack):
                                           generator=B.torch_generator(base, "tgda-pretrain"), progress=progress)
             return gen.state_dict(), {"pretrain_loss": losses}
 
-        state, record, _ = cached_build("tgda_generator", key, build)
+        state, record, _ = cached_build(cache, "tgda_generator", key, build)
         gen.load_state_dict(state)  # the stored copy on a miss too, so a hit and a miss give the same weights
         return list(record.get("pretrain_loss", []))
 
     def _attack_part(self, data: AttackData, victim: Victim, sources: torch.Tensor, base: int,
-                     progress: bool, checkpoint: str | None, tag: str) -> PoisonSet:
+                     progress: bool, checkpoint: str | None, tag: str, cache: ArtifactCache | None = None) -> PoisonSet:
         """Algorithm 1 on one (part of) D_tr with poison sources ``sources`` (indices into it)."""
         cfg: TGDAConfig = self.config
         dtype = B.DTYPES[cfg.dtype]
@@ -317,7 +318,7 @@ class TGDA(Attack):
                 best_theta = list(B.unpack("best", tensors, theta))
         else:
             if cfg.pretrain_attacker and cfg.pretrain_epochs > 0:
-                info["pretrain_loss"] = self._pretrained(gen, gname, T.train, bs, base, progress)
+                info["pretrain_loss"] = self._pretrained(gen, gname, T.train, bs, base, progress, cache)
             info["val_loss"].append(fol.mean_loss(w, eval_set))
             info["val_accuracy"].append(fol.accuracy(w, eval_set))
             if cfg.select_every:
@@ -441,18 +442,17 @@ def _partition_worker(args: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     if torch.cuda.is_available() and victim.device.type == "cuda":
         recipe = dataclasses.replace(victim.spec.recipe, device=f"cuda:{slot % torch.cuda.device_count()}")
         victim = dataclasses.replace(victim, spec=dataclasses.replace(victim.spec, recipe=recipe))
-    with using(cache_root):  # the parent's active cache (a context variable does not cross processes)
-        out = TGDA(**options)._attack_part(data, victim, sources, base, False, ckpt, tag)
+    cache = ArtifactCache(cache_root) if cache_root is not None else None  # the parent's cache, by its directory
+    out = TGDA(**options)._attack_part(data, victim, sources, base, False, ckpt, tag, cache)
     return out.x, out.y, out.source_index, out.info
 
 
-def _run_parallel(options: dict, jobs: list, victim: Victim, workers: int) -> list[PoisonSet]:
+def _run_parallel(options: dict, jobs: list, victim: Victim, workers: int, cache: ArtifactCache | None) -> list[PoisonSet]:
     """Run the partitions in ``workers`` spawned processes (same results as sequential: each
     partition depends only on its data, sources and seed)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    cache = active()
     root = str(cache.root) if cache is not None else None
     args = [(options, d, s, b, c, t, victim, i, root) for i, (d, s, b, c, t) in enumerate(jobs)]
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:

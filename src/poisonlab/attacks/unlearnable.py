@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonedDataset, PoisonSet
 from ..errors import ConfigError
 from ..training import train
@@ -64,7 +65,7 @@ class Unlearnable(Attack):
     clean_label = True
     summary = "error-minimising noise (Huang et al. 2021) on ε·N copies, optional L∞ radius"
 
-    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool) -> PoisonSet:
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg = self.config
         step = cfg.step_size or (cfg.radius / 5 if cfg.radius is not None else 0.05)
         src = torch.randperm(len(data.train), generator=generator)[:n_poison]

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..attacks.gradpc import GradPCConfig
 from ..attacks.targets import make_target
-from ..cache import using
+from ..cache import as_cache
 from ..protocol import RunConfig, load_state, prepare, pretrain_victim, save_model
 from ..protocol.runner import Prepared
 from ..reporting import format_table
@@ -70,8 +70,8 @@ def build_target(prep: Prepared, args: argparse.Namespace, target: str) -> tuple
     if target == "gradpc":
         clean = clean_model(prep, args)
         opts = {"eps_w": args.eps_w, "norm": args.norm, "topk": args.topk, "steps": args.pc_steps, "lr": args.pc_lr}
-        with using(args.cache_dir):
-            model, info = make_target("gradpc", clean, prep.data.val, opts, progress=not args.quiet)
+        model, info = make_target("gradpc", clean, prep.data.val, opts, progress=not args.quiet,
+                                  cache=as_cache(args.cache_dir))
         return model, clean, info
     model, info = make_target(target, prep.spec.build(args.seed), prep.data.val, {})
     return model, None, info

@@ -21,12 +21,16 @@ from typing import Any, Callable
 import torch
 
 from .. import __version__
-from ..attacks import build_attack
-from ..cache import ArtifactCache, tensor_fingerprint, using
-from ..data import PoisonedDataset, load_dataset, poison_count, split_train_val
-from ..data.types import AttackData, DataBundle
+from ..attacks import Attack, build_attack
+from ..cache import ArtifactCache, as_cache, module_fingerprint, tensor_fingerprint
+from ..data import PoisonedDataset, check_fraction, from_bundle, load_dataset, poison_count
+from ..data.perturbation import perturbation_stats
+from ..data.types import AttackData, DataBundle, ExperimentData, PoisonSet
+from ..defenses import Defense
+from ..errors import ConfigError
 from ..models.extractors import extractor_fingerprint
 from ..models.victims import resolve_victim
+from ..options import config_to_dict
 from ..reporting.grids import poison_grid
 from ..seeding import torch_generator
 from ..training import TrainConfig, Victim, VictimSpec, accuracy, resolve_device
@@ -49,141 +53,214 @@ class Prepared:
     data: AttackData
     spec: VictimSpec
 
+    @property
+    def experiment(self) -> ExperimentData:
+        """The same data as :class:`ExperimentData` (D_tr, D_v, test)."""
+        return ExperimentData(self.data.train, self.data.val, self.bundle.test, self.bundle.name,
+                              self.bundle.default_batch_size)
+
+
+def recipe_of(cfg: RunConfig, default_batch_size: int) -> TrainConfig:
+    """The victim's training recipe of a run config (thesis defaults where the config says nothing)."""
+    return TrainConfig(
+        lr=cfg.lr if cfg.lr is not None else TrainConfig.lr,
+        epochs=cfg.epochs if cfg.epochs is not None else TrainConfig.epochs,
+        batch_size=cfg.batch_size or default_batch_size,
+        device=cfg.device,
+    )
+
 
 def prepare(cfg: RunConfig) -> Prepared:
     """Load the data, split it 70/30 with the run's seed and build the victim spec (validated)."""
     bundle = load_dataset(cfg.dataset, cfg.data_dir)
-    data = split_train_val(bundle.train, torch_generator(cfg.seed, "split"))
-    recipe = TrainConfig(
-        lr=cfg.lr if cfg.lr is not None else TrainConfig.lr,
-        epochs=cfg.epochs if cfg.epochs is not None else TrainConfig.epochs,
-        batch_size=cfg.batch_size or bundle.default_batch_size,
-        device=cfg.device,
-    )
+    exp = from_bundle(bundle, cfg.seed)
     resolve_victim(cfg.model)  # unknown model -> clear error before any work
-    spec = VictimSpec(cfg.model, tuple(bundle.train.x.shape[1:]), bundle.train.num_classes, recipe, dict(cfg.model_options))
+    spec = VictimSpec(cfg.model, exp.input_shape, exp.num_classes, recipe_of(cfg, bundle.default_batch_size),
+                      dict(cfg.model_options))
     spec.build(cfg.seed)  # validates model options
-    return Prepared(bundle, data, spec)
+    return Prepared(bundle, exp.attack_data(), spec)
 
 
-def clean_victim_key(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
+def recipe_key(recipe: TrainConfig) -> dict[str, Any]:
+    """The recipe's fields that change the trained weights (the device is keyed separately)."""
+    return {k: v for k, v in config_to_dict(recipe).items() if k != "device"}
+
+
+def architecture_key(spec: VictimSpec, seed: int) -> dict[str, Any]:
+    """What identifies the victim's architecture and initial weights: the registered name and its
+    options, or — for a user's module — its class, its printed structure and its initial weights."""
+    if spec.factory is None:
+        return {"model": spec.model, "model_options": spec.options,
+                **({"extractor_sha256": fp} if (fp := extractor_fingerprint(spec.model)) else {})}
+    module = spec.build(seed)
+    return {"model": spec.model, "module_class": f"{type(module).__module__}.{type(module).__qualname__}",
+            "module_repr": repr(module), "init": module_fingerprint(module)}
+
+
+def clean_victim_key(data: ExperimentData, spec: VictimSpec, seed: int) -> dict[str, Any]:
     """Everything the clean-trained victim depends on (the cache key of stage 1).
 
-    The data fingerprint hashes D_tr itself, so it covers the dataset file and the split seed (the
+    The data fingerprint hashes D_tr itself, so it covers the dataset and the split seed (the
     cache adds the source fingerprint, which covers edits of the code that trained it).
     """
-    r = prep.spec.recipe
+    r = spec.recipe
     return {
-        "dataset": cfg.dataset, "data": tensor_fingerprint(prep.data.train.x, prep.data.train.y), "split_seed": cfg.seed,
-        "model": cfg.model, "model_options": cfg.model_options, "input_shape": list(prep.spec.input_shape),
-        "num_classes": prep.spec.num_classes, "recipe": {"lr": r.lr, "epochs": r.epochs, "batch_size": r.batch_size,
-        "momentum": r.momentum, "weight_decay": r.weight_decay}, "device": resolve_device(r.device).type, "seed": cfg.seed,
+        "dataset": data.name, "data": tensor_fingerprint(data.train.x, data.train.y), "split_seed": data.split_seed,
+        **architecture_key(spec, seed), "input_shape": list(spec.input_shape or ()),
+        "num_classes": spec.num_classes, "recipe": recipe_key(r), "device": resolve_device(r.device).type, "seed": seed,
         "poisonlab_version": __version__, "torch_version": torch.__version__,
-        **({"extractor_sha256": fp} if (fp := extractor_fingerprint(cfg.model)) else {}),
     }
 
 
-def pretrain_victim(cfg: RunConfig, prep: Prepared, progress: bool = False) -> tuple[torch.nn.Module, bool]:
-    """Stage 1, through the artifact cache when ``cfg.cache_dir`` is set. Returns (model, cache hit)."""
-    def build() -> dict[str, torch.Tensor]:
-        return prep.spec.train(prep.data.train, cfg.seed, progress="pretrain" if progress else False).state_dict()
-
-    if cfg.cache_dir is None:
-        model = prep.spec.train(prep.data.train, cfg.seed, progress="pretrain" if progress else False)
-        return model, False
-    state, hit = ArtifactCache(cfg.cache_dir).get_or_create("victim_clean", clean_victim_key(cfg, prep), build)
-    model = prep.spec.build(cfg.seed)
+def train_clean(data: ExperimentData, spec: VictimSpec, seed: int, *, cache: ArtifactCache | None = None,
+                progress: bool = False) -> tuple[torch.nn.Module, bool]:
+    """Stage 1: the victim trained on D_tr, through ``cache`` when given. Returns (model, cache hit)."""
+    label = "pretrain" if progress else False
+    if cache is None:
+        return spec.train(data.train, seed, progress=label), False
+    state, hit = cache.get_or_create("victim_clean", clean_victim_key(data, spec, seed),
+                                     lambda: spec.train(data.train, seed, progress=label).state_dict())
+    model = spec.build(seed)
     model.load_state_dict(state)
     return model.eval(), hit
 
 
+def pretrain_victim(cfg: RunConfig, prep: Prepared, progress: bool = False) -> tuple[torch.nn.Module, bool]:
+    """Stage 1 of a run config, through the artifact cache when ``cfg.cache_dir`` is set."""
+    exp = replace(prep.experiment, split_seed=cfg.seed)
+    return train_clean(exp, prep.spec, cfg.seed, cache=as_cache(cfg.cache_dir), progress=progress)
+
+
 def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -> dict[str, Any]:
-    """Run the three stages, write the artifacts to ``cfg.out`` and return the result record."""
-    t_start = time.perf_counter()
-    out = Path(cfg.out or cfg.default_out())
+    """Run the three stages of a run config, write the artifacts to ``cfg.out`` and return the record."""
     attack = build_attack(cfg.attack, cfg.attack_options)  # validates options before any work
     defense = defense_from_config(cfg)
     prep = prepare(cfg)
-    data, spec = prep.data, prep.spec
-    n_poison = poison_count(cfg.fraction, len(data.train))
+    exp = replace(prep.experiment, split_seed=cfg.seed)
+    poisons = load_poisons(cfg.poisons) if cfg.poisons else None
+    return run_experiment(exp, prep.spec, attack, cfg.fraction, seed=cfg.seed, injection=cfg.injection, defense=defense,
+                          poisons=poisons, poisons_from=cfg.poisons, cache=as_cache(cfg.cache_dir),
+                          out=Path(cfg.out or cfg.default_out()), progress=progress, log=log,
+                          config=cfg.to_dict())
+
+
+def run_experiment(
+    data: ExperimentData,
+    spec: VictimSpec,
+    attack: Attack,
+    fraction: float,
+    *,
+    seed: int = 0,
+    injection: str = "add",
+    defense: Defense | None = None,
+    poisons: PoisonSet | None = None,
+    poisons_from: str | None = None,
+    cache: ArtifactCache | None = None,
+    out: Path | None = None,
+    progress: bool = True,
+    log: Log = _stderr,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """THE protocol on prepared data: pretrain → attack → test (→ defend); returns the result record.
+
+    ``spec`` is bound to ``data`` here (its shape, classes and default batch size). ``poisons``
+    re-uses a poison set instead of attacking (checked against the attack's contract). Artifacts
+    (``result.json``, poisons, weights, the poison grid) are written only when ``out`` is given.
+    """
+    t_start = time.perf_counter()
+    check_fraction(fraction)
+    if injection not in ("add", "replace"):
+        raise ConfigError(f"injection must be 'add' or 'replace', got {injection!r}")
+    spec = spec.for_data(data.input_shape, data.num_classes, data.default_batch_size)
+    spec.build(seed)  # a model that cannot be built fails now, before any training
+    adata = data.attack_data(injection)
+    victim0 = Victim(spec, seed)
+    attack.check_supported(adata, victim0)  # UnsupportedError before any training
+    n_poison = poison_count(fraction, len(data.train))
+    model_label = spec.model
     log(
-        f"[poisonlab] {cfg.dataset}: |D_tr|={len(data.train)} |D_v|={len(data.val)} |test|={len(prep.bundle.test)}; "
-        f"model {cfg.model}, {spec.recipe.epochs} epochs, batch {spec.recipe.batch_size}; "
-        f"attack {cfg.attack}, fraction {cfg.fraction:g} -> {n_poison} poisons"
+        f"[poisonlab] {data.name}: |D_tr|={len(data.train)} |D_v|={len(data.val)} |test|={len(data.test)}; "
+        f"model {model_label}, {spec.recipe.epochs} epochs, batch {spec.recipe.batch_size}; "
+        f"attack {attack.name}, fraction {fraction:g} -> {n_poison} poisons"
     )
 
     log("[1/3] pretrain: training the victim on D_tr")
-    clean_model, cache_hit = pretrain_victim(cfg, prep, progress)
+    clean_model, cache_hit = train_clean(data, spec, seed, cache=cache, progress=progress)
     if cache_hit:
-        log(f"      clean victim loaded from the cache in {cfg.cache_dir}")
-    acc1 = accuracy(clean_model, prep.bundle.test)
+        log(f"      clean victim loaded from the cache in {cache.root}")
+    acc1 = accuracy(clean_model, data.test)
     clean_state = {k: v.detach().clone() for k, v in clean_model.state_dict().items()}
-    victim = Victim(spec, cfg.seed, clean_state)
+    victim = Victim(spec, seed, clean_state)
     log(f"      clean test accuracy acc1 = {acc1:.2f} %")
 
     t_attack = time.perf_counter()
-    if cfg.poisons:
-        log(f"[2/3] attack: re-using poisons from {cfg.poisons}")
-        poisons = attack._check(load_poisons(cfg.poisons), data, n_poison)
+    if poisons is not None:
+        log(f"[2/3] attack: re-using {len(poisons)} poisons" + (f" from {poisons_from}" if poisons_from else ""))
+        poisons = attack._check(poisons, adata, n_poison)
     else:
-        log(f"[2/3] attack: {cfg.attack} crafting {n_poison} poisons")
-        with using(cfg.cache_dir):  # attacks may cache pretrained parts via poisonlab.cache.cached_state
-            poisons = attack.poison(replace(data, injection=cfg.injection), victim, cfg.fraction,
-                                    generator=torch_generator(cfg.seed, "attack"), progress=progress)
+        log(f"[2/3] attack: {attack.name} crafting {n_poison} poisons")
+        poisons = attack.poison(adata, victim, fraction, generator=torch_generator(seed, "attack"), progress=progress,
+                                cache=cache)
     attack_seconds = time.perf_counter() - t_attack
 
-    where = "D_tr ∪ D_p" if cfg.injection == "add" else "D_tr with the poisons in place of their sources"
+    where = "D_tr ∪ D_p" if injection == "add" else "D_tr with the poisons in place of their sources"
     log(f"[3/3] test: retraining the victim from scratch on {where}")
-    mixed = PoisonedDataset.mix(data.train, poisons, cfg.injection)
+    mixed = PoisonedDataset.mix(data.train, poisons, injection)
     poisoned_model = victim.retrain(mixed.dataset, progress="retrain" if progress else False)
-    acc2 = accuracy(poisoned_model, prep.bundle.test)
+    acc2 = accuracy(poisoned_model, data.test)
     log(f"      poisoned test accuracy acc2 = {acc2:.2f} %")
-    attack_info = {**poisons.info, **attack.assess(poisons, poisoned_model, prep.bundle.test)}
+    attack_info = {**poisons.info, **attack.assess(poisons, poisoned_model, data.test)}
+    stats = perturbation_stats(poisons, data.train)
 
-    out.mkdir(parents=True, exist_ok=True)
-    save_poisons(out / "poisons.npz", poisons)
-    save_model(out / "victim_clean.safetensors", clean_model, {"model": cfg.model, "stage": "pretrain"})
-    save_model(out / "victim_poisoned.safetensors", poisoned_model, {"model": cfg.model, "stage": "retrain"})
-    for name, state in poisons.states.items():  # e.g. the target model of a model-targeted attack
-        save_state(out / f"{name}.safetensors", state, {"model": cfg.model, "stage": f"attack:{name}"})
-    grid_stats = poison_grid(out / "poisons.png", poisons, data.train, title=f"{cfg.attack} on {cfg.dataset}/{cfg.model}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        save_poisons(out / "poisons.npz", poisons)
+        save_model(out / "victim_clean.safetensors", clean_model, {"model": model_label, "stage": "pretrain"})
+        save_model(out / "victim_poisoned.safetensors", poisoned_model, {"model": model_label, "stage": "retrain"})
+        for name, state in poisons.states.items():  # e.g. the target model of a model-targeted attack
+            save_state(out / f"{name}.safetensors", state, {"model": model_label, "stage": f"attack:{name}"})
+        poison_grid(out / "poisons.png", poisons, data.train, title=f"{attack.name} on {data.name}/{model_label}")
     defended = {}
     if defense is not None:  # defend stage: score D_tr ∪ D_p, filter, retrain, detection metrics
-        defended = run_defense(defense, mixed, victim, poisoned_model, data.val, prep.bundle.test, acc1,
-                               seed=cfg.seed, out=out, progress=progress, log=log)
+        defended = run_defense(defense, mixed, victim, poisoned_model, data.val, data.test, acc1,
+                               seed=seed, out=out, progress=progress, log=log)
 
+    r = spec.recipe
     result = {
-        "dataset": cfg.dataset,
-        "model": cfg.model,
-        "attack": cfg.attack,
-        "fraction": cfg.fraction,
-        "injection": cfg.injection,
-        "seed": cfg.seed,
+        "dataset": data.name,
+        "model": model_label,
+        "attack": attack.name,
+        "fraction": fraction,
+        "injection": injection,
+        "seed": seed,
         "n_train": len(data.train),
         "n_val": len(data.val),
-        "n_test": len(prep.bundle.test),
+        "n_test": len(data.test),
         "n_poison": len(poisons),
         "clean_accuracy": acc1,
         "poisoned_accuracy": acc2,
         "accuracy_drop": acc1 - acc2,
         "attack_seconds": attack_seconds,
         "total_seconds": time.perf_counter() - t_start,
-        "max_perturbation": grid_stats["max_perturbation"],
-        "mean_perturbation": grid_stats["mean_perturbation"],
+        "max_perturbation": stats["max_perturbation"],
+        "mean_perturbation": stats["mean_perturbation"],
         "attack_info": attack_info,
         "poisonlab_version": __version__,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "device": str(victim.device),
-        "cache": {"victim_clean": None if cfg.cache_dir is None else ("hit" if cache_hit else "miss")},
-        "config": {**cfg.to_dict(), "out": str(out), "attack_options": attack.options(),
-                   "recipe": {"lr": spec.recipe.lr, "epochs": spec.recipe.epochs, "batch_size": spec.recipe.batch_size}},
+        "cache": {"victim_clean": None if cache is None else ("hit" if cache_hit else "miss")},
+        "config": {**(config or {}), "out": str(out) if out is not None else None, "attack_options": attack.options(),
+                   "recipe": {"lr": r.lr, "epochs": r.epochs, "batch_size": r.batch_size},
+                   "bounds": data.bounds.describe()},
         "artifacts": {"poisons": "poisons.npz", "poison_grid": "poisons.png",
                       "clean_model": "victim_clean.safetensors", "poisoned_model": "victim_poisoned.safetensors",
-                      **{f"{name}_model": f"{name}.safetensors" for name in poisons.states}},
+                      **{f"{name}_model": f"{name}.safetensors" for name in poisons.states}} if out is not None else {},
     }
     if defended:
         result.update(defended)
-        result["artifacts"].update(defense_scores="defense_scores.npz", defended_model="victim_defended.safetensors")
-    write_json(out / "result.json", result)
+        if out is not None:
+            result["artifacts"].update(defense_scores="defense_scores.npz", defended_model="victim_defended.safetensors")
+    if out is not None:
+        write_json(out / "result.json", result)
     return result

@@ -7,33 +7,65 @@ stage 1 so attacks can warm-start from them.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from ..data.types import Dataset
+from ..errors import ConfigError
 from ..models.victims import build_victim
 from ..seeding import derive_seed, torch_generator
 from .loop import TrainConfig, resolve_device, train
 
 
+#: a zero-argument callable that returns a freshly initialised ``nn.Module`` (the user's own architecture)
+ModelFactory = Callable[[], nn.Module]
+
+
 @dataclass(frozen=True)
 class VictimSpec:
-    """Architecture name + options + recipe + the data shape it is built for."""
+    """Architecture + options + recipe + the data shape it is built for.
+
+    ``model`` is a registered architecture name (``"lr"``, ``"nn"``, ...; built for ``input_shape``
+    and ``num_classes``) or, when ``factory`` is given, a label for the user's own architecture:
+    ``factory()`` must return a fresh ``nn.Module`` mapping inputs (N, *input_shape) to logits
+    (N, num_classes). :meth:`for_data` fills in the shape and classes of a dataset.
+    """
 
     model: str
-    input_shape: tuple[int, ...]
-    num_classes: int
+    input_shape: tuple[int, ...] | None = None
+    num_classes: int | None = None
     recipe: TrainConfig = field(default_factory=TrainConfig)
     options: dict[str, Any] = field(default_factory=dict)
+    factory: ModelFactory | None = None
+
+    @property
+    def is_custom(self) -> bool:
+        """True for a user-defined module (``factory``), False for a registered architecture."""
+        return self.factory is not None
+
+    def for_data(self, input_shape: tuple[int, ...], num_classes: int, default_batch_size: int | None = None) -> "VictimSpec":
+        """This spec bound to a dataset's input shape and classes (and its default batch size when the
+        recipe leaves ``batch_size=None``)."""
+        recipe = self.recipe
+        if recipe.batch_size is None and default_batch_size is not None:
+            recipe = replace(recipe, batch_size=int(default_batch_size))
+        return replace(self, input_shape=tuple(int(s) for s in input_shape), num_classes=int(num_classes), recipe=recipe)
 
     def build(self, seed: int) -> nn.Module:
         """A freshly initialised network; its initial weights depend only on ``seed``."""
+        if self.input_shape is None or self.num_classes is None:
+            raise ConfigError("victim spec is not bound to a dataset (call for_data(input_shape, num_classes))")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "init"))
-            model = build_victim(self.model, self.input_shape, self.num_classes, **self.options)
+            if self.factory is not None:
+                model = self.factory()
+                if not isinstance(model, nn.Module):
+                    raise ConfigError(f"victim factory {self.model!r} must return a torch.nn.Module, got {type(model).__name__}")
+            else:
+                model = build_victim(self.model, self.input_shape, self.num_classes, **self.options)
         return model.to(resolve_device(self.recipe.device))
 
     def train(self, data: Dataset, seed: int, *, progress: bool | str = False, sample_weight: torch.Tensor | None = None) -> nn.Module:
@@ -65,6 +97,3 @@ class Victim:
     def device(self) -> torch.device:
         return resolve_device(self.spec.recipe.device)
 
-
-def input_shape_of(data: Dataset) -> Sequence[int]:
-    return tuple(data.x.shape[1:])
