@@ -1,9 +1,71 @@
 """poisonlab: a toolkit for studying what untrusted training data does to ML models.
 
+The public API (see :mod:`poisonlab.api`)::
+
+    import poisonlab as pl
+    data = pl.data_from_arrays(x_train, y_train, x_test, y_test, bounds=(0.0, 1.0))
+    victim = pl.victim(make_model, optimizer="adam", lr=1e-3, epochs=50)  # make_model: () -> nn.Module
+    result = pl.run(data, victim, "label_flip", fraction=0.03)
+
+``import poisonlab`` is fast and sets nothing: the API's modules (and torch) load on first use.
+
 Layers (imports point downward only)::
 
     data -> models -> training -> autodiff -> attacks / defenses / theory
-         -> protocol -> sweeps -> reporting -> cli
+         -> protocol -> sweeps -> reporting -> api / interop -> cli
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+#: public name -> the module that defines it (loaded on first access, PEP 562)
+_PUBLIC = {
+    "data_from_arrays": "poisonlab.api",
+    "victim": "poisonlab.api",
+    "poison": "poisonlab.api",
+    "run": "poisonlab.api",
+    "defend": "poisonlab.api",
+    "threshold": "poisonlab.api",
+    "validate": "poisonlab.api",
+    "DefenseReport": "poisonlab.api",
+    "ArtifactCache": "poisonlab.cache",
+    "Bounds": "poisonlab.data.bounds",
+    "ExperimentData": "poisonlab.data.types",
+    "PoisonSet": "poisonlab.data.types",
+    "VictimSpec": "poisonlab.training.victim",
+    "TrainConfig": "poisonlab.training.loop",
+    "PoisonlabError": "poisonlab.errors",
+    "ConfigError": "poisonlab.errors",
+    "DataError": "poisonlab.errors",
+    "UnsupportedError": "poisonlab.errors",
+    "ContractError": "poisonlab.errors",
+}
+
+__all__ = ["__version__", *_PUBLIC]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .api import DefenseReport, data_from_arrays, defend, poison, run, threshold, validate, victim
+    from .cache import ArtifactCache
+    from .data.bounds import Bounds
+    from .data.types import ExperimentData, PoisonSet
+    from .errors import ConfigError, ContractError, DataError, PoisonlabError, UnsupportedError
+    from .training.loop import TrainConfig
+    from .training.victim import VictimSpec
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'poisonlab' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

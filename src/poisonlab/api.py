@@ -1,0 +1,385 @@
+"""The public API: poison *your* model on *your* data under the fixed protocol, in a few lines.
+
+    >>> import poisonlab as pl
+    >>> data = pl.data_from_arrays(x_train, y_train, x_test, y_test, bounds=(lo, hi))   # doctest: +SKIP
+    >>> victim = pl.victim(lambda: MyNet(), optimizer="adam", lr=1e-3, epochs=50)         # doctest: +SKIP
+    >>> result = pl.run(data, victim, "label_flip", fraction=0.03)                         # doctest: +SKIP
+    >>> result["clean_accuracy"], result["poisoned_accuracy"], result["accuracy_drop"]     # doctest: +SKIP
+
+Every function validates its arguments before any work (a :class:`~poisonlab.errors.ConfigError`
+or :class:`~poisonlab.errors.DataError` for a bad value, an
+:class:`~poisonlab.errors.UnsupportedError` when a component cannot work on this model or data);
+nothing here reads or writes global state: the cache is an argument, files are written only to
+``out``. The CLI (``poisonlab run`` …) is a thin layer over the same functions.
+
+The protocol (thesis §2.5.2): the victim is trained on D_tr (``acc1``), the attack crafts
+``round(fraction·|D_tr|)`` poisons, the victim is retrained from scratch with the same recipe and
+seed on D_tr ∪ poisons (``acc2``); the drop is ``acc1 − acc2`` in percentage points.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from .attacks import Attack, build_attack
+from .cache import ArtifactCache, as_cache
+from .data import ExperimentData, PoisonedDataset, PoisonSet, data_from_arrays, from_bundle, load_dataset
+from .data.validate import validate as _validate
+from .defenses import Defense, build_defense
+from .errors import ConfigError
+from .models.victims import resolve_victim
+from .protocol.defend import detection_metrics
+from .protocol.runner import run_experiment, train_clean
+from .seeding import torch_generator
+from .training import TrainConfig, Victim, VictimSpec, accuracy
+
+__all__ = ["data_from_arrays", "defend", "poison", "run", "threshold", "validate", "victim", "DefenseReport"]
+
+
+# ---------------------------------------------------------------------------- the victim
+def victim(
+    model: str | Callable[[], nn.Module],
+    *,
+    optimizer: str = "sgd",
+    lr: float = 0.1,
+    epochs: int = 100,
+    batch_size: int | None = None,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    schedule: str | None = None,
+    device: str = "auto",
+    nesterov: bool = False,
+    options: Mapping[str, Any] | None = None,
+) -> VictimSpec:
+    """A victim: an architecture and the recipe that trains it (a spec, not a trained model).
+
+    The protocol trains it on D_tr (stage 1) and retrains it from scratch on D_tr ∪ poisons
+    (stage 3) with the same seed, so both start from the same initial weights and batch order.
+
+    Args:
+        model: a registered architecture name (``"lr"``, ``"nn"``, ``"cnn"``, ``"resnet18"``, …; see
+            ``poisonlab list``) or any zero-argument callable returning a *fresh* ``nn.Module`` that
+            maps inputs (N, *input_shape) to logits (N, num_classes) — e.g. ``lambda: MyNet()``. It is
+            called under a seed derived from the run's seed, so its initial weights are reproducible.
+        optimizer: ``"sgd"``, ``"adam"`` or ``"adamw"``.
+        lr: base learning rate.
+        epochs: passes over the training set.
+        batch_size: mini-batch size; ``None``: the data's default (1000 for MNIST-like data, 256 for
+            CIFAR-10, 128 for arrays from :func:`data_from_arrays`).
+        momentum: SGD momentum in [0, 1).
+        weight_decay: L2 penalty (AdamW: decoupled weight decay).
+        schedule: ``None`` (constant), ``"cosine"`` (to 0 over ``epochs``) or ``"step"`` (×0.1 every
+            ``epochs // 3`` epochs).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``, …
+        nesterov: Nesterov momentum (SGD with ``momentum > 0``).
+        options: options of a registered architecture (e.g. ``{"hidden": [256, 128]}`` for ``"nn"``).
+
+    Returns:
+        A :class:`~poisonlab.training.VictimSpec`, bound to the data's shape by :func:`poison` / :func:`run`.
+    """
+    recipe = TrainConfig(optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, momentum=momentum,
+                         weight_decay=weight_decay, schedule=schedule, device=device, nesterov=nesterov)
+    if isinstance(model, str):
+        resolve_victim(model)  # unknown name -> UnknownNameError listing the valid ones
+        return VictimSpec(model, recipe=recipe, options=dict(options or {}))
+    if isinstance(model, nn.Module):
+        raise ConfigError("victim(model): pass a zero-argument callable that returns a fresh module "
+                          f"(e.g. lambda: {type(model).__name__}(...)), not a module instance — the protocol "
+                          "retrains the victim from scratch")
+    if not callable(model):
+        raise ConfigError(f"victim(model): expected a registered name or a callable returning an nn.Module, got {model!r}")
+    if options:
+        raise ConfigError("victim(options=...) configures registered architectures; a factory takes its own arguments")
+    label = getattr(model, "__name__", type(model).__name__)
+    return VictimSpec("custom" if label == "<lambda>" else str(label), recipe=recipe, factory=model)
+
+
+# ---------------------------------------------------------------------------- argument coercion
+def _data(data: Any, seed: int) -> ExperimentData:
+    if isinstance(data, ExperimentData):
+        return data
+    if isinstance(data, str):
+        return from_bundle(load_dataset(data), seed)
+    raise ConfigError(f"data must come from poisonlab.data_from_arrays(...) (or be a dataset name), got {type(data).__name__}")
+
+
+def _victim(v: Any) -> VictimSpec:
+    if isinstance(v, VictimSpec):
+        return v
+    if isinstance(v, str) or callable(v):
+        return victim(v)
+    raise ConfigError(f"victim must come from poisonlab.victim(...), a registered name or a model factory, got {type(v).__name__}")
+
+
+def _attack(attack: Any, options: Mapping[str, Any] | None) -> Attack:
+    if isinstance(attack, Attack):
+        if options:
+            raise ConfigError("options=... configures an attack given by name; this attack object has its config already")
+        return attack
+    if isinstance(attack, str):
+        return build_attack(attack, dict(options or {}))
+    raise ConfigError(f"attack must be a name (see poisonlab.attacks.ATTACKS.names()) or an Attack, got {type(attack).__name__}")
+
+
+def _defense(defense: Any, options: Mapping[str, Any] | None) -> Defense:
+    if isinstance(defense, Defense):
+        if options:
+            raise ConfigError("options=... configures a defense given by name; this defense object has its config already")
+        return defense
+    if isinstance(defense, str):
+        return build_defense(defense, dict(options or {}))
+    raise ConfigError(f"defense must be a name (see poisonlab.defenses.DEFENSES.names()) or a Defense, got {type(defense).__name__}")
+
+
+def _seed(seed: Any) -> int:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    return seed
+
+
+def _bound(spec: VictimSpec, data: ExperimentData, seed: int) -> VictimSpec:
+    spec = spec.for_data(data.input_shape, data.num_classes, data.default_batch_size)
+    spec.build(seed)  # a module that cannot be built (or a wrong factory) fails before any training
+    return spec
+
+
+# ---------------------------------------------------------------------------- poison / run
+def poison(
+    data: ExperimentData | str,
+    victim: VictimSpec | str | Callable[[], nn.Module],
+    attack: str | Attack,
+    fraction: float,
+    *,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    cache: ArtifactCache | str | Path | None = None,
+    progress: bool = True,
+) -> PoisonSet:
+    """Craft ``round(fraction·|D_tr|)`` poisons against ``victim`` (stages 1–2 of the protocol).
+
+    The victim is first trained on D_tr (the attacker's knowledge of it), then the attack runs.
+
+    Args:
+        data: from :func:`data_from_arrays` (or a dataset name such as ``"digits"``).
+        victim: from :func:`victim` (or a registered name, or a model factory).
+        attack: a registered attack name (``poisonlab.attacks.ATTACKS.names()``) or an ``Attack`` object.
+        fraction: poison fraction ε_d of |D_tr|, in [0, 1].
+        seed: seeds the victim's initial weights and batch order and the attack.
+        options: the attack's options (its config dataclass fields), with a name.
+        cache: an :class:`~poisonlab.cache.ArtifactCache` or a directory: re-use the clean victim,
+            target models and pretrained generators of earlier calls; ``None``: no cache.
+        progress: progress bars for long work.
+
+    Returns:
+        A :class:`~poisonlab.data.PoisonSet`: ``.x`` (n, *input_shape), ``.y`` (n,), ``.source`` (n,)
+        (the D_tr index each poison was made from, −1 for none), ``.info`` (the attack's
+        diagnostics) and ``.numpy()``.
+    """
+    seed = _seed(seed)
+    atk = _attack(attack, options)
+    d = _data(data, seed)
+    spec = _bound(_victim(victim), d, seed)
+    adata = d.attack_data()
+    atk.check_supported(adata, Victim(spec, seed))  # UnsupportedError before any training
+    clean, _ = train_clean(d, spec, seed, cache=as_cache(cache), progress=progress)
+    state = {k: v.detach().clone() for k, v in clean.state_dict().items()}
+    return atk.poison(adata, Victim(spec, seed, state), fraction, generator=torch_generator(seed, "attack"),
+                      progress=progress, cache=as_cache(cache))
+
+
+def run(
+    data: ExperimentData | str,
+    victim: VictimSpec | str | Callable[[], nn.Module],
+    attack: str | Attack,
+    fraction: float,
+    *,
+    defense: str | Defense | None = None,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    defense_options: Mapping[str, Any] | None = None,
+    out: str | Path | None = None,
+    cache: ArtifactCache | str | Path | None = None,
+    progress: bool = True,
+    injection: str = "add",
+) -> dict[str, Any]:
+    """The whole protocol: pretrain → attack → retrain (→ defend), as ``poisonlab run`` does.
+
+    Args:
+        data, victim, attack, fraction, seed, options, cache, progress: as in :func:`poison`.
+        defense: optionally a defense (name or object) judged after the test stage: it scores
+            D_tr ∪ poisons, removes the most suspicious, retrains; adds ``defended_accuracy`` and
+            ``detection`` (precision / recall / ROC-AUC) to the record.
+        defense_options: the defense's options, with a name.
+        out: a directory for the artifacts (``result.json``, ``poisons.npz``, weights as safetensors,
+            ``poisons.png``); ``None`` writes nothing.
+        injection: ``"add"`` (D_tr ∪ poisons, the protocol) or ``"replace"`` (each poison in place of
+            its source point, the unlearnable-examples threat model).
+
+    Returns:
+        The result record, the same fields as ``result.json``: ``clean_accuracy``,
+        ``poisoned_accuracy``, ``accuracy_drop`` (points), ``n_poison``, ``attack_seconds``,
+        ``total_seconds``, ``attack_info``, ``config``, …
+    """
+    seed = _seed(seed)
+    atk = _attack(attack, options)
+    dfn = _defense(defense, defense_options) if defense is not None else None
+    d = _data(data, seed)
+    spec = _bound(_victim(victim), d, seed)
+    if dfn is not None and hasattr(dfn, "check_supported"):
+        dfn.check_supported(d.train, Victim(spec, seed))
+    config = {"dataset": d.name, "model": spec.model, "attack": atk.name, "fraction": fraction, "seed": seed,
+              "injection": injection, "defense": dfn.name if dfn is not None else None,
+              "recipe_description": spec.recipe.describe()}
+    return run_experiment(d, spec, atk, fraction, seed=seed, injection=injection, defense=dfn, cache=as_cache(cache),
+                          out=Path(out) if out is not None else None, progress=progress,
+                          log=(lambda _m: None) if not progress else _log, config=config)
+
+
+def _log(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)
+
+
+def validate(poisons: PoisonSet, data: ExperimentData) -> PoisonSet:
+    """Check a poison set (from anywhere: a file, another library) against ``data``: one input's
+    shape, finite values inside ``data.bounds``, labels in range, source indices in D_tr. Returns
+    the poisons on the CPU; raises :class:`~poisonlab.errors.ContractError` on the first violation."""
+    return _validate(poisons, data)
+
+
+# ---------------------------------------------------------------------------- defend
+@dataclass(frozen=True)
+class DefenseReport:
+    """What :func:`defend` measured.
+
+    Attributes:
+        defense: the defense's name.
+        scores: (N,) float64 suspicion per point of D_tr ∪ poisons (higher = more suspicious);
+            the first |D_tr| entries are the clean points, the rest the poisons.
+        keep: (N,) bool, the points the defense keeps.
+        is_poison: (N,) bool, the truth.
+        precision: of the removed set (None when nothing was removed).
+        recall: fraction of the poisons removed (None without poisons).
+        roc_auc: of the scores against the truth (None when one class is missing).
+        n_removed: points removed.
+        n_poison_removed: poisons among them.
+        poisoned_accuracy: test accuracy (%) of the victim trained on D_tr ∪ poisons.
+        defended_accuracy: test accuracy (%) of the victim retrained on the kept points.
+        info: the defense's diagnostics.
+        seconds: wall time of the defense (scoring, filtering, retraining).
+    """
+
+    defense: str
+    scores: torch.Tensor
+    keep: torch.Tensor
+    is_poison: torch.Tensor
+    precision: float | None
+    recall: float | None
+    roc_auc: float | None
+    n_removed: int
+    n_poison_removed: int
+    poisoned_accuracy: float
+    defended_accuracy: float
+    info: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scalar fields (no tensors), JSON-serialisable."""
+        return {k: getattr(self, k) for k in ("defense", "precision", "recall", "roc_auc", "n_removed", "n_poison_removed",
+                                              "poisoned_accuracy", "defended_accuracy", "info", "seconds")}
+
+
+def defend(
+    data: ExperimentData | str,
+    poisons: PoisonSet,
+    victim: VictimSpec | str | Callable[[], nn.Module],
+    defense: str | Defense,
+    *,
+    options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> DefenseReport:
+    """Judge ``defense`` on D_tr ∪ ``poisons``: per-point scores, the kept mask, detection metrics.
+
+    The defender sees the poisoned training set (not the mask), the victim's spec and seed, and D_v
+    as a trusted clean reference set. The victim is trained on D_tr ∪ poisons (what the defender
+    receives), the defense scores every point and removes ``poison_count(fraction, N)`` of them (or,
+    for a training-time defense, changes the training), and the victim is retrained on the rest.
+
+    Args:
+        data: the data the poisons were made for.
+        poisons: from :func:`poison` (checked against ``data`` first).
+        victim: as in :func:`poison`.
+        defense: a registered defense name (``poisonlab.defenses.DEFENSES.names()``) or a ``Defense``.
+        options: the defense's options with a name (e.g. ``{"fraction": 0.05}``).
+        seed: seeds the trainings and the defense.
+        progress: progress bars.
+    """
+    seed = _seed(seed)
+    dfn = _defense(defense, options)
+    d = _data(data, seed)
+    spec = _bound(_victim(victim), d, seed)
+    poisons = _validate(poisons, d)
+    if hasattr(dfn, "check_supported"):
+        dfn.check_supported(d.train, Victim(spec, seed))
+    t0 = time.perf_counter()
+    mixed = PoisonedDataset.combine(d.train, poisons)
+    vic = Victim(spec, seed)
+    poisoned_model = vic.retrain(mixed.dataset, progress="train on D_tr ∪ D_p" if progress else False)
+    outcome = dfn.defend(mixed, vic, generator=torch_generator(seed, "defense"), model=poisoned_model,
+                         reference=d.val, progress=progress)
+    m = detection_metrics(mixed.is_poison, outcome.scores, outcome.keep)
+    info = dict(getattr(outcome, "info", None) or getattr(dfn, "info", None) or {})
+    return DefenseReport(dfn.name, outcome.scores, outcome.keep, mixed.is_poison, m["precision"], m["recall"], m["roc_auc"],
+                         m["n_removed"], m["n_poison_removed"], accuracy(poisoned_model, d.test),
+                         accuracy(outcome.model, d.test), info, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------- threshold
+def threshold(
+    data: ExperimentData | str,
+    victim: VictimSpec | str | Callable[[], nn.Module],
+    target: nn.Module | Mapping[str, torch.Tensor] | str | Path,
+    *,
+    fraction: float | None = None,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    cache: ArtifactCache | str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """How much poison reaching ``target`` needs — without crafting any (thesis ch. 3).
+
+    Args:
+        data, victim, seed, cache, progress: as in :func:`poison`.
+        target: the model the attacker wants retraining to produce: an ``nn.Module`` of the victim's
+            architecture, its state dict, a ``.safetensors`` file, or ``"gradpc"`` (corrupt the
+            clean-trained victim with GradPC; ``options`` are GradPC's, e.g. ``{"eps_w": 0.5}``).
+        fraction: optionally a poison fraction to check against the thresholds.
+
+    Returns:
+        A dict: ``tau`` (the cross-entropy threshold, poisons per clean point, for the last layer
+        of a network), ``min_poisons``; for a linear softmax victim with finite bounds also
+        ``tau_box``, ``tau_gauge`` (the exact box gauge), ``min_poisons_box`` and the gauge's label
+        mix — ``None`` where they do not apply, with the reason in ``box_note``; with ``fraction``,
+        ``fraction_passes`` (and ``fraction_passes_gauge``): whether that fraction passes each
+        necessary condition (False: *no* poison set of that size can produce the target).
+    """
+    from .protocol.reachability import threshold_report, resolve_target
+
+    seed = _seed(seed)
+    if fraction is not None:
+        from .data import check_fraction
+
+        check_fraction(fraction)
+    d = _data(data, seed)
+    spec = _bound(_victim(victim), d, seed)
+    c = as_cache(cache)
+    model, clean, info = resolve_target(target, d, spec, seed, options=options, cache=c, progress=progress)
+    return threshold_report(model, d, fraction=fraction, clean=clean, target_info=info)

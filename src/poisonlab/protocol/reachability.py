@@ -1,0 +1,116 @@
+"""The reachability report of a target model (thesis ch. 3): τ, τ_box, τ_gauge — no poisons crafted.
+
+One function, :func:`threshold_report`, computes what ``poisonlab threshold`` prints and what
+:func:`poisonlab.threshold` returns. τ (the cross-entropy trace bound, eq. 3.6; the last layer of
+a network, Theorem 4) applies to every model; the box quantities (τ_box ≤ τ_gauge) need a linear
+softmax model and finite input bounds, and are ``None`` otherwise, with the reason in ``box_note``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..attacks.targets import load_target, make_target
+from ..autodiff import named_params
+from ..cache import ArtifactCache
+from ..data import poison_count
+from ..data.types import ExperimentData
+from ..errors import ConfigError
+from ..theory import min_poison_count, multiclass_reachability
+from ..training import VictimSpec, accuracy, predict_logits
+from .runner import train_clean
+
+
+def clean_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> tuple[list[str], torch.Tensor]:
+    """g(μ): the mean loss gradient of ``model`` over (x, y), all parameters, flattened (with their names)."""
+    from ..attacks.gc import sum_gradient
+
+    names, w = named_params(model)
+    return names, sum_gradient(model, names, w, x, y, 1.0 / len(x), chunk)
+
+
+def resolve_target(target: Any, data: ExperimentData, spec: VictimSpec, seed: int, *,
+                   options: Mapping[str, Any] | None = None, cache: ArtifactCache | None = None,
+                   progress: bool = False) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
+    """(target model, clean model or None, info) for ``target``: ``"gradpc"`` (the clean-trained
+    victim corrupted by GradPC with ``options``), a ``.safetensors`` path, a state dict or a module."""
+    if isinstance(target, str) and target == "gradpc":
+        clean, _ = train_clean(data, spec, seed, cache=cache, progress=progress)
+        model, info = make_target("gradpc", clean, data.val, dict(options or {}), progress, cache=cache)
+        return model, clean, info
+    if options:
+        raise ConfigError("threshold: options configure the 'gradpc' target maker only")
+    if isinstance(target, (str, Path)):
+        if not str(target).endswith(".safetensors"):
+            raise ConfigError(f"target must be 'gradpc', a .safetensors file, a state dict or a module, got {target!r}")
+        return load_target(target, spec.build(seed)), None, {"source": str(target)}
+    if isinstance(target, nn.Module):
+        return copy.deepcopy(target).eval(), None, {"source": type(target).__name__}
+    if isinstance(target, Mapping):
+        model = spec.build(seed)
+        try:
+            model.load_state_dict(dict(target))
+        except RuntimeError as exc:
+            raise ConfigError(f"target state does not fit the victim architecture: {str(exc).splitlines()[0]}") from None
+        return model.eval(), None, {"source": "state dict"}
+    raise ConfigError(f"target must be 'gradpc', a .safetensors file, a state dict or a module, got {type(target).__name__}")
+
+
+def threshold_report(target: nn.Module, data: ExperimentData, *, fraction: float | None = None,
+                     clean: nn.Module | None = None, target_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """τ, the minimum poison count, and — for a linear softmax target with finite bounds — τ_box,
+    the box gauge τ_gauge and its label plan; with ``fraction``, whether it passes each condition."""
+    train = data.train
+    n = len(train)
+    device = next(target.parameters()).device
+    reach = multiclass_reachability(predict_logits(target, train.x), train.y)
+    k_min = min_poison_count(reach.tau, n, reach.attained)
+    out: dict[str, Any] = {
+        "target_test_accuracy": accuracy(target, data.test),
+        "clean_test_accuracy": accuracy(clean, data.test) if clean is not None else None,
+        "target_info": dict(target_info or {}),
+        "inner_W_G": reach.inner,
+        "tau": reach.tau,
+        "n_clean": n,
+        "min_poisons": k_min if math.isfinite(k_min) else None,
+        "condition": "necessary (cross-entropy trace bound, eq. 3.6)",
+    }
+    names, g = clean_gradient(target, train.x.to(device), train.y.to(device))
+    out["clean_grad_norm_at_target"] = float(torch.linalg.vector_norm(g))
+    box = box_report(target, names, g, data.bounds)
+    out.update(box)
+    if box.get("tau_gauge") is not None:
+        out["min_poisons_box"] = min_poison_count(box["tau_gauge"], n)
+    else:
+        out["min_poisons_box"] = None
+    out["fraction"] = fraction
+    if fraction is not None:
+        out["n_poisons_at_fraction"] = poison_count(fraction, n)
+        out["fraction_passes"] = reach.reachable(fraction)
+        out["fraction_passes_box"] = None if out.get("tau_box") is None else fraction >= out["tau_box"]
+        out["fraction_passes_gauge"] = None if out.get("tau_gauge") is None else fraction >= out["tau_gauge"]
+    return out
+
+
+def box_report(target: nn.Module, names: list[str], g: torch.Tensor, bounds: Any) -> dict[str, Any]:
+    """τ_box, τ_gauge and the gauge's label mix of a linear softmax target in the data's box, or
+    ``None`` for each with the reason in ``box_note``."""
+    from ..attacks.gc import box_gauge, box_threshold
+
+    none = {"tau_box": None, "tau_gauge": None, "gauge_label_mix": None}
+    if not bounds.is_finite:
+        return {**none, "box_note": "the box conditions need finite input bounds"}
+    if not bounds.is_unit:
+        return {**none, "box_note": "the box conditions are computed for inputs in [0, 1] only"}
+    tau_box = box_threshold(target, names, g)
+    if tau_box is None:
+        return {**none, "box_note": "the box conditions need a linear softmax model (one weight matrix and bias on the flattened input)"}
+    gauge = box_gauge(target, names, g)
+    mix = (gauge.label_mass / gauge.tau).tolist() if gauge is not None and 0 < gauge.tau < math.inf else None
+    return {"tau_box": tau_box, "tau_gauge": None if gauge is None else gauge.tau, "gauge_label_mix": mix, "box_note": None}
