@@ -101,9 +101,11 @@ def threshold_report(target: nn.Module, data: ExperimentData, *, fraction: float
 def box_report(target: nn.Module, names: list[str], g: torch.Tensor, bounds: Any) -> dict[str, Any]:
     """τ_box, τ_gauge and the gauge's label mix of a linear softmax target in the data's box, or
     ``None`` for each with the reason in ``box_note``."""
-    from ..attacks.gc import box_gauge, box_threshold
+    from ..attacks.gc import _linear_gradient_matrix, box_gauge, box_threshold
 
     none = {"tau_box": None, "tau_gauge": None, "gauge_label_mix": None}
+    if _linear_gradient_matrix(target, names, g) is None:
+        return {**none, "box_note": "the box conditions need a linear softmax model (one weight matrix and bias on the flattened input)"}
     if not bounds.is_finite:
         return {**none, "box_note": "the box conditions need finite input bounds"}
     if not bounds.is_unit:
