@@ -15,8 +15,8 @@ if "POISONLAB_DATA" not in os.environ and _SHARED.is_dir():  # benchmarks may re
 
 import torch  # noqa: E402
 
-from poisonlab import __version__  # noqa: E402
-from poisonlab.protocol.artifacts import write_json  # noqa: E402
+from poisonlab._version import __version__  # noqa: E402
+from poisonlab.artifacts import write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -31,7 +31,7 @@ from poisonlab.cli.run_cmd import parse_key_values
 from poisonlab.defenses import DEFENSES, build_defense
 from poisonlab.errors import ConfigError, PoisonlabError
 from poisonlab.protocol import RunConfig, prepare, run_protocol, write_json
-from poisonlab.protocol.artifacts import write_atomic
+from poisonlab.artifacts import write_atomic
 from poisonlab.protocol.defend import defend_saved_run
 from poisonlab.reporting import format_table
 

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from ..generative.disguise import craft_disguises, summarize, variant_config
     from ..generative.images import image_grid, read_image, write_image
     from ..generative.vae import get_vae
-    from ..protocol.artifacts import write_json
+    from ..artifacts import write_json
 
     overrides = {k: getattr(args, k) for k in ("alpha", "radius", "steps", "lr") if getattr(args, k) is not None}
     cfg = variant_config(args.variant, **overrides)

@@ -9,7 +9,7 @@ from typing import Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see README: avoids 20-70x slowdowns on busy CPUs
 
-from .. import __version__  # noqa: E402
+from .._version import __version__  # noqa: E402
 from ..errors import PoisonlabError  # noqa: E402
 from . import (  # noqa: E402
     cache_cmd, datasets_cmd, disguise_cmd, list_cmd, report_cmd, run_cmd, sweep_cmd, target_cmd, threshold_cmd,

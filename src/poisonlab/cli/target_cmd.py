@@ -17,7 +17,7 @@ from ..attacks.gradpc import GradPCConfig
 from ..attacks.targets import make_target
 from ..cache import as_cache
 from ..protocol import RunConfig, load_state, prepare, pretrain_victim, save_model
-from ..protocol.runner import Prepared
+from ..protocol.prepare import Prepared
 from ..reporting import format_table
 from ..training import accuracy
 

@@ -1,8 +1,9 @@
 """Experiment spec -> run (pretrain, attack, retrain, measure) -> result record."""
 
-from .artifacts import load_poisons, load_state, save_model, save_poisons, write_atomic, write_json
+from ..artifacts import load_poisons, load_state, save_model, save_poisons, write_atomic, write_json
 from .config import RunConfig
-from .runner import prepare, pretrain_victim, run_protocol
+from .prepare import Prepared, prepare
+from .runner import pretrain_victim, run_experiment, run_protocol, train_clean
 
-__all__ = ["RunConfig", "load_poisons", "load_state", "prepare", "pretrain_victim", "run_protocol", "save_model",
-           "save_poisons", "write_atomic", "write_json"]
+__all__ = ["Prepared", "RunConfig", "load_poisons", "load_state", "prepare", "pretrain_victim", "run_experiment",
+           "run_protocol", "save_model", "save_poisons", "train_clean", "write_atomic", "write_json"]

@@ -24,8 +24,9 @@ from ..data.types import Dataset, PoisonedDataset
 from ..defenses import Defense, build_defense
 from ..seeding import torch_generator
 from ..training import Victim, accuracy
-from .artifacts import load_poisons, load_state, save_model, write_atomic, write_json
+from ..artifacts import load_poisons, load_state, save_model, write_atomic, write_json
 from .config import RunConfig
+from .prepare import prepare
 
 
 def defense_from_config(cfg: RunConfig) -> Defense | None:
@@ -114,8 +115,6 @@ def defend_saved_run(
     is so judged by many defenses (``bench/defenses_mnist.py``). ``prepared``: the run's
     :func:`~poisonlab.protocol.runner.prepare` result, to load the dataset once for many defenses.
     """
-    from .runner import prepare  # runner imports this module
-
     run_dir = Path(run_dir)
     stored = json.loads((run_dir / "result.json").read_text())
     values = {k: v for k, v in stored["config"].items() if k != "recipe"}

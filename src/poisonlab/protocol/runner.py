@@ -14,28 +14,28 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..attacks import Attack, build_attack
 from ..cache import ArtifactCache, as_cache, module_fingerprint, tensor_fingerprint
-from ..data import PoisonedDataset, check_fraction, from_bundle, load_dataset, poison_count
+from ..data import PoisonedDataset, check_fraction, poison_count
 from ..data.perturbation import perturbation_stats
-from ..data.types import AttackData, DataBundle, ExperimentData, PoisonSet
+from ..data.types import ExperimentData, PoisonSet
 from ..defenses import Defense
 from ..errors import ConfigError
 from ..models.extractors import extractor_fingerprint
-from ..models.victims import resolve_victim
 from ..options import config_to_dict
 from ..reporting.grids import poison_grid
 from ..seeding import torch_generator
 from ..training import TrainConfig, Victim, VictimSpec, accuracy, resolve_device
-from .artifacts import load_poisons, save_model, save_poisons, save_state, write_json
+from ..artifacts import load_poisons, save_model, save_poisons, save_state, write_json
 from .config import RunConfig
+from .prepare import Prepared, prepare
 from .defend import defense_from_config, run_defense
 
 Log = Callable[[str], None]
@@ -43,42 +43,6 @@ Log = Callable[[str], None]
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Everything the stages share: data, attacker split and the victim spec."""
-
-    bundle: DataBundle
-    data: AttackData
-    spec: VictimSpec
-
-    @property
-    def experiment(self) -> ExperimentData:
-        """The same data as :class:`ExperimentData` (D_tr, D_v, test)."""
-        return ExperimentData(self.data.train, self.data.val, self.bundle.test, self.bundle.name,
-                              self.bundle.default_batch_size)
-
-
-def recipe_of(cfg: RunConfig, default_batch_size: int) -> TrainConfig:
-    """The victim's training recipe of a run config (thesis defaults where the config says nothing)."""
-    return TrainConfig(
-        lr=cfg.lr if cfg.lr is not None else TrainConfig.lr,
-        epochs=cfg.epochs if cfg.epochs is not None else TrainConfig.epochs,
-        batch_size=cfg.batch_size or default_batch_size,
-        device=cfg.device,
-    )
-
-
-def prepare(cfg: RunConfig) -> Prepared:
-    """Load the data, split it 70/30 with the run's seed and build the victim spec (validated)."""
-    bundle = load_dataset(cfg.dataset, cfg.data_dir)
-    exp = from_bundle(bundle, cfg.seed)
-    resolve_victim(cfg.model)  # unknown model -> clear error before any work
-    spec = VictimSpec(cfg.model, exp.input_shape, exp.num_classes, recipe_of(cfg, bundle.default_batch_size),
-                      dict(cfg.model_options))
-    spec.build(cfg.seed)  # validates model options
-    return Prepared(bundle, exp.attack_data(), spec)
 
 
 def recipe_key(recipe: TrainConfig) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import ConfigError
 from ..models.victims import VICTIMS
-from .artifacts import write_json
+from ..artifacts import write_json
 from .config import RunConfig
 from .runner import run_protocol
 

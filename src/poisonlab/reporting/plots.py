@@ -144,7 +144,7 @@ def plot_transition(records: Sequence[dict[str, Any]], path: str | Path, level: 
 
 def plot_poison_grids(records: Sequence[dict[str, Any]], root: str | Path, path: str | Path, per_row: int = 8) -> Path | None:
     """One row per dataset/model/attack: ``per_row`` poisons (with their labels) at the largest ε_d, lowest seed."""
-    from ..protocol import load_poisons
+    from ..artifacts import load_poisons
 
     chosen: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in records:

@@ -33,7 +33,7 @@ def _stage_of(message: str) -> str | None:
 def fingerprints(out: Path) -> dict[str, str]:
     """sha256 of the poisons and of both trained victims (bit-level identity of a run's outputs)."""
     from ..cache import tensor_fingerprint
-    from ..protocol import load_poisons, load_state
+    from ..artifacts import load_poisons, load_state
 
     p = load_poisons(out / "poisons.npz")
     fp = {"poisons": tensor_fingerprint(p.x, p.y, p.source_index)}

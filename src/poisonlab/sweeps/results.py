@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 from ..cache import canonical_json
 from ..errors import DataError, PoisonlabError
-from ..protocol.artifacts import json_default
+from ..artifacts import json_default
 
 SCHEMA = 1
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from ..protocol.artifacts import write_json
+from ..artifacts import write_json
 from .backends import Backend, make_backend
 from .grid import Grid, Run
 from .results import ResultsLog, SweepLock

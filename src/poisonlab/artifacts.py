@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..data.types import PoisonSet
-from ..errors import DataError
+from .data.types import PoisonSet
+from .errors import DataError
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:

@@ -1,0 +1,50 @@
+"""Stage 0 of a run config: load the named dataset, split it 70 / 30 with the run's seed, build the
+victim spec (validated) — shared by the runner, the defend stage and the target/threshold commands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..data import from_bundle, load_dataset
+from ..data.types import AttackData, DataBundle, ExperimentData
+from ..models.victims import resolve_victim
+from ..training import TrainConfig, VictimSpec
+from .config import RunConfig
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything the stages share: data, attacker split and the victim spec."""
+
+    bundle: DataBundle
+    data: AttackData
+    spec: VictimSpec
+
+    @property
+    def experiment(self) -> ExperimentData:
+        """The same data as :class:`ExperimentData` (D_tr, D_v, test)."""
+        return ExperimentData(self.data.train, self.data.val, self.bundle.test, self.bundle.name,
+                              self.bundle.default_batch_size)
+
+
+def recipe_of(cfg: RunConfig, default_batch_size: int) -> TrainConfig:
+    """The victim's training recipe of a run config (thesis defaults where the config says nothing)."""
+    return TrainConfig(
+        lr=cfg.lr if cfg.lr is not None else TrainConfig.lr,
+        epochs=cfg.epochs if cfg.epochs is not None else TrainConfig.epochs,
+        batch_size=cfg.batch_size or default_batch_size,
+        device=cfg.device,
+    )
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Load the data, split it 70/30 with the run's seed and build the victim spec (validated)."""
+    bundle = load_dataset(cfg.dataset, cfg.data_dir)
+    exp = from_bundle(bundle, cfg.seed)
+    resolve_victim(cfg.model)  # unknown model -> clear error before any work
+    spec = VictimSpec(cfg.model, exp.input_shape, exp.num_classes, recipe_of(cfg, bundle.default_batch_size),
+                      dict(cfg.model_options))
+    spec.build(cfg.seed)  # validates model options
+    return Prepared(bundle, exp.attack_data(), spec)
+
+
