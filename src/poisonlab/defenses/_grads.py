@@ -3,13 +3,21 @@
 * ``per_sample_losses``  (N,)   cross-entropy of each point under a model
 * ``per_sample_grads``   (N, P) ∇_w ℓ(z_i, w) for the chosen parameters, ``torch.func.vmap`` of
   ``torch.func.grad`` over the engine's :func:`poisonlab.autodiff.loss_of_params`, in chunks
-* ``head_features``      (N, D) the input of the model's last ``nn.Linear`` (its "features";
-  the flattened image for logistic regression)
+* ``head_features``      (N, D) the input of the model's classification head (its "features";
+  the flattened input for logistic regression)
+
+Which layer is "the head" (:func:`head_module`), for any ``nn.Module``: ``model.head`` when the
+model has ``features`` and ``head`` submodules and ``head`` is an ``nn.Linear`` (poisonlab's
+``nn`` / ``cnn`` / ``resnet18``); otherwise the last ``nn.Linear`` in module order (``lr``, and the
+fallback for a user's own module). A model without any ``nn.Linear`` has no head:
+:class:`~poisonlab.errors.UnsupportedError`. The features are captured by a forward hook on the
+head's input, so the model's own ``forward`` is run unchanged; a head that the forward pass never
+calls is also :class:`~poisonlab.errors.UnsupportedError`.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,20 +25,29 @@ from torch import nn
 from torch.func import grad, vmap
 
 from ..autodiff import loss_of_params, named_params
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedError
 from ..training import predict_logits
+
+if TYPE_CHECKING:
+    from ..data.types import Dataset
+    from ..training.victim import Victim
 
 
 def head_module(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The last ``nn.Linear`` in module order (the classification head)."""
+    """(qualified name, module) of the classification head (see the module docstring)."""
+    head, features = getattr(model, "head", None), getattr(model, "features", None)
+    if isinstance(head, nn.Linear) and isinstance(features, nn.Module):
+        return "head", head
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not found:
-        raise ConfigError(f"{type(model).__name__} has no nn.Linear head; use params='all'")
+        raise UnsupportedError(f"{type(model).__name__} has no nn.Linear layer, so no classification head whose "
+                               "input could serve as its features")
     return found[-1]
 
 
 def param_names(model: nn.Module, which: str) -> list[str]:
-    """``which="head"``: the last linear layer's weight and bias; ``"all"``: every trainable parameter."""
+    """``which="head"``: the head's (:func:`head_module`) trainable weight and bias; ``"all"``: every
+    trainable parameter."""
     if which == "all":
         return named_params(model)[0]
     if which == "head":
@@ -74,18 +91,28 @@ def per_sample_grads(
 
 @torch.no_grad()
 def head_features(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """(N, D) inputs of the model's last linear layer (captured with a forward hook), on CPU."""
+    """(N, D) inputs of the model's classification head (:func:`head_module`, captured with a
+    forward hook; the head's last call per batch), flattened, on CPU."""
     model.eval()
     _, head = head_module(model)
-    captured: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda _m, inp, _out: captured.append(inp[0].detach().flatten(1).cpu()))
+    seen: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda _m, inp, _out: seen.append(inp[0].detach()))
+    out: list[torch.Tensor] = []
     try:
         p0 = next(model.parameters())
         for i in range(0, len(x), batch_size):
-            model(x[i : i + batch_size].to(p0.device, p0.dtype))
+            xb = x[i : i + batch_size]
+            seen.clear()
+            model(xb.to(p0.device, p0.dtype))
+            if not seen or seen[-1].ndim < 1 or seen[-1].shape[0] != len(xb):
+                what = "never calls it" if not seen else f"calls it on a tensor of shape {tuple(seen[-1].shape)}"
+                raise UnsupportedError(f"{type(model).__name__}: its head {type(head).__name__}({head.in_features} -> "
+                                       f"{head.out_features}) does not see one row per input (the forward pass {what}), "
+                                       "so its input cannot serve as per-point features")
+            out.append(seen[-1].flatten(1).cpu())
     finally:
         hook.remove()
-    return torch.cat(captured) if captured else torch.empty(0, head.in_features)
+    return torch.cat(out) if out else torch.empty(0, head.in_features)
 
 
 def top_right_singular_vector(m: torch.Tensor, *, method: str = "auto", generator: torch.Generator | None = None,
@@ -148,3 +175,20 @@ def head_inputs(model: nn.Module, x: torch.Tensor, check: int = 256) -> tuple[nn
         logits = model(x[:k].to(p0.device, p0.dtype)).cpu()
         ok = torch.allclose(head(feats[:k].to(p0.device, p0.dtype)).cpu(), logits, rtol=1e-5, atol=1e-6)
     return (head, feats) if ok else None
+
+
+def probe_head(victim: "Victim", data: "Dataset", who: str, *, hint: str = "", trainable: bool = True) -> nn.Module:
+    """The up-front check of a defense that reads the victim's head (``check_supported``): build a
+    fresh victim (cheap: one initialisation, no training), find its head and run two points of
+    ``data`` through it with the feature hook (``trainable``: the head must also have trainable
+    parameters, for defenses that differentiate it). Raises :class:`~poisonlab.errors.UnsupportedError`
+    naming ``who`` (and ``hint``) when the model has no usable head; returns the fresh model."""
+    model = victim.spec.build(victim.seed)
+    try:
+        _, head = head_module(model)
+        if trainable and not any(p.requires_grad for p in head.parameters()):
+            raise UnsupportedError(f"{type(model).__name__}: its head has no trainable parameters")
+        head_features(model, data.x[:2])
+    except UnsupportedError as exc:
+        raise UnsupportedError(f"{who}: needs the victim's classification head ({exc}){'; ' + hint if hint else ''}") from None
+    return model

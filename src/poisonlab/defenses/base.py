@@ -12,17 +12,31 @@ Every defense is called the same way::
 
     d = DEFENSES.get("loss")(fraction=0.03)
     scores = d.score(data, victim, generator=g)          # (N,) float64, finite
-    outcome = d.defend(data, victim, generator=g)         # scores, keep mask, retrained model
+    detail = d.score_detail(data, victim, generator=g)   # the scores and the diagnostics (info)
+    outcome = d.defend(data, victim, generator=g)         # scores, keep mask, retrained model, info
 
-``score`` is final: it checks the contract (one finite score per point, the input not mutated)
-around the subclass's ``_score``.
+``score``, ``score_detail`` and ``defend`` are final: they call :meth:`Defense.check_supported`
+before any work (a defense whose mathematics or architecture does not fit the victim or the data
+raises :class:`~poisonlab.errors.UnsupportedError` there, saying why) and check the contract (one
+finite score per point, the input not mutated) around the subclass's ``_score``.
+
+Data and models. A defense sees inputs of any shape (N, *input_shape) — (N, d) tabular features,
+(N, C, H, W) images — inside the data's :class:`~poisonlab.data.bounds.Bounds` (``data.bounds``,
+not necessarily [0, 1]), and a victim that may be a user's own ``nn.Module``
+(:class:`~poisonlab.training.victim.VictimSpec` with a ``factory``). Defenses that read the
+victim's head or penultimate features find it as described in :mod:`poisonlab.defenses._grads`.
+
+Diagnostics. ``_score`` returns the scores, or a pair ``(scores, info)`` with ``info`` a
+JSON-serialisable dict of diagnostics; they come back as :attr:`DefenseScores.info` and
+:attr:`DefenseOutcome.info` (as an attack's come back in :attr:`PoisonSet.info`). ``Defense.info``
+mirrors the diagnostics of the last call for older readers; read the outcome's instead.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union, final
 
 import torch
 from torch import nn
@@ -85,12 +99,23 @@ def filter_scores(scores: torch.Tensor, fraction: float) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class DefenseScores:
+    """What :meth:`Defense.score_detail` returns: ``scores`` (N,) float64 (higher = more
+    suspicious) and ``info``, the defense's diagnostics of this call (JSON-serialisable)."""
+
+    scores: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DefenseOutcome:
-    """What a defense produced: ``scores`` (N,) float64, ``keep`` (N,) bool, the retrained model."""
+    """What a defense produced: ``scores`` (N,) float64, ``keep`` (N,) bool, the retrained model and
+    ``info``, the defense's diagnostics (JSON-serialisable; e.g. influence's CG iterations)."""
 
     scores: torch.Tensor
     keep: torch.Tensor
     model: nn.Module
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_removed(self) -> int:
@@ -102,9 +127,14 @@ def as_dataset(data: PoisonedDataset | Dataset) -> Dataset:
     return data.dataset if isinstance(data, PoisonedDataset) else data
 
 
+#: what ``_score`` returns: the scores, or the scores and a dict of diagnostics
+ScoreResult = Union[torch.Tensor, "tuple[torch.Tensor, dict[str, Any]]"]
+
+
 class Defense(ABC):
     """Base class. Subclasses set ``name`` (via :func:`register_defense`), ``Config``, ``summary``,
-    and implement ``_score``; training-time defenses set ``removes = False`` and override ``fit``."""
+    and implement ``_score`` (and ``check_supported`` when the victim or the data may not fit);
+    training-time defenses set ``removes = False`` and override ``fit``."""
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[DefenseConfig]] = DefenseConfig
@@ -118,12 +148,20 @@ class Defense(ABC):
         self.config = config if config is not None else config_from_dict(self.Config, options, f"defense {self.name!r}")
         if not isinstance(self.config, self.Config):
             raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(self.config).__name__}")
-        self.info: dict[str, Any] = {}  # diagnostics of the last ``score`` call (JSON-serialisable)
+        #: the diagnostics of the last ``score`` / ``defend`` call — a mirror kept for older readers;
+        #: read :attr:`DefenseOutcome.info` / :attr:`DefenseScores.info` instead
+        self.info: dict[str, Any] = {}
 
     def options(self) -> dict[str, Any]:
         return config_to_dict(self.config)
 
+    def check_supported(self, data: Dataset, victim: Victim) -> None:
+        """Raise :class:`~poisonlab.errors.UnsupportedError` (saying why) when this defense cannot run
+        on ``victim`` / ``data`` (the points the defender sees); called by :meth:`score`,
+        :meth:`score_detail` and :meth:`defend` before any work. Default: supported."""
+
     # ------------------------------------------------------------------ public, final
+    @final
     def score(
         self,
         data: PoisonedDataset | Dataset,
@@ -139,10 +177,39 @@ class Defense(ABC):
         ``model``: the victim already trained on ``data`` (saves a retrain; trained here when None).
         ``reference``: a trusted clean set (used by ``influence``; optional elsewhere).
         """
+        return self.score_detail(data, victim, generator=generator, model=model, reference=reference,
+                                 progress=progress).scores
+
+    @final
+    def score_detail(
+        self,
+        data: PoisonedDataset | Dataset,
+        victim: Victim,
+        *,
+        generator: torch.Generator,
+        model: nn.Module | None = None,
+        reference: Dataset | None = None,
+        progress: bool = False,
+    ) -> DefenseScores:
+        """The scores of :meth:`score` and the defense's diagnostics of this call (``info``)."""
         ds = as_dataset(data)
+        self.check_supported(ds, victim)
+        return self._checked_scores(ds, victim, generator=generator, model=model, reference=reference, progress=progress)
+
+    def _checked_scores(self, ds: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
+                        reference: Dataset | None, progress: bool) -> DefenseScores:
         before = (ds.x.clone(), ds.y.clone())
-        self.info = {}  # reset; ``_score`` may record diagnostics here
+        self.info = {}  # reset; a subclass may still record diagnostics here (merged below)
         out = self._score(ds, victim, generator=generator, model=model, reference=reference, progress=progress)
+        returned: Any = {}
+        if isinstance(out, tuple):
+            if len(out) != 2:
+                raise ContractError(f"defense {self.name!r}: _score must return scores or (scores, info)")
+            out, returned = out
+        if not isinstance(out, torch.Tensor):
+            raise ContractError(f"defense {self.name!r} returned scores of type {type(out).__name__}, expected a tensor")
+        if not isinstance(returned, dict) or not isinstance(self.info, dict):
+            raise ContractError(f"defense {self.name!r}: its diagnostics (info) must be a dict")
         if not (torch.equal(before[0], ds.x) and torch.equal(before[1], ds.y)):
             raise ContractError(f"defense {self.name!r} mutated its input data")
         out = out.detach().to("cpu", torch.float64)
@@ -150,7 +217,9 @@ class Defense(ABC):
             raise ContractError(f"defense {self.name!r} returned scores of shape {tuple(out.shape)}, expected ({len(ds)},)")
         if not torch.isfinite(out).all():
             raise ContractError(f"defense {self.name!r} returned non-finite scores")
-        return out
+        info = {**self.info, **returned}
+        self.info = dict(info)
+        return DefenseScores(out, info)
 
     def keep_mask(self, scores: torch.Tensor) -> torch.Tensor:
         """The shared filter at this defense's fraction (keeps all for training-time defenses)."""
@@ -162,6 +231,7 @@ class Defense(ABC):
         """Train the defended victim on ``data`` (the kept points). Default: the plain recipe."""
         return victim.spec.train(data, victim.seed, progress="defended retrain" if progress else False)
 
+    @final
     def defend(
         self,
         data: PoisonedDataset | Dataset,
@@ -172,12 +242,14 @@ class Defense(ABC):
         reference: Dataset | None = None,
         progress: bool = False,
     ) -> DefenseOutcome:
-        """Score, filter, and retrain from scratch on the kept points."""
+        """Check, score, filter, and retrain from scratch on the kept points; the outcome carries the
+        scores, the keep mask, the retrained model and the diagnostics (``info``)."""
         ds = as_dataset(data)
-        scores = self.score(ds, victim, generator=generator, model=model, reference=reference, progress=progress)
-        keep = self.keep_mask(scores)
+        self.check_supported(ds, victim)
+        detail = self._checked_scores(ds, victim, generator=generator, model=model, reference=reference, progress=progress)
+        keep = self.keep_mask(detail.scores)
         trained = self.fit(ds.subset(keep.nonzero().squeeze(1)), victim, generator=generator, progress=progress)
-        return DefenseOutcome(scores, keep, trained)
+        return DefenseOutcome(detail.scores, keep, trained, dict(detail.info))
 
     # ------------------------------------------------------------------ helpers for subclasses
     @staticmethod
@@ -197,19 +269,22 @@ class Defense(ABC):
         model: nn.Module | None,
         reference: Dataset | None,
         progress: bool,
-    ) -> torch.Tensor:
-        """Return one finite score per point of ``data`` (higher = more suspicious)."""
+    ) -> ScoreResult:
+        """Return one finite score per point of ``data`` (higher = more suspicious), or the pair
+        ``(scores, info)`` with a JSON-serialisable dict of diagnostics."""
 
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
 
 
-def register_defense(name: str):
-    """Class decorator: register under ``name`` (== module name) and set ``cls.name``."""
+def register_defense(name: str, *, replace: bool = False):
+    """Class decorator: register under ``name`` (== module name for the built-in defenses) and set
+    ``cls.name``. A name already taken raises unless ``replace=True`` (e.g. a notebook cell that
+    defines a defense and is run again), which puts the class in place of the old entry."""
 
     def deco(cls: type[Defense]) -> type[Defense]:
+        DEFENSES.add(name, cls, replace=replace)
         cls.name = name
-        DEFENSES.add(name, cls)
         return cls
 
     return deco
@@ -220,6 +295,6 @@ def build_defense(name: str, options: dict[str, Any] | None = None) -> Defense:
 
 
 __all__ = [
-    "DEFENSES", "Defense", "DefenseConfig", "DefenseOutcome", "as_dataset", "build_defense", "child_generator",
-    "filter_scores", "register_defense",
+    "DEFENSES", "Defense", "DefenseConfig", "DefenseOutcome", "DefenseScores", "ScoreResult", "as_dataset",
+    "build_defense", "child_generator", "filter_scores", "register_defense",
 ]

@@ -12,14 +12,22 @@ score is I_up,loss and the most influential points are removed. One inverse-Hess
 s = (H + λI)⁻¹ ∇L_R (the autodiff engine's CG over chunked HVPs) serves every point; the N scores
 are then −∇ℓ(z_i)ᵀ s, computed for all points at once as a forward-mode directional derivative
 (``torch.func.jvp``) of the per-sample loss vector (N,) — no loop over points. ``params="head"``
-(default) restricts w to the last linear layer (as Koh & Liang do for Inception; for ``lr`` this is
-the whole model); the frozen features feeding it are then computed once. The recipe's weight decay is added to the damping λ (it is part of the Hessian).
+(default) restricts w to the victim's classification head (as Koh & Liang do for Inception; for ``lr``
+this is the whole model; for a user's module the last ``nn.Linear``, see
+:mod:`poisonlab.defenses._grads`); when the logits are exactly head(features) the frozen features
+feeding it are computed once, otherwise the loss goes through the whole network with only the head
+free. ``params="all"`` uses every trainable parameter and needs no head (any ``nn.Module``). The
+recipe's weight decay is added to the damping λ (it is part of the Hessian). Inputs of any shape
+and bounds (nothing here reads them beyond the model's forward pass).
+
+Unsupported (:class:`~poisonlab.errors.UnsupportedError` before any training): ``params="head"``
+on a model without an ``nn.Linear`` head that its forward pass calls.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -29,7 +37,7 @@ from ..autodiff import InverseHVP, dataset_hvp, inverse_hvp, named_params
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..training.victim import Victim
-from ._grads import head_features, head_inputs, param_names, per_sample_loss_fn
+from ._grads import head_features, head_inputs, param_names, per_sample_loss_fn, probe_head
 from .base import Defense, DefenseConfig, _positive_float, _positive_int, register_defense
 
 PerSampleLoss = Callable[[Sequence[torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
@@ -112,8 +120,12 @@ class InfluenceDefense(Defense):
     Config = InfluenceConfig
     summary = "remove the points whose upweighting most increases a clean reference loss (Koh & Liang 2017)"
 
+    def check_supported(self, data: Dataset, victim: Victim) -> None:
+        if self.config.params == "head":  # type: ignore[attr-defined]
+            probe_head(victim, data, "influence with params='head'", hint="use params='all'")
+
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
-               reference: Dataset | None, progress: bool) -> torch.Tensor:
+               reference: Dataset | None, progress: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         if reference is None:
             raise ConfigError("influence: needs a trusted clean reference set (the protocol passes D_v)")
         c: InfluenceConfig = self.config  # type: ignore[assignment]
@@ -133,6 +145,7 @@ class InfluenceDefense(Defense):
             damping=c.damping + victim.spec.recipe.weight_decay, tol=c.cg_tol, max_iter=c.cg_max_iter,
             chunk_size=c.chunk_size,
         )
-        self.info.update(cg_iterations=solve.cg.iterations, cg_residual=solve.cg.residual_norm,
-                         cg_converged=solve.cg.converged, params=param_names(trained, c.params))
-        return scores
+        info = {"cg_iterations": solve.cg.iterations, "cg_residual": solve.cg.residual_norm,
+                "cg_converged": solve.cg.converged, "params": param_names(trained, c.params),
+                "head_fast_path": fast is not None}
+        return scores, info

@@ -2,15 +2,16 @@
 flipping poisoning attacks").
 
 Threat model: label-flipping poisons sit among clean points of another class. For each point the
-defender looks at its k nearest neighbours in input space (L2 on flattened images, the point itself
-excluded by index, so an exact duplicate with a different label counts against it) and scores the
-fraction whose label differs:
+defender looks at its k nearest neighbours in input space (L2 on the flattened inputs, of any shape
+and bounds, in the data's own units; the point itself excluded by index, so an exact duplicate with
+a different label counts against it) and scores the fraction whose label differs:
 
     score_i = (1/k) Σ_{j ∈ kNN(i)} [y_j ≠ y_i]  +  (1/(2k)) · d̄_i / (1 + d̄_i)
 
 The second term (d̄_i = mean distance to the k neighbours, < 1/(2k)) only breaks ties between
 equal disagreement counts in favour of isolated points; it never changes the order of the first
-term. Distances are computed in chunks of ``chunk_size`` rows ((chunk, N) at a time).
+term (d̄/(1 + d̄) < 1 for any scale of the data). Distances are computed in chunks of ``chunk_size``
+rows ((chunk, N) at a time). The victim model is not used (any module; only its device).
 """
 
 from __future__ import annotations

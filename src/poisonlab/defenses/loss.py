@@ -3,7 +3,8 @@ sanitization defenses"; thesis Table 2.10).
 
 Threat model: the defender trains the victim on the whole (poisoned) set D and removes the points
 with the largest training loss — poisons that contradict the clean data tend to be fitted badly.
-Score of point i: ℓ(f_ŵ(x_i), y_i) (cross-entropy), ŵ trained on D. Shapes: x (N, C, H, W) → (N,).
+Score of point i: ℓ(f_ŵ(x_i), y_i) (cross-entropy), ŵ trained on D. Shapes: x (N, *input_shape) → (N,).
+Any victim module (only its forward pass is used), inputs of any shape and bounds.
 """
 
 from __future__ import annotations

@@ -2,49 +2,96 @@
 improves neural network training"; thesis Table 2.11, following github.com/Yunodo/maxup).
 
 Threat model: a training-time defense; nothing is removed. For every training point the defender
-draws ``m`` random perturbations x + δ_j, δ_j ~ N(0, σ²I) clipped back to [0, 1], and minimises
-the worst case over them,
+draws ``m`` random perturbations x + δ_j, δ_j ~ N(0, diag(s²)), clipped back to the data's bounds
+(``data.bounds``: [0, 1] for images, per-feature boxes for tabular data), and minimises the worst
+case over them,
 
-    min_w (1/N) Σ_i max_{j ≤ m} ℓ(f_w(x_i + δ_ij), y_i),
+    min_w (1/N) Σ_i max_{j ≤ m} ℓ(f_w(clip(x_i + δ_ij)), y_i),
 
 with the victim's own recipe and batch order (the one training loop with a ``batch_loss`` hook).
 Its suspicion score (reported for detection metrics only) is that worst-case augmented loss under
-the victim trained on D. Shapes: batch x (B, C, H, W) → m copies (m·B, C, H, W) → losses (B,).
+the victim trained on D. Shapes: batch x (B, *input_shape) → m copies (m·B, *input_shape) →
+losses (B,). Works for any victim module (it only needs the forward pass).
+
+The noise scale. ``scale="span"`` (default): the standard deviation of feature j is
+s_j = ``sigma`` · (upper_j − lower_j), a fraction of the feature's range, where that range is
+finite; a feature with an infinite bound (unbounded) gets s_j = ``sigma`` in the data's own units.
+On images in [0, 1] this is σ on the pixel scale (bit-identical to the pixel-scale definition); on
+standardised features bounded by, say, [−4, 4] the default σ = 0.1 is 0.8 standard deviations.
+``scale="absolute"``: s_j = ``sigma`` for every feature, in the data's units (for standardised
+features: in standard deviations).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.bounds import Bounds
 from ..data.types import Dataset
+from ..errors import ConfigError
 from ..seeding import torch_generator
 from ..training import train
 from ..training.victim import Victim
 from .base import Defense, DefenseConfig, _positive_float, _positive_int, child_generator, register_defense
 
+SCALES = ("span", "absolute")
 
-def worst_case_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: int, sigma: float,
-                    generator: torch.Generator) -> torch.Tensor:
-    """(B,) max over ``m`` Gaussian perturbations (std ``sigma``, clipped to [0, 1]) of the cross-entropy."""
+
+def noise_std(bounds: Bounds, sigma: float, scale: str = "span") -> float | torch.Tensor:
+    """The per-feature standard deviation s of MaxUp's perturbations (module docstring): a float
+    when it is the same for every feature, else a float64 tensor broadcastable to one input."""
+    if scale == "absolute":
+        return float(sigma)
+    if scale != "span":
+        raise ConfigError(f"maxup: scale must be one of {list(SCALES)}, got {scale!r}")
+    span = bounds.span().double()  # float64: sigma · 1.0 is exactly sigma (the pixel-scale definition)
+    std = torch.where(torch.isfinite(span), span * float(sigma), torch.full_like(span, float(sigma)))
+    if bool((std == std.flatten()[0]).all()):
+        return float(std.flatten()[0])
+    return std
+
+
+def worst_case_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: int, sigma: float | torch.Tensor,
+                    generator: torch.Generator, bounds: Bounds | None = None) -> torch.Tensor:
+    """(B,) max over ``m`` Gaussian perturbations of the cross-entropy: standard deviation ``sigma``
+    (a float, or per feature: a tensor broadcastable to one input), clipped to ``bounds`` (None: not
+    clipped)."""
     noise = torch.randn((m, *x.shape), generator=generator, dtype=x.dtype).to(x.device)
-    xs = (x.unsqueeze(0) + sigma * noise).clamp(0.0, 1.0).reshape(m * len(x), *x.shape[1:])
-    losses = F.cross_entropy(model(xs), y.repeat(m), reduction="none").view(m, len(x))
+    if isinstance(sigma, torch.Tensor):
+        sigma = sigma.to(x.device, x.dtype)
+    xs = x.unsqueeze(0) + sigma * noise
+    if bounds is not None:
+        xs = bounds.clamp(xs)
+    losses = F.cross_entropy(model(xs.reshape(m * len(x), *x.shape[1:])), y.repeat(m), reduction="none").view(m, len(x))
     return losses.max(0).values
 
 
 @dataclass(frozen=True, kw_only=True)
 class MaxUpConfig(DefenseConfig):
+    """``m`` perturbations per point; ``sigma`` their scale, relative to each feature's range
+    (``scale="span"``, default) or in the data's units (``scale="absolute"``); see the module docstring."""
+
     m: int = 4
-    sigma: float = 0.1  # std of the Gaussian perturbation on the [0, 1] pixel scale
+    sigma: float = 0.1
+    scale: str = "span"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _positive_int(self.m, "maxup: m")
         _positive_float(self.sigma, "maxup: sigma", allow_zero=True)
+        if self.scale not in SCALES:
+            raise ConfigError(f"maxup: scale must be one of {list(SCALES)}, got {self.scale!r}")
+
+
+def _std_info(std: float | torch.Tensor) -> dict[str, Any]:
+    if isinstance(std, torch.Tensor):
+        return {"noise_std_min": float(std.min()), "noise_std_max": float(std.max())}
+    return {"noise_std_min": std, "noise_std_max": std}
 
 
 @register_defense("maxup")
@@ -57,20 +104,23 @@ class MaxUpDefense(Defense):
         """The victim trained from scratch with the MaxUp objective (same init and batch order as its recipe)."""
         c: MaxUpConfig = self.config  # type: ignore[assignment]
         noise = child_generator(generator)
+        std = noise_std(data.bounds, c.sigma, c.scale)
         model = victim.spec.build(victim.seed)
         return train(model, data, victim.spec.recipe, torch_generator(victim.seed, "batches"),
                      progress="maxup retrain" if progress else False,
-                     batch_loss=lambda mdl, xb, yb: worst_case_loss(mdl, xb, yb, c.m, c.sigma, noise))
+                     batch_loss=lambda mdl, xb, yb: worst_case_loss(mdl, xb, yb, c.m, std, noise, data.bounds))
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
-               reference: Dataset | None, progress: bool) -> torch.Tensor:
+               reference: Dataset | None, progress: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         c: MaxUpConfig = self.config  # type: ignore[assignment]
         trained = self.trained_model(data, victim, model, progress)
         noise = child_generator(generator)
+        std = noise_std(data.bounds, c.sigma, c.scale)
         device = next(trained.parameters()).device
         out = []
         with torch.no_grad():
             for i in range(0, len(data), 2048):
                 xb = data.x[i : i + 2048].to(device)
-                out.append(worst_case_loss(trained, xb, data.y[i : i + 2048].to(device), c.m, c.sigma, noise).cpu())
-        return torch.cat(out) if out else torch.empty(0)
+                out.append(worst_case_loss(trained, xb, data.y[i : i + 2048].to(device), c.m, std, noise, data.bounds).cpu())
+        scores = torch.cat(out) if out else torch.empty(0)
+        return scores, {"scale": c.scale, **_std_info(std)}

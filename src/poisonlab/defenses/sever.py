@@ -15,20 +15,29 @@ left and the scores recomputed. The returned scores rank every removed point abo
 (points removed in an earlier round above later ones; within a round by τ), so the shared filter
 removes exactly the Sever set. With ``rounds=1`` the scores are τ itself. Per-sample gradients are
 vectorised with ``torch.func.vmap``.
+
+Models. ``params="head"`` uses the victim's classification head (for a user's module the last
+``nn.Linear``; see :mod:`poisonlab.defenses._grads`): on its frozen input features when the logits
+are exactly head(features), else through the whole network with only the head free.
+``params="all"`` differentiates every trainable parameter of any ``nn.Module``. Inputs of any shape
+and bounds. Unsupported (:class:`~poisonlab.errors.UnsupportedError`, checked on a freshly built
+victim before any training): ``params="head"`` without such a head, or a model whose per-sample
+gradients ``torch.func.vmap`` cannot compute (e.g. data-dependent Python control flow).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..data.splits import poison_count
 from ..data.types import Dataset
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedError
 from ..training.victim import Victim
-from ._grads import head_inputs, param_names, per_sample_grads, top_right_singular_vector
+from ._grads import head_inputs, param_names, per_sample_grads, probe_head, top_right_singular_vector
 from .base import Defense, DefenseConfig, _positive_int, register_defense
 
 
@@ -43,6 +52,16 @@ def round_sizes(total: int, rounds: int) -> list[int]:
     """Split ``total`` removals over ``rounds`` as evenly as possible (earlier rounds take the remainder)."""
     base, extra = divmod(total, rounds)
     return [base + (1 if r < extra else 0) for r in range(rounds)]
+
+
+def _gradients(model: nn.Module, data: Dataset, c: "SeverConfig") -> torch.Tensor:
+    """(n, P) per-sample gradients of the parameters ``c.params`` asks for."""
+    fast = head_inputs(model, data.x) if c.params == "head" else None
+    if fast is not None:  # logits = head(features): per-sample gradients of the head on frozen features
+        head, feats = fast
+        names = [n for n, p in head.named_parameters() if p.requires_grad]
+        return per_sample_grads(head, names, feats, data.y, chunk_size=c.chunk_size)
+    return per_sample_grads(model, param_names(model, c.params), data.x, data.y, chunk_size=c.chunk_size)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,8 +86,22 @@ class SeverDefense(Defense):
     Config = SeverConfig
     summary = "remove points with large squared projection of centred gradients on the top singular vector, in rounds (Diakonikolas et al. 2019)"
 
+    def check_supported(self, data: Dataset, victim: Victim) -> None:
+        c: SeverConfig = self.config  # type: ignore[assignment]
+        if c.params == "head":
+            fresh = probe_head(victim, data, "sever with params='head'", hint="use params='all'")
+        else:
+            fresh = victim.spec.build(victim.seed)
+        try:  # the per-sample gradients of two points, by the path _score takes
+            _gradients(fresh, data.subset(torch.arange(min(2, len(data)))), c)
+        except UnsupportedError:
+            raise
+        except (RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
+            raise UnsupportedError(f"sever: cannot compute per-sample gradients of {type(fresh).__name__} with "
+                                   f"torch.func.vmap ({type(exc).__name__}: {exc})") from None
+
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
-               reference: Dataset | None, progress: bool) -> torch.Tensor:
+               reference: Dataset | None, progress: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         c: SeverConfig = self.config  # type: ignore[assignment]
         n = len(data)
         sizes = [k for k in round_sizes(poison_count(c.fraction, n), c.rounds) if k] or [0]
@@ -79,12 +112,7 @@ class SeverDefense(Defense):
         for r, k in enumerate(sizes):
             sub = data.subset(active)
             trained = self.trained_model(sub, victim, current, progress)
-            fast = head_inputs(trained, sub.x) if c.params == "head" else None
-            if fast is not None:  # logits = head(features): per-sample gradients of the head on frozen features
-                head, feats = fast
-                g = per_sample_grads(head, [n for n, _ in head.named_parameters()], feats, sub.y, chunk_size=c.chunk_size)
-            else:
-                g = per_sample_grads(trained, param_names(trained, c.params), sub.x, sub.y, chunk_size=c.chunk_size)
+            g = _gradients(trained, sub, c)
             tau = sever_scores(g, method=c.svd, generator=generator).double()
             order = torch.sort(tau, descending=True, stable=True).indices
             is_last = r == len(sizes) - 1
@@ -104,5 +132,4 @@ class SeverDefense(Defense):
             shifted = tau - tau.min() + floor + 1.0
             out[idx] = shifted
             floor = float(shifted.max())
-        self.info.update(rounds=len(sizes), removed_per_round=sizes)
-        return out
+        return out, {"rounds": len(sizes), "removed_per_round": sizes}

@@ -7,6 +7,7 @@ direction that separates the classes*: with class centroids μ_c and their mean 
 
 For two classes μ_0 − μ̄ = (μ_0 − μ_1)/2, so this is exactly the binary slab |⟨x − μ_y, μ_1 − μ_0⟩|
 up to the constant ‖μ_1 − μ_0‖. Centroids from the data (default) or a trusted reference set.
+Inputs of any shape (flattened) and bounds, in the data's own units; the victim model is not used.
 """
 
 from __future__ import annotations

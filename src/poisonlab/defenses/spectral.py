@@ -1,8 +1,12 @@
 """Spectral signatures (Tran, Li & Madry 2018, "Spectral signatures in backdoor attacks").
 
 Threat model: the defender trains the victim on D and looks at its learned representation r_i (the
-input of the last linear layer: the penultimate activations of ``nn``/``cnn``/``resnet18``, the
-flattened image for ``lr``), (N, D). Within each class c the representations are centred,
+input of its classification head: the penultimate activations ``model.features(x)`` of
+``nn``/``cnn``/``resnet18``, the flattened input for ``lr``), (N, D). For a user's own module
+without ``features`` / ``head`` the fallback is the input of its last ``nn.Linear`` (captured by a
+forward hook; see :mod:`poisonlab.defenses._grads`); a module without an ``nn.Linear`` its forward
+pass calls is :class:`~poisonlab.errors.UnsupportedError`, checked on a freshly built victim before
+any training. Inputs of any shape and bounds. Within each class c the representations are centred,
 R_c − r̄_c, and each point is scored by its squared projection on the top right singular vector
 v_c of that class matrix:
 
@@ -22,7 +26,7 @@ from torch import nn
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..training.victim import Victim
-from ._grads import head_features, top_right_singular_vector
+from ._grads import head_features, probe_head, top_right_singular_vector
 from .base import Defense, DefenseConfig, register_defense
 
 
@@ -55,6 +59,9 @@ class SpectralConfig(DefenseConfig):
 class SpectralDefense(Defense):
     Config = SpectralConfig
     summary = "remove points with large per-class spectral signature of the victim's features (Tran et al. 2018)"
+
+    def check_supported(self, data: Dataset, victim: Victim) -> None:
+        probe_head(victim, data, "spectral (it reads the victim's penultimate features)", trainable=False)
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
                reference: Dataset | None, progress: bool) -> torch.Tensor:

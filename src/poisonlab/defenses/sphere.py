@@ -2,7 +2,9 @@
 Koh, Steinhardt & Liang 2022).
 
 Threat model: the defender removes the points farthest from the centroid of their own class,
-score_i = ‖x_i − μ_{y_i}‖₂ in input space (images flattened to (N, C·H·W)). ``centroids="data"``
+score_i = ‖x_i − μ_{y_i}‖₂ in input space (inputs of any shape flattened to (N, D); distances in
+the data's own units, whatever its bounds — standardise features of very different scales first,
+or the largest-scale features dominate). The victim model is not used (any module). ``centroids="data"``
 estimates μ_c from the (poisoned) set the defender sees; ``centroids="reference"`` uses a trusted
 clean reference set (the "oracle" defender of Steinhardt et al.).
 """
