@@ -13,7 +13,7 @@ import poisonlab
 
 LAYERS = [
     "errors",
-    "_version registry options seeding",
+    "_version figures registry options seeding",
     "cache data",
     "artifacts models",
     "training",

@@ -32,7 +32,7 @@ from torch import nn
 
 from ..data.types import Dataset
 from ..errors import ConfigError, UnsupportedError
-from ..interop import art_classifier, require_art
+from ..models.art import art_classifier, require_art
 from .base import Defense, DefenseConfig
 
 LAYERS = ("penultimate", "art")

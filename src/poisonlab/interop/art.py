@@ -176,7 +176,7 @@ class PoisonlabAttack(PoisoningAttackWhiteBox):
             )
 
     def _experiment_data(self, x: np.ndarray, y_index: np.ndarray) -> Any:
-        import poisonlab as pl
+        from .. import api as pl
 
         clf = self.estimator
         bounds = bounds_from_clip_values(clf.clip_values, x.shape[1:])
@@ -197,7 +197,7 @@ class PoisonlabAttack(PoisoningAttackWhiteBox):
     def poison(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
         """Craft poisons against D_tr built from ``(x, y)``: ``(x_poison, y_poison)``, only the new
         points (module docstring). ``y`` is required (index or one-hot labels)."""
-        import poisonlab as pl
+        from .. import api as pl
 
         if kwargs:
             raise ConfigError(f"PoisonlabAttack.poison: unexpected argument(s) {sorted(kwargs)}")

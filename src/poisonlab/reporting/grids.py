@@ -23,7 +23,7 @@ import torch
 from ..data.bounds import Bounds
 from ..data.perturbation import perturbation_stats
 from ..data.types import Dataset, PoisonSet
-from .plots import new_figure, save_figure
+from ..figures import new_figure, save_figure
 
 #: feature vectors up to this length are drawn with markers / as bars
 _FEW_FEATURES = 48

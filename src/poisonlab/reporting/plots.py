@@ -19,33 +19,15 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from ..figures import new_figure, save_figure
 from .report import Stat
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-
-def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None, *,
-               squeeze: bool = True, **subplots: Any) -> tuple[Figure, Any]:
-    """A fresh :class:`~matplotlib.figure.Figure` on its own Agg canvas and its axes.
-
-    Like ``pyplot.subplots(nrows, ncols, figsize=..., squeeze=..., **subplots)`` (``sharex``,
-    ``sharey``, ``gridspec_kw``, ...) but the figure is unknown to pyplot: no backend is selected
-    and no figure is registered or closed, so the caller's own figures and backend (a notebook's
-    inline backend, say) are left alone. Write it with :func:`save_figure`.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=squeeze, **subplots)
-    return fig, axes
-
+__all__ = ["new_figure", "observed_transition", "plot_drop_vs_fraction", "plot_poison_grids", "plot_transition",
+           "save_figure"]
 
 def _curves(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str, list[tuple[float, Stat, Stat]]]]:
     """(dataset, model) -> attack -> [(fraction, drop stat, threshold stat)] sorted by fraction."""
@@ -192,17 +174,3 @@ def plot_poison_grids(records: Sequence[dict[str, Any]], root: str | Path, path:
         axes[i][0].set_ylabel(f"{attack}\n{dataset}/{model}\nε_d={r['fraction']:g}", fontsize=7, rotation=0, ha="right", va="center")
     fig.suptitle(f"Poisons ({'; '.join(sorted(scales))}; y = poison label)", fontsize=9)
     return save_figure(fig, path)
-
-
-def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
-    """THE figure writer: lay out ``fig``, write it to ``path`` (parents created); returns the path.
-
-    The format follows the suffix (PNG for ``.png``). A figure from :func:`new_figure` is unknown
-    to pyplot, so there is nothing to close (it is freed with its last reference); a pyplot figure
-    passed in stays open — it belongs to the caller.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    return path
