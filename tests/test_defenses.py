@@ -22,7 +22,7 @@ from poisonlab.defenses.sever import round_sizes, sever_scores
 from poisonlab.defenses.slab import slab_scores
 from poisonlab.defenses.sphere import class_centroids
 from poisonlab.defenses.spectral import spectral_scores
-from poisonlab.errors import ConfigError, ContractError
+from poisonlab.errors import ConfigError, ContractError, UnsupportedError
 from poisonlab.seeding import torch_generator
 from poisonlab.training import TrainConfig, Victim, VictimSpec
 
@@ -140,6 +140,53 @@ def test_contract_violations_raise(mode):
     mixed, _, _ = _planted()
     with pytest.raises(ContractError):
         _Broken(mode).score(mixed, _victim(), generator=torch_generator(0, "d"))
+
+
+class _Picky(Defense):
+    """Unsupported on every victim but ``lr``; returns its diagnostics with the scores."""
+
+    name = "picky"
+    Config = DefenseConfig
+    calls = 0
+
+    def check_supported(self, data, victim):
+        if victim.spec.model != "lr":
+            raise UnsupportedError(f"picky: only lr, got {victim.spec.model!r}")
+
+    def _score(self, data, victim, *, generator, model, reference, progress):
+        type(self).calls += 1
+        return torch.arange(len(data), dtype=torch.float64), {"n": len(data)}
+
+
+def test_check_supported_runs_before_any_work_and_info_comes_with_the_outcome():
+    mixed, _, _ = _planted()
+    for call in ("score", "score_detail", "defend"):
+        with pytest.raises(UnsupportedError):
+            getattr(_Picky(), call)(mixed, _victim("nn", hidden=[4]), generator=torch_generator(0, "d"))
+    assert _Picky.calls == 0
+    d = _Picky(fraction=0.05)
+    out = d.defend(mixed, _victim(), generator=torch_generator(0, "d"))
+    assert out.info == {"n": len(mixed)} == d.info
+    assert d.score_detail(mixed, _victim(), generator=torch_generator(0, "d")).info == {"n": len(mixed)}
+    assert torch.equal(out.scores, torch.arange(len(mixed), dtype=torch.float64)) and out.n_removed == poison_count(0.05, len(mixed))
+    # built-in defenses return their diagnostics too
+    out = build_defense("sever", {"rounds": 2}).defend(mixed, _victim(), generator=torch_generator(0, "d"))
+    assert out.info["rounds"] == 2 and len(out.info["removed_per_round"]) == 2
+
+
+def test_register_defense_replace():
+    from poisonlab.defenses import register_defense
+
+    try:
+        register_defense("picky_test")(_Picky)
+        with pytest.raises(ValueError):
+            register_defense("picky_test")(_Broken)
+        assert DEFENSES.get("picky_test") is _Picky and _Picky.name == "picky_test"
+        register_defense("picky_test", replace=True)(_Broken)
+        assert DEFENSES.get("picky_test") is _Broken
+    finally:
+        DEFENSES._items.pop("picky_test", None)
+        _Picky.name, _Broken.name = "picky", "broken"
 
 
 @settings(max_examples=60, deadline=None)
