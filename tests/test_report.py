@@ -14,7 +14,7 @@ from poisonlab.reporting.report import build_table, flatten, render
 
 
 def _row(i, model, mode, fraction, seed, acc1, acc2, secs=1.0, status="ok", threshold=None):
-    info = {"threshold": threshold} if threshold is not None else {}
+    info = {"tau": threshold} if threshold is not None else {}  # the key gc writes
     return {"run_id": f"id{i}", "status": status, "run_dir": f"runs/id{i}",
             "config": {"attack": "label_flip", "attack_options": {"mode": mode}, "model_options": {}},
             "result": None if status != "ok" else {
@@ -108,3 +108,23 @@ def test_figures_are_written(rows, tmp_path):
         assert img.shape[0] > 300 and img.shape[1] > 400
     tau = [s for s in summary if s["threshold"] is not None]
     assert len(tau) == 1 and tau[0]["threshold"] == 0.05 and tau[0]["observed"] == pytest.approx(0.05)
+
+
+def test_tau_vs_observed_plot_runs_on_a_real_gc_sweep(tmp_path):
+    """gc records its thresholds in attack_info (tau, tau_gauge); the report must find them in a real
+    sweep (it once read a key no attack writes, so the τ-vs-observed plot never ran)."""
+    from poisonlab.sweeps import ResultsLog, expand, run_sweep
+
+    spec = {"name": "gc-tau", "base": {"dataset": "digits", "model": "lr", "epochs": 2, "device": "cpu",
+                                       "attack": "gc"},
+            "cases": [{"attack_options.eps_w": 0.3, "attack_options.steps": 3, "attack_options.target_steps": 3}],
+            "grid": {"fraction": [0.05, 0.5]}}
+    run_sweep(expand(spec, "gc.yaml"), tmp_path / "s", workers=1, progress=False)
+    recs = flatten(ResultsLog(tmp_path / "s" / "results.jsonl").latest().values())
+    assert len(recs) == 2 and all(r["threshold"] is not None and r["threshold"] > 0 for r in recs)
+    gauge = [r["threshold"] for r in recs]
+    assert gauge[0] == pytest.approx(gauge[1])  # the same target at both fractions: the same τ_gauge
+    path, summary = plot_transition(recs, tmp_path / "t.png", level=0.0)
+    (row,) = summary
+    assert row["threshold"] == pytest.approx(gauge[0])
+    assert path.stat().st_size > 1000

@@ -211,13 +211,20 @@ def run(
     """The whole protocol: pretrain → attack → retrain (→ defend), as ``poisonlab run`` does.
 
     Args:
-        data, victim, attack, fraction, seed, options, cache, progress: as in :func:`poison`.
+        data: as in :func:`poison`.
+        victim: as in :func:`poison`.
+        attack: as in :func:`poison`.
+        fraction: as in :func:`poison`.
         defense: optionally a defense (name or object) judged after the test stage: it scores
             D_tr ∪ poisons, removes the most suspicious, retrains; adds ``defended_accuracy`` and
             ``detection`` (precision / recall / ROC-AUC) to the record.
         defense_options: the defense's options, with a name.
         out: a directory for the artifacts (``result.json``, ``poisons.npz``, weights as safetensors,
             ``poisons.png``); ``None`` writes nothing.
+        seed: as in :func:`poison`.
+        options: as in :func:`poison`.
+        cache: as in :func:`poison`.
+        progress: as in :func:`poison`.
         injection: ``"add"`` (D_tr ∪ poisons, the protocol) or ``"replace"`` (each poison in place of
             its source point, the unlearnable-examples threat model).
 
@@ -357,11 +364,16 @@ def threshold(
     """How much poison reaching ``target`` needs — without crafting any (thesis ch. 3).
 
     Args:
-        data, victim, seed, cache, progress: as in :func:`poison`.
+        data: as in :func:`poison`.
+        victim: as in :func:`poison`.
         target: the model the attacker wants retraining to produce: an ``nn.Module`` of the victim's
             architecture, its state dict, a ``.safetensors`` file, or ``"gradpc"`` (corrupt the
             clean-trained victim with GradPC; ``options`` are GradPC's, e.g. ``{"eps_w": 0.5}``).
         fraction: optionally a poison fraction to check against the thresholds.
+        seed: as in :func:`poison`.
+        options: GradPC's options when ``target="gradpc"``.
+        cache: as in :func:`poison`.
+        progress: as in :func:`poison`.
 
     Returns:
         A dict: ``tau`` (the cross-entropy threshold, poisons per clean point, for the last layer

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-import numpy as np
 import torch
 
 
@@ -19,7 +18,3 @@ def torch_generator(seed: int, stage: str) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(derive_seed(seed, stage))
     return g
-
-
-def numpy_rng(seed: int, stage: str) -> np.random.Generator:
-    return np.random.default_rng(derive_seed(seed, stage))

@@ -118,7 +118,8 @@ class PoisonlabAttack(PoisoningAttackWhiteBox):
         classifier: an ART ``PyTorchClassifier``; its ``model`` is the architecture, its
             ``clip_values`` the bounds, its ``nb_classes`` the number of classes.
         fraction: the poison budget as a fraction of |D_tr| (see the module docstring).
-        x_val, y_val: the attacker's validation set D_v (then all of ``x`` is D_tr).
+        x_val: inputs of the attacker's validation set D_v (then all of ``x`` is D_tr).
+        y_val: labels of D_v (index or one-hot), with ``x_val``.
         recipe: keyword arguments of :func:`poisonlab.victim` (the victim's training recipe).
         seed: the seed of the split and of the attack.
         progress: show poisonlab's progress bars.

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -39,6 +39,9 @@ from .prepare import Prepared, prepare
 from .defend import defense_from_config, run_defense
 
 Log = Callable[[str], None]
+#: the protocol's stages, in order, as reported to an ``on_stage`` callback
+Stage = Literal["pretrain", "attack", "retrain", "defend"]
+StageCallback = Callable[[Stage], None]
 
 
 def _stderr(msg: str) -> None:
@@ -95,7 +98,8 @@ def pretrain_victim(cfg: RunConfig, prep: Prepared, progress: bool = False) -> t
     return train_clean(exp, prep.spec, cfg.seed, cache=as_cache(cfg.cache_dir), progress=progress)
 
 
-def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -> dict[str, Any]:
+def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr,
+                 on_stage: StageCallback | None = None) -> dict[str, Any]:
     """Run the three stages of a run config, write the artifacts to ``cfg.out`` and return the record."""
     attack = build_attack(cfg.attack, cfg.attack_options)  # validates options before any work
     defense = defense_from_config(cfg)
@@ -105,7 +109,7 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr) -
     return run_experiment(exp, prep.spec, attack, cfg.fraction, seed=cfg.seed, injection=cfg.injection, defense=defense,
                           poisons=poisons, poisons_from=cfg.poisons, cache=as_cache(cfg.cache_dir),
                           out=Path(cfg.out or cfg.default_out()), progress=progress, log=log,
-                          config=cfg.to_dict())
+                          config=cfg.to_dict(), on_stage=on_stage)
 
 
 def run_experiment(
@@ -124,13 +128,16 @@ def run_experiment(
     progress: bool = True,
     log: Log = _stderr,
     config: dict[str, Any] | None = None,
+    on_stage: StageCallback | None = None,
 ) -> dict[str, Any]:
     """THE protocol on prepared data: pretrain → attack → test (→ defend); returns the result record.
 
     ``spec`` is bound to ``data`` here (its shape, classes and default batch size). ``poisons``
     re-uses a poison set instead of attacking (checked against the attack's contract). Artifacts
     (``result.json``, poisons, weights, the poison grid) are written only when ``out`` is given.
+    ``on_stage`` is called with each :data:`Stage` as it starts (e.g. a sweep's progress display).
     """
+    stage = on_stage or (lambda _s: None)
     t_start = time.perf_counter()
     check_fraction(fraction)
     if injection not in ("add", "replace"):
@@ -149,6 +156,7 @@ def run_experiment(
     )
 
     log("[1/3] pretrain: training the victim on D_tr")
+    stage("pretrain")
     clean_model, cache_hit = train_clean(data, spec, seed, cache=cache, progress=progress)
     if cache_hit:
         log(f"      clean victim loaded from the cache in {cache.root}")
@@ -158,6 +166,7 @@ def run_experiment(
     log(f"      clean test accuracy acc1 = {acc1:.2f} %")
 
     t_attack = time.perf_counter()
+    stage("attack")
     if poisons is not None:
         log(f"[2/3] attack: re-using {len(poisons)} poisons" + (f" from {poisons_from}" if poisons_from else ""))
         poisons = attack._check(poisons, adata, n_poison)
@@ -169,6 +178,7 @@ def run_experiment(
 
     where = "D_tr ∪ D_p" if injection == "add" else "D_tr with the poisons in place of their sources"
     log(f"[3/3] test: retraining the victim from scratch on {where}")
+    stage("retrain")
     mixed = PoisonedDataset.mix(data.train, poisons, injection)
     poisoned_model = victim.retrain(mixed.dataset, progress="retrain" if progress else False)
     acc2 = accuracy(poisoned_model, data.test)
@@ -186,6 +196,7 @@ def run_experiment(
         poison_grid(out / "poisons.png", poisons, data.train, title=f"{attack.name} on {data.name}/{model_label}")
     defended = {}
     if defense is not None:  # defend stage: score D_tr ∪ D_p, filter, retrain, detection metrics
+        stage("defend")
         defended = run_defense(defense, mixed, victim, poisoned_model, data.val, data.test, acc1,
                                seed=seed, out=out, progress=progress, log=log)
 

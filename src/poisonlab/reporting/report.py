@@ -65,11 +65,17 @@ def flatten(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+#: the reachability thresholds an attack may record in ``attack_info`` (fraction units), tightest first:
+#: gc's box gauge τ_gauge (linear victims, inputs in a box), then its cross-entropy threshold τ
+THRESHOLD_KEYS = ("tau_gauge", "tau")
+
+
 def _threshold(res: dict[str, Any]) -> float | None:
-    """A reachability threshold τ (fraction units) recorded by an attack, if any."""
-    for src in (res.get("attack_info") or {}, res):
-        v = src.get("threshold")
-        if isinstance(v, (int, float)) and math.isfinite(v):
+    """The tightest reachability threshold (fraction units) the run's attack recorded, if any."""
+    info = res.get("attack_info") or {}
+    for key in THRESHOLD_KEYS:
+        v = info.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
             return float(v)
     return None
 

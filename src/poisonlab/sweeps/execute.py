@@ -3,7 +3,7 @@
 ``execute_run`` is a plain top-level function of picklable arguments so that a process pool and
 a Ray task run exactly the same code. It pins the torch thread count (results of CPU reductions
 may depend on it), calls :func:`poisonlab.protocol.run_protocol` (the one protocol runner),
-reports each stage through a sink, and never raises: a failure becomes a ``failed`` row with
+reports each stage (the protocol's typed ``on_stage`` callback) through a sink, and never raises: a failure becomes a ``failed`` row with
 the error and traceback, so one bad run does not stop the sweep.
 """
 
@@ -21,13 +21,6 @@ StageSink = Callable[[str, str], None]
 #: result fields that must agree, run by run, whichever backend or worker ran it
 COMPARABLE = ("clean_accuracy", "poisoned_accuracy", "accuracy_drop", "n_train", "n_poison",
               "max_perturbation", "mean_perturbation")
-
-
-def _stage_of(message: str) -> str | None:
-    for tag, stage in (("[1/3]", "pretrain"), ("[2/3]", "attack"), ("[3/3]", "retrain")):
-        if message.startswith(tag):
-            return stage
-    return None
 
 
 def fingerprints(out: Path) -> dict[str, str]:
@@ -57,12 +50,7 @@ def execute_run(run_id: str, config: dict[str, Any], threads: int, sink: StageSi
         cfg = RunConfig.from_dict(config)
         report(run_id, "prepare")
 
-        def log(msg: str) -> None:
-            stage = _stage_of(msg)
-            if stage:
-                report(run_id, stage)
-
-        result = run_protocol(cfg, progress=False, log=log)
+        result = run_protocol(cfg, progress=False, log=lambda _m: None, on_stage=lambda stage: report(run_id, stage))
         report(run_id, "fingerprint")
         row.update(status="ok", result=result, error=None, fingerprints=fingerprints(Path(result["config"]["out"])))
     except Exception as exc:  # a failed run is data, not a crash of the sweep

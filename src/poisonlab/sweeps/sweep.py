@@ -13,7 +13,6 @@ Re-running the same command skips runs that have an ``ok`` row (and failed ones 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -148,5 +147,3 @@ def _write_progress(directory: Path, total: int, done: int, failed: int, remaini
     })
 
 
-def read_progress(directory: str | Path) -> dict[str, Any]:
-    return json.loads((Path(directory) / "progress.json").read_text())
