@@ -305,7 +305,7 @@ def test_gc_projection_hook_is_what_keeps_pixels_valid(digits_victim):
     from poisonlab.errors import ContractError
 
     class Unprojected(GradientCanceling):
-        def _admissible(self, x, source):
+        def _admissible(self, x, source, bounds):
             return x
 
     prep, victim = digits_victim

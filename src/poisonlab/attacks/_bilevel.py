@@ -6,12 +6,16 @@ engine in :mod:`poisonlab.autodiff`:
 * the follower F as a *functional* network: parameters ``w`` (a tuple of tensors) plus the module
   used by ``torch.func.functional_call``; cross-entropy losses of ``w`` on (clean ⊕ poison) batches;
 * plain gradient steps of the follower (the training loop's SGD, written functionally so unrolled
-  attacks can differentiate through them);
+  attacks can differentiate through them) — and, when the victim's recipe is not plain SGD
+  (Adam/AdamW, momentum, weight decay, a schedule), the note that they approximate it
+  (:func:`follower_note`: ``info["follower"]`` and one warning);
 * the per-round batch schedule (which clean, poison and validation points a round sees);
 * resumable checkpoints (safetensors + a JSON fingerprint, never pickle).
 
-Shapes: images ``(N, C, H, W)`` in [0, 1], labels ``(N,)`` int64, ``w`` a tuple of parameter
-tensors shaped like the victim's ``named_parameters()``.
+Shapes: inputs ``(N, *input_shape)`` — images ``(N, C, H, W)``, features ``(N, d)`` — inside the
+data's bounds (``T.train.bounds``; every projection of a poison uses them), labels ``(N,)`` int64,
+``w`` a tuple of parameter tensors shaped like the victim's ``named_parameters()``. Leader step
+sizes are in the data's units.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -34,10 +39,11 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from ..autodiff import Params
+from ..data.bounds import Bounds
 from ..data.types import AttackData, Dataset
 from ..errors import ConfigError
 from ..seeding import derive_seed, torch_generator
-from ..training.loop import param_lr_scales
+from ..training.loop import TrainConfig, param_lr_scales
 from ..training.victim import Victim
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -148,6 +154,30 @@ def sgd_steps(loss_fn: Callable[[Params], torch.Tensor], w: Params, lr: float | 
     return w
 
 
+def recipe_is_plain_sgd(recipe: TrainConfig) -> bool:
+    """True when THE training loop with ``recipe`` takes exactly the follower's steps: SGD without
+    momentum or weight decay at a constant learning rate."""
+    return (recipe.optimizer == "sgd" and recipe.momentum == 0 and not recipe.nesterov
+            and recipe.weight_decay == 0 and recipe.schedule is None)
+
+
+def follower_description(recipe: TrainConfig, lr: float) -> tuple[str, bool]:
+    """(what the follower does, relative to the victim's recipe; whether that approximates it)."""
+    approximated = not recipe_is_plain_sgd(recipe)
+    text = f"plain SGD at lr {lr:g} (victim recipe: {recipe.describe()}" + ("; approximated)" if approximated else ")")
+    return text, approximated
+
+
+def follower_note(recipe: TrainConfig, lr: float, what: str) -> str:
+    """:func:`follower_description`'s text for ``info["follower"]``; warns once when the follower's
+    plain SGD only approximates the victim's recipe."""
+    text, approximated = follower_description(recipe, lr)
+    if approximated:
+        warnings.warn(f"{what}: the follower takes {text}: its optimiser, momentum, weight decay and "
+                      "schedule are not modelled (set follower_lr to tune the step)", stacklevel=3)
+    return text
+
+
 # ---------------------------------------------------------------------------- data on the attack device
 @dataclass(frozen=True)
 class AttackTensors:
@@ -156,7 +186,7 @@ class AttackTensors:
     train: Dataset
     val: Dataset
     source_index: torch.Tensor  # (P,) indices into D_tr
-    x0: torch.Tensor  # (P, C, H, W) initial poisons
+    x0: torch.Tensor  # (P, *input_shape) initial poisons
     y0: torch.Tensor  # (P,)
 
     @staticmethod
@@ -165,8 +195,9 @@ class AttackTensors:
         """``sources``: explicit D_p⁰ indices; default a seeded random ε·N subset of D_tr
         (the thesis takes D_tr[0:εN]; D_tr is itself a seeded random permutation)."""
         src = sources if sources is not None else torch.randperm(len(data.train), generator=generator)[:n_poison]
-        train = Dataset(data.train.x.to(device, dtype), data.train.y.to(device), data.num_classes, data.train.name)
-        val = Dataset(data.val.x.to(device, dtype), data.val.y.to(device), data.num_classes, data.val.name)
+        train = Dataset(data.train.x.to(device, dtype), data.train.y.to(device), data.num_classes, data.train.name,
+                        data.train.bounds)
+        val = Dataset(data.val.x.to(device, dtype), data.val.y.to(device), data.num_classes, data.val.name, data.val.bounds)
         srcd = src.to(device)
         return AttackTensors(train, val, src.clone(), train.x[srcd].clone(), train.y[srcd].clone())
 
@@ -215,6 +246,12 @@ def fingerprint(*parts: Any) -> str:
     """A short hash of JSON-able parts (config, sizes, a data digest) to refuse stale checkpoints."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def bounds_key(bounds: Bounds) -> tuple:
+    """Fingerprint parts for the data's box: none for the pixel box [0, 1] (the fingerprints of
+    before), else its JSON form — a checkpoint made for another box is refused."""
+    return () if bounds.is_unit else (bounds.to_json(),)
 
 
 def data_digest(*tensors: torch.Tensor) -> str:
@@ -338,13 +375,14 @@ def direct_game(
     checkpoint: Checkpoint,
     progress: bool,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Gradient descent-ascent on directly optimised poison images (back_gradient, min_max).
+    """Gradient descent-ascent on directly optimised poison inputs (back_gradient, min_max).
 
     Each round (one clean batch with its ≈ε·B poisons): ``leader_step(w, round, x_p)`` returns the
-    round's poisons moved by the leader (rows ``round.poison`` of the (P, C, H, W) tensor), then the
-    follower takes ``n`` gradient steps on the clean batch ∪ those poisons. Resumable per epoch.
-    Returns (final poison images, diagnostics).
+    round's poisons moved by the leader (rows ``round.poison`` of the (P, *input_shape) tensor),
+    projected onto the data's bounds, then the follower takes ``n`` gradient steps on the clean
+    batch ∪ those poisons. Resumable per epoch. Returns (final poison inputs, diagnostics).
     """
+    bounds = T.train.bounds
     xp_all = T.x0.clone()
     w = w_pre
     n_eval = min(len(T.val), 5000)
@@ -365,7 +403,7 @@ def direct_game(
                               epoch_generator(base_seed, epoch)):
             xc, yc = T.train.x[r.clean], T.train.y[r.clean]
             if len(r.poison):
-                xp_all[r.poison] = leader_step(w, r, xp_all[r.poison]).detach().clamp(0.0, 1.0)
+                xp_all[r.poison] = bounds.clamp(leader_step(w, r, xp_all[r.poison]).detach())
             if n:
                 xp, yp = xp_all[r.poison], y_poison[r.poison]
                 w = sgd_steps(lambda ws: fol.mixed_loss(ws, xc, yc, xp, yp), w, fol.step_sizes(follower_lr), n)
@@ -379,7 +417,7 @@ def direct_game(
 
 
 def direct_setup(cfg: Any, data: AttackData, victim: Victim, n_poison: int, generator: torch.Generator):
-    """The shared start of the attacks that optimise poison images directly (back_gradient, min_max):
+    """The shared start of the attacks that optimise poison inputs directly (back_gradient, min_max):
     (base seed, tensors, follower, clean weights, poison labels, follower lr, batch size).
 
     ``cfg`` needs ``dtype``, ``labels``, ``follower_lr`` and ``batch_size``; the generator is drawn in a

@@ -1,19 +1,22 @@
 """Back-gradient poisoning (Muñoz-González, Biggio et al. 2017) as k-step unrolled GDA (thesis §2.4.2).
 
 Threat model: indiscriminate, training-only. The attacker adds ε·N points whose *images* it
-optimises directly (initialised from D_tr points); labels are set once at the start (``labels``:
+optimises directly (initialised from D_tr points; images or any other input shape); labels are set once at the start (``labels``:
 ``flip`` y ← C−1−y as in the original attack, ``keep`` for a clean-label variant, or
 ``max_loss``). Each round, with the follower at w_t:
 
     w_{t,k}  = k plain SGD steps of f(x_p, ·) from w_t        (unrolled, differentiable)
-    x_p     ← Π_[0,1]( x_p + α · sign ∇_{x_p} ℓ(w_{t,k}) )    (ℓ = CE on a D_v batch; hypergradient
+    x_p     ← Π_box( x_p + α · sign ∇_{x_p} ℓ(w_{t,k}) )     (ℓ = CE on a D_v batch; hypergradient
                                                              by reverse mode through the k steps)
     w_{t+1}  = w_t − β ∇_w f(x_p, w_t)   (n times)             (UGDA follower, Metz et al. 2017)
 
 The original back-gradient reverses the k steps with O(1) memory by reversible learning; we
 store the k steps instead (exact same hypergradient for the small k used here). Poisons are
 processed ≈ε·B per clean batch of B, all of them every epoch, instead of one point at a time.
-Shapes: images (N, C, H, W) in [0, 1], poisons (ε·N, C, H, W).
+Π_box is the projection onto the data's bounds (``data.bounds``; pixels in [0, 1] for images) and α
+is in the data's units. The follower's steps are plain SGD; another victim recipe (Adam, momentum, a
+schedule) is approximated, as ``info["follower"]`` says. Any victim module works.
+Shapes: inputs (N, *input_shape) inside the bounds, poisons (ε·N, *input_shape).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ class BackGradientConfig(AttackConfig):
     epochs: int = 10  # passes over D_tr (each poison is updated once per pass)
     k: int = 10  # unrolled follower steps in the hypergradient
     n: int = 1  # follower steps per round (UGDA)
-    leader_lr: float = 0.02  # α, pixel units per signed step
+    leader_lr: float = 0.02  # α, the data's units per signed step
     follower_lr: float | None = None  # β; None: the victim recipe's learning rate
     batch_size: int | None = None
     val_batch_size: int | None = 1000
@@ -77,6 +80,7 @@ class BackGradient(Attack):
                progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg: BackGradientConfig = self.config
         base, T, fol, w_pre, yp_all, beta, bs = B.direct_setup(cfg, data, victim, n_poison, generator)
+        follower = B.follower_note(victim.spec.recipe, beta, WHAT)
 
         def leader_step(w: B.Params, r: B.Round, xp: torch.Tensor) -> torch.Tensor:
             g = unrolled_hypergradient(fol, w, T.train.x[r.clean], T.train.y[r.clean], xp, yp_all[r.poison],
@@ -85,9 +89,11 @@ class BackGradient(Attack):
 
         resumable = {k: v for k, v in self.options().items() if k not in ("epochs", "checkpoint")}
         fp = B.fingerprint("back_gradient", resumable, n_poison, len(T.val), base,
-                           B.data_digest(data.train.x[:256], data.val.x[:256]), victim.spec.model)
+                           B.data_digest(data.train.x[:256], data.val.x[:256]), victim.spec.model,
+                           *B.bounds_key(data.bounds))
         x, info = B.direct_game(name="back_gradient", fol=fol, w_pre=w_pre, T=T, y_poison=yp_all,
                                 leader_step=leader_step, epochs=cfg.epochs, n=cfg.n, follower_lr=beta,
                                 batch_size=bs, val_batch_size=cfg.val_batch_size, base_seed=base,
                                 checkpoint=B.Checkpoint(cfg.checkpoint, fp), progress=progress)
+        info["follower"] = follower
         return PoisonSet(x.to("cpu", torch.float32), yp_all.cpu(), T.source_index, info)

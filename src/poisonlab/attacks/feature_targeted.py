@@ -11,26 +11,31 @@ FT splits the problem in three stages:
     poisoned *features* are crafted so that the target head becomes stationary (attack ``gc`` on
     a logistic-regression victim over features);
 (c) inversion: each poisoned feature f*_j is mapped back to an input by
-    min_x ||φ(x) − f*_j||²  s.t. x ∈ [0, 1], ||x − x_src||_∞ ≤ radius (optional)
-    (:func:`poisonlab.pretrain.invert_features`, starting from the source image).
+    min_x ||φ(x) − f*_j||²  s.t. x ∈ bounds, ||x − x_src||_∞ ≤ radius (optional)
+    (:func:`poisonlab.pretrain.invert_features`, starting from the source input; ``bounds`` are the
+    data's, pixels in [0, 1] for images, and ``radius`` is in the data's units).
 
 Features are rescaled per dimension to [0, 1] with the clean features' min/max (the head is
 rescaled exactly, so stage (b) sees an equivalent linear model and GC's box is the range of
 features the clean data reach). Works with any victim that splits into features + linear head
-(``linear_probe``/``fine_tune`` extractors, nn, cnn, resnet18; logistic regression with φ = pixels).
-Shapes: images (n, C, H, W); features (n, D); poisons (ε·N, C, H, W) with their source labels.
+(``linear_probe``/``fine_tune`` extractors, nn, cnn, resnet18; logistic regression with φ = pixels;
+a user's module with ``features`` and a ``head`` ``nn.Linear``, an ``nn.Sequential`` ending in an
+``nn.Linear``, or a bare ``nn.Linear``), on inputs of any shape; any other victim is refused
+before any work (:class:`~poisonlab.errors.UnsupportedError`).
+Shapes: inputs (n, *input_shape); features (n, D); poisons (ε·N, *input_shape) with their source labels.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..cache import ArtifactCache
 from ..data.types import AttackData, Dataset, PoisonSet
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedError
 from ..models.extractors import split_head
 from ..pretrain.invert import invert_features, relative_error
 from ..training import TrainConfig, Victim, VictimSpec
@@ -41,8 +46,9 @@ from .base import ATTACKS, Attack, AttackConfig, register_attack
 @dataclass(frozen=True, kw_only=True)
 class FeatureTargetedConfig(AttackConfig):
     """``eps_w``/``target_steps``: GradPC on the head (stage a); ``gc_steps``/``gc_lr``: GC on the
-    [0, 1]-scaled features (stage b); ``radius`` (L∞ around the source image, None = free),
-    ``invert_steps``/``invert_lr``: projected-Adam inversion (stage c)."""
+    [0, 1]-scaled features (stage b); ``radius`` (L∞ around the source input in the data's units,
+    None = free), ``invert_steps``/``invert_lr``: projected-Adam inversion inside the data's bounds
+    (stage c; ``invert_lr`` in the data's units)."""
 
     eps_w: float = 0.5
     target_steps: int = 50
@@ -66,9 +72,26 @@ class FeatureTargetedConfig(AttackConfig):
         check_radius(self.radius, "feature_targeted")
 
 
+def feature_head_split(model: torch.nn.Module) -> tuple[Any, torch.nn.Linear] | None:
+    """(feature map, final linear layer with a bias) of a victim, or None when it has no such split:
+    :func:`poisonlab.models.split_head` (``features`` + ``head``, or ``linear``), else an
+    ``nn.Sequential`` ending in an ``nn.Linear`` (its other layers the features), else a bare
+    ``nn.Linear`` (features = the flattened input)."""
+    try:
+        feats, head = split_head(model)
+    except ConfigError:
+        if isinstance(model, torch.nn.Sequential) and len(model) >= 1 and isinstance(model[-1], torch.nn.Linear):
+            feats, head = (model[:-1] if len(model) > 1 else (lambda x: x.flatten(1))), model[-1]
+        elif isinstance(model, torch.nn.Linear):
+            feats, head = (lambda x: x.flatten(1)), model
+        else:
+            return None
+    return (feats, head) if head.bias is not None else None
+
+
 @torch.no_grad()
 def features_of(feature_map, x: torch.Tensor, device: torch.device, batch: int = 1024) -> torch.Tensor:
-    """φ(x) in batches: (N, C, H, W) -> (N, D) on the CPU."""
+    """φ(x) in batches: (N, *input_shape) -> (N, D) on the CPU."""
     return torch.cat([feature_map(x[i:i + batch].to(device)).cpu() for i in range(0, len(x), batch)])
 
 
@@ -108,13 +131,22 @@ class FeatureTargeted(Attack):
     clean_label = True
     summary = "feature-targeted: GradPC head target, GC on features, inversion to inputs (optional L∞ radius)"
 
+    def check_supported(self, data: AttackData, victim: Victim) -> None:
+        """The victim must split into a feature map and a final ``nn.Linear`` head with a bias."""
+        model = victim.spec.build(victim.seed)  # an untrained copy: the architecture is all that matters
+        if feature_head_split(model) is None:
+            raise UnsupportedError(
+                f"feature_targeted needs a victim that splits into features + a linear head (attributes "
+                f"'features' and 'head' (nn.Linear with a bias), a 'linear' layer, or an nn.Sequential ending in "
+                f"nn.Linear); {victim.spec.model!r} ({type(model).__name__}) has no such split")
+
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg = self.config
         t0 = time.perf_counter()
         model = victim.clean_model()
         for p in model.parameters():
             p.requires_grad_(False)
-        feature_map, head = split_head(model)
+        feature_map, head = feature_head_split(model)
         device = victim.device
         fs = feature_space(feature_map, head, data, device)
         d, c = fs.lo.numel(), data.num_classes
@@ -135,7 +167,8 @@ class FeatureTargeted(Attack):
         # (c): invert the poisoned features back to inputs, from the source images
         x_src = data.train.x[src].to(device)
         x, report = invert_features(feature_map, f_target.to(device), x_src, source=x_src, radius=cfg.radius,
-                                    steps=cfg.invert_steps, lr=cfg.invert_lr, progress=progress and "ft invert")
+                                    steps=cfg.invert_steps, lr=cfg.invert_lr, progress=progress and "ft invert",
+                                    bounds=data.bounds)
         f_src = fs.unscale(fdata.train.x[src])
         info = {
             **report,
@@ -147,4 +180,4 @@ class FeatureTargeted(Attack):
             "gc_feature_info": {k: v for k, v in fpois.info.items() if k != "grad_norm_trace"},
             "ft_seconds": time.perf_counter() - t0,
         }
-        return PoisonSet(x.detach().cpu().clamp(0.0, 1.0), y.cpu(), src.cpu(), info)
+        return PoisonSet(data.bounds.clamp(x.detach().cpu()), y.cpu(), src.cpu(), info)

@@ -3,17 +3,24 @@
 Threat model: model-targeted, clean-label, additive. The attacker knows D_tr, the victim's
 architecture and loss, and picks a *target* parameter w (by default a GradPC corruption of the
 clean victim, ε_w = 0.5, or any saved ``.safetensors`` state). It adds n = ε·N points z_j whose
-labels stay those of the clean points they start from, and moves their inputs (pixels in [0, 1]) so
-that w becomes a stationary point of retraining on D_tr ∪ D_p:
+labels stay those of the clean points they start from, and moves their inputs (inside the data's
+bounds: pixels in [0, 1] for images, per-feature ranges for tabular data) so that w becomes a
+stationary point of retraining on D_tr ∪ D_p:
 
-    min_{x_1..x_n ∈ [0,1]}  L = ½‖g(μ) + (1/N)·Σ_j ∇_w ℓ(z_j, w)‖²          (eq. 3.14, ε·g(ν̂) = (1/N)Σ_j)
+    min_{x_1..x_n ∈ box}  L = ½‖g(μ) + (1/N)·Σ_j ∇_w ℓ(z_j, w)‖²            (eq. 3.14, ε·g(ν̂) = (1/N)Σ_j)
 
 ∂L/∂x_j = (1/N)·∇_x⟨∇_w ℓ(z_j, w), r⟩ with r = g(μ) + (1/N)Σ_j ∇_w ℓ(z_j, w) (eq. 3.15) is one
 mixed product of :func:`poisonlab.autodiff.mixed_vjp`. Steps are Adam (or RMS-normalised) on the
-pixels, projected onto [0, 1] after each step — the published script's plain steps of size 10
-without projection diverge. ‖r‖/(1+ε) is the gradient norm of the target over the mixed set.
+inputs, projected onto the data's bounds (and the optional L∞ ball of ``radius``, in the data's
+units) after each step — the published script's plain steps of size 10 without projection
+diverge. ‖r‖/(1+ε) is the gradient norm of the target over the mixed set.
 
-Shapes: poisons x (n, C, H, W) in [0, 1], y (n,) int64, source_index (n,) into D_tr.
+Any victim module works. For a *linear softmax* victim (:func:`poisonlab.theory.as_linear_softmax`:
+logits W·flatten(x) + b, e.g. ``lr``) the attack also reports the box-bounded necessary conditions
+τ_box and τ_gauge of :mod:`poisonlab.theory.box` for the data's box (scalar or per-feature); for
+other victims they are reported as not applicable (``info["box_not_applicable"]`` says why).
+
+Shapes: poisons x (n, *input_shape) inside the bounds, y (n,) int64, source_index (n,) into D_tr.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -31,10 +38,12 @@ from tqdm.auto import tqdm
 from ..cache import ArtifactCache
 from ..autodiff import flatten, mixed_vjp, named_params, unflatten
 from ..autodiff.params import Params, loss_of_params
+from ..data.bounds import Bounds
 from ..data.types import AttackData, Dataset, PoisonSet
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedError
 from ..theory import min_poison_count, multiclass_reachability
 from ..theory.box import BoxGauge, linear_box_gauge, linear_box_threshold
+from ..theory.linear import linear_softmax_names
 from ..training import Victim, accuracy, predict_logits
 from ._radius import check_radius, project
 from .base import Attack, AttackConfig, register_attack
@@ -45,16 +54,18 @@ from .targets import is_target_path, make_target
 class GCConfig(AttackConfig):
     """Options. Target: ``target`` ("gradpc" or a path to .safetensors) with GradPC's ``eps_w``,
     ``target_norm``, ``target_topk``, ``target_steps``, ``target_lr``. GC: ``params`` (parameter tensors in the
-    gradient, default all), ``steps``, ``lr`` (pixel units), ``optimizer`` ("adam" or
+    gradient, default all), ``steps``, ``lr`` (the data's units), ``optimizer`` ("adam" or
     "normalized"), ``schedule`` ("constant" or "cosine"), ``tol`` (stop when the mixed gradient norm
     ≤ tol·‖g(μ)‖), ``source_classes`` (draw the starting points, hence labels, from these classes
     only; default all), ``class_proportions`` (one weight per class: draw round(q_k·n) starting points
     from class k, with replacement when a class is short — the attacker picks the label mix, the labels
     then stay clean), ``init`` ("random" clean points; "aligned": the clean points whose
     gradient at w points most against g(μ), i.e. that cancel most before any step; "plan" (linear
-    victims): random clean points in the label mix of the box-gauge LP's plan,
-    :func:`poisonlab.theory.box.linear_box_gauge`), ``gauge`` (solve that LP and report τ_gauge for
-    linear victims; default on), ``chunk_size`` (points per autograd pass), ``trace_every``."""
+    softmax victims only): random clean points in the label mix of the box-gauge LP's plan over the
+    data's box, :func:`poisonlab.theory.box.linear_box_gauge`), ``gauge`` (solve that LP and report
+    τ_gauge for linear softmax victims; default on), ``radius`` (L∞ ball around each source input,
+    in the data's units; None: only the data's bounds), ``chunk_size`` (points per autograd pass),
+    ``trace_every``."""
 
     target: str = "gradpc"
     eps_w: float = 0.5
@@ -71,8 +82,8 @@ class GCConfig(AttackConfig):
     source_classes: tuple[int, ...] = ()
     class_proportions: tuple[float, ...] = ()
     init: str = "random"
-    gauge: bool = True  # linear victims: solve the box-gauge LP (seconds on MNIST) and report τ_gauge
-    radius: float | None = None  # L∞ ball around each source image (feature-extractor chapter); None: free
+    gauge: bool = True  # linear softmax victims: solve the box-gauge LP (seconds on MNIST) and report τ_gauge
+    radius: float | None = None  # L∞ ball around each source input, data units (feature-extractor chapter); None: free
     chunk_size: int = 8192
     trace_every: int = 10
 
@@ -95,7 +106,8 @@ class GCConfig(AttackConfig):
         if self.init == "plan" and (self.class_proportions or self.source_classes):
             raise ConfigError("gc: init 'plan' picks the label mix itself; drop class_proportions / source_classes")
         if self.init == "plan" and self.radius is not None:
-            raise ConfigError("gc: init 'plan' comes from the [0, 1] box gauge, which ignores an L∞ radius; use radius null")
+            raise ConfigError("gc: init 'plan' comes from the box gauge of the data's bounds, which ignores an L∞ radius; "
+                              "use radius null")
         if not (isinstance(self.chunk_size, int) and self.chunk_size >= 1):
             raise ConfigError(f"gc: chunk_size must be a positive integer, got {self.chunk_size!r}")
         if not (isinstance(self.trace_every, int) and self.trace_every >= 1):
@@ -189,29 +201,71 @@ def _sources_by_proportion(y: torch.Tensor, weights, n: int, num_classes: int, g
     return torch.cat(out)
 
 
-def _linear_gradient_matrix(model: nn.Module, names: list[str], g_clean: torch.Tensor) -> torch.Tensor | None:
-    """g(μ) as the (C, d+1) matrix [W | b] when ``model`` is a single linear layer and ``g_clean`` its
-    full flattened mean gradient [weight, bias]; else None."""
-    from ..models.victims import LogisticRegression
-
-    if not isinstance(model, LogisticRegression) or names != ["linear.weight", "linear.bias"]:
+def _linear_gradient_matrix(model: nn.Module, names: list[str], g_clean: torch.Tensor,
+                            input_shape: Sequence[int] | None = None) -> torch.Tensor | None:
+    """g(μ) as the (C, d+1) matrix [W | b] when ``model`` is a linear softmax model
+    (:func:`poisonlab.theory.linear.as_linear_softmax`; ``input_shape`` lets any module that computes
+    W·flatten(x) + b qualify) and ``g_clean`` its full flattened mean gradient in ``names`` order
+    (both parameters); else None."""
+    lin = linear_softmax_names(model, input_shape)
+    if lin is None or sorted(names) != sorted(lin):
         return None
-    C, d = model.linear.weight.shape
-    return torch.cat([g_clean[: C * d].reshape(C, d), g_clean[C * d :].reshape(C, 1)], 1).cpu()
+    params = dict(model.named_parameters())
+    parts, i = {}, 0
+    for n in names:
+        k = params[n].numel()
+        parts[n] = g_clean[i : i + k]
+        i += k
+    if i != g_clean.numel():
+        return None
+    C, d = params[lin[0]].shape
+    return torch.cat([parts[lin[0]].reshape(C, d), parts[lin[1]].reshape(C, 1)], 1).cpu()
 
 
-def box_threshold(model: nn.Module, names: list[str], g_clean: torch.Tensor) -> float | None:
-    """τ_box (:func:`poisonlab.theory.box.linear_box_threshold`, pixels in [0, 1]) for a linear
-    victim with all its parameters in ``names``; else None."""
-    G = _linear_gradient_matrix(model, names, g_clean)
-    return None if G is None else linear_box_threshold(G)
+def box_limits(bounds: Bounds | None, d: int, input_shape: Sequence[int] | None = None
+               ) -> tuple[float, float] | tuple[torch.Tensor, torch.Tensor]:
+    """The data's box as the theory takes it (:mod:`poisonlab.theory.box`): two floats for scalar
+    bounds (None: the pixel box [0, 1]), else (d,) float64 tensors per feature of the flattened input."""
+    if bounds is None:
+        return 0.0, 1.0
+    if bounds.is_scalar:
+        return float(bounds.lower), float(bounds.upper)
+    shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
+    if shape is None or math.prod(shape) != d:
+        if bounds.lower.numel() == d and bounds.upper.numel() == d:
+            return bounds.lower.double().reshape(-1), bounds.upper.double().reshape(-1)
+        shape = tuple(bounds.lower.shape) if bounds.lower.numel() == d else tuple(bounds.upper.shape)
+        if math.prod(shape) != d:
+            raise ConfigError(f"gc: per-feature bounds do not fit the model's {d} input features; pass the input shape")
+    lo, hi = bounds.expanded(shape, dtype=torch.float64)
+    return lo.reshape(-1), hi.reshape(-1)
 
 
-def box_gauge(model: nn.Module, names: list[str], g_clean: torch.Tensor) -> BoxGauge | None:
+def box_threshold(model: nn.Module, names: list[str], g_clean: torch.Tensor, bounds: Bounds | None = None,
+                  input_shape: Sequence[int] | None = None) -> float | None:
+    """τ_box (:func:`poisonlab.theory.box.linear_box_threshold`) over the box ``bounds`` (None: [0, 1])
+    for a linear softmax victim with all its parameters in ``names``; else None (not applicable)."""
+    G = _linear_gradient_matrix(model, names, g_clean, input_shape)
+    return None if G is None else linear_box_threshold(G, *box_limits(bounds, G.shape[1] - 1, input_shape))
+
+
+def box_gauge(model: nn.Module, names: list[str], g_clean: torch.Tensor, bounds: Bounds | None = None,
+              input_shape: Sequence[int] | None = None) -> BoxGauge | None:
     """The box gauge (:func:`poisonlab.theory.box.linear_box_gauge`: τ_gauge ≥ τ_box and its label
-    plan) for a linear victim with all its parameters in ``names``; else None."""
-    G = _linear_gradient_matrix(model, names, g_clean)
-    return None if G is None else linear_box_gauge(G)
+    plan) over ``bounds`` (None: [0, 1]) for a linear softmax victim with all its parameters in
+    ``names``; else None (not applicable)."""
+    G = _linear_gradient_matrix(model, names, g_clean, input_shape)
+    return None if G is None else linear_box_gauge(G, *box_limits(bounds, G.shape[1] - 1, input_shape))
+
+
+def _box_note(linear: bool, radius: float | None, model: nn.Module) -> str | None:
+    """Why τ_box / τ_gauge are not reported (None when they are)."""
+    if not linear:
+        return (f"the target ({type(model).__name__}) is not a linear softmax model over all its gradient "
+                "parameters (logits = W·flatten(x) + b)")
+    if radius is not None:
+        return "an L∞ radius constrains the poisons beyond the data's box"
+    return None
 
 
 def relative_distance(a: nn.Module, b: nn.Module, names: list[str]) -> float:
@@ -234,11 +288,21 @@ class GradientCanceling(Attack):
         opts = {"eps_w": c.eps_w, "norm": c.target_norm, "topk": c.target_topk, "steps": c.target_steps, "lr": c.target_lr}
         return make_target(c.target, victim.clean_model(), data.val, opts, progress, cache)
 
-    def _admissible(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        """Algorithm 2, line 7: the projection onto the admissible inputs — pixels in [0, 1] (and the
-        L∞ ball of ``radius`` around each source image). ``bench/gc_unbounded.py`` overrides it to
+    def check_supported(self, data: AttackData, victim: Victim) -> None:
+        """Any victim and input shape; only ``init="plan"`` needs a linear softmax victim (its plan is
+        the box gauge's, which exists for those only)."""
+        if self.config.init == "plan":
+            model = victim.spec.build(victim.seed)  # the architecture only: no training
+            if linear_softmax_names(model, data.train.input_shape) is None:
+                raise UnsupportedError(
+                    f"gc: init 'plan' follows the box gauge's label plan, which needs a linear softmax victim "
+                    f"(logits = W·flatten(x) + b, e.g. 'lr'); {victim.spec.model!r} ({type(model).__name__}) is not one")
+
+    def _admissible(self, x: torch.Tensor, source: torch.Tensor, bounds: Bounds) -> torch.Tensor:
+        """Algorithm 2, line 7: the projection onto the admissible inputs — the data's ``bounds`` (and
+        the L∞ ball of ``radius`` around each source input). ``bench/gc_unbounded.py`` overrides it to
         measure the published script's unprojected setting, outside the attack contract."""
-        return project(x, source, self.config.radius)
+        return project(x, source, self.config.radius, bounds)
 
     def _initial_sources(self, train: Dataset, num_classes: int, n: int, target: nn.Module, names: list[str], w: Params,
                          g_clean: torch.Tensor, generator: torch.Generator, gauge: BoxGauge | None) -> torch.Tensor:
@@ -246,7 +310,7 @@ class GradientCanceling(Attack):
         c = self.config
         if c.init == "plan":
             if gauge is None:  # _craft solves the gauge whenever init is "plan" and the victim is linear
-                raise ConfigError("gc: init 'plan' needs a linear victim (lr) with all its parameters in params")
+                raise ConfigError("gc: init 'plan' needs a linear softmax victim (e.g. lr) with all its parameters in params")
             if not math.isfinite(gauge.tau):
                 raise ConfigError("gc: init 'plan': no poison mix can cancel this target's gradient (infinite gauge)")
             if gauge.tau > 0:  # τ = 0: the target is already stationary, any labels do
@@ -289,8 +353,10 @@ class GradientCanceling(Attack):
         g_clean = sum_gradient(target, names, w, train.x.to(device), train.y.to(device), 1.0 / N, c.chunk_size)
         g_clean_norm = float(torch.linalg.vector_norm(g_clean))
 
-        # linear victims, free pixels in [0, 1]: the box-bounded necessary conditions (theory/box.py)
-        gauge = box_gauge(target, names, g_clean) if c.radius is None and (c.gauge or c.init == "plan") else None
+        # linear softmax victims, inputs free in the data's box: the box-bounded necessary conditions (theory/box.py)
+        box, shape = data.bounds, train.input_shape
+        linear = _linear_gradient_matrix(target, names, g_clean, shape) is not None
+        gauge = box_gauge(target, names, g_clean, box, shape) if linear and c.radius is None and (c.gauge or c.init == "plan") else None
         # initialise from clean points (labels kept: clean-label)
         src = self._initial_sources(train, data.num_classes, n_poison, target, names, w, g_clean, generator, gauge)
         y = train.y[src].to(device)
@@ -331,7 +397,7 @@ class GradientCanceling(Attack):
                 else:
                     rms = grad.pow(2).mean().sqrt().clamp_min(1e-30)
                     x_var -= lr * grad / rms
-                x_var.copy_(self._admissible(x_var, x))
+                x_var.copy_(self._admissible(x_var, x, box))
         if trace and trace[-1][0] != step:
             trace.append([step, norm / max(g_clean_norm, 1e-30)])
 
@@ -347,11 +413,12 @@ class GradientCanceling(Attack):
             "clean_to_target_distance": relative_distance(clean, target, names),
             "tau": reach.tau,
             "tau_min_poisons": tau_count if math.isfinite(tau_count) else None,
-            # linear victims, free pixels in [0, 1]: the box-bounded necessary condition (theory/box.py)
-            "tau_box": box_threshold(target, names, g_clean) if c.radius is None else None,
+            # linear softmax victims, inputs free in the data's box: the box-bounded necessary condition (theory/box.py)
+            "tau_box": box_threshold(target, names, g_clean, box, shape) if linear and c.radius is None else None,
             "tau_gauge": gauge.tau if gauge is not None and math.isfinite(gauge.tau) else None,
             "eps_reaches_tau_gauge": eps >= gauge.tau if gauge is not None else None,
             "gauge_label_mix": (gauge.label_mass / gauge.tau).tolist() if gauge is not None and 0 < gauge.tau < math.inf else None,
+            "box_not_applicable": _box_note(linear, c.radius, target),
             "eps": eps,
             "eps_reaches_tau": reach.reachable(eps),
             "clean_grad_norm": g_clean_norm,

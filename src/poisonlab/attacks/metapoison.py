@@ -1,7 +1,9 @@
 """MetaPoison (Huang, Geiping, Fowl, Taylor & Goldstein 2020), adapted to indiscriminate poisoning.
 
 Threat model: clean-label, training-only. The attacker adds ε·N copies of D_tr points with
-their labels kept and an image perturbation δ, ‖δ‖_∞ ≤ ``radius``, x_p = clip(x⁰ + δ, 0, 1).
+their labels kept and a perturbation δ, ‖δ‖_∞ ≤ ``radius`` (in the data's units), x_p = Π_box(x⁰ + δ)
+inside the data's bounds (``data.bounds``: pixels in [0, 1] for images; infinite bounds leave only
+the ball).
 As in the thesis (§2.6.1) the targeted objective is replaced by *maximising the validation
 loss* ℓ = CE(D_v). Meta-learning with an ensemble of ``ensemble`` victims trained to staggered
 stages (initialised with different seeds, model i pre-trained for ⌊i·T/M⌋ of ``stagger_epochs``
@@ -14,7 +16,9 @@ epochs on D_tr ∪ D_p): each of the ``outer_steps`` steps
 
 f uses a clean batch of B points plus all poisons weighted ε: f = (CE_clean + ε·CE_poison)/(1+ε),
 the expected loss of a batch of D_tr ∪ D_p. Paper defaults: K = 2, 60 outer steps, 24 models.
-Shapes: images (N, C, H, W) in [0, 1], δ (ε·N, C, H, W).
+The models take plain SGD steps; another victim recipe (Adam, momentum, a schedule) is approximated,
+as ``info["follower"]`` says. Any victim module and input shape works.
+Shapes: inputs (N, *input_shape) inside the bounds, δ (ε·N, *input_shape).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
 from ..training.victim import Victim
 from . import _bilevel as B
+from ._radius import clamp_box
 from .base import Attack, AttackConfig, register_attack
 
 WHAT = "attack 'metapoison'"
@@ -40,8 +45,8 @@ class MetaPoisonConfig(AttackConfig):
     unroll: int = 2  # K
     ensemble: int = 24  # M
     stagger_epochs: int = 10  # the ensemble spans training stages 0 .. stagger_epochs epochs
-    radius: float = 8 / 255  # L∞ bound on δ
-    leader_lr: float = 0.01  # Adam step on δ (pixel units)
+    radius: float = 8 / 255  # L∞ bound on δ, in the data's units
+    leader_lr: float = 0.01  # Adam step on δ (the data's units)
     follower_lr: float | None = None
     batch_size: int | None = None
     val_batch_size: int | None = 1000
@@ -76,6 +81,8 @@ class MetaPoison(Attack):
         T = B.AttackTensors.build(data, n_poison, generator, device, dtype)
         eps = n_poison / len(T.train)
         beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
+        follower = B.follower_note(victim.spec.recipe, beta, WHAT)
+        box = T.train.bounds
         bs = cfg.batch_size or victim.spec.recipe.batch_size or len(T.train)
         steps_per_epoch = max(1, -(-len(T.train) // bs))
         horizon = cfg.stagger_epochs * steps_per_epoch  # SGD steps at which a model restarts
@@ -98,7 +105,7 @@ class MetaPoison(Attack):
             models.append((fol, w))
             ages.append(age)
         opt = torch.optim.Adam([delta.requires_grad_(True)], lr=cfg.leader_lr)
-        info: dict = {"val_loss": [], "ensemble": cfg.ensemble}
+        info: dict = {"val_loss": [], "ensemble": cfg.ensemble, "follower": follower}
         t0 = time.perf_counter()
         for _ in tqdm(range(cfg.outer_steps), desc="metapoison", disable=not progress, unit="step"):
             v = torch.randperm(len(T.val), generator=g)[: cfg.val_batch_size or len(T.val)].to(device)
@@ -107,7 +114,7 @@ class MetaPoison(Attack):
             total = 0.0
             for fol, w in models:
                 with torch.enable_grad():
-                    xp = (T.x0 + delta).clamp(0.0, 1.0)
+                    xp = clamp_box(T.x0 + delta, box)  # in the graph: clamp's gradient
                     wk = B.sgd_steps(lambda ws: batch_loss(fol, ws, xp), w, fol.step_sizes(beta), cfg.unroll, create_graph=True)
                     ell = fol.loss(wk, xv, yv) / len(models)
                     (-ell).backward()  # ascent on the validation loss
@@ -115,9 +122,9 @@ class MetaPoison(Attack):
             opt.step()
             with torch.no_grad():
                 delta.clamp_(-cfg.radius, cfg.radius)
-                delta.copy_((T.x0 + delta).clamp(0.0, 1.0) - T.x0)
+                delta.copy_(box.clamp(T.x0 + delta) - T.x0)
             info["val_loss"].append(total)
-            xp_now = (T.x0 + delta.detach()).clamp(0.0, 1.0)
+            xp_now = box.clamp(T.x0 + delta.detach())
             for i, (fol, w) in enumerate(models):  # the ensemble keeps training on the current poisons
                 if ages[i] + 1 >= horizon:
                     restarts[i] += 1
@@ -127,5 +134,5 @@ class MetaPoison(Attack):
                 ages[i] += 1
         info["seconds"] = time.perf_counter() - t0
         info["seconds_per_outer_step"] = info["seconds"] / max(cfg.outer_steps, 1)
-        x = (T.x0 + delta.detach()).clamp(0.0, 1.0)
+        x = box.clamp(T.x0 + delta.detach())
         return PoisonSet(x.to("cpu", torch.float32), T.y0.cpu(), T.source_index, info)

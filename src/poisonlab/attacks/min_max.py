@@ -8,11 +8,14 @@ networks and batches: poison images are initialised from D_tr points with labels
 (``labels="max_loss"``: the class the clean model finds least likely, the analogue of picking the
 highest-loss feasible label; or ``flip`` / ``keep``), then each round
 
-    x_p ← Π_[0,1]( x_p + α · sign ∇_{x_p} CE(w; x_p, y_p) )   (m times, the round's ≈ε·B poisons)
+    x_p ← Π_box( x_p + α · sign ∇_{x_p} CE(w; x_p, y_p) )   (m times, the round's ≈ε·B poisons)
     w   ← w − β ∇_w f(D_batch ∪ x_p, w)                        (n times)
 
-The feasible set is the pixel box [0, 1] (no data-sanitisation sphere, which the thesis'
-protocol does not use). Shapes: images (N, C, H, W) in [0, 1].
+The feasible set is the data's box (``data.bounds``: pixels in [0, 1] for images, per-feature
+ranges for tabular data; no data-sanitisation sphere, which the thesis' protocol does not use); α
+is in the data's units. The follower takes plain SGD steps; another victim recipe (Adam, momentum,
+a schedule) is approximated and said so in ``info["follower"]``. Works on any victim module and
+any input shape (N, *input_shape).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class MinMaxConfig(AttackConfig):
     epochs: int = 10
     m: int = 1  # leader (ascent) steps per round
     n: int = 1  # follower steps per round
-    leader_lr: float = 0.05  # α, pixel units per signed step
+    leader_lr: float = 0.05  # α, the data's units per signed step
     follower_lr: float | None = None
     batch_size: int | None = None
     labels: str = "max_loss"
@@ -64,6 +67,7 @@ class MinMax(Attack):
                progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg: MinMaxConfig = self.config
         base, T, fol, w_pre, yp_all, beta, bs = B.direct_setup(cfg, data, victim, n_poison, generator)
+        follower = B.follower_note(victim.spec.recipe, beta, WHAT)
 
         def leader_step(w: B.Params, r: B.Round, xp: torch.Tensor) -> torch.Tensor:
             yp = yp_all[r.poison]
@@ -71,14 +75,16 @@ class MinMax(Attack):
                 x = xp.detach().requires_grad_(True)
                 with torch.enable_grad():
                     g = torch.autograd.grad(fol.loss(w, x, yp), x)[0]
-                xp = (x + cfg.leader_lr * g.sign()).clamp(0.0, 1.0).detach()
+                xp = T.train.bounds.clamp(x + cfg.leader_lr * g.sign()).detach()
             return xp
 
         resumable = {k: v for k, v in self.options().items() if k not in ("epochs", "checkpoint")}
         fp = B.fingerprint("min_max", resumable, n_poison, base,
-                           B.data_digest(data.train.x[:256], data.val.x[:256]), victim.spec.model)
+                           B.data_digest(data.train.x[:256], data.val.x[:256]), victim.spec.model,
+                           *B.bounds_key(data.bounds))
         x, info = B.direct_game(name="min_max", fol=fol, w_pre=w_pre, T=T, y_poison=yp_all,
                                 leader_step=leader_step, epochs=cfg.epochs, n=cfg.n, follower_lr=beta,
                                 batch_size=bs, val_batch_size=1, base_seed=base,
                                 checkpoint=B.Checkpoint(cfg.checkpoint, fp), progress=progress)
+        info["follower"] = follower
         return PoisonSet(x.to("cpu", torch.float32), yp_all.cpu(), T.source_index, info)

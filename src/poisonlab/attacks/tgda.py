@@ -41,7 +41,16 @@ Implementation choices, checked on MNIST / LR (see bench/tgda_mnist.py and the t
   drop was not monotone in the attack length (MNIST LR, α = 0.1: 2.61 after 80 epochs, 1.71 after
   100); with selection every 10 epochs, 200 epochs gave 3.65 (bench/tgda_mnist.py).
 
-Shapes: D_tr images (N, C, H, W) in [0, 1]; poisons (ε·N, C, H, W) in [0, 1] (sigmoid output).
+Bounds and shapes: the generator's sigmoid output is mapped onto the data's box
+(``data.bounds.from_unit``; its input read through ``to_unit``), so poisons land inside it — pixels
+in [0, 1] for images (the maps are then the identity), per-feature ranges for tabular data. That
+needs finite bounds: infinite ones are refused before any work (UnsupportedError), as is
+``conv_autoencoder`` on inputs that are not images (C, H, W). The default generator is
+``fc_autoencoder`` for every input shape but colour images. ``radius`` is in the data's units.
+The follower takes plain SGD steps; another victim recipe (Adam, momentum, weight decay, a schedule)
+is approximated, as ``info["follower"]`` says (with one warning). Any victim module works.
+
+Shapes: D_tr inputs (N, *input_shape) inside the bounds; poisons (ε·N, *input_shape) inside them.
 """
 
 from __future__ import annotations
@@ -57,12 +66,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .._version import __version__
 from ..autodiff import Params, total_gradient
 from ..cache import ArtifactCache, cached_build, module_fingerprint, tensor_fingerprint
 from ..data.types import AttackData, Dataset, PoisonedDataset, PoisonSet
-from ..errors import ConfigError
-from ..models.generators import GENERATORS, build_generator, default_generator_name
+from ..errors import ConfigError, UnsupportedError
+from ..models.generators import GENERATORS, IMAGE_ONLY_GENERATORS, build_generator, default_generator_name
 from ..seeding import derive_seed
 from ..training import accuracy, mean_loss
 from ..training.victim import Victim
@@ -92,7 +101,7 @@ class TGDAConfig(AttackConfig):
     pretrain_attacker: bool = True
     pretrain_epochs: int = 5
     pretrain_lr: float = 1e-3
-    generator: str | None = None  # None: fc_autoencoder for grey, conv_autoencoder for colour
+    generator: str | None = None  # None: conv_autoencoder for colour images, fc_autoencoder for anything else
     generator_options: dict = field(default_factory=dict)
     damping: float = 0.01  # λ in (∇²_ww f + λI)⁻¹
     cg_iters: int = 10
@@ -103,7 +112,7 @@ class TGDAConfig(AttackConfig):
     partitions: int = 1  # K: split D_tr into K parts attacked independently
     workers: int = 1  # processes for the partitions (on CUDA, worker i uses GPU i mod #GPUs)
     dtype: str = "float32"
-    radius: float | None = None  # L∞ ball around each source image (generator output projected); None: free
+    radius: float | None = None  # L∞ ball around each source input, data units (generator output projected); None: free
     checkpoint: str | None = None  # directory; the attack resumes from it and saves after each epoch
     log_every: int = 1  # epochs between validation-loss diagnostics
     select_every: int = 0  # >0: every k epochs retrain the victim from scratch on D_tr ∪ poisons; keep the best θ
@@ -216,9 +225,25 @@ class TGDA(Attack):
     clean_label = True
     summary = "generator L_θ trained by total-gradient ascent on the follower's validation loss (Algorithm 1)"
 
+    def check_supported(self, data: AttackData, victim: Victim) -> None:
+        """The generator's sigmoid is mapped onto the data's box, which must be finite; a convolutional
+        generator needs image inputs (C, H, W)."""
+        cfg: TGDAConfig = self.config
+        if not data.bounds.is_finite:
+            raise UnsupportedError(
+                f"tgda: the generator ends in a sigmoid mapped onto the data's box, which needs finite bounds; "
+                f"these are {data.bounds.describe()} with infinite entries (give finite per-feature bounds)")
+        shape = data.train.input_shape
+        gname = cfg.generator or default_generator_name(shape)
+        if gname in IMAGE_ONLY_GENERATORS and len(shape) != 3:
+            raise UnsupportedError(f"tgda: generator {gname!r} needs image inputs (N, C, H, W), the data's inputs are "
+                                   f"{shape}; use generator 'fc_autoencoder'")
+
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator,
                progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg: TGDAConfig = self.config
+        beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
+        B.follower_note(victim.spec.recipe, beta, WHAT)  # warns once when plain SGD approximates the recipe
         k = min(cfg.partitions, n_poison)
         if k == 1:
             src = torch.randperm(len(data.train), generator=generator)[:n_poison]
@@ -238,7 +263,8 @@ class TGDA(Attack):
         srcs = [idx[o.source_index] for idx, o in zip(parts, outs)]
         infos = [o.info for o in outs]
         return PoisonSet(torch.cat([o.x for o in outs]), torch.cat([o.y for o in outs]), torch.cat(srcs),
-                         {"partitions": infos, "seconds_per_epoch": sum(i["seconds_per_epoch"] for i in infos)})
+                         {"partitions": infos, "seconds_per_epoch": sum(i["seconds_per_epoch"] for i in infos),
+                          "follower": infos[0]["follower"]})
 
     def _pretrained(self, gen: nn.Module, gname: str, train: Dataset, bs: int, base: int, progress: bool,
                     cache: ArtifactCache | None) -> list[float]:
@@ -249,11 +275,14 @@ class TGDA(Attack):
 
         def key() -> dict[str, Any]:
             p = next(gen.parameters())
-            return {"generator": gname, "generator_options": dict(cfg.generator_options), "radius": cfg.radius,
-                    "init": module_fingerprint(gen), "data": tensor_fingerprint(train.x, train.y),
-                    "epochs": cfg.pretrain_epochs, "lr": cfg.pretrain_lr, "batch_size": bs, "seed": base,
-                    "dtype": str(p.dtype), "device": p.device.type, "poisonlab_version": __version__,
-                    "torch_version": torch.__version__}
+            out = {"generator": gname, "generator_options": dict(cfg.generator_options), "radius": cfg.radius,
+                   "init": module_fingerprint(gen), "data": tensor_fingerprint(train.x, train.y),
+                   "epochs": cfg.pretrain_epochs, "lr": cfg.pretrain_lr, "batch_size": bs, "seed": base,
+                   "dtype": str(p.dtype), "device": p.device.type, "poisonlab_version": __version__,
+                   "torch_version": torch.__version__}
+            if not train.bounds.is_unit:  # the box maps are not in the weights (unit box: the keys of before)
+                out["bounds"] = train.bounds.to_json()
+            return out
 
         def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             losses = pretrain_autoencoder(gen, train, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr, batch_size=bs,
@@ -275,25 +304,27 @@ class TGDA(Attack):
         beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
 
         fol, w_pre = B.Follower.from_model(victim.clean_model(), dtype)
+        box = T.train.bounds
         gname = cfg.generator or default_generator_name(T.train.x.shape[1:])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(base, "tgda-generator-init"))
-            gen = build_generator(gname, T.train.x.shape[1:], T.train.num_classes, **cfg.generator_options)
+            gen = build_generator(gname, T.train.x.shape[1:], T.train.num_classes, bounds=box, **cfg.generator_options)
         gen = gen.to(device, dtype)
         if cfg.radius is not None:
-            gen = LinfProjectedGenerator(gen, cfg.radius)
+            gen = LinfProjectedGenerator(gen, cfg.radius, box)
         theta = [p for p in gen.parameters()]
         opt: torch.optim.Optimizer = (torch.optim.Adam(theta, lr=cfg.leader_lr) if cfg.leader_optimizer == "adam"
                                       else torch.optim.SGD(theta, lr=cfg.leader_lr))
 
         resumable = {k: v for k, v in self.options().items() if k not in ("epochs", "checkpoint", "log_every")}
         fp = B.fingerprint("tgda", resumable, len(T.train), len(T.val), sources.tolist()[:64], base,
-                           B.data_digest(data.train.x[:256], data.val.x[:256]), victim.spec.model)
+                           B.data_digest(data.train.x[:256], data.val.x[:256]), victim.spec.model,
+                           *B.bounds_key(data.bounds))
         ckpt = B.Checkpoint(checkpoint, fp)
         n_eval = min(len(T.val), 5000)
         eval_set = Dataset(T.val.x[:n_eval], T.val.y[:n_eval], T.val.num_classes)
         info: dict[str, Any] = {"generator": gname, "n_poison": len(sources), "batch_size": bs,
-                                "follower_lr": beta, "val_loss": [], "val_accuracy": [], "cg_iterations": [],
+                                "follower_lr": beta, "follower": B.follower_description(victim.spec.recipe, beta)[0], "val_loss": [], "val_accuracy": [], "cg_iterations": [],
                                 "leader_grad_norm": [], "pretrain_loss": []}
         if cfg.select_every:
             info["selection"] = []  # [epoch, D_v accuracy, D_v loss] of each from-scratch retrain
@@ -382,11 +413,12 @@ class TGDA(Attack):
 
     @staticmethod
     def _poisons(gen: nn.Module, T: B.AttackTensors) -> torch.Tensor:
-        """L_θ(D_p⁰): the poison images, float32 on the CPU, in [0, 1]."""
+        """L_θ(D_p⁰): the poison inputs, float32 on the CPU, inside the data's bounds (the clamp only
+        removes the rounding of the [0, 1] -> box map and of the float32 cast)."""
         with torch.no_grad():
             xs = [gen(T.x0[sl], T.y0[sl]) for sl in B.chunks(len(T.x0), 1024)]
         x = torch.cat(xs) if xs else T.x0[:0]
-        return x.to("cpu", torch.float32).clamp(0.0, 1.0)
+        return T.train.bounds.clamp(x.to("cpu", torch.float32))
 
     def _select(self, gen: nn.Module, theta: list[torch.Tensor], T: B.AttackTensors, data: AttackData,
                 victim: Victim, base: int, epoch: int, info: dict[str, Any],

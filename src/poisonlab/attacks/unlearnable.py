@@ -7,7 +7,7 @@ copies x + δ with their true labels — or, when the run's ``injection`` is "re
 x + δ *in place of* x (the paper's setting, at fraction 1 every training image) — where δ solves the
 bi-level *min-min* problem
 
-    min_θ  E [ min_δ  ℓ(f_θ(x + δ), y) ]      s.t.  x + δ ∈ [0, 1],  ||δ||_∞ ≤ radius
+    min_θ  E [ min_δ  ℓ(f_θ(x + δ), y) ]      s.t.  x + δ ∈ bounds,  ||δ||_∞ ≤ radius
 
 alternating (i) ``train_epochs`` epochs of the victim's recipe on the training set the test stage
 will use (``PoisonedDataset.mix`` with ``data.injection``: D_tr ∪ {x + δ}, or D_tr with x + δ in
@@ -16,7 +16,10 @@ and (ii) ``pgd_steps`` signed-gradient steps on δ that *decrease* the loss, unt
 classifies ≥ ``stop_accuracy`` % of the perturbed points correctly or ``rounds`` is reached.
 The surrogate is the victim's own spec (for ``linear_probe:<extractor>`` only the head learns, so
 the noise must act through the frozen features). ``radius=None`` removes the L∞ constraint.
-Shapes: x, δ (n, C, H, W).
+``bounds`` are the data's (``data.bounds``: pixels in [0, 1] for images, per-feature ranges for
+tabular data); ``radius`` and ``step_size`` are in the data's units. Any victim module works, on
+inputs of any shape; the surrogate trains with the victim's own recipe (THE training loop).
+Shapes: x, δ (n, *input_shape).
 """
 
 from __future__ import annotations
@@ -38,11 +41,11 @@ from .base import Attack, AttackConfig, register_attack
 
 @dataclass(frozen=True, kw_only=True)
 class UnlearnableConfig(AttackConfig):
-    radius: float | None = 8 / 255  # L∞ bound on δ (the paper's 8/255); None = unconstrained
+    radius: float | None = 8 / 255  # L∞ bound on δ in the data's units (the paper's 8/255 pixels); None = unconstrained
     rounds: int = 10
     train_epochs: int = 1
     pgd_steps: int = 20
-    step_size: float | None = None  # default radius/5, or 0.05 when unconstrained
+    step_size: float | None = None  # the data's units; default radius/5, or 0.05 when unconstrained
     stop_accuracy: float = 99.0
 
     def __post_init__(self) -> None:
@@ -87,7 +90,7 @@ class Unlearnable(Attack):
                 loss = F.cross_entropy(model(x), y, reduction="sum")
                 (grad,) = torch.autograd.grad(loss, x)
                 with torch.no_grad():
-                    x = project(x - step * grad.sign(), x0, cfg.radius)
+                    x = project(x - step * grad.sign(), x0, cfg.radius, data.bounds)
             with torch.no_grad():
                 acc = 100.0 * (model(x).argmax(1) == y).double().mean().item()
             if acc >= cfg.stop_accuracy:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..data.bounds import Bounds
 from ..errors import ConfigError, DataError
 from ..options import config_from_dict
 from ..registry import Registry
@@ -69,6 +70,9 @@ class DisguiseConfig:
     def from_dict(cls, d: dict[str, Any]) -> "DisguiseConfig":
         return config_from_dict(cls, d, "disguise options")
 
+
+#: the pixel box the disguises live in (the VAE's inputs); projected with THE L∞ ∩ box projection
+_PIXELS = Bounds.unit()
 
 VARIANTS: Registry[DisguiseConfig] = Registry("disguise variant")
 VARIANTS.add("unbounded", DisguiseConfig())
@@ -135,12 +139,6 @@ def disguise_loss(
     return loss
 
 
-def _project(x: torch.Tensor, x_b: torch.Tensor, radius: float | None) -> torch.Tensor:
-    if radius is not None:
-        x = torch.minimum(torch.maximum(x, x_b - radius), x_b + radius)
-    return x.clamp(0.0, 1.0)
-
-
 def _check_images(x_b: torch.Tensor, x_c: torch.Tensor) -> None:
     if x_b.ndim != 4 or x_b.shape != x_c.shape:
         raise DataError(f"base and copyrighted images must both be (N, C, H, W) of one shape, got {tuple(x_b.shape)} and {tuple(x_c.shape)}")
@@ -183,7 +181,7 @@ def craft_disguises(
         loss.sum().backward()
         opt.step()
         with torch.no_grad():
-            x.copy_(_project(x, x_b, cfg.radius))
+            x.copy_(_PIXELS.project_linf(x, x_b, cfg.radius))
             cur = disguise_loss(vae, x, x_b, z_c, cfg, z_c_flip)
             better = cur < best_loss
             best[better] = x[better]

@@ -1,11 +1,14 @@
 """Feature inversion: find inputs x whose features φ(x) match given target features (stage c of the
 feature-targeted attack, thesis chapter 4).
 
-    min_x  Σ_i ||φ(x_i) − t_i||²   s.t.  x_i ∈ [0, 1]^{C×H×W}  and, optionally,  ||x_i − s_i||_∞ ≤ r
+    min_x  Σ_i ||φ(x_i) − t_i||²   s.t.  x_i ∈ bounds  and, optionally,  ||x_i − s_i||_∞ ≤ r
 
-solved by projected Adam on the pixels, starting from ``init`` (usually the source images s).
+solved by projected Adam on the inputs, starting from ``init`` (usually the source inputs s). The
+box is the data's :class:`~poisonlab.data.bounds.Bounds` (default the pixel box [0, 1]); the
+projection is :meth:`Bounds.project_linf`, and ``r`` is in the data's units.
 Points are independent (the objective is a sum), so a batch is solved jointly.
-Shapes: init / source (n, C, H, W); targets (n, D); φ maps (n, C, H, W) -> (n, D).
+Shapes: init / source (n, *input_shape) — images (n, C, H, W) or features (n, d); targets (n, D);
+φ maps (n, *input_shape) -> (n, D).
 """
 
 from __future__ import annotations
@@ -15,23 +18,21 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..data.bounds import Bounds
+
 FeatureMap = Callable[[torch.Tensor], torch.Tensor]
-
-
-def project(x: torch.Tensor, source: torch.Tensor | None, radius: float | None) -> torch.Tensor:
-    """Projection onto [0, 1] ∩ {||x − source||_∞ ≤ radius} (radius None: no ball)."""
-    if radius is not None and source is not None:
-        x = torch.minimum(torch.maximum(x, source - radius), source + radius)
-    return x.clamp(0.0, 1.0)
 
 
 def invert_features(feature_map: FeatureMap, targets: torch.Tensor, init: torch.Tensor, *,
                     source: torch.Tensor | None = None, radius: float | None = None, steps: int = 200,
-                    lr: float = 0.02, batch_size: int = 512, progress: bool | str = False) -> tuple[torch.Tensor, dict]:
-    """Inputs (n, C, H, W) in [0, 1] whose features approach ``targets``, and a report with the
-    relative feature error ||φ(x) − t|| / ||t|| per point (mean / max, before and after)."""
+                    lr: float = 0.02, batch_size: int = 512, progress: bool | str = False,
+                    bounds: Bounds | None = None) -> tuple[torch.Tensor, dict]:
+    """Inputs shaped like ``init``, inside ``bounds`` (default [0, 1]), whose features approach
+    ``targets``, and a report with the relative feature error ||φ(x) − t|| / ||t|| per point
+    (mean / max, before and after)."""
     if radius is not None and source is None:
-        raise ValueError("a radius needs the source images")
+        raise ValueError("a radius needs the source inputs")
+    box = bounds if bounds is not None else Bounds.unit()
     targets = targets.detach()
     out = torch.empty_like(init)
     before, after = [], []
@@ -41,7 +42,7 @@ def invert_features(feature_map: FeatureMap, targets: torch.Tensor, init: torch.
         sl = slice(start, start + batch_size)
         src = source[sl] if source is not None else None
         t = targets[sl]
-        x = project(init[sl].detach().clone(), src, radius).requires_grad_(True)
+        x = box.project_linf(init[sl].detach().clone(), src, radius if src is not None else None).requires_grad_(True)
         opt = torch.optim.Adam([x], lr=lr)
         with torch.no_grad():
             before.append(relative_error(feature_map(x), t))
@@ -51,7 +52,7 @@ def invert_features(feature_map: FeatureMap, targets: torch.Tensor, init: torch.
             loss.backward()
             opt.step()
             with torch.no_grad():
-                x.copy_(project(x, src, radius))
+                x.copy_(box.project_linf(x, src, radius if src is not None else None))
             bar.update(1)
         with torch.no_grad():
             after.append(relative_error(feature_map(x), t))
