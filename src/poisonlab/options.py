@@ -1,4 +1,11 @@
-"""One way to build a frozen config dataclass from a dict: unknown keys are an error."""
+"""One way to build a frozen config dataclass from a dict: unknown keys are an error.
+
+Option groups: a field whose default is itself a config dataclass (``target: GradPCConfig``) is a
+*group*; it is addressed by a nested mapping (``{"target": {"steps": 200}}``, YAML) or a dotted key
+(``{"target.steps": 200}``, the CLI's ``-A target.steps=200``); fields a mapping leaves out keep the
+group's defaults. Presets: a config class may declare ``PRESETS = {"thesis": {...}}``; the key
+``preset`` applies one of them first, and explicit keys override it.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +16,73 @@ from .errors import ConfigError
 
 C = TypeVar("C")
 
+#: the key that selects one of a config class's ``PRESETS``
+PRESET_KEY = "preset"
+
+
+def _nest(values: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``{"a.b": 1, "a": {"c": 2}}`` -> ``{"a": {"b": 1, "c": 2}}`` (dotted keys become nested mappings)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{what}: option names must be strings, got {key!r}")
+        head, dot, rest = key.partition(".")
+        if dot:
+            sub = out.setdefault(head, {})
+            if not isinstance(sub, dict):
+                raise ConfigError(f"{what}: {head!r} is given both as a value and as a group ({key!r})")
+            sub[rest] = value
+        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key].update(value)
+        else:
+            if key in out and isinstance(out[key], dict):
+                raise ConfigError(f"{what}: {key!r} is given both as a value and as a group")
+            out[key] = value
+    return out
+
+
+def _group_class(f: dataclasses.Field) -> type | None:
+    """The config dataclass of a group field (its default or default_factory is one), else None."""
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if default is None and f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        try:
+            default = f.default_factory()  # type: ignore[misc]
+        except TypeError:
+            return None
+    return type(default) if dataclasses.is_dataclass(default) and not isinstance(default, type) else None
+
 
 def config_from_dict(cls: type[C], values: Mapping[str, Any] | None, what: str) -> C:
     """``cls(**values)`` after rejecting keys that ``cls`` does not declare.
 
-    Lists become tuples for fields whose default is a tuple (YAML has no tuples).
+    Lists become tuples for fields whose default is a tuple (YAML has no tuples); group fields take
+    mappings or dotted keys; ``preset`` applies ``cls.PRESETS[name]`` first (see the module docstring).
     """
-    values = dict(values or {})
+    values = _nest(dict(values or {}), what)
+    presets: Mapping[str, Mapping[str, Any]] = getattr(cls, "PRESETS", {}) or {}
+    if PRESET_KEY in values and PRESET_KEY not in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
+        name = values.pop(PRESET_KEY)
+        if name not in presets:
+            raise ConfigError(f"{what}: unknown preset {name!r}; valid presets: {sorted(presets) or 'none'}")
+        base = _nest(dict(presets[name]), what)
+        for key, value in values.items():  # explicit keys override the preset (groups merge)
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                base[key] = {**base[key], **value}
+            else:
+                base[key] = value
+        values = base
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ConfigError(f"{what}: unknown option(s) {unknown}; valid options: {sorted(fields) or 'none'}")
+        hint = f"; presets: {sorted(presets)} (key {PRESET_KEY!r})" if presets else ""
+        raise ConfigError(f"{what}: unknown option(s) {unknown}; valid options: {sorted(fields) or 'none'}{hint}")
     for k, v in list(values.items()):
-        if isinstance(v, list) and isinstance(fields[k].default, tuple):
+        group = _group_class(fields[k])
+        if group is not None and isinstance(v, Mapping):
+            values[k] = config_from_dict(group, v, f"{what}: {k}")
+        elif group is not None and not isinstance(v, group):
+            raise ConfigError(f"{what}: {k} is an option group; give it as a mapping or as {k}.<option>=value")
+        elif isinstance(v, list) and isinstance(fields[k].default, tuple):
             values[k] = tuple(v)
     try:
         return cls(**values)
@@ -30,4 +91,9 @@ def config_from_dict(cls: type[C], values: Mapping[str, Any] | None, what: str) 
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    """A config as a plain dict; groups as nested dicts (the form :func:`config_from_dict` reads back)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = config_to_dict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+    return out
