@@ -215,3 +215,48 @@ def test_params_all_needs_no_head(name, prepared):
     detail = build_defense(name, {**OPTIONS.get(name, {}), "params": "all", "fraction": FRACTION}).score_detail(
         mixed, victim, generator=torch_generator(0, "defense"), model=trained, reference=reference)
     assert detail.scores.shape == (len(mixed),) and torch.isfinite(detail.scores).all()
+
+
+# ------------------------------------------------------------ victims: bad options, non-image shapes
+@pytest.mark.parametrize("name,options,needle", [
+    ("nn", {"hidden": "banana"}, "model 'nn': hidden must be a list of positive integers, got 'banana'"),
+    ("nn", {"hidden": [64, 0]}, "hidden must be a list of positive integers"),
+    ("nn", {"hidden": []}, "hidden must be a list of positive integers"),
+    ("nn", {"hidden": [2.5]}, "hidden must be a list of positive integers"),
+    ("cnn", {"channels": [8]}, "model 'cnn': channels must be a list of 2 positive integers"),
+    ("cnn", {"channels": "wide"}, "channels must be a list of 2 positive integers"),
+    ("resnet18", {"width": "x"}, "model 'resnet18': width must be a positive integer, got 'x'"),
+])
+def test_bad_model_options_raise_one_config_error(name, options, needle):
+    from poisonlab.errors import ConfigError
+    from poisonlab.models.victims import build_victim
+
+    with pytest.raises(ConfigError) as err:
+        build_victim(name, (1, 8, 8), 3, **options)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_model_options_that_are_fine():
+    from poisonlab.models.victims import build_victim
+
+    assert build_victim("nn", (10,), 3, hidden=16).head.in_features == 16  # one integer = one layer
+    assert build_victim("nn", (10,), 3, hidden=[8, 1e1]).head.in_features == 10  # YAML's 1e1 is a float
+    assert build_victim("cnn", (1, 8, 8), 3, channels=[4, 8]).head.out_features == 3
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet18"])
+def test_convolutional_victims_need_images(name):
+    from poisonlab.models.victims import build_victim
+
+    for shape in ((10,), (4, 5)):
+        with pytest.raises(UnsupportedError, match=r"needs image inputs of shape \(C, H, W\)"):
+            build_victim(name, shape, 3)
+
+
+def test_cli_run_bad_model_option_exits_2_with_one_line(tmp_path, capsys):
+    from poisonlab.cli.main import main
+
+    code = main(["run", "--model", "nn", "-M", "hidden=banana", "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert err == "poisonlab: error: model 'nn': hidden must be a list of positive integers, got 'banana'"

@@ -1,7 +1,10 @@
 """Victim architectures by name: ``lr``, ``nn``, ``cnn``, ``resnet18`` (and, from ``extractors``,
 ``linear_probe:<extractor>`` / ``fine_tune:<extractor>``: a ``:`` passes one argument to the builder).
 
-Every victim takes images (N, C, H, W) in [0, 1] and returns logits (N, num_classes).
+Every victim returns logits (N, num_classes). ``lr`` and ``nn`` take inputs of any shape
+(N, *input_shape), flattened; ``cnn`` and ``resnet18`` need images (N, C, H, W) and raise
+:class:`~poisonlab.errors.UnsupportedError` for any other input shape. A bad option value raises
+:class:`~poisonlab.errors.ConfigError` with one line naming the model and the option.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedError
 from ..registry import Registry
 
 VictimBuilder = Callable[..., nn.Module]
@@ -117,6 +120,47 @@ def _options(name: str, given: dict, allowed: dict) -> dict:
     return {**allowed, **given}
 
 
+def _as_positive_int(value, what: str) -> int:
+    """``value`` as an int >= 1 (an integral float such as 1e3 counts); raises ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(what)
+    if isinstance(value, int) and value >= 1:
+        return value
+    if isinstance(value, float) and value.is_integer() and value >= 1:
+        return int(value)
+    raise ValueError(what)
+
+
+def _positive_ints(name: str, option: str, value, *, length: int | None = None) -> tuple[int, ...]:
+    """A model option that is a list of positive integers (one integer counts as a list of one)."""
+    want = f"a list of {length} positive integers" if length else "a list of positive integers"
+    items = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    try:
+        if isinstance(items, (str, bytes)) or not items:
+            raise ValueError
+        out = tuple(_as_positive_int(v, option) for v in items)
+    except (TypeError, ValueError):
+        raise ConfigError(f"model {name!r}: {option} must be {want}, got {value!r}") from None
+    if length is not None and len(out) != length:
+        raise ConfigError(f"model {name!r}: {option} must be {want}, got {value!r}")
+    return out
+
+
+def _positive_int(name: str, option: str, value) -> int:
+    try:
+        return _as_positive_int(value, option)
+    except ValueError:
+        raise ConfigError(f"model {name!r}: {option} must be a positive integer, got {value!r}") from None
+
+
+def _image_shape(name: str, input_shape: Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise UnsupportedError(f"model {name!r} is convolutional and needs image inputs of shape (C, H, W); "
+                               f"got input shape {shape} (use 'lr', 'nn' or your own module for other data)")
+    return shape  # type: ignore[return-value]
+
+
 @VICTIMS.register("lr")
 def _lr(input_shape, num_classes, **opts):
     _options("lr", opts, {})
@@ -126,22 +170,21 @@ def _lr(input_shape, num_classes, **opts):
 @VICTIMS.register("nn")
 def _nn(input_shape, num_classes, **opts):
     o = _options("nn", opts, {"hidden": (1000, 1000)})
-    hidden = tuple(int(h) for h in o["hidden"])
-    if not hidden or min(hidden) < 1:
-        raise ConfigError(f"model 'nn': hidden must be a non-empty list of positive sizes, got {o['hidden']!r}")
-    return MLP(input_shape, num_classes, hidden)
+    return MLP(input_shape, num_classes, _positive_ints("nn", "hidden", o["hidden"]))
 
 
 @VICTIMS.register("cnn")
 def _cnn(input_shape, num_classes, **opts):
     o = _options("cnn", opts, {"channels": (16, 32)})
-    return CNN(input_shape, num_classes, tuple(int(c) for c in o["channels"]))
+    channels = _positive_ints("cnn", "channels", o["channels"], length=2)
+    return CNN(_image_shape("cnn", input_shape), num_classes, channels)
 
 
 @VICTIMS.register("resnet18")
 def _resnet18(input_shape, num_classes, **opts):
     o = _options("resnet18", opts, {"width": 64})
-    return ResNet18(input_shape, num_classes, int(o["width"]))
+    width = _positive_int("resnet18", "width", o["width"])
+    return ResNet18(_image_shape("resnet18", input_shape), num_classes, width)
 
 
 def resolve_victim(name: str) -> tuple[VictimBuilder, str | None]:
