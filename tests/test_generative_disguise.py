@@ -260,6 +260,99 @@ def test_disguise_cli_end_to_end(vae, tmp_path, capsys):
     assert "error" in capsys.readouterr().err
 
 
+@pytest.fixture
+def no_vae_work(monkeypatch, tmp_path):
+    """Fail the test if the disguise command loads or trains a VAE (its checks must come first)."""
+    import poisonlab.generative.vae as vae_mod
+
+    def forbidden(*_a, **_k):
+        raise AssertionError("the VAE was loaded or trained before the inputs were checked")
+
+    monkeypatch.setenv("POISONLAB_CACHE", str(tmp_path / "cache"))  # nothing cached: tiny:... would train
+    for fn in ("train_vae", "tiny_vae", "load_vae", "get_vae"):
+        monkeypatch.setattr(vae_mod, fn, forbidden)
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("poisonlab: error:") and "\n" not in err, err
+    return err
+
+
+def test_disguise_cli_checks_every_input_before_any_vae_work(tmp_path, capsys, no_vae_work):
+    write_image(tmp_path / "ok.png", _images(1, 16))
+    (tmp_path / "fake.png").write_text("not an image, only its name says so\n")
+    (tmp_path / "blocker").write_text("a file where --out wants a folder")
+    (tmp_path / "sd" / "vae").mkdir(parents=True)
+    (tmp_path / "sd" / "vae" / "config.json").write_text(json.dumps({"block_out_channels": [8, 16, 32, 32], "sample_size": 32}))
+    ok = str(tmp_path / "ok.png")
+
+    def run(*extra, copyrighted=ok, base=ok, vae="tiny:digits"):
+        return main(["disguise", "--copyrighted", copyrighted, "--base", base, "--vae", vae, "--steps", "1",
+                     "--out", str(tmp_path / "out"), *extra])
+
+    cases = [
+        (dict(copyrighted=str(tmp_path / "missing.png")), "--copyrighted: image file", "does not exist"),
+        (dict(base=str(tmp_path / "fake.png")), "--base:", "is not an image file"),
+        (dict(base=str(tmp_path)), "--base:", "is not a file"),
+        (dict(vae="tiny:no_such_data"), "unknown dataset", "no_such_data"),
+        (dict(vae=str(tmp_path / "nothing")), "VAE", "local AutoencoderKL directory"),
+    ]
+    for kwargs, *needles in cases:
+        assert run(**kwargs) == 2, kwargs
+        err = _one_error_line(capsys)
+        assert all(n in err for n in needles), err
+    for extra, needle in ((["--variant", "invisible"], "unknown disguise variant"), (["--size", "30"], "multiple of"),
+                          (["--size", "0"], "--size must be positive"), (["--alpha", "0"], "alpha"),
+                          (["--device", "tpu"], "--device"), (["--out", str(tmp_path / "blocker")], "not a folder")):
+        assert run(*extra) == 2, extra
+        assert needle in _one_error_line(capsys)
+    # a local SD-style VAE: its geometry is read from config.json (f = 8) without loading it
+    assert run("--size", "36", vae=str(tmp_path / "sd")) == 2
+    assert "downsampling factor 8" in _one_error_line(capsys)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_disguise_cli_valid_inputs_reach_the_vae(tmp_path, capsys, no_vae_work):
+    """The checks pass valid inputs through: the first work is getting the VAE (forbidden here)."""
+    write_image(tmp_path / "ok.png", _images(1, 17))
+    with pytest.raises(AssertionError, match="before the inputs were checked"):
+        main(["disguise", "--copyrighted", str(tmp_path / "ok.png"), "--base", str(tmp_path / "ok.png"),
+              "--vae", "tiny:digits", "--size", "16", "--out", str(tmp_path / "out")])
+
+
+def test_open_image_errors_are_one_line(tmp_path):
+    from poisonlab.generative.images import image_tensor, open_image
+
+    (tmp_path / "fake.png").write_text("text")
+    for path in (tmp_path / "fake.png", tmp_path / "missing.png", tmp_path):
+        with pytest.raises(DataError) as err:
+            open_image(path, "--base")
+        assert str(err.value).startswith("--base:") and "\n" not in str(err.value)
+    write_image(tmp_path / "ok.png", _images(1, 18))
+    truncated = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(truncated[: len(truncated) // 2])
+    with pytest.raises(DataError):
+        open_image(tmp_path / "cut.png")
+    img = open_image(tmp_path / "ok.png")
+    assert image_tensor(img, size=16, channels=1).shape == (1, 1, 16, 16)
+    assert torch.equal(read_image(tmp_path / "ok.png"), image_tensor(img))
+    with pytest.raises(ConfigError):
+        image_tensor(img, size=0)
+
+
+def test_image_grid_leaves_pyplot_alone(tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from poisonlab.generative.images import image_grid
+
+    backend, figs = matplotlib.get_backend(), plt.get_fignums()
+    path = image_grid(tmp_path / "g" / "grid.png", [("a", _images(2, 19)), ("b", _images(1, 20)[:, :1])],
+                      captions=[["x", "y"], ["z"]], title="t")
+    assert path.stat().st_size > 0 and matplotlib.get_backend() == backend and plt.get_fignums() == figs
+
+
 def test_vae_cli_trains_caches_and_saves(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("POISONLAB_CACHE", str(tmp_path / "cache"))
     argv = ["vae", "--dataset", "digits", "--preset", "small", "--epochs", "1", "--num-images", "16", "--save", str(tmp_path / "saved")]
