@@ -7,7 +7,9 @@ entries, to maximise the loss on its validation set D_v. Solved by normalised-gr
 with projection onto the budget set. In poisonlab it makes *targets* for Gradient Canceling
 (registered as target ``"gradpc"``), not poisons.
 
-Shapes: ``val.x`` (N, C, H, W) in [0, 1], ``val.y`` (N,); parameters as in the victim.
+It changes parameters only, never inputs, so it needs nothing of the data's bounds or input shape:
+any victim module and any ``val.x`` (N, *input_shape) the victim takes.
+Shapes: ``val.x`` (N, *input_shape), ``val.y`` (N,); parameters as in the victim.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A *target* is a parameter vector w that the attacker wants retraining to arrive at (thesis §3.4).
 ``TARGETS`` maps a name to ``make(model, val, options, progress) -> (target_model, info)`` where
 ``model`` is the clean-trained victim (left unchanged), ``val`` the attacker's validation set
-(x (N, C, H, W) in [0, 1], y (N,)) and ``info`` a JSON-serialisable summary. A target may also be a
+(x (N, *input_shape) inside the data's bounds, y (N,)) and ``info`` a JSON-serialisable summary. A target may also be a
 saved ``.safetensors`` state of the victim architecture (:func:`load_target`).
 """
 
@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..cache import ArtifactCache, cached_build, module_fingerprint, tensor_fingerprint
 from ..data.types import Dataset
 from ..errors import ConfigError
@@ -32,7 +32,7 @@ def is_target_path(target: str) -> bool:
 
 def load_target(path: str | Path, like: nn.Module) -> nn.Module:
     """A copy of ``like`` with the weights of the safetensors file ``path`` (shapes must match)."""
-    from ..protocol.artifacts import load_state  # lazy: protocol imports attacks
+    from ..artifacts import load_state
 
     state = load_state(path)
     model = copy.deepcopy(like)

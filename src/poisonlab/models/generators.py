@@ -13,7 +13,7 @@ are skipped and the network is exactly the thesis' one.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

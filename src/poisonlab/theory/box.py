@@ -35,14 +35,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 import torch
 
-
 #: a box limit: one number for every feature, or one per feature of the flattened input
-Limits = Union[float, torch.Tensor, np.ndarray]
+Limits = float | torch.Tensor | np.ndarray
 
 
 def _limits(lo, hi, d: int) -> tuple[float, float] | tuple[torch.Tensor, torch.Tensor]:

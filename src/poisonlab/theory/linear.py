@@ -11,7 +11,7 @@ This module is the one place that decides it; the theory functions themselves ta
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -22,7 +22,8 @@ _PROBES = 8
 
 def _structurally_linear(model: nn.Module, weight: torch.Tensor) -> bool:
     """Without an input shape: the architectures known to compute W·flatten(x) + b."""
-    from ..models.victims import LogisticRegression  # lazy: the models package is heavier than theory
+    # lazy: the models package is heavier than theory
+    from ..models.victims import LogisticRegression
 
     if isinstance(model, LogisticRegression):
         return True
