@@ -174,19 +174,18 @@ def test_check_supported_runs_before_any_work_and_info_comes_with_the_outcome():
     assert out.info["rounds"] == 2 and len(out.info["removed_per_round"]) == 2
 
 
-def test_register_defense_replace():
+def test_register_defense_replace(monkeypatch):
     from poisonlab.defenses import register_defense
 
-    try:
-        register_defense("picky_test")(_Picky)
-        with pytest.raises(ValueError):
-            register_defense("picky_test")(_Broken)
-        assert DEFENSES.get("picky_test") is _Picky and _Picky.name == "picky_test"
-        register_defense("picky_test", replace=True)(_Broken)
-        assert DEFENSES.get("picky_test") is _Broken
-    finally:
-        DEFENSES._items.pop("picky_test", None)
-        _Picky.name, _Broken.name = "picky", "broken"
+    monkeypatch.setattr(DEFENSES, "_items", dict(DEFENSES._items))  # registrations vanish after the test
+    monkeypatch.setattr(_Picky, "name", _Picky.name)
+    monkeypatch.setattr(_Broken, "name", _Broken.name)
+    register_defense("picky_test")(_Picky)
+    with pytest.raises(ValueError):
+        register_defense("picky_test")(_Broken)
+    assert DEFENSES.get("picky_test") is _Picky and _Picky.name == "picky_test" and _Broken.name == "broken"
+    register_defense("picky_test", replace=True)(_Broken)
+    assert DEFENSES.get("picky_test") is _Broken and _Broken.name == "picky_test"
 
 
 @settings(max_examples=60, deadline=None)
