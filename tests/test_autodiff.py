@@ -181,3 +181,35 @@ def test_total_gradient_matches_finite_differences_of_retrained_follower():
     h = 1e-5
     fd = (leader((solve(xp + h * direction),), None) - leader((solve(xp - h * direction),), None)) / (2 * h)
     assert (dtheta[0] * direction).sum().item() == pytest.approx(fd.item(), rel=1e-5)
+
+
+def test_fwdrev_falls_back_only_when_an_op_has_no_forward_rule(monkeypatch, recwarn):
+    """hvp(method="fwdrev") falls back to double backward for a missing forward-mode rule (once, with a
+    warning) but lets every other error through — a CUDA out-of-memory must not become a silent slow path."""
+    import importlib
+
+    H = importlib.import_module("poisonlab.autodiff.hvp")  # the module (the package exports the function)
+
+    w = (torch.randn(3, dtype=torch.float64),)
+    v = (torch.randn(3, dtype=torch.float64),)
+
+    def f(p):
+        return (p ** 3).sum()
+
+    expected = H.hvp(f, w, v, method="double_backward")
+
+    def no_rule(*a, **k):
+        raise RuntimeError("Trying to use forward AD with my_op that does not support it")
+
+    monkeypatch.setattr(H, "jvp", no_rule)
+    monkeypatch.setattr(H, "_FALLBACK_WARNED", False)
+    out = H.hvp(f, w, v, method="fwdrev")
+    assert torch.allclose(out[0], expected[0])
+    assert any("double backward" in str(r.message) for r in recwarn.list)
+
+    def oom(*a, **k):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(H, "jvp", oom)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        H.hvp(f, w, v, method="fwdrev")

@@ -10,13 +10,34 @@ Threat-model agnostic calculus used by TGDA (total gradient), back-gradient, Gra
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import torch
 from torch.func import grad, jvp
 
 from .params import Params
 
+_FALLBACK_WARNED = False
+
+
+def _no_forward_rule(exc: BaseException) -> bool:
+    """True when ``exc`` says an op has no forward-mode (JVP) rule — the one case ``fwdrev`` falls back."""
+    if isinstance(exc, NotImplementedError):
+        return True
+    msg = str(exc).lower()
+    return ("forward ad" in msg or "forward-mode" in msg or "forward mode" in msg or "jvp" in msg) and (
+        "not implemented" in msg or "not supported" in msg or "does not support" in msg)
+
+
+def _warn_fallback(exc: BaseException) -> None:
+    """Say once per process that forward-over-reverse is unsupported here and double backward is used."""
+    global _FALLBACK_WARNED
+    if not _FALLBACK_WARNED:
+        import warnings
+
+        warnings.warn(f"hvp: forward-over-reverse is not supported by an op of this model ({str(exc).splitlines()[0]}); "
+                      "using double backward instead", RuntimeWarning, stacklevel=3)
+        _FALLBACK_WARNED = True
 
 def hvp(f: Callable[..., torch.Tensor], params: Sequence[torch.Tensor], v: Sequence[torch.Tensor], method: str = "fwdrev") -> Params:
     """∇²f(params)·v for scalar ``f(*params)``.
@@ -29,15 +50,18 @@ def hvp(f: Callable[..., torch.Tensor], params: Sequence[torch.Tensor], v: Seque
     if method == "fwdrev":
         argnums = tuple(range(len(params)))
         try:
-            _, out = jvp(grad(f, argnums=argnums), params, v)
+            _, out = jvp(grad(f, argnums=argnums), params, v)[:2]
             return tuple(out)
-        except (RuntimeError, NotImplementedError):  # an op without a forward-mode rule
+        except (RuntimeError, NotImplementedError) as exc:
+            if not _no_forward_rule(exc):
+                raise  # e.g. CUDA out of memory: never hidden behind a silent fallback
+            _warn_fallback(exc)
             method = "double_backward"
     if method == "double_backward":
         ps = tuple(p.detach().requires_grad_(True) for p in params)
         with torch.enable_grad():
             g = torch.autograd.grad(f(*ps), ps, create_graph=True)
-            dot = sum((gi * vi).sum() for gi, vi in zip(g, v))
+            dot = cast(torch.Tensor, sum((gi * vi).sum() for gi, vi in zip(g, v)))
             out = torch.autograd.grad(dot, ps, allow_unused=True)
         return tuple(torch.zeros_like(p) if o is None else o.detach() for p, o in zip(ps, out))
     raise ValueError(f"unknown HVP method {method!r}; use 'fwdrev' or 'double_backward'")
@@ -59,7 +83,7 @@ def mixed_vjp(
     xs = tuple(t if t.requires_grad else t.detach().requires_grad_(True) for t in x)
     with torch.enable_grad():
         gw = torch.autograd.grad(g(ps, xs), ps, create_graph=True)
-        dot = sum((gi * vi).sum() for gi, vi in zip(gw, v))
+        dot = cast(torch.Tensor, sum((gi * vi).sum() for gi, vi in zip(gw, v)))
         out = torch.autograd.grad(dot, xs, allow_unused=True, create_graph=create_graph)
     return tuple(torch.zeros_like(t) if o is None else (o if create_graph else o.detach()) for t, o in zip(xs, out))
 

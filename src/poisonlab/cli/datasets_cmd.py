@@ -33,6 +33,6 @@ def run(args: argparse.Namespace) -> int:
             rows.append((name, "ERROR", "-", "-", "-", str(exc)[:120]))
             continue
         where = "embedded" if not entry.needs_files else "checksum OK"
-        rows.append((name, where, len(b.train), len(b.test), "x".join(map(str, b.train.x.shape[1:])), entry.description))
+        rows.append((name, where, str(len(b.train)), str(len(b.test)), "x".join(map(str, b.train.x.shape[1:])), entry.description))
     print(format_table(("dataset", "status", "train", "test", "shape CxHxW", "notes"), rows))
     return 1 if bad else 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see README: avoids 20-70x slowdowns on busy CPUs
 
@@ -23,7 +23,7 @@ COMMANDS.append(pretrain_cmd)
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # exit code 2 with a one-line message (argparse default too)
+    def error(self, message: str) -> NoReturn:  # exit code 2 with a one-line message (argparse default too)
         self.print_usage(sys.stderr)
         self.exit(2, f"poisonlab: error: {message}\n")
 

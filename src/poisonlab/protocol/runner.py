@@ -158,7 +158,7 @@ def run_experiment(
     log("[1/3] pretrain: training the victim on D_tr")
     stage("pretrain")
     clean_model, cache_hit = train_clean(data, spec, seed, cache=cache, progress=progress)
-    if cache_hit:
+    if cache_hit and cache is not None:
         log(f"      clean victim loaded from the cache in {cache.root}")
     acc1 = accuracy(clean_model, data.test)
     clean_state = {k: v.detach().clone() for k, v in clean_model.state_dict().items()}
@@ -201,7 +201,12 @@ def run_experiment(
                                seed=seed, out=out, progress=progress, log=log)
 
     r = spec.recipe
-    result = {
+    artifacts: dict[str, str] = {}
+    if out is not None:
+        artifacts = {"poisons": "poisons.npz", "poison_grid": "poisons.png", "clean_model": "victim_clean.safetensors",
+                     "poisoned_model": "victim_poisoned.safetensors",
+                     **{f"{name}_model": f"{name}.safetensors" for name in poisons.states}}
+    result: dict[str, Any] = {
         "dataset": data.name,
         "model": model_label,
         "attack": attack.name,
@@ -228,14 +233,12 @@ def run_experiment(
         "config": {**(config or {}), "out": str(out) if out is not None else None, "attack_options": attack.options(),
                    "recipe": {"lr": r.lr, "epochs": r.epochs, "batch_size": r.batch_size},
                    "bounds": data.bounds.describe()},
-        "artifacts": {"poisons": "poisons.npz", "poison_grid": "poisons.png",
-                      "clean_model": "victim_clean.safetensors", "poisoned_model": "victim_poisoned.safetensors",
-                      **{f"{name}_model": f"{name}.safetensors" for name in poisons.states}} if out is not None else {},
+        "artifacts": artifacts,
     }
     if defended:
         result.update(defended)
         if out is not None:
-            result["artifacts"].update(defense_scores="defense_scores.npz", defended_model="victim_defended.safetensors")
+            artifacts.update(defense_scores="defense_scores.npz", defended_model="victim_defended.safetensors")
     if out is not None:
         write_json(out / "result.json", result)
     return result
