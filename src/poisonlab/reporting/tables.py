@@ -42,5 +42,5 @@ def result_table(result: dict[str, Any]) -> str:
         ]
     for k, v in (result.get("attack_info") or {}).items():
         if isinstance(v, (int, float, str)):
-            rows.append((f"attack: {k}", str(v) if isinstance(v, str) else f"{v:.6g}" if isinstance(v, float) else str(v)))
+            rows.append((f"attack: {k}", _fmt(v)))
     return format_table(("", "value"), rows)
