@@ -1,0 +1,111 @@
+"""File handling shared by the pretrained-weight loaders: where weights are looked for, sha256
+checks, safetensors reading (no pickle) and the one error message that says what to install.
+
+Search order for a weight directory named ``<name>`` (e.g. ``taef2``):
+
+1. an explicit ``directory`` argument;
+2. ``$POISONLAB_MODELS/<name>``;
+3. the copy shipped inside the package (``poisonlab/models/pretrained/weights/<name>``), where the
+   licence allows shipping and the files are small;
+4. ``../shared/models/<name>`` relative to the repository (a development checkout).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from ...errors import DataError
+
+ENV_VAR = "POISONLAB_MODELS"
+PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
+#: src/poisonlab/models/pretrained -> repository root is parents[3]; shared/ sits beside the repo
+_REPO_SHARED = Path(__file__).resolve().parents[4].parent / "shared" / "models"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One weight file of a pretrained model: its name, sha256, size in bytes and where it came from."""
+
+    name: str
+    sha256: str
+    size: int | None = None
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex digest of a file (cached on path, size and modification time)."""
+    p = Path(path)
+    st = p.stat()
+    return _sha256_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def candidate_dirs(name: str, directory: str | os.PathLike | None = None) -> list[Path]:
+    """The directories searched for ``name``'s files, in order (see the module docstring)."""
+    if directory is not None:
+        return [Path(directory).expanduser()]
+    out = []
+    env = os.environ.get(ENV_VAR)
+    if env:
+        out.append(Path(env).expanduser() / name)
+    out += [PACKAGE_WEIGHTS / name, _REPO_SHARED / name]
+    return out
+
+
+def find_weight_dir(name: str, files: tuple[WeightFile, ...], directory: str | os.PathLike | None = None,
+                    hint: str = "") -> Path:
+    """The first candidate directory that holds every file of ``files``; a :class:`DataError` naming
+    every place searched (and ``hint``: where to get the files) when none does."""
+    tried = candidate_dirs(name, directory)
+    for d in tried:
+        if all((d / f.name).is_file() for f in files):
+            return d
+    names = ", ".join(f.name for f in files)
+    where = "; ".join(str(d) for d in tried)
+    raise DataError(f"{name} weights not found: need {names} in one directory; looked in {where}. "
+                    f"Put the files in $POISONLAB_MODELS/{name}/ (or pass the directory).{' ' + hint if hint else ''}")
+
+
+def verify(path: Path, expected: WeightFile) -> None:
+    """Raise :class:`DataError` unless ``path`` has the expected sha256."""
+    got = file_sha256(path)
+    if got != expected.sha256:
+        raise DataError(f"{path}: sha256 {got} does not match the expected {expected.sha256} "
+                        f"(corrupt, truncated or a different file); replace it with the original")
+
+
+def read_safetensors(path: Path, expected: WeightFile | None = None, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Verify (when ``expected`` is given) and read a safetensors file, floating tensors cast to ``dtype``."""
+    from safetensors.torch import load_file
+
+    if expected is not None:
+        verify(path, expected)
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
+        raise DataError(f"{path}: cannot read safetensors weights ({exc})") from None
+    return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
+
+
+def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: Path | str) -> torch.nn.Module:
+    """``module.load_state_dict(state, strict=True)``; a mismatch becomes a :class:`DataError` naming the file."""
+    try:
+        module.load_state_dict(dict(state), strict=True)
+    except RuntimeError as exc:
+        raise DataError(f"{source}: weights do not fit {type(module).__name__}: {str(exc).splitlines()[0]} "
+                        f"{' '.join(str(exc).split())[:400]}") from None
+    return module
