@@ -238,7 +238,7 @@ def run(
     dfn = _defense(defense, defense_options) if defense is not None else None
     d = _data(data, seed)
     spec = _bound(_victim(victim), d, seed)
-    if dfn is not None and hasattr(dfn, "check_supported"):
+    if dfn is not None:
         dfn.check_supported(d.train, Victim(spec, seed))
     config = {"dataset": d.name, "model": spec.model, "attack": atk.name, "fraction": fraction, "seed": seed,
               "injection": injection, "defense": dfn.name if dfn is not None else None,
@@ -334,8 +334,7 @@ def defend(
     d = _data(data, seed)
     spec = _bound(_victim(victim), d, seed)
     poisons = _validate(poisons, d)
-    if hasattr(dfn, "check_supported"):
-        dfn.check_supported(d.train, Victim(spec, seed))
+    dfn.check_supported(d.train, Victim(spec, seed))
     t0 = time.perf_counter()
     mixed = PoisonedDataset.combine(d.train, poisons)
     vic = Victim(spec, seed)
@@ -343,7 +342,7 @@ def defend(
     outcome = dfn.defend(mixed, vic, generator=torch_generator(seed, "defense"), model=poisoned_model,
                          reference=d.val, progress=progress)
     m = detection_metrics(mixed.is_poison, outcome.scores, outcome.keep)
-    info = dict(getattr(outcome, "info", None) or getattr(dfn, "info", None) or {})
+    info = dict(outcome.info)
     return DefenseReport(dfn.name, outcome.scores, outcome.keep, mixed.is_poison, m["precision"], m["recall"], m["roc_auc"],
                          m["n_removed"], m["n_poison_removed"], accuracy(poisoned_model, d.test),
                          accuracy(outcome.model, d.test), info, time.perf_counter() - t0)

@@ -87,7 +87,7 @@ def run_defense(
         "defended_accuracy": acc3,
         "defended_drop": clean_accuracy - acc3,
         "detection": detection,
-        "defense_info": dict(getattr(defense, "info", {})),
+        "defense_info": dict(outcome.info),
         "defense_seconds": time.perf_counter() - t0,
     }
     if out is not None:
@@ -97,6 +97,10 @@ def run_defense(
         write_atomic(out / "defense_scores.npz", buf.getvalue())
         save_model(out / "victim_defended.safetensors", outcome.model, {"stage": "defense", "defense": defense.name})
     return record
+
+
+#: keys of a result record's ``config`` that describe the run but are not RunConfig fields
+RECORD_ONLY_KEYS = ("recipe", "bounds")
 
 
 def defend_saved_run(
@@ -117,7 +121,7 @@ def defend_saved_run(
     """
     run_dir = Path(run_dir)
     stored = json.loads((run_dir / "result.json").read_text())
-    values = {k: v for k, v in stored["config"].items() if k != "recipe"}
+    values = {k: v for k, v in stored["config"].items() if k not in RECORD_ONLY_KEYS}
     cfg = RunConfig.from_dict({**values, "defense": None, "defense_options": {}})
     prep = prepared if prepared is not None else prepare(cfg)
     mixed = PoisonedDataset.mix(prep.data.train, load_poisons(run_dir / stored["artifacts"]["poisons"]), cfg.injection)
