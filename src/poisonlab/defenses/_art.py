@@ -33,6 +33,7 @@ from torch import nn
 from ..data.types import Dataset
 from ..errors import ConfigError, UnsupportedError
 from ..models.art import art_classifier, require_art
+from ._grads import head_module
 from .base import Defense, DefenseConfig
 
 LAYERS = ("penultimate", "art")
@@ -59,6 +60,15 @@ class ArtDefense(Defense):
         super().__init__(config, **options)
         require_art(f"defense {self.name!r}")
 
+    def check_supported(self, data: Dataset, victim: Any) -> None:
+        """ART reads one layer of the model: the head's input (``layer="penultimate"``) or the output of
+        the model's last submodule; a model with neither cannot be read (checked on a fresh, untrained
+        victim, before any work)."""
+        model = victim.spec.build(victim.seed)
+        if (self.config.layer != "penultimate" or _head(model) is None) and not list(model.children()):
+            raise UnsupportedError(f"defense {self.name!r}: ART's detectors read a layer of the model; "
+                                   f"{type(model).__name__} has no submodules and no nn.Linear head")
+
 
 class _Tapped(nn.Module):
     """``model`` unchanged, plus an identity layer registered after it that the head's input is
@@ -74,11 +84,11 @@ class _Tapped(nn.Module):
 
 
 def _head(model: nn.Module) -> nn.Module | None:
-    head, features = getattr(model, "head", None), getattr(model, "features", None)
-    if isinstance(head, nn.Module) and isinstance(features, nn.Module):
-        return head
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1] if linears else None
+    """The classification head (:func:`poisonlab.defenses._grads.head_module`, the one head finder), or None."""
+    try:
+        return head_module(model)[1]
+    except UnsupportedError:
+        return None
 
 
 @dataclass
