@@ -41,18 +41,24 @@ def setting():
 @pytest.mark.parametrize("name", ATTACKS.names())
 @pytest.mark.parametrize("fraction", [0.03, 0.1])
 def test_contract(setting, name, fraction):
+    """Each attack's own ``_craft`` keeps the contract — checked on its raw output, not on what the
+    base class's final check lets through (that check is tested by the cheaters below)."""
     data, victim = setting
     before = (data.train.x.clone(), data.train.y.clone(), data.val.x.clone())
     attack = build_attack(name, FAST_OPTIONS.get(name))
-    out = attack.poison(data, victim, fraction, generator=torch.Generator().manual_seed(1))
     n = poison_count(fraction, len(data.train))
-    assert len(out) == n and out.y.shape == (n,) and out.source_index.shape == (n,)
-    assert out.x.shape[1:] == data.train.x.shape[1:]
-    assert out.x.min() >= 0.0 and out.x.max() <= 1.0 and torch.isfinite(out.x).all()
-    assert out.y.min() >= 0 and out.y.max() < data.num_classes
+    raw = attack._craft(data, victim, n, generator=torch.Generator().manual_seed(1), progress=False, cache=None)
+    x, y = raw.x.detach().cpu(), raw.y.detach().cpu()
+    src = raw.source_index.detach().cpu() if len(raw.source_index) else torch.full((n,), -1)
+    assert len(x) == n and y.shape == (n,) and src.shape == (n,)
+    assert x.shape[1:] == data.train.x.shape[1:] and torch.isfinite(x).all()
+    assert x.min() >= 0.0 and x.max() <= 1.0  # digits: the pixel box
+    assert y.min() >= 0 and y.max() < data.num_classes and src.min() >= -1 and src.max() < len(data.train)
     if attack.clean_label:
-        assert torch.equal(out.y, data.train.y[out.source_index])
+        assert (src >= 0).all() and torch.equal(y.long(), data.train.y[src])
     assert torch.equal(before[0], data.train.x) and torch.equal(before[1], data.train.y) and torch.equal(before[2], data.val.x)
+    final = attack.poison(data, victim, fraction, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(final.x, x.float()) and torch.equal(final.y, y.long())  # the wrapper changes nothing valid
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
@@ -65,10 +71,20 @@ def test_deterministic_under_seed(setting, name):
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
-def test_zero_budget_gives_no_poisons(setting, name):
+def test_zero_budget_gives_no_poisons(setting, name, monkeypatch):
+    """A zero budget is an empty poison set of the data's input shape, without running the attack,
+    but only after the attack's options and support have been checked."""
     data, victim = setting
-    out = build_attack(name, FAST_OPTIONS.get(name)).poison(data, victim, 0.0, generator=torch.Generator().manual_seed(0))
-    assert len(out) == 0
+    attack = build_attack(name, FAST_OPTIONS.get(name))
+    calls = []
+    monkeypatch.setattr(type(attack), "_craft", lambda *a, **k: calls.append("craft"))
+    monkeypatch.setattr(type(attack), "check_supported", lambda self, d, v: calls.append("checked"))
+    out = attack.poison(data, victim, 0.0, generator=torch.Generator().manual_seed(0))
+    assert len(out) == 0 and out.x.shape == (0, *data.train.x.shape[1:]) and out.x.dtype == torch.float32
+    assert out.y.dtype == torch.int64 and out.source_index.shape == (0,)
+    assert calls == ["checked"]  # supported-check ran, the attack did not
+    with pytest.raises(ConfigError):  # a bad fraction is still an error at zero cost
+        attack.poison(data, victim, -0.1, generator=torch.Generator())
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
