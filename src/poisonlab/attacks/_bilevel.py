@@ -174,7 +174,7 @@ def follower_note(recipe: TrainConfig, lr: float, what: str) -> str:
     text, approximated = follower_description(recipe, lr)
     if approximated:
         warnings.warn(f"{what}: the follower takes {text}: its optimiser, momentum, weight decay and "
-                      "schedule are not modelled (set follower_lr to tune the step)", stacklevel=3)
+                      "schedule are not modelled (set follower_lr to tune the step)", stacklevel=4)
     return text
 
 
