@@ -13,7 +13,7 @@ import poisonlab
 
 LAYERS = [
     "errors",
-    "_version figures registry options seeding",
+    "_version figures registry options seeding validation",
     "cache data",
     "artifacts models",
     "training",

@@ -18,3 +18,14 @@ def torch_generator(seed: int, stage: str) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(derive_seed(seed, stage))
     return g
+
+
+def draw_seed(generator: torch.Generator) -> int:
+    """THE way to derive a seed from a running generator: one draw of a 62-bit integer (deterministic
+    under the generator's seed)."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+
+
+def child_generator(generator: torch.Generator) -> torch.Generator:
+    """A fresh CPU generator seeded by :func:`draw_seed` from ``generator``."""
+    return torch.Generator().manual_seed(draw_seed(generator))

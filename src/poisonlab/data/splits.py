@@ -7,7 +7,10 @@ import math
 import torch
 
 from ..errors import ConfigError
+from ..validation import check_fraction
 from .types import AttackData, Dataset
+
+__all__ = ["TRAIN_FRACTION", "check_fraction", "poison_count", "split_train_val"]
 
 TRAIN_FRACTION = 0.7
 
@@ -29,9 +32,3 @@ def poison_count(fraction: float, n_train: int) -> int:
     """
     check_fraction(fraction)
     return int(math.floor(fraction * n_train + 0.5))
-
-
-def check_fraction(fraction: float) -> float:
-    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not (0.0 <= float(fraction) <= 1.0):
-        raise ConfigError(f"fraction must be a number in [0, 1], got {fraction!r}")
-    return float(fraction)

@@ -42,7 +42,8 @@ from ..data.types import Dataset
 from ..errors import ConfigError
 from ..training.victim import Victim
 from ._art import ArtDefense, ArtDetectorConfig, art_inputs, art_view, numpy_seeded, one_hot
-from .base import _positive_int, register_defense
+from ..validation import check_int
+from .base import register_defense
 
 REDUCE = ("PCA", "FastICA")
 ANALYSIS = ("smaller", "relative-size", "distance", "silhouette-scores")
@@ -61,8 +62,8 @@ class ArtActivationConfig(ArtDetectorConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive_int(self.nb_clusters, "art_activation: nb_clusters", minimum=2)
-        _positive_int(self.nb_dims, "art_activation: nb_dims")
+        check_int(self.nb_clusters, "nb_clusters", "art_activation", minimum=2)
+        check_int(self.nb_dims, "nb_dims", "art_activation")
         if self.reduce not in REDUCE:
             raise ConfigError(f"art_activation: reduce must be one of {list(REDUCE)}, got {self.reduce!r}")
         if self.cluster_analysis not in ANALYSIS:

@@ -43,7 +43,8 @@ from ..data.types import Dataset
 from ..errors import ConfigError
 from ..training.victim import Victim
 from ._art import ArtDefense, ArtDetectorConfig, ArtView, art_inputs, art_view, one_hot
-from .base import _positive_float, _positive_int, register_defense
+from ..validation import check_int, check_number
+from .base import register_defense
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,8 +63,8 @@ class ArtSpectralConfig(ArtDetectorConfig):
         p = self.expected_pp_poison
         if p is not None and (not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0):
             raise ConfigError(f"art_spectral: expected_pp_poison must be None or a number in [0, 1], got {p!r}")
-        _positive_float(self.eps_multiplier, "art_spectral: eps_multiplier", allow_zero=True)
-        _positive_int(self.batch_size, "art_spectral: batch_size")
+        check_number(self.eps_multiplier, "eps_multiplier", "art_spectral", allow_zero=True)
+        check_int(self.batch_size, "batch_size", "art_spectral")
         if not isinstance(self.centre, bool):
             raise ConfigError(f"art_spectral: centre must be true or false, got {self.centre!r}")
 

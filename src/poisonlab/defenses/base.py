@@ -66,22 +66,6 @@ class DefenseConfig:
             raise ConfigError(f"defense: {exc}") from None
 
 
-def _positive_int(value: Any, what: str, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}")
-
-
-def _positive_float(value: Any, what: str, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ConfigError(f"{what} must be a number {'>=' if allow_zero else '>'} 0, got {value!r}")
-
-
-def child_generator(generator: torch.Generator) -> torch.Generator:
-    """A fresh CPU generator seeded by one draw from ``generator`` (deterministic under the seed)."""
-    return torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator).item()))
-
-
 def filter_scores(scores: torch.Tensor, fraction: float) -> torch.Tensor:
     """THE filter: a keep mask (N,) bool that drops the ``poison_count(fraction, N)`` highest scores.
 
@@ -296,5 +280,5 @@ def build_defense(name: str, options: dict[str, Any] | None = None) -> Defense:
 
 __all__ = [
     "DEFENSES", "Defense", "DefenseConfig", "DefenseOutcome", "DefenseScores", "ScoreResult", "as_dataset",
-    "build_defense", "child_generator", "filter_scores", "register_defense",
+    "build_defense", "filter_scores", "register_defense",
 ]

@@ -38,7 +38,8 @@ from ..data.types import Dataset
 from ..errors import ConfigError
 from ..training.victim import Victim
 from ._grads import head_features, head_inputs, param_names, per_sample_loss_fn, probe_head
-from .base import Defense, DefenseConfig, _positive_float, _positive_int, register_defense
+from ..validation import check_int, check_number
+from .base import Defense, DefenseConfig, register_defense
 
 PerSampleLoss = Callable[[Sequence[torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -109,10 +110,10 @@ class InfluenceConfig(DefenseConfig):
         super().__post_init__()
         if self.params not in ("head", "all"):
             raise ConfigError(f"influence: params must be 'head' or 'all', got {self.params!r}")
-        _positive_float(self.damping, "influence: damping", allow_zero=True)
-        _positive_float(self.cg_tol, "influence: cg_tol")
-        _positive_int(self.cg_max_iter, "influence: cg_max_iter")
-        _positive_int(self.chunk_size, "influence: chunk_size")
+        check_number(self.damping, "damping", "influence", allow_zero=True)
+        check_number(self.cg_tol, "cg_tol", "influence")
+        check_int(self.cg_max_iter, "cg_max_iter", "influence")
+        check_int(self.chunk_size, "chunk_size", "influence")
 
 
 @register_defense("influence")

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from ..data.types import Dataset
 from ..training.victim import Victim
-from .base import Defense, DefenseConfig, _positive_int, register_defense
+from ..validation import check_int
+from .base import Defense, DefenseConfig, register_defense
 
 
 def knn_indices(x: torch.Tensor, k: int, chunk_size: int = 1024, progress: bool = False,
@@ -54,8 +55,8 @@ class KnnConfig(DefenseConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive_int(self.k, "knn: k")
-        _positive_int(self.chunk_size, "knn: chunk_size")
+        check_int(self.k, "k", "knn")
+        check_int(self.chunk_size, "chunk_size", "knn")
 
 
 @register_defense("knn")

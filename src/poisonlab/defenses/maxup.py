@@ -37,7 +37,9 @@ from ..errors import ConfigError
 from ..seeding import torch_generator
 from ..training import train
 from ..training.victim import Victim
-from .base import Defense, DefenseConfig, _positive_float, _positive_int, child_generator, register_defense
+from ..validation import check_int, check_number
+from ..seeding import child_generator
+from .base import Defense, DefenseConfig, register_defense
 
 SCALES = ("span", "absolute")
 
@@ -82,8 +84,8 @@ class MaxUpConfig(DefenseConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive_int(self.m, "maxup: m")
-        _positive_float(self.sigma, "maxup: sigma", allow_zero=True)
+        check_int(self.m, "m", "maxup")
+        check_number(self.sigma, "sigma", "maxup", allow_zero=True)
         if self.scale not in SCALES:
             raise ConfigError(f"maxup: scale must be one of {list(SCALES)}, got {self.scale!r}")
 

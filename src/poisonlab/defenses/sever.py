@@ -38,7 +38,8 @@ from ..data.types import Dataset
 from ..errors import ConfigError, UnsupportedError
 from ..training.victim import Victim
 from ._grads import head_inputs, param_names, per_sample_grads, probe_head, top_right_singular_vector
-from .base import Defense, DefenseConfig, _positive_int, register_defense
+from ..validation import check_int
+from .base import Defense, DefenseConfig, register_defense
 
 
 def sever_scores(grads: torch.Tensor, *, method: str = "auto", generator: torch.Generator | None = None) -> torch.Tensor:
@@ -77,8 +78,8 @@ class SeverConfig(DefenseConfig):
             raise ConfigError(f"sever: params must be 'head' or 'all', got {self.params!r}")
         if self.svd not in ("auto", "exact", "randomized"):
             raise ConfigError(f"sever: svd must be 'auto', 'exact' or 'randomized', got {self.svd!r}")
-        _positive_int(self.rounds, "sever: rounds")
-        _positive_int(self.chunk_size, "sever: chunk_size")
+        check_int(self.rounds, "rounds", "sever")
+        check_int(self.chunk_size, "chunk_size", "sever")
 
 
 @register_defense("sever")
