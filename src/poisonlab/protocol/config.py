@@ -11,6 +11,7 @@ import yaml
 from ..data.splits import check_fraction
 from ..errors import ConfigError
 from ..options import config_from_dict, config_to_dict
+from ..validation import check_choice, check_int, check_number
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,16 +48,14 @@ class RunConfig:
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ConfigError(f"{key} must be a non-empty string, got {getattr(self, key)!r}")
         check_fraction(self.fraction)
-        if self.injection not in ("add", "replace"):
-            raise ConfigError(f"injection must be 'add' or 'replace', got {self.injection!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 0):
-            raise ConfigError(f"epochs must be a non-negative integer, got {self.epochs!r}")
-        if self.lr is not None and (not isinstance(self.lr, (int, float)) or self.lr <= 0):
-            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
-        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size <= 0):
-            raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        check_choice(self.injection, "injection", ("add", "replace"))
+        check_int(self.seed, "seed", minimum=0)
+        if self.epochs is not None:
+            check_int(self.epochs, "epochs", minimum=0)
+        if self.lr is not None:
+            check_number(self.lr, "lr")
+        if self.batch_size is not None:
+            check_int(self.batch_size, "batch_size")
         if self.defense is not None and (not isinstance(self.defense, str) or not self.defense):
             raise ConfigError(f"defense must be a non-empty string or null, got {self.defense!r}")
         for key in ("model_options", "attack_options", "defense_options"):

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..options import config_from_dict
+from ..validation import check_int, check_number
 
 #: ``batch_loss(model, x_batch, y_batch) -> (B,)`` per-sample losses replacing plain cross-entropy
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -106,16 +107,13 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if not (_is_number(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if not (_is_int(self.epochs) and self.epochs >= 0):
-            raise ConfigError(f"epochs must be an integer >= 0, got {self.epochs!r}")
-        if self.batch_size is not None and not (_is_int(self.batch_size) and self.batch_size > 0):
-            raise ConfigError(f"batch_size must be a positive integer or None, got {self.batch_size!r}")
+        check_number(self.lr, "lr")
+        check_int(self.epochs, "epochs", minimum=0)
+        if self.batch_size is not None:
+            check_int(self.batch_size, "batch_size")
         if not (_is_number(self.momentum) and 0.0 <= self.momentum < 1.0):
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        check_number(self.weight_decay, "weight_decay", allow_zero=True)
         if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {_choices(OPTIMIZERS)}, got {self.optimizer!r}")
         if not isinstance(self.nesterov, bool):
@@ -132,8 +130,8 @@ class TrainConfig:
         if self.schedule is not None and (not isinstance(self.schedule, str) or self.schedule not in SCHEDULES):
             raise ConfigError(f"schedule must be None (constant lr) or one of {_choices(SCHEDULES)}, "
                               f"got {self.schedule!r}")
-        if self.step_size is not None and not (_is_int(self.step_size) and self.step_size > 0):
-            raise ConfigError(f"step_size must be a positive integer (epochs) or None, got {self.step_size!r}")
+        if self.step_size is not None:
+            check_int(self.step_size, "step_size")
         if not (_is_number(self.gamma) and 0 < self.gamma <= 1):
             raise ConfigError(f"gamma must be in (0, 1], got {self.gamma!r}")
         if self.schedule != "step":
