@@ -29,7 +29,8 @@ from common import RESULTS, clean_victim, quick_setup  # noqa: E402  (sets OMP_W
 import torch  # noqa: E402
 
 from poisonlab.attacks import build_attack  # noqa: E402
-from poisonlab.attacks.gc import box_gauge, sum_gradient  # noqa: E402
+from poisonlab.attacks.gc import sum_gradient  # noqa: E402
+from poisonlab.theory.linear import box_gauge  # noqa: E402
 from poisonlab.autodiff import dataset_hvp, flatten, loss_of_params, named_params, unflatten  # noqa: E402
 from poisonlab.data import PoisonedDataset  # noqa: E402
 from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402

@@ -47,7 +47,7 @@ class UnprojectedGC(GradientCanceling):
     """``gc`` without Algorithm 2's projection (as in the published script, whose steps are otherwise
     plain steps of size 10, not Adam)."""
 
-    def _admissible(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    def _admissible(self, x: torch.Tensor, source: torch.Tensor, bounds) -> torch.Tensor:
         return x
 
 

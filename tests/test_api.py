@@ -147,7 +147,7 @@ def test_user_module_on_tabular_data_run_poison_defend_threshold(tmp_path):
     json.dumps(rep.to_dict())
 
     t = pl.threshold(data, v, "gradpc", fraction=0.03, options={"eps_w": 0.3, "steps": 3})
-    assert t["tau"] >= 0 and t["tau_box"] is None and "linear softmax" in t["box_note"]
+    assert t["tau"] >= 0 and t["tau_box"] is None and "linear softmax" in t["box_not_applicable"]
     assert isinstance(t["fraction_passes"], bool)
 
 

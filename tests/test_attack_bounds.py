@@ -181,7 +181,8 @@ def test_attacks_on_a_users_linear_softmax_module_with_per_feature_bounds():
     assert info["box_not_applicable"] is None and info["tau_box"] > 0
     assert info["tau_gauge"] >= info["tau_box"] - 1e-9 and len(info["gauge_label_mix"]) == 3
     # τ_box is the per-feature box's, not [0, 1]'s
-    from poisonlab.attacks.gc import _linear_gradient_matrix, sum_gradient
+    from poisonlab.attacks.gc import sum_gradient
+    from poisonlab.theory.linear import linear_gradient_matrix as _linear_gradient_matrix
     from poisonlab.autodiff import named_params
 
     target = victim.clean_model()
@@ -327,12 +328,8 @@ def test_box_gauge_per_feature_is_exact_on_a_single_poison_at_a_corner_and_certi
 
 
 def test_gc_box_threshold_with_unit_bounds_equals_the_old_value(digits_lr):
-    from poisonlab.attacks.gc import (
-        _linear_gradient_matrix,
-        box_gauge,
-        box_threshold,
-        sum_gradient,
-    )
+    from poisonlab.attacks.gc import sum_gradient
+    from poisonlab.theory.linear import box_gauge, box_threshold, linear_gradient_matrix as _linear_gradient_matrix
     from poisonlab.autodiff import named_params
 
     data, victim = digits_lr

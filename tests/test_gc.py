@@ -250,7 +250,7 @@ def test_cli_target_and_threshold_reuse_the_cache(tmp_path, capsys, monkeypatch)
 def test_gc_reports_the_box_threshold_of_a_linear_target(digits_victim):
     """GC's info carries τ_box (theory/box.py) computed from the clean mean gradient at the target,
     with [weight | bias] laid out as the theory expects; None when the gradient is not the full [W | b]."""
-    from poisonlab.attacks.gc import box_threshold
+    from poisonlab.theory.linear import box_threshold
     from poisonlab.theory.box import linear_box_threshold
 
     prep, victim = digits_victim

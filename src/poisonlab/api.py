@@ -378,7 +378,7 @@ def threshold(
         A dict: ``tau`` (the cross-entropy threshold, poisons per clean point, for the last layer
         of a network), ``min_poisons``; for a linear softmax victim with finite bounds also
         ``tau_box``, ``tau_gauge`` (the exact box gauge), ``min_poisons_box`` and the gauge's label
-        mix — ``None`` where they do not apply, with the reason in ``box_note``; with ``fraction``,
+        mix — ``None`` where they do not apply, with the reason in ``box_not_applicable``; with ``fraction``,
         ``fraction_passes`` (and ``fraction_passes_gauge``): whether that fraction passes each
         necessary condition (False: *no* poison set of that size can produce the target).
     """

@@ -29,7 +29,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,7 +42,8 @@ from ..data.bounds import Bounds
 from ..data.types import AttackData, Dataset, PoisonSet
 from ..errors import ConfigError, UnsupportedError
 from ..theory import min_poison_count, multiclass_reachability
-from ..theory.box import BoxGauge, linear_box_gauge, linear_box_threshold
+from ..theory.box import BoxGauge
+from ..theory.linear import box_gauge, box_report, linear_gradient_matrix
 from ..theory.linear import linear_softmax_names
 from ..training import Victim, accuracy, predict_logits
 from ._radius import check_radius, project
@@ -201,73 +202,6 @@ def _sources_by_proportion(y: torch.Tensor, weights, n: int, num_classes: int, g
     return torch.cat(out)
 
 
-def _linear_gradient_matrix(model: nn.Module, names: list[str], g_clean: torch.Tensor,
-                            input_shape: Sequence[int] | None = None) -> torch.Tensor | None:
-    """g(μ) as the (C, d+1) matrix [W | b] when ``model`` is a linear softmax model
-    (:func:`poisonlab.theory.linear.as_linear_softmax`; ``input_shape`` lets any module that computes
-    W·flatten(x) + b qualify) and ``g_clean`` its full flattened mean gradient in ``names`` order
-    (both parameters); else None."""
-    lin = linear_softmax_names(model, input_shape)
-    if lin is None or sorted(names) != sorted(lin):
-        return None
-    params = dict(model.named_parameters())
-    parts, i = {}, 0
-    for n in names:
-        k = params[n].numel()
-        parts[n] = g_clean[i : i + k]
-        i += k
-    if i != g_clean.numel():
-        return None
-    C, d = params[lin[0]].shape
-    return torch.cat([parts[lin[0]].reshape(C, d), parts[lin[1]].reshape(C, 1)], 1).cpu()
-
-
-def box_limits(bounds: Bounds | None, d: int, input_shape: Sequence[int] | None = None
-               ) -> tuple[float, float] | tuple[torch.Tensor, torch.Tensor]:
-    """The data's box as the theory takes it (:mod:`poisonlab.theory.box`): two floats for scalar
-    bounds (None: the pixel box [0, 1]), else (d,) float64 tensors per feature of the flattened input."""
-    if bounds is None:
-        return 0.0, 1.0
-    if bounds.is_scalar:
-        return float(bounds.lower), float(bounds.upper)
-    shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
-    if shape is None or math.prod(shape) != d:
-        if bounds.lower.numel() == d and bounds.upper.numel() == d:
-            return bounds.lower.double().reshape(-1), bounds.upper.double().reshape(-1)
-        shape = tuple(bounds.lower.shape) if bounds.lower.numel() == d else tuple(bounds.upper.shape)
-        if math.prod(shape) != d:
-            raise ConfigError(f"gc: per-feature bounds do not fit the model's {d} input features; pass the input shape")
-    lo, hi = bounds.expanded(shape, dtype=torch.float64)
-    return lo.reshape(-1), hi.reshape(-1)
-
-
-def box_threshold(model: nn.Module, names: list[str], g_clean: torch.Tensor, bounds: Bounds | None = None,
-                  input_shape: Sequence[int] | None = None) -> float | None:
-    """τ_box (:func:`poisonlab.theory.box.linear_box_threshold`) over the box ``bounds`` (None: [0, 1])
-    for a linear softmax victim with all its parameters in ``names``; else None (not applicable)."""
-    G = _linear_gradient_matrix(model, names, g_clean, input_shape)
-    return None if G is None else linear_box_threshold(G, *box_limits(bounds, G.shape[1] - 1, input_shape))
-
-
-def box_gauge(model: nn.Module, names: list[str], g_clean: torch.Tensor, bounds: Bounds | None = None,
-              input_shape: Sequence[int] | None = None) -> BoxGauge | None:
-    """The box gauge (:func:`poisonlab.theory.box.linear_box_gauge`: τ_gauge ≥ τ_box and its label
-    plan) over ``bounds`` (None: [0, 1]) for a linear softmax victim with all its parameters in
-    ``names``; else None (not applicable)."""
-    G = _linear_gradient_matrix(model, names, g_clean, input_shape)
-    return None if G is None else linear_box_gauge(G, *box_limits(bounds, G.shape[1] - 1, input_shape))
-
-
-def _box_note(linear: bool, radius: float | None, model: nn.Module) -> str | None:
-    """Why τ_box / τ_gauge are not reported (None when they are)."""
-    if not linear:
-        return (f"the target ({type(model).__name__}) is not a linear softmax model over all its gradient "
-                "parameters (logits = W·flatten(x) + b)")
-    if radius is not None:
-        return "an L∞ radius constrains the poisons beyond the data's box"
-    return None
-
-
 def relative_distance(a: nn.Module, b: nn.Module, names: list[str]) -> float:
     """‖w_a − w_b‖ / ‖w_b‖ over the named parameters."""
     pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
@@ -355,7 +289,7 @@ class GradientCanceling(Attack):
 
         # linear softmax victims, inputs free in the data's box: the box-bounded necessary conditions (theory/box.py)
         box, shape = data.bounds, train.input_shape
-        linear = _linear_gradient_matrix(target, names, g_clean, shape) is not None
+        linear = linear_gradient_matrix(target, names, g_clean, shape) is not None
         gauge = box_gauge(target, names, g_clean, box, shape) if linear and c.radius is None and (c.gauge or c.init == "plan") else None
         # initialise from clean points (labels kept: clean-label)
         src = self._initial_sources(train, data.num_classes, n_poison, target, names, w, g_clean, generator, gauge)
@@ -414,11 +348,8 @@ class GradientCanceling(Attack):
             "tau": reach.tau,
             "tau_min_poisons": tau_count if math.isfinite(tau_count) else None,
             # linear softmax victims, inputs free in the data's box: the box-bounded necessary condition (theory/box.py)
-            "tau_box": box_threshold(target, names, g_clean, box, shape) if linear and c.radius is None else None,
-            "tau_gauge": gauge.tau if gauge is not None and math.isfinite(gauge.tau) else None,
+            **box_report(target, names, g_clean, box, shape, radius=c.radius, gauge=gauge, solve_gauge=False),
             "eps_reaches_tau_gauge": eps >= gauge.tau if gauge is not None else None,
-            "gauge_label_mix": (gauge.label_mass / gauge.tau).tolist() if gauge is not None and 0 < gauge.tau < math.inf else None,
-            "box_not_applicable": _box_note(linear, c.radius, target),
             "eps": eps,
             "eps_reaches_tau": reach.reachable(eps),
             "clean_grad_norm": g_clean_norm,

@@ -3,7 +3,8 @@
 One function, :func:`threshold_report`, computes what ``poisonlab threshold`` prints and what
 :func:`poisonlab.threshold` returns. τ (the cross-entropy trace bound, eq. 3.6; the last layer of
 a network, Theorem 4) applies to every model; the box quantities (τ_box ≤ τ_gauge) need a linear
-softmax model and finite input bounds, and are ``None`` otherwise, with the reason in ``box_note``.
+softmax model, and are ``None`` otherwise, with the reason in ``box_not_applicable``
+(:func:`poisonlab.theory.linear.box_report`, the same report ``gc`` writes).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..data import poison_count
 from ..data.types import ExperimentData
 from ..errors import ConfigError
 from ..theory import min_poison_count, multiclass_reachability
+from ..theory.linear import box_report
 from ..training import VictimSpec, accuracy, predict_logits
 from .runner import train_clean
 
@@ -83,7 +85,7 @@ def threshold_report(target: nn.Module, data: ExperimentData, *, fraction: float
     }
     names, g = clean_gradient(target, train.x.to(device), train.y.to(device))
     out["clean_grad_norm_at_target"] = float(torch.linalg.vector_norm(g))
-    box = box_report(target, names, g, data.bounds)
+    box = box_report(target, names, g, data.bounds, data.input_shape)
     out.update(box)
     if box.get("tau_gauge") is not None:
         out["min_poisons_box"] = min_poison_count(box["tau_gauge"], n)
@@ -97,22 +99,3 @@ def threshold_report(target: nn.Module, data: ExperimentData, *, fraction: float
         out["fraction_passes_gauge"] = None if out.get("tau_gauge") is None else fraction >= out["tau_gauge"]
     return out
 
-
-def box_report(target: nn.Module, names: list[str], g: torch.Tensor, bounds: Any) -> dict[str, Any]:
-    """τ_box, τ_gauge and the gauge's label mix of a linear softmax target in the data's box, or
-    ``None`` for each with the reason in ``box_note``."""
-    from ..attacks.gc import _linear_gradient_matrix, box_gauge, box_threshold
-
-    none = {"tau_box": None, "tau_gauge": None, "gauge_label_mix": None}
-    if _linear_gradient_matrix(target, names, g) is None:
-        return {**none, "box_note": "the box conditions need a linear softmax model (one weight matrix and bias on the flattened input)"}
-    if not bounds.is_finite:
-        return {**none, "box_note": "the box conditions need finite input bounds"}
-    if not bounds.is_unit:
-        return {**none, "box_note": "the box conditions are computed for inputs in [0, 1] only"}
-    tau_box = box_threshold(target, names, g)
-    if tau_box is None:
-        return {**none, "box_note": "the box conditions need a linear softmax model (one weight matrix and bias on the flattened input)"}
-    gauge = box_gauge(target, names, g)
-    mix = (gauge.label_mass / gauge.tau).tolist() if gauge is not None and 0 < gauge.tau < math.inf else None
-    return {"tau_box": tau_box, "tau_gauge": None if gauge is None else gauge.tau, "gauge_label_mix": mix, "box_note": None}
