@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         s = ssim(x, vae.reveal(x))
     print(f"VAE {vae.source} in {cache_dir()}")
-    zs = vae.latent_shape(tuple(x.shape[1:]))
+    c, h, w = (int(s) for s in x.shape[1:])
+    zs = vae.latent_shape((c, h, w))
     ratio = x[0].numel() / (zs[0] * zs[1] * zs[2])
     print(f"latent shape {zs} ({ratio:g}x compression), scaling factor {vae.scaling_factor:.4f}")
     print(f"test reconstruction SSIM (500 images): mean {float(s.mean()):.4f}, min {float(s.min()):.4f}")

@@ -114,10 +114,10 @@ class Bounds:
         lo, hi = self._like(x)
         return torch.maximum(torch.minimum(x, hi), lo)
 
-    def project_linf(self, x: torch.Tensor, center: torch.Tensor, radius: float | None) -> torch.Tensor:
+    def project_linf(self, x: torch.Tensor, center: torch.Tensor | None, radius: float | None) -> torch.Tensor:
         """Project onto {‖x − center‖_∞ ≤ radius} ∩ box (exact: both sets are boxes).
-        ``radius=None`` projects onto the box only."""
-        if radius is not None:
+        ``radius=None`` (or no ``center``) projects onto the box only."""
+        if radius is not None and center is not None:
             x = torch.maximum(torch.minimum(x, center + radius), center - radius)
         return self.clamp(x)
 

@@ -74,6 +74,10 @@ class LatentTrainConfig:
 
 
 class ConditionalLatentDiffusion(nn.Module):
+    #: diffusers modules (typed ``Any``: their call signatures and ``config`` are dynamic)
+    unet: Any
+    scheduler: Any
+
     """ε-prediction DDPM on scaled latents (N, c_z, h, w), conditioned on concept vectors (N, d)."""
 
     def __init__(self, latent_shape: tuple[int, int, int], num_concepts: int, config: LatentDiffusionConfig | None = None, *, seed: int = 0) -> None:

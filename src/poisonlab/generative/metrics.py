@@ -112,11 +112,17 @@ class RandomFeatureDistance(nn.Module):
             conv = nn.Conv2d(c_in, c_out, 3, padding=1)
             with torch.no_grad():
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / (c_in * 9)) ** 0.5)
-                conv.bias.zero_()
+                if conv.bias is not None:
+                    conv.bias.zero_()
             layers.append(conv)
             c_in = c_out
         self.stages = nn.ModuleList(layers)
         self.requires_grad_(False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the random features' weights."""
+        return next(self.parameters()).dtype
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.shape[1] == 1:
@@ -124,7 +130,7 @@ class RandomFeatureDistance(nn.Module):
         h = x * 2.0 - 1.0
         feats = []
         for i, conv in enumerate(self.stages):
-            h = F.relu(conv(h.to(conv.weight.dtype)))
+            h = F.relu(conv(h.to(self.dtype)))
             feats.append(h / (h.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
             if i < len(self.stages) - 1 and min(h.shape[-2:]) >= 2:
                 h = F.avg_pool2d(h, 2)
@@ -133,7 +139,8 @@ class RandomFeatureDistance(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.shape != y.shape:
             raise ConfigError(f"LPIPS-style distance needs tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-        return sum((a - b).pow(2).sum(1).flatten(1).mean(1) for a, b in zip(self.features(x), self.features(y)))
+        terms = [(a - b).pow(2).sum(1).flatten(1).mean(1) for a, b in zip(self.features(x), self.features(y))]
+        return torch.stack(terms).sum(0)
 
 
 _DEFAULT_LPIPS: dict[tuple[torch.dtype, str], RandomFeatureDistance] = {}

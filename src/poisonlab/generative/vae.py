@@ -121,7 +121,10 @@ class LatentAutoencoder(nn.Module):
     reveal is averaged back to one channel, so callers never see the channel mismatch.
     """
 
-    def __init__(self, vae: nn.Module, source: str = "random") -> None:
+    #: the diffusers ``AutoencoderKL`` (typed ``Any``: diffusers modules carry a dynamic ``config``)
+    vae: Any
+
+    def __init__(self, vae: Any, source: str = "random") -> None:
         super().__init__()
         self.vae = vae
         self.source = source

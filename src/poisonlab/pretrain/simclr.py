@@ -16,6 +16,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 
+def feature_dim(encoder: nn.Module) -> int:
+    """The encoder's feature dimension (its ``feature_dim`` attribute)."""
+    return int(getattr(encoder, "feature_dim"))
+
+
 def augment(x: torch.Tensor, generator: torch.Generator, *, min_scale: float = 0.6, flip: bool = False,
             jitter: float = 0.4, noise: float = 0.02) -> torch.Tensor:
     """One random view of each image: random resized crop (area scale in [min_scale, 1], random
@@ -77,7 +82,7 @@ def train_simclr(encoder: nn.Module, x: torch.Tensor, *, epochs: int, batch_size
     Returns the mean NT-Xent loss of every epoch. The projection head is initialised from the
     global RNG (callers fork and seed it) and thrown away.
     """
-    d = int(encoder.feature_dim)
+    d = feature_dim(encoder)
     head = ProjectionHead(d, d, projection_dim).to(device)
     encoder.to(device).train()
     params = list(encoder.parameters()) + list(head.parameters())

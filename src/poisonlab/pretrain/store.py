@@ -29,7 +29,7 @@ from ..models.extractors import METADATA_KEY, build_encoder, extractor_cache_dir
 from ..options import config_from_dict, config_to_dict
 from ..seeding import derive_seed, torch_generator
 from ..training import TrainConfig, resolve_device, train
-from .simclr import train_simclr
+from .simclr import feature_dim, train_simclr
 
 METHODS = ("simclr", "supervised")
 
@@ -96,7 +96,7 @@ class _Supervised(nn.Module):
     def __init__(self, encoder: nn.Module, num_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(int(encoder.feature_dim), num_classes)
+        self.head = nn.Linear(feature_dim(encoder), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))
@@ -156,7 +156,7 @@ def get_extractor(cfg: PretrainConfig, *, data_dir: str | None = None, out: str 
     encoder, report = pretrain_encoder(cfg, data, device=device, progress=progress)
     meta = {
         "encoder": cfg.encoder, "encoder_options": cfg.encoder_options, "input_shape": list(data.input_shape),
-        "feature_dim": int(encoder.feature_dim), "method": cfg.method, "dataset": cfg.dataset,
+        "feature_dim": feature_dim(encoder), "method": cfg.method, "dataset": cfg.dataset,
         "n_images": len(data), "key": cfg.key(), "config": config_to_dict(cfg), "report": report,
     }
     save_extractor(path, encoder, meta)

@@ -223,7 +223,7 @@ def _stage_board(ray: Any) -> Any:
         def read(self, run_ids: list[str]) -> dict[str, str]:
             return {r: self.stage[r] for r in run_ids if r in self.stage}
 
-    return StageBoard.remote()
+    return StageBoard.remote()  # type: ignore[attr-defined]  # ray.remote adds .remote
 
 
 def make_backend(name: str, *, workers: int | None, resources: Resources, stage_dir: str | Path,
