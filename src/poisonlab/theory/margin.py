@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import torch
 
@@ -114,10 +114,15 @@ def margin_extremes(loss: str | MarginLoss, domain: Sequence[Interval] | Interva
     ``domain`` is one interval (lo, hi) or a list of them (e.g. one per label when the inputs lie
     in a box: t = y·wᵀx ranges over a different interval for each y).
     """
-    intervals = [tuple(domain)] if isinstance(domain[0], (int, float)) else [tuple(d) for d in domain]  # type: ignore[index,arg-type]
+    pairs: list[tuple[float, float]]
+    if isinstance(domain[0], (int, float)):
+        lo0, hi0 = cast("tuple[float, float]", domain)
+        pairs = [(float(lo0), float(hi0))]
+    else:
+        pairs = [(float(d[0]), float(d[1])) for d in domain]  # type: ignore[index]
     lf = _loss(loss)
     a, b, a_att, b_att = math.inf, -math.inf, False, False
-    for lo, hi in intervals:  # type: ignore[misc]
+    for lo, hi in pairs:
         if not lo <= hi:
             raise ValueError(f"empty margin interval ({lo}, {hi})")
         ai, bi, ai_att, bi_att = lf.extremes(float(lo), float(hi))

@@ -103,13 +103,14 @@ def univariate_check(
         raise ValueError(f"A must be {c}x{c}, got {A_np.shape}")
     inner = trace_statistic(h, y, A)
     col = A_np.T @ np.ones(c)
-    if np.linalg.norm(col - col.mean()) > 1e-12 * max(1.0, np.linalg.norm(col)):
+    if float(np.linalg.norm(col - col.mean())) > 1e-12 * max(1.0, float(np.linalg.norm(col))):
         return reachability_from_extremes(inner, -math.inf, math.inf, False, False, exact=False)
-    bounds = []
+    bounds: list[float] = []
     for sign in (1.0, -1.0):
         v1 = _extreme_A(A_np, sign, 30.0, restarts, seed)
         v2 = _extreme_A(A_np, sign, 60.0, restarts, seed)
         grows = sign * (v1 - v2) > 1e-6 * max(1.0, abs(v1))
-        bounds.append(sign * -math.inf if grows else min(v1, v2) if sign > 0 else max(v1, v2))
+        closer = min(v1, v2) if sign > 0 else max(v1, v2)
+        bounds.append(sign * -math.inf if grows else closer)
     a, b = bounds
     return reachability_from_extremes(inner, a, b, not math.isinf(a), not math.isinf(b), exact=False)
