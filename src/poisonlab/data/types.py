@@ -21,6 +21,18 @@ class Dataset:
     ``bounds`` is the box every input lives in (default the pixel box [0, 1]); it is carried along by
     :meth:`subset` and :meth:`to`, and every attack's projection reads it. The constructor checks
     shapes and dtypes only; :func:`poisonlab.data.validate.check_dataset` checks the values.
+
+    Attributes:
+        x: The inputs, a floating-point tensor (N, *input_shape) inside ``bounds``, in the data's
+            own units (pixel intensities in [0, 1] for the built-in image sets). Required.
+        y: The labels, an int64 tensor (N,) with values in 0..num_classes−1. Required.
+        num_classes: Number of classes C (labels range over 0..C−1; a class may have no point
+            here). Required.
+        name: A label for messages and records (e.g. "mnist"). Default "" (messages then say
+            "dataset").
+        bounds: The :class:`~poisonlab.data.bounds.Bounds` box every input (clean or poisoned)
+            lies in, per feature, in the units of ``x``. Default ``Bounds.unit()``, the pixel box
+            [0, 1].
     """
 
     x: torch.Tensor
@@ -79,7 +91,16 @@ class DataBundle:
 class AttackData:
     """The attacker's view: D_tr (victim training set), D_v (attacker validation set) and how the
     test stage will use the poisons (``injection``: "add" beside D_tr, or "replace" their sources;
-    see :meth:`PoisonedDataset.mix`)."""
+    see :meth:`PoisonedDataset.mix`).
+
+    Attributes:
+        train: D_tr, the clean training set the victim is trained on (and that poisons are added
+            to, or substituted into). Required.
+        val: D_v, the attacker's clean validation split (the attacker's objective is measured on
+            it; the test set is never shown to the attacker). Required.
+        injection: How the test stage will use the poisons: "add" (default; D_tr ∪ D_p) or
+            "replace" (each poison in place of its source point of D_tr).
+    """
 
     train: Dataset
     val: Dataset
@@ -101,6 +122,18 @@ class PoisonSet:
 
     ``source_index[i]`` is the index in D_tr of the clean point poison ``i`` was made from,
     or -1 when it has no source.
+
+    Attributes:
+        x: The poison inputs, a float tensor (n, *input_shape) inside the data's bounds (the same
+            units as D_tr's inputs). Required.
+        y: The poison labels, an integer tensor (n,) in 0..num_classes−1. Required.
+        source_index: int64 (n,): for each poison the index in D_tr of the clean point it was
+            made from, −1 where it has none. Default an empty tensor (0,), read as "no poison has
+            a source" (see :attr:`source`).
+        info: The attack's diagnostics (JSON-serialisable; e.g. losses or iteration counts),
+            saved in the run's record. Default {}.
+        states: Model weights the attack produced, name -> ``state_dict`` (the runner saves each
+            as ``<name>.safetensors``). Default {}.
     """
 
     x: torch.Tensor
@@ -190,6 +223,17 @@ class ExperimentData:
     Build it from arrays with :func:`poisonlab.data_from_arrays` (or from a dataset name inside the
     protocol); both use the same seeded split rule (:func:`poisonlab.data.splits.split_train_val`).
     ``default_batch_size`` is the victim's batch size when its recipe leaves ``batch_size=None``.
+
+    Attributes:
+        train: D_tr, the victim's clean training set. Required.
+        val: D_v, the attacker's clean validation split (also the trusted reference set of the
+            defenses that need one). Required.
+        test: The held-out test set the victim's accuracy is measured on. Required.
+        name: A label for messages, records and output paths. Default "arrays".
+        default_batch_size: The victim's mini-batch size in samples when its recipe leaves
+            ``batch_size=None``. Default 1000.
+        split_seed: The seed of the train/validation split that produced ``train`` and ``val``
+            (part of the clean victim's cache key; setting it does not re-split). Default 0.
     """
 
     train: Dataset

@@ -41,7 +41,16 @@ LAYERS = ("penultimate", "art")
 
 @dataclass(frozen=True, kw_only=True)
 class ArtDetectorConfig(DefenseConfig):
-    """``layer``: "penultimate" (the head's input; see the module docstring) or "art" (ART's default)."""
+    """``layer``: "penultimate" (the head's input; see the module docstring) or "art" (ART's default).
+
+    Attributes:
+        fraction: As in :class:`~poisonlab.defenses.base.DefenseConfig`: the fraction of the N
+            points to remove (by global rank of the scores), in [0, 1]. Default 0.03.
+        layer: Which representation ART's detector reads: "penultimate" (default) — the input of
+            the victim's classification head, the representation of poisonlab's ``spectral``; "art"
+            — ART's own choice, the output of the model's last top-level child (the logits for
+            poisonlab's victims).
+    """
 
     layer: str = "penultimate"
 

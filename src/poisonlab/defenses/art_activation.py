@@ -53,7 +53,29 @@ ANALYSIS = ("smaller", "relative-size", "distance", "silhouette-scores")
 class ArtActivationConfig(ArtDetectorConfig):
     """ART's ``detect_poison`` options: ``nb_clusters`` per class, ``nb_dims`` after ``reduce``
     ("PCA" or "FastICA"), ``cluster_analysis`` ("smaller", "relative-size", "distance",
-    "silhouette-scores"); ``layer`` as in :class:`ArtDetectorConfig`."""
+    "silhouette-scores"); ``layer`` as in :class:`ArtDetectorConfig`.
+
+    Activation clustering is due to Chen et al. 2018 ("Detecting backdoor attacks on deep neural
+    networks by activation clustering"); these options are passed to ART's
+    ``ActivationDefence.detect_poison``.
+
+    Attributes:
+        fraction: As in :class:`~poisonlab.defenses.base.DefenseConfig`: the fraction of the N
+            points to remove (by global rank of the scores, not ART's whole flagged set), in
+            [0, 1]. Default 0.03.
+        layer: As in :class:`~poisonlab.defenses._art.ArtDetectorConfig`: "penultimate" (default)
+            or "art".
+        nb_clusters: Number of k-means clusters each class's reduced activations are split into;
+            an integer >= 2. A class with fewer than max(nb_clusters, nb_dims) points is not
+            clustered (its points score 0). Default 2.
+        nb_dims: Number of dimensions the activations are reduced to (by ``reduce``) before
+            clustering; a positive integer. Default 10.
+        reduce: Dimensionality reduction applied per class before clustering: "PCA" (default) or
+            "FastICA".
+        cluster_analysis: ART's heuristic for which clusters are poison: "smaller" (default; the
+            smaller cluster of each class), "relative-size", "distance" or "silhouette-scores".
+            It sets ART's verdict, the ``flag_i`` term of the score.
+    """
 
     nb_clusters: int = 2
     nb_dims: int = 10

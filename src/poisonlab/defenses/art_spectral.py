@@ -51,7 +51,28 @@ from .base import register_defense
 class ArtSpectralConfig(ArtDetectorConfig):
     """ART's options: ``expected_pp_poison`` (None: the defense's ``fraction``), ``eps_multiplier``,
     ``batch_size`` of ART's forward passes; ``centre`` (see the module docstring); ``layer`` as in
-    :class:`ArtDetectorConfig`."""
+    :class:`ArtDetectorConfig`.
+
+    Spectral signatures are due to Tran, Li & Madry 2018; these options are passed to ART's
+    ``SpectralSignatureDefense``.
+
+    Attributes:
+        fraction: As in :class:`~poisonlab.defenses.base.DefenseConfig`: the fraction of the N
+            points to remove (by global rank of the scores), in [0, 1]. Default 0.03.
+        layer: As in :class:`~poisonlab.defenses._art.ArtDetectorConfig`: "penultimate" (default)
+            or "art".
+        expected_pp_poison: ART's expected poison fraction per class, in [0, 1], or None (default)
+            for the defense's ``fraction``. Together with ``eps_multiplier`` it sets the size of
+            ART's flagged set (``info["n_flagged"]``), not the scores or what the filter removes.
+        eps_multiplier: ART's multiplier of ``expected_pp_poison``: ART flags the points of each
+            class above the (1 − eps_multiplier · expected_pp_poison) quantile of its scores; a
+            number >= 0. Default 1.5 (Tran et al.'s 1.5·ε).
+        batch_size: Number of inputs per forward pass when ART reads the activations; a positive
+            integer. Only memory and speed depend on it. Default 128.
+        centre: Whether ART is run per class on the class-centred representation r_i − r̄_c (the
+            paper's score |v_cᵀ(r_i − r̄_c)|); True (default). False runs ART exactly as shipped,
+            scoring the uncentred |v_cᵀ r_i| (see the module docstring).
+    """
 
     expected_pp_poison: float | None = None
     eps_multiplier: float = 1.5

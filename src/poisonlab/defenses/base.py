@@ -55,6 +55,16 @@ class DefenseConfig:
 
     ``fraction`` is a fraction of the N points the defender sees (D_tr ∪ D_p); the count removed
     is ``poison_count(fraction, N)`` (the one rounding rule). Default 3 % = the thesis' budget.
+    This is also the whole config of the ``loss`` defense; every other defense's ``Config``
+    subclasses it and inherits ``fraction``.
+
+    Attributes:
+        fraction: Fraction of the N points the defender sees (D_tr ∪ D_p) that the shared filter
+            (:func:`filter_scores`) removes, the highest-scoring ``poison_count(fraction, N)``
+            of them; a number in [0, 1] (a fraction, not a percentage). Default 0.03 (3 %, the
+            thesis' poison budget). Training-time defenses (``maxup``) remove nothing and ignore
+            it for filtering; ``art_spectral`` also uses it as ART's ``expected_pp_poison`` when
+            that is None.
     """
 
     fraction: float = 0.03

@@ -100,6 +100,28 @@ def influence_on_reference(
 
 @dataclass(frozen=True, kw_only=True)
 class InfluenceConfig(DefenseConfig):
+    """Options of the influence defense (Koh & Liang 2017).
+
+    Attributes:
+        fraction: As in :class:`~poisonlab.defenses.base.DefenseConfig`: the fraction of the N
+            points to remove, in [0, 1]. Default 0.03.
+        params: Which parameters w the influence is taken with respect to: "head" (default) — the
+            victim's classification head (its last ``nn.Linear``; the whole model for ``lr``);
+            "all" — every trainable parameter (any ``nn.Module``, no head needed, slower).
+        damping: Damping λ added to the Hessian, (H + λI)⁻¹, so that the inverse exists and the
+            conjugate-gradient solve is well conditioned; a number >= 0, in the units of the
+            training loss' curvature. The recipe's weight decay is added to it. Default 0.01.
+        cg_tol: Relative tolerance of the conjugate-gradient solve of (H + λI) s = ∇L_R: it stops
+            when the residual norm is at most cg_tol · ‖∇L_R‖ (dimensionless); a number > 0.
+            Default 1e-5.
+        cg_max_iter: Maximum number of conjugate-gradient iterations (each one Hessian-vector
+            product over the whole training set); a positive integer. Whether CG converged is
+            reported in ``info["cg_converged"]``. Default 100.
+        chunk_size: Number of points per chunk in the reference gradient, the Hessian-vector
+            products and the per-point scores; a positive integer. Only memory and speed depend
+            on it. Default 4096.
+    """
+
     params: str = "head"  # "head" (last linear layer) or "all"
     damping: float = 0.01
     cg_tol: float = 1e-5

@@ -50,6 +50,20 @@ def knn_indices(x: torch.Tensor, k: int, chunk_size: int = 1024, progress: bool 
 
 @dataclass(frozen=True, kw_only=True)
 class KnnConfig(DefenseConfig):
+    """Options of the kNN label-sanitisation defense (Paudice, Muñoz-González & Lupu 2018).
+
+    Attributes:
+        fraction: As in :class:`~poisonlab.defenses.base.DefenseConfig`: the fraction of the N
+            points to remove, in [0, 1]. Default 0.03.
+        k: Number of nearest neighbours (L2 in input space, the point itself excluded) whose labels
+            are compared with the point's; a positive integer, capped at N − 1. The score's first
+            term is the fraction of these k neighbours with another label, so it moves in steps of
+            1/k. Default 10.
+        chunk_size: Number of rows whose distances to all N points are computed at once (a
+            (chunk_size, N) float64 block on the victim's device); a positive integer. Only memory
+            and speed depend on it, not the scores. Default 1024.
+    """
+
     k: int = 10
     chunk_size: int = 1024
 

@@ -76,7 +76,23 @@ def worst_case_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: int, 
 @dataclass(frozen=True, kw_only=True)
 class MaxUpConfig(DefenseConfig):
     """``m`` perturbations per point; ``sigma`` their scale, relative to each feature's range
-    (``scale="span"``, default) or in the data's units (``scale="absolute"``); see the module docstring."""
+    (``scale="span"``, default) or in the data's units (``scale="absolute"``); see the module docstring.
+
+    MaxUp (Gong, Ren, Liu & Liu 2021) is a training-time defense: it removes nothing.
+
+    Attributes:
+        fraction: As in :class:`~poisonlab.defenses.base.DefenseConfig` (in [0, 1], default
+            0.03); MaxUp removes no point, so the filter ignores it.
+        m: Number of random Gaussian perturbations drawn per point and batch; the training loss
+            (and the reported score) is the largest loss over them. A positive integer. Default 4.
+        sigma: Standard deviation of the perturbations, >= 0: with ``scale="span"`` a fraction of
+            each feature's range (upper − lower bound; in the data's units where that range is
+            infinite), with ``scale="absolute"`` in the data's own units. 0 trains on the clean
+            inputs. Default 0.1.
+        scale: How ``sigma`` is read: "span" (default; relative to each feature's range, i.e. σ on
+            the pixel scale for images in [0, 1]) or "absolute" (the same ``sigma`` for every
+            feature, in the data's units).
+    """
 
     m: int = 4
     sigma: float = 0.1

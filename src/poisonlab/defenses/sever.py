@@ -67,6 +67,25 @@ def _gradients(model: nn.Module, data: Dataset, c: "SeverConfig") -> torch.Tenso
 
 @dataclass(frozen=True, kw_only=True)
 class SeverConfig(DefenseConfig):
+    """Options of Sever (Diakonikolas, Kamath, Kane, Li, Steinhardt & Stewart 2019).
+
+    Attributes:
+        fraction: As in :class:`~poisonlab.defenses.base.DefenseConfig`: the fraction of the N
+            points removed in all rounds together, in [0, 1]. Default 0.03.
+        params: Which parameters the per-sample loss gradients g_i are taken with respect to:
+            "head" (default) — the victim's classification head (its last ``nn.Linear``; all of
+            ``lr``); "all" — every trainable parameter (any ``nn.Module``; P is the model size).
+        rounds: Number of remove-and-retrain rounds; the budget ``poison_count(fraction, N)`` is
+            split over them as evenly as possible and the victim is retrained on what is kept
+            before each later round. A positive integer; 1 scores once with τ itself. Default 2.
+        svd: How the top right singular vector of the centred gradient matrix is computed:
+            "exact", "randomized" or "auto" (default), as in
+            :class:`~poisonlab.defenses.spectral.SpectralConfig`.
+        chunk_size: Number of points whose per-sample gradients are computed at once (by
+            ``torch.func.vmap``); a positive integer. Only memory and speed depend on it.
+            Default 1024.
+    """
+
     params: str = "head"  # "head" (last linear layer) or "all"
     rounds: int = 2
     svd: str = "auto"  # "auto", "exact" or "randomized"

@@ -47,6 +47,19 @@ def spectral_scores(features: torch.Tensor, y: torch.Tensor, num_classes: int, *
 
 @dataclass(frozen=True, kw_only=True)
 class SpectralConfig(DefenseConfig):
+    """Options of the spectral-signatures defense (Tran, Li & Madry 2018).
+
+    Attributes:
+        fraction: As in :class:`~poisonlab.defenses.base.DefenseConfig`: the fraction of the N
+            points to remove (by global rank of the scores, not Tran et al.'s 1.5·ε per class), in
+            [0, 1]. Default 0.03.
+        svd: How the top right singular vector v_c of each class's centred representation matrix
+            is computed: "exact" (``torch.linalg.svd``), "randomized" (block subspace iteration,
+            Halko, Martinsson & Tropp 2011, started from the defense's generator) or "auto"
+            (default: exact when min(n_c, D) <= 1024, else randomized). See
+            :func:`poisonlab.defenses._grads.top_right_singular_vector`.
+    """
+
     svd: str = "auto"  # "auto", "exact" or "randomized"
 
     def __post_init__(self) -> None:

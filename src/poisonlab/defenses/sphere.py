@@ -24,6 +24,18 @@ from .base import Defense, DefenseConfig, register_defense
 
 @dataclass(frozen=True, kw_only=True)
 class CentroidConfig(DefenseConfig):
+    """Options of the centroid defenses ``sphere`` and ``slab`` (Steinhardt, Koh & Liang 2017).
+
+    Attributes:
+        fraction: As in :class:`~poisonlab.defenses.base.DefenseConfig`: the fraction of the N
+            points to remove, in [0, 1]. Default 0.03.
+        centroids: Where the class centroids μ_c that the scores are measured from come from:
+            "data" (default) — the class means of the (poisoned) set the defender sees; "reference"
+            — the class means of the trusted clean ``reference`` set (the "oracle" defender of
+            Steinhardt et al.; needs ``reference``, a class absent from it falls back to the data's
+            mean).
+    """
+
     centroids: str = "data"  # "data" or "reference"
 
     def __post_init__(self) -> None:

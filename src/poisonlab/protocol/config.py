@@ -20,6 +20,53 @@ class RunConfig:
 
     ``epochs``/``lr``/``batch_size`` override the victim recipe (thesis defaults: 100 epochs,
     lr 0.1, the dataset's batch size). ``*_options`` are validated by the chosen component.
+
+    Every key mirrors a flag of ``poisonlab run`` (``batch_size`` is ``--batch-size``, the
+    ``*_options`` mappings are ``-M``/``-A``/``-D KEY=VALUE``); a YAML file passed with
+    ``--config`` holds the same keys, and flags override it (:meth:`merged`).
+
+    Attributes:
+        dataset: Registered dataset name ("digits", "mnist", "fashion_mnist", "cifar10", "or"; see
+            ``poisonlab list``) or a path to a user ``.npz`` file. Default "digits".
+        model: Victim architecture: a registered name ("lr", "nn", "cnn", "resnet18") or
+            ``linear_probe:<extractor>`` / ``fine_tune:<extractor>``. Default "lr".
+        attack: Registered attack name (see ``poisonlab list``). Default "label_flip".
+        fraction: Poison budget ε_d as a fraction of the clean training-set size |D_tr|, in
+            [0, 1] (not a percentage); the attacker makes ``poison_count(fraction, |D_tr|)``
+            points. Default 0.03 (3 %, the thesis' budget).
+        seed: Run seed, an integer >= 0: the 70/30 train/validation split, the victim's
+            initialisation and batch order, and the attack's and defense's random draws all derive
+            from it. Default 0.
+        epochs: Victim training epochs, an integer >= 0, or None (default) for the recipe's
+            default (100).
+        lr: Victim learning rate (SGD step size), > 0, or None (default) for the recipe's
+            default (0.1).
+        batch_size: Victim mini-batch size in samples, a positive integer, or None (default) for
+            the dataset's default batch size (1000 MNIST-like, 256 CIFAR-10).
+        data_dir: Directory the dataset files are read from and downloaded to, or None (default)
+            for ``$POISONLAB_DATA``, else ``$XDG_CACHE_HOME/poisonlab/data``
+            (``~/.cache/poisonlab/data``).
+        out: Output directory of the run's artifacts, or None (default) for
+            ``runs/<dataset>-<model>-<attack>-f<fraction>-s<seed>`` (:meth:`default_out`).
+        device: Where to train: "auto" (default; CUDA when available, else CPU) or a torch device
+            string ("cpu", "cuda:0").
+        model_options: Options of the victim architecture (e.g. ``{"hidden": [256]}`` for "nn"),
+            validated by it when the victim is built. Default {} (the architecture's defaults).
+        attack_options: Options of the attack (its ``Config`` fields; option groups as nested
+            mappings or dotted keys), validated by it. Default {} (the attack's defaults).
+        poisons: Path to a ``poisons.npz`` (or the directory of an earlier run holding one) whose
+            poisons are re-used instead of running the attack, or None (default) to attack.
+        defense: Registered defense name for a defend stage after the test stage (score
+            D_tr ∪ D_p, filter, retrain; see :mod:`poisonlab.protocol.defend`), or None (default)
+            for no defense.
+        defense_options: Options of the defense (its ``Config`` fields, e.g.
+            ``{"fraction": 0.05}``), validated by it. Default {} (the defense's defaults).
+        cache_dir: Directory of the content-addressed artifact cache the clean-trained victim is
+            re-used from and stored in, or None (default) for no cache.
+        injection: How the poisons enter the test stage: "add" (default; D_tr ∪ D_p, the
+            protocol) or "replace" (each poison takes its source point's place, the
+            unlearnable-examples threat model; see
+            :meth:`~poisonlab.data.types.PoisonedDataset.mix`).
     """
 
     dataset: str = "digits"

@@ -32,6 +32,25 @@ class VictimSpec:
     and ``num_classes``) or, when ``factory`` is given, a label for the user's own architecture:
     ``factory()`` must return a fresh ``nn.Module`` mapping inputs (N, *input_shape) to logits
     (N, num_classes). :meth:`for_data` fills in the shape and classes of a dataset.
+
+    Attributes:
+        model: Registered architecture name ("lr", "nn", "cnn", "resnet18",
+            ``linear_probe:<extractor>``, ``fine_tune:<extractor>``), or with ``factory`` a free
+            label for the user's architecture (shown in logs and records). Required, no default.
+        input_shape: Shape of one input, without the batch dimension ((d,) tabular, (C, H, W)
+            images), or None (default) until :meth:`for_data` binds the spec to a dataset;
+            :meth:`build` needs it.
+        num_classes: Number of classes (logits) the network outputs, or None (default) until
+            :meth:`for_data`; :meth:`build` needs it.
+        recipe: The training recipe (optimiser, learning rate, epochs, batch size, device), a
+            :class:`~poisonlab.training.loop.TrainConfig`. Default ``TrainConfig()``: the
+            thesis' plain SGD, lr 0.1, 100 epochs, the dataset's batch size.
+        options: Keyword options of the registered architecture (e.g. ``{"hidden": [256]}`` for
+            "nn"), passed to its builder; unused with ``factory``. Default {} (the architecture's
+            defaults).
+        factory: A zero-argument callable returning a freshly initialised ``nn.Module`` (the
+            user's own architecture; called under a seeded RNG so its initial weights depend only
+            on the seed), or None (default) to build the registered ``model``.
     """
 
     model: str
@@ -77,7 +96,18 @@ class VictimSpec:
 @dataclass(frozen=True)
 class Victim:
     """What an attacker may know about the victim: its spec, the training seed and (optionally)
-    the clean-trained parameters of stage 1 (``clean_state``)."""
+    the clean-trained parameters of stage 1 (``clean_state``).
+
+    Attributes:
+        spec: The victim's architecture and training recipe, a :class:`VictimSpec` bound to the
+            data (``input_shape`` and ``num_classes`` set). Required, no default.
+        seed: Training seed, an integer: the network's initial weights and the batch order of
+            every (re)training derive from it, so the same seed gives the same init and batches.
+            Required, no default.
+        clean_state: The ``state_dict`` (parameter name -> tensor) of the victim trained on the
+            clean D_tr in stage 1, which attacks may warm-start from (:meth:`clean_model`), or
+            None (default) when it is not known (then :meth:`clean_model` is a fresh network).
+    """
 
     spec: VictimSpec
     seed: int
