@@ -61,10 +61,10 @@ from ..autodiff import flatten, named_params
 from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
 from ..errors import ConfigError
-from ..seeding import torch_generator
+from ..seeding import draw_seed, torch_generator
 from ..training import Victim, accuracy
-from . import _bilevel as B
-from ._radius import check_radius, project
+from ..validation import check_choice, check_int, check_number, check_radius
+from ._radius import project
 from .base import Attack, AttackConfig, register_attack
 from .gc import poison_input_gradient, sum_gradient
 from .i_min_max import check_input_gradient
@@ -111,15 +111,15 @@ class GradientMatchingConfig(AttackConfig):
             from .targets import TARGETS
 
             TARGETS.get(self.target)  # an unknown target name fails before any work
-        B.check_choice(self.reverse_loss, "reverse_loss", REVERSE_LOSSES, WHAT)
-        B.check_positive_int(self.steps, "steps", WHAT, allow_zero=True)
-        B.check_positive_float(self.lr, "lr", WHAT)
-        B.check_choice(self.schedule, "schedule", SCHEDULES, WHAT)
-        B.check_positive_int(self.restarts, "restarts", WHAT)
+        check_choice(self.reverse_loss, "reverse_loss", REVERSE_LOSSES, WHAT)
+        check_int(self.steps, "steps", WHAT, minimum=0)
+        check_number(self.lr, "lr", WHAT)
+        check_choice(self.schedule, "schedule", SCHEDULES, WHAT)
+        check_int(self.restarts, "restarts", WHAT)
         check_radius(self.radius, WHAT)
-        B.check_positive_float(self.init_scale, "init_scale", WHAT, allow_zero=True)
-        B.check_positive_int(self.chunk_size, "chunk_size", WHAT)
-        B.check_positive_int(self.trace_every, "trace_every", WHAT)
+        check_number(self.init_scale, "init_scale", WHAT, allow_zero=True)
+        check_int(self.chunk_size, "chunk_size", WHAT)
+        check_int(self.trace_every, "trace_every", WHAT)
         if not isinstance(self.params, (tuple, list)) or not all(isinstance(p, str) for p in self.params):
             raise ConfigError(f"{WHAT}: params must be a list of parameter names, got {self.params!r}")
         # GradPC's own options are validated by its config when the target is built
@@ -188,7 +188,7 @@ class GradientMatching(Attack):
                cache: ArtifactCache | None = None) -> PoisonSet:
         c = self.config
         t0 = time.perf_counter()
-        base = B.draw_base_seed(generator)
+        base = draw_seed(generator)
         src = torch.randperm(len(data.train), generator=generator)[:n_poison]
         clean = victim.clean_model()
         try:

@@ -67,8 +67,9 @@ from ..cache import ArtifactCache
 from ..data.bounds import Bounds
 from ..data.types import AttackData, Dataset, PoisonSet
 from ..errors import ConfigError, UnsupportedError
-from ..seeding import torch_generator
+from ..seeding import draw_seed, torch_generator
 from ..training.victim import Victim
+from ..validation import check_choice, check_int, check_number
 from . import _bilevel as B
 from .base import Attack, AttackConfig, register_attack
 
@@ -106,25 +107,23 @@ class IMinMaxConfig(AttackConfig):
     trace_every: int | None = None
 
     def __post_init__(self) -> None:
-        B.check_positive_int(self.group_size, "group_size", WHAT)
-        B.check_positive_int(self.steps, "steps", WHAT, allow_zero=True)
-        B.check_positive_float(self.step_size, "step_size", WHAT)
-        B.check_positive_int(self.restarts, "restarts", WHAT)
-        B.check_choice(self.labels, "labels", LABELS, WHAT)
-        B.check_positive_int(self.follower_steps, "follower_steps", WHAT, allow_zero=True)
+        check_int(self.group_size, "group_size", WHAT)
+        check_int(self.steps, "steps", WHAT, minimum=0)
+        check_number(self.step_size, "step_size", WHAT)
+        check_int(self.restarts, "restarts", WHAT)
+        check_choice(self.labels, "labels", LABELS, WHAT)
+        check_int(self.follower_steps, "follower_steps", WHAT, minimum=0)
         if self.follower_lr is not None:
-            B.check_positive_float(self.follower_lr, "follower_lr", WHAT)
+            check_number(self.follower_lr, "follower_lr", WHAT)
         if self.batch_size is not None:
-            B.check_positive_int(self.batch_size, "batch_size", WHAT)
-        B.check_choice(self.weighting, "weighting", WEIGHTINGS, WHAT)
-        B.check_choice(self.feasible, "feasible", FEASIBLE, WHAT)
+            check_int(self.batch_size, "batch_size", WHAT)
+        check_choice(self.weighting, "weighting", WEIGHTINGS, WHAT)
+        check_choice(self.feasible, "feasible", FEASIBLE, WHAT)
         for key in ("sphere_quantile", "slab_quantile"):
-            q = getattr(self, key)
-            if isinstance(q, bool) or not isinstance(q, (int, float)) or not (0 < q <= 1):
-                raise ConfigError(f"{WHAT}: {key} must be a number in (0, 1], got {q!r}")
+            check_number(getattr(self, key), key, WHAT, maximum=1.0)  # a quantile in (0, 1]
         B.check_dtype(self.dtype, WHAT)
         if self.trace_every is not None:
-            B.check_positive_int(self.trace_every, "trace_every", WHAT)
+            check_int(self.trace_every, "trace_every", WHAT)
 
 
 def check_input_gradient(data: AttackData, victim: Victim, what: str) -> None:
@@ -228,7 +227,7 @@ class IMinMax(Attack):
         t0 = time.perf_counter()
         dtype = B.DTYPES[cfg.dtype]
         device = victim.device
-        base = B.draw_base_seed(generator)
+        base = draw_seed(generator)
         N, C = len(data.train), data.num_classes
         # starting points: without replacement while D_tr lasts, so winners have distinct sources
         n_starts = n_poison * cfg.restarts
