@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from poisonlab.attacks import build_attack  # noqa: E402
 from poisonlab.attacks.gc import sum_gradient  # noqa: E402
 from poisonlab.theory.linear import box_gauge  # noqa: E402
-from poisonlab.autodiff import dataset_hvp, flatten, loss_of_params, named_params, unflatten  # noqa: E402
+from poisonlab.autodiff import dataset_hvp, flatten, functional_loss, named_params, unflatten, value_and_grad  # noqa: E402
 from poisonlab.data import PoisonedDataset  # noqa: E402
 from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
@@ -63,8 +63,7 @@ def main(argv=None) -> int:
     names, w = named_params(model)
     w0 = flatten(w).clone()
     n = len(data.train)
-    clean_loss = lambda sl: loss_of_params(model, names, data.train.x[sl], data.train.y[sl])  # noqa: E731
-    val_loss = loss_of_params(model, names, data.val.x, data.val.y)
+    loss = functional_loss(model, names)  # loss(params, x, y): the mean cross-entropy
     length = args.step * float(w0.norm())
     trace, best = [], None
     t_search = time.perf_counter()
@@ -75,10 +74,8 @@ def main(argv=None) -> int:
         # ∂τ/∂w = (∂g/∂w)ᵀ ∂τ/∂g = H(w)·(−V): one Hessian-vector product of the clean mean loss
         V = torch.from_numpy(gauge.direction).to(w0.dtype)
         minus_v = flatten([-V[:, :-1], -V[:, -1]])  # [W | b] -> the (weight, bias) layout of ``names``
-        d_tau = flatten(dataset_hvp(clean_loss, n, w, unflatten(minus_v, w), chunk_size=8192))
-        ps = tuple(p.clone().requires_grad_(True) for p in w)
-        with torch.enable_grad():
-            d_dmg = flatten(torch.autograd.grad(val_loss(*ps), ps))
+        d_tau = flatten(dataset_hvp(loss, w, unflatten(minus_v, w), data.train.x, data.train.y, chunk_size=8192))
+        d_dmg = flatten(value_and_grad(loss, w, data.val.x, data.val.y)[1])
         val_acc = accuracy(model, data.val)
         trace.append([it, gauge.tau, val_acc])
         if gauge.tau <= args.fraction and (best is None or val_acc < best[0]):

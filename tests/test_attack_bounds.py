@@ -36,6 +36,8 @@ TINY: dict[str, dict] = {
     "gc": {"eps_w": 0.05, "target_steps": 1, "target_lr": 1.0, "steps": 5, "lr": 0.05},
     "unlearnable": {"rounds": 1, "pgd_steps": 3},
     "feature_targeted": {"target_steps": 2, "gc_steps": 5, "invert_steps": 5},
+    "i_min_max": {"steps": 3},
+    "gradient_matching": {"steps": 5, "restarts": 1},
 }
 #: (attack, case) -> what the UnsupportedError must say; every other pair must run
 UNSUPPORTED: dict[tuple[str, str], str] = {

@@ -22,6 +22,8 @@ FAST_OPTIONS: dict[str, dict] = {
     "gc": {"eps_w": 0.05, "target_steps": 1, "target_lr": 1.0, "steps": 10, "lr": 0.05},
     "unlearnable": {"rounds": 2, "pgd_steps": 5},
     "feature_targeted": {"target_steps": 5, "gc_steps": 20, "invert_steps": 20},
+    "i_min_max": {"steps": 3},
+    "gradient_matching": {"steps": 5, "restarts": 1},
 }
 
 

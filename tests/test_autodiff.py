@@ -8,14 +8,17 @@ from torch.autograd.functional import hessian
 from poisonlab.autodiff import (
     conjugate_gradient,
     dataset_hvp,
+    directional,
     flatten,
+    functional_loss,
+    functional_model,
     hvp,
     inverse_hvp,
-    loss_of_params,
     mixed_vjp,
     named_params,
     total_gradient,
     unflatten,
+    value_and_grad,
 )
 
 
@@ -36,76 +39,140 @@ def _tiny_mlp():
     return m, x, y
 
 
-def _dense_hessian(f, params):
+def _dense_hessian(f, params, *args):
     flat = flatten(params)
-    return hessian(lambda v: f(*unflatten(v, params)), flat)
+    return hessian(lambda v: f(unflatten(v, params), *args), flat)
+
+
+def test_functional_loss_is_the_models_cross_entropy_with_params_replaced():
+    m, x, y = _tiny_mlp()
+    names, params = named_params(m)
+    loss = functional_loss(m, names)
+    torch.testing.assert_close(loss(params, x, y), torch.nn.functional.cross_entropy(m(x), y), rtol=0, atol=0)
+    other = tuple(p + 0.1 for p in params)
+    with torch.no_grad():
+        ref = [p.clone() for p in m.parameters()]
+        for p in m.parameters():
+            p.add_(0.1)
+        expected = torch.nn.functional.cross_entropy(m(x), y, reduction="none")
+        for p, r in zip(m.parameters(), ref):
+            p.copy_(r)
+    torch.testing.assert_close(functional_loss(m, names, reduction="none")(other, x, y), expected)
+    torch.testing.assert_close(functional_loss(m, names, reduction="sum")(params, x, y), len(x) * loss(params, x, y))
+    # a subset of the parameters: the others keep the model's values
+    head = ["3.weight", "3.bias"]
+    _, hp = named_params(m, head)
+    torch.testing.assert_close(functional_model(m, head)(hp, x), m(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="reduction"):
+        functional_loss(m, names, reduction="max")
+
+
+def test_value_and_grad_and_directional_match_autograd():
+    m, x, y = _tiny_mlp()
+    names, params = named_params(m)
+    loss = functional_loss(m, names)
+    value, grads = value_and_grad(loss, params, x, y)
+    ps = tuple(p.clone().requires_grad_(True) for p in params)
+    expected = torch.autograd.grad(loss(ps, x, y), ps)
+    assert value.item() == loss(params, x, y).item()
+    torch.testing.assert_close(flatten(grads), flatten(expected), rtol=0, atol=0)
+    v = tuple(torch.randn_like(p) for p in params)
+    per_point = directional(functional_loss(m, names, reduction="none"), params, v, x, y)  # (N,)
+    assert per_point.shape == (len(x),)
+    torch.testing.assert_close(per_point.mean(), torch.dot(flatten(grads), flatten(v)), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("method", ["fwdrev", "double_backward"])
 def test_hvp_matches_dense_hessian(method):
     m, x, y = _tiny_mlp()
     names, params = named_params(m)
-    f = loss_of_params(m, names, x, y)
-    H = _dense_hessian(f, params)
+    f = functional_loss(m, names)
+    H = _dense_hessian(f, params, x, y)
     v = torch.randn(H.shape[0])
-    got = flatten(hvp(f, params, unflatten(v, params), method=method))
+    got = flatten(hvp(f, params, unflatten(v, params), x, y, method=method))
     torch.testing.assert_close(got, H @ v, rtol=1e-9, atol=1e-11)
 
 
 def test_hvp_matches_central_finite_differences():
     m, x, y = _tiny_mlp()
     names, params = named_params(m)
-    f = loss_of_params(m, names, x, y)
+    f = functional_loss(m, names)
 
     def grad_at(flat):
         ps = tuple(p.clone().requires_grad_(True) for p in unflatten(flat, params))
-        return flatten(torch.autograd.grad(f(*ps), ps))
+        return flatten(torch.autograd.grad(f(ps, x, y), ps))
 
     w = flatten(params)
     v = torch.randn_like(w)
     h = 1e-5
     fd = (grad_at(w + h * v) - grad_at(w - h * v)) / (2 * h)
-    got = flatten(hvp(f, params, unflatten(v, params)))
+    got = flatten(hvp(f, params, unflatten(v, params), x, y))
     torch.testing.assert_close(got, fd, rtol=1e-6, atol=1e-8)
 
 
 def test_hvp_symmetry():
     m, x, y = _tiny_mlp()
     names, params = named_params(m)
-    f = loss_of_params(m, names, x, y)
+    f = functional_loss(m, names)
     u, v = torch.randn(flatten(params).shape[0]), torch.randn(flatten(params).shape[0])
-    hu = flatten(hvp(f, params, unflatten(u, params)))
-    hv = flatten(hvp(f, params, unflatten(v, params)))
+    hu = flatten(hvp(f, params, unflatten(u, params), x, y))
+    hv = flatten(hvp(f, params, unflatten(v, params), x, y))
     assert torch.dot(u, hv).item() == pytest.approx(torch.dot(v, hu).item(), rel=1e-10)
 
 
-def test_dataset_hvp_chunks_equal_full_batch():
+def test_dataset_hvp_chunks_equal_full_batch_and_dense_hessian():
     m, x, y = _tiny_mlp()
     names, params = named_params(m)
+    f = functional_loss(m, names)
     v = tuple(torch.randn_like(p) for p in params)
-    full = hvp(loss_of_params(m, names, x, y), params, v)
-    chunked = dataset_hvp(lambda sl: loss_of_params(m, names, x[sl], y[sl]), len(x), params, v, chunk_size=7)
+    full = hvp(f, params, v, x, y)
+    chunked = dataset_hvp(f, params, v, x, y, chunk_size=7)
     torch.testing.assert_close(flatten(chunked), flatten(full), rtol=1e-10, atol=1e-12)
+    H = _dense_hessian(f, params, x, y)
+    torch.testing.assert_close(flatten(chunked), H @ flatten(v), rtol=1e-9, atol=1e-11)
+    # the older form (make_f(slice) -> g(*params)), still used by defenses.influence, gives the same
+    legacy = dataset_hvp(lambda sl: (lambda *p: f(p, x[sl], y[sl])), len(x), params, v, 7)
+    torch.testing.assert_close(flatten(legacy), flatten(chunked), rtol=1e-12, atol=1e-14)
 
 
 def test_mixed_vjp_matches_finite_differences_in_inputs():
     m, x, y = _tiny_mlp()
     names, params = named_params(m)
     v = tuple(torch.randn_like(p) for p in params)
+    f = functional_loss(m, names)
 
-    def g(ps, xs):
-        return loss_of_params(m, names, xs[0], y)(*ps)
-
-    def phi(xx):  # <∇_w g(w, xx), v>
+    def phi(xx):  # <∇_w f(w, xx, y), v>
         ps = tuple(p.clone().requires_grad_(True) for p in params)
-        gw = torch.autograd.grad(g(ps, (xx,)), ps)
+        gw = torch.autograd.grad(f(ps, xx, y), ps)
         return sum((a * b).sum() for a, b in zip(gw, v)).item()
 
-    got = mixed_vjp(g, params, (x,), v)[0]
+    got = mixed_vjp(f, params, v, x, y)  # argnums=0: with respect to x
+    assert got.shape == x.shape
     d = torch.randn_like(x)
     h = 1e-5
     fd = (phi(x + h * d) - phi(x - h * d)) / (2 * h)
     assert (got * d).sum().item() == pytest.approx(fd, rel=1e-6)
+
+
+def test_mixed_vjp_with_several_arguments_matches_dense_cross_hessian():
+    """∇²_{xw} f · v for two differentiated arguments at once (argnums a tuple) = the dense mixed
+    Hessian's transpose times v, for each argument."""
+    torch.manual_seed(4)
+    w = (torch.randn(3),)
+    a, b = torch.randn(4, 3), torch.randn(3)
+
+    def f(ws, a_, b_):
+        return torch.tanh(a_ @ ws[0]).pow(2).sum() + (b_ * ws[0]).pow(3).sum()
+
+    v = (torch.randn(3),)
+    ga, gb = mixed_vjp(f, w, v, a, b, argnums=(0, 1))
+
+    def grad_w(a_, b_):
+        return torch.func.grad(lambda z: f((z,), a_, b_))(w[0])
+
+    ja, jb = torch.autograd.functional.jacobian(grad_w, (a, b))  # (3, 4, 3), (3, 3)
+    torch.testing.assert_close(ga, torch.einsum("i,ijk->jk", v[0], ja), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gb, v[0] @ jb, rtol=1e-10, atol=1e-12)
 
 
 def test_cg_matches_dense_solve_with_damping_and_warm_start():
@@ -136,12 +203,15 @@ def test_cg_normal_equations_solve_indefinite_system():
 def test_inverse_hvp_matches_dense_inverse():
     m, x, y = _tiny_mlp()
     names, params = named_params(m)
-    f = loss_of_params(m, names, x, y)
-    H = _dense_hessian(f, params)
+    f = functional_loss(m, names)
+    H = _dense_hessian(f, params, x, y)
     b = torch.randn(H.shape[0])
     lam = 0.5  # makes H + λI positive definite
-    out = inverse_hvp(f, params, unflatten(b, params), damping=lam, tol=1e-12, max_iter=500, normal_equations=True)
-    torch.testing.assert_close(flatten(out.value), torch.linalg.solve(H + lam * torch.eye(len(b)), b), rtol=1e-6, atol=1e-8)
+    expected = torch.linalg.solve(H + lam * torch.eye(len(b)), b)
+    for chunk in (None, 6):  # one batch, or the chunked dataset HVP
+        out = inverse_hvp(f, params, unflatten(b, params), x, y, damping=lam, tol=1e-12, max_iter=500,
+                          normal_equations=True, chunk_size=chunk)
+        torch.testing.assert_close(flatten(out.value), expected, rtol=1e-6, atol=1e-8)
 
 
 def test_total_gradient_matches_finite_differences_of_retrained_follower():
@@ -157,19 +227,19 @@ def test_total_gradient_matches_finite_differences_of_retrained_follower():
     def bce(w, x, y):
         return torch.nn.functional.binary_cross_entropy_with_logits(x @ w[:-1] + w[-1], y)
 
-    def follower(ws, th):
-        w, xp = ws[0], th[0]
+    def follower(ws, xp):  # f(w, *theta) with theta = (x_p,)
+        w = ws[0]
         return (n * bce(w, xc, yc) + k * bce(w, xp, yp)) / (n + k) + 0.5 * lam * (w * w).sum()
 
-    def leader(ws, th):
+    def leader(ws, xp):
         return bce(ws[0], xv, yv)
 
     def solve(xp):  # Newton's method to machine precision
         w = torch.zeros(d + 1)
         for _ in range(50):
-            H = hessian(lambda v: follower((v,), (xp,)), w)
+            H = hessian(lambda v: follower((v,), xp), w)
             wg = w.clone().requires_grad_(True)
-            g = torch.autograd.grad(follower((wg,), (xp,)), wg)[0]
+            g = torch.autograd.grad(follower((wg,), xp), wg)[0]
             w = w - torch.linalg.solve(H, g)
         return w
 
@@ -193,8 +263,8 @@ def test_fwdrev_falls_back_only_when_an_op_has_no_forward_rule(monkeypatch, recw
     w = (torch.randn(3, dtype=torch.float64),)
     v = (torch.randn(3, dtype=torch.float64),)
 
-    def f(p):
-        return (p ** 3).sum()
+    def f(ps):
+        return (ps[0] ** 3).sum()
 
     expected = H.hvp(f, w, v, method="double_backward")
 

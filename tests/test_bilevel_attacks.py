@@ -137,14 +137,14 @@ def test_total_gradient_hvp_methods_agree():
     fol, w = B.Follower.from_model(VictimSpec("lr", (1, 8, 8), 10).build(0), torch.float64)
     xp = x[:5].clone()
 
-    def f(ws, t):
-        return fol.mixed_loss(ws, x, y, t[0], y[:5])
+    def f(ws, xp_):
+        return fol.mixed_loss(ws, x, y, xp_, y[:5])
 
-    def ell(ws, t):
+    def ell(ws, xp_):
         return fol.loss(ws, x[5:], y[5:])
 
-    a, _ = total_gradient(f, ell, w, (xp,), damping=0.1, tol=1e-12, max_iter=300, hvp_method="fwdrev")
-    c, _ = total_gradient(f, ell, w, (xp,), damping=0.1, tol=1e-12, max_iter=300, hvp_method="double_backward")
+    a, _ = total_gradient(f, ell, w, (xp,), damping=0.1, tol=1e-12, max_iter=300, method="fwdrev")
+    c, _ = total_gradient(f, ell, w, (xp,), damping=0.1, tol=1e-12, max_iter=300, method="double_backward")
     torch.testing.assert_close(a[0], c[0], rtol=1e-8, atol=1e-12)
 
 

@@ -124,6 +124,7 @@ RADIUS_OPTIONS = {
     "gc": {"eps_w": 0.05, "target_steps": 1, "steps": 10},
     "unlearnable": {"rounds": 1, "pgd_steps": 3},
     "feature_targeted": {"target_steps": 2, "gc_steps": 10, "invert_steps": 10},
+    "gradient_matching": {"steps": 5, "restarts": 2},
 }
 
 

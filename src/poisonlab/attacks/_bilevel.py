@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 import warnings
@@ -35,40 +34,35 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from ..autodiff import Params
+from ..autodiff import Params, functional_model
 from ..data.bounds import Bounds
 from ..data.types import AttackData, Dataset
 from ..errors import ConfigError
-from ..seeding import derive_seed, torch_generator
+from ..seeding import derive_seed, draw_seed, torch_generator
 from ..training.loop import TrainConfig, param_lr_scales
 from ..training.victim import Victim
+from ..validation import check_choice, check_int, check_number
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def check_dtype(name: str, what: str) -> None:
-    if name not in DTYPES:
-        raise ConfigError(f"{what}: dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    """``dtype`` is one of :data:`DTYPES` (the attacks' working precision)."""
+    check_choice(name, "dtype", sorted(DTYPES), what)
 
 
+# The older validators of this module, kept (with their signatures) for the attacks that still call
+# them (i_min_max, gradient_matching); new code calls poisonlab.validation directly.
 def check_positive_int(value: Any, key: str, what: str, *, allow_zero: bool = False) -> None:
-    lo = 0 if allow_zero else 1
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-        raise ConfigError(f"{what}: {key} must be an integer >= {lo}, got {value!r}")
+    """:func:`poisonlab.validation.check_int` with ``minimum`` 0 (``allow_zero``) or 1."""
+    check_int(value, key, what, minimum=0 if allow_zero else 1)
 
 
 def check_positive_float(value: Any, key: str, what: str, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{what}: {key} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
-
-
-def check_choice(value: Any, key: str, choices: Sequence[str], what: str) -> None:
-    if value not in choices:
-        raise ConfigError(f"{what}: {key} must be one of {list(choices)}, got {value!r}")
+    """:func:`poisonlab.validation.check_number`."""
+    check_number(value, key, what, allow_zero=allow_zero)
 
 
 # ---------------------------------------------------------------------------- the functional follower
@@ -81,6 +75,9 @@ class Follower:
     names: list[str]
     #: per parameter, the multiple of the recipe's lr the training loop steps it by (empty: 1 for all)
     lr_scale: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        self._logits = functional_model(self.net, self.names)  # THE functional call (poisonlab.autodiff)
 
     @staticmethod
     def from_model(model: nn.Module, dtype: torch.dtype) -> tuple["Follower", Params]:
@@ -98,7 +95,8 @@ class Follower:
         return tuple(lr * s for s in self.lr_scale) if self.lr_scale else (lr,) * len(self.names)
 
     def logits(self, w: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.net, dict(zip(self.names, w)), (x,))
+        """The follower's logits (N, C) at parameters ``w``: :func:`poisonlab.autodiff.functional_model`."""
+        return self._logits(w, x)
 
     def loss(self, w: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of the follower on (x, y)."""
@@ -190,16 +188,20 @@ class AttackTensors:
     y0: torch.Tensor  # (P,)
 
     @staticmethod
-    def build(data: AttackData, n_poison: int, generator: torch.Generator, device: torch.device,
-              dtype: torch.dtype, sources: torch.Tensor | None = None) -> "AttackTensors":
-        """``sources``: explicit D_p⁰ indices; default a seeded random ε·N subset of D_tr
-        (the thesis takes D_tr[0:εN]; D_tr is itself a seeded random permutation)."""
-        src = sources if sources is not None else torch.randperm(len(data.train), generator=generator)[:n_poison]
+    def build(data: AttackData, sources: torch.Tensor, device: torch.device, dtype: torch.dtype) -> "AttackTensors":
+        """D_tr and D_v on ``device`` in ``dtype``, with D_p⁰ = the points ``sources`` (indices into
+        D_tr; :func:`draw_sources` draws the usual random ones)."""
         train = Dataset(data.train.x.to(device, dtype), data.train.y.to(device), data.num_classes, data.train.name,
                         data.train.bounds)
         val = Dataset(data.val.x.to(device, dtype), data.val.y.to(device), data.num_classes, data.val.name, data.val.bounds)
-        srcd = src.to(device)
-        return AttackTensors(train, val, src.clone(), train.x[srcd].clone(), train.y[srcd].clone())
+        srcd = sources.to(device)
+        return AttackTensors(train, val, sources.clone(), train.x[srcd].clone(), train.y[srcd].clone())
+
+
+def draw_sources(n_train: int, n_poison: int, generator: torch.Generator) -> torch.Tensor:
+    """D_p⁰: a seeded random subset of ``n_poison`` distinct indices into D_tr (the thesis takes
+    D_tr[0:εN]; D_tr is itself a seeded random permutation)."""
+    return torch.randperm(n_train, generator=generator)[:n_poison]
 
 
 @dataclass(frozen=True)
@@ -252,13 +254,6 @@ def bounds_key(bounds: Bounds) -> tuple:
     """Fingerprint parts for the data's box: none for the pixel box [0, 1] (the fingerprints of
     before), else its JSON form — a checkpoint made for another box is refused."""
     return () if bounds.is_unit else (bounds.to_json(),)
-
-
-def data_digest(*tensors: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:32]
 
 
 class Checkpoint:
@@ -331,7 +326,8 @@ def epoch_generator(base_seed: int, epoch: int) -> torch.Generator:
 
 
 def draw_base_seed(generator: torch.Generator) -> int:
-    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    """:func:`poisonlab.seeding.draw_seed` (the name kept for i_min_max / gradient_matching)."""
+    return draw_seed(generator)
 
 
 def chunks(n: int, size: int) -> Iterator[slice]:
@@ -424,8 +420,8 @@ def direct_setup(cfg: Any, data: AttackData, victim: Victim, n_poison: int, gene
     fixed order (base seed, then the poison sources) so results do not depend on the caller.
     """
     dtype = DTYPES[cfg.dtype]
-    base = draw_base_seed(generator)
-    T = AttackTensors.build(data, n_poison, generator, victim.device, dtype)
+    base = draw_seed(generator)
+    T = AttackTensors.build(data, draw_sources(len(data.train), n_poison, generator), victim.device, dtype)
     fol, w_pre = Follower.from_model(victim.clean_model(), dtype)
     yp_all = initial_labels(cfg.labels, T.y0, data.num_classes, fol, w_pre, T.x0)
     beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr

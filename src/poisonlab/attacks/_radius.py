@@ -8,23 +8,13 @@ budget), for standardised tabular features a distance in standard deviations.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ..data.bounds import Bounds
-from ..errors import ConfigError
+from ..validation import check_radius  # noqa: F401  (re-exported for gradient_matching; new code imports poisonlab.validation)
 
 __all__ = ["LinfProjectedGenerator", "check_radius", "clamp_box", "project"]
-
-
-def check_radius(radius: float | None, what: str) -> None:
-    """A radius is a finite number > 0 in the data's units, or None (no L∞ ball)."""
-    if radius is not None and (isinstance(radius, bool) or not isinstance(radius, (int, float))
-                               or not math.isfinite(radius) or radius <= 0):
-        raise ConfigError(f"{what}: radius must be a finite number > 0 (in the data's units, e.g. 8/255 for "
-                          f"pixels in [0, 1]) or null (unconstrained), got {radius!r}")
 
 
 def project(x: torch.Tensor, source: torch.Tensor, radius: float | None, bounds: Bounds) -> torch.Tensor:

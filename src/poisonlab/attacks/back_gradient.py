@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cache import ArtifactCache
+from ..cache import ArtifactCache, tensor_fingerprint
 from ..data.types import AttackData, PoisonSet
 from ..training.victim import Victim
+from ..validation import check_choice, check_int, check_number
 from . import _bilevel as B
 from .base import Attack, AttackConfig, register_attack
 
@@ -48,16 +49,16 @@ class BackGradientConfig(AttackConfig):
     checkpoint: str | None = None
 
     def __post_init__(self) -> None:
-        B.check_positive_int(self.epochs, "epochs", WHAT, allow_zero=True)
-        B.check_positive_int(self.k, "k", WHAT)
-        B.check_positive_int(self.n, "n", WHAT, allow_zero=True)
-        B.check_positive_float(self.leader_lr, "leader_lr", WHAT)
+        check_int(self.epochs, "epochs", WHAT, minimum=0)
+        check_int(self.k, "k", WHAT)
+        check_int(self.n, "n", WHAT, minimum=0)
+        check_number(self.leader_lr, "leader_lr", WHAT)
         if self.follower_lr is not None:
-            B.check_positive_float(self.follower_lr, "follower_lr", WHAT)
+            check_number(self.follower_lr, "follower_lr", WHAT)
         for key in ("batch_size", "val_batch_size"):
             if getattr(self, key) is not None:
-                B.check_positive_int(getattr(self, key), key, WHAT)
-        B.check_choice(self.labels, "labels", B.LABEL_RULES, WHAT)
+                check_int(getattr(self, key), key, WHAT)
+        check_choice(self.labels, "labels", B.LABEL_RULES, WHAT)
         B.check_dtype(self.dtype, WHAT)
 
 
@@ -89,7 +90,7 @@ class BackGradient(Attack):
 
         resumable = {k: v for k, v in self.options().items() if k not in ("epochs", "checkpoint")}
         fp = B.fingerprint("back_gradient", resumable, n_poison, len(T.val), base,
-                           B.data_digest(data.train.x[:256], data.val.x[:256]), victim.spec.model,
+                           tensor_fingerprint(data.train.x, data.train.y, data.val.x, data.val.y), victim.spec.model,
                            *B.bounds_key(data.bounds))
         x, info = B.direct_game(name="back_gradient", fol=fol, w_pre=w_pre, T=T, y_poison=yp_all,
                                 leader_step=leader_step, epochs=cfg.epochs, n=cfg.n, follower_lr=beta,

@@ -39,8 +39,11 @@ from ..errors import ConfigError, UnsupportedError
 from ..models.extractors import split_head
 from ..pretrain.invert import invert_features, relative_error
 from ..training import TrainConfig, Victim, VictimSpec
-from ._radius import check_radius
+from ..validation import check_int, check_number, check_radius
 from .base import ATTACKS, Attack, AttackConfig, register_attack
+
+
+WHAT = "attack 'feature_targeted'"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,17 +62,13 @@ class FeatureTargetedConfig(AttackConfig):
     invert_lr: float = 0.02
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.eps_w, (int, float)) and self.eps_w >= 0):
-            raise ConfigError(f"feature_targeted: eps_w must be >= 0, got {self.eps_w!r}")
-        for key in ("target_steps", "gc_steps", "invert_steps"):
-            v = getattr(self, key)
-            if not isinstance(v, int) or v < 0 or (key == "target_steps" and v < 1):
-                raise ConfigError(f"feature_targeted: {key} must be a non-negative integer (target_steps >= 1), got {v!r}")
+        check_number(self.eps_w, "eps_w", WHAT, allow_zero=True)
+        check_int(self.target_steps, "target_steps", WHAT)
+        for key in ("gc_steps", "invert_steps"):
+            check_int(getattr(self, key), key, WHAT, minimum=0)
         for key in ("gc_lr", "invert_lr"):
-            v = getattr(self, key)
-            if not (isinstance(v, (int, float)) and v > 0):
-                raise ConfigError(f"feature_targeted: {key} must be > 0, got {v!r}")
-        check_radius(self.radius, "feature_targeted")
+            check_number(getattr(self, key), key, WHAT)
+        check_radius(self.radius, WHAT)
 
 
 def feature_head_split(model: torch.nn.Module) -> tuple[Any, torch.nn.Linear] | None:

@@ -36,8 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..cache import ArtifactCache
-from ..autodiff import flatten, mixed_vjp, named_params, unflatten
-from ..autodiff.params import Params, loss_of_params
+from ..autodiff import Params, directional, flatten, functional_loss, mixed_vjp, named_params, unflatten, value_and_grad
 from ..data.bounds import Bounds
 from ..data.types import AttackData, Dataset, PoisonSet
 from ..errors import ConfigError, UnsupportedError
@@ -46,9 +45,13 @@ from ..theory.box import BoxGauge
 from ..theory.linear import box_gauge, box_report, linear_gradient_matrix
 from ..theory.linear import linear_softmax_names
 from ..training import Victim, accuracy, predict_logits
-from ._radius import check_radius, project
+from ..validation import check_choice, check_int, check_number, check_radius
+from ._radius import project
 from .base import Attack, AttackConfig, register_attack
 from .targets import is_target_path, make_target
+
+
+WHAT = "attack 'gc'"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,36 +93,29 @@ class GCConfig(AttackConfig):
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or not self.target:
-            raise ConfigError(f"gc: target must be 'gradpc' or a path to a .safetensors file, got {self.target!r}")
-        if not (isinstance(self.steps, int) and self.steps >= 0):
-            raise ConfigError(f"gc: steps must be an integer >= 0, got {self.steps!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ConfigError(f"gc: lr must be > 0, got {self.lr!r}")
-        if self.optimizer not in ("adam", "normalized"):
-            raise ConfigError(f"gc: optimizer must be 'adam' or 'normalized', got {self.optimizer!r}")
-        if self.schedule not in ("constant", "cosine"):
-            raise ConfigError(f"gc: schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
-            raise ConfigError(f"gc: tol must be >= 0, got {self.tol!r}")
-        check_radius(self.radius, "gc")
-        if self.init not in ("random", "aligned", "plan"):
-            raise ConfigError(f"gc: init must be 'random', 'aligned' or 'plan', got {self.init!r}")
+            raise ConfigError(f"{WHAT}: target must be 'gradpc' or a path to a .safetensors file, got {self.target!r}")
+        check_int(self.steps, "steps", WHAT, minimum=0)
+        check_number(self.lr, "lr", WHAT)
+        check_choice(self.optimizer, "optimizer", ("adam", "normalized"), WHAT)
+        check_choice(self.schedule, "schedule", ("constant", "cosine"), WHAT)
+        check_number(self.tol, "tol", WHAT, allow_zero=True)
+        check_radius(self.radius, WHAT)
+        check_choice(self.init, "init", ("random", "aligned", "plan"), WHAT)
         if self.init == "plan" and (self.class_proportions or self.source_classes):
-            raise ConfigError("gc: init 'plan' picks the label mix itself; drop class_proportions / source_classes")
+            raise ConfigError(f"{WHAT}: init 'plan' picks the label mix itself; drop class_proportions / source_classes")
         if self.init == "plan" and self.radius is not None:
-            raise ConfigError("gc: init 'plan' comes from the box gauge of the data's bounds, which ignores an L∞ radius; "
-                              "use radius null")
-        if not (isinstance(self.chunk_size, int) and self.chunk_size >= 1):
-            raise ConfigError(f"gc: chunk_size must be a positive integer, got {self.chunk_size!r}")
-        if not (isinstance(self.trace_every, int) and self.trace_every >= 1):
-            raise ConfigError(f"gc: trace_every must be a positive integer, got {self.trace_every!r}")
-        if not all(isinstance(c, int) and c >= 0 for c in self.source_classes):
-            raise ConfigError(f"gc: source_classes must be class indices, got {self.source_classes!r}")
+            raise ConfigError(f"{WHAT}: init 'plan' comes from the box gauge of the data's bounds, which ignores an L∞ "
+                              "radius; use radius null")
+        check_int(self.chunk_size, "chunk_size", WHAT)
+        check_int(self.trace_every, "trace_every", WHAT)
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in self.source_classes):
+            raise ConfigError(f"{WHAT}: source_classes must be class indices, got {self.source_classes!r}")
         if self.class_proportions:
             if self.source_classes:
-                raise ConfigError("gc: give source_classes or class_proportions, not both")
+                raise ConfigError(f"{WHAT}: give source_classes or class_proportions, not both")
             if any(not isinstance(q, (int, float)) or q < 0 for q in self.class_proportions) or sum(self.class_proportions) <= 0:
-                raise ConfigError(f"gc: class_proportions must be non-negative with a positive sum, got {self.class_proportions!r}")
+                raise ConfigError(f"{WHAT}: class_proportions must be non-negative with a positive sum, "
+                                  f"got {self.class_proportions!r}")
         # GradPC's options are validated by its own config when the target is built
         if self.target != "gradpc" and not is_target_path(self.target):
             from .targets import TARGETS
@@ -130,13 +126,12 @@ class GCConfig(AttackConfig):
 def sum_gradient(model: nn.Module, names: list[str], w: Params, x: torch.Tensor, y: torch.Tensor, scale: float,
                  chunk: int) -> torch.Tensor:
     """scale·Σ_i ∇_w ℓ(x_i, y_i; w), flattened, in chunks of ``chunk`` points (no graph kept)."""
+    loss = functional_loss(model, names)
     total = torch.zeros(sum(p.numel() for p in w), dtype=w[0].dtype, device=w[0].device)
     for s in range(0, len(x), chunk):
         xs, ys = x[s : s + chunk], y[s : s + chunk]
-        f = loss_of_params(model, names, xs, ys)
-        ps = tuple(p.detach().requires_grad_(True) for p in w)
-        with torch.enable_grad():
-            grads = torch.autograd.grad(f(*ps) * (len(xs) * scale), ps)
+        k = len(xs) * scale
+        _, grads = value_and_grad(lambda ps, xb, yb, k=k: loss(ps, xb, yb) * k, w, xs, ys)
         total += flatten(grads)
     return total
 
@@ -144,44 +139,29 @@ def sum_gradient(model: nn.Module, names: list[str], w: Params, x: torch.Tensor,
 def poison_input_gradient(model: nn.Module, names: list[str], w: Params, x: torch.Tensor, y: torch.Tensor,
                           r: torch.Tensor, scale: float, chunk: int) -> torch.Tensor:
     """∂/∂x ⟨scale·Σ_j ∇_w ℓ(x_j, y_j; w), r⟩ (eq. 3.15), one mixed product per chunk."""
+    loss = functional_loss(model, names)
     v = unflatten(r, w)
     out = torch.empty_like(x)
     for s in range(0, len(x), chunk):
         xs, ys = x[s : s + chunk], y[s : s + chunk]
-        f = loss_of_params(model, names, xs, ys)
         k = len(xs) * scale
-
-        def g(ps: Params, inputs: Params, f=f, k=k) -> torch.Tensor:
-            return f(*ps, inputs=inputs[0]) * k
-
-        out[s : s + chunk] = mixed_vjp(g, w, (xs.detach(),), v)[0]
+        out[s : s + chunk] = mixed_vjp(lambda ps, xb, yb, k=k: loss(ps, xb, yb) * k, w, v, xs.detach(), ys)
     return out
 
 
 def directional_losses(model: nn.Module, names: list[str], w: Params, x: torch.Tensor, y: torch.Tensor,
                        v: torch.Tensor, chunk: int) -> torch.Tensor:
     """⟨∇_w ℓ(x_i, y_i; w), v⟩ for every point i (N,), by forward-mode differentiation along v."""
-    from torch.func import functional_call, jvp
-
-    fixed = {n: p.detach() for n, p in model.named_parameters() if n not in set(names)}
-    fixed.update(dict(model.named_buffers()))
+    per_point = functional_loss(model, names, reduction="none")
     tangents = unflatten(v, w)
-    out = []
-    for s in range(0, len(x), chunk):
-        xs, ys = x[s : s + chunk], y[s : s + chunk]
-
-        def per_point(*ps: torch.Tensor, xs=xs, ys=ys) -> torch.Tensor:
-            logits = functional_call(model, {**fixed, **dict(zip(names, ps))}, (xs,))
-            return torch.nn.functional.cross_entropy(logits, ys, reduction="none")
-
-        out.append(jvp(per_point, tuple(p.detach() for p in w), tangents)[1].detach())
-    return torch.cat(out)
+    return torch.cat([directional(per_point, w, tangents, x[s : s + chunk], y[s : s + chunk])
+                      for s in range(0, len(x), chunk)])
 
 
 def _sources_by_proportion(y: torch.Tensor, weights, n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """n source indices, round(q_k·n) from class k (largest remainder), without replacement when possible."""
     if len(weights) != num_classes:
-        raise ConfigError(f"gc: class_proportions needs {num_classes} weights, got {len(weights)}")
+        raise ConfigError(f"{WHAT}: class_proportions needs {num_classes} weights, got {len(weights)}")
     q = torch.tensor([float(v) for v in weights], dtype=torch.float64)
     share = q / q.sum() * n
     counts = share.floor().long()
@@ -194,7 +174,7 @@ def _sources_by_proportion(y: torch.Tensor, weights, n: int, num_classes: int, g
             continue
         pool = torch.nonzero(y == k).flatten()
         if len(pool) == 0:
-            raise ConfigError(f"gc: class_proportions asks for class {k}, which D_tr does not contain")
+            raise ConfigError(f"{WHAT}: class_proportions asks for class {k}, which D_tr does not contain")
         if counts[k] <= len(pool):
             out.append(pool[torch.randperm(len(pool), generator=generator)[: int(counts[k])]])
         else:
@@ -244,9 +224,9 @@ class GradientCanceling(Attack):
         c = self.config
         if c.init == "plan":
             if gauge is None:  # _craft solves the gauge whenever init is "plan" and the victim is linear
-                raise ConfigError("gc: init 'plan' needs a linear softmax victim (e.g. lr) with all its parameters in params")
+                raise ConfigError(f"{WHAT}: init 'plan' needs a linear softmax victim (e.g. lr) with all its parameters in params")
             if not math.isfinite(gauge.tau):
-                raise ConfigError("gc: init 'plan': no poison mix can cancel this target's gradient (infinite gauge)")
+                raise ConfigError(f"{WHAT}: init 'plan': no poison mix can cancel this target's gradient (infinite gauge)")
             if gauge.tau > 0:  # τ = 0: the target is already stationary, any labels do
                 return _sources_by_proportion(train.y, tuple(gauge.label_mass.tolist()), n, num_classes, generator)
         if c.class_proportions:
@@ -254,10 +234,10 @@ class GradientCanceling(Attack):
         if c.source_classes:
             bad = [k for k in c.source_classes if k >= num_classes]
             if bad:
-                raise ConfigError(f"gc: source_classes {bad} out of range 0..{num_classes - 1}")
+                raise ConfigError(f"{WHAT}: source_classes {bad} out of range 0..{num_classes - 1}")
             pool = torch.nonzero(torch.isin(train.y, torch.tensor(c.source_classes))).flatten()
             if len(pool) == 0:
-                raise ConfigError(f"gc: no training points in source_classes {list(c.source_classes)}")
+                raise ConfigError(f"{WHAT}: no training points in source_classes {list(c.source_classes)}")
         else:
             pool = torch.arange(len(train))
         if c.init == "aligned" and n <= len(pool):
@@ -277,7 +257,7 @@ class GradientCanceling(Attack):
         try:
             names, w = named_params(target, list(c.params) or None)
         except KeyError as exc:
-            raise ConfigError(f"gc: {exc.args[0]}") from None
+            raise ConfigError(f"{WHAT}: {exc.args[0]}") from None
         device = w[0].device
         train = data.train
         N = len(train)

@@ -24,13 +24,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..autodiff import flatten, named_params, unflatten
-from ..autodiff.params import loss_of_params
+from ..autodiff import flatten, functional_loss, named_params, unflatten, value_and_grad
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..options import config_from_dict, config_to_dict
 from ..training import accuracy
+from ..validation import check_choice, check_int, check_number
 from .targets import TARGETS
+
+WHAT = "gradpc"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,18 +51,17 @@ class GradPCConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.eps_w, (int, float)) and self.eps_w >= 0 and math.isfinite(self.eps_w)):
-            raise ConfigError(f"gradpc: eps_w must be a finite number >= 0, got {self.eps_w!r}")
-        if self.norm not in ("l2", "linf"):
-            raise ConfigError(f"gradpc: norm must be 'l2' or 'linf', got {self.norm!r}")
-        if self.topk is not None and not (isinstance(self.topk, int) and self.topk >= 1):
-            raise ConfigError(f"gradpc: topk must be a positive integer or None, got {self.topk!r}")
-        if not (isinstance(self.steps, int) and self.steps >= 1):
-            raise ConfigError(f"gradpc: steps must be an integer >= 1, got {self.steps!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ConfigError(f"gradpc: lr must be > 0, got {self.lr!r}")
-        if self.batch_size is not None and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise ConfigError(f"gradpc: batch_size must be a positive integer or None, got {self.batch_size!r}")
+        check_number(self.eps_w, "eps_w", WHAT, allow_zero=True)
+        check_choice(self.norm, "norm", ("l2", "linf"), WHAT)
+        if self.topk is not None:
+            check_int(self.topk, "topk", WHAT)
+        check_int(self.steps, "steps", WHAT)
+        check_number(self.lr, "lr", WHAT)
+        if not isinstance(self.params, (tuple, list)) or not all(isinstance(n, str) for n in self.params):
+            raise ConfigError(f"{WHAT}: params must be a list of parameter names, got {self.params!r}")
+        if self.batch_size is not None:
+            check_int(self.batch_size, "batch_size", WHAT)
+        check_int(self.seed, "seed", WHAT, minimum=0)
 
 
 def _norm(v: torch.Tensor, norm: str) -> float:
@@ -110,7 +111,7 @@ def corrupt(
     try:
         names, w0 = named_params(model, list(cfg.params) or None)
     except KeyError as exc:
-        raise ConfigError(f"gradpc: {exc.args[0]}") from None
+        raise ConfigError(f"{WHAT}: {exc.args[0]}") from None
     device = w0[0].device
     flat0 = flatten(w0)
     radius = cfg.eps_w * _norm(flat0, cfg.norm)
@@ -119,13 +120,11 @@ def corrupt(
     bs = cfg.batch_size or n
     g = torch.Generator().manual_seed(int(seed))
 
+    ce = functional_loss(model, names)
+
     def loss_and_grad(delta: torch.Tensor, idx: torch.Tensor) -> tuple[float, torch.Tensor]:
-        f = loss_of_params(model, names, x[idx], y[idx])
-        ps = tuple(p.requires_grad_(True) for p in unflatten((flat0 + delta).detach(), w0))
-        with torch.enable_grad():
-            loss = f(*ps)
-            grads = torch.autograd.grad(loss, ps)
-        return float(loss.detach()), flatten(grads)
+        loss, grads = value_and_grad(ce, unflatten((flat0 + delta).detach(), w0), x[idx], y[idx])
+        return float(loss), flatten(grads)
 
     delta = torch.zeros_like(flat0)
     best, best_loss = delta, -math.inf

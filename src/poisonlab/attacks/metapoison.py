@@ -31,7 +31,10 @@ from tqdm.auto import tqdm
 
 from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
+from ..errors import ConfigError
+from ..seeding import draw_seed
 from ..training.victim import Victim
+from ..validation import check_int, check_number, check_radius
 from . import _bilevel as B
 from ._radius import clamp_box
 from .base import Attack, AttackConfig, register_attack
@@ -54,16 +57,19 @@ class MetaPoisonConfig(AttackConfig):
 
     def __post_init__(self) -> None:
         for key in ("outer_steps", "stagger_epochs"):
-            B.check_positive_int(getattr(self, key), key, WHAT, allow_zero=True)
+            check_int(getattr(self, key), key, WHAT, minimum=0)
         for key in ("unroll", "ensemble"):
-            B.check_positive_int(getattr(self, key), key, WHAT)
-        B.check_positive_float(self.radius, "radius", WHAT)
-        B.check_positive_float(self.leader_lr, "leader_lr", WHAT)
+            check_int(getattr(self, key), key, WHAT)
+        if self.radius is None:  # δ is always L∞-bounded here (the attack's threat model)
+            raise ConfigError(f"{WHAT}: radius must be a finite number > 0 (in the data's units, e.g. 8/255 for "
+                              "pixels in [0, 1]); metapoison's δ is always bounded")
+        check_radius(self.radius, WHAT)
+        check_number(self.leader_lr, "leader_lr", WHAT)
         if self.follower_lr is not None:
-            B.check_positive_float(self.follower_lr, "follower_lr", WHAT)
+            check_number(self.follower_lr, "follower_lr", WHAT)
         for key in ("batch_size", "val_batch_size"):
             if getattr(self, key) is not None:
-                B.check_positive_int(getattr(self, key), key, WHAT)
+                check_int(getattr(self, key), key, WHAT)
         B.check_dtype(self.dtype, WHAT)
 
 
@@ -77,8 +83,8 @@ class MetaPoison(Attack):
                progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg: MetaPoisonConfig = self.config
         dtype, device = B.DTYPES[cfg.dtype], victim.device
-        base = B.draw_base_seed(generator)
-        T = B.AttackTensors.build(data, n_poison, generator, device, dtype)
+        base = draw_seed(generator)
+        T = B.AttackTensors.build(data, B.draw_sources(len(data.train), n_poison, generator), device, dtype)
         eps = n_poison / len(T.train)
         beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
         follower = B.follower_note(victim.spec.recipe, beta, WHAT)

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cache import ArtifactCache
+from ..cache import ArtifactCache, tensor_fingerprint
 from ..data.types import AttackData, PoisonSet
 from ..training.victim import Victim
+from ..validation import check_choice, check_int, check_number
 from . import _bilevel as B
 from .base import Attack, AttackConfig, register_attack
 
@@ -46,15 +47,15 @@ class MinMaxConfig(AttackConfig):
     checkpoint: str | None = None
 
     def __post_init__(self) -> None:
-        B.check_positive_int(self.epochs, "epochs", WHAT, allow_zero=True)
-        B.check_positive_int(self.m, "m", WHAT)
-        B.check_positive_int(self.n, "n", WHAT, allow_zero=True)
-        B.check_positive_float(self.leader_lr, "leader_lr", WHAT)
+        check_int(self.epochs, "epochs", WHAT, minimum=0)
+        check_int(self.m, "m", WHAT)
+        check_int(self.n, "n", WHAT, minimum=0)
+        check_number(self.leader_lr, "leader_lr", WHAT)
         if self.follower_lr is not None:
-            B.check_positive_float(self.follower_lr, "follower_lr", WHAT)
+            check_number(self.follower_lr, "follower_lr", WHAT)
         if self.batch_size is not None:
-            B.check_positive_int(self.batch_size, "batch_size", WHAT)
-        B.check_choice(self.labels, "labels", B.LABEL_RULES, WHAT)
+            check_int(self.batch_size, "batch_size", WHAT)
+        check_choice(self.labels, "labels", B.LABEL_RULES, WHAT)
         B.check_dtype(self.dtype, WHAT)
 
 
@@ -80,7 +81,7 @@ class MinMax(Attack):
 
         resumable = {k: v for k, v in self.options().items() if k not in ("epochs", "checkpoint")}
         fp = B.fingerprint("min_max", resumable, n_poison, base,
-                           B.data_digest(data.train.x[:256], data.val.x[:256]), victim.spec.model,
+                           tensor_fingerprint(data.train.x, data.train.y, data.val.x, data.val.y), victim.spec.model,
                            *B.bounds_key(data.bounds))
         x, info = B.direct_game(name="min_max", fol=fol, w_pre=w_pre, T=T, y_poison=yp_all,
                                 leader_step=leader_step, epochs=cfg.epochs, n=cfg.n, follower_lr=beta,

@@ -72,11 +72,12 @@ from ..cache import ArtifactCache, cached_build, module_fingerprint, tensor_fing
 from ..data.types import AttackData, Dataset, PoisonedDataset, PoisonSet
 from ..errors import ConfigError, UnsupportedError
 from ..models.generators import GENERATORS, IMAGE_ONLY_GENERATORS, build_generator, default_generator_name
-from ..seeding import derive_seed
+from ..seeding import derive_seed, draw_seed
 from ..training import accuracy, mean_loss
 from ..training.victim import Victim
+from ..validation import check_choice, check_int, check_number, check_radius
 from . import _bilevel as B
-from ._radius import LinfProjectedGenerator, check_radius
+from ._radius import LinfProjectedGenerator
 from .base import Attack, AttackConfig, register_attack
 
 WHAT = "attack 'tgda'"
@@ -120,24 +121,24 @@ class TGDAConfig(AttackConfig):
 
     def __post_init__(self) -> None:
         for key in ("epochs", "m", "n", "pretrain_epochs", "select_every"):
-            B.check_positive_int(getattr(self, key), key, WHAT, allow_zero=True)
+            check_int(getattr(self, key), key, WHAT, minimum=0)
         for key in ("cg_iters", "partitions", "workers", "log_every"):
-            B.check_positive_int(getattr(self, key), key, WHAT)
+            check_int(getattr(self, key), key, WHAT)
         for key in ("batch_size", "val_batch_size"):
             if getattr(self, key) is not None:
-                B.check_positive_int(getattr(self, key), key, WHAT)
+                check_int(getattr(self, key), key, WHAT)
         for key in ("leader_lr", "pretrain_lr", "cg_tol"):
-            B.check_positive_float(getattr(self, key), key, WHAT)
+            check_number(getattr(self, key), key, WHAT)
         if self.follower_lr is not None:
-            B.check_positive_float(self.follower_lr, "follower_lr", WHAT)
-        B.check_positive_float(self.damping, "damping", WHAT, allow_zero=True)
-        B.check_choice(self.leader_optimizer, "leader_optimizer", ("sgd", "adam"), WHAT)
-        B.check_choice(self.poisons_per_batch, "poisons_per_batch", ("proportional", "all", "weighted"), WHAT)
-        B.check_choice(self.hvp_method, "hvp_method", ("double_backward", "fwdrev"), WHAT)
-        B.check_choice(self.leader, "leader", ("attacker", "defender"), WHAT)
-        B.check_choice(self.formulation, "formulation", ("nonzero_sum", "zero_sum"), WHAT)
-        B.check_choice(self.start, "start", ("warm", "cold"), WHAT)
-        B.check_choice(self.select_metric, "select_metric", ("accuracy", "loss"), WHAT)
+            check_number(self.follower_lr, "follower_lr", WHAT)
+        check_number(self.damping, "damping", WHAT, allow_zero=True)
+        check_choice(self.leader_optimizer, "leader_optimizer", ("sgd", "adam"), WHAT)
+        check_choice(self.poisons_per_batch, "poisons_per_batch", ("proportional", "all", "weighted"), WHAT)
+        check_choice(self.hvp_method, "hvp_method", ("double_backward", "fwdrev"), WHAT)
+        check_choice(self.leader, "leader", ("attacker", "defender"), WHAT)
+        check_choice(self.formulation, "formulation", ("nonzero_sum", "zero_sum"), WHAT)
+        check_choice(self.start, "start", ("warm", "cold"), WHAT)
+        check_choice(self.select_metric, "select_metric", ("accuracy", "loss"), WHAT)
         for key in ("pretrain_attacker", "cg_warm_start", "normal_equations"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{WHAT}: {key} must be true or false, got {getattr(self, key)!r}")
@@ -179,21 +180,21 @@ def leader_gradient(
     with torch.enable_grad():
         xp = gen(x0b, y0b)
 
-    def f(wt: Params, t: Params) -> torch.Tensor:
+    def f(wt: Params, xp_: torch.Tensor) -> torch.Tensor:  # the follower f(w, x_p) on the round's batch
         if poison_weight is not None:
-            return fol.weighted_mixed_loss(wt, xc, yc, t[0], y0b, poison_weight)
-        return fol.mixed_loss(wt, xc, yc, t[0], y0b)
+            return fol.weighted_mixed_loss(wt, xc, yc, xp_, y0b, poison_weight)
+        return fol.mixed_loss(wt, xc, yc, xp_, y0b)
 
     if val is None:
         ell = f
     else:
         xv, yv = val
 
-        def ell(wt: Params, t: Params) -> torch.Tensor:
+        def ell(wt: Params, xp_: torch.Tensor) -> torch.Tensor:  # the leader ℓ(w) on the validation batch
             return fol.loss(wt, xv, yv)
 
     d_x, solve = total_gradient(f, ell, w, (xp.detach(),), damping=damping, tol=cg_tol, max_iter=cg_iters,
-                                x0=x0, normal_equations=normal_equations, hvp_method=hvp_method)
+                                x0=x0, normal_equations=normal_equations, method=hvp_method)
     with torch.enable_grad():
         d_theta = torch.autograd.grad(xp, theta, grad_outputs=d_x[0], allow_unused=True)
     return tuple(torch.zeros_like(p) if g is None else g for p, g in zip(theta, d_theta)), solve
@@ -246,13 +247,13 @@ class TGDA(Attack):
         B.follower_note(victim.spec.recipe, beta, WHAT)  # warns once when plain SGD approximates the recipe
         k = min(cfg.partitions, n_poison)
         if k == 1:
-            src = torch.randperm(len(data.train), generator=generator)[:n_poison]
-            return self._attack_part(data, victim, src, B.draw_base_seed(generator), progress, cfg.checkpoint, "", cache)
+            src = B.draw_sources(len(data.train), n_poison, generator)
+            return self._attack_part(data, victim, src, draw_seed(generator), progress, cfg.checkpoint, "", cache)
         # K partitions of D_tr, attacked independently with their share of the budget (thesis §2.6.2)
         perm = torch.randperm(len(data.train), generator=generator)
         parts = torch.tensor_split(perm, k)
         budgets = [len(b) for b in torch.tensor_split(torch.arange(n_poison), k)]
-        bases = [B.draw_base_seed(generator) for _ in range(k)]
+        bases = [draw_seed(generator) for _ in range(k)]
         jobs = [(dataclasses.replace(data, train=data.train.subset(idx)), torch.arange(nb), bases[i],
                  f"{cfg.checkpoint}/part-{i}" if cfg.checkpoint else None, f" [{i + 1}/{k}]")
                 for i, (idx, nb) in enumerate(zip(parts, budgets))]
@@ -299,7 +300,7 @@ class TGDA(Attack):
         cfg: TGDAConfig = self.config
         dtype = B.DTYPES[cfg.dtype]
         device = victim.device
-        T = B.AttackTensors.build(data, len(sources), torch.Generator(), device, dtype, sources=sources)
+        T = B.AttackTensors.build(data, sources, device, dtype)
         bs = cfg.batch_size or victim.spec.recipe.batch_size or len(T.train)
         beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
 
@@ -318,7 +319,7 @@ class TGDA(Attack):
 
         resumable = {k: v for k, v in self.options().items() if k not in ("epochs", "checkpoint", "log_every")}
         fp = B.fingerprint("tgda", resumable, len(T.train), len(T.val), sources.tolist()[:64], base,
-                           B.data_digest(data.train.x[:256], data.val.x[:256]), victim.spec.model,
+                           tensor_fingerprint(data.train.x, data.train.y, data.val.x, data.val.y), victim.spec.model,
                            *B.bounds_key(data.bounds))
         ckpt = B.Checkpoint(checkpoint, fp)
         n_eval = min(len(T.val), 5000)

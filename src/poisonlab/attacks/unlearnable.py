@@ -33,10 +33,15 @@ from tqdm.auto import tqdm
 from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonedDataset, PoisonSet
 from ..errors import ConfigError
+from ..seeding import child_generator
 from ..training import train
 from ..training.victim import Victim
-from ._radius import check_radius, project
+from ..validation import check_int, check_number, check_radius
+from ._radius import project
 from .base import Attack, AttackConfig, register_attack
+
+
+WHAT = "attack 'unlearnable'"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,17 +54,15 @@ class UnlearnableConfig(AttackConfig):
     stop_accuracy: float = 99.0
 
     def __post_init__(self) -> None:
-        check_radius(self.radius, "unlearnable")
+        check_radius(self.radius, WHAT)
         for key in ("rounds", "pgd_steps"):
-            v = getattr(self, key)
-            if not isinstance(v, int) or v < 1:
-                raise ConfigError(f"unlearnable: {key} must be a positive integer, got {v!r}")
-        if not isinstance(self.train_epochs, int) or self.train_epochs < 0:
-            raise ConfigError(f"unlearnable: train_epochs must be an integer >= 0, got {self.train_epochs!r}")
-        if self.step_size is not None and not (isinstance(self.step_size, (int, float)) and self.step_size > 0):
-            raise ConfigError(f"unlearnable: step_size must be > 0, got {self.step_size!r}")
-        if not 0 <= self.stop_accuracy <= 100:
-            raise ConfigError(f"unlearnable: stop_accuracy must be in [0, 100], got {self.stop_accuracy!r}")
+            check_int(getattr(self, key), key, WHAT)
+        check_int(self.train_epochs, "train_epochs", WHAT, minimum=0)
+        if self.step_size is not None:
+            check_number(self.step_size, "step_size", WHAT)
+        if isinstance(self.stop_accuracy, bool) or not isinstance(self.stop_accuracy, (int, float)) \
+                or not 0 <= self.stop_accuracy <= 100:
+            raise ConfigError(f"{WHAT}: stop_accuracy must be a number in [0, 100], got {self.stop_accuracy!r}")
 
 
 @register_attack("unlearnable")
@@ -78,7 +81,7 @@ class Unlearnable(Attack):
         x = x0.clone()
         model = victim.spec.build(victim.seed)
         recipe = victim.spec.recipe
-        batch_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        batch_gen = child_generator(generator)
         acc, rounds = 0.0, 0
         for rounds in tqdm(range(1, cfg.rounds + 1), desc="unlearnable", disable=not progress, leave=False):
             if cfg.train_epochs:

@@ -1,22 +1,32 @@
-"""The one place for Hessian-vector products, conjugate gradient and implicit gradients."""
+"""The one place for Hessian-vector products, conjugate gradient and implicit gradients.
+
+One functional convention (:mod:`poisonlab.autodiff.params`): every routine takes ``f(params, *args)``
+with ``params`` a tuple of parameter tensors; :func:`functional_loss` / :func:`functional_model`
+make such functions from an ``nn.Module``.
+"""
 
 from .cg import CGResult, conjugate_gradient
 from .hvp import dataset_hvp, hvp, mixed_vjp
 from .implicit import InverseHVP, inverse_hvp, total_gradient
-from .params import Params, flatten, loss_of_params, named_params, unflatten
+from .params import (Functional, Params, directional, flatten, functional_loss, functional_model, named_params,
+                     unflatten, value_and_grad)
 
 __all__ = [
     "CGResult",
+    "Functional",
     "InverseHVP",
     "Params",
     "conjugate_gradient",
     "dataset_hvp",
+    "directional",
     "flatten",
+    "functional_loss",
+    "functional_model",
     "hvp",
     "inverse_hvp",
-    "loss_of_params",
     "mixed_vjp",
     "named_params",
     "total_gradient",
     "unflatten",
+    "value_and_grad",
 ]

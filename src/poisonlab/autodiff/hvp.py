@@ -3,19 +3,23 @@
 Threat-model agnostic calculus used by TGDA (total gradient), back-gradient, Gradient Canceling
 (∂/∂z of gradient norms) and influence functions:
 
-* ``hvp(f, params, v)``          = ∇²_w f(w) · v                      (forward-over-reverse, or double backward)
-* ``mixed_vjp(g, params, x, v)`` = ∂/∂x ⟨∇_w g(w, x), v⟩ = ∇²_{xw} g · v  (for inputs or attacker parameters x)
-* ``dataset_hvp``                = ∇²_w of a mean loss over a large dataset, in chunks (bounded memory)
+* ``hvp(f, params, v, *args)``                 = ∇²_w f(w, *args) · v       (forward-over-reverse, or double backward)
+* ``mixed_vjp(f, params, v, *args, argnums=i)`` = ∂/∂args[i] ⟨∇_w f(w, *args), v⟩ = ∇²_{xw} f · v
+  (x = args[i]: poison inputs, or another network's output)
+* ``dataset_hvp(f, params, v, *args)``         = ∇²_w of a *mean* loss over large ``args``, in chunks (bounded memory)
+
+Every ``f`` follows the functional convention of :mod:`poisonlab.autodiff.params`: ``f(params, *args)``
+with ``params`` a tuple of tensors.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, cast
+from typing import Sequence, cast
 
 import torch
 from torch.func import grad, jvp
 
-from .params import Params
+from .params import Functional, Params
 
 _FALLBACK_WARNED = False
 
@@ -39,18 +43,19 @@ def _warn_fallback(exc: BaseException) -> None:
                       "using double backward instead", RuntimeWarning, stacklevel=3)
         _FALLBACK_WARNED = True
 
-def hvp(f: Callable[..., torch.Tensor], params: Sequence[torch.Tensor], v: Sequence[torch.Tensor], method: str = "fwdrev") -> Params:
-    """∇²f(params)·v for scalar ``f(*params)``.
+def hvp(f: Functional, params: Sequence[torch.Tensor], v: Sequence[torch.Tensor], *args: torch.Tensor,
+        method: str = "fwdrev") -> Params:
+    """∇²_w f(w, *args)·v at w = ``params``, for scalar ``f(params, *args)``.
 
     ``method="fwdrev"``: forward-mode over reverse-mode (``torch.func.jvp`` of ``torch.func.grad``),
-    one pass, no graph kept. ``method="double_backward"``: ∇_w ⟨∇_w f, v⟩ with ``torch.autograd``
-    (works for every op, including those without forward-mode rules).
+    one pass, no graph kept (falls back to double backward, with one warning, when an op has no
+    forward-mode rule). ``method="double_backward"``: ∇_w ⟨∇_w f, v⟩ with ``torch.autograd``
+    (works for every op, less per-call overhead on small models).
     """
     params, v = tuple(params), tuple(v)
     if method == "fwdrev":
-        argnums = tuple(range(len(params)))
         try:
-            _, out = jvp(grad(f, argnums=argnums), params, v)[:2]
+            _, out = jvp(grad(lambda ps: f(ps, *args)), (params,), (v,))[:2]
             return tuple(out)
         except (RuntimeError, NotImplementedError) as exc:
             if not _no_forward_rule(exc):
@@ -60,7 +65,7 @@ def hvp(f: Callable[..., torch.Tensor], params: Sequence[torch.Tensor], v: Seque
     if method == "double_backward":
         ps = tuple(p.detach().requires_grad_(True) for p in params)
         with torch.enable_grad():
-            g = torch.autograd.grad(f(*ps), ps, create_graph=True)
+            g = torch.autograd.grad(f(ps, *args), ps, create_graph=True)
             dot = cast(torch.Tensor, sum((gi * vi).sum() for gi, vi in zip(g, v)))
             out = torch.autograd.grad(dot, ps, allow_unused=True)
         return tuple(torch.zeros_like(p) if o is None else o.detach() for p, o in zip(ps, out))
@@ -68,43 +73,80 @@ def hvp(f: Callable[..., torch.Tensor], params: Sequence[torch.Tensor], v: Seque
 
 
 def mixed_vjp(
-    g: Callable[..., torch.Tensor],
+    f: Functional,
     params: Sequence[torch.Tensor],
-    x: Sequence[torch.Tensor],
     v: Sequence[torch.Tensor],
-    *,
+    *args: torch.Tensor,
+    argnums: int | Sequence[int] = 0,
     create_graph: bool = False,
-) -> Params:
-    """∂/∂x ⟨∇_w g(w, x), v⟩ = (∇²_{xw} g)ᵀ v, for scalar ``g(params_tuple, x_tuple)``.
+) -> torch.Tensor | Params:
+    """∂/∂x ⟨∇_w f(w, *args), v⟩ = (∇²_{xw} f)ᵀ v for x = ``args[argnums]``, scalar ``f(params, *args)``.
 
-    ``x`` may be inputs (poisoned points) or another network's parameters (the attacker θ).
+    ``x`` may be inputs (poisoned points) or another network's output (the generator's poisons).
+    Returns one tensor shaped like ``args[argnums]`` for an integer ``argnums``, a tuple for a
+    sequence. An ``x`` that already requires grad is differentiated as it is (with
+    ``create_graph`` the result stays differentiable in what ``x`` depends on).
     """
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     ps = tuple(p.detach().requires_grad_(True) for p in params)
-    xs = tuple(t if t.requires_grad else t.detach().requires_grad_(True) for t in x)
+    full = list(args)
+    for i in nums:
+        full[i] = full[i] if full[i].requires_grad else full[i].detach().requires_grad_(True)
+    xs = tuple(full[i] for i in nums)
     with torch.enable_grad():
-        gw = torch.autograd.grad(g(ps, xs), ps, create_graph=True)
+        gw = torch.autograd.grad(f(ps, *full), ps, create_graph=True)
         dot = cast(torch.Tensor, sum((gi * vi).sum() for gi, vi in zip(gw, v)))
         out = torch.autograd.grad(dot, xs, allow_unused=True, create_graph=create_graph)
-    return tuple(torch.zeros_like(t) if o is None else (o if create_graph else o.detach()) for t, o in zip(xs, out))
+    res = tuple(torch.zeros_like(t) if o is None else (o if create_graph else o.detach()) for t, o in zip(xs, out))
+    return res[0] if isinstance(argnums, int) else res
 
 
 def dataset_hvp(
-    make_f: Callable[[slice], Callable[..., torch.Tensor]],
-    n: int,
+    f: Functional,
     params: Sequence[torch.Tensor],
     v: Sequence[torch.Tensor],
+    *args: torch.Tensor,
     chunk_size: int | None = None,
     method: str = "fwdrev",
 ) -> Params:
-    """HVP of a *mean* loss over ``n`` points, summed chunk by chunk (bounded memory).
+    """∇²_w F(w)·v for the *mean* F over N points of ``f(params, *args)`` — ``f`` the mean loss of
+    its batch, ``args`` (e.g. ``x`` (N, ...), ``y`` (N,)) sliced along dim 0 into chunks of
+    ``chunk_size`` (default: one chunk), each chunk's HVP weighed by its share of the N points.
 
-    ``make_f(sl)`` returns the mean loss over the points in slice ``sl`` as a function of params.
+    The older form ``dataset_hvp(make_f, n, params, v, chunk_size, method)`` (``make_f(slice)``
+    returning ``g(*params)``) is still accepted for :mod:`poisonlab.defenses.influence`; new code
+    uses the form above.
     """
+    if isinstance(params, int):  # the older form (see the docstring)
+        return _dataset_hvp_slices(f, params, v, *args, chunk_size=chunk_size, method=method)
+    n = len(args[0]) if args else 0
+    chunk = chunk_size or n
+    if n == 0 or chunk >= n:
+        return hvp(f, params, v, *args, method=method)
+    total: list[torch.Tensor] | None = None
+    for start in range(0, n, chunk):
+        sl = slice(start, min(n, start + chunk))
+        part = hvp(f, params, v, *(a[sl] for a in args), method=method)
+        scale = (sl.stop - sl.start) / n
+        total = [p * scale for p in part] if total is None else [t + p * scale for t, p in zip(total, part)]
+    assert total is not None
+    return tuple(total)
+
+
+def _dataset_hvp_slices(make_f, n: int, params: Sequence[torch.Tensor], v: Sequence[torch.Tensor], *rest,
+                        chunk_size: int | None = None, method: str = "fwdrev") -> Params:
+    """The older form of :func:`dataset_hvp`: ``make_f(slice)`` returns ``g(*params)``, the mean over
+    the slice; ``rest`` = the positional ``chunk_size`` and ``method`` of that form."""
+    if len(rest) > 0 and rest[0] is not None:
+        chunk_size = rest[0]
+    if len(rest) > 1:
+        method = rest[1]
     chunk = chunk_size or n
     total: list[torch.Tensor] | None = None
     for start in range(0, n, chunk):
         sl = slice(start, min(n, start + chunk))
-        part = hvp(make_f(sl), params, v, method)
+        g = make_f(sl)
+        part = hvp(lambda ps, g=g: g(*ps), params, v, method=method)
         scale = (sl.stop - sl.start) / n
         total = [p * scale for p in part] if total is None else [t + p * scale for t, p in zip(total, part)]
     assert total is not None

@@ -6,7 +6,9 @@ function theorem gives dw/dθ = −(∇²_ww f)⁻¹ ∇²_wθ f, hence the *tot
     D_θ ℓ = ∇_θ ℓ − ∇²_θw f · (∇²_ww f)⁻¹ · ∇_w ℓ
 
 (thesis eq. 2.3; Evtushenko 1974; Fiez et al. 2020). The inverse-Hessian product comes from CG with
-HVPs; influence functions (Koh & Liang 2017) use the same ``inverse_hvp``.
+HVPs; influence functions (Koh & Liang 2017) use the same ``inverse_hvp``. Functions follow the
+convention of :mod:`poisonlab.autodiff.params`: ``f(params, *args)``; here the follower is
+``f(w, *theta)`` and the leader ``ℓ(w, *theta)``.
 """
 
 from __future__ import annotations
@@ -17,31 +19,41 @@ from typing import Callable, Sequence
 import torch
 
 from .cg import CGResult, conjugate_gradient
-from .hvp import hvp, mixed_vjp
-from .params import Params, flatten, unflatten
+from .hvp import dataset_hvp, mixed_vjp
+from .params import Functional, Params, flatten, unflatten
 
 
 @dataclass(frozen=True)
 class InverseHVP:
+    """The solve's value (shaped like the parameters) and the CG record."""
+
     value: Params
     cg: CGResult
 
 
 def inverse_hvp(
-    f: Callable[..., torch.Tensor],
+    f: Functional,
     params: Sequence[torch.Tensor],
     b: Sequence[torch.Tensor],
-    *,
+    *args: torch.Tensor,
     damping: float = 0.0,
     tol: float = 1e-6,
     max_iter: int = 100,
     x0: Sequence[torch.Tensor] | None = None,
     normal_equations: bool = False,
+    method: str = "fwdrev",
+    chunk_size: int | None = None,
     hvp_fn: Callable[[Params], Params] | None = None,
 ) -> InverseHVP:
-    """(∇²f + λI)⁻¹ b by CG; ``hvp_fn`` overrides the product (e.g. a chunked dataset HVP)."""
+    """(∇²_w f(w, *args) + λI)⁻¹ b by CG at w = ``params`` (λ = ``damping``).
+
+    The products are :func:`~poisonlab.autodiff.dataset_hvp` ``(f, params, v, *args,
+    chunk_size=chunk_size, method=method)`` (``f`` the mean loss of its batch); ``hvp_fn(v)``
+    replaces them with any other symmetric operator. ``x0`` warm-starts CG; ``normal_equations``
+    solves the normal equations instead (indefinite Hessians).
+    """
     params = tuple(params)
-    prod = hvp_fn or (lambda v: hvp(f, params, v))
+    prod = hvp_fn or (lambda v: dataset_hvp(f, params, v, *args, chunk_size=chunk_size, method=method))
 
     def matvec(vec: torch.Tensor) -> torch.Tensor:
         return flatten(prod(unflatten(vec, params)))
@@ -54,8 +66,8 @@ def inverse_hvp(
 
 
 def total_gradient(
-    follower_loss: Callable[[Params, Params], torch.Tensor],
-    leader_loss: Callable[[Params, Params], torch.Tensor],
+    follower: Functional,
+    leader: Functional,
     w: Sequence[torch.Tensor],
     theta: Sequence[torch.Tensor],
     *,
@@ -64,27 +76,25 @@ def total_gradient(
     max_iter: int = 100,
     x0: Sequence[torch.Tensor] | None = None,
     normal_equations: bool = False,
-    hvp_method: str = "fwdrev",
+    method: str = "fwdrev",
 ) -> tuple[Params, InverseHVP]:
-    """D_θ ℓ = ∇_θ ℓ − ∇²_θw f (∇²_ww f + λI)⁻¹ ∇_w ℓ for ``f(w, θ)``, ``ℓ(w, θ)``.
+    """D_θ ℓ = ∇_θ ℓ − ∇²_θw f (∇²_ww f + λI)⁻¹ ∇_w ℓ for the follower ``f(w, *theta)`` and the
+    leader ``ℓ(w, *theta)`` (both scalar), at the follower's ``w`` and the leader's ``theta``.
 
-    Returns (D_θ ℓ, the inverse-HVP solve); pass the previous solve's value as ``x0`` to warm-start.
-    ``hvp_method`` selects the Hessian-vector product of :func:`hvp` (``"double_backward"`` has
-    less per-call overhead on small models).
+    Returns (D_θ ℓ, one tensor per entry of ``theta``; the inverse-HVP solve); pass the previous
+    solve's value as ``x0`` to warm-start. ``method`` selects the Hessian-vector product of
+    :func:`~poisonlab.autodiff.hvp` (``"double_backward"`` has less per-call overhead on small models).
     """
     w = tuple(p.detach() for p in w)
     theta = tuple(t.detach().requires_grad_(True) for t in theta)
     wg = tuple(p.clone().requires_grad_(True) for p in w)
     with torch.enable_grad():
-        lw = leader_loss(wg, theta)
+        lw = leader(wg, *theta)
         grads = torch.autograd.grad(lw, wg + theta, allow_unused=True)
     gw = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(w, grads[: len(w)]))
     gtheta = tuple(torch.zeros_like(t) if g is None else g for t, g in zip(theta, grads[len(w) :]))
     theta_fixed = tuple(t.detach() for t in theta)
-    f_w = lambda *p: follower_loss(p, theta_fixed)  # noqa: E731
-    solve = inverse_hvp(
-        f_w, w, gw, damping=damping, tol=tol, max_iter=max_iter,
-        x0=x0, normal_equations=normal_equations, hvp_fn=lambda v: hvp(f_w, w, v, hvp_method),
-    )
-    cross = mixed_vjp(follower_loss, w, theta, solve.value)
+    solve = inverse_hvp(follower, w, gw, *theta_fixed, damping=damping, tol=tol, max_iter=max_iter,
+                        x0=x0, normal_equations=normal_equations, method=method)
+    cross = mixed_vjp(follower, w, solve.value, *theta, argnums=tuple(range(len(theta))))
     return tuple(a - c for a, c in zip(gtheta, cross)), solve

@@ -2,7 +2,7 @@
 
 * ``per_sample_losses``  (N,)   cross-entropy of each point under a model
 * ``per_sample_grads``   (N, P) ∇_w ℓ(z_i, w) for the chosen parameters, ``torch.func.vmap`` of
-  ``torch.func.grad`` over the engine's :func:`poisonlab.autodiff.loss_of_params`, in chunks
+  ``torch.func.grad`` over the engine's :func:`poisonlab.autodiff.functional_loss`, in chunks
 * ``head_features``      (N, D) the input of the model's classification head (its "features";
   the flattened input for logistic regression)
 
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import grad, vmap
 
-from ..autodiff import loss_of_params, named_params
+from ..autodiff import functional_loss, named_params
 from ..errors import ConfigError, UnsupportedError
 from ..training import predict_logits
 
@@ -74,8 +74,10 @@ def per_sample_grads(
     _, params = named_params(model, names)
     device = params[0].device
 
+    loss = functional_loss(model, names)
+
     def one(ps: tuple[torch.Tensor, ...], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        return loss_of_params(model, names, xi.unsqueeze(0), yi.unsqueeze(0))(*ps)
+        return loss(ps, xi.unsqueeze(0), yi.unsqueeze(0))
 
     g_fn = vmap(grad(one), in_dims=(None, 0, 0))
     n = len(x)
@@ -148,18 +150,9 @@ def top_right_singular_vector(m: torch.Tensor, *, method: str = "auto", generato
 
 def per_sample_loss_fn(model: nn.Module, names: Sequence[str]):
     """``f(params, x, y) -> (n,)`` cross-entropy of each point with parameters ``names`` replaced by
-    ``params`` (other parameters and buffers fixed): the pure per-sample loss used by ``influence``."""
-    from torch.func import functional_call
-
-    names = list(names)
-    fixed = {n: p.detach() for n, p in model.named_parameters() if n not in set(names)}
-    fixed.update(dict(model.named_buffers()))
-
-    def f(params: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(model, {**fixed, **dict(zip(names, params))}, (x,))
-        return F.cross_entropy(logits, y, reduction="none")
-
-    return f
+    ``params`` (other parameters and buffers fixed): :func:`poisonlab.autodiff.functional_loss` with
+    ``reduction="none"``, the pure per-sample loss used by ``influence``."""
+    return functional_loss(model, names, reduction="none")
 
 
 def head_inputs(model: nn.Module, x: torch.Tensor, check: int = 256) -> tuple[nn.Linear, torch.Tensor] | None:
