@@ -56,15 +56,15 @@ def attack_options(name: str, quick: bool) -> dict:
     eps_w = 0.1: at eps_w = 0.5 the head target needs τ ≈ 3.6 (same) / 9.1 (transfer) > 3 % and GC
     barely moved (one measured run: relative gradient norm 0.99 -> 0.95)."""
     if name == "tgda":
-        return {"epochs": 1 if quick else 2, "n": 5, "pretrain_epochs": 1 if quick else 3, "cg_iters": 5,
+        return {"epochs": 1 if quick else 2, "n": 5, "pretrain.epochs": 1 if quick else 3, "solver.iters": 5,
                 "leader_optimizer": "adam", "leader_lr": 0.01}  # as measured (tgda's default later became sgd)
     if name == "gc":
-        return {"steps": 20 if quick else 200, "target_steps": 10 if quick else 50, "eps_w": 0.1}
+        return {"steps": 20 if quick else 200, "target_options": {"steps": 10 if quick else 50, "eps_w": 0.1}}
     if name == "unlearnable":
         return {"rounds": 2 if quick else 5, "pgd_steps": 5 if quick else 10}
     if name == "feature_targeted":
-        return {"target_steps": 10 if quick else 50, "gc_steps": 20 if quick else 300, "invert_steps": 20 if quick else 200,
-                "eps_w": 0.1}
+        return {"target_options": {"steps": 10 if quick else 50, "eps_w": 0.1}, "gc_steps": 20 if quick else 300,
+                "invert_steps": 20 if quick else 200}
     return {}
 
 

@@ -54,7 +54,7 @@ ATTACK_OPTIONS: dict[str, dict] = {
     "back_gradient": {},
     "metapoison": {},
     "gradient_matching": {},
-    "tgda": {"leader_lr": 0.1, "select_every": 10},
+    "tgda": {"leader_lr": 0.1, "selection.every": 10},
     "gc": {"target": "gradpc"},
 }
 QUICK_OPTIONS: dict[str, dict] = {  # --quick (digits): the full options where digits makes them cheap
@@ -64,7 +64,7 @@ QUICK_OPTIONS: dict[str, dict] = {  # --quick (digits): the full options where d
     "back_gradient": {},
     "metapoison": {"ensemble": 8},
     "gradient_matching": {},
-    "tgda": {"epochs": 20, "select_every": 5},
+    "tgda": {"epochs": 20, "selection.every": 5},
     "gc": {},
 }
 LABELS = {"clean": "Clean", "label_flip": "Label flip", "min_max": "Min-max", "i_min_max": "i-Min-max",

@@ -55,7 +55,7 @@ def variants(table: str) -> list[tuple[str, dict, float]]:
     if table == "formulation":
         return [(v, {"formulation": v}, 0.03) for v in ("nonzero_sum", "zero_sum")]
     if table == "pretrain":
-        return [(str(v).lower(), {"pretrain_attacker": v}, 0.03) for v in (True, False)]
+        return [("true", {}, 0.03), ("false", {"pretrain.epochs": 0}, 0.03)]  # pretrain.epochs 0: no pretraining
     if table == "mn":
         return [(f"{m},{n}", {"m": m, "n": n}, 0.03) for m, n in ((1, 0), (1, 1), (1, 20), (20, 1), (20, 20))]
     if table == "start":
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = "digits" if args.quick else "mnist"
     victim_epochs = args.victim_epochs if args.victim_epochs is not None else (20 if args.quick else None)
     if args.quick:
-        extra = {"epochs": 2, "pretrain_epochs": 1, "cg_iters": 5, **extra}
+        extra = {"epochs": 2, "pretrain.epochs": 1, "solver.iters": 5, **extra}
     suffix = "_quick" if args.quick else ""
     out = Path(args.out or Path(__file__).parent / "results" / f"tgda_mnist_{args.table}{suffix}.json")
     record = json.loads(out.read_text()) if out.is_file() and not args.force else {}

@@ -29,13 +29,13 @@ from poisonlab.training import TrainConfig, Victim, VictimSpec
 # tiny options per attack (every registered attack must have an entry: test_every_attack_is_in_the_table)
 TINY: dict[str, dict] = {
     "label_flip": {},
-    "tgda": {"epochs": 1, "n": 2, "pretrain_epochs": 1, "cg_iters": 3, "generator_options": {"hidden": [16, 8]}},
+    "tgda": {"epochs": 1, "n": 2, "pretrain.epochs": 1, "solver.iters": 3, "generator_options": {"hidden": [16, 8]}},
     "back_gradient": {"epochs": 1, "k": 2},
     "min_max": {"epochs": 1},
     "metapoison": {"outer_steps": 2, "ensemble": 2, "stagger_epochs": 1, "radius": 0.1},
-    "gc": {"eps_w": 0.05, "target_steps": 1, "target_lr": 1.0, "steps": 5, "lr": 0.05},
+    "gc": {"target_options": {"eps_w": 0.05, "steps": 1, "lr": 1.0}, "steps": 5, "lr": 0.05},
     "unlearnable": {"rounds": 1, "pgd_steps": 3},
-    "feature_targeted": {"target_steps": 2, "gc_steps": 5, "invert_steps": 5},
+    "feature_targeted": {"target_options.steps": 2, "gc_steps": 5, "invert_steps": 5},
     "i_min_max": {"steps": 3},
     "gradient_matching": {"steps": 5, "restarts": 1},
 }

@@ -15,13 +15,13 @@ from poisonlab.training import TrainConfig, Victim, VictimSpec
 # have an entry (test_every_attack_has_fast_options), so a new attack cannot slip past this table.
 FAST_OPTIONS: dict[str, dict] = {
     "label_flip": {},
-    "tgda": {"epochs": 2, "n": 2, "pretrain_epochs": 1, "cg_iters": 5, "generator_options": {"hidden": [32, 16]}},
+    "tgda": {"epochs": 2, "n": 2, "pretrain.epochs": 1, "solver.iters": 5, "generator_options": {"hidden": [32, 16]}},
     "back_gradient": {"epochs": 2, "k": 2},
     "min_max": {"epochs": 2},
     "metapoison": {"outer_steps": 2, "ensemble": 2, "stagger_epochs": 1, "radius": 0.1},
-    "gc": {"eps_w": 0.05, "target_steps": 1, "target_lr": 1.0, "steps": 10, "lr": 0.05},
+    "gc": {"target_options": {"eps_w": 0.05, "steps": 1, "lr": 1.0}, "steps": 10, "lr": 0.05},
     "unlearnable": {"rounds": 2, "pgd_steps": 5},
-    "feature_targeted": {"target_steps": 5, "gc_steps": 20, "invert_steps": 20},
+    "feature_targeted": {"target_options.steps": 5, "gc_steps": 20, "invert_steps": 20},
     "i_min_max": {"steps": 3},
     "gradient_matching": {"steps": 5, "restarts": 1},
 }
@@ -150,3 +150,31 @@ def test_registry_rejects_duplicates():
         r.add("a", 2)
     with pytest.raises(ValueError):
         register_attack("label_flip")(type("Dup", (Attack,), {"_craft": lambda *a, **k: None, "Config": AttackConfig}))
+
+
+# the configs of the attacks owned elsewhere that are not documented field by field yet
+_DOCS_PENDING = {"i_min_max", "gradient_matching"}
+
+
+@pytest.mark.parametrize("name", [n for n in ATTACKS.names() if n not in _DOCS_PENDING])
+def test_attack_config_documents_every_field_and_group(name):
+    """Every option (and every option of its groups) has an ``Attributes:`` entry saying its default
+    — what help() and the API reference show (the same check as tests/test_option_docs.py)."""
+    from test_option_docs import undocumented
+
+    assert undocumented(ATTACKS.get(name).Config, groups=True) == []
+
+
+@pytest.mark.parametrize("name,old,new", [("tgda", "cg_iters", "solver.iters"), ("tgda", "select_every", "selection.every"),
+                                          ("gc", "target_steps", "target_options.steps"),
+                                          ("feature_targeted", "eps_w", "target_options.eps_w"),
+                                          ("min_max", "checkpoint", "checkpoint.dir")])
+def test_former_flat_option_names_still_work_with_a_warning(name, old, new):
+    value = "/tmp/ck" if old == "checkpoint" else 3
+    with pytest.warns(DeprecationWarning, match=new.replace(".", r"\.")):
+        a = build_attack(name, {old: value})
+    assert a.config == build_attack(name, {new: value}).config
+    with pytest.raises(ConfigError, match="same option"):
+        build_attack(name, {old: value, new: value})
+    group, field = new.split(".")
+    assert a.options()[group][field] == value

@@ -22,7 +22,7 @@ from poisonlab.seeding import torch_generator
 from poisonlab.training import TrainConfig, Victim, VictimSpec
 
 TINY = {
-    "tgda": {"epochs": 2, "n": 2, "pretrain_epochs": 1, "cg_iters": 5, "generator_options": {"hidden": [32, 16]}},
+    "tgda": {"epochs": 2, "n": 2, "pretrain.epochs": 1, "solver.iters": 5, "generator_options": {"hidden": [32, 16]}},
     "back_gradient": {"epochs": 2, "k": 2},
     "min_max": {"epochs": 2},
     "metapoison": {"outer_steps": 2, "ensemble": 2, "stagger_epochs": 1, "radius": 0.1},
@@ -61,7 +61,7 @@ def test_contract_and_determinism(name):
 
 
 @pytest.mark.parametrize("name,bad", [("tgda", {"m": -1}), ("tgda", {"leader": "both"}), ("tgda", {"formulation": "x"}),
-                                      ("tgda", {"start": "hot"}), ("tgda", {"damping": -1.0}), ("tgda", {"partitions": 0}),
+                                      ("tgda", {"start": "hot"}), ("tgda", {"solver.damping": -1.0}), ("tgda", {"partitions": 0}),
                                       ("tgda", {"generator": "gan"}), ("back_gradient", {"k": 0}),
                                       ("min_max", {"labels": "random"}), ("metapoison", {"radius": 0}),
                                       ("metapoison", {"unknown_key": 1})])
@@ -180,7 +180,7 @@ def test_tgda_poisons_raise_the_retrained_victims_validation_loss():
     """The leader's true objective — the validation loss of a victim retrained from scratch on
     D_tr ∪ D_p — is higher with TGDA's poisons than with the unmodified source points D_p⁰."""
     data, victim = _tiny(n_train=300, n_val=150, epochs=20)
-    attack = build_attack("tgda", {"epochs": 6, "n": 5, "pretrain_epochs": 5, "cg_iters": 10, "leader_lr": 0.01, "leader_optimizer": "sgd",
+    attack = build_attack("tgda", {"epochs": 6, "n": 5, "pretrain.epochs": 5, "solver.iters": 10, "leader_lr": 0.01, "leader_optimizer": "sgd",
                                    "generator_options": {"hidden": [64, 32]}})
     p = attack.poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
     baseline = dataclasses.replace(p, x=data.train.x[p.source_index].clone())
@@ -193,11 +193,11 @@ def test_resume_from_checkpoint_is_byte_identical(name, tmp_path):
     opts = dict(TINY[name], epochs=3)
     full = build_attack(name, opts).poison(data, victim, 0.05, generator=torch_generator(2, "attack"))
     ck = str(tmp_path / "ck")
-    build_attack(name, dict(opts, epochs=1, checkpoint=ck)).poison(data, victim, 0.05, generator=torch_generator(2, "attack"))
-    resumed = build_attack(name, dict(opts, checkpoint=ck)).poison(data, victim, 0.05, generator=torch_generator(2, "attack"))
+    build_attack(name, dict(opts, epochs=1, **{"checkpoint.dir": ck})).poison(data, victim, 0.05, generator=torch_generator(2, "attack"))
+    resumed = build_attack(name, dict(opts, **{"checkpoint.dir": ck})).poison(data, victim, 0.05, generator=torch_generator(2, "attack"))
     assert torch.equal(full.x, resumed.x) and torch.equal(full.y, resumed.y)
     with pytest.raises(ConfigError):  # a checkpoint of another configuration is refused
-        other = dict(opts, checkpoint=ck, n=3) if name != "back_gradient" else dict(opts, checkpoint=ck, k=3)
+        other = dict(opts, **{"checkpoint.dir": ck}, n=3) if name != "back_gradient" else dict(opts, **{"checkpoint.dir": ck}, k=3)
         build_attack(name, other).poison(data, victim, 0.05, generator=torch_generator(2, "attack"))
 
 
@@ -227,7 +227,7 @@ def test_tgda_parallel_partitions_equal_sequential():
 
 
 @pytest.mark.parametrize("opts", [{"leader": "defender"}, {"formulation": "zero_sum"}, {"start": "cold"},
-                                  {"pretrain_attacker": False}, {"m": 2, "n": 0}, {"poisons_per_batch": "all"},
+                                  {"pretrain.epochs": 0}, {"m": 2, "n": 0}, {"poisons_per_batch": "all"},
                                   {"leader_optimizer": "sgd"}])
 def test_tgda_ablation_switches_run(opts):
     data, victim = _tiny(n_train=100, n_val=50)
@@ -237,17 +237,17 @@ def test_tgda_ablation_switches_run(opts):
 
 def test_cli_runs_tgda(tmp_path, capsys):
     rc = main(["run", "--dataset", "digits", "--attack", "tgda", "--epochs", "3", "--quiet", "--out", str(tmp_path / "r"),
-               "-A", "epochs=1", "-A", "pretrain_epochs=1", "-A", "n=1", "-A", "cg_iters=3"])
+               "-A", "epochs=1", "-A", "pretrain.epochs=1", "-A", "n=1", "-A", "solver.iters=3"])
     assert rc == 0 and (tmp_path / "r" / "poisons.npz").is_file()
 
 
 def test_tgda_selection_returns_the_generator_of_the_selected_epoch():
-    """``select_every``: every k epochs the victim is retrained from scratch on D_tr ∪ L_θ(D_p⁰) and
+    """``selection.every``: every k epochs the victim is retrained from scratch on D_tr ∪ L_θ(D_p⁰) and
     judged on D_v; the attack returns the poisons of the epoch with the lowest D_v accuracy — the
     same poisons a run stopped at that epoch returns (selection draws no randomness of its own)."""
     data, victim = _tiny(n_train=150, n_val=80)
     opts = dict(TINY["tgda"], leader_lr=0.5)
-    sel = build_attack("tgda", dict(opts, epochs=4, select_every=2)).poison(data, victim, 0.05, generator=torch_generator(3, "a"))
+    sel = build_attack("tgda", dict(opts, epochs=4, **{"selection.every": 2})).poison(data, victim, 0.05, generator=torch_generator(3, "a"))
     rows = sel.info["selection"]
     assert [r[0] for r in rows] == [0, 2, 4]
     best = min(rows, key=lambda r: (r[1], -r[2]))
@@ -260,11 +260,11 @@ def test_tgda_selection_returns_the_generator_of_the_selected_epoch():
 
 def test_tgda_selection_resumes_byte_identically(tmp_path):
     data, victim = _tiny(n_train=120, n_val=60)
-    opts = dict(TINY["tgda"], epochs=4, select_every=2, leader_lr=0.5)
+    opts = dict(TINY["tgda"], epochs=4, leader_lr=0.5, **{"selection.every": 2})
     full = build_attack("tgda", opts).poison(data, victim, 0.05, generator=torch_generator(4, "a"))
     ck = str(tmp_path / "ck")
-    build_attack("tgda", dict(opts, epochs=3, checkpoint=ck)).poison(data, victim, 0.05, generator=torch_generator(4, "a"))
-    resumed = build_attack("tgda", dict(opts, checkpoint=ck)).poison(data, victim, 0.05, generator=torch_generator(4, "a"))
+    build_attack("tgda", dict(opts, epochs=3, **{"checkpoint.dir": ck})).poison(data, victim, 0.05, generator=torch_generator(4, "a"))
+    resumed = build_attack("tgda", dict(opts, **{"checkpoint.dir": ck})).poison(data, victim, 0.05, generator=torch_generator(4, "a"))
     assert torch.equal(full.x, resumed.x) and full.info["selection"] == resumed.info["selection"]
 
 
@@ -281,12 +281,12 @@ def test_tgda_pretrained_generator_goes_through_the_given_cache(tmp_path, monkey
     calls, pretrain = [], tgda_mod.pretrain_autoencoder
     monkeypatch.setattr(tgda_mod, "pretrain_autoencoder", lambda *a, **k: calls.append(1) or pretrain(*a, **k))
     data, victim = _tiny()
-    opts = {**TINY["tgda"], "pretrain_epochs": 2}
+    opts = {**TINY["tgda"], "pretrain.epochs": 2}
     plain = build_attack("tgda", opts).poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
     c = ArtifactCache(tmp_path)
     cold = build_attack("tgda", opts).poison(data, victim, 0.1, generator=torch_generator(0, "attack"), cache=c)
     warm = build_attack("tgda", opts).poison(data, victim, 0.1, generator=torch_generator(0, "attack"), cache=tmp_path)
-    build_attack("tgda", {**opts, "pretrain_lr": 3e-3}).poison(data, victim, 0.1, generator=torch_generator(0, "attack"), cache=c)
+    build_attack("tgda", {**opts, "pretrain.lr": 3e-3}).poison(data, victim, 0.1, generator=torch_generator(0, "attack"), cache=c)
     for r in (0.1, 0.3):  # the L∞ wrapper is not in the weights, so the radius must be in the key
         build_attack("tgda", {**opts, "radius": r}).poison(data, victim, 0.1, generator=torch_generator(0, "attack"), cache=c)
     assert torch.equal(plain.x, cold.x) and torch.equal(cold.x, warm.x)  # a hit changes nothing downstream
@@ -294,3 +294,31 @@ def test_tgda_pretrained_generator_goes_through_the_given_cache(tmp_path, monkey
     assert len(plain.info["pretrain_loss"]) == 2
     assert len(ArtifactCache(tmp_path).entries("tgda_generator")) == 4  # another recipe or radius, another entry
     assert len(calls) == 5  # plain, cold, the other recipe and both radii pretrain; warm loads
+
+
+def test_tgda_option_groups_by_mapping_or_dotted_keys():
+    from poisonlab.attacks.tgda import ImplicitSolverConfig, TGDAConfig
+    from poisonlab.options import config_from_dict
+
+    a = build_attack("tgda", {"solver": {"iters": 3, "hvp_method": "fwdrev"}, "selection": {"every": 5}})
+    b = build_attack("tgda", {"solver.iters": 3, "solver.hvp_method": "fwdrev", "selection.every": 5})
+    assert a.config == b.config and a.config.solver == ImplicitSolverConfig(iters=3, hvp_method="fwdrev")
+    assert a.config.pretrain.epochs == 5 and a.config.checkpoint.dir is None  # groups not given keep their defaults
+    assert config_from_dict(TGDAConfig, a.options(), "t") == a.config  # options() reads back
+    for bad, key in (({"solver.iters": 0}, "iters"), ({"solver.hvp_method": "x"}, "hvp_method"),
+                     ({"selection.metric": "x"}, "metric"), ({"pretrain.epochs": -1}, "epochs"),
+                     ({"checkpoint.every": 0}, "every"), ({"solver": 3}, "option group")):
+        with pytest.raises(ConfigError, match=key):
+            build_attack("tgda", bad)
+
+
+def test_checkpoint_every_saves_every_kth_and_the_last_epoch(tmp_path, monkeypatch):
+    saved = []
+    save = B.Checkpoint.save
+    monkeypatch.setattr(B.Checkpoint, "save", lambda self, t, meta: saved.append(meta["epoch"]) or save(self, t, meta))
+    data, victim = _tiny(n_train=120, n_val=60)
+    opts = {"epochs": 5, "checkpoint": {"dir": str(tmp_path / "ck"), "every": 2}}
+    full = build_attack("min_max", opts).poison(data, victim, 0.05, generator=torch_generator(2, "a"))
+    assert saved == [2, 4, 5]
+    again = build_attack("min_max", opts).poison(data, victim, 0.05, generator=torch_generator(2, "a"))  # resumes at 5
+    assert saved == [2, 4, 5] and torch.equal(full.x, again.x)

@@ -71,7 +71,7 @@ def test_unlearnable_on_a_frozen_extractor(digits, extractor):
 @pytest.mark.parametrize("radius", [None, 0.1])
 def test_feature_targeted_on_linear_probe(digits, extractor, radius):
     victim = _victim(f"linear_probe:{extractor}", digits, epochs=2)
-    opts = {"target_steps": 5, "gc_steps": 30, "invert_steps": 60, "radius": radius}
+    opts = {"target_options.steps": 5, "gc_steps": 30, "invert_steps": 60, "radius": radius}
     out = build_attack("feature_targeted", opts).poison(digits, victim, 0.05, generator=torch.Generator().manual_seed(0))
     src = digits.train.x[out.source_index]
     assert torch.equal(out.y, digits.train.y[out.source_index])
@@ -87,7 +87,7 @@ def test_feature_targeted_on_linear_probe(digits, extractor, radius):
 def test_feature_targeted_on_logistic_regression_inverts_exactly(digits):
     """φ = pixels for LR: the inversion is the identity's preimage and is reached (up to the box)."""
     victim = _victim("lr", digits)
-    out = build_attack("feature_targeted", {"target_steps": 5, "gc_steps": 30, "invert_steps": 300, "invert_lr": 0.05}).poison(
+    out = build_attack("feature_targeted", {"target_options.steps": 5, "gc_steps": 30, "invert_steps": 300, "invert_lr": 0.05}).poison(
         digits, victim, 0.05, generator=torch.Generator().manual_seed(0))
     assert out.info["feature_rel_error_mean"] < 1e-2
 
@@ -120,10 +120,10 @@ def test_cli_pretrain_then_run_linear_probe_and_fine_tune(tmp_path, capsys, monk
 
 # the chapter-4 attacks, with small options (the ones not merged yet are simply absent)
 RADIUS_OPTIONS = {
-    "tgda": {"epochs": 1, "n": 2, "pretrain_epochs": 1, "cg_iters": 3, "generator_options": {"hidden": [32, 16]}},
-    "gc": {"eps_w": 0.05, "target_steps": 1, "steps": 10},
+    "tgda": {"epochs": 1, "n": 2, "pretrain.epochs": 1, "solver.iters": 3, "generator_options": {"hidden": [32, 16]}},
+    "gc": {"target_options.eps_w": 0.05, "target_options.steps": 1, "steps": 10},
     "unlearnable": {"rounds": 1, "pgd_steps": 3},
-    "feature_targeted": {"target_steps": 2, "gc_steps": 10, "invert_steps": 10},
+    "feature_targeted": {"target_options.steps": 2, "gc_steps": 10, "invert_steps": 10},
     "gradient_matching": {"steps": 5, "restarts": 2},
 }
 
@@ -161,7 +161,7 @@ def test_feature_space_head_is_exactly_the_clean_head():
 
 
 BILEVEL_FAST = {
-    "tgda": {"epochs": 1, "n": 1, "pretrain_epochs": 1, "cg_iters": 3, "generator_options": {"hidden": [32, 16]}},
+    "tgda": {"epochs": 1, "n": 1, "pretrain.epochs": 1, "solver.iters": 3, "generator_options": {"hidden": [32, 16]}},
     "back_gradient": {"epochs": 1, "k": 2},
     "min_max": {"epochs": 1},
     "metapoison": {"outer_steps": 2, "ensemble": 2, "stagger_epochs": 1, "radius": 0.1},

@@ -113,7 +113,7 @@ def test_directional_losses_match_per_point_autograd():
 
 
 # ----------------------------------------------------------------------------- GC attack
-GC_FAST = {"eps_w": 0.05, "target_steps": 1, "target_lr": 1.0, "steps": 40, "lr": 0.05}
+GC_FAST = {"target_options": {"eps_w": 0.05, "steps": 1, "lr": 1.0}, "steps": 40, "lr": 0.05}
 
 
 def test_gc_is_registered_clean_label():
@@ -265,7 +265,7 @@ def test_gc_reports_the_box_threshold_of_a_linear_target(digits_victim):
     expected = linear_box_threshold(P.T @ X / len(tr))
     assert math.isclose(box_threshold(target, names, g), expected, rel_tol=1e-4)
     assert box_threshold(target, names[:1], g[: target.linear.weight.numel()]) is None  # not the full gradient
-    p = build_attack("gc", {"steps": 2, "target_steps": 5}).poison(prep.data, victim, 0.05, generator=torch_generator(0, "a"))
+    p = build_attack("gc", {"steps": 2, "target_options.steps": 5}).poison(prep.data, victim, 0.05, generator=torch_generator(0, "a"))
     assert p.info["tau_box"] is not None and p.info["tau_box"] > 0
     assert p.info["tau_gauge"] >= p.info["tau_box"] - 1e-9 and len(p.info["gauge_label_mix"]) == 10
 
@@ -317,3 +317,71 @@ def test_gc_projection_hook_is_what_keeps_pixels_valid(digits_victim):
         Unprojected(**opts).poison(prep.data, victim, 0.3, generator=torch_generator(0, "attack"))
     boxed = build_attack("gc", opts).poison(prep.data, victim, 0.3, generator=torch_generator(0, "attack"))
     assert boxed.x.min() >= 0 and boxed.x.max() <= 1
+
+
+# ----------------------------------------------------------------------------- GradPC's options as a group
+def test_gc_and_feature_targeted_take_gradpcs_options_as_one_group(digits_victim, monkeypatch):
+    """``target_options`` is GradPC's own config in gc and in feature_targeted; every GradPC option
+    is reachable (also params / batch_size / seed), by a mapping or by dotted keys, and unknown ones
+    are rejected; feature_targeted hands its group to its inner gc unchanged."""
+    from poisonlab.attacks import gc as gc_mod
+    from poisonlab.attacks.gradpc import GradPCConfig
+
+    nested = build_attack("gc", {"target_options": {"eps_w": 0.1, "batch_size": 50, "seed": 3}})
+    dotted = build_attack("gc", {"target_options.eps_w": 0.1, "target_options.batch_size": 50, "target_options.seed": 3})
+    assert nested.config == dotted.config
+    assert nested.config.target_options == GradPCConfig(eps_w=0.1, batch_size=50, seed=3)
+    with pytest.raises(ConfigError, match=r"target_options: unknown option\(s\) \['nope'\]"):
+        build_attack("gc", {"target_options.nope": 1})
+    with pytest.raises(ConfigError, match="eps_w"):
+        build_attack("feature_targeted", {"target_options.eps_w": -1})
+    seen = []
+    make = gc_mod.make_target
+    monkeypatch.setattr(gc_mod, "make_target", lambda t, m, v, opts, *a, **k: seen.append(dict(opts)) or make(t, m, v, opts, *a, **k))
+    prep, victim = digits_victim
+    opts = {"target_options": {"eps_w": 0.05, "steps": 2, "lr": 1.0, "batch_size": 100}}
+    build_attack("gc", {**opts, "steps": 2}).poison(prep.data, victim, 0.03, generator=torch_generator(0, "a"))
+    build_attack("feature_targeted", {**opts, "gc_steps": 2, "invert_steps": 2}).poison(
+        prep.data, victim, 0.03, generator=torch_generator(0, "a"))
+    assert seen[0] == seen[1] and seen[0]["batch_size"] == 100 and seen[0]["steps"] == 2
+
+
+def test_gradpc_target_keys_are_canonical(digits_victim, tmp_path):
+    """The cache key holds every GradPC option with its default filled in: a partial and a full
+    mapping of the same options are one target."""
+    from poisonlab.attacks.gradpc import GradPCConfig
+    from poisonlab.attacks.targets import make_target
+    from poisonlab.cache import ArtifactCache
+    from poisonlab.options import config_to_dict
+
+    prep, victim = digits_victim
+    c = ArtifactCache(tmp_path / "c")
+    _, a = make_target("gradpc", victim.clean_model(), prep.data.val, {"eps_w": 0.05, "steps": 2}, cache=c)
+    full = config_to_dict(GradPCConfig(eps_w=0.05, steps=2))
+    _, b = make_target("gradpc", victim.clean_model(), prep.data.val, full, cache=c)
+    assert (a["cache"], b["cache"]) == ("miss", "hit")
+
+
+def test_run_cli_gradpc_flags_are_shortcuts_for_the_group():
+    """``--eps-w`` / ``--pc-steps`` ... are ``-A target_options.<option>``: one mapping
+    (cli.target_cmd.GRADPC_FLAGS); an explicit -A wins; attacks without the group (gradient_matching)
+    get the former flat names."""
+    import argparse
+
+    from poisonlab.cli import run_cmd
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    run_cmd.add_parser(sub)
+    parser = sub.choices["run"]
+
+    def opts(*argv):
+        return run_cmd.config_from_args(parser.parse_args(list(argv))).attack_options
+
+    assert opts("--attack", "gc", "--eps-w", "0.3", "--pc-steps", "3", "--pc-lr", "0.5") == {
+        "target_options.eps_w": 0.3, "target_options.steps": 3, "target_options.lr": 0.5}
+    assert opts("--attack", "gc", "--eps-w", "0.3", "-A", "target_options.eps_w=0.2") == {"target_options.eps_w": 0.2}
+    assert opts("--attack", "gc", "--target", "t.safetensors") == {"target": "t.safetensors"}
+    cfg = build_attack("gc", opts("--attack", "gc", "--eps-w", "0.3", "--pc-norm", "linf")).config.target_options
+    assert (cfg.eps_w, cfg.norm) == (0.3, "linf")
+    if "gradient_matching" in ATTACKS and "target_options" not in ATTACKS.get("gradient_matching").Config.__dataclass_fields__:
+        assert opts("--attack", "gradient_matching", "--eps-w", "0.3", "--pc-steps", "3") == {"eps_w": 0.3, "target_steps": 3}

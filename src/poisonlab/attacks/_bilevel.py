@@ -65,6 +65,13 @@ def check_positive_float(value: Any, key: str, what: str, *, allow_zero: bool = 
     check_number(value, key, what, allow_zero=allow_zero)
 
 
+def check_group(value: Any, cls: type, key: str, what: str) -> None:
+    """An option group's value is its config class (a mapping became one in :func:`poisonlab.options.config_from_dict`)."""
+    if not isinstance(value, cls):
+        raise ConfigError(f"{what}: {key} is an option group; give it as a mapping or as {key}.<option>=value, "
+                          f"got {value!r}")
+
+
 # ---------------------------------------------------------------------------- the functional follower
 @dataclass
 class Follower:
@@ -244,6 +251,28 @@ def epoch_rounds(n_train: int, n_poison: int, n_val: int, batch_size: int, val_b
 
 
 # ---------------------------------------------------------------------------- checkpoints
+@dataclass(frozen=True, kw_only=True)
+class CheckpointConfig:
+    """Resumable checkpoints of a bilevel attack (option group ``checkpoint`` of tgda,
+    back_gradient and min_max): the attack resumes from ``<dir>/checkpoint.safetensors`` when it is
+    there, and refuses one made by another configuration or dataset. Where checkpoints go and how
+    often has no effect on the poisons (a resumed run is byte-identical to an uninterrupted one).
+
+    Attributes:
+        dir: Directory of the checkpoint (created when missing); null: no checkpoints. Default null.
+        every: Save after every ``every``-th finished epoch (an integer >= 1; the last epoch is
+            always saved). Default 1.
+    """
+
+    dir: str | None = None
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.dir is not None and not isinstance(self.dir, (str, os.PathLike)):
+            raise ConfigError(f"checkpoint: dir must be a directory path or null, got {self.dir!r}")
+        check_int(self.every, "every", "checkpoint")
+
+
 def fingerprint(*parts: Any) -> str:
     """A short hash of JSON-able parts (config, sizes, a data digest) to refuse stale checkpoints."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -266,9 +295,19 @@ class Checkpoint:
 
     FILE = "checkpoint.safetensors"
 
-    def __init__(self, directory: str | os.PathLike | None, fp: str) -> None:
+    def __init__(self, directory: str | os.PathLike | None, fp: str, every: int = 1) -> None:
         self.dir = Path(directory) if directory else None
         self.fp = fp
+        self.every = every
+
+    @staticmethod
+    def of(cfg: CheckpointConfig, fp: str) -> "Checkpoint":
+        """The checkpoint the option group ``cfg`` asks for, for the configuration fingerprint ``fp``."""
+        return Checkpoint(cfg.dir, fp, cfg.every)
+
+    def due(self, epochs_done: int, epochs: int) -> bool:
+        """Whether to save after ``epochs_done`` of ``epochs`` epochs (every ``every``-th, and the last)."""
+        return self.dir is not None and (epochs_done % self.every == 0 or epochs_done == epochs)
 
     def save(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         if self.dir is None:
@@ -407,7 +446,8 @@ def direct_game(
         info["val_loss"].append(fol.mean_loss(w, eval_set))
         info["val_accuracy"].append(fol.accuracy(w, eval_set))
         bar.set_postfix(val_loss=f"{info['val_loss'][-1]:.4f}")
-        checkpoint.save({"xp": xp_all, **pack("w", w)}, {"epoch": epoch + 1, "info": info})
+        if checkpoint.due(epoch + 1, epochs):
+            checkpoint.save({"xp": xp_all, **pack("w", w)}, {"epoch": epoch + 1, "info": info})
     info["seconds_per_epoch"] = seconds / max(epochs - start, 1)
     return xp_all, info
 

@@ -21,7 +21,8 @@ Shapes: inputs (N, *input_shape) inside the bounds, poisons (ε·N, *input_shape
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar, Mapping
 
 import torch
 
@@ -37,16 +38,37 @@ WHAT = "attack 'back_gradient'"
 
 @dataclass(frozen=True, kw_only=True)
 class BackGradientConfig(AttackConfig):
-    epochs: int = 10  # passes over D_tr (each poison is updated once per pass)
-    k: int = 10  # unrolled follower steps in the hypergradient
-    n: int = 1  # follower steps per round (UGDA)
-    leader_lr: float = 0.02  # α, the data's units per signed step
-    follower_lr: float | None = None  # β; None: the victim recipe's learning rate
+    """Options of :class:`BackGradient` (see the module docstring).
+
+    Attributes:
+        epochs: Passes over D_tr; each poison is updated once per pass (an integer >= 0). Default 10.
+        k: Unrolled follower SGD steps in the hypergradient. Default 10.
+        n: Follower steps per round (UGDA; 0: the follower stays at the clean victim). Default 1.
+        leader_lr: α, the signed step on the poison inputs, in the data's units. Default 0.02.
+        follower_lr: β, the follower's (and the unrolled steps') SGD step; null: the victim recipe's
+            learning rate. Default null.
+        batch_size: Clean D_tr points per round; null: the victim recipe's batch size. Default null.
+        val_batch_size: D_v points in the leader's loss per round; null: all of D_v. Default 1000.
+        labels: The poisons' labels, set once: ``"flip"`` (y ← C−1−y, the original attack),
+            ``"keep"`` (clean-label) or ``"max_loss"`` (the class the clean model finds least
+            likely). Default ``"flip"``.
+        dtype: Working precision, ``"float32"`` or ``"float64"``. Default ``"float32"``.
+        checkpoint: Resumable checkpoints (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`;
+            the former ``checkpoint: DIR`` still works). Default its defaults (none).
+    """
+
+    RENAMED: ClassVar[Mapping[str, str]] = {"checkpoint": "checkpoint.dir"}
+
+    epochs: int = 10
+    k: int = 10
+    n: int = 1
+    leader_lr: float = 0.02
+    follower_lr: float | None = None
     batch_size: int | None = None
     val_batch_size: int | None = 1000
     labels: str = "flip"
     dtype: str = "float32"
-    checkpoint: str | None = None
+    checkpoint: B.CheckpointConfig = field(default_factory=B.CheckpointConfig)
 
     def __post_init__(self) -> None:
         check_int(self.epochs, "epochs", WHAT, minimum=0)
@@ -60,6 +82,7 @@ class BackGradientConfig(AttackConfig):
                 check_int(getattr(self, key), key, WHAT)
         check_choice(self.labels, "labels", B.LABEL_RULES, WHAT)
         B.check_dtype(self.dtype, WHAT)
+        B.check_group(self.checkpoint, B.CheckpointConfig, "checkpoint", WHAT)
 
 
 def unrolled_hypergradient(fol: B.Follower, w: B.Params, xc: torch.Tensor, yc: torch.Tensor, xp: torch.Tensor,
@@ -95,6 +118,6 @@ class BackGradient(Attack):
         x, info = B.direct_game(name="back_gradient", fol=fol, w_pre=w_pre, T=T, y_poison=yp_all,
                                 leader_step=leader_step, epochs=cfg.epochs, n=cfg.n, follower_lr=beta,
                                 batch_size=bs, val_batch_size=cfg.val_batch_size, base_seed=base,
-                                checkpoint=B.Checkpoint(cfg.checkpoint, fp), progress=progress)
+                                checkpoint=B.Checkpoint.of(cfg.checkpoint, fp), progress=progress)
         info["follower"] = follower
         return PoisonSet(x.to("cpu", torch.float32), yp_all.cpu(), T.source_index, info)

@@ -17,8 +17,9 @@ global one.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, final
+from typing import Any, ClassVar, Mapping, final
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ from ..data.splits import check_fraction, poison_count
 from ..data.types import AttackData, Dataset, PoisonSet
 from ..data.validate import validate
 from ..cache import ArtifactCache, as_cache
-from ..errors import ContractError
+from ..errors import ConfigError, ContractError
 from ..options import config_from_dict, config_to_dict
 from ..registry import Registry
 from ..training.victim import Victim
@@ -35,7 +36,34 @@ from ..training.victim import Victim
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AttackConfig:
-    """Base of every attack's options; subclasses add validated fields."""
+    """Base of every attack's options; subclasses add validated fields (option groups and presets:
+    :mod:`poisonlab.options`).
+
+    ``RENAMED`` maps an option's former flat name to its current (dotted) one, e.g.
+    ``{"cg_iters": "solver.iters"}``: the former name is still accepted by the attack's
+    constructor, with a :class:`DeprecationWarning`.
+    """
+
+    RENAMED: ClassVar[Mapping[str, str]] = {}
+
+
+def renamed_options(cls: type, options: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``options`` with the former names of ``cls.RENAMED`` replaced by the current dotted ones
+    (one DeprecationWarning each); a former and a current name for the same option is an error."""
+    renamed: Mapping[str, str] = getattr(cls, "RENAMED", {}) or {}
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        new = renamed.get(key)
+        if new is None or isinstance(value, Mapping) or dataclasses.is_dataclass(value):
+            out[key] = value  # not a former name (a group given as a mapping keeps its name)
+            continue
+        head, _, rest = new.partition(".")
+        given = isinstance(options.get(head), Mapping) and rest in options[head]
+        if new in options or given:
+            raise ConfigError(f"{what}: {key!r} and {new!r} are the same option; give only {new!r}")
+        warnings.warn(f"{what}: option {key!r} is now {new!r}", DeprecationWarning, stacklevel=4)
+        out[new] = value
+    return out
 
 
 class Attack(ABC):
@@ -50,7 +78,9 @@ class Attack(ABC):
     def __init__(self, config: AttackConfig | None = None, **options: Any) -> None:
         if config is not None and options:
             raise TypeError("pass either a config object or keyword options, not both")
-        self.config = config if config is not None else config_from_dict(self.Config, options, f"attack {self.name!r}")
+        what = f"attack {self.name!r}"
+        self.config = config if config is not None else config_from_dict(
+            self.Config, renamed_options(self.Config, options, what), what)
         if not isinstance(self.config, self.Config):
             raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(self.config).__name__}")
 

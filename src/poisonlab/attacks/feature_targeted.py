@@ -28,8 +28,8 @@ Shapes: inputs (n, *input_shape); features (n, D); poisons (ε·N, *input_shape)
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
 
 import torch
 
@@ -41,6 +41,8 @@ from ..pretrain.invert import invert_features, relative_error
 from ..training import TrainConfig, Victim, VictimSpec
 from ..validation import check_int, check_number, check_radius
 from .base import ATTACKS, Attack, AttackConfig, register_attack
+from .gc import GCConfig
+from .gradpc import GradPCConfig
 
 
 WHAT = "attack 'feature_targeted'"
@@ -48,13 +50,28 @@ WHAT = "attack 'feature_targeted'"
 
 @dataclass(frozen=True, kw_only=True)
 class FeatureTargetedConfig(AttackConfig):
-    """``eps_w``/``target_steps``: GradPC on the head (stage a); ``gc_steps``/``gc_lr``: GC on the
-    [0, 1]-scaled features (stage b); ``radius`` (L∞ around the source input in the data's units,
-    None = free), ``invert_steps``/``invert_lr``: projected-Adam inversion inside the data's bounds
-    (stage c; ``invert_lr`` in the data's units)."""
+    """Options of :class:`FeatureTargeted`: stage (a) is GradPC on the head with the option group
+    ``target_options`` (:class:`~poisonlab.attacks.gradpc.GradPCConfig`, the same group as ``gc``'s:
+    ``-A target_options.eps_w=0.1``); the former ``eps_w`` and ``target_steps`` still work, with a
+    DeprecationWarning (:attr:`RENAMED`).
 
-    eps_w: float = 0.5
-    target_steps: int = 50
+    Attributes:
+        target_options: GradPC's options for the head target of stage (a), on the attacker's
+            validation features. Default GradPC's defaults (ε_w = 0.5, 50 steps).
+        gc_steps: Stage (b): Gradient Canceling steps on the [0, 1]-scaled features (an integer
+            >= 0). Default 300.
+        gc_lr: Stage (b): GC's step size, in the scaled feature units ([0, 1] per dimension).
+            Default 0.02.
+        radius: Stage (c): L∞ ball around each source input, in the data's units; null: only the
+            data's bounds. Default null.
+        invert_steps: Stage (c): projected-Adam steps of the feature inversion (an integer >= 0).
+            Default 200.
+        invert_lr: Stage (c): the inversion's step size, in the data's units. Default 0.02.
+    """
+
+    RENAMED: ClassVar[Mapping[str, str]] = {"eps_w": "target_options.eps_w", "target_steps": "target_options.steps"}
+
+    target_options: GradPCConfig = field(default_factory=GradPCConfig)
     gc_steps: int = 300
     gc_lr: float = 0.02
     radius: float | None = None
@@ -62,8 +79,9 @@ class FeatureTargetedConfig(AttackConfig):
     invert_lr: float = 0.02
 
     def __post_init__(self) -> None:
-        check_number(self.eps_w, "eps_w", WHAT, allow_zero=True)
-        check_int(self.target_steps, "target_steps", WHAT)
+        if not isinstance(self.target_options, GradPCConfig):
+            raise ConfigError(f"{WHAT}: target_options is an option group (GradPC's options); give it as a mapping "
+                              f"or as target_options.<option>=value, got {self.target_options!r}")
         for key in ("gc_steps", "invert_steps"):
             check_int(getattr(self, key), key, WHAT, minimum=0)
         for key in ("gc_lr", "invert_lr"):
@@ -155,8 +173,8 @@ class FeatureTargeted(Attack):
                              batch_size=victim.spec.recipe.batch_size, device="cpu")
         fvictim = Victim(VictimSpec("lr", (d, 1, 1), c, recipe), victim.seed, fs.head_state)
         fdata = fs.data
-        gc = ATTACKS.get("gc")(target="gradpc", eps_w=cfg.eps_w, target_steps=cfg.target_steps,
-                               steps=cfg.gc_steps, lr=cfg.gc_lr)
+        gc = ATTACKS.get("gc")(config=GCConfig(target="gradpc", target_options=cfg.target_options,
+                                               steps=cfg.gc_steps, lr=cfg.gc_lr))
         fpois = gc.poison(fdata, fvictim, n_poison / len(data.train), generator=generator, progress=progress, cache=cache)
         if len(fpois) != n_poison:  # poison_count(n/N, N) == n; guard the round trip anyway
             raise RuntimeError(f"feature_targeted: feature-space GC returned {len(fpois)} points, expected {n_poison}")

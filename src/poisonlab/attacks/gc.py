@@ -28,8 +28,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -40,6 +40,7 @@ from ..autodiff import Params, directional, flatten, functional_loss, mixed_vjp,
 from ..data.bounds import Bounds
 from ..data.types import AttackData, Dataset, PoisonSet
 from ..errors import ConfigError, UnsupportedError
+from ..options import config_to_dict
 from ..theory import min_poison_count, multiclass_reachability
 from ..theory.box import BoxGauge
 from ..theory.linear import box_gauge, box_report, linear_gradient_matrix
@@ -48,6 +49,7 @@ from ..training import Victim, accuracy, predict_logits
 from ..validation import check_choice, check_int, check_number, check_radius
 from ._radius import project
 from .base import Attack, AttackConfig, register_attack
+from .gradpc import GradPCConfig
 from .targets import is_target_path, make_target
 
 
@@ -56,27 +58,52 @@ WHAT = "attack 'gc'"
 
 @dataclass(frozen=True, kw_only=True)
 class GCConfig(AttackConfig):
-    """Options. Target: ``target`` ("gradpc" or a path to .safetensors) with GradPC's ``eps_w``,
-    ``target_norm``, ``target_topk``, ``target_steps``, ``target_lr``. GC: ``params`` (parameter tensors in the
-    gradient, default all), ``steps``, ``lr`` (the data's units), ``optimizer`` ("adam" or
-    "normalized"), ``schedule`` ("constant" or "cosine"), ``tol`` (stop when the mixed gradient norm
-    ≤ tol·‖g(μ)‖), ``source_classes`` (draw the starting points, hence labels, from these classes
-    only; default all), ``class_proportions`` (one weight per class: draw round(q_k·n) starting points
-    from class k, with replacement when a class is short — the attacker picks the label mix, the labels
-    then stay clean), ``init`` ("random" clean points; "aligned": the clean points whose
-    gradient at w points most against g(μ), i.e. that cancel most before any step; "plan" (linear
-    softmax victims only): random clean points in the label mix of the box-gauge LP's plan over the
-    data's box, :func:`poisonlab.theory.box.linear_box_gauge`), ``gauge`` (solve that LP and report
-    τ_gauge for linear softmax victims; default on), ``radius`` (L∞ ball around each source input,
-    in the data's units; None: only the data's bounds), ``chunk_size`` (points per autograd pass),
-    ``trace_every``."""
+    """Options of :class:`GradientCanceling`. The target is ``target`` (a maker's name, ``"gradpc"``,
+    or a saved model) and, for ``"gradpc"``, the option group ``target_options`` — GradPC's own
+    options (:class:`~poisonlab.attacks.gradpc.GradPCConfig`: ``-A target_options.eps_w=0.1
+    -A target_options.steps=200``, ``--eps-w`` / ``--pc-steps`` on the command line). The former
+    flat names ``eps_w``, ``target_norm``, ``target_topk``, ``target_steps``, ``target_lr`` still work,
+    with a DeprecationWarning (:attr:`RENAMED`).
+
+    Attributes:
+        target: The target model w: ``"gradpc"`` (a GradPC corruption of the clean victim, made with
+            ``target_options`` and kept in the artifact cache), another registered target maker, or
+            the path of a ``.safetensors`` state of the victim architecture. Default ``"gradpc"``.
+        target_options: GradPC's options when ``target`` is ``"gradpc"``
+            (:class:`~poisonlab.attacks.gradpc.GradPCConfig`). Default its defaults (ε_w = 0.5,
+            50 steps).
+        params: Names of the parameter tensors whose gradient is cancelled; empty: every trainable
+            parameter. Default ``()``.
+        steps: Optimisation steps on the poison inputs (an integer >= 0). Default 300.
+        lr: Step size on the poison inputs, in the data's units. Default 0.02.
+        optimizer: ``"adam"`` (projected Adam) or ``"normalized"`` (steps of the gradient divided by
+            its RMS). Default ``"adam"``.
+        schedule: ``"constant"`` or ``"cosine"`` (lr decays to 0 over ``steps``). Default ``"constant"``.
+        tol: Stop when the mixed gradient norm is ≤ tol·‖g(μ)‖ (relative, >= 0). Default 1e-4.
+        source_classes: Draw the starting points (hence the labels) from these classes only; empty:
+            every class. Default ``()``.
+        class_proportions: One weight per class: draw round(q_k·n) starting points from class k
+            (with replacement when a class is short) — the attacker picks the label mix, the labels
+            then stay clean; empty: uniform random points. Default ``()``.
+        init: The starting points: ``"random"`` clean points; ``"aligned"``: the clean points whose
+            gradient at w points most against g(μ); ``"plan"`` (linear softmax victims only):
+            random clean points in the label mix of the box-gauge LP's plan over the data's box.
+            Default ``"random"``.
+        gauge: Linear softmax victims: solve the box-gauge LP (seconds on MNIST) and report
+            τ_gauge. Default true.
+        radius: L∞ ball around each source input, in the data's units; null: only the data's
+            bounds. Default null.
+        chunk_size: Points per autograd pass (memory). Default 8192.
+        trace_every: Steps between entries of the gradient-norm trace in ``info``. Default 10.
+    """
+
+    RENAMED: ClassVar[Mapping[str, str]] = {
+        "eps_w": "target_options.eps_w", "target_norm": "target_options.norm", "target_topk": "target_options.topk",
+        "target_steps": "target_options.steps", "target_lr": "target_options.lr",
+    }
 
     target: str = "gradpc"
-    eps_w: float = 0.5
-    target_norm: str = "l2"
-    target_topk: int | None = None
-    target_steps: int = 50
-    target_lr: float = 0.1
+    target_options: GradPCConfig = field(default_factory=GradPCConfig)
     params: tuple[str, ...] = ()
     steps: int = 300
     lr: float = 0.02
@@ -86,8 +113,8 @@ class GCConfig(AttackConfig):
     source_classes: tuple[int, ...] = ()
     class_proportions: tuple[float, ...] = ()
     init: str = "random"
-    gauge: bool = True  # linear softmax victims: solve the box-gauge LP (seconds on MNIST) and report τ_gauge
-    radius: float | None = None  # L∞ ball around each source input, data units (feature-extractor chapter); None: free
+    gauge: bool = True
+    radius: float | None = None
     chunk_size: int = 8192
     trace_every: int = 10
 
@@ -116,7 +143,9 @@ class GCConfig(AttackConfig):
             if any(not isinstance(q, (int, float)) or q < 0 for q in self.class_proportions) or sum(self.class_proportions) <= 0:
                 raise ConfigError(f"{WHAT}: class_proportions must be non-negative with a positive sum, "
                                   f"got {self.class_proportions!r}")
-        # GradPC's options are validated by its own config when the target is built
+        if not isinstance(self.target_options, GradPCConfig):
+            raise ConfigError(f"{WHAT}: target_options is an option group (GradPC's options); give it as a mapping "
+                              f"or as target_options.<option>=value, got {self.target_options!r}")
         if self.target != "gradpc" and not is_target_path(self.target):
             from .targets import TARGETS
 
@@ -199,7 +228,7 @@ class GradientCanceling(Attack):
     def _target(self, victim: Victim, data: AttackData, progress: bool,
                 cache: ArtifactCache | None = None) -> tuple[nn.Module, dict[str, Any]]:
         c = self.config
-        opts = {"eps_w": c.eps_w, "norm": c.target_norm, "topk": c.target_topk, "steps": c.target_steps, "lr": c.target_lr}
+        opts = config_to_dict(c.target_options) if c.target == "gradpc" else {}
         return make_target(c.target, victim.clean_model(), data.val, opts, progress, cache)
 
     def check_supported(self, data: AttackData, victim: Victim) -> None:

@@ -37,9 +37,25 @@ WHAT = "gradpc"
 
 @dataclass(frozen=True, kw_only=True)
 class GradPCConfig:
-    """``eps_w``: relative radius; ``norm``: "l2" or "linf"; ``topk``: max nonzero entries of Δ;
-    ``steps``/``lr``: ascent steps of length lr·radius; ``params``: parameter names (default all);
-    ``batch_size``: D_v points per step (default all)."""
+    """GradPC's options: the ``"gradpc"`` target maker's, and the option group ``target_options``
+    of the ``gc`` and ``feature_targeted`` attacks (``-A target_options.steps=200``; on the command
+    line ``--eps-w``, ``--pc-norm``, ``--pc-topk``, ``--pc-steps``, ``--pc-lr``).
+
+    Attributes:
+        eps_w: ε_w, the radius of the corruption relative to the weights: ‖Δw‖ ≤ eps_w·‖w‖ in the
+            chosen norm (>= 0). Default 0.5.
+        norm: ``"l2"`` (normalised-gradient steps) or ``"linf"`` (signed steps, ‖w‖∞ as the scale).
+            Default ``"l2"``.
+        topk: At most this many parameter entries change (the largest |Δ_i| are kept); null: any
+            number. Default null.
+        steps: Ascent steps on the D_v loss (an integer >= 1). Default 50.
+        lr: Step length as a fraction of the radius (each step moves Δ by lr·radius). Default 0.1.
+        params: Names of the parameter tensors to corrupt; empty: every trainable parameter.
+            Default ``()``.
+        batch_size: D_v points per step (a seeded random batch); null: all of D_v, and the iterate
+            of highest loss is kept. Default null.
+        seed: Seed of those D_v batches (used only with ``batch_size``). Default 0.
+    """
 
     eps_w: float = 0.5
     norm: str = "l2"
@@ -169,6 +185,7 @@ def _make_gradpc(model: nn.Module, val: Dataset, options: Mapping[str, Any], pro
     return target, {"source": "gradpc", **info}
 
 
+_make_gradpc.Config = GradPCConfig  # type: ignore[attr-defined]  # make_target fills in the defaults (canonical cache keys)
 TARGETS.add("gradpc", _make_gradpc)
 
 __all__ = ["GradPCConfig", "corrupt", "project"]

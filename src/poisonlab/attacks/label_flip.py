@@ -13,18 +13,24 @@ import torch
 
 from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
-from ..errors import ConfigError
 from ..training.victim import Victim
+from ..validation import check_choice
 from .base import Attack, AttackConfig, register_attack
 
 
 @dataclass(frozen=True, kw_only=True)
 class LabelFlipConfig(AttackConfig):
+    """Options of :class:`LabelFlip`.
+
+    Attributes:
+        mode: ``"rule"`` (y ← C−1−y, the thesis' 10 − y kept in range) or ``"random"`` (a uniformly
+            drawn other label). Default ``"rule"``.
+    """
+
     mode: str = "rule"
 
     def __post_init__(self) -> None:
-        if self.mode not in ("rule", "random"):
-            raise ConfigError(f"label_flip: mode must be 'rule' or 'random', got {self.mode!r}")
+        check_choice(self.mode, "mode", ("rule", "random"), "attack 'label_flip'")
 
 
 @register_attack("label_flip")

@@ -44,12 +44,29 @@ WHAT = "attack 'metapoison'"
 
 @dataclass(frozen=True, kw_only=True)
 class MetaPoisonConfig(AttackConfig):
+    """Options of :class:`MetaPoison` (see the module docstring; paper defaults).
+
+    Attributes:
+        outer_steps: Meta-gradient steps on δ (an integer >= 0). Default 60.
+        unroll: K, the unrolled SGD steps of each model per meta-gradient. Default 2.
+        ensemble: M, the number of staggered models. Default 24.
+        stagger_epochs: The ensemble spans training stages 0 .. stagger_epochs epochs on D_tr ∪ D_p;
+            a model that reaches it restarts from a fresh initialisation. Default 10.
+        radius: The L∞ bound on δ, in the data's units (> 0; δ is always bounded). Default 8/255.
+        leader_lr: Adam's step on δ, in the data's units. Default 0.01.
+        follower_lr: The models' SGD step; null: the victim recipe's learning rate. Default null.
+        batch_size: Clean D_tr points in each model's batch; null: the victim recipe's batch size.
+            Default null.
+        val_batch_size: D_v points in the meta-loss per outer step; null: all of D_v. Default 1000.
+        dtype: Working precision, ``"float32"`` or ``"float64"``. Default ``"float32"``.
+    """
+
     outer_steps: int = 60
-    unroll: int = 2  # K
-    ensemble: int = 24  # M
-    stagger_epochs: int = 10  # the ensemble spans training stages 0 .. stagger_epochs epochs
-    radius: float = 8 / 255  # L∞ bound on δ, in the data's units
-    leader_lr: float = 0.01  # Adam step on δ (the data's units)
+    unroll: int = 2
+    ensemble: int = 24
+    stagger_epochs: int = 10
+    radius: float = 8 / 255
+    leader_lr: float = 0.01
     follower_lr: float | None = None
     batch_size: int | None = None
     val_batch_size: int | None = 1000

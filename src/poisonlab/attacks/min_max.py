@@ -20,7 +20,8 @@ any input shape (N, *input_shape).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar, Mapping
 
 import torch
 
@@ -36,15 +37,33 @@ WHAT = "attack 'min_max'"
 
 @dataclass(frozen=True, kw_only=True)
 class MinMaxConfig(AttackConfig):
+    """Options of :class:`MinMax` (see the module docstring).
+
+    Attributes:
+        epochs: Passes over D_tr (an integer >= 0). Default 10.
+        m: Leader (signed ascent) steps on the round's poisons per round. Default 1.
+        n: Follower SGD steps per round (0: the follower stays at the clean victim). Default 1.
+        leader_lr: α, the signed step on the poison inputs, in the data's units. Default 0.05.
+        follower_lr: β, the follower's SGD step; null: the victim recipe's learning rate. Default null.
+        batch_size: Clean D_tr points per round; null: the victim recipe's batch size. Default null.
+        labels: The poisons' labels, set once: ``"max_loss"`` (the class the clean model finds
+            least likely), ``"flip"`` (y ← C−1−y) or ``"keep"``. Default ``"max_loss"``.
+        dtype: Working precision, ``"float32"`` or ``"float64"``. Default ``"float32"``.
+        checkpoint: Resumable checkpoints (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`;
+            the former ``checkpoint: DIR`` still works). Default its defaults (none).
+    """
+
+    RENAMED: ClassVar[Mapping[str, str]] = {"checkpoint": "checkpoint.dir"}
+
     epochs: int = 10
-    m: int = 1  # leader (ascent) steps per round
-    n: int = 1  # follower steps per round
-    leader_lr: float = 0.05  # α, the data's units per signed step
+    m: int = 1
+    n: int = 1
+    leader_lr: float = 0.05
     follower_lr: float | None = None
     batch_size: int | None = None
     labels: str = "max_loss"
     dtype: str = "float32"
-    checkpoint: str | None = None
+    checkpoint: B.CheckpointConfig = field(default_factory=B.CheckpointConfig)
 
     def __post_init__(self) -> None:
         check_int(self.epochs, "epochs", WHAT, minimum=0)
@@ -57,6 +76,7 @@ class MinMaxConfig(AttackConfig):
             check_int(self.batch_size, "batch_size", WHAT)
         check_choice(self.labels, "labels", B.LABEL_RULES, WHAT)
         B.check_dtype(self.dtype, WHAT)
+        B.check_group(self.checkpoint, B.CheckpointConfig, "checkpoint", WHAT)
 
 
 @register_attack("min_max")
@@ -86,6 +106,6 @@ class MinMax(Attack):
         x, info = B.direct_game(name="min_max", fol=fol, w_pre=w_pre, T=T, y_poison=yp_all,
                                 leader_step=leader_step, epochs=cfg.epochs, n=cfg.n, follower_lr=beta,
                                 batch_size=bs, val_batch_size=1, base_seed=base,
-                                checkpoint=B.Checkpoint(cfg.checkpoint, fp), progress=progress)
+                                checkpoint=B.Checkpoint.of(cfg.checkpoint, fp), progress=progress)
         info["follower"] = follower
         return PoisonSet(x.to("cpu", torch.float32), yp_all.cpu(), T.source_index, info)

@@ -1,7 +1,9 @@
 """Target models for model-targeted attacks (Gradient Canceling): a registry of ways to make one.
 
 A *target* is a parameter vector w that the attacker wants retraining to arrive at (thesis §3.4).
-``TARGETS`` maps a name to ``make(model, val, options, progress) -> (target_model, info)`` where
+``TARGETS`` maps a name to ``make(model, val, options, progress) -> (target_model, info)`` (a maker
+with a ``Config`` attribute, an options dataclass, gets its options validated and completed with the
+defaults first, e.g. ``"gradpc"`` and :class:`~poisonlab.attacks.gradpc.GradPCConfig`) where
 ``model`` is the clean-trained victim (left unchanged), ``val`` the attacker's validation set
 (x (N, *input_shape) inside the data's bounds, y (N,)) and ``info`` a JSON-serialisable summary. A target may also be a
 saved ``.safetensors`` state of the victim architecture (:func:`load_target`).
@@ -20,6 +22,7 @@ from .._version import __version__
 from ..cache import ArtifactCache, cached_build, module_fingerprint, tensor_fingerprint
 from ..data.types import Dataset
 from ..errors import ConfigError
+from ..options import config_from_dict, config_to_dict
 from ..registry import Registry
 
 TargetMaker = Callable[[nn.Module, Dataset, Mapping[str, Any], bool], tuple[nn.Module, dict[str, Any]]]
@@ -53,6 +56,9 @@ def make_target(target: str, model: nn.Module, val: Dataset, options: Mapping[st
     if is_target_path(target):
         return load_target(target, model), {"source": str(target)}
     maker = TARGETS.get(target)
+    config_cls = getattr(maker, "Config", None)  # a maker with an options dataclass: the key holds every option
+    if config_cls is not None:
+        options = config_to_dict(config_from_dict(config_cls, options, f"target {target!r}"))
 
     def key() -> dict[str, Any]:
         p = next(model.parameters(), None)

@@ -18,7 +18,7 @@ x_p = L_θ(D_p⁰) and chained through the generator (D_θℓ = J_θ(x_p)ᵀ D_{
 reaches θ only through x_p), then n follower steps w ← w − β∇_w f.
 
 Ablations are options: ``leader`` (who moves first in a round), ``formulation`` (``zero_sum``:
-ℓ = f), ``pretrain_attacker``, ``m``, ``n``, ``start`` (``cold``: the follower restarts from
+ℓ = f), ``pretrain.epochs`` (0: no attacker pretraining), ``m``, ``n``, ``start`` (``cold``: the follower restarts from
 w_pre every round), ``partitions`` (K parts of D_tr attacked independently, then joined — how
 the thesis scaled TGDA to ResNet-18).
 
@@ -29,12 +29,12 @@ only through w), so the order of moves is what this switch changes.
 
 Implementation choices, checked on MNIST / LR (see bench/tgda_mnist.py and the tests):
 * the total gradient is verified in sign and scale against central finite differences of ℓ at
-  the exactly re-solved follower w*(θ ± hu) of f + λ/2‖w‖² (λ = the CG damping);
+  the exactly re-solved follower w*(θ ± hu) of f + λ/2‖w‖² (λ = ``solver.damping``);
 * the leader steps with plain gradient ascent (the thesis' α); Adam at α = 0.01 saturated the
   generator's sigmoid within an epoch and produced no accuracy drop;
 * each round carries ≈ε·B poisons (``proportional``), the proportion the victim sees when it
   retrains, so f is an unbiased batch estimate of the follower's true objective;
-* ``select_every=k`` judges θ every k epochs the way the test stage will — the victim retrained
+* ``selection.every=k`` judges θ every k epochs the way the test stage will — the victim retrained
   from scratch with its recipe on D_tr ∪ L_θ(D_p⁰), with a seed of the attacker's — on the
   attacker's D_v, and returns the best θ. The warm-started follower has taken far more steps than
   the recipe's retrain, so its validation loss is not the retrained victim's: without selection the
@@ -59,7 +59,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -83,71 +83,197 @@ from .base import Attack, AttackConfig, register_attack
 WHAT = "attack 'tgda'"
 
 
-@dataclass(frozen=True, kw_only=True)
-class TGDAConfig(AttackConfig):
-    """Options of :class:`TGDA` (thesis defaults: α=0.01, m=1, β=0.1, n=20, 200 epochs)."""
+HVP_METHODS = ("double_backward", "fwdrev")
 
-    epochs: int = 200  # T / (rounds per epoch): passes over D_tr
-    m: int = 1  # leader (TGA) steps per round
-    n: int = 20  # follower (GD) steps per round
-    leader_lr: float = 0.01  # α
-    leader_optimizer: str = "sgd"  # "sgd" (plain ascent, the thesis) or "adam"
-    follower_lr: float | None = None  # β; None: the victim recipe's learning rate (0.1)
-    batch_size: int | None = None  # clean points per round; None: the victim recipe's batch size
-    val_batch_size: int | None = 1000  # D_v points in ℓ per round; None: all of D_v
-    poisons_per_batch: str = "proportional"  # "proportional" (≈ε·B per round), "all" or "weighted" (all, weight ε)
-    leader: str = "attacker"  # who moves first in a round: "attacker" (Alg. 1) or "defender"
-    formulation: str = "nonzero_sum"  # or "zero_sum" (ℓ = f)
-    start: str = "warm"  # "warm" (partial warm start) or "cold" (follower restarts from w_pre)
-    pretrain_attacker: bool = True
-    pretrain_epochs: int = 5
-    pretrain_lr: float = 1e-3
-    generator: str | None = None  # None: conv_autoencoder for colour images, fc_autoencoder for anything else
-    generator_options: dict = field(default_factory=dict)
-    damping: float = 0.01  # λ in (∇²_ww f + λI)⁻¹
-    cg_iters: int = 10
-    cg_tol: float = 1e-4
-    cg_warm_start: bool = True
-    normal_equations: bool = False  # CG on the normal equations (indefinite Hessians)
-    hvp_method: str = "double_backward"  # or "fwdrev" (see poisonlab.autodiff.hvp)
-    partitions: int = 1  # K: split D_tr into K parts attacked independently
-    workers: int = 1  # processes for the partitions (on CUDA, worker i uses GPU i mod #GPUs)
-    dtype: str = "float32"
-    radius: float | None = None  # L∞ ball around each source input, data units (generator output projected); None: free
-    checkpoint: str | None = None  # directory; the attack resumes from it and saves after each epoch
-    log_every: int = 1  # epochs between validation-loss diagnostics
-    select_every: int = 0  # >0: every k epochs retrain the victim from scratch on D_tr ∪ poisons; keep the best θ
-    select_metric: str = "accuracy"  # what the selection minimises on D_v: "accuracy" (ties: higher loss) or "loss" (maximised)
+
+@dataclass(frozen=True, kw_only=True)
+class ImplicitSolverConfig:
+    """The implicit-gradient solve of every leader step, (∇²_ww f + λI)⁻¹ ∇_w ℓ, by conjugate
+    gradient with Hessian-vector products (:func:`poisonlab.autodiff.total_gradient`). Option group
+    ``solver`` of :class:`TGDAConfig`.
+
+    Attributes:
+        iters: CG iterations per solve (an integer >= 1). Default 10 (the thesis').
+        tol: Relative residual at which CG stops early, ‖r‖ ≤ tol·‖b‖. Default 1e-4.
+        damping: λ added to the follower's Hessian (>= 0); it is also the L2 regularisation whose
+            stationary point the implicit gradient differentiates. Default 0.01 (the thesis').
+        warm_start: Start each solve from the previous solve's solution. Default true.
+        normal_equations: Run CG on the normal equations (H + λI)²x = (H + λI)b, which converges
+            for indefinite Hessians (neural networks) at two products per iteration. Default false.
+        hvp_method: The Hessian-vector product: ``"double_backward"`` (reverse over reverse, least
+            overhead on small models) or ``"fwdrev"`` (forward over reverse). Default
+            ``"double_backward"``.
+    """
+
+    iters: int = 10
+    tol: float = 1e-4
+    damping: float = 0.01
+    warm_start: bool = True
+    normal_equations: bool = False
+    hvp_method: str = "double_backward"
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "m", "n", "pretrain_epochs", "select_every"):
+        what = f"{WHAT}: solver"
+        check_int(self.iters, "iters", what)
+        check_number(self.tol, "tol", what)
+        check_number(self.damping, "damping", what, allow_zero=True)
+        for key in ("warm_start", "normal_equations"):
+            _check_bool(getattr(self, key), key, what)
+        check_choice(self.hvp_method, "hvp_method", HVP_METHODS, what)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackerPretrainConfig:
+    """Pretraining of the attacker's generator L_θ as an autoencoder on D_tr (MSE, Adam; thesis
+    §2.5.2 (1)) before the game; through the artifact cache. Option group ``pretrain`` of
+    :class:`TGDAConfig`.
+
+    Attributes:
+        epochs: Passes over D_tr (an integer >= 0; 0: no pretraining, the thesis' "without
+            pretraining" ablation). Default 5.
+        lr: Adam's learning rate. Default 1e-3.
+    """
+
+    epochs: int = 5
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        check_int(self.epochs, "epochs", f"{WHAT}: pretrain", minimum=0)
+        check_number(self.lr, "lr", f"{WHAT}: pretrain")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectionConfig:
+    """Selection of the generator the attack returns: every ``every`` epochs the victim is retrained
+    from scratch with its recipe on D_tr ∪ L_θ(D_p⁰) (a seed of the attacker's) and judged on the
+    attacker's D_v, and the best θ seen is returned (see :class:`TGDA`). Option group ``selection``
+    of :class:`TGDAConfig`.
+
+    Attributes:
+        every: Attack epochs between selection retrains (an integer >= 0; epoch 0 and the last
+            epoch are judged too); 0: no selection, the last θ is returned. Default 0.
+        metric: What the selection minimises on D_v: ``"accuracy"`` (ties: the higher loss) or
+            ``"loss"`` (the loss is maximised). Default ``"accuracy"``.
+    """
+
+    every: int = 0
+    metric: str = "accuracy"
+
+    def __post_init__(self) -> None:
+        check_int(self.every, "every", f"{WHAT}: selection", minimum=0)
+        check_choice(self.metric, "metric", ("accuracy", "loss"), f"{WHAT}: selection")
+
+
+def _check_bool(value: Any, key: str, what: str) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{what}: {key} must be true or false, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TGDAConfig(AttackConfig):
+    """Options of :class:`TGDA`. Groups (``-A solver.iters=20``, or a mapping in YAML):
+    ``solver`` (:class:`ImplicitSolverConfig`), ``pretrain`` (:class:`AttackerPretrainConfig`),
+    ``selection`` (:class:`SelectionConfig`), ``checkpoint``
+    (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`). The former flat names (``cg_iters``,
+    ``damping``, ``pretrain_epochs``, ``select_every``, ``checkpoint: DIR``, ...) still work, with a
+    DeprecationWarning (:attr:`RENAMED`).
+
+    Attributes:
+        epochs: Attack epochs: passes over D_tr, one round per clean batch (an integer >= 0).
+            Default 200 (the thesis').
+        m: Leader (total-gradient ascent) steps per round. Default 1.
+        n: Follower (gradient descent) steps per round (0: the follower never moves). Default 20.
+        leader_lr: α, the leader's step size on the generator's parameters θ. Default 0.01.
+        leader_optimizer: ``"sgd"`` (plain gradient ascent, the thesis) or ``"adam"``. Default ``"sgd"``.
+        follower_lr: β, the follower's SGD step size; null: the victim recipe's learning rate.
+            Default null.
+        batch_size: Clean D_tr points per round; null: the victim recipe's batch size. Default null.
+        val_batch_size: D_v points in the leader's loss ℓ per round; null: all of D_v. Default 1000.
+        poisons_per_batch: Which poisons a round's follower loss f carries: ``"proportional"``
+            (≈ ε·B per round, the proportion the victim retrains with), ``"all"`` (every poison,
+            same weight as a clean point) or ``"weighted"`` (every poison, weighted so the poisons
+            weigh ε/(1+ε)). Default ``"proportional"``.
+        leader: Who moves first in a round: ``"attacker"`` (Algorithm 1) or ``"defender"``.
+            Default ``"attacker"``.
+        formulation: ``"nonzero_sum"`` (ℓ = CE on D_v) or ``"zero_sum"`` (ℓ = f). Default ``"nonzero_sum"``.
+        start: ``"warm"`` (the follower keeps its parameters between rounds) or ``"cold"`` (it
+            restarts from the clean victim every round). Default ``"warm"``.
+        generator: The generator L_θ (``poisonlab.models.GENERATORS``); null: ``conv_autoencoder``
+            for colour images, ``fc_autoencoder`` for any other input. Default null.
+        generator_options: Keyword options of the generator (e.g. ``{"hidden": [256, 128]}``).
+            Default ``{}``.
+        radius: L∞ ball around each source input that the generator's output is projected onto, in
+            the data's units (8/255 for pixels in [0, 1]); null: only the data's bounds. Default null.
+        partitions: K: split D_tr into K parts attacked independently (their share of the budget
+            each) and join the poisons (thesis §2.6.2). Default 1.
+        workers: Processes for the partitions (on CUDA, worker i uses GPU i mod #GPUs). Default 1.
+        dtype: Working precision, ``"float32"`` or ``"float64"``. Default ``"float32"``.
+        log_every: Epochs between the follower's D_v loss/accuracy diagnostics in ``info``. Default 1.
+        solver: The implicit-gradient CG solve (:class:`ImplicitSolverConfig`). Default its defaults.
+        pretrain: The generator's autoencoder pretraining (:class:`AttackerPretrainConfig`).
+            Default its defaults.
+        selection: Returning the θ that a from-scratch retrain judges best (:class:`SelectionConfig`).
+            Default its defaults (no selection).
+        checkpoint: Resumable checkpoints (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`).
+            Default its defaults (none).
+    """
+
+    RENAMED: ClassVar[Mapping[str, str]] = {
+        "cg_iters": "solver.iters", "cg_tol": "solver.tol", "damping": "solver.damping",
+        "cg_warm_start": "solver.warm_start", "normal_equations": "solver.normal_equations",
+        "hvp_method": "solver.hvp_method", "pretrain_epochs": "pretrain.epochs", "pretrain_lr": "pretrain.lr",
+        "select_every": "selection.every", "select_metric": "selection.metric", "checkpoint": "checkpoint.dir",
+    }
+
+    epochs: int = 200
+    m: int = 1
+    n: int = 20
+    leader_lr: float = 0.01
+    leader_optimizer: str = "sgd"
+    follower_lr: float | None = None
+    batch_size: int | None = None
+    val_batch_size: int | None = 1000
+    poisons_per_batch: str = "proportional"
+    leader: str = "attacker"
+    formulation: str = "nonzero_sum"
+    start: str = "warm"
+    generator: str | None = None
+    generator_options: dict = field(default_factory=dict)
+    radius: float | None = None
+    partitions: int = 1
+    workers: int = 1
+    dtype: str = "float32"
+    log_every: int = 1
+    solver: ImplicitSolverConfig = field(default_factory=ImplicitSolverConfig)
+    pretrain: AttackerPretrainConfig = field(default_factory=AttackerPretrainConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    checkpoint: B.CheckpointConfig = field(default_factory=B.CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "m", "n"):
             check_int(getattr(self, key), key, WHAT, minimum=0)
-        for key in ("cg_iters", "partitions", "workers", "log_every"):
+        for key in ("partitions", "workers", "log_every"):
             check_int(getattr(self, key), key, WHAT)
         for key in ("batch_size", "val_batch_size"):
             if getattr(self, key) is not None:
                 check_int(getattr(self, key), key, WHAT)
-        for key in ("leader_lr", "pretrain_lr", "cg_tol"):
-            check_number(getattr(self, key), key, WHAT)
+        check_number(self.leader_lr, "leader_lr", WHAT)
         if self.follower_lr is not None:
             check_number(self.follower_lr, "follower_lr", WHAT)
-        check_number(self.damping, "damping", WHAT, allow_zero=True)
         check_choice(self.leader_optimizer, "leader_optimizer", ("sgd", "adam"), WHAT)
         check_choice(self.poisons_per_batch, "poisons_per_batch", ("proportional", "all", "weighted"), WHAT)
-        check_choice(self.hvp_method, "hvp_method", ("double_backward", "fwdrev"), WHAT)
         check_choice(self.leader, "leader", ("attacker", "defender"), WHAT)
         check_choice(self.formulation, "formulation", ("nonzero_sum", "zero_sum"), WHAT)
         check_choice(self.start, "start", ("warm", "cold"), WHAT)
-        check_choice(self.select_metric, "select_metric", ("accuracy", "loss"), WHAT)
-        for key in ("pretrain_attacker", "cg_warm_start", "normal_equations"):
-            if not isinstance(getattr(self, key), bool):
-                raise ConfigError(f"{WHAT}: {key} must be true or false, got {getattr(self, key)!r}")
         if self.generator is not None and self.generator not in GENERATORS:
             raise ConfigError(f"{WHAT}: unknown generator {self.generator!r}; valid: {GENERATORS.names()}")
         if not isinstance(self.generator_options, dict):
             raise ConfigError(f"{WHAT}: generator_options must be a mapping")
         B.check_dtype(self.dtype, WHAT)
         check_radius(self.radius, WHAT)
+        for key, cls in (("solver", ImplicitSolverConfig), ("pretrain", AttackerPretrainConfig),
+                         ("selection", SelectionConfig), ("checkpoint", B.CheckpointConfig)):
+            B.check_group(getattr(self, key), cls, key, WHAT)
 
 
 # ---------------------------------------------------------------------------- the leader's gradient
@@ -248,14 +374,14 @@ class TGDA(Attack):
         k = min(cfg.partitions, n_poison)
         if k == 1:
             src = B.draw_sources(len(data.train), n_poison, generator)
-            return self._attack_part(data, victim, src, draw_seed(generator), progress, cfg.checkpoint, "", cache)
+            return self._attack_part(data, victim, src, draw_seed(generator), progress, cfg.checkpoint.dir, "", cache)
         # K partitions of D_tr, attacked independently with their share of the budget (thesis §2.6.2)
         perm = torch.randperm(len(data.train), generator=generator)
         parts = torch.tensor_split(perm, k)
         budgets = [len(b) for b in torch.tensor_split(torch.arange(n_poison), k)]
         bases = [draw_seed(generator) for _ in range(k)]
         jobs = [(dataclasses.replace(data, train=data.train.subset(idx)), torch.arange(nb), bases[i],
-                 f"{cfg.checkpoint}/part-{i}" if cfg.checkpoint else None, f" [{i + 1}/{k}]")
+                 f"{cfg.checkpoint.dir}/part-{i}" if cfg.checkpoint.dir else None, f" [{i + 1}/{k}]")
                 for i, (idx, nb) in enumerate(zip(parts, budgets))]
         if cfg.workers > 1:
             outs = _run_parallel(self.options(), jobs, victim, cfg.workers, cache)
@@ -278,7 +404,7 @@ class TGDA(Attack):
             p = next(gen.parameters())
             out = {"generator": gname, "generator_options": dict(cfg.generator_options), "radius": cfg.radius,
                    "init": module_fingerprint(gen), "data": tensor_fingerprint(train.x, train.y),
-                   "epochs": cfg.pretrain_epochs, "lr": cfg.pretrain_lr, "batch_size": bs, "seed": base,
+                   "epochs": cfg.pretrain.epochs, "lr": cfg.pretrain.lr, "batch_size": bs, "seed": base,
                    "dtype": str(p.dtype), "device": p.device.type, "poisonlab_version": __version__,
                    "torch_version": torch.__version__}
             if not train.bounds.is_unit:  # the box maps are not in the weights (unit box: the keys of before)
@@ -286,7 +412,7 @@ class TGDA(Attack):
             return out
 
         def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-            losses = pretrain_autoencoder(gen, train, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr, batch_size=bs,
+            losses = pretrain_autoencoder(gen, train, epochs=cfg.pretrain.epochs, lr=cfg.pretrain.lr, batch_size=bs,
                                           generator=B.torch_generator(base, "tgda-pretrain"), progress=progress)
             return gen.state_dict(), {"pretrain_loss": losses}
 
@@ -321,13 +447,14 @@ class TGDA(Attack):
         fp = B.fingerprint("tgda", resumable, len(T.train), len(T.val), sources.tolist()[:64], base,
                            tensor_fingerprint(data.train.x, data.train.y, data.val.x, data.val.y), victim.spec.model,
                            *B.bounds_key(data.bounds))
-        ckpt = B.Checkpoint(checkpoint, fp)
+        ckpt = B.Checkpoint(checkpoint, fp, cfg.checkpoint.every)  # this part's directory
+        sol, every = cfg.solver, cfg.selection.every
         n_eval = min(len(T.val), 5000)
         eval_set = Dataset(T.val.x[:n_eval], T.val.y[:n_eval], T.val.num_classes)
         info: dict[str, Any] = {"generator": gname, "n_poison": len(sources), "batch_size": bs,
                                 "follower_lr": beta, "follower": B.follower_description(victim.spec.recipe, beta)[0], "val_loss": [], "val_accuracy": [], "cg_iterations": [],
                                 "leader_grad_norm": [], "pretrain_loss": []}
-        if cfg.select_every:
+        if every:
             info["selection"] = []  # [epoch, D_v accuracy, D_v loss] of each from-scratch retrain
             info["selected_epoch"] = None
         best_theta: list[torch.Tensor] | None = None
@@ -349,11 +476,11 @@ class TGDA(Attack):
             if "best.0" in tensors:
                 best_theta = list(B.unpack("best", tensors, theta))
         else:
-            if cfg.pretrain_attacker and cfg.pretrain_epochs > 0:
+            if cfg.pretrain.epochs > 0:
                 info["pretrain_loss"] = self._pretrained(gen, gname, T.train, bs, base, progress, cache)
             info["val_loss"].append(fol.mean_loss(w, eval_set))
             info["val_accuracy"].append(fol.accuracy(w, eval_set))
-            if cfg.select_every:
+            if every:
                 best_theta = self._select(gen, theta, T, data, victim, base, 0, info, None)
             self._save(ckpt, theta, w, prev_solve, opt, 0, info, best_theta)
 
@@ -375,9 +502,9 @@ class TGDA(Attack):
                     val = None if cfg.formulation == "zero_sum" else (T.val.x[r.val], T.val.y[r.val])
                     for _ in range(cfg.m):
                         grads, solve = leader_gradient(
-                            fol, gen, w, (xc, yc), (x0b, y0b), val, damping=cfg.damping, cg_iters=cfg.cg_iters,
-                            cg_tol=cfg.cg_tol, x0=prev_solve if cfg.cg_warm_start else None,
-                            normal_equations=cfg.normal_equations, hvp_method=cfg.hvp_method, poison_weight=pw)
+                            fol, gen, w, (xc, yc), (x0b, y0b), val, damping=sol.damping, cg_iters=sol.iters,
+                            cg_tol=sol.tol, x0=prev_solve if sol.warm_start else None,
+                            normal_equations=sol.normal_equations, hvp_method=sol.hvp_method, poison_weight=pw)
                         prev_solve = solve.value
                         opt.zero_grad(set_to_none=True)
                         for p, g in zip(theta, grads):
@@ -397,12 +524,13 @@ class TGDA(Attack):
                 info["val_loss"].append(fol.mean_loss(w, eval_set))
                 info["val_accuracy"].append(fol.accuracy(w, eval_set))
                 bar.set_postfix(val_loss=f"{info['val_loss'][-1]:.4f}", cg=f"{info['cg_iterations'][-1]:.1f}")
-            if cfg.select_every and (epoch + 1) % cfg.select_every == 0:
+            if every and (epoch + 1) % every == 0:
                 best_theta = self._select(gen, theta, T, data, victim, base, epoch + 1, info, best_theta)
-            self._save(ckpt, theta, w, prev_solve, opt, epoch + 1, info, best_theta)
+            if ckpt.due(epoch + 1, cfg.epochs):
+                self._save(ckpt, theta, w, prev_solve, opt, epoch + 1, info, best_theta)
         done = cfg.epochs - start_epoch
         info["seconds_per_epoch"] = seconds / done if done else 0.0
-        if cfg.select_every and cfg.epochs % cfg.select_every:
+        if every and cfg.epochs % every:
             # the last epoch is judged too; not checkpointed, so a longer resumed run sees the same history
             best_theta = self._select(gen, theta, T, data, victim, base, cfg.epochs, info, best_theta)
 
@@ -435,7 +563,7 @@ class TGDA(Attack):
         info["selection_seconds"] = info.get("selection_seconds", 0.0) + time.perf_counter() - t0
 
         def key(r: list) -> tuple[float, float]:  # smaller is better for the attacker
-            return (r[1], -r[2]) if cfg.select_metric == "accuracy" else (-r[2], r[1])
+            return (r[1], -r[2]) if cfg.selection.metric == "accuracy" else (-r[2], r[1])
 
         improved = best is None or all(key(row) < key(r) for r in info["selection"])
         info["selection"].append(row)

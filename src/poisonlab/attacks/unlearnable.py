@@ -46,11 +46,27 @@ WHAT = "attack 'unlearnable'"
 
 @dataclass(frozen=True, kw_only=True)
 class UnlearnableConfig(AttackConfig):
-    radius: float | None = 8 / 255  # L∞ bound on δ in the data's units (the paper's 8/255 pixels); None = unconstrained
+    """Options of :class:`Unlearnable` (see the module docstring).
+
+    Attributes:
+        radius: The L∞ bound on δ, in the data's units (the paper's 8/255 for pixels in [0, 1]);
+            null: unconstrained (only the data's bounds). Default 8/255.
+        rounds: Alternations of surrogate training and noise steps, at most (an integer >= 1).
+            Default 10.
+        train_epochs: Epochs of the victim's recipe on the surrogate per round (0: the surrogate is
+            never trained). Default 1.
+        pgd_steps: Signed-gradient steps on δ per round, each decreasing the loss. Default 20.
+        step_size: The signed step, in the data's units; null: radius/5, or 0.05 when unconstrained.
+            Default null.
+        stop_accuracy: Stop once the surrogate classifies this percentage of the perturbed points
+            correctly (in [0, 100]). Default 99.0.
+    """
+
+    radius: float | None = 8 / 255
     rounds: int = 10
     train_epochs: int = 1
     pgd_steps: int = 20
-    step_size: float | None = None  # the data's units; default radius/5, or 0.05 when unconstrained
+    step_size: float | None = None
     stop_accuracy: float = 99.0
 
     def __post_init__(self) -> None:

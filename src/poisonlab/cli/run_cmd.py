@@ -7,6 +7,7 @@ import json
 
 from ..protocol import RunConfig, run_protocol
 from ..reporting import result_table
+from .target_cmd import add_gradpc_args, gradpc_options
 
 
 def add_parser(sub) -> None:
@@ -36,7 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model-option", "-M", action="append", default=[], metavar="KEY=VALUE",
                    help="model option (repeatable), e.g. -M hidden=[256,128]")
     p.add_argument("--target", help="model-targeted attacks (gc): 'gradpc' or a target .safetensors (= -A target=...)")
-    p.add_argument("--eps-w", type=float, help="model-targeted attacks (gc): GradPC radius (= -A eps_w=...)")
+    add_gradpc_args(p, aliases=False, what="gc / feature_targeted (= -A target_options.<option>=...): ")
     p.add_argument("--json", action="store_true", help="print the result record as JSON instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
     p.set_defaults(handler=run)
@@ -65,6 +66,31 @@ def parse_key_values(items: list[str], what: str) -> dict:
     return out
 
 
+def _gradpc_shortcuts(given: dict, cfg: RunConfig, attack_opts: dict) -> None:
+    """Put the GradPC flags (``--eps-w``, ``--pc-steps``, ...) into ``attack_opts`` as
+    ``target_options.<option>`` (an attack without that group, e.g. gradient_matching: under the
+    former flat names ``eps_w``, ``target_steps``, ...). Precedence: ``-A`` > the flags > the YAML."""
+    if not given:
+        return
+    import dataclasses
+
+    from ..attacks import ATTACKS
+    from ..attacks.gc import GCConfig
+
+    flat = {new.split(".", 1)[1]: old for old, new in GCConfig.RENAMED.items()}  # GradPC option -> former name
+    try:
+        fields = {f.name for f in dataclasses.fields(ATTACKS.get(cfg.attack).Config)}
+    except Exception:  # an unknown attack: the run reports it
+        fields = set()
+    yaml_opts = cfg.attack_options
+    for name, value in given.items():
+        group = attack_opts.get("target_options")
+        if f"target_options.{name}" in attack_opts or flat[name] in attack_opts or (isinstance(group, dict) and name in group):
+            continue  # -A said it
+        grouped = "target_options" in fields or flat[name] not in fields
+        attack_opts[f"target_options.{name}" if grouped and flat[name] not in yaml_opts else flat[name]] = value
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     base = RunConfig.from_yaml(args.config) if args.config else RunConfig()
     cfg = base.merged(
@@ -74,9 +100,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         injection=getattr(args, "injection", None),
     )
     attack_opts = parse_key_values(args.attack_option, "attack option")
-    for key, value in (("target", getattr(args, "target", None)), ("eps_w", getattr(args, "eps_w", None))):
-        if value is not None:
-            attack_opts.setdefault(key, value)
+    if getattr(args, "target", None) is not None:
+        attack_opts.setdefault("target", args.target)
+    _gradpc_shortcuts(gradpc_options(args), cfg, attack_opts)
     model_opts = parse_key_values(args.model_option, "model option")
     defense_opts = parse_key_values(args.defense_option, "defense option")
     if attack_opts:

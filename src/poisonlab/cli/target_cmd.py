@@ -22,6 +22,39 @@ from ..reporting import format_table
 from ..training import accuracy
 
 
+#: THE command-line shortcuts for GradPC's options (:class:`~poisonlab.attacks.gradpc.GradPCConfig`):
+#: (flags, field, type, help). ``target`` / ``threshold`` pass them to the gradpc maker; ``run`` to the
+#: attack's option group ``target_options`` (gc, feature_targeted).
+GRADPC_FLAGS: tuple[tuple[tuple[str, ...], str, type, str], ...] = (
+    (("--eps-w",), "eps_w", float, "GradPC relative radius ‖Δw‖ ≤ eps_w·‖w‖"),
+    (("--pc-norm", "--norm"), "norm", str, "GradPC norm, l2 or linf"),
+    (("--pc-topk", "--topk"), "topk", int, "GradPC: change at most this many parameters"),
+    (("--pc-steps",), "steps", int, "GradPC ascent steps"),
+    (("--pc-lr",), "lr", float, "GradPC step length as a fraction of the radius"),
+)
+
+
+def add_gradpc_args(p: argparse.ArgumentParser, *, aliases: bool = True, what: str = "") -> None:
+    """Add :data:`GRADPC_FLAGS` (defaults: GradPCConfig's; a flag not given leaves the option alone).
+    ``aliases=False`` leaves out the short aliases (``--norm``, ``--topk``)."""
+    defaults = GradPCConfig()
+    for flags, name, kind, text in GRADPC_FLAGS:
+        default = getattr(defaults, name)
+        p.add_argument(*(flags if aliases else flags[:1]), dest=f"gradpc_{name}", type=kind, default=None,
+                       metavar=name.upper(), choices=("l2", "linf") if name == "norm" else None,
+                       help=f"{what}{text} (= GradPC option {name}; default {default})")
+
+
+def gradpc_options(args: argparse.Namespace) -> dict[str, Any]:
+    """{GradPC option: value} of the :data:`GRADPC_FLAGS` given on the command line."""
+    out = {}
+    for _, name, _, _ in GRADPC_FLAGS:
+        value = getattr(args, f"gradpc_{name}", None)
+        if value is not None:
+            out[name] = value
+    return out
+
+
 def add_victim_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``target`` and ``threshold``: the data, the victim and GradPC's options."""
     p.add_argument("--dataset", default="digits", help="registered name or a path to an .npz file (default digits)")
@@ -34,11 +67,7 @@ def add_victim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--clean", metavar="FILE.safetensors", help="clean victim weights to start from (e.g. a run's "
                    "victim_clean.safetensors, same dataset/seed) instead of training it")
-    p.add_argument("--eps-w", type=float, default=GradPCConfig.eps_w, help="GradPC relative radius ‖Δw‖ ≤ eps_w·‖w‖ (default 0.5)")
-    p.add_argument("--norm", default=GradPCConfig.norm, choices=("l2", "linf"), help="GradPC norm (default l2)")
-    p.add_argument("--topk", type=int, help="GradPC: change at most this many parameters")
-    p.add_argument("--pc-steps", type=int, default=GradPCConfig.steps, help="GradPC ascent steps (default 50)")
-    p.add_argument("--pc-lr", type=float, default=GradPCConfig.lr, help="GradPC step length as a fraction of the radius (default 0.1)")
+    add_gradpc_args(p)
     p.add_argument("--cache-dir", help="re-use / store the clean victim and the GradPC target in this artifact cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -69,8 +98,7 @@ def build_target(prep: Prepared, args: argparse.Namespace, target: str) -> tuple
     """(target model, clean model or None, info) for ``target`` = "gradpc" or a .safetensors path."""
     if target == "gradpc":
         clean = clean_model(prep, args)
-        opts = {"eps_w": args.eps_w, "norm": args.norm, "topk": args.topk, "steps": args.pc_steps, "lr": args.pc_lr}
-        model, info = make_target("gradpc", clean, prep.data.val, opts, progress=not args.quiet,
+        model, info = make_target("gradpc", clean, prep.data.val, gradpc_options(args), progress=not args.quiet,
                                   cache=as_cache(args.cache_dir))
         return model, clean, info
     model, info = make_target(target, prep.spec.build(args.seed), prep.data.val, {})
@@ -91,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     prep = prepared(args)
     target, clean, info = build_target(prep, args, "gradpc")
     assert clean is not None
-    save_model(args.out, target, {"model": args.model, "stage": "target:gradpc", "eps_w": str(args.eps_w)})
+    save_model(args.out, target, {"model": args.model, "stage": "target:gradpc", "eps_w": str(info["eps_w"])})
     summary = {
         "dataset": args.dataset, "model": args.model, "out": args.out,
         "clean_test_accuracy": accuracy(clean, prep.bundle.test),
