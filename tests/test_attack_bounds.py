@@ -375,7 +375,8 @@ def test_generators_land_in_the_bounds_and_default_to_fc_for_non_images():
 
 
 def test_the_linf_projection_is_one_function_with_the_datas_bounds():
-    from poisonlab.attacks._radius import check_radius, clamp_box, project
+    from poisonlab.attacks._radius import clamp_box, project
+    from poisonlab.validation import check_radius
     from poisonlab.errors import ConfigError
     from poisonlab.pretrain.invert import invert_features
 

@@ -43,7 +43,7 @@ from ..errors import ConfigError
 from ..seeding import derive_seed, draw_seed, torch_generator
 from ..training.loop import TrainConfig, param_lr_scales
 from ..training.victim import Victim
-from ..validation import check_choice, check_int, check_number
+from ..validation import check_choice, check_int
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -51,18 +51,6 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def check_dtype(name: str, what: str) -> None:
     """``dtype`` is one of :data:`DTYPES` (the attacks' working precision)."""
     check_choice(name, "dtype", sorted(DTYPES), what)
-
-
-# The older validators of this module, kept (with their signatures) for the attacks that still call
-# them (i_min_max, gradient_matching); new code calls poisonlab.validation directly.
-def check_positive_int(value: Any, key: str, what: str, *, allow_zero: bool = False) -> None:
-    """:func:`poisonlab.validation.check_int` with ``minimum`` 0 (``allow_zero``) or 1."""
-    check_int(value, key, what, minimum=0 if allow_zero else 1)
-
-
-def check_positive_float(value: Any, key: str, what: str, *, allow_zero: bool = False) -> None:
-    """:func:`poisonlab.validation.check_number`."""
-    check_number(value, key, what, allow_zero=allow_zero)
 
 
 def check_group(value: Any, cls: type, key: str, what: str) -> None:
@@ -362,11 +350,6 @@ def epoch_generator(base_seed: int, epoch: int) -> torch.Generator:
     """The batch-order generator of one epoch: depends only on (base seed, epoch), so an attack
     resumed at epoch e draws exactly the batches an uninterrupted run would have drawn."""
     return torch_generator(base_seed, f"bilevel-epoch-{epoch}")
-
-
-def draw_base_seed(generator: torch.Generator) -> int:
-    """:func:`poisonlab.seeding.draw_seed` (the name kept for i_min_max / gradient_matching)."""
-    return draw_seed(generator)
 
 
 def chunks(n: int, size: int) -> Iterator[slice]:

@@ -12,9 +12,8 @@ import torch
 from torch import nn
 
 from ..data.bounds import Bounds
-from ..validation import check_radius  # noqa: F401  (re-exported for gradient_matching; new code imports poisonlab.validation)
 
-__all__ = ["LinfProjectedGenerator", "check_radius", "clamp_box", "project"]
+__all__ = ["LinfProjectedGenerator", "clamp_box", "project"]
 
 
 def project(x: torch.Tensor, source: torch.Tensor, radius: float | None, bounds: Bounds) -> torch.Tensor:
