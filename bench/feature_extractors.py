@@ -57,7 +57,8 @@ def attack_options(name: str, quick: bool) -> dict:
     barely moved (one measured run: relative gradient norm 0.99 -> 0.95)."""
     if name == "tgda":
         return {"epochs": 1 if quick else 2, "n": 5, "pretrain.epochs": 1 if quick else 3, "solver.iters": 5,
-                "leader_optimizer": "adam", "leader_lr": 0.01}  # as measured (tgda's default later became sgd)
+                "leader_optimizer": "adam", "leader_lr": 0.01,  # as measured (tgda's defaults later became sgd, 0.1
+                "selection.every": 0}                            # and selection every 10 epochs)
     if name == "gc":
         return {"steps": 20 if quick else 200, "target_options": {"steps": 10 if quick else 50, "eps_w": 0.1}}
     if name == "unlearnable":
