@@ -264,3 +264,54 @@ def test_the_own_model_tutorial_runs_end_to_end():
         row = next(line for line in lines if line.startswith(name + " "))
         assert len(row.split()) == 6 and float(row.split()[2]) > 50.0  # acc1 of a trained victim
     assert any("ROC-AUC" in line for line in lines) and any("tau =" in line for line in lines)
+
+
+# ---------------------------------------------------------------------------- the contract table, public API
+def _api_table_data():
+    x, y, bounds = _tabular(n=200)
+    return pl.data_from_arrays(x, y, bounds=bounds)
+
+
+@pytest.fixture(scope="module")
+def api_table():
+    data = _api_table_data()
+    victim = pl.victim(TinyMLP, epochs=5, batch_size=64)
+    flips = pl.poison(data, victim, "label_flip", 0.1, progress=False)
+    return data, victim, flips
+
+
+@pytest.mark.parametrize("name", sorted(__import__("poisonlab.attacks", fromlist=["ATTACKS"]).ATTACKS.names()))
+def test_every_attack_through_pl_poison_on_a_user_module_with_non_unit_bounds(api_table, name):
+    """Every registered attack, called as a user calls it (pl.poison), on a module no registry knows
+    over (N, d) features whose per-feature bounds are not [0, 1]: poisons inside the bounds, or an
+    UnsupportedError before any training."""
+    from test_attack_bounds import TINY, UNSUPPORTED
+
+    from poisonlab.errors import UnsupportedError
+
+    data, victim, _ = api_table
+    if (name, "tabular_mlp") in UNSUPPORTED:
+        with pytest.raises(UnsupportedError, match=UNSUPPORTED[(name, "tabular_mlp")]):
+            pl.poison(data, victim, name, 0.05, options=TINY[name], progress=False)
+        return
+    p = pl.poison(data, victim, name, 0.05, options=TINY[name], progress=False)
+    assert len(p) == round(0.05 * len(data.train)) and p.x.shape[1:] == (6,)
+    assert data.bounds.contains(p.x) and not (data.bounds.lower == 0).all()
+    pl.validate(p, data)
+
+
+@pytest.mark.parametrize("name", sorted(__import__("poisonlab.defenses", fromlist=["DEFENSES"]).DEFENSES.names()))
+def test_every_defense_through_pl_defend_on_a_user_module_with_non_unit_bounds(api_table, name):
+    """Every registered defense through pl.defend on the same user module and data: one finite score
+    per point and detection metrics (or UnsupportedError, e.g. without ART)."""
+    import importlib.util
+
+    from test_defense_bounds import OPTIONS
+
+    if name.startswith("art") and importlib.util.find_spec("art") is None:
+        pytest.skip("ART is not installed")
+    data, victim, flips = api_table
+    rep = pl.defend(data, flips, victim, name, options=OPTIONS.get(name))
+    n = len(data.train) + len(flips)
+    assert rep.scores.shape == (n,) and torch.isfinite(rep.scores).all() and rep.keep.shape == (n,)
+    assert rep.roc_auc is None or 0.0 <= rep.roc_auc <= 1.0

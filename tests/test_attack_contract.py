@@ -152,11 +152,7 @@ def test_registry_rejects_duplicates():
         register_attack("label_flip")(type("Dup", (Attack,), {"_craft": lambda *a, **k: None, "Config": AttackConfig}))
 
 
-# the configs of the attacks owned elsewhere that are not documented field by field yet
-_DOCS_PENDING = {"i_min_max", "gradient_matching"}
-
-
-@pytest.mark.parametrize("name", [n for n in ATTACKS.names() if n not in _DOCS_PENDING])
+@pytest.mark.parametrize("name", ATTACKS.names())
 def test_attack_config_documents_every_field_and_group(name):
     """Every option (and every option of its groups) has an ``Attributes:`` entry saying its default
     — what help() and the API reference show (the same check as tests/test_option_docs.py)."""

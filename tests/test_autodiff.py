@@ -130,9 +130,6 @@ def test_dataset_hvp_chunks_equal_full_batch_and_dense_hessian():
     torch.testing.assert_close(flatten(chunked), flatten(full), rtol=1e-10, atol=1e-12)
     H = _dense_hessian(f, params, x, y)
     torch.testing.assert_close(flatten(chunked), H @ flatten(v), rtol=1e-9, atol=1e-11)
-    # the older form (make_f(slice) -> g(*params)), still used by defenses.influence, gives the same
-    legacy = dataset_hvp(lambda sl: (lambda *p: f(p, x[sl], y[sl])), len(x), params, v, 7)
-    torch.testing.assert_close(flatten(legacy), flatten(chunked), rtol=1e-12, atol=1e-14)
 
 
 def test_mixed_vjp_matches_finite_differences_in_inputs():

@@ -83,13 +83,30 @@ _PROJECTION_ROUNDS = 5  # alternating projections box → ball → slab before t
 @dataclass(frozen=True, kw_only=True)
 class IMinMaxConfig(AttackConfig):
     """Options (see the module docstring): ``group_size`` poisons chosen per round (1: one at a time);
-    ``steps`` signed ascent steps of ``step_size`` (the data's units) per candidate; ``restarts``
-    clean starting points per poison; ``labels`` "max_loss" | "flip" | "keep"; the defender's
-    ``follower_steps`` SGD steps per round at ``follower_lr`` (None: the victim's recipe lr) on a
-    clean batch of ``batch_size`` (None: the recipe's) ∪ the chosen poisons weighted by ``weighting``
-    ("union" | "budget"); ``feasible`` "box" | "sphere_slab" with ``sphere_quantile`` and
-    ``slab_quantile`` in (0, 1]; ``dtype``; ``trace_every`` (rounds between entries of the loss
-    trace; None: ≈ 50 entries)."""
+        ``steps`` signed ascent steps of ``step_size`` (the data's units) per candidate; ``restarts``
+        clean starting points per poison; ``labels`` "max_loss" | "flip" | "keep"; the defender's
+        ``follower_steps`` SGD steps per round at ``follower_lr`` (None: the victim's recipe lr) on a
+        clean batch of ``batch_size`` (None: the recipe's) ∪ the chosen poisons weighted by ``weighting``
+        ("union" | "budget"); ``feasible`` "box" | "sphere_slab" with ``sphere_quantile`` and
+        ``slab_quantile`` in (0, 1]; ``dtype``; ``trace_every`` (rounds between entries of the loss
+        trace; None: ≈ 50 entries).
+
+    Attributes:
+        group_size: Poisons chosen per round (each round picks this many max-loss feasible points, then the defender's model is updated). Default ``1``.
+        steps: Signed-gradient ascent steps on each candidate point's loss. Default ``20``.
+        step_size: Size of each ascent step, in the data's units (projected onto the feasible set after each step). Default ``0.1``.
+        restarts: Random clean starting points per poison (drawn without replacement, so each poison has its own source); the highest-loss candidate wins. Default ``1``.
+        labels: How each poison's label is chosen: ``"max_loss"`` (every class is a candidate, the highest-loss (point, label) pair wins — the paper's argmax), ``"flip"`` (9 − y, i.e. C − 1 − y, of the start point) or ``"keep"``. Default ``"max_loss"``.
+        follower_steps: Plain SGD steps of the defender's model per round, on a clean batch plus every poison chosen so far. Default ``1``.
+        follower_lr: The defender's step size; ``None``: the victim recipe's lr (other optimizers and schedules are approximated by plain SGD, noted in ``info["follower"]``). Default ``None``.
+        batch_size: Clean points per defender step; ``None``: the victim recipe's batch size. Default ``None``.
+        weighting: Weight of the chosen poisons in the defender's loss: ``"union"`` (exactly D_tr ∪ the t poisons so far, weight t/(N+t)) or ``"budget"`` (ε/(1+ε) from the first round). Default ``"union"``.
+        feasible: The feasible set: ``"box"`` (the data's bounds) or ``"sphere_slab"`` (also inside the sphere and slab defenses' sets fitted on clean D_tr, Koh et al. 2022). Default ``"box"``.
+        sphere_quantile: With ``feasible="sphere_slab"``: the sphere's radius per class, as this quantile of the clean points' distances to their class centroid. Default ``0.95``.
+        slab_quantile: With ``feasible="sphere_slab"``: the slab's half-width per class, as this quantile of the clean points' projections on the centroid-minus-mean direction. Default ``0.95``.
+        dtype: Arithmetic precision of the attack, ``"float32"`` or ``"float64"``. Default ``"float32"``.
+        trace_every: Rounds between recorded defender losses in ``info`` (``None``: no trace). Default ``None``.
+    """
 
     group_size: int = 1
     steps: int = 20
@@ -147,7 +164,15 @@ def check_input_gradient(data: AttackData, victim: Victim, what: str) -> None:
 @dataclass(frozen=True)
 class SphereSlab:
     """Per class y: centroid μ_y (C, D), slab direction v_y (C, D), ball radius r_y and slab
-    half-width s_y (C,), on flattened inputs; ``present[y]``: class y has clean points."""
+        half-width s_y (C,), on flattened inputs; ``present[y]``: class y has clean points.
+
+    Attributes:
+        centroid: (C, d) clean class centroids of the flattened inputs. Required.
+        direction: (C, d) unit slab directions (class centroid minus the overall mean). Required.
+        radius: (C,) sphere radius per class. Required.
+        width: (C,) slab half-width per class. Required.
+        present: (C,) bool, which classes occur in D_tr. Required.
+    """
 
     centroid: torch.Tensor
     direction: torch.Tensor

@@ -112,13 +112,7 @@ def dataset_hvp(
     """∇²_w F(w)·v for the *mean* F over N points of ``f(params, *args)`` — ``f`` the mean loss of
     its batch, ``args`` (e.g. ``x`` (N, ...), ``y`` (N,)) sliced along dim 0 into chunks of
     ``chunk_size`` (default: one chunk), each chunk's HVP weighed by its share of the N points.
-
-    The older form ``dataset_hvp(make_f, n, params, v, chunk_size, method)`` (``make_f(slice)``
-    returning ``g(*params)``) is still accepted for :mod:`poisonlab.defenses.influence`; new code
-    uses the form above.
     """
-    if isinstance(params, int):  # the older form (see the docstring)
-        return _dataset_hvp_slices(f, params, v, *args, chunk_size=chunk_size, method=method)
     n = len(args[0]) if args else 0
     chunk = chunk_size or n
     if n == 0 or chunk >= n:
@@ -132,22 +126,3 @@ def dataset_hvp(
     assert total is not None
     return tuple(total)
 
-
-def _dataset_hvp_slices(make_f, n: int, params: Sequence[torch.Tensor], v: Sequence[torch.Tensor], *rest,
-                        chunk_size: int | None = None, method: str = "fwdrev") -> Params:
-    """The older form of :func:`dataset_hvp`: ``make_f(slice)`` returns ``g(*params)``, the mean over
-    the slice; ``rest`` = the positional ``chunk_size`` and ``method`` of that form."""
-    if len(rest) > 0 and rest[0] is not None:
-        chunk_size = rest[0]
-    if len(rest) > 1:
-        method = rest[1]
-    chunk = chunk_size or n
-    total: list[torch.Tensor] | None = None
-    for start in range(0, n, chunk):
-        sl = slice(start, min(n, start + chunk))
-        g = make_f(sl)
-        part = hvp(lambda ps, g=g: g(*ps), params, v, method=method)
-        scale = (sl.stop - sl.start) / n
-        total = [p * scale for p in part] if total is None else [t + p * scale for t, p in zip(total, part)]
-    assert total is not None
-    return tuple(total)

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.func import jvp
 
-from ..autodiff import InverseHVP, dataset_hvp, inverse_hvp, named_params
+from ..autodiff import InverseHVP, inverse_hvp, named_params
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..training.victim import Victim
@@ -81,14 +81,12 @@ def influence_on_reference(
     if len(ref_x) == 0:
         raise ConfigError("influence: the reference set is empty")
 
-    def make_f(sl: slice):
-        return lambda *p: loss_fn(p, x[sl], y[sl]).mean()
+    def mean_loss(p, xb, yb):
+        return loss_fn(p, xb, yb).mean()
 
     g_ref = reference_gradient(loss_fn, params, ref_x, ref_y, chunk_size)
-    solve = inverse_hvp(
-        make_f(slice(0, n)), params, g_ref, damping=damping, tol=tol, max_iter=max_iter,
-        hvp_fn=lambda v: dataset_hvp(make_f, n, params, v, chunk_size),
-    )
+    solve = inverse_hvp(mean_loss, params, g_ref, x, y, damping=damping, tol=tol, max_iter=max_iter,
+                        chunk_size=chunk_size)
     s = tuple(t.detach() for t in solve.value)
     scores = []
     for start in range(0, n, chunk_size):

@@ -3,6 +3,7 @@
 from .generators import GENERATORS, ConvAutoencoder, FCAutoencoder, build_generator, default_generator_name
 from .victims import VICTIMS, CNN, MLP, LogisticRegression, ResNet18, build_victim, resolve_victim
 from .extractors import ENCODERS, ExtractorVictim, InputAdapter, load_extractor, split_head
+from .pretrained import efficientnet as _efficientnet  # noqa: F401  registers encoder "efficientnet_lite0" (ImageNet weights)
 
 __all__ = [
     "CNN",

@@ -312,5 +312,3 @@ def split_head(model: nn.Module) -> tuple[Any, nn.Linear]:
     if isinstance(lin, nn.Linear):
         return (lambda x: x.flatten(1)), lin
     raise ConfigError(f"{type(model).__name__} has no (features, linear head) split")
-
-from .pretrained import efficientnet as _efficientnet  # noqa: E402,F401  registers encoder "efficientnet_lite0" (ImageNet weights)
