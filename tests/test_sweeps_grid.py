@@ -47,7 +47,7 @@ def test_run_id_is_stable_and_ignores_paths():
     ({"base": BASE, "grid": {"fraction": [0.1, 2.0]}}, "fraction must be a number in [0, 1]"),
     ({"base": BASE, "grid": {"fraction": 0.1}}, "must be a non-empty list"),
     ({"base": BASE, "grid": {"seed": [-1]}}, "seed must be"),
-    ({"base": {**BASE, "attack_options.mode": "sideways"}}, "mode must be 'rule' or 'random'"),
+    ({"base": {**BASE, "attack_options.mode": "sideways"}}, "mode must be one of ['rule', 'random'], got 'sideways'"),
     ({"base": {**BASE, "attack_options.strength": 3}}, "unknown option(s) ['strength']"),
     ({"base": {**BASE, "attack": "nope"}}, "unknown attack 'nope'"),
     ({"base": {**BASE, "model": "nope"}}, "unknown model 'nope'"),
