@@ -33,7 +33,7 @@ import common  # noqa: E402
 
 import torch  # noqa: E402
 
-from poisonlab.figures import new_figure, save_figure  # noqa: E402
+from poisonlab.generative.images import image_grid  # noqa: E402
 from poisonlab.generative.detect import detection_report, latent_screening_scores, reconstruction_scores  # noqa: E402
 from poisonlab.generative.disguise import craft_disguises, summarize, variant_config  # noqa: E402
 from poisonlab.generative.metrics import ssim  # noqa: E402
@@ -43,26 +43,6 @@ from poisonlab.models.pretrained import taef2 as taef2_weights  # noqa: E402
 
 PAIRS = (("astronaut", "china"), ("chelsea", "flower"), ("coffee", "motorcycle_left"))
 VARIANTS = ("unbounded", "bounded", "flip", "evasive")
-
-
-def grid(path: Path, rows: list[tuple[str, torch.Tensor]], captions: list[list[str] | None], title: str, cell: float = 2.2) -> Path:
-    n = max(len(t) for _, t in rows)
-    fig, axes = new_figure(len(rows), n, figsize=(cell * n + 0.8, cell * len(rows) + 0.5), squeeze=False)
-    for i, (name, imgs) in enumerate(rows):
-        for j in range(n):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(name, fontsize=8)
-            if j >= len(imgs):
-                ax.axis("off")
-                continue
-            ax.imshow(imgs[j].detach().float().clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
-            if captions[i] and j < len(captions[i]):
-                ax.set_title(captions[i][j], fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    return save_figure(fig, path, dpi=110)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -168,9 +148,9 @@ def main() -> int:
     with torch.no_grad():
         rows += [("copyrighted x_c", x_c), ("D(E(x_c))", vae.reveal(x_c))]
     caps += [[c for c, _ in pairs], None]
-    png = grid(common.RESULTS / f"real_disguises{suffix}.png", rows, caps,
+    png = image_grid(common.RESULTS / f"real_disguises{suffix}.png", rows, caps,
                title=f"disguises vs taef2 (FLUX.2 latent space, real weights), {args.size}x{args.size}, α={args.alpha}, "
-                     f"{args.steps} steps\nlat = ‖E(x_d)−E(x_c)‖ / ‖E(x_b)−E(x_c)‖")
+                     f"{args.steps} steps\nlat = ‖E(x_d)−E(x_c)‖ / ‖E(x_b)−E(x_c)‖", cell=2.2)
     record = {
         "encoder": taef2_info,
         "settings": vars(args),

@@ -11,6 +11,8 @@ import re
 
 import pytest
 
+from poisonlab.options import group_class as _group_class  # the one rule for what an option group is
+
 from poisonlab.data.types import AttackData, Dataset, ExperimentData, PoisonSet
 from poisonlab.defenses import DEFENSES, DefenseConfig
 from poisonlab.protocol.config import RunConfig
@@ -60,17 +62,6 @@ def documented_fields(cls: type) -> dict[str, str]:
             continue
         out.update(attribute_entries(inspect.getdoc(klass)))
     return out
-
-
-def _group_class(f: dataclasses.Field) -> type | None:
-    """The config dataclass of an option group field (its default is a dataclass instance), else None."""
-    default = f.default if f.default is not dataclasses.MISSING else None
-    if default is None and f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        try:
-            default = f.default_factory()  # type: ignore[misc]
-        except TypeError:
-            return None
-    return type(default) if dataclasses.is_dataclass(default) and not isinstance(default, type) else None
 
 
 def undocumented(cls: type, *, groups: bool = False, _seen: set[type] | None = None) -> list[str]:

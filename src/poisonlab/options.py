@@ -41,7 +41,7 @@ def _nest(values: Mapping[str, Any], what: str) -> dict[str, Any]:
     return out
 
 
-def _group_class(f: dataclasses.Field) -> type | None:
+def group_class(f: dataclasses.Field) -> type | None:
     """The config dataclass of a group field (its default or default_factory is one), else None."""
     default = f.default if f.default is not dataclasses.MISSING else None
     if default is None and f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
@@ -77,7 +77,7 @@ def config_from_dict(cls: type[C], values: Mapping[str, Any] | None, what: str) 
         hint = f"; presets: {sorted(presets)} (key {PRESET_KEY!r})" if presets else ""
         raise ConfigError(f"{what}: unknown option(s) {unknown}; valid options: {sorted(fields) or 'none'}{hint}")
     for k, v in list(values.items()):
-        group = _group_class(fields[k])
+        group = group_class(fields[k])
         if group is not None and isinstance(v, Mapping):
             values[k] = config_from_dict(group, v, f"{what}: {k}")
         elif group is not None and not isinstance(v, group):

@@ -72,9 +72,6 @@ class Dataset:
         return Dataset(self.x.to(device, dtype) if dtype is not None else self.x.to(device), self.y.to(device),
                        self.num_classes, self.name, self.bounds)
 
-    def with_x(self, x: torch.Tensor) -> "Dataset":
-        """The same labels, classes, name and bounds with other inputs ``x``."""
-        return Dataset(x, self.y, self.num_classes, self.name, self.bounds)
 
 
 @dataclass(frozen=True)

@@ -87,11 +87,14 @@ def write_image(path: str | Path, x: torch.Tensor) -> Path:
     return p
 
 
-def image_grid(path: str | Path, rows: Sequence[tuple[str, torch.Tensor]], captions: Sequence[Sequence[str]] | None = None, title: str = "") -> Path:
-    """A PNG grid: one row per (name, images (N, C, H, W)), N columns; optional per-cell captions.
-    Drawn on its own figure (:func:`poisonlab.figures.new_figure`): pyplot is never used."""
+def image_grid(path: str | Path, rows: Sequence[tuple[str, torch.Tensor]],
+               captions: Sequence[Sequence[str] | None] | None = None, title: str = "", cell: float | None = None) -> Path:
+    """A PNG grid: one row per (name, images (N, C, H, W)), N columns; optional per-cell captions;
+    ``cell``: inches per image (default a thumbnail size). Drawn on its own figure
+    (:func:`poisonlab.figures.new_figure`): pyplot is never used."""
     n = max(len(t) for _, t in rows)
-    fig, axes = new_figure(len(rows), n, figsize=(1.3 * n + 1.0, 1.45 * len(rows) + 0.4), squeeze=False)
+    size = (1.3 * n + 1.0, 1.45 * len(rows) + 0.4) if cell is None else (cell * n + 0.8, cell * len(rows) + 0.5)
+    fig, axes = new_figure(len(rows), n, figsize=size, squeeze=False)
     for i, (name, imgs) in enumerate(rows):
         for j in range(n):
             ax = axes[i][j]
