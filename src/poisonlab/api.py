@@ -382,7 +382,7 @@ def threshold(
         ``fraction_passes`` (and ``fraction_passes_gauge``): whether that fraction passes each
         necessary condition (False: *no* poison set of that size can produce the target).
     """
-    from .protocol.reachability import threshold_report, resolve_target
+    from .protocol.reachability import resolve_target, threshold_report
 
     seed = _seed(seed)
     if fraction is not None:

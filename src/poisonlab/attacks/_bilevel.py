@@ -40,7 +40,7 @@ from ..autodiff import Params, functional_model
 from ..data.bounds import Bounds
 from ..data.types import AttackData, Dataset
 from ..errors import ConfigError
-from ..seeding import derive_seed, draw_seed, torch_generator
+from ..seeding import draw_seed, torch_generator
 from ..training.loop import TrainConfig, param_lr_scales
 from ..training.victim import Victim
 from ..validation import check_choice, check_int

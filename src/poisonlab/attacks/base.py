@@ -24,10 +24,10 @@ from typing import Any, ClassVar, Mapping, final
 import torch
 from torch import nn
 
+from ..cache import ArtifactCache, as_cache
 from ..data.splits import check_fraction, poison_count
 from ..data.types import AttackData, Dataset, PoisonSet
 from ..data.validate import validate
-from ..cache import ArtifactCache, as_cache
 from ..errors import ConfigError, ContractError
 from ..options import config_from_dict, config_to_dict
 from ..registry import Registry

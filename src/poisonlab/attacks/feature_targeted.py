@@ -44,7 +44,6 @@ from .base import ATTACKS, Attack, AttackConfig, register_attack
 from .gc import GCConfig
 from .gradpc import GradPCConfig
 
-
 WHAT = "attack 'feature_targeted'"
 
 

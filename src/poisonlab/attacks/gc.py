@@ -35,23 +35,21 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..cache import ArtifactCache
 from ..autodiff import Params, directional, flatten, functional_loss, mixed_vjp, named_params, unflatten, value_and_grad
+from ..cache import ArtifactCache
 from ..data.bounds import Bounds
 from ..data.types import AttackData, Dataset, PoisonSet
 from ..errors import ConfigError, UnsupportedError
 from ..options import config_to_dict
 from ..theory import min_poison_count, multiclass_reachability
 from ..theory.box import BoxGauge
-from ..theory.linear import box_gauge, box_report, linear_gradient_matrix
-from ..theory.linear import linear_softmax_names
+from ..theory.linear import box_gauge, box_report, linear_gradient_matrix, linear_softmax_names
 from ..training import Victim, accuracy, predict_logits
 from ..validation import check_choice, check_int, check_number, check_radius
 from ._radius import project
 from .base import Attack, AttackConfig, register_attack
 from .gradpc import GradPCConfig
 from .targets import is_target_path, make_target
-
 
 WHAT = "attack 'gc'"
 

@@ -40,7 +40,6 @@ from ..validation import check_int, check_number, check_radius
 from ._radius import project
 from .base import Attack, AttackConfig, register_attack
 
-
 WHAT = "attack 'unlearnable'"
 
 

@@ -45,11 +45,11 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..artifacts import write_json
     from ..generative.detect import latent_screening_scores, reconstruction_scores
     from ..generative.disguise import craft_disguises, summarize, variant_config
     from ..generative.images import image_grid, image_tensor, open_image, write_image
     from ..generative.vae import get_vae
-    from ..artifacts import write_json
 
     # ---- every check before any work (the VAE may train for minutes)
     overrides = {k: getattr(args, k) for k in ("alpha", "radius", "steps", "lr") if getattr(args, k) is not None}

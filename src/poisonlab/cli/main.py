@@ -12,10 +12,19 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see README: avoids 20-70x
 from .._version import __version__  # noqa: E402
 from ..errors import PoisonlabError  # noqa: E402
 from . import (  # noqa: E402
-    cache_cmd, datasets_cmd, disguise_cmd, list_cmd, report_cmd, run_cmd, sweep_cmd, target_cmd, threshold_cmd,
-    transfer_cmd, vae_cmd,
+    cache_cmd,
+    datasets_cmd,
+    disguise_cmd,
+    list_cmd,
+    pretrain_cmd,  # noqa: E402
+    report_cmd,
+    run_cmd,
+    sweep_cmd,
+    target_cmd,
+    threshold_cmd,
+    transfer_cmd,
+    vae_cmd,
 )
-from . import pretrain_cmd  # noqa: E402
 
 COMMANDS = [run_cmd, list_cmd, datasets_cmd, threshold_cmd, target_cmd, transfer_cmd, sweep_cmd, report_cmd, cache_cmd,
             disguise_cmd, vae_cmd]

@@ -21,7 +21,6 @@ from ..protocol.prepare import Prepared
 from ..reporting import format_table
 from ..training import accuracy
 
-
 #: THE command-line shortcuts for GradPC's options (:class:`~poisonlab.attacks.gradpc.GradPCConfig`):
 #: (flags, field, type, help). ``target`` / ``threshold`` pass them to the gradpc maker; ``run`` to the
 #: attack's option group ``target_options`` (gc, feature_targeted).

@@ -41,8 +41,8 @@ from torch import nn
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..training.victim import Victim
-from ._art import ArtDefense, ArtDetectorConfig, art_inputs, art_view, numpy_seeded, one_hot
 from ..validation import check_int
+from ._art import ArtDefense, ArtDetectorConfig, art_inputs, art_view, numpy_seeded, one_hot
 from .base import register_defense
 
 REDUCE = ("PCA", "FastICA")

@@ -42,8 +42,8 @@ from torch import nn
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..training.victim import Victim
-from ._art import ArtDefense, ArtDetectorConfig, ArtView, art_inputs, art_view, one_hot
 from ..validation import check_int, check_number
+from ._art import ArtDefense, ArtDetectorConfig, ArtView, art_inputs, art_view, one_hot
 from .base import register_defense
 
 

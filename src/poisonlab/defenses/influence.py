@@ -37,8 +37,8 @@ from ..autodiff import InverseHVP, inverse_hvp, named_params
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..training.victim import Victim
-from ._grads import head_features, head_inputs, param_names, per_sample_loss_fn, probe_head
 from ..validation import check_int, check_number
+from ._grads import head_features, head_inputs, param_names, per_sample_loss_fn, probe_head
 from .base import Defense, DefenseConfig, register_defense
 
 PerSampleLoss = Callable[[Sequence[torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]

@@ -34,11 +34,10 @@ from torch import nn
 from ..data.bounds import Bounds
 from ..data.types import Dataset
 from ..errors import ConfigError
-from ..seeding import torch_generator
+from ..seeding import child_generator, torch_generator
 from ..training import train
 from ..training.victim import Victim
 from ..validation import check_int, check_number
-from ..seeding import child_generator
 from .base import Defense, DefenseConfig, register_defense
 
 SCALES = ("span", "absolute")

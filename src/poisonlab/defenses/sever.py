@@ -37,8 +37,8 @@ from ..data.splits import poison_count
 from ..data.types import Dataset
 from ..errors import ConfigError, UnsupportedError
 from ..training.victim import Victim
-from ._grads import head_inputs, param_names, per_sample_grads, probe_head, top_right_singular_vector
 from ..validation import check_int
+from ._grads import head_inputs, param_names, per_sample_grads, probe_head, top_right_singular_vector
 from .base import Defense, DefenseConfig, register_defense
 
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 def feature_dim(encoder: nn.Module) -> int:
     """The encoder's feature dimension (its ``feature_dim`` attribute)."""
-    return int(getattr(encoder, "feature_dim"))
+    return int(encoder.feature_dim)
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, *, min_scale: float = 0.6, flip: bool = False,

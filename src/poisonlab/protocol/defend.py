@@ -20,11 +20,11 @@ import torch
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from torch import nn
 
+from ..artifacts import load_poisons, load_state, save_model, write_atomic, write_json
 from ..data.types import Dataset, PoisonedDataset
 from ..defenses import Defense, build_defense
 from ..seeding import torch_generator
 from ..training import Victim, accuracy
-from ..artifacts import load_poisons, load_state, save_model, write_atomic, write_json
 from .config import RunConfig
 from .prepare import prepare
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Literal
 import torch
 
 from .._version import __version__
+from ..artifacts import load_poisons, save_model, save_poisons, save_state, write_json
 from ..attacks import Attack, build_attack
 from ..cache import ArtifactCache, as_cache, module_fingerprint, tensor_fingerprint
 from ..data import PoisonedDataset, check_fraction, poison_count
@@ -33,10 +34,9 @@ from ..options import config_to_dict
 from ..reporting.grids import poison_grid
 from ..seeding import torch_generator
 from ..training import TrainConfig, Victim, VictimSpec, accuracy, resolve_device
-from ..artifacts import load_poisons, save_model, save_poisons, save_state, write_json
 from .config import RunConfig
-from .prepare import Prepared, prepare
 from .defend import defense_from_config, run_defense
+from .prepare import Prepared, prepare
 
 Log = Callable[[str], None]
 #: the protocol's stages, in order, as reported to an ``on_stage`` callback

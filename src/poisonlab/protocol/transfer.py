@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..artifacts import write_json
 from ..errors import ConfigError
 from ..models.victims import VICTIMS
-from ..artifacts import write_json
 from .config import RunConfig
 from .runner import run_protocol
 

@@ -25,8 +25,8 @@ COMPARABLE = ("clean_accuracy", "poisoned_accuracy", "accuracy_drop", "n_train",
 
 def fingerprints(out: Path) -> dict[str, str]:
     """sha256 of the poisons and of both trained victims (bit-level identity of a run's outputs)."""
-    from ..cache import tensor_fingerprint
     from ..artifacts import load_poisons, load_state
+    from ..cache import tensor_fingerprint
 
     p = load_poisons(out / "poisons.npz")
     fp = {"poisons": tensor_fingerprint(p.x, p.y, p.source_index)}

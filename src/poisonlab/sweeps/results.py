@@ -22,9 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..artifacts import json_default
 from ..cache import canonical_json
 from ..errors import DataError, PoisonlabError
-from ..artifacts import json_default
 
 SCHEMA = 1
 

@@ -8,6 +8,9 @@ decides whether an ``nn.Module`` is a linear softmax model (the models the box c
 the target w over the clean data, τ the threshold in ε-units (reachable needs ε ≥ τ).
 """
 
+from .diagnostics import eps_of_rho, min_poison_count, mixed_gradient_norm, rho_of_eps
+from .lambert import lambert_w
+from .linear import as_linear_softmax, linear_softmax_names
 from .margin import (
     MARGIN_LOSSES,
     MarginLoss,
@@ -23,9 +26,6 @@ from .multiclass import (
     trace_statistic,
     univariate_check,
 )
-from .diagnostics import eps_of_rho, min_poison_count, mixed_gradient_norm, rho_of_eps
-from .lambert import lambert_w
-from .linear import as_linear_softmax, linear_softmax_names
 
 __all__ = [
     "MARGIN_LOSSES",

@@ -19,7 +19,6 @@ from ..models.victims import build_victim
 from ..seeding import derive_seed, torch_generator
 from .loop import TrainConfig, resolve_device, train
 
-
 #: a zero-argument callable that returns a freshly initialised ``nn.Module`` (the user's own architecture)
 ModelFactory = Callable[[], nn.Module]
 

