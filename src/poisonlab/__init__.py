@@ -46,14 +46,26 @@ _PUBLIC = {
 
 __all__ = ["__version__", *_PUBLIC]
 
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .api import DefenseReport, data_from_arrays, defend, poison, run, threshold, validate, victim
-    from .cache import ArtifactCache
-    from .data.bounds import Bounds
-    from .data.types import ExperimentData, PoisonSet
-    from .errors import ConfigError, ContractError, DataError, PoisonlabError, UnsupportedError
-    from .training.loop import TrainConfig
-    from .training.victim import VictimSpec
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only ("import x as x": an explicit re-export)
+    from .api import DefenseReport as DefenseReport
+    from .api import data_from_arrays as data_from_arrays
+    from .api import defend as defend
+    from .api import poison as poison
+    from .api import run as run
+    from .api import threshold as threshold
+    from .api import validate as validate
+    from .api import victim as victim
+    from .cache import ArtifactCache as ArtifactCache
+    from .data.bounds import Bounds as Bounds
+    from .data.types import ExperimentData as ExperimentData
+    from .data.types import PoisonSet as PoisonSet
+    from .errors import ConfigError as ConfigError
+    from .errors import ContractError as ContractError
+    from .errors import DataError as DataError
+    from .errors import PoisonlabError as PoisonlabError
+    from .errors import UnsupportedError as UnsupportedError
+    from .training.loop import TrainConfig as TrainConfig
+    from .training.victim import VictimSpec as VictimSpec
 
 
 def __getattr__(name: str) -> Any:

@@ -87,7 +87,7 @@ class Attack(ABC):
     def options(self) -> dict[str, Any]:
         return config_to_dict(self.config)
 
-    def check_supported(self, data: AttackData, victim: Victim) -> None:
+    def check_supported(self, data: AttackData, victim: Victim) -> None:  # noqa: B027 - an optional hook, not abstract
         """Raise :class:`~poisonlab.errors.UnsupportedError` (saying why) when this attack cannot run
         on ``victim`` / ``data``; called by :meth:`poison` before any work. Default: supported."""
 

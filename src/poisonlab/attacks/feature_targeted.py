@@ -156,7 +156,8 @@ class FeatureTargeted(Attack):
                 f"'features' and 'head' (nn.Linear with a bias), a 'linear' layer, or an nn.Sequential ending in "
                 f"nn.Linear); {victim.spec.model!r} ({type(model).__name__}) has no such split")
 
-    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool,
+               cache: ArtifactCache | None = None) -> PoisonSet:
         cfg = self.config
         t0 = time.perf_counter()
         model = victim.clean_model()

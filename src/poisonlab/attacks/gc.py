@@ -275,7 +275,8 @@ class GradientCanceling(Attack):
             return pool[torch.randperm(len(pool), generator=generator)[:n]]
         return pool[torch.randint(len(pool), (n,), generator=generator)]
 
-    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool,
+               cache: ArtifactCache | None = None) -> PoisonSet:
         c = self.config
         t0 = time.perf_counter()
         clean = victim.clean_model()

@@ -87,8 +87,11 @@ class GradientMatchingConfig(AttackConfig):
         ``chunk_size`` (poisons per autograd pass), ``trace_every`` (steps between trace entries).
 
     Attributes:
-        target: The target gradient to match: ``"reverse"`` (the gradient of a reversed validation loss, so training on the poisons ascends it), ``"gradpc"`` (the direction from the clean weights to a GradPC target) or a ``.safetensors`` target model. Default ``"reverse"``.
-        reverse_loss: With ``target="reverse"``: ``"negative_ce"`` (−cross-entropy) or ``"reversed_ce"`` (−log(1 − p_y), the thesis' reversed loss). Default ``"negative_ce"``.
+        target: The target gradient to match: ``"reverse"`` (the gradient of a reversed validation loss, so
+            training on the poisons ascends it), ``"gradpc"`` (the direction from the clean weights to a GradPC
+            target) or a ``.safetensors`` target model. Default ``"reverse"``.
+        reverse_loss: With ``target="reverse"``: ``"negative_ce"`` (−cross-entropy) or ``"reversed_ce"``
+            (−log(1 − p_y), the thesis' reversed loss). Default ``"negative_ce"``.
         eps_w: With ``target="gradpc"``: GradPC's relative radius ‖Δw‖ ≤ eps_w·‖w‖. Default ``0.5``.
         target_norm: With ``target="gradpc"``: GradPC's norm, ``"l2"`` or ``"linf"``. Default ``"l2"``.
         target_topk: With ``target="gradpc"``: change at most this many parameters (``None``: all). Default ``None``.
@@ -98,7 +101,8 @@ class GradientMatchingConfig(AttackConfig):
         steps: Signed-Adam steps on the perturbations δ per restart (Witches' brew). Default ``240``.
         lr: Adam step size on δ, in the data's units. Default ``0.01``.
         schedule: Step-size schedule: ``"multistep"`` (÷10 at 3/8, 5/8 and 5/6 of the steps) or ``"constant"``. Default ``"multistep"``.
-        restarts: Restarts: the first from δ = 0, the others from random δ of size ``radius`` (or ``init_scale``); the best feasible iterate over all is returned. Default ``8``.
+        restarts: Restarts: the first from δ = 0, the others from random δ of size ``radius`` (or
+            ``init_scale``); the best feasible iterate over all is returned. Default ``8``.
         radius: Optional L∞ bound on δ around each source, in the data's units (``None``: only the data's bounds). Default ``None``.
         init_scale: Size of the random initial δ of restarts 2… when ``radius`` is ``None``, in the data's units. Default ``0.05``.
         chunk_size: Points per chunk when summing per-sample gradients (memory bound). Default ``8192``.

@@ -92,18 +92,27 @@ class IMinMaxConfig(AttackConfig):
         trace; None: ≈ 50 entries).
 
     Attributes:
-        group_size: Poisons chosen per round (each round picks this many max-loss feasible points, then the defender's model is updated). Default ``1``.
+        group_size: Poisons chosen per round (each round picks this many max-loss feasible points, then the
+            defender's model is updated). Default ``1``.
         steps: Signed-gradient ascent steps on each candidate point's loss. Default ``20``.
         step_size: Size of each ascent step, in the data's units (projected onto the feasible set after each step). Default ``0.1``.
-        restarts: Random clean starting points per poison (drawn without replacement, so each poison has its own source); the highest-loss candidate wins. Default ``1``.
-        labels: How each poison's label is chosen: ``"max_loss"`` (every class is a candidate, the highest-loss (point, label) pair wins — the paper's argmax), ``"flip"`` (9 − y, i.e. C − 1 − y, of the start point) or ``"keep"``. Default ``"max_loss"``.
+        restarts: Random clean starting points per poison (drawn without replacement, so each poison has its
+            own source); the highest-loss candidate wins. Default ``1``.
+        labels: How each poison's label is chosen: ``"max_loss"`` (every class is a candidate, the
+            highest-loss (point, label) pair wins — the paper's argmax), ``"flip"`` (9 − y, i.e. C − 1 − y, of
+            the start point) or ``"keep"``. Default ``"max_loss"``.
         follower_steps: Plain SGD steps of the defender's model per round, on a clean batch plus every poison chosen so far. Default ``1``.
-        follower_lr: The defender's step size; ``None``: the victim recipe's lr (other optimizers and schedules are approximated by plain SGD, noted in ``info["follower"]``). Default ``None``.
+        follower_lr: The defender's step size; ``None``: the victim recipe's lr (other optimizers and
+            schedules are approximated by plain SGD, noted in ``info["follower"]``). Default ``None``.
         batch_size: Clean points per defender step; ``None``: the victim recipe's batch size. Default ``None``.
-        weighting: Weight of the chosen poisons in the defender's loss: ``"union"`` (exactly D_tr ∪ the t poisons so far, weight t/(N+t)) or ``"budget"`` (ε/(1+ε) from the first round). Default ``"union"``.
-        feasible: The feasible set: ``"box"`` (the data's bounds) or ``"sphere_slab"`` (also inside the sphere and slab defenses' sets fitted on clean D_tr, Koh et al. 2022). Default ``"box"``.
-        sphere_quantile: With ``feasible="sphere_slab"``: the sphere's radius per class, as this quantile of the clean points' distances to their class centroid. Default ``0.95``.
-        slab_quantile: With ``feasible="sphere_slab"``: the slab's half-width per class, as this quantile of the clean points' projections on the centroid-minus-mean direction. Default ``0.95``.
+        weighting: Weight of the chosen poisons in the defender's loss: ``"union"`` (exactly D_tr ∪ the t
+            poisons so far, weight t/(N+t)) or ``"budget"`` (ε/(1+ε) from the first round). Default ``"union"``.
+        feasible: The feasible set: ``"box"`` (the data's bounds) or ``"sphere_slab"`` (also inside the
+            sphere and slab defenses' sets fitted on clean D_tr, Koh et al. 2022). Default ``"box"``.
+        sphere_quantile: With ``feasible="sphere_slab"``: the sphere's radius per class, as this quantile of
+            the clean points' distances to their class centroid. Default ``0.95``.
+        slab_quantile: With ``feasible="sphere_slab"``: the slab's half-width per class, as this quantile of
+            the clean points' projections on the centroid-minus-mean direction. Default ``0.95``.
         dtype: Arithmetic precision of the attack, ``"float32"`` or ``"float64"``. Default ``"float32"``.
         trace_every: Rounds between recorded defender losses in ``info`` (``None``: no trace). Default ``None``.
     """

@@ -38,7 +38,8 @@ class LabelFlip(Attack):
     Config = LabelFlipConfig
     summary = "copies of ε·N training points with flipped labels (rule y←C−1−y or random)"
 
-    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool,
+               cache: ArtifactCache | None = None) -> PoisonSet:
         c = data.num_classes
         src = torch.randperm(len(data.train), generator=generator)[:n_poison]
         # fraction <= 1, so n_poison <= |D_tr|: distinct sources

@@ -124,7 +124,7 @@ class MetaPoison(Attack):
             fol, w = fresh(i, 0)
             age = (i * horizon) // cfg.ensemble
             for _ in range(age):
-                w = B.sgd_steps(lambda ws: batch_loss(fol, ws, T.x0), w, fol.step_sizes(beta), 1)
+                w = B.sgd_steps(lambda ws, fol=fol: batch_loss(fol, ws, T.x0), w, fol.step_sizes(beta), 1)
             models.append((fol, w))
             ages.append(age)
         opt = torch.optim.Adam([delta.requires_grad_(True)], lr=cfg.leader_lr)
@@ -138,7 +138,8 @@ class MetaPoison(Attack):
             for fol, w in models:
                 with torch.enable_grad():
                     xp = clamp_box(T.x0 + delta, box)  # in the graph: clamp's gradient
-                    wk = B.sgd_steps(lambda ws: batch_loss(fol, ws, xp), w, fol.step_sizes(beta), cfg.unroll, create_graph=True)
+                    wk = B.sgd_steps(lambda ws, fol=fol, xp=xp: batch_loss(fol, ws, xp), w, fol.step_sizes(beta), cfg.unroll,
+                                     create_graph=True)
                     ell = fol.loss(wk, xv, yv) / len(models)
                     (-ell).backward()  # ascent on the validation loss
                 total += ell.item()
@@ -153,7 +154,7 @@ class MetaPoison(Attack):
                     restarts[i] += 1
                     models[i], ages[i] = fresh(i, restarts[i]), 0
                     continue
-                models[i] = (fol, B.sgd_steps(lambda ws: batch_loss(fol, ws, xp_now), w, fol.step_sizes(beta), 1))
+                models[i] = (fol, B.sgd_steps(lambda ws, fol=fol, xp=xp_now: batch_loss(fol, ws, xp), w, fol.step_sizes(beta), 1))
                 ages[i] += 1
         info["seconds"] = time.perf_counter() - t0
         info["seconds_per_outer_step"] = info["seconds"] / max(cfg.outer_steps, 1)

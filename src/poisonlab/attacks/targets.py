@@ -50,9 +50,9 @@ def make_target(target: str, model: nn.Module, val: Dataset, options: Mapping[st
                 cache: ArtifactCache | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """A registered maker by name (e.g. ``"gradpc"``) or a ``.safetensors`` path.
 
-    A made target goes through ``cache`` (kind ``target``; the protocol passes ``--cache-dir``), keyed by the maker, its options, the clean model's weights
-    and D_v: a second run with the same inputs loads it instead of recomputing it. ``info["cache"]``
-    says ``"hit"``, ``"miss"`` or None (no cache)."""
+    A made target goes through ``cache`` (kind ``target``; the protocol passes ``--cache-dir``), keyed by
+    the maker, its options, the clean model's weights and D_v: a second run with the same inputs loads it
+    instead of recomputing it. ``info["cache"]`` says ``"hit"``, ``"miss"`` or None (no cache)."""
     if is_target_path(target):
         return load_target(target, model), {"source": str(target)}
     maker = TARGETS.get(target)

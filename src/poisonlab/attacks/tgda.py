@@ -470,7 +470,8 @@ class TGDA(Attack):
         n_eval = min(len(T.val), 5000)
         eval_set = Dataset(T.val.x[:n_eval], T.val.y[:n_eval], T.val.num_classes)
         info: dict[str, Any] = {"generator": gname, "n_poison": len(sources), "batch_size": bs,
-                                "follower_lr": beta, "follower": B.follower_description(victim.spec.recipe, beta)[0], "val_loss": [], "val_accuracy": [], "cg_iterations": [],
+                                "follower_lr": beta, "follower": B.follower_description(victim.spec.recipe, beta)[0],
+                                "val_loss": [], "val_accuracy": [], "cg_iterations": [],
                                 "leader_grad_norm": [], "pretrain_loss": []}
         if every:
             info["selection"] = []  # [epoch, D_v accuracy, D_v loss] of each from-scratch retrain

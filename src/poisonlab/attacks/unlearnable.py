@@ -86,7 +86,8 @@ class Unlearnable(Attack):
     clean_label = True
     summary = "error-minimising noise (Huang et al. 2021) on ε·N copies, optional L∞ radius"
 
-    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
+    def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool,
+               cache: ArtifactCache | None = None) -> PoisonSet:
         cfg = self.config
         step = cfg.step_size or (cfg.radius / 5 if cfg.radius is not None else 0.05)
         src = torch.randperm(len(data.train), generator=generator)[:n_poison]
@@ -98,7 +99,8 @@ class Unlearnable(Attack):
         recipe = victim.spec.recipe
         batch_gen = child_generator(generator)
         acc, rounds = 0.0, 0
-        for rounds in tqdm(range(1, cfg.rounds + 1), desc="unlearnable", disable=not progress, leave=False):
+        for _ in tqdm(range(cfg.rounds), desc="unlearnable", disable=not progress, leave=False):
+            rounds += 1  # the rounds run (the loop may stop early)
             if cfg.train_epochs:
                 mixed = PoisonedDataset.mix(data.train, PoisonSet(x.detach().cpu(), y.cpu(), src), data.injection).dataset
                 train(model, mixed, replace(recipe, epochs=cfg.train_epochs), batch_gen)

@@ -63,7 +63,8 @@ def named_params(model: nn.Module, names: Sequence[str] | None = None) -> tuple[
     return chosen, tuple(all_params[n].detach() for n in chosen)
 
 
-def functional_model(model: nn.Module, names: Sequence[str] | None = None) -> Callable[[Sequence[torch.Tensor], torch.Tensor], torch.Tensor]:
+def functional_model(model: nn.Module,
+                     names: Sequence[str] | None = None) -> Callable[[Sequence[torch.Tensor], torch.Tensor], torch.Tensor]:
     """``logits(params, x)``: ``model(x)`` with the parameters ``names`` (default: the trainable ones,
     :func:`named_params`) replaced by the tensors ``params``, in that order. The other parameters
     (detached) and the buffers are the model's own, read when ``logits`` is called."""

@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         "files": {k: str(out / f"{k}.png") for k in ("disguise", "reveal", "grid")},
     }
     write_json(out / "metrics.json", record)
-    for k in ("latent_dist", "latent_dist_base", "latent_dist_rel", "ssim_base", "lpips_base", "linf_base", "ssim_copyright", "reveal_ssim_copyright", "recon_ssim_copyright"):
+    for k in ("latent_dist", "latent_dist_base", "latent_dist_rel", "ssim_base", "lpips_base", "linf_base", "ssim_copyright",
+              "reveal_ssim_copyright", "recon_ssim_copyright"):
         print(f"{k:>24s}: {metrics[k]:.4f}")
     print(f"wrote {out}/disguise.png, reveal.png, grid.png, metrics.json")
     return 0

@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--no-cache", action="store_true", help="train every clean victim anew")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs, run nothing")
-    p.add_argument("--mlflow", metavar="URI", help="also log each finished run to MLflow at URI, e.g. sqlite:///mlflow.db (experiment = grid name)")
+    p.add_argument("--mlflow", metavar="URI",
+                   help="also log each finished run to MLflow at URI, e.g. sqlite:///mlflow.db (experiment = grid name)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 

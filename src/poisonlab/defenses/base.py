@@ -149,7 +149,7 @@ class Defense(ABC):
     def options(self) -> dict[str, Any]:
         return config_to_dict(self.config)
 
-    def check_supported(self, data: Dataset, victim: Victim) -> None:
+    def check_supported(self, data: Dataset, victim: Victim) -> None:  # noqa: B027 - an optional hook, not abstract
         """Raise :class:`~poisonlab.errors.UnsupportedError` (saying why) when this defense cannot run
         on ``victim`` / ``data`` (the points the defender sees); called by :meth:`score`,
         :meth:`score_detail` and :meth:`defend` before any work. Default: supported."""

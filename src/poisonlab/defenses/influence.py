@@ -91,7 +91,7 @@ def influence_on_reference(
     scores = []
     for start in range(0, n, chunk_size):
         xs, ys = x[start : start + chunk_size], y[start : start + chunk_size]
-        _, directional = jvp(lambda *p: loss_fn(p, xs, ys), params, s)  # ∇ℓ(z_i)ᵀ s for each i
+        _, directional = jvp(lambda *p, xs=xs, ys=ys: loss_fn(p, xs, ys), params, s)  # ∇ℓ(z_i)ᵀ s for each i
         scores.append(-directional.detach())
     return torch.cat(scores) if scores else torch.empty(0), solve
 

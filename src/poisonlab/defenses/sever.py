@@ -104,7 +104,8 @@ class SeverConfig(DefenseConfig):
 @register_defense("sever")
 class SeverDefense(Defense):
     Config = SeverConfig
-    summary = "remove points with large squared projection of centred gradients on the top singular vector, in rounds (Diakonikolas et al. 2019)"
+    summary = ("remove points with large squared projection of centred gradients on the top singular vector, in rounds "
+               "(Diakonikolas et al. 2019)")
 
     def check_supported(self, data: Dataset, victim: Victim) -> None:
         c: SeverConfig = self.config  # type: ignore[assignment]

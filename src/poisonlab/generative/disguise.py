@@ -141,7 +141,8 @@ def disguise_loss(
 
 def _check_images(x_b: torch.Tensor, x_c: torch.Tensor) -> None:
     if x_b.ndim != 4 or x_b.shape != x_c.shape:
-        raise DataError(f"base and copyrighted images must both be (N, C, H, W) of one shape, got {tuple(x_b.shape)} and {tuple(x_c.shape)}")
+        raise DataError(f"base and copyrighted images must both be (N, C, H, W) of one shape, "
+                        f"got {tuple(x_b.shape)} and {tuple(x_c.shape)}")
     for name, t in (("base", x_b), ("copyrighted", x_c)):
         if not t.is_floating_point() or t.min() < 0 or t.max() > 1:
             raise DataError(f"{name} images must be floats in [0, 1]")

@@ -80,7 +80,8 @@ class ConditionalLatentDiffusion(nn.Module):
 
     """ε-prediction DDPM on scaled latents (N, c_z, h, w), conditioned on concept vectors (N, d)."""
 
-    def __init__(self, latent_shape: tuple[int, int, int], num_concepts: int, config: LatentDiffusionConfig | None = None, *, seed: int = 0) -> None:
+    def __init__(self, latent_shape: tuple[int, int, int], num_concepts: int, config: LatentDiffusionConfig | None = None, *,
+                 seed: int = 0) -> None:
         super().__init__()
         require_diffusers()
         from diffusers import DDPMScheduler, UNet2DModel
@@ -252,7 +253,8 @@ def reproduction_metrics(vae: LatentAutoencoder, z_gen: torch.Tensor, x_c: torch
     imgs = vae.decode(z_gen / vae.scaling_factor, channels=x_c.shape[1])
     s = ssim(imgs, x_c.expand_as(imgs).to(imgs.dtype))
     d = (z_gen / vae.scaling_factor - zc).flatten(1).norm(dim=1) / zc.flatten().norm().clamp_min(1e-12)
-    return {"ssim_mean": float(s.mean()), "ssim_max": float(s.max()), "latent_dist_min": float(d.min()), "latent_dist_mean": float(d.mean())}
+    return {"ssim_mean": float(s.mean()), "ssim_max": float(s.max()),
+            "latent_dist_min": float(d.min()), "latent_dist_mean": float(d.mean())}
 
 
 # ------------------------------------------------------------------------- Stable Diffusion

@@ -142,7 +142,7 @@ def build_table(records: Sequence[dict[str, Any]], rows: str | Sequence[str] = "
         rk, ck = tuple(r[k] for k in row_keys), tuple(r[k] for k in col_keys)
         groups[(rk, ck)].append(r)
         by_row[rk][r["seed"]] = r["clean_accuracy"]  # acc1 depends on the row's victim and seed only
-    for (rk, ck), g in groups.items():
+    for g in groups.values():
         seeds = [r["seed"] for r in g]
         if len(seeds) != len(set(seeds)):
             raise ConfigError(f"runs {[r['run_id'] for r in g]} share a table cell and a seed; add a key to --rows/--cols")

@@ -97,7 +97,7 @@ class LocalBackend:
             except Exception as exc:  # e.g. an unpicklable result: still one failed row
                 rows.append(_crashed(run_id, f"{type(exc).__name__}: {exc}"))
         if broken:  # every other run of the broken pool is lost too: fail them, start a new pool
-            for fut, run_id in list(self._futures.items()):
+            for run_id in list(self._futures.values()):
                 rows.append(_crashed(run_id, "worker pool broke while this run was in flight"))
             self._futures.clear()
             self._pool.shutdown(wait=False, cancel_futures=True)

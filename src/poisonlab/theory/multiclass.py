@@ -79,7 +79,7 @@ def _extreme_A(A: np.ndarray, sign: float, radius: float, restarts: int, seed: i
     for y in range(c):
         for k in range(restarts):
             h0 = rng.normal(scale=[0.5, 2.0, 5.0][k % 3], size=c)
-            res = minimize(lambda h: sign * _phi_A(h, y, A), h0, method="L-BFGS-B", bounds=[(-radius, radius)] * c)
+            res = minimize(lambda h, y=y: sign * _phi_A(h, y, A), h0, method="L-BFGS-B", bounds=[(-radius, radius)] * c)
             best = min(best, float(res.fun))
     return sign * best
 
