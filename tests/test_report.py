@@ -117,7 +117,8 @@ def test_tau_vs_observed_plot_runs_on_a_real_gc_sweep(tmp_path):
 
     spec = {"name": "gc-tau", "base": {"dataset": "digits", "model": "lr", "epochs": 2, "device": "cpu",
                                        "attack": "gc"},
-            "cases": [{"attack_options.eps_w": 0.3, "attack_options.steps": 3, "attack_options.target_steps": 3}],
+            "cases": [{"attack_options.target_options.eps_w": 0.3, "attack_options.steps": 3,
+                       "attack_options.target_options.steps": 3}],
             "grid": {"fraction": [0.05, 0.5]}}
     run_sweep(expand(spec, "gc.yaml"), tmp_path / "s", workers=1, progress=False)
     recs = flatten(ResultsLog(tmp_path / "s" / "results.jsonl").latest().values())
