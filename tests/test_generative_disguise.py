@@ -18,6 +18,7 @@ from poisonlab.generative.detect import (  # noqa: E402
     reconstruction_scores,
 )
 from poisonlab.generative.disguise import (  # noqa: E402
+    _PIXELS,
     VARIANTS,
     DisguiseConfig,
     craft_disguises,
@@ -195,6 +196,71 @@ def test_bad_images_raise(vae):
         craft_disguises(vae, _images(1, 0) * 2, _images(1, 1))
 
 
+def _reference_craft(vae, x_b, x_c, cfg, start):
+    """The plain loop: score every iterate with a fresh forward pass after its step (slow reference)."""
+    with torch.no_grad():
+        z_c = vae.encode(x_c)
+        best, best_loss = x_b.clone(), disguise_loss(vae, x_b, x_b, z_c, cfg)
+
+        def keep(x):
+            nonlocal best_loss
+            cur = disguise_loss(vae, x, x_b, z_c, cfg)
+            best[cur < best_loss] = x[cur < best_loss]
+            best_loss = torch.minimum(cur, best_loss)
+
+        keep(start)
+    x = start.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=cfg.lr)
+    history = [float(best_loss.sum())]
+    for _ in range(cfg.steps):
+        opt.zero_grad()
+        disguise_loss(vae, x, x_b, z_c, cfg).sum().backward()
+        opt.step()
+        with torch.no_grad():
+            x.copy_(_PIXELS.project_linf(x, x_b, cfg.radius))
+            keep(x)
+        history.append(float(best_loss.sum()))
+    return best, history
+
+
+@pytest.mark.parametrize("init_noise", [0.0, 0.05])
+def test_craft_scores_each_iterate_once_and_matches_the_plain_loop(vae, init_noise, monkeypatch):
+    import poisonlab.generative.disguise as D
+
+    x_b, x_c = _images(2, 20), _images(2, 21)
+    cfg = DisguiseConfig(alpha=0.05, steps=12, lr=0.03, radius=16 / 255, init_noise=init_noise)
+    calls = []
+    monkeypatch.setattr(D, "disguise_loss", lambda *a, **k: calls.append(1) or disguise_loss(*a, **k))
+    res = craft_disguises(vae, x_b, x_c, cfg, generator=torch.Generator().manual_seed(3))
+    monkeypatch.undo()
+    # the base, the noisy start (when there is one), one per step, the last iterate
+    assert len(calls) == 1 + (init_noise > 0) + cfg.steps + 1
+    start = x_b
+    if init_noise:
+        noise = torch.rand(x_b.shape, generator=torch.Generator().manual_seed(3)) * 2 - 1
+        start = _PIXELS.project_linf(x_b + init_noise * noise, x_b, cfg.radius)
+        assert not torch.equal(start, x_b)
+    best, history = _reference_craft(vae, x_b, x_c, cfg, start)
+    assert torch.equal(res.disguise, best)
+    assert res.history == history and len(history) == cfg.steps + 1
+
+
+def test_init_noise_is_the_seeded_random_start(vae):
+    x_b, x_c = _images(1, 22), _images(1, 23)
+    cfg = variant_config("bounded", radius=8 / 255, alpha=0.05, steps=4, lr=0.02, init_noise=0.02)
+
+    def run(seed, c=cfg):
+        return craft_disguises(vae, x_b, x_c, c, generator=torch.Generator().manual_seed(seed)).disguise
+
+    assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
+    assert (run(2) - x_b).abs().max() <= 8 / 255 + 1e-7
+    no_noise = variant_config("bounded", radius=8 / 255, alpha=0.05, steps=4, lr=0.02)
+    assert torch.equal(run(0, no_noise), run(1, no_noise))  # without init_noise nothing is random
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match="init_noise"):
+            DisguiseConfig(init_noise=bad)
+
+
 # ------------------------------------------------------------------------------ detection
 def test_latent_screening_matches_brute_force(vae):
     x, prot = _images(3, 11), _images(2, 12)
@@ -271,6 +337,11 @@ def no_vae_work(monkeypatch, tmp_path):
     monkeypatch.setenv("POISONLAB_CACHE", str(tmp_path / "cache"))  # nothing cached: tiny:... would train
     for fn in ("train_vae", "tiny_vae", "load_vae", "get_vae"):
         monkeypatch.setattr(vae_mod, fn, forbidden)
+    import poisonlab.generative.taef2 as taef2_mod
+    import poisonlab.models.pretrained.taef2 as taef2_weights
+
+    monkeypatch.setattr(taef2_mod, "load_taef2_autoencoder", forbidden)
+    monkeypatch.setattr(taef2_weights, "load_taef2", forbidden)
 
 
 def _one_error_line(capsys) -> str:
@@ -297,6 +368,7 @@ def test_disguise_cli_checks_every_input_before_any_vae_work(tmp_path, capsys, n
         (dict(base=str(tmp_path)), "--base:", "is not a file"),
         (dict(vae="tiny:no_such_data"), "unknown dataset", "no_such_data"),
         (dict(vae=str(tmp_path / "nothing")), "VAE", "local AutoencoderKL directory"),
+        (dict(vae="taef3"), "VAE 'taef3'", "give 'taef2'"),
     ]
     for kwargs, *needles in cases:
         assert run(**kwargs) == 2, kwargs
@@ -310,6 +382,10 @@ def test_disguise_cli_checks_every_input_before_any_vae_work(tmp_path, capsys, n
     # a local SD-style VAE: its geometry is read from config.json (f = 8) without loading it
     assert run("--size", "36", vae=str(tmp_path / "sd")) == 2
     assert "downsampling factor 8" in _one_error_line(capsys)
+    # taef2 (f = 8) likewise, and --init-noise is checked with the other disguise options
+    for extra, needle in ((["--size", "36"], "downsampling factor 8"), (["--init-noise", "2"], "init_noise")):
+        assert run(*extra, vae="taef2") == 2, extra
+        assert needle in _one_error_line(capsys)
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
@@ -319,6 +395,30 @@ def test_disguise_cli_valid_inputs_reach_the_vae(tmp_path, capsys, no_vae_work):
     with pytest.raises(AssertionError, match="before the inputs were checked"):
         main(["disguise", "--copyrighted", str(tmp_path / "ok.png"), "--base", str(tmp_path / "ok.png"),
               "--vae", "tiny:digits", "--size", "16", "--out", str(tmp_path / "out")])
+    with pytest.raises(AssertionError, match="before the inputs were checked"):
+        main(["disguise", "--copyrighted", str(tmp_path / "ok.png"), "--base", str(tmp_path / "ok.png"),
+              "--vae", "taef2", "--size", "32", "--out", str(tmp_path / "out")])
+
+
+def test_disguise_cli_with_the_shipped_taef2(tmp_path, capsys):
+    """``--vae taef2``: the real pretrained FLUX.2-latent autoencoder, no training, end to end."""
+    write_image(tmp_path / "c.png", _images(1, 24, size=48))
+    write_image(tmp_path / "b.png", _images(1, 25, size=40)[:, :1])  # grey, another size: resized to --size
+    out = tmp_path / "out"
+    argv = ["disguise", "--copyrighted", str(tmp_path / "c.png"), "--base", str(tmp_path / "b.png"), "--vae", "taef2",
+            "--size", "32", "--alpha", "0.05", "--lr", "0.03", "--steps", "6", "--init-noise", "0.01", "--seed", "1",
+            "--out", str(out)]
+    assert main(argv) == 0
+    rec = json.loads((out / "metrics.json").read_text())
+    assert "taef2" in rec["vae"] and "FLUX.2" in rec["vae"]
+    assert rec["size"] == 32 and rec["seed"] == 1 and rec["config"]["init_noise"] == 0.01 and rec["config"]["steps"] == 6
+    assert rec["metrics"]["latent_dist"] < rec["metrics"]["latent_dist_base"]
+    for f in ("disguise.png", "reveal.png", "grid.png"):
+        assert (out / f).stat().st_size > 0
+    assert read_image(out / "disguise.png").shape == (1, 3, 32, 32)
+    assert "craft disguises" in capsys.readouterr().err  # the progress bar
+    assert main(argv[:-2] + ["--out", str(out), "--vae", "taef3"]) == 2
+    assert "give 'taef2'" in capsys.readouterr().err
 
 
 def test_open_image_errors_are_one_line(tmp_path):

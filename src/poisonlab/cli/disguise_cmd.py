@@ -1,11 +1,12 @@
 """``poisonlab disguise``: craft a disguise of a copyrighted image on a base image against a latent
-autoencoder, reveal it, score it (thesis chapter 5). ``--vae`` is a local AutoencoderKL / Stable
-Diffusion directory, or ``tiny:<dataset>[:<preset>]`` for a small VAE trained and cached here.
+autoencoder, reveal it, score it (thesis chapter 5). ``--vae`` is ``taef2`` (the shipped pretrained
+tiny autoencoder of FLUX.2's latent space; not Stable Diffusion's VAE), a local AutoencoderKL /
+Stable Diffusion directory, or ``tiny:<dataset>[:<preset>]`` for a small VAE trained and cached here.
 
 Every input is checked before any work (loading or training the VAE can take minutes): the variant
 and its options, the device, the VAE spec, both image files (present, readable, decodable images),
-the output folder, and the image size against the VAE's geometry (read from the tiny preset or the
-local ``config.json``, without loading weights). A bad input ends with one line and exit code 2.
+the output folder, and the image size against the VAE's geometry (taef2's f = 8, the tiny preset, or
+the local ``config.json``, without loading weights). A bad input ends with one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -27,17 +28,21 @@ def add_parser(sub) -> None:
     p.add_argument("--copyrighted", required=True, help="image file of the copyrighted work x_c")
     p.add_argument("--base", required=True, help="image file of the base image x_b the disguise should look like")
     p.add_argument("--vae", default="tiny:cifar10:sd",
-                   help="local AutoencoderKL / SD pipeline directory, or tiny:<dataset>[:small|sd] (default tiny:cifar10:sd, "
-                   "the Stable-Diffusion-like 48x VAE trained and cached here)")
+                   help="taef2 (the shipped pretrained tiny autoencoder of FLUX.2's latent space, 256x256 by default; "
+                   "not SD's VAE), a local AutoencoderKL / SD pipeline directory, or tiny:<dataset>[:small|sd] "
+                   "(default tiny:cifar10:sd, the Stable-Diffusion-like 48x VAE trained and cached here)")
     p.add_argument("--variant", default="unbounded", help="unbounded | bounded | flip | evasive (default unbounded)")
     p.add_argument("--alpha", type=float, help="latent-term divisor α (smaller = match the latent harder)")
     p.add_argument("--radius", type=float, help="L-inf bound on the perturbation (pixel scale 0-1)")
     p.add_argument("--steps", type=int, help="optimisation steps")
     p.add_argument("--lr", type=float, help="Adam learning rate")
+    p.add_argument("--init-noise", type=float, dest="init_noise",
+                   help="start from the base plus uniform noise of this amplitude (pixel scale 0-1), drawn from --seed "
+                   "(default 0: start at the base)")
     p.add_argument("--size", type=int, help="resize both images to SIZE x SIZE (default: the VAE's sample size)")
     p.add_argument("--out", default="runs/disguise", help="output directory (default runs/disguise)")
     p.add_argument("--data-dir", help="data directory for training the tiny VAE (default $POISONLAB_DATA)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the tiny VAE's training and --init-noise (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.set_defaults(handler=run)
 
@@ -50,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from ..generative.disguise import craft_disguises, summarize, variant_config
     from ..generative.images import image_grid, image_tensor, open_image, write_image
     from ..generative.vae import get_vae
+    from ..seeding import torch_generator
 
     # ---- every check before any work (the VAE may train for minutes)
-    overrides = {k: getattr(args, k) for k in ("alpha", "radius", "steps", "lr") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("alpha", "radius", "steps", "lr", "init_noise") if getattr(args, k) is not None}
     cfg = variant_config(args.variant, **overrides)
     _check_device(args.device)
     geometry = vae_geometry(args.vae)
@@ -64,12 +70,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out} exists and is not a folder")
 
     vae = get_vae(args.vae, data_dir=args.data_dir, seed=args.seed).to(args.device)
-    size = size or int(vae.vae.config.sample_size)
+    size = size or geometry.sample_size or int(vae.vae.config.sample_size)
     channels = 3 if vae.in_channels == 3 else 1
     x_c = image_tensor(img_c, size=size, channels=channels).to(args.device)
     x_b = image_tensor(img_b, size=size, channels=channels).to(args.device)
     t0 = time.time()
-    res = craft_disguises(vae, x_b, x_c, cfg, progress=True)
+    res = craft_disguises(vae, x_b, x_c, cfg, progress=True, generator=torch_generator(args.seed, "disguise/init"))
     seconds = time.time() - t0
     write_image(out / "disguise.png", res.disguise)
     write_image(out / "reveal.png", res.reveal)
@@ -93,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         "config": {f: getattr(cfg, f) for f in cfg.__dataclass_fields__},
         "vae": vae.source,
         "size": size,
+        "seed": args.seed,
         "seconds": seconds,
         "metrics": metrics,
         "detector_scores": det,
@@ -119,8 +126,13 @@ class VaeGeometry:
 def vae_geometry(spec: str) -> VaeGeometry:
     """The geometry of ``--vae``: from the tiny preset, or from a local directory's ``config.json``
     (or ``vae/config.json``). Raises ConfigError / DataError for a spec that cannot be a VAE."""
-    from ..generative.vae import VAE_PRESETS, parse_tiny_spec, require_diffusers
+    from ..generative.vae import VAE_PRESETS, parse_tiny_spec, require_diffusers, vae_spec_error
 
+    if spec == "taef2":
+        from ..generative.taef2 import DOWNSAMPLING, TAEF2_SAMPLE_SIZE
+        from ..models.pretrained.taef2 import weight_dir
+
+        return VaeGeometry(TAEF2_SAMPLE_SIZE, DOWNSAMPLING, f"taef2 in {weight_dir()}")  # raises when the weights are missing
     require_diffusers()
     if spec.startswith("tiny:"):
         dataset, preset = parse_tiny_spec(spec)
@@ -129,8 +141,7 @@ def vae_geometry(spec: str) -> VaeGeometry:
         return VaeGeometry(int(arch.sample_size), int(arch.downsampling), f"preset {preset!r}")
     p = Path(spec).expanduser()
     if not p.exists():
-        raise ConfigError(f"VAE {spec!r}: give a local AutoencoderKL directory or 'tiny:<dataset>[:<preset>]' "
-                          "(e.g. tiny:cifar10:sd)")
+        raise vae_spec_error(spec)
     cfg_path = next((c for c in (p / "config.json", p / "vae" / "config.json") if c.is_file()), None)
     if cfg_path is None:
         raise DataError(f"{p}: no AutoencoderKL here (expected {p}/config.json or {p}/vae/config.json)")

@@ -33,13 +33,32 @@ from ..data.bounds import Bounds
 from ..errors import ConfigError, DataError
 from ..options import config_from_dict
 from ..registry import Registry
+from ..seeding import torch_generator
 from .metrics import fit_scales, lpips_style, ms_ssim, ssim
 from .vae import LatentAutoencoder
 
 
 @dataclass(frozen=True, kw_only=True)
 class DisguiseConfig:
-    """Options of :func:`craft_disguises` (see the module docstring for the objective)."""
+    """Options of :func:`craft_disguises` (see the module docstring for the objective).
+
+    Attributes:
+        alpha: Divisor of the latent term (smaller: match E(x_c) harder, at the cost of closeness
+            to the base). Default 0.3.
+        ssim_weight: Weight of 1 − MS-SSIM(x_d, x_b). Default 1.0.
+        l1_weight: Weight of the mean |x_d − x_b|. Default 1.0.
+        radius: L∞ bound on x_d − x_b (pixel scale 0-1); null: only the pixel box. Default null.
+        flip_robust: Average the latent term over x_d and its horizontal flip. Default false.
+        evasive_weight: Weight of the detection-evasive term (the reveal D(E(x_d)) should match
+            x_d); 0 turns it off. Default 0.0.
+        steps: Adam steps (an integer >= 0). Default 400.
+        lr: Adam's learning rate, in pixel units. Default 0.01.
+        ms_ssim_scales: MS-SSIM scales, 1..5 (fewer when the images are small). Default 3.
+        init_noise: Start from x_b + U(−init_noise, init_noise) per pixel (projected onto the pixel
+            box and the radius), drawn from :func:`craft_disguises`' ``generator``, instead of from
+            x_b itself; the only random part of the crafting. 0: start at x_b (deterministic).
+            Default 0.0.
+    """
 
     alpha: float = 0.3
     ssim_weight: float = 1.0
@@ -50,6 +69,7 @@ class DisguiseConfig:
     steps: int = 400
     lr: float = 0.01
     ms_ssim_scales: int = 3
+    init_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.alpha > 0:
@@ -65,6 +85,8 @@ class DisguiseConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr!r}")
         if not 1 <= self.ms_ssim_scales <= 5:
             raise ConfigError(f"ms_ssim_scales must be in 1..5, got {self.ms_ssim_scales!r}")
+        if not 0 <= self.init_noise <= 1:
+            raise ConfigError(f"init_noise must be in [0, 1] (pixel scale), got {self.init_noise!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DisguiseConfig":
@@ -155,12 +177,17 @@ def craft_disguises(
     config: DisguiseConfig | None = None,
     *,
     progress: bool = False,
+    generator: torch.Generator | None = None,
 ) -> DisguiseResult:
-    """Optimise x_d from x_d = x_b with Adam, projecting onto the pixel box (and the L∞ ball of
+    """Optimise x_d with Adam from x_b (or, with ``init_noise``, from x_b plus uniform noise drawn
+    from ``generator``, default seed 0), projecting onto the pixel box (and the L∞ ball of
     ``radius`` around x_b) after every step; returns the disguises, reveals and metrics.
 
-    The best iterate per image (lowest objective) is kept, so more steps never make a disguise worse.
-    Inputs are not modified.
+    The best iterate per image (lowest objective, x_b itself included) is kept, so more steps never
+    make a disguise worse; ``history[t]`` is the summed objective of the best iterates after step t
+    (``history[0]``: before any step). Each iterate's objective is the one its gradient step
+    computes (one objective evaluation per step, plus one for the last iterate). Inputs are not
+    modified.
     """
     cfg = config or DisguiseConfig()
     _check_images(x_b, x_c)
@@ -169,26 +196,41 @@ def craft_disguises(
     with torch.no_grad():
         z_c = vae.encode(x_c)
         z_c_flip = vae.encode(_hflip(x_c)) if cfg.flip_robust else None
-    x = x_b.clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=cfg.lr)
-    best = x_b.clone()
-    with torch.no_grad():
+        best = x_b.clone()
         best_loss = disguise_loss(vae, x_b, x_b, z_c, cfg, z_c_flip)
+
+        def keep(x: torch.Tensor, cur: torch.Tensor) -> None:
+            nonlocal best_loss
+            better = cur < best_loss
+            best[better] = x[better]
+            best_loss = torch.where(better, cur, best_loss)
+
+        start = x_b
+        if cfg.init_noise:
+            g = generator if generator is not None else torch_generator(0, "disguise/init")
+            noise = torch.rand(x_b.shape, generator=g, dtype=x_b.dtype).to(x_b.device) * 2 - 1
+            start = _PIXELS.project_linf(x_b + cfg.init_noise * noise, x_b, cfg.radius)
+            keep(start, disguise_loss(vae, start, x_b, z_c, cfg, z_c_flip))
+    x = start.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=cfg.lr)
     history = [float(best_loss.sum())]
     bar = tqdm(range(cfg.steps), desc="craft disguises", disable=not progress, unit="step")
-    for _ in bar:
+    for step in bar:
         loss = disguise_loss(vae, x, x_b, z_c, cfg, z_c_flip)
+        if step:  # x is the iterate after step `step` (the start was scored above)
+            with torch.no_grad():
+                keep(x, loss.detach())
+            history.append(float(best_loss.sum()))
+            bar.set_postfix(loss=f"{history[-1]:.4f}")
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
         with torch.no_grad():
             x.copy_(_PIXELS.project_linf(x, x_b, cfg.radius))
-            cur = disguise_loss(vae, x, x_b, z_c, cfg, z_c_flip)
-            better = cur < best_loss
-            best[better] = x[better]
-            best_loss = torch.where(better, cur, best_loss)
+    if cfg.steps:
+        with torch.no_grad():
+            keep(x, disguise_loss(vae, x, x_b, z_c, cfg, z_c_flip))
         history.append(float(best_loss.sum()))
-        bar.set_postfix(loss=f"{history[-1]:.4f}")
     with torch.no_grad():
         reveal = vae.reveal(best)
         metrics = disguise_metrics(vae, best, x_b, x_c, reveal=reveal)

@@ -34,6 +34,9 @@ from ..models.pretrained.taef2 import DOWNSAMPLING, LATENT_CHANNELS, load_taef2
 
 #: 1 / std(E(x)) over the 18 bundled photographs at 256x256 (std 0.820)
 TAEF2_SCALING_FACTOR = 1.22
+#: the default image side for taef2 (``poisonlab disguise --vae taef2``): what the scaling factor
+#: was measured at; any multiple of :data:`DOWNSAMPLING` works
+TAEF2_SAMPLE_SIZE = 256
 
 
 class TAEF2Autoencoder(nn.Module):

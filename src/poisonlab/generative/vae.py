@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -35,6 +35,9 @@ from ..errors import ConfigError, DataError, PoisonlabError
 from ..options import config_from_dict, config_to_dict
 from ..registry import Registry
 from ..seeding import torch_generator
+
+if TYPE_CHECKING:
+    from .taef2 import TAEF2Autoencoder
 
 
 class MissingDependencyError(PoisonlabError):
@@ -404,13 +407,34 @@ def parse_tiny_spec(spec: str) -> tuple[str, str]:
     return parts[1], preset
 
 
-def get_vae(spec: str, *, data_dir: str | Path | None = None, seed: int = 0, progress: bool = True) -> LatentAutoencoder:
-    """``spec`` is a local directory (real SD VAE / saved AutoencoderKL) or ``tiny:<dataset>[:<preset>]``
-    (``tiny:cifar10`` = preset ``small``, ``tiny:cifar10:sd`` = the SD-like 48x VAE)."""
+#: the pretrained latent autoencoders shipped with poisonlab, by ``--vae`` name (no training, no diffusers)
+PRETRAINED_VAES = ("taef2",)
+
+
+def vae_spec_error(spec: str) -> ConfigError:
+    """THE message for a ``--vae`` / :func:`get_vae` spec that names no VAE."""
+    return ConfigError(f"VAE {spec!r}: give 'taef2' (the shipped FLUX.2-latent tiny autoencoder), a local AutoencoderKL "
+                       "directory or 'tiny:<dataset>[:<preset>]' (e.g. tiny:cifar10:sd)")
+
+
+def get_vae(spec: str, *, data_dir: str | Path | None = None, seed: int = 0, progress: bool = True
+            ) -> "LatentAutoencoder | TAEF2Autoencoder":
+    """The latent autoencoder named by ``spec``:
+
+    - ``taef2``: the shipped pretrained tiny autoencoder of the FLUX.2 latent space
+      (:func:`poisonlab.generative.taef2.load_taef2_autoencoder`; not Stable Diffusion's VAE);
+    - a local directory (real SD VAE / saved AutoencoderKL / SD pipeline folder);
+    - ``tiny:<dataset>[:<preset>]``, trained here once and cached (``tiny:cifar10`` = preset
+      ``small``, ``tiny:cifar10:sd`` = the SD-like 48x VAE).
+    """
+    if spec == "taef2":
+        from .taef2 import load_taef2_autoencoder
+
+        return load_taef2_autoencoder()
     require_diffusers()
     if spec.startswith("tiny:"):
         dataset, preset = parse_tiny_spec(spec)
         return tiny_vae(dataset, data_dir=data_dir, seed=seed, progress=progress, preset=preset)
     if Path(spec).expanduser().exists():
         return load_vae(spec)
-    raise ConfigError(f"VAE {spec!r}: give a local AutoencoderKL directory or 'tiny:<dataset>[:<preset>]' (e.g. tiny:cifar10:sd)")
+    raise vae_spec_error(spec)
