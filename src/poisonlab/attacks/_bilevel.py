@@ -25,9 +25,9 @@ import json
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,13 +37,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..autodiff import Params, functional_model
+from ..cache import tensor_fingerprint
 from ..data.bounds import Bounds
-from ..data.types import AttackData, Dataset
+from ..data.types import AttackData, Dataset, PoisonSet
 from ..errors import ConfigError
+from ..options import config_to_dict
 from ..seeding import draw_seed, torch_generator
 from ..training.loop import TrainConfig, param_lr_scales
 from ..training.victim import Victim
-from ..validation import check_choice, check_int
+from ..validation import check_choice, check_int, check_number
+from .base import AttackConfig
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -51,6 +54,19 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def check_dtype(name: str, what: str) -> None:
     """``dtype`` is one of :data:`DTYPES` (the attacks' working precision)."""
     check_choice(name, "dtype", sorted(DTYPES), what)
+
+
+def check_steps(cfg: Any, what: str) -> None:
+    """The step, batch and precision options the bilevel attacks share: ``leader_lr`` a number > 0,
+    ``follower_lr`` one or null, ``batch_size`` and (where ``cfg`` has it) ``val_batch_size`` integers
+    >= 1 or null, ``dtype`` one of :data:`DTYPES`."""
+    check_number(cfg.leader_lr, "leader_lr", what)
+    if cfg.follower_lr is not None:
+        check_number(cfg.follower_lr, "follower_lr", what)
+    for key in ("batch_size", "val_batch_size"):
+        if getattr(cfg, key, None) is not None:
+            check_int(getattr(cfg, key), key, what)
+    check_dtype(cfg.dtype, what)
 
 
 def check_group(value: Any, cls: type, key: str, what: str) -> None:
@@ -120,7 +136,7 @@ class Follower:
     def accuracy(self, w: Sequence[torch.Tensor], data: Dataset, chunk: int = 4096) -> float:
         correct, n = 0, len(data)
         for s in range(0, n, chunk):
-            correct += (self.logits(w, data.x[s : s + chunk]).argmax(1) == data.y[s : s + chunk]).sum().item()
+            correct += int((self.logits(w, data.x[s : s + chunk]).argmax(1) == data.y[s : s + chunk]).sum().item())
         return 100.0 * correct / max(n, 1)
 
 
@@ -376,6 +392,59 @@ LABEL_RULES = ("keep", "flip", "max_loss")
 
 
 # ---------------------------------------------------------------------------- direct-variable game loop
+@dataclass(frozen=True, kw_only=True)
+class DirectGameConfig(AttackConfig):
+    """Options shared by the attacks that optimise poison inputs directly in the game of
+    :func:`direct_attack` (back_gradient, min_max); each attack sets its own ``leader_lr`` and
+    ``labels`` defaults, adds its leader's options and names itself in ``WHAT`` (for messages).
+
+    Attributes:
+        epochs: Passes over D_tr (an integer >= 0). Default 10.
+        n: Follower SGD steps per round (0: the follower stays at the clean victim). Default 1.
+        leader_lr: α, the signed step on the poison inputs, in the data's units. Required (each
+            attack sets its default).
+        follower_lr: β, the follower's SGD step; null: the victim recipe's learning rate. Default null.
+        batch_size: Clean D_tr points per round; null: the victim recipe's batch size. Default null.
+        labels: The poisons' labels, set once: ``"flip"`` (y ← C−1−y), ``"keep"`` or ``"max_loss"``
+            (the class the clean model finds least likely). Required (each attack sets its default).
+        dtype: Working precision, ``"float32"`` or ``"float64"``. Default ``"float32"``.
+        checkpoint: Resumable checkpoints (:class:`CheckpointConfig`; the former ``checkpoint: DIR``
+            still works). Default its defaults (none).
+    """
+
+    RENAMED: ClassVar[Mapping[str, str]] = {"checkpoint": "checkpoint.dir"}
+    WHAT: ClassVar[str] = "attack"
+
+    epochs: int = 10
+    n: int = 1
+    leader_lr: float
+    follower_lr: float | None = None
+    batch_size: int | None = None
+    labels: str
+    dtype: str = "float32"
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        check_int(self.epochs, "epochs", self.WHAT, minimum=0)
+        check_int(self.n, "n", self.WHAT, minimum=0)
+        check_steps(self, self.WHAT)
+        check_choice(self.labels, "labels", LABEL_RULES, self.WHAT)
+        check_group(self.checkpoint, CheckpointConfig, "checkpoint", self.WHAT)
+
+
+@dataclass(frozen=True)
+class DirectSetup:
+    """Where the direct-variable game starts (:func:`direct_setup`)."""
+
+    base_seed: int
+    T: AttackTensors
+    fol: Follower
+    w_pre: Params  # the clean victim's weights
+    y_poison: torch.Tensor  # (P,) the poisons' labels, set once
+    follower_lr: float
+    batch_size: int
+
+
 def direct_game(
     *,
     name: str,
@@ -435,12 +504,12 @@ def direct_game(
     return xp_all, info
 
 
-def direct_setup(cfg: Any, data: AttackData, victim: Victim, n_poison: int, generator: torch.Generator):
-    """The shared start of the attacks that optimise poison inputs directly (back_gradient, min_max):
-    (base seed, tensors, follower, clean weights, poison labels, follower lr, batch size).
+def direct_setup(cfg: DirectGameConfig, data: AttackData, victim: Victim, n_poison: int,
+                 generator: torch.Generator) -> DirectSetup:
+    """The shared start of the attacks that optimise poison inputs directly (back_gradient, min_max).
 
-    ``cfg`` needs ``dtype``, ``labels``, ``follower_lr`` and ``batch_size``; the generator is drawn in a
-    fixed order (base seed, then the poison sources) so results do not depend on the caller.
+    The generator is drawn in a fixed order (base seed, then the poison sources) so results do not
+    depend on the caller.
     """
     dtype = DTYPES[cfg.dtype]
     base = draw_seed(generator)
@@ -449,4 +518,38 @@ def direct_setup(cfg: Any, data: AttackData, victim: Victim, n_poison: int, gene
     yp_all = initial_labels(cfg.labels, T.y0, data.num_classes, fol, w_pre, T.x0)
     beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
     bs = cfg.batch_size or victim.spec.recipe.batch_size or len(T.train)
-    return base, T, fol, w_pre, yp_all, beta, bs
+    return DirectSetup(base, T, fol, w_pre, yp_all, beta, bs)
+
+
+def direct_attack(
+    name: str,
+    cfg: DirectGameConfig,
+    data: AttackData,
+    victim: Victim,
+    n_poison: int,
+    generator: torch.Generator,
+    leader_step: Callable[[DirectSetup, Params, Round, torch.Tensor], torch.Tensor],
+    *,
+    val_batch_size: int | None,
+    key: tuple = (),
+    progress: bool,
+) -> PoisonSet:
+    """The poisons of an attack that optimises poison inputs directly (back_gradient, min_max):
+    :func:`direct_setup`, then :func:`direct_game` with ``leader_step(setup, w, round, x_p)``.
+
+    The checkpoint's fingerprint holds ``name``, the options but ``epochs`` and ``checkpoint``, the
+    budget, ``key``, the base seed, the data, the victim's model and the data's box;
+    ``info["follower"]`` says how the follower's plain SGD relates to the victim's recipe.
+    """
+    s = direct_setup(cfg, data, victim, n_poison, generator)
+    follower = follower_note(victim.spec.recipe, s.follower_lr, cfg.WHAT)
+    resumable = {k: v for k, v in config_to_dict(cfg).items() if k not in ("epochs", "checkpoint")}
+    fp = fingerprint(name, resumable, n_poison, *key, s.base_seed,
+                     tensor_fingerprint(data.train.x, data.train.y, data.val.x, data.val.y), victim.spec.model,
+                     *bounds_key(data.bounds))
+    x, info = direct_game(name=name, fol=s.fol, w_pre=s.w_pre, T=s.T, y_poison=s.y_poison,
+                          leader_step=lambda w, r, xp: leader_step(s, w, r, xp), epochs=cfg.epochs, n=cfg.n,
+                          follower_lr=s.follower_lr, batch_size=s.batch_size, val_batch_size=val_batch_size,
+                          base_seed=s.base_seed, checkpoint=Checkpoint.of(cfg.checkpoint, fp), progress=progress)
+    info["follower"] = follower
+    return PoisonSet(x.to("cpu", torch.float32), s.y_poison.cpu(), s.T.source_index, info)

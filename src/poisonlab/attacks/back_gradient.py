@@ -21,23 +21,23 @@ Shapes: inputs (N, *input_shape) inside the bounds, poisons (ε·N, *input_shape
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from ..cache import ArtifactCache, tensor_fingerprint
+from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
 from ..training.victim import Victim
-from ..validation import check_choice, check_int, check_number
+from ..validation import check_int
 from . import _bilevel as B
-from .base import Attack, AttackConfig, register_attack
+from .base import Attack, register_attack
 
 WHAT = "attack 'back_gradient'"
 
 
 @dataclass(frozen=True, kw_only=True)
-class BackGradientConfig(AttackConfig):
+class BackGradientConfig(B.DirectGameConfig):
     """Options of :class:`BackGradient` (see the module docstring).
 
     Attributes:
@@ -57,32 +57,16 @@ class BackGradientConfig(AttackConfig):
             the former ``checkpoint: DIR`` still works). Default its defaults (none).
     """
 
-    RENAMED: ClassVar[Mapping[str, str]] = {"checkpoint": "checkpoint.dir"}
+    WHAT: ClassVar[str] = WHAT
 
-    epochs: int = 10
     k: int = 10
-    n: int = 1
     leader_lr: float = 0.02
-    follower_lr: float | None = None
-    batch_size: int | None = None
     val_batch_size: int | None = 1000
     labels: str = "flip"
-    dtype: str = "float32"
-    checkpoint: B.CheckpointConfig = field(default_factory=B.CheckpointConfig)
 
     def __post_init__(self) -> None:
-        check_int(self.epochs, "epochs", WHAT, minimum=0)
+        super().__post_init__()  # the shared options (and val_batch_size)
         check_int(self.k, "k", WHAT)
-        check_int(self.n, "n", WHAT, minimum=0)
-        check_number(self.leader_lr, "leader_lr", WHAT)
-        if self.follower_lr is not None:
-            check_number(self.follower_lr, "follower_lr", WHAT)
-        for key in ("batch_size", "val_batch_size"):
-            if getattr(self, key) is not None:
-                check_int(getattr(self, key), key, WHAT)
-        check_choice(self.labels, "labels", B.LABEL_RULES, WHAT)
-        B.check_dtype(self.dtype, WHAT)
-        B.check_group(self.checkpoint, B.CheckpointConfig, "checkpoint", WHAT)
 
 
 def unrolled_hypergradient(fol: B.Follower, w: B.Params, xc: torch.Tensor, yc: torch.Tensor, xp: torch.Tensor,
@@ -103,21 +87,13 @@ class BackGradient(Attack):
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator,
                progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg: BackGradientConfig = self.config
-        base, T, fol, w_pre, yp_all, beta, bs = B.direct_setup(cfg, data, victim, n_poison, generator)
-        follower = B.follower_note(victim.spec.recipe, beta, WHAT)
 
-        def leader_step(w: B.Params, r: B.Round, xp: torch.Tensor) -> torch.Tensor:
-            g = unrolled_hypergradient(fol, w, T.train.x[r.clean], T.train.y[r.clean], xp, yp_all[r.poison],
-                                       T.val.x[r.val], T.val.y[r.val], k=cfg.k, lr=beta)
+        def leader_step(s: B.DirectSetup, w: B.Params, r: B.Round, xp: torch.Tensor) -> torch.Tensor:
+            T = s.T
+            g = unrolled_hypergradient(s.fol, w, T.train.x[r.clean], T.train.y[r.clean], xp, s.y_poison[r.poison],
+                                       T.val.x[r.val], T.val.y[r.val], k=cfg.k, lr=s.follower_lr)
             return xp + cfg.leader_lr * g.sign()
 
-        resumable = {k: v for k, v in self.options().items() if k not in ("epochs", "checkpoint")}
-        fp = B.fingerprint("back_gradient", resumable, n_poison, len(T.val), base,
-                           tensor_fingerprint(data.train.x, data.train.y, data.val.x, data.val.y), victim.spec.model,
-                           *B.bounds_key(data.bounds))
-        x, info = B.direct_game(name="back_gradient", fol=fol, w_pre=w_pre, T=T, y_poison=yp_all,
-                                leader_step=leader_step, epochs=cfg.epochs, n=cfg.n, follower_lr=beta,
-                                batch_size=bs, val_batch_size=cfg.val_batch_size, base_seed=base,
-                                checkpoint=B.Checkpoint.of(cfg.checkpoint, fp), progress=progress)
-        info["follower"] = follower
-        return PoisonSet(x.to("cpu", torch.float32), yp_all.cpu(), T.source_index, info)
+        # |D_v| in the key: the fingerprint of the checkpoints made before
+        return B.direct_attack("back_gradient", cfg, data, victim, n_poison, generator, leader_step,
+                               val_batch_size=cfg.val_batch_size, key=(len(data.val),), progress=progress)

@@ -34,7 +34,7 @@ from ..data.types import AttackData, PoisonSet
 from ..errors import ConfigError
 from ..seeding import draw_seed
 from ..training.victim import Victim
-from ..validation import check_int, check_number, check_radius
+from ..validation import check_int, check_radius
 from . import _bilevel as B
 from ._radius import clamp_box
 from .base import Attack, AttackConfig, register_attack
@@ -81,13 +81,7 @@ class MetaPoisonConfig(AttackConfig):
             raise ConfigError(f"{WHAT}: radius must be a finite number > 0 (in the data's units, e.g. 8/255 for "
                               "pixels in [0, 1]); metapoison's δ is always bounded")
         check_radius(self.radius, WHAT)
-        check_number(self.leader_lr, "leader_lr", WHAT)
-        if self.follower_lr is not None:
-            check_number(self.follower_lr, "follower_lr", WHAT)
-        for key in ("batch_size", "val_batch_size"):
-            if getattr(self, key) is not None:
-                check_int(getattr(self, key), key, WHAT)
-        B.check_dtype(self.dtype, WHAT)
+        B.check_steps(self, WHAT)
 
 
 @register_attack("metapoison")

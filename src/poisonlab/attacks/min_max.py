@@ -20,23 +20,23 @@ any input shape (N, *input_shape).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from ..cache import ArtifactCache, tensor_fingerprint
+from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
 from ..training.victim import Victim
-from ..validation import check_choice, check_int, check_number
+from ..validation import check_int
 from . import _bilevel as B
-from .base import Attack, AttackConfig, register_attack
+from .base import Attack, register_attack
 
 WHAT = "attack 'min_max'"
 
 
 @dataclass(frozen=True, kw_only=True)
-class MinMaxConfig(AttackConfig):
+class MinMaxConfig(B.DirectGameConfig):
     """Options of :class:`MinMax` (see the module docstring).
 
     Attributes:
@@ -53,30 +53,15 @@ class MinMaxConfig(AttackConfig):
             the former ``checkpoint: DIR`` still works). Default its defaults (none).
     """
 
-    RENAMED: ClassVar[Mapping[str, str]] = {"checkpoint": "checkpoint.dir"}
+    WHAT: ClassVar[str] = WHAT
 
-    epochs: int = 10
     m: int = 1
-    n: int = 1
     leader_lr: float = 0.05
-    follower_lr: float | None = None
-    batch_size: int | None = None
     labels: str = "max_loss"
-    dtype: str = "float32"
-    checkpoint: B.CheckpointConfig = field(default_factory=B.CheckpointConfig)
 
     def __post_init__(self) -> None:
-        check_int(self.epochs, "epochs", WHAT, minimum=0)
+        super().__post_init__()  # the shared options
         check_int(self.m, "m", WHAT)
-        check_int(self.n, "n", WHAT, minimum=0)
-        check_number(self.leader_lr, "leader_lr", WHAT)
-        if self.follower_lr is not None:
-            check_number(self.follower_lr, "follower_lr", WHAT)
-        if self.batch_size is not None:
-            check_int(self.batch_size, "batch_size", WHAT)
-        check_choice(self.labels, "labels", B.LABEL_RULES, WHAT)
-        B.check_dtype(self.dtype, WHAT)
-        B.check_group(self.checkpoint, B.CheckpointConfig, "checkpoint", WHAT)
 
 
 @register_attack("min_max")
@@ -87,25 +72,16 @@ class MinMax(Attack):
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator,
                progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg: MinMaxConfig = self.config
-        base, T, fol, w_pre, yp_all, beta, bs = B.direct_setup(cfg, data, victim, n_poison, generator)
-        follower = B.follower_note(victim.spec.recipe, beta, WHAT)
 
-        def leader_step(w: B.Params, r: B.Round, xp: torch.Tensor) -> torch.Tensor:
-            yp = yp_all[r.poison]
+        def leader_step(s: B.DirectSetup, w: B.Params, r: B.Round, xp: torch.Tensor) -> torch.Tensor:
+            yp = s.y_poison[r.poison]
             for _ in range(cfg.m):
                 x = xp.detach().requires_grad_(True)
                 with torch.enable_grad():
-                    g = torch.autograd.grad(fol.loss(w, x, yp), x)[0]
-                xp = T.train.bounds.clamp(x + cfg.leader_lr * g.sign()).detach()
+                    g = torch.autograd.grad(s.fol.loss(w, x, yp), x)[0]
+                xp = s.T.train.bounds.clamp(x + cfg.leader_lr * g.sign()).detach()
             return xp
 
-        resumable = {k: v for k, v in self.options().items() if k not in ("epochs", "checkpoint")}
-        fp = B.fingerprint("min_max", resumable, n_poison, base,
-                           tensor_fingerprint(data.train.x, data.train.y, data.val.x, data.val.y), victim.spec.model,
-                           *B.bounds_key(data.bounds))
-        x, info = B.direct_game(name="min_max", fol=fol, w_pre=w_pre, T=T, y_poison=yp_all,
-                                leader_step=leader_step, epochs=cfg.epochs, n=cfg.n, follower_lr=beta,
-                                batch_size=bs, val_batch_size=1, base_seed=base,
-                                checkpoint=B.Checkpoint.of(cfg.checkpoint, fp), progress=progress)
-        info["follower"] = follower
-        return PoisonSet(x.to("cpu", torch.float32), yp_all.cpu(), T.source_index, info)
+        # the leader reads no D_v: one (unused) validation index a round
+        return B.direct_attack("min_max", cfg, data, victim, n_poison, generator, leader_step, val_batch_size=1,
+                               progress=progress)
