@@ -239,8 +239,7 @@ class Defense(ABC):
         """Check, score, filter, and retrain from scratch on the kept points; the outcome carries the
         scores, the keep mask, the retrained model and the diagnostics (``info``)."""
         ds = as_dataset(data)
-        self.check_supported(ds, victim)
-        detail = self._checked_scores(ds, victim, generator=generator, model=model, reference=reference, progress=progress)
+        detail = self.score_detail(ds, victim, generator=generator, model=model, reference=reference, progress=progress)
         keep = self.keep_mask(detail.scores)
         trained = self.fit(ds.subset(keep.nonzero().squeeze(1)), victim, generator=generator, progress=progress)
         return DefenseOutcome(detail.scores, keep, trained, dict(detail.info))

@@ -13,12 +13,10 @@ Inputs of any shape (flattened) and bounds, in the data's own units; the victim 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..data.types import Dataset
-from ..training.victim import Victim
-from .base import Defense, register_defense
-from .sphere import CentroidConfig, centroids_for
+from .base import register_defense
+from .sphere import CentroidDefense
 
 
 def slab_scores(x: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
@@ -31,12 +29,10 @@ def slab_scores(x: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, present: tor
 
 
 @register_defense("slab")
-class SlabDefense(Defense):
-    Config = CentroidConfig
+class SlabDefense(CentroidDefense):
     summary = "remove the points farthest from their class centroid along the centroid difference (Steinhardt et al. 2017)"
 
-    def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
-               reference: Dataset | None, progress: bool) -> torch.Tensor:
-        mu = centroids_for(self.config, data, reference, "slab")  # type: ignore[arg-type]
+    def centroid_scores(self, data: Dataset, mu: torch.Tensor) -> torch.Tensor:
+        """:func:`slab_scores` with the mean over the classes present in ``data``."""
         present = torch.bincount(data.y, minlength=data.num_classes) > 0
         return slab_scores(data.x, data.y, mu, present)

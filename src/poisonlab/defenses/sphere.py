@@ -11,6 +11,7 @@ clean reference set (the "oracle" defender of Steinhardt et al.).
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -64,12 +65,27 @@ def centroids_for(cfg: CentroidConfig, data: Dataset, reference: Dataset | None,
     return mu
 
 
-@register_defense("sphere")
-class SphereDefense(Defense):
+class CentroidDefense(Defense):
+    """Base of the defenses that score each point against the centroid of its class (sphere, slab):
+    the centroids the config asks for (:func:`centroids_for`), then :meth:`centroid_scores`. The
+    victim model is not used."""
+
     Config = CentroidConfig
-    summary = "remove the points farthest from their class centroid (Steinhardt et al. 2017)"
+    config: CentroidConfig  # the instance's options (an instance of Config, checked in __init__)
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
                reference: Dataset | None, progress: bool) -> torch.Tensor:
-        mu = centroids_for(self.config, data, reference, "sphere")  # type: ignore[arg-type]
+        return self.centroid_scores(data, centroids_for(self.config, data, reference, self.name))
+
+    @abstractmethod
+    def centroid_scores(self, data: Dataset, mu: torch.Tensor) -> torch.Tensor:
+        """Suspicion scores (N,) of ``data`` given the (C, D) float64 class centroids ``mu``."""
+
+
+@register_defense("sphere")
+class SphereDefense(CentroidDefense):
+    summary = "remove the points farthest from their class centroid (Steinhardt et al. 2017)"
+
+    def centroid_scores(self, data: Dataset, mu: torch.Tensor) -> torch.Tensor:
+        """‖x_i − μ_{y_i}‖₂ (inputs flattened)."""
         return torch.linalg.vector_norm(data.x.flatten(1).double() - mu[data.y], dim=1)
