@@ -48,31 +48,31 @@ class FileDatasetInfo:
     dir_aliases: tuple[str, ...] = ()
 
 
-_MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-_FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+#: the four files of the MNIST layout, in the order of NPZ_KEYS
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _idx_dataset(name: str, url: str, md5s: tuple[str, str, str, str], npz_sha256: str,
+                 dir_aliases: tuple[str, ...]) -> FileDatasetInfo:
+    """A dataset in the MNIST layout: the :data:`IDX_FILES` with their content MD5s, each gzipped at ``url``."""
+    files = tuple(RawFile(f, m, url + f + ".gz") for f, m in zip(IDX_FILES, md5s))
+    return FileDatasetInfo(name, "idx", files, npz_sha256=npz_sha256, dir_aliases=dir_aliases)
+
 
 FILE_DATASETS: dict[str, FileDatasetInfo] = {
-    "mnist": FileDatasetInfo(
+    "mnist": _idx_dataset(
         "mnist",
-        "idx",
-        (
-            RawFile("train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb", _MNIST_URL + "train-images-idx3-ubyte.gz"),
-            RawFile("train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624", _MNIST_URL + "train-labels-idx1-ubyte.gz"),
-            RawFile("t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea", _MNIST_URL + "t10k-images-idx3-ubyte.gz"),
-            RawFile("t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637", _MNIST_URL + "t10k-labels-idx1-ubyte.gz"),
-        ),
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        ("6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624",
+         "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637"),
         npz_sha256="06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64",
         dir_aliases=("mnist", "MNIST", "MNIST/raw"),
     ),
-    "fashion_mnist": FileDatasetInfo(
+    "fashion_mnist": _idx_dataset(
         "fashion_mnist",
-        "idx",
-        (
-            RawFile("train-images-idx3-ubyte", "f4a8712d7a061bf5bd6d2ca38dc4d50a", _FASHION_URL + "train-images-idx3-ubyte.gz"),
-            RawFile("train-labels-idx1-ubyte", "9018921c3c673c538a1fc5bad174d6f9", _FASHION_URL + "train-labels-idx1-ubyte.gz"),
-            RawFile("t10k-images-idx3-ubyte", "8181f5470baa50b63fa0f6fddb340f0a", _FASHION_URL + "t10k-images-idx3-ubyte.gz"),
-            RawFile("t10k-labels-idx1-ubyte", "15d484375f8d13e6eb1aabb0c3f46965", _FASHION_URL + "t10k-labels-idx1-ubyte.gz"),
-        ),
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        ("f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
+         "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"),
         npz_sha256="5b6d2c4c694a91887af8ab7d039c04f80af3c29378d731c93a538d2e831aa469",
         dir_aliases=("fashion_mnist", "fashion-mnist", "FashionMNIST", "FashionMNIST/raw"),
     ),
@@ -169,8 +169,7 @@ def md5(data: bytes) -> str:
 def content_checksums(info: FileDatasetInfo, arrays: dict[str, np.ndarray]) -> dict[str, str]:
     """MD5 of each official raw file, rebuilt from the four arrays."""
     if info.layout == "idx":
-        order = ("x_train", "y_train", "x_test", "y_test")
-        return {f.name: md5(idx_bytes(arrays[k])) for f, k in zip(info.files, order)}
+        return {f.name: md5(idx_bytes(arrays[k])) for f, k in zip(info.files, NPZ_KEYS)}
     out = {}
     for i, f in enumerate(info.files[:5]):
         sl = slice(10000 * i, 10000 * (i + 1))
