@@ -84,8 +84,24 @@ class DataBundle:
     default_batch_size: int = 1000
 
 
+class SplitView:
+    """Base of the views of a dataset's splits (:class:`AttackData`, :class:`ExperimentData`): their
+    classes and their box are those of ``train`` (D_tr)."""
+
+    train: Dataset
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    @property
+    def bounds(self) -> Bounds:
+        """The box every input, clean or poisoned, must lie in (D_tr's)."""
+        return self.train.bounds
+
+
 @dataclass(frozen=True)
-class AttackData:
+class AttackData(SplitView):
     """The attacker's view: D_tr (victim training set), D_v (attacker validation set) and how the
     test stage will use the poisons (``injection``: "add" beside D_tr, or "replace" their sources;
     see :meth:`PoisonedDataset.mix`).
@@ -102,15 +118,6 @@ class AttackData:
     train: Dataset
     val: Dataset
     injection: str = "add"
-
-    @property
-    def num_classes(self) -> int:
-        return self.train.num_classes
-
-    @property
-    def bounds(self) -> Bounds:
-        """The box every input, clean or poisoned, must lie in (D_tr's)."""
-        return self.train.bounds
 
 
 @dataclass(frozen=True)
@@ -213,7 +220,7 @@ class PoisonedDataset:
 
 
 @dataclass(frozen=True)
-class ExperimentData:
+class ExperimentData(SplitView):
     """Data ready for the protocol: D_tr (the victim's training set), D_v (the attacker's clean
     validation split) and the test set, all with the same bounds and classes.
 
@@ -239,14 +246,6 @@ class ExperimentData:
     name: str = "arrays"
     default_batch_size: int = 1000
     split_seed: int = 0
-
-    @property
-    def num_classes(self) -> int:
-        return self.train.num_classes
-
-    @property
-    def bounds(self) -> Bounds:
-        return self.train.bounds
 
     @property
     def input_shape(self) -> tuple[int, ...]:
