@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -162,6 +162,35 @@ def diffusion_loss(
     return F.mse_loss(eps_fn(z_t, t, cond), noise)
 
 
+def adam_on_batches(
+    params: Iterable[torch.Tensor],
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    config: LatentTrainConfig,
+    generator: torch.Generator,
+    *,
+    desc: str,
+    progress: bool = False,
+) -> list[float]:
+    """THE loop of latent-model training and textual inversion: ``config.steps`` Adam steps (lr
+    ``config.lr``) on ``params``, each on ``batch_loss(idx)`` for ``config.batch_size`` indices
+    drawn from ``range(n)`` with ``generator``. Returns the loss every step (the bar shows the mean of
+    the last 50)."""
+    opt = torch.optim.Adam(params, lr=config.lr)
+    losses: list[float] = []
+    bar = tqdm(range(config.steps), desc=desc, disable=not progress, unit="step")
+    for _ in bar:
+        idx = torch.randint(0, n, (min(config.batch_size, n),), generator=generator)
+        loss = batch_loss(idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if len(losses) % 50 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
+    return losses
+
+
 def train_latent_model(
     model: ConditionalLatentDiffusion,
     z: torch.Tensor,
@@ -176,18 +205,8 @@ def train_latent_model(
     if z.ndim != 4 or z.shape[1:] != model.latent_shape or concept.shape != (z.shape[0],):
         raise DataError(f"latents must be (N, {model.latent_shape}) with N concept ids, got {tuple(z.shape)}, {tuple(concept.shape)}")
     model.requires_grad_(True).train()
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    losses = []
-    bar = tqdm(range(config.steps), desc="train latent model", disable=not progress, unit="step")
-    for _ in bar:
-        idx = torch.randint(0, len(z), (min(config.batch_size, len(z)),), generator=generator)
-        loss = model.loss(z[idx], model.concepts(concept[idx]), generator)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        if len(losses) % 50 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
+    losses = adam_on_batches(model.parameters(), lambda idx: model.loss(z[idx], model.concepts(concept[idx]), generator),
+                             len(z), config, generator, desc="train latent model", progress=progress)
     model.requires_grad_(False).eval()
     return losses
 
@@ -207,17 +226,9 @@ def invert_concept(
     minimising the diffusion loss on latents z. ``expand(v, n)`` turns v into the model's
     conditioning for a batch of n (default: ``v`` repeated n times). Returns (v, losses)."""
     v = init.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([v], lr=config.lr)
     expand = expand or (lambda vec, n: vec.reshape(1, -1).expand(n, -1))
-    losses = []
-    bar = tqdm(range(config.steps), desc="textual inversion", disable=not progress, unit="step")
-    for _ in bar:
-        idx = torch.randint(0, len(z), (min(config.batch_size, len(z)),), generator=generator)
-        loss = diffusion_loss(eps_fn, scheduler, z[idx], expand(v, len(idx)), generator)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = adam_on_batches([v], lambda idx: diffusion_loss(eps_fn, scheduler, z[idx], expand(v, len(idx)), generator),
+                             len(z), config, generator, desc="textual inversion", progress=progress)
     return v.detach(), losses
 
 
