@@ -26,6 +26,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
@@ -493,7 +494,7 @@ def direct_game(
                 xp_all[r.poison] = bounds.clamp(leader_step(w, r, xp_all[r.poison]).detach())
             if n:
                 xp, yp = xp_all[r.poison], y_poison[r.poison]
-                w = sgd_steps(lambda ws, xc=xc, yc=yc, xp=xp, yp=yp: fol.mixed_loss(ws, xc, yc, xp, yp), w, fol.step_sizes(follower_lr), n)
+                w = sgd_steps(partial(fol.mixed_loss, xc=xc, yc=yc, xp=xp, yp=yp), w, fol.step_sizes(follower_lr), n)
         seconds += time.perf_counter() - t0
         info["val_loss"].append(fol.mean_loss(w, eval_set))
         info["val_accuracy"].append(fol.accuracy(w, eval_set))

@@ -144,6 +144,7 @@ def feature_space(feature_map, head: torch.nn.Linear, data: AttackData, device: 
 @register_attack("feature_targeted")
 class FeatureTargeted(Attack):
     Config = FeatureTargetedConfig
+    config: FeatureTargetedConfig  # the instance's options (an instance of Config, checked in __init__)
     clean_label = True
     summary = "feature-targeted: GradPC head target, GC on features, inversion to inputs (optional L∞ radius)"
 
@@ -163,7 +164,9 @@ class FeatureTargeted(Attack):
         model = victim.clean_model()
         for p in model.parameters():
             p.requires_grad_(False)
-        feature_map, head = feature_head_split(model)
+        split = feature_head_split(model)
+        assert split is not None, "check_supported (called by poison) found the split"
+        feature_map, head = split
         device = victim.device
         fs = feature_space(feature_map, head, data, device)
         d, c = fs.lo.numel(), data.num_classes

@@ -29,7 +29,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, cast
 
 import torch
 from torch import nn
@@ -212,14 +212,15 @@ def _sources_by_proportion(y: torch.Tensor, weights, n: int, num_classes: int, g
 def relative_distance(a: nn.Module, b: nn.Module, names: list[str]) -> float:
     """‖w_a − w_b‖ / ‖w_b‖ over the named parameters."""
     pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
-    d = torch.sqrt(sum(((pa[n].detach() - pb[n].detach()) ** 2).sum() for n in names))
-    nb = torch.sqrt(sum((pb[n].detach() ** 2).sum() for n in names))
+    d = torch.sqrt(cast(torch.Tensor, sum(((pa[n].detach() - pb[n].detach()) ** 2).sum() for n in names)))
+    nb = torch.sqrt(cast(torch.Tensor, sum((pb[n].detach() ** 2).sum() for n in names)))
     return float(d / nb.clamp_min(1e-30))
 
 
 @register_attack("gc")
 class GradientCanceling(Attack):
     Config = GCConfig
+    config: GCConfig  # the instance's options (an instance of Config, checked in __init__)
     clean_label = True
     summary = "Gradient Canceling (model-targeted): poisons that make a target w (GradPC by default) stationary"
 

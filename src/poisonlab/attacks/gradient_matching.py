@@ -180,6 +180,7 @@ def _lr_at(cfg: GradientMatchingConfig, step: int) -> float:
 @register_attack("gradient_matching")
 class GradientMatching(Attack):
     Config = GradientMatchingConfig
+    config: GradientMatchingConfig  # the instance's options (an instance of Config, checked in __init__)
     clean_label = True
     summary = ("gradient matching (Witches' brew / Fowl et al. 2021, indiscriminate): clean-label δ whose training "
                "gradient at the clean model aligns with a reversed-loss (or target-model) gradient")
@@ -266,6 +267,7 @@ class GradientMatching(Attack):
                     break
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(c, step)
+                assert grad is not None  # asked for at every step but the last
                 delta.grad = grad.sign()  # signed Adam (Witches' brew)
                 opt.step()
                 with torch.no_grad():

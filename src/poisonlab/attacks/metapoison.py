@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from tqdm.auto import tqdm
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
 from ..errors import ConfigError
-from ..seeding import draw_seed
+from ..seeding import derive_seed, draw_seed
 from ..training.victim import Victim
 from ..validation import check_int, check_radius
 from . import _bilevel as B
@@ -87,6 +88,7 @@ class MetaPoisonConfig(AttackConfig):
 @register_attack("metapoison")
 class MetaPoison(Attack):
     Config = MetaPoisonConfig
+    config: MetaPoisonConfig  # the instance's options (an instance of Config, checked in __init__)
     clean_label = True
     summary = "clean-label δ by K-step unrolled meta-gradients over a staggered ensemble (Huang et al. 2020)"
 
@@ -106,9 +108,9 @@ class MetaPoison(Attack):
         g = B.torch_generator(base, "metapoison")
 
         def fresh(i: int, restart: int) -> tuple[B.Follower, B.Params]:
-            return B.Follower.from_model(victim.spec.build(B.derive_seed(base, f"mp-model-{i}-{restart}")), dtype)
+            return B.Follower.from_model(victim.spec.build(derive_seed(base, f"mp-model-{i}-{restart}")), dtype)
 
-        def batch_loss(fol: B.Follower, w: B.Params, xp: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def batch_loss(fol: B.Follower, w: B.Params, xp: torch.Tensor) -> torch.Tensor:
             idx = torch.randint(0, len(T.train), (bs,), generator=g).to(device)
             return fol.weighted_mixed_loss(w, T.train.x[idx], T.train.y[idx], xp, T.y0, eps)
 
@@ -118,7 +120,7 @@ class MetaPoison(Attack):
             fol, w = fresh(i, 0)
             age = (i * horizon) // cfg.ensemble
             for _ in range(age):
-                w = B.sgd_steps(lambda ws, fol=fol: batch_loss(fol, ws, T.x0), w, fol.step_sizes(beta), 1)
+                w = B.sgd_steps(partial(batch_loss, fol, xp=T.x0), w, fol.step_sizes(beta), 1)
             models.append((fol, w))
             ages.append(age)
         opt = torch.optim.Adam([delta.requires_grad_(True)], lr=cfg.leader_lr)
@@ -132,8 +134,7 @@ class MetaPoison(Attack):
             for fol, w in models:
                 with torch.enable_grad():
                     xp = clamp_box(T.x0 + delta, box)  # in the graph: clamp's gradient
-                    wk = B.sgd_steps(lambda ws, fol=fol, xp=xp: batch_loss(fol, ws, xp), w, fol.step_sizes(beta), cfg.unroll,
-                                     create_graph=True)
+                    wk = B.sgd_steps(partial(batch_loss, fol, xp=xp), w, fol.step_sizes(beta), cfg.unroll, create_graph=True)
                     ell = fol.loss(wk, xv, yv) / len(models)
                     (-ell).backward()  # ascent on the validation loss
                 total += ell.item()
@@ -148,7 +149,7 @@ class MetaPoison(Attack):
                     restarts[i] += 1
                     models[i], ages[i] = fresh(i, restarts[i]), 0
                     continue
-                models[i] = (fol, B.sgd_steps(lambda ws, fol=fol, xp=xp_now: batch_loss(fol, ws, xp), w, fol.step_sizes(beta), 1))
+                models[i] = (fol, B.sgd_steps(partial(batch_loss, fol, xp=xp_now), w, fol.step_sizes(beta), 1))
                 ages[i] += 1
         info["seconds"] = time.perf_counter() - t0
         info["seconds_per_outer_step"] = info["seconds"] / max(cfg.outer_steps, 1)

@@ -365,6 +365,7 @@ def pretrain_autoencoder(gen: nn.Module, data: Dataset, *, epochs: int, lr: floa
 @register_attack("tgda")
 class TGDA(Attack):
     Config = TGDAConfig
+    config: TGDAConfig  # the instance's options (an instance of Config, checked in __init__)
     clean_label = True
     summary = "generator L_θ trained by total-gradient ascent on the follower's validation loss (Algorithm 1)"
 
@@ -455,7 +456,7 @@ class TGDA(Attack):
         gen = gen.to(device, dtype)
         if cfg.radius is not None:
             gen = LinfProjectedGenerator(gen, cfg.radius, box)
-        theta = [p for p in gen.parameters()]
+        theta: list[torch.Tensor] = [p for p in gen.parameters()]
         opt: torch.optim.Optimizer = (torch.optim.Adam(theta, lr=cfg.leader_lr) if cfg.leader_optimizer == "adam"
                                       else torch.optim.SGD(theta, lr=cfg.leader_lr))
 
@@ -587,6 +588,7 @@ class TGDA(Attack):
         if improved:
             info["selected_epoch"] = epoch
             return [p.detach().clone() for p in theta]
+        assert best is not None  # with no best yet, this θ is an improvement
         return best
 
     def _follow(self, fol: B.Follower, gen: nn.Module, w: Params, w_pre: Params, xc: torch.Tensor, yc: torch.Tensor,

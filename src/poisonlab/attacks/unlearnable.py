@@ -83,6 +83,7 @@ class UnlearnableConfig(AttackConfig):
 @register_attack("unlearnable")
 class Unlearnable(Attack):
     Config = UnlearnableConfig
+    config: UnlearnableConfig  # the instance's options (an instance of Config, checked in __init__)
     clean_label = True
     summary = "error-minimising noise (Huang et al. 2021) on ε·N copies, optional L∞ radius"
 

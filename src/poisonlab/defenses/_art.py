@@ -64,6 +64,7 @@ class ArtDefense(Defense):
     """A defense that runs one of ART's poison detectors; needs ART at construction."""
 
     Config = ArtDetectorConfig
+    config: ArtDetectorConfig  # the instance's options (an instance of Config, checked in __init__)
 
     def __init__(self, config: DefenseConfig | None = None, **options: Any) -> None:
         super().__init__(config, **options)

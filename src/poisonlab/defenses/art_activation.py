@@ -119,13 +119,14 @@ def cluster_scores(clusters: np.ndarray, reduced: np.ndarray, clean: np.ndarray)
 @register_defense("art_activation")
 class ArtActivationDefense(ArtDefense):
     Config = ArtActivationConfig
+    config: ArtActivationConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = "ART's activation clustering (Chen et al. 2018): points in clusters ART flags, smaller clusters first"
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
                reference: Dataset | None, progress: bool) -> torch.Tensor:
         from art.defences.detector.poison import ActivationDefence
 
-        cfg: ArtActivationConfig = self.config  # type: ignore[assignment]
+        cfg: ArtActivationConfig = self.config
         trained = self.trained_model(data, victim, model, progress)
         counts = torch.bincount(data.y.cpu(), minlength=data.num_classes)
         need = max(cfg.nb_clusters, cfg.nb_dims)

@@ -110,11 +110,12 @@ def _art_run(view: ArtView, x: np.ndarray, y: np.ndarray, num_classes: int, cfg:
 @register_defense("art_spectral")
 class ArtSpectralDefense(ArtDefense):
     Config = ArtSpectralConfig
+    config: ArtSpectralConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = "ART's spectral signatures (Tran et al. 2018): ART's outlier scores of class-centred features"
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
                reference: Dataset | None, progress: bool) -> torch.Tensor:
-        cfg: ArtSpectralConfig = self.config  # type: ignore[assignment]
+        cfg: ArtSpectralConfig = self.config
         trained = self.trained_model(data, victim, model, progress)
         p = cfg.fraction if cfg.expected_pp_poison is None else float(cfg.expected_pp_poison)
         ys = data.y.cpu().numpy()

@@ -91,7 +91,7 @@ def influence_on_reference(
     scores = []
     for start in range(0, n, chunk_size):
         xs, ys = x[start : start + chunk_size], y[start : start + chunk_size]
-        _, directional = jvp(lambda *p, xs=xs, ys=ys: loss_fn(p, xs, ys), params, s)  # ∇ℓ(z_i)ᵀ s for each i
+        directional = jvp(lambda *p, xs=xs, ys=ys: loss_fn(p, xs, ys), params, s)[1]  # ∇ℓ(z_i)ᵀ s for each i
         scores.append(-directional.detach())
     return torch.cat(scores) if scores else torch.empty(0), solve
 
@@ -139,17 +139,18 @@ class InfluenceConfig(DefenseConfig):
 @register_defense("influence")
 class InfluenceDefense(Defense):
     Config = InfluenceConfig
+    config: InfluenceConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = "remove the points whose upweighting most increases a clean reference loss (Koh & Liang 2017)"
 
     def check_supported(self, data: Dataset, victim: Victim) -> None:
-        if self.config.params == "head":  # type: ignore[attr-defined]
+        if self.config.params == "head":
             probe_head(victim, data, "influence with params='head'", hint="use params='all'")
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
                reference: Dataset | None, progress: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         if reference is None:
             raise ConfigError("influence: needs a trusted clean reference set (the protocol passes D_v)")
-        c: InfluenceConfig = self.config  # type: ignore[assignment]
+        c: InfluenceConfig = self.config
         trained = self.trained_model(data, victim, model, progress)
         names = param_names(trained, c.params)
         net, x, rx = trained, data.x, reference.x

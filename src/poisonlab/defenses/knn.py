@@ -76,11 +76,12 @@ class KnnConfig(DefenseConfig):
 @register_defense("knn")
 class KnnDefense(Defense):
     Config = KnnConfig
+    config: KnnConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = "remove points whose label disagrees with their k nearest neighbours (Paudice et al. 2018)"
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
                reference: Dataset | None, progress: bool) -> torch.Tensor:
-        c: KnnConfig = self.config  # type: ignore[assignment]
+        c: KnnConfig = self.config
         if len(data) < 2:
             return torch.zeros(len(data), dtype=torch.float64)
         idx, dist = knn_indices(data.x, c.k, c.chunk_size, progress, victim.device)

@@ -114,12 +114,13 @@ def _std_info(std: float | torch.Tensor) -> dict[str, Any]:
 @register_defense("maxup")
 class MaxUpDefense(Defense):
     Config = MaxUpConfig
+    config: MaxUpConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = "training-time: minimise the worst loss over m random perturbations of each point (Gong et al. 2021)"
     removes = False
 
     def fit(self, data: Dataset, victim: Victim, *, generator: torch.Generator, progress: bool = False) -> nn.Module:
         """The victim trained from scratch with the MaxUp objective (same init and batch order as its recipe)."""
-        c: MaxUpConfig = self.config  # type: ignore[assignment]
+        c: MaxUpConfig = self.config
         noise = child_generator(generator)
         std = noise_std(data.bounds, c.sigma, c.scale)
         model = victim.spec.build(victim.seed)
@@ -129,7 +130,7 @@ class MaxUpDefense(Defense):
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
                reference: Dataset | None, progress: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-        c: MaxUpConfig = self.config  # type: ignore[assignment]
+        c: MaxUpConfig = self.config
         trained = self.trained_model(data, victim, model, progress)
         noise = child_generator(generator)
         std = noise_std(data.bounds, c.sigma, c.scale)

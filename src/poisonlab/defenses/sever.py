@@ -104,11 +104,12 @@ class SeverConfig(DefenseConfig):
 @register_defense("sever")
 class SeverDefense(Defense):
     Config = SeverConfig
+    config: SeverConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = ("remove points with large squared projection of centred gradients on the top singular vector, in rounds "
                "(Diakonikolas et al. 2019)")
 
     def check_supported(self, data: Dataset, victim: Victim) -> None:
-        c: SeverConfig = self.config  # type: ignore[assignment]
+        c: SeverConfig = self.config
         if c.params == "head":
             fresh = probe_head(victim, data, "sever with params='head'", hint="use params='all'")
         else:
@@ -123,7 +124,7 @@ class SeverDefense(Defense):
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
                reference: Dataset | None, progress: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-        c: SeverConfig = self.config  # type: ignore[assignment]
+        c: SeverConfig = self.config
         n = len(data)
         sizes = [k for k in round_sizes(poison_count(c.fraction, n), c.rounds) if k] or [0]
         active = torch.arange(n)

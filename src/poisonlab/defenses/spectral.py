@@ -71,6 +71,7 @@ class SpectralConfig(DefenseConfig):
 @register_defense("spectral")
 class SpectralDefense(Defense):
     Config = SpectralConfig
+    config: SpectralConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = "remove points with large per-class spectral signature of the victim's features (Tran et al. 2018)"
 
     def check_supported(self, data: Dataset, victim: Victim) -> None:
@@ -80,4 +81,4 @@ class SpectralDefense(Defense):
                reference: Dataset | None, progress: bool) -> torch.Tensor:
         trained = self.trained_model(data, victim, model, progress)
         feats = head_features(trained, data.x)
-        return spectral_scores(feats, data.y, data.num_classes, method=self.config.svd, generator=generator)  # type: ignore[attr-defined]
+        return spectral_scores(feats, data.y, data.num_classes, method=self.config.svd, generator=generator)
