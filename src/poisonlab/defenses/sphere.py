@@ -72,7 +72,6 @@ class CentroidDefense(Defense):
 
     Config = CentroidConfig
     config: CentroidConfig  # the instance's options (an instance of Config, checked in __init__)
-    config: CentroidConfig  # the instance's options (an instance of Config, checked in __init__)
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
                reference: Dataset | None, progress: bool) -> torch.Tensor:
