@@ -44,9 +44,9 @@ def _nest(values: Mapping[str, Any], what: str) -> dict[str, Any]:
 def group_class(f: dataclasses.Field) -> type | None:
     """The config dataclass of a group field (its default or default_factory is one), else None."""
     default = f.default if f.default is not dataclasses.MISSING else None
-    if default is None and f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+    if default is None and f.default_factory is not dataclasses.MISSING:
         try:
-            default = f.default_factory()  # type: ignore[misc]
+            default = f.default_factory()
         except TypeError:
             return None
     return type(default) if dataclasses.is_dataclass(default) and not isinstance(default, type) else None

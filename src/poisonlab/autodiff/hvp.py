@@ -14,7 +14,7 @@ with ``params`` a tuple of tensors.
 
 from __future__ import annotations
 
-from typing import Sequence, cast
+from typing import Sequence, cast, overload
 
 import torch
 from torch.func import grad, jvp
@@ -54,8 +54,11 @@ def hvp(f: Functional, params: Sequence[torch.Tensor], v: Sequence[torch.Tensor]
     """
     params, v = tuple(params), tuple(v)
     if method == "fwdrev":
+        def f_of_params(ps: Params) -> torch.Tensor:
+            return f(ps, *args)
+
         try:
-            _, out = jvp(grad(lambda ps: f(ps, *args)), (params,), (v,))[:2]
+            _, out = jvp(grad(f_of_params), (params,), (v,))[:2]
             return tuple(out)
         except (RuntimeError, NotImplementedError) as exc:
             if not _no_forward_rule(exc):
@@ -72,6 +75,12 @@ def hvp(f: Functional, params: Sequence[torch.Tensor], v: Sequence[torch.Tensor]
     raise ValueError(f"unknown HVP method {method!r}; use 'fwdrev' or 'double_backward'")
 
 
+@overload
+def mixed_vjp(f: Functional, params: Sequence[torch.Tensor], v: Sequence[torch.Tensor], *args: torch.Tensor,
+              argnums: int = 0, create_graph: bool = False) -> torch.Tensor: ...
+@overload
+def mixed_vjp(f: Functional, params: Sequence[torch.Tensor], v: Sequence[torch.Tensor], *args: torch.Tensor,
+              argnums: Sequence[int], create_graph: bool = False) -> Params: ...
 def mixed_vjp(
     f: Functional,
     params: Sequence[torch.Tensor],

@@ -22,7 +22,7 @@ def registered() -> dict[str, list[tuple[str, str]]]:
         "attacks": [(n, ATTACKS.get(n).summary) for n in ATTACKS],
     }
     try:  # layers added later register themselves here when present
-        from ..defenses import DEFENSES  # type: ignore[attr-defined]
+        from ..defenses import DEFENSES
 
         out["defenses"] = [(n, getattr(DEFENSES.get(n), "summary", "")) for n in DEFENSES]
     except ImportError:

@@ -61,7 +61,7 @@ def image_tensor(img: "Image", *, size: int | None = None, channels: int | None 
     mode = {1: "L", 3: "RGB"}.get(channels or 0) or ("L" if img.mode in ("L", "1", "I;16", "I") else "RGB")
     img = img.convert(mode)
     if size is not None and img.size != (size, size):
-        img = img.resize((size, size), Image.BICUBIC)
+        img = img.resize((size, size), Image.Resampling.BICUBIC)
     arr = np.asarray(img, dtype=np.float32) / 255.0
     t = torch.from_numpy(arr.copy())
     t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
@@ -96,6 +96,7 @@ def image_grid(path: str | Path, rows: Sequence[tuple[str, torch.Tensor]],
     size = (1.3 * n + 1.0, 1.45 * len(rows) + 0.4) if cell is None else (cell * n + 0.8, cell * len(rows) + 0.5)
     fig, axes = new_figure(len(rows), n, figsize=size, squeeze=False)
     for i, (name, imgs) in enumerate(rows):
+        row_captions = captions[i] if captions is not None else None
         for j in range(n):
             ax = axes[i][j]
             ax.set_xticks([])
@@ -110,8 +111,8 @@ def image_grid(path: str | Path, rows: Sequence[tuple[str, torch.Tensor]],
                 ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             else:
                 ax.imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
-            if captions is not None and captions[i] and j < len(captions[i]) and captions[i][j]:
-                ax.set_title(captions[i][j], fontsize=6)
+            if row_captions and j < len(row_captions) and row_captions[j]:
+                ax.set_title(row_captions[j], fontsize=6)
     if title:
         fig.suptitle(title, fontsize=8)
     return save_figure(fig, path, dpi=110)

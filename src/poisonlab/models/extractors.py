@@ -21,7 +21,7 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -46,15 +46,16 @@ def _standardiser(module: nn.Module, d: int) -> None:
 def set_standardiser(encoder: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> None:
     """Set ``feature_mean``/``feature_scale`` to the mean and 1/std of the raw features of x (N, C, H, W)
     (std floored at 5 % of the mean std)."""
-    encoder.feature_mean.zero_()
-    encoder.feature_scale.fill_(1.0)
+    mean, scale = encoder.get_buffer("feature_mean"), encoder.get_buffer("feature_scale")
+    mean.zero_()
+    scale.fill_(1.0)
     encoder.eval()
-    dev = encoder.feature_mean.device
+    dev = mean.device
     h = torch.cat([encoder(x[i:i + batch_size].to(dev)) for i in range(0, len(x), batch_size)])
     std = h.std(0)
-    encoder.feature_mean.copy_(h.mean(0))
+    mean.copy_(h.mean(0))
     # floor: (nearly) dead ReLU features must not get huge scales that explode once fine-tuning revives them
-    encoder.feature_scale.copy_(1.0 / std.clamp_min(max(0.05 * std.mean().item(), 1e-6)))
+    scale.copy_(1.0 / std.clamp_min(max(0.05 * std.mean().item(), 1e-6)))
 
 
 @ENCODERS.register("conv")
@@ -145,7 +146,7 @@ class ExtractorVictim(nn.Module):
         self.adapter = adapter
         self.frozen = frozen
         self.encoder_lr_scale = float(encoder_lr_scale)
-        self.head = nn.Linear(int(encoder.feature_dim), int(num_classes))
+        self.head = nn.Linear(int(cast(int, encoder.feature_dim)), int(num_classes))  # nn.Module types attributes loosely
         if frozen:
             self.encoder.requires_grad_(False)
 

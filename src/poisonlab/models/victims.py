@@ -158,7 +158,7 @@ def _image_shape(name: str, input_shape: Sequence[int]) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) < 1:
         raise UnsupportedError(f"model {name!r} is convolutional and needs image inputs of shape (C, H, W); "
                                f"got input shape {shape} (use 'lr', 'nn' or your own module for other data)")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 @VICTIMS.register("lr")

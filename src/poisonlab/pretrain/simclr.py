@@ -9,6 +9,7 @@ Augmentations are batched tensor ops driven by a ``torch.Generator`` (reproducib
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +18,8 @@ from tqdm.auto import tqdm
 
 
 def feature_dim(encoder: nn.Module) -> int:
-    """The encoder's feature dimension (its ``feature_dim`` attribute)."""
-    return int(encoder.feature_dim)
+    """The encoder's feature dimension (its ``feature_dim`` attribute; nn.Module types attributes loosely)."""
+    return int(cast(int, encoder.feature_dim))
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, *, min_scale: float = 0.6, flip: bool = False,

@@ -109,9 +109,9 @@ def plot_transition(records: Sequence[dict[str, Any]], path: str | Path, level: 
         ax.legend(fontsize=7)
     if with_tau:
         ax = axes[-1]
-        pts = [(s["threshold"], s["observed"]) for s in summary if s["threshold"] is not None and s["observed"] is not None]
-        if pts:
-            x, y = np.array(pts).T * 100
+        pairs = [(s["threshold"], s["observed"]) for s in summary if s["threshold"] is not None and s["observed"] is not None]
+        if pairs:
+            x, y = np.array(pairs).T * 100
             ax.scatter(x, y, zorder=3)
             hi = max(x.max(), y.max()) * 1.1 or 1.0
             ax.plot([0, hi], [0, hi], color="grey", ls=":", label="observed = threshold")

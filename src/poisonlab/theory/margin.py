@@ -119,7 +119,7 @@ def margin_extremes(loss: str | MarginLoss, domain: Sequence[Interval] | Interva
         lo0, hi0 = cast("tuple[float, float]", domain)
         pairs = [(float(lo0), float(hi0))]
     else:
-        pairs = [(float(d[0]), float(d[1])) for d in domain]  # type: ignore[index]
+        pairs = [(float(d[0]), float(d[1])) for d in cast("Sequence[Interval]", domain)]
     lf = _loss(loss)
     a, b, a_att, b_att = math.inf, -math.inf, False, False
     for lo, hi in pairs:
@@ -192,7 +192,7 @@ def binary_reachability(
     interval(s) wᵀx̃ can take). Exact (iff) only for the unbounded default.
     """
     a, b, a_att, b_att = margin_extremes(loss, domain)
-    exact = isinstance(domain[0], (int, float)) and math.isinf(domain[0]) and math.isinf(domain[1])  # type: ignore[index,arg-type]
+    exact = isinstance(domain[0], (int, float)) and math.isinf(domain[0]) and math.isinf(cast(Interval, domain)[1])
     r = reachability_from_extremes(float(inner), a, b, a_att, b_att, exact=exact)
     assert math.isinf(r.tau) or abs(eps_of_rho(r.rho_min) - r.tau) <= 1e-9 * max(1.0, r.tau)
     return r

@@ -141,7 +141,7 @@ class EfficientNetLite0(nn.Module):
                 c = c_out
         self.blocks = nn.ModuleList(blocks)
         self.head = ConvBN(c, FEATURE_DIM, 1)
-        self.classifier = nn.Linear(FEATURE_DIM, num_classes)
+        self.classifier: nn.Module = nn.Linear(FEATURE_DIM, num_classes)  # nn.Identity in the feature extractor
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         h = self.stem(x)
@@ -266,6 +266,9 @@ class EfficientNetLite0Encoder(nn.Module):
     (by the victim's input adapter); ``scaling`` see :func:`scale_input`. Built with random
     weights: the extractor file (:func:`write_extractor`) or :func:`pretrained_encoder` fills them."""
 
+    feature_mean: torch.Tensor  # the standardiser's buffers (registered by _standardiser)
+    feature_scale: torch.Tensor
+
     def __init__(self, input_shape: Sequence[int], scaling: str = "tflite") -> None:
         super().__init__()
         if int(input_shape[0]) != 3:
@@ -274,7 +277,7 @@ class EfficientNetLite0Encoder(nn.Module):
             raise ConfigError(f"{NAME}: scaling must be one of {SCALINGS}, got {scaling!r}")
         self.scaling = scaling
         self.net = EfficientNetLite0()
-        self.net.classifier = nn.Identity()  # type: ignore[assignment]  (features only)
+        self.net.classifier = nn.Identity()  # features only
         self.feature_dim = FEATURE_DIM
         _standardiser(self, FEATURE_DIM)
 
