@@ -6,10 +6,9 @@ Prints the cache key and the path; use either as ``--model linear_probe:<key or 
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..pretrain import PretrainConfig, get_extractor
-from .run_cmd import parse_key_values
+from .run_cmd import parse_key_values, print_result
 
 
 def add_parser(sub) -> None:
@@ -46,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
     })
     path, meta = get_extractor(cfg, data_dir=args.data_dir, out=args.out, device=args.device,
                                progress=not (args.quiet or args.json) and "pretrain", force=args.force)
-    if args.json:
-        print(json.dumps({**meta, "path": str(path)}, indent=2, default=str))
-    else:
+
+    def text() -> str:
         state = "cached" if meta["cached"] else f"trained in {meta['report']['seconds']:.1f} s"
-        print(f"extractor {meta['key']} ({state}): {path}")
-        print(f"  use: poisonlab run --model linear_probe:{meta['key'] if not args.out else path} ...")
-    return 0
+        return (f"extractor {meta['key']} ({state}): {path}\n"
+                f"  use: poisonlab run --model linear_probe:{meta['key'] if not args.out else path} ...")
+
+    return print_result({**meta, "path": str(path)}, args.json, text)

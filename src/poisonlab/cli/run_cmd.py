@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Callable
 
 from ..protocol import RunConfig, run_protocol
 from ..reporting import result_table
@@ -41,6 +42,13 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the result record as JSON instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
     p.set_defaults(handler=run)
+
+
+def print_result(record: dict, as_json: bool, text: Callable[[], str]) -> int:
+    """Print a command's result: ``record`` as JSON (``--json``; values JSON lacks as strings), else
+    ``text()``. Returns the command's exit code, 0."""
+    print(json.dumps(record, indent=2, default=str) if as_json else text())
+    return 0
 
 
 def parse_key_values(items: list[str], what: str) -> dict:
@@ -118,9 +126,5 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     log = (lambda _m: None) if (args.quiet or args.json) else None
     result = run_protocol(cfg, progress=not (args.quiet or args.json), **({"log": log} if log else {}))
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print(result_table(result))
-        print(f"\nartifacts in {result['config']['out']}/ (result.json, poisons.npz, poisons.png, victim_*.safetensors)")
-    return 0
+    return print_result(result, args.json, lambda: f"{result_table(result)}\n\nartifacts in {result['config']['out']}/ "
+                                                   "(result.json, poisons.npz, poisons.png, victim_*.safetensors)")

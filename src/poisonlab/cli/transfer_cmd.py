@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..errors import ConfigError
 from ..protocol import RunConfig
 from ..protocol.transfer import run_transfer, transfer_table
-from .run_cmd import parse_key_values
+from .run_cmd import parse_key_values, print_result
 
 
 def add_parser(sub) -> None:
@@ -69,9 +68,4 @@ def run(args: argparse.Namespace) -> int:
     quiet = args.quiet or args.json
     log = (lambda _m: None) if quiet else (lambda m: print(m, flush=True))
     result = run_transfer(base, surrogates, targets, model_options=opts, out=args.out, progress=not quiet, log=log)
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print(transfer_table(result))
-        print(f"\nrecord in {result['config']['out']}/transfer.json")
-    return 0
+    return print_result(result, args.json, lambda: f"{transfer_table(result)}\n\nrecord in {result['config']['out']}/transfer.json")
