@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ..generative.detect import latent_screening_scores, reconstruction_scores
     from ..generative.disguise import craft_disguises, summarize, variant_config
     from ..generative.images import image_grid, image_tensor, open_image, write_image
-    from ..generative.vae import get_vae
+    from ..generative.vae import LatentAutoencoder, get_vae
     from ..seeding import torch_generator
 
     # ---- every check before any work (the VAE may train for minutes)
@@ -70,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out} exists and is not a folder")
 
     vae = get_vae(args.vae, data_dir=args.data_dir, seed=args.seed).to(args.device)
-    size = size or geometry.sample_size or int(vae.vae.config.sample_size)
+    size = size or geometry.sample_size
+    if not size:  # a VAE folder whose config names no sample size (taef2's geometry always does)
+        assert isinstance(vae, LatentAutoencoder)
+        size = int(vae.vae.config.sample_size)
     channels = 3 if vae.in_channels == 3 else 1
     x_c = image_tensor(img_c, size=size, channels=channels).to(args.device)
     x_b = image_tensor(img_b, size=size, channels=channels).to(args.device)

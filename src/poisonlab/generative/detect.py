@@ -26,21 +26,21 @@ import torch
 from ..errors import ConfigError
 from ..registry import Registry
 from .metrics import lpips_style, ssim
-from .vae import LatentAutoencoder
+from .vae import LatentCodec
 
 Detector = Callable[..., torch.Tensor]
 DETECTORS: Registry[Detector] = Registry("disguise detector")
 
 
 @torch.no_grad()
-def _encode_batched(vae: LatentAutoencoder, x: torch.Tensor, batch: int) -> torch.Tensor:
+def _encode_batched(vae: LatentCodec, x: torch.Tensor, batch: int) -> torch.Tensor:
     return torch.cat([vae.encode(x[i : i + batch].to(vae.dtype)) for i in range(0, len(x), batch)]) * vae.scaling_factor
 
 
 @DETECTORS.register("latent_screening")
 @torch.no_grad()
 def latent_screening_scores(
-    vae: LatentAutoencoder, x: torch.Tensor, protected: torch.Tensor | None = None, *, batch: int = 256, eps: float = 1e-6
+    vae: LatentCodec, x: torch.Tensor, protected: torch.Tensor | None = None, *, batch: int = 256, eps: float = 1e-6
 ) -> torch.Tensor:
     """max_c [log d_pix(x, c) − log d_lat(x, c)] (N,); see the module docstring."""
     if protected is None or len(protected) == 0:
@@ -58,7 +58,7 @@ def latent_screening_scores(
 @DETECTORS.register("reconstruction")
 @torch.no_grad()
 def reconstruction_scores(
-    vae: LatentAutoencoder, x: torch.Tensor, protected: torch.Tensor | None = None, *, metric: str = "ssim", batch: int = 256
+    vae: LatentCodec, x: torch.Tensor, protected: torch.Tensor | None = None, *, metric: str = "ssim", batch: int = 256
 ) -> torch.Tensor:
     """Perceptual distance between x and its reveal D(E(x)), (N,). ``protected`` is ignored."""
     if metric not in ("ssim", "lpips"):

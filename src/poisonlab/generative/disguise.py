@@ -35,7 +35,7 @@ from ..options import config_from_dict
 from ..registry import Registry
 from ..seeding import torch_generator
 from .metrics import fit_scales, lpips_style, ms_ssim, ssim
-from .vae import LatentAutoencoder
+from .vae import LatentCodec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,13 +129,13 @@ def _hflip(x: torch.Tensor) -> torch.Tensor:
     return x.flip(-1)
 
 
-def _latent_term(vae: LatentAutoencoder, x: torch.Tensor, z_target: torch.Tensor) -> torch.Tensor:
+def _latent_term(vae: LatentCodec, x: torch.Tensor, z_target: torch.Tensor) -> torch.Tensor:
     s = vae.scaling_factor
     return (s * (vae.encode(x) - z_target)).pow(2).flatten(1).mean(1)
 
 
 def disguise_loss(
-    vae: LatentAutoencoder,
+    vae: LatentCodec,
     x_d: torch.Tensor,
     x_b: torch.Tensor,
     z_c: torch.Tensor,
@@ -171,7 +171,7 @@ def _check_images(x_b: torch.Tensor, x_c: torch.Tensor) -> None:
 
 
 def craft_disguises(
-    vae: LatentAutoencoder,
+    vae: LatentCodec,
     x_b: torch.Tensor,
     x_c: torch.Tensor,
     config: DisguiseConfig | None = None,
@@ -239,7 +239,7 @@ def craft_disguises(
 
 @torch.no_grad()
 def disguise_metrics(
-    vae: LatentAutoencoder, x_d: torch.Tensor, x_b: torch.Tensor, x_c: torch.Tensor, *, reveal: torch.Tensor | None = None
+    vae: LatentCodec, x_d: torch.Tensor, x_b: torch.Tensor, x_c: torch.Tensor, *, reveal: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
     """Per-image metrics (N,), the numbers of the thesis' disguise tables:
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -114,6 +114,24 @@ class VAETrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "VAETrainConfig":
         return config_from_dict(cls, d, "VAE training recipe")
+
+
+class LatentCodec(Protocol):
+    """What the disguise and detector code uses of a latent autoencoder ([0, 1] images (N, C, H, W)
+    <-> raw latents): :class:`LatentAutoencoder` and :class:`~poisonlab.generative.taef2.TAEF2Autoencoder`."""
+
+    source: str
+
+    @property
+    def in_channels(self) -> int: ...
+    @property
+    def scaling_factor(self) -> float: ...
+    @property
+    def dtype(self) -> torch.dtype: ...
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
+    def decode(self, z: torch.Tensor, channels: int | None = None) -> torch.Tensor: ...
+    def reveal(self, x: torch.Tensor) -> torch.Tensor: ...
+    def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]: ...
 
 
 class LatentAutoencoder(nn.Module):
