@@ -10,11 +10,14 @@ group's defaults. Presets: a config class may declare ``PRESETS = {"thesis": {..
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Mapping, TypeVar
 
 from .errors import ConfigError
 
-C = TypeVar("C")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+C = TypeVar("C", bound="DataclassInstance")
 
 #: the key that selects one of a config class's ``PRESETS``
 PRESET_KEY = "preset"
@@ -60,7 +63,7 @@ def config_from_dict(cls: type[C], values: Mapping[str, Any] | None, what: str) 
     """
     values = _nest(dict(values or {}), what)
     presets: Mapping[str, Mapping[str, Any]] = getattr(cls, "PRESETS", {}) or {}
-    if PRESET_KEY in values and PRESET_KEY not in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
+    if PRESET_KEY in values and PRESET_KEY not in {f.name for f in dataclasses.fields(cls)}:
         name = values.pop(PRESET_KEY)
         if name not in presets:
             raise ConfigError(f"{what}: unknown preset {name!r}; valid presets: {sorted(presets) or 'none'}")
@@ -71,7 +74,7 @@ def config_from_dict(cls: type[C], values: Mapping[str, Any] | None, what: str) 
             else:
                 base[key] = value
         values = base
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         hint = f"; presets: {sorted(presets)} (key {PRESET_KEY!r})" if presets else ""

@@ -266,12 +266,12 @@ def load_arrays(info: FileDatasetInfo, data_dir: Path, download: bool = True) ->
         where = locate(data_dir, info)
     if where is None:
         raise DataError(_missing_message(info, data_dir, "no download attempted (offline)"))
-    kind, loc = where
-    if kind == "npz":
-        arrays = read_npz(loc)  # type: ignore[arg-type]
-        verify_arrays(info, arrays, loc)  # type: ignore[arg-type]
+    _, loc = where
+    if isinstance(loc, Path):  # ("npz", path); ("raw", {file: path}) otherwise
+        arrays = read_npz(loc)
+        verify_arrays(info, arrays, loc)
         return arrays
-    return read_raw(loc, info)  # type: ignore[arg-type]
+    return read_raw(loc, info)
 
 
 def _missing_message(info: FileDatasetInfo, data_dir: Path, why: str) -> str:

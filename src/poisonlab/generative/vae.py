@@ -189,7 +189,8 @@ class LatentAutoencoder(nn.Module):
     def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         with torch.no_grad():
             z = self.encode(torch.zeros(1, *image_shape, dtype=self.dtype))
-        return tuple(z.shape[1:])  # type: ignore[return-value]
+        c, h, w = z.shape[1:]
+        return int(c), int(h), int(w)
 
     @property
     def dtype(self) -> torch.dtype:

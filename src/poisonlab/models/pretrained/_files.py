@@ -17,11 +17,13 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, TypeVar
 
 import torch
 
 from ...errors import DataError
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 ENV_VAR = "POISONLAB_MODELS"
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -101,7 +103,7 @@ def read_safetensors(path: Path, expected: WeightFile | None = None, dtype: torc
     return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
 
 
-def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: Path | str) -> torch.nn.Module:
+def load_strict(module: M, state: Mapping[str, torch.Tensor], source: Path | str) -> M:
     """``module.load_state_dict(state, strict=True)``; a mismatch becomes a :class:`DataError` naming the file."""
     try:
         module.load_state_dict(dict(state), strict=True)

@@ -139,11 +139,9 @@ def load_taef2(directory: str | os.PathLike | None = None, *, dtype: torch.dtype
     d = weight_dir(directory)
     enc = load_strict(TAEF2Encoder(), read_safetensors(d / ENCODER_FILE.name, ENCODER_FILE), d / ENCODER_FILE.name)
     dec = load_strict(TAEF2Decoder(), read_safetensors(d / DECODER_FILE.name, DECODER_FILE), d / DECODER_FILE.name)
-    out = []
     for m in (enc, dec):
-        m.to(dtype).eval().requires_grad_(False)
-        out.append(m)
-    return out[0], out[1]  # type: ignore[return-value]
+        m.to(dtype).eval().requires_grad_(False)  # in place
+    return enc, dec
 
 
 def info(directory: str | os.PathLike | None = None) -> dict:
