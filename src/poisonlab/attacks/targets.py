@@ -25,7 +25,8 @@ from ..errors import ConfigError
 from ..options import config_from_dict, config_to_dict
 from ..registry import Registry
 
-TargetMaker = Callable[[nn.Module, Dataset, Mapping[str, Any], bool], tuple[nn.Module, dict[str, Any]]]
+#: make(model, val, options, progress) -> (target, info); a maker with ``needs_context`` also takes ``context=``
+TargetMaker = Callable[..., tuple[nn.Module, dict[str, Any]]]
 TARGETS: Registry[TargetMaker] = Registry("target")
 
 
