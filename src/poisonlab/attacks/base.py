@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping, final
+from typing import Any, ClassVar, Generic, Mapping, TypeVar, cast, final
 
 import torch
 from torch import nn
@@ -66,8 +66,14 @@ def renamed_options(cls: type, options: Mapping[str, Any], what: str) -> dict[st
     return out
 
 
-class Attack(ABC):
-    """Base class. Subclasses set ``name``, ``Config`` and ``clean_label`` and implement ``_craft``."""
+#: an attack's config type: ``class GC(Attack[GCConfig])`` makes ``self.config`` a ``GCConfig``
+C = TypeVar("C", bound=AttackConfig)
+
+
+class Attack(ABC, Generic[C]):
+    """Base class. Subclasses set ``name``, ``Config`` and ``clean_label`` and implement ``_craft``;
+    they subclass ``Attack[XConfig]`` with ``Config = XConfig`` (the registry builds from ``Config``,
+    the type parameter types ``self.config``; ``__init__`` checks that the two agree)."""
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[AttackConfig]] = AttackConfig
@@ -79,10 +85,12 @@ class Attack(ABC):
         if config is not None and options:
             raise TypeError("pass either a config object or keyword options, not both")
         what = f"attack {self.name!r}"
-        self.config = config if config is not None else config_from_dict(
+        built = config if config is not None else config_from_dict(
             self.Config, renamed_options(self.Config, options, what), what)
-        if not isinstance(self.config, self.Config):
-            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(self.config).__name__}")
+        if not isinstance(built, self.Config):
+            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(built).__name__}")
+        #: the instance's options (an instance of ``Config``, checked above)
+        self.config: C = cast(C, built)
 
     def options(self) -> dict[str, Any]:
         return config_to_dict(self.config)

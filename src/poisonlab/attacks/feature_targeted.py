@@ -142,9 +142,8 @@ def feature_space(feature_map, head: torch.nn.Linear, data: AttackData, device: 
 
 
 @register_attack("feature_targeted")
-class FeatureTargeted(Attack):
+class FeatureTargeted(Attack[FeatureTargetedConfig]):
     Config = FeatureTargetedConfig
-    config: FeatureTargetedConfig  # the instance's options (an instance of Config, checked in __init__)
     clean_label = True
     summary = "feature-targeted: GradPC head target, GC on features, inversion to inputs (optional L∞ radius)"
 

@@ -245,9 +245,8 @@ class SphereSlab:
 
 # ---------------------------------------------------------------------------- the attack
 @register_attack("i_min_max")
-class IMinMax(Attack):
+class IMinMax(Attack[IMinMaxConfig]):
     Config = IMinMaxConfig
-    config: IMinMaxConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = ("improved min-max (Koh et al. 2022): greedily add the feasible point and label of highest loss "
                "under the defender's online model, which trains on D_tr ∪ the poisons so far")
 

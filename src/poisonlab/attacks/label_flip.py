@@ -34,9 +34,8 @@ class LabelFlipConfig(AttackConfig):
 
 
 @register_attack("label_flip")
-class LabelFlip(Attack):
+class LabelFlip(Attack[LabelFlipConfig]):
     Config = LabelFlipConfig
-    config: LabelFlipConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = "copies of ε·N training points with flipped labels (rule y←C−1−y or random)"
 
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool,

@@ -86,9 +86,8 @@ class MetaPoisonConfig(AttackConfig):
 
 
 @register_attack("metapoison")
-class MetaPoison(Attack):
+class MetaPoison(Attack[MetaPoisonConfig]):
     Config = MetaPoisonConfig
-    config: MetaPoisonConfig  # the instance's options (an instance of Config, checked in __init__)
     clean_label = True
     summary = "clean-label δ by K-step unrolled meta-gradients over a staggered ensemble (Huang et al. 2020)"
 

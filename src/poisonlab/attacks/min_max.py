@@ -65,9 +65,8 @@ class MinMaxConfig(B.DirectGameConfig):
 
 
 @register_attack("min_max")
-class MinMax(Attack):
+class MinMax(Attack[MinMaxConfig]):
     Config = MinMaxConfig
-    config: MinMaxConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = "zero-sum max_{D_p} min_w L(D_tr ∪ D_p): poisons ascend the follower's training loss (Steinhardt et al. 2017)"
 
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator,

@@ -363,9 +363,8 @@ def pretrain_autoencoder(gen: nn.Module, data: Dataset, *, epochs: int, lr: floa
 
 # ---------------------------------------------------------------------------- the attack
 @register_attack("tgda")
-class TGDA(Attack):
+class TGDA(Attack[TGDAConfig]):
     Config = TGDAConfig
-    config: TGDAConfig  # the instance's options (an instance of Config, checked in __init__)
     clean_label = True
     summary = "generator L_θ trained by total-gradient ascent on the follower's validation loss (Algorithm 1)"
 

@@ -81,9 +81,8 @@ class UnlearnableConfig(AttackConfig):
 
 
 @register_attack("unlearnable")
-class Unlearnable(Attack):
+class Unlearnable(Attack[UnlearnableConfig]):
     Config = UnlearnableConfig
-    config: UnlearnableConfig  # the instance's options (an instance of Config, checked in __init__)
     clean_label = True
     summary = "error-minimising noise (Huang et al. 2021) on ε·N copies, optional L∞ radius"
 

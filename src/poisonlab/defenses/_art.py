@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -60,11 +60,14 @@ class ArtDetectorConfig(DefenseConfig):
             raise ConfigError(f"art detectors: layer must be one of {list(LAYERS)}, got {self.layer!r}")
 
 
-class ArtDefense(Defense):
+#: an ART defense's config type (``ArtDefense[ArtSpectralConfig]``)
+AC = TypeVar("AC", bound=ArtDetectorConfig)
+
+
+class ArtDefense(Defense[AC]):
     """A defense that runs one of ART's poison detectors; needs ART at construction."""
 
     Config = ArtDetectorConfig
-    config: ArtDetectorConfig  # the instance's options (an instance of Config, checked in __init__)
 
     def __init__(self, config: DefenseConfig | None = None, **options: Any) -> None:
         super().__init__(config, **options)

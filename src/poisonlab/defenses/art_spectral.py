@@ -108,9 +108,8 @@ def _art_run(view: ArtView, x: np.ndarray, y: np.ndarray, num_classes: int, cfg:
 
 
 @register_defense("art_spectral")
-class ArtSpectralDefense(ArtDefense):
+class ArtSpectralDefense(ArtDefense[ArtSpectralConfig]):
     Config = ArtSpectralConfig
-    config: ArtSpectralConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = "ART's spectral signatures (Tran et al. 2018): ART's outlier scores of class-centred features"
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union, final
+from typing import Any, ClassVar, Generic, TypeVar, Union, cast, final
 
 import torch
 from torch import nn
@@ -125,10 +125,16 @@ def as_dataset(data: PoisonedDataset | Dataset) -> Dataset:
 ScoreResult = Union[torch.Tensor, "tuple[torch.Tensor, dict[str, Any]]"]
 
 
-class Defense(ABC):
+#: a defense's config type: ``class KnnDefense(Defense[KnnConfig])`` makes ``self.config`` a ``KnnConfig``
+C = TypeVar("C", bound=DefenseConfig)
+
+
+class Defense(ABC, Generic[C]):
     """Base class. Subclasses set ``name`` (via :func:`register_defense`), ``Config``, ``summary``,
     and implement ``_score`` (and ``check_supported`` when the victim or the data may not fit);
-    training-time defenses set ``removes = False`` and override ``fit``."""
+    training-time defenses set ``removes = False`` and override ``fit``. They subclass
+    ``Defense[XConfig]`` with ``Config = XConfig`` (the registry builds from ``Config``, the type
+    parameter types ``self.config``; ``__init__`` checks that the two agree)."""
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[DefenseConfig]] = DefenseConfig
@@ -139,9 +145,11 @@ class Defense(ABC):
     def __init__(self, config: DefenseConfig | None = None, **options: Any) -> None:
         if config is not None and options:
             raise TypeError("pass either a config object or keyword options, not both")
-        self.config = config if config is not None else config_from_dict(self.Config, options, f"defense {self.name!r}")
-        if not isinstance(self.config, self.Config):
-            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(self.config).__name__}")
+        built = config if config is not None else config_from_dict(self.Config, options, f"defense {self.name!r}")
+        if not isinstance(built, self.Config):
+            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(built).__name__}")
+        #: the instance's options (an instance of ``Config``, checked above)
+        self.config: C = cast(C, built)
         #: the diagnostics of the last ``score`` / ``defend`` call — a mirror kept for older readers;
         #: read :attr:`DefenseOutcome.info` / :attr:`DefenseScores.info` instead
         self.info: dict[str, Any] = {}

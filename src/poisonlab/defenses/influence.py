@@ -137,9 +137,8 @@ class InfluenceConfig(DefenseConfig):
 
 
 @register_defense("influence")
-class InfluenceDefense(Defense):
+class InfluenceDefense(Defense[InfluenceConfig]):
     Config = InfluenceConfig
-    config: InfluenceConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = "remove the points whose upweighting most increases a clean reference loss (Koh & Liang 2017)"
 
     def check_supported(self, data: Dataset, victim: Victim) -> None:

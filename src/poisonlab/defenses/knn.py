@@ -74,9 +74,8 @@ class KnnConfig(DefenseConfig):
 
 
 @register_defense("knn")
-class KnnDefense(Defense):
+class KnnDefense(Defense[KnnConfig]):
     Config = KnnConfig
-    config: KnnConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = "remove points whose label disagrees with their k nearest neighbours (Paudice et al. 2018)"
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,

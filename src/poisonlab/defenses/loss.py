@@ -19,7 +19,7 @@ from .base import Defense, DefenseConfig, register_defense
 
 
 @register_defense("loss")
-class LossDefense(Defense):
+class LossDefense(Defense[DefenseConfig]):
     Config = DefenseConfig
     summary = "remove the points with the largest loss under the victim trained on D (Koh et al. 2022)"
 

@@ -112,9 +112,8 @@ def _std_info(std: float | torch.Tensor) -> dict[str, Any]:
 
 
 @register_defense("maxup")
-class MaxUpDefense(Defense):
+class MaxUpDefense(Defense[MaxUpConfig]):
     Config = MaxUpConfig
-    config: MaxUpConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = "training-time: minimise the worst loss over m random perturbations of each point (Gong et al. 2021)"
     removes = False
 

@@ -102,9 +102,8 @@ class SeverConfig(DefenseConfig):
 
 
 @register_defense("sever")
-class SeverDefense(Defense):
+class SeverDefense(Defense[SeverConfig]):
     Config = SeverConfig
-    config: SeverConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = ("remove points with large squared projection of centred gradients on the top singular vector, in rounds "
                "(Diakonikolas et al. 2019)")
 

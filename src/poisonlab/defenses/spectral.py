@@ -69,9 +69,8 @@ class SpectralConfig(DefenseConfig):
 
 
 @register_defense("spectral")
-class SpectralDefense(Defense):
+class SpectralDefense(Defense[SpectralConfig]):
     Config = SpectralConfig
-    config: SpectralConfig  # the instance's options (an instance of Config, checked in __init__)
     summary = "remove points with large per-class spectral signature of the victim's features (Tran et al. 2018)"
 
     def check_supported(self, data: Dataset, victim: Victim) -> None:

@@ -65,13 +65,12 @@ def centroids_for(cfg: CentroidConfig, data: Dataset, reference: Dataset | None,
     return mu
 
 
-class CentroidDefense(Defense):
+class CentroidDefense(Defense[CentroidConfig]):
     """Base of the defenses that score each point against the centroid of its class (sphere, slab):
     the centroids the config asks for (:func:`centroids_for`), then :meth:`centroid_scores`. The
     victim model is not used."""
 
     Config = CentroidConfig
-    config: CentroidConfig  # the instance's options (an instance of Config, checked in __init__)
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
                reference: Dataset | None, progress: bool) -> torch.Tensor:
