@@ -364,10 +364,11 @@ def test_gradpc_target_keys_are_canonical(digits_victim, tmp_path):
 
 def test_run_cli_gradpc_flags_are_shortcuts_for_the_group():
     """``--eps-w`` / ``--pc-steps`` ... are ``-A target_options.<option>``: one mapping
-    (cli.target_cmd.GRADPC_FLAGS); an explicit -A wins; attacks without the group (gradient_matching)
-    get the former flat names."""
+    (cli.target_cmd.GRADPC_FLAGS) for every attack with the group (gc, gradient_matching); an explicit
+    -A wins; the former flat names still build the same config (with a DeprecationWarning)."""
     import argparse
 
+    from poisonlab.attacks.gradpc import GradPCConfig
     from poisonlab.cli import run_cmd
 
     sub = argparse.ArgumentParser().add_subparsers()
@@ -383,5 +384,9 @@ def test_run_cli_gradpc_flags_are_shortcuts_for_the_group():
     assert opts("--attack", "gc", "--target", "t.safetensors") == {"target": "t.safetensors"}
     cfg = build_attack("gc", opts("--attack", "gc", "--eps-w", "0.3", "--pc-norm", "linf")).config.target_options
     assert (cfg.eps_w, cfg.norm) == (0.3, "linf")
-    if "gradient_matching" in ATTACKS and "target_options" not in ATTACKS.get("gradient_matching").Config.__dataclass_fields__:
-        assert opts("--attack", "gradient_matching", "--eps-w", "0.3", "--pc-steps", "3") == {"eps_w": 0.3, "target_steps": 3}
+    gm = opts("--attack", "gradient_matching", "--eps-w", "0.3", "--pc-steps", "3")
+    assert gm == {"target_options.eps_w": 0.3, "target_options.steps": 3}
+    with pytest.warns(DeprecationWarning, match="target_steps"):
+        flat = build_attack("gradient_matching", {"eps_w": 0.3, "target_steps": 3})
+    assert flat.config == build_attack("gradient_matching", gm).config
+    assert flat.config.target_options == GradPCConfig(eps_w=0.3, steps=3)

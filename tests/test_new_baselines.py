@@ -174,7 +174,7 @@ def test_gradient_matching_stays_in_the_linf_ball(cases, case):
 @pytest.mark.parametrize("target", ["reverse", "gradpc"])
 def test_gradient_matching_raises_the_cosine(cases, target):
     exp, victim = cases["digits"]
-    _, out = _poison("gradient_matching", exp, victim, fraction=0.1, target=target, target_steps=3)
+    _, out = _poison("gradient_matching", exp, victim, fraction=0.1, target=target, target_options={"steps": 3})
     trace = [c for _, c in out.info["cosine_trace"]]
     assert len(trace) >= 3 and trace[-1] > trace[0] + 0.2  # digits LR: ≈ −0.4 → 0.7 in 20 steps
     assert out.info["final_cosine"] > out.info["initial_cosine"] + 0.2

@@ -10,6 +10,7 @@ from . import (  # noqa: F401,E401  (register target "gradpc" and attack "gc")  
     label_flip,  # noqa: F401  (registers)
     metapoison,
     min_max,
+    reachable_target,  # noqa: F401  (registers target "reachable")
     tgda,
     unlearnable,  # noqa: F401
 )

@@ -49,27 +49,34 @@ from ..validation import check_choice, check_int, check_number, check_radius
 from ._radius import project
 from .base import Attack, AttackConfig, register_attack
 from .gradpc import GradPCConfig
-from .targets import is_target_path, make_target
+from .targets import ReachableConfig, TargetContext, check_gauge_applies, is_target_path, make_target
 
 WHAT = "attack 'gc'"
 
 
 @dataclass(frozen=True, kw_only=True)
 class GCConfig(AttackConfig):
-    """Options of :class:`GradientCanceling`. The target is ``target`` (a maker's name, ``"gradpc"``,
-    or a saved model) and, for ``"gradpc"``, the option group ``target_options`` — GradPC's own
+    """Options of :class:`GradientCanceling`. The target is ``target`` (a maker's name, ``"gradpc"``
+    or ``"reachable"``, or a saved model) and, for ``"gradpc"``, the option group ``target_options`` — GradPC's own
     options (:class:`~poisonlab.attacks.gradpc.GradPCConfig`: ``-A target_options.eps_w=0.1
-    -A target_options.steps=200``, ``--eps-w`` / ``--pc-steps`` on the command line). The former
+    -A target_options.steps=200``, ``--eps-w`` / ``--pc-steps`` on the command line); for
+    ``"reachable"`` the option group ``reachable``
+    (:class:`~poisonlab.attacks.targets.ReachableConfig`: ``-A reachable.steps=30``). The former
     flat names ``eps_w``, ``target_norm``, ``target_topk``, ``target_steps``, ``target_lr`` still work,
     with a DeprecationWarning (:attr:`RENAMED`).
 
     Attributes:
         target: The target model w: ``"gradpc"`` (a GradPC corruption of the clean victim, made with
-            ``target_options`` and kept in the artifact cache), another registered target maker, or
-            the path of a ``.safetensors`` state of the victim architecture. Default ``"gradpc"``.
+            ``target_options`` and kept in the artifact cache), ``"reachable"`` (linear softmax
+            victims: the most damaging target found with τ_gauge ≤ limit·ε, made with ``reachable``;
+            use it with ``init: plan``), another registered target maker, or the path of a
+            ``.safetensors`` state of the victim architecture. Default ``"gradpc"``.
         target_options: GradPC's options when ``target`` is ``"gradpc"``
             (:class:`~poisonlab.attacks.gradpc.GradPCConfig`). Default its defaults (ε_w = 0.5,
             50 steps).
+        reachable: The ``"reachable"`` maker's options when ``target`` is ``"reachable"``
+            (:class:`~poisonlab.attacks.targets.ReachableConfig`). Default its defaults
+            (limit 0.8, 20 steps of 0.01·‖w‖).
         params: Names of the parameter tensors whose gradient is cancelled; empty: every trainable
             parameter. Default ``()``.
         steps: Optimisation steps on the poison inputs (an integer >= 0). Default 300.
@@ -102,6 +109,7 @@ class GCConfig(AttackConfig):
 
     target: str = "gradpc"
     target_options: GradPCConfig = field(default_factory=GradPCConfig)
+    reachable: ReachableConfig = field(default_factory=ReachableConfig)
     params: tuple[str, ...] = ()
     steps: int = 300
     lr: float = 0.02
@@ -144,6 +152,12 @@ class GCConfig(AttackConfig):
         if not isinstance(self.target_options, GradPCConfig):
             raise ConfigError(f"{WHAT}: target_options is an option group (GradPC's options); give it as a mapping "
                               f"or as target_options.<option>=value, got {self.target_options!r}")
+        if not isinstance(self.reachable, ReachableConfig):
+            raise ConfigError(f"{WHAT}: reachable is an option group (the 'reachable' maker's options); give it as a "
+                              f"mapping or as reachable.<option>=value, got {self.reachable!r}")
+        if self.target == "reachable" and (self.radius is not None or self.params):
+            raise ConfigError(f"{WHAT}: target 'reachable' is held to the box gauge of the data's bounds over the full "
+                              "gradient [W | b], which ignores an L∞ radius and a params subset; use radius null, params []")
         if self.target != "gradpc" and not is_target_path(self.target):
             from .targets import TARGETS
 
@@ -225,14 +239,19 @@ class GradientCanceling(Attack):
     summary = "Gradient Canceling (model-targeted): poisons that make a target w (GradPC by default) stationary"
 
     def _target(self, victim: Victim, data: AttackData, progress: bool,
-                cache: ArtifactCache | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                cache: ArtifactCache | None = None, fraction: float | None = None) -> tuple[nn.Module, dict[str, Any]]:
         c = self.config
-        opts = config_to_dict(c.target_options) if c.target == "gradpc" else {}
-        return make_target(c.target, victim.clean_model(), data.val, opts, progress, cache)
+        opts = {"gradpc": c.target_options, "reachable": c.reachable}.get(c.target)
+        context = TargetContext(data.train, data.bounds, fraction) if fraction is not None else None
+        return make_target(c.target, victim.clean_model(), data.val, config_to_dict(opts) if opts is not None else {},
+                           progress, cache, context=context)
 
     def check_supported(self, data: AttackData, victim: Victim) -> None:
-        """Any victim and input shape; only ``init="plan"`` needs a linear softmax victim (its plan is
-        the box gauge's, which exists for those only)."""
+        """Any victim and input shape; only ``init="plan"`` and ``target="reachable"`` need a linear
+        softmax victim (the box gauge, which both follow, exists for those only) and bounded data."""
+        if self.config.target == "reachable":
+            check_gauge_applies(victim.spec.build(victim.seed), data.train.input_shape, data.bounds,
+                                "gc: target 'reachable'")  # the architecture only: no training
         if self.config.init == "plan":
             model = victim.spec.build(victim.seed)  # the architecture only: no training
             if linear_softmax_names(model, data.train.input_shape) is None:
@@ -281,7 +300,7 @@ class GradientCanceling(Attack):
         c = self.config
         t0 = time.perf_counter()
         clean = victim.clean_model()
-        target, tinfo = self._target(victim, data, progress, cache)
+        target, tinfo = self._target(victim, data, progress, cache, n_poison / len(data.train))
         tinfo = {k: v for k, v in tinfo.items() if k != "loss_trace"}
         try:
             names, w = named_params(target, list(c.params) or None)

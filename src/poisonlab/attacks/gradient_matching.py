@@ -27,8 +27,8 @@ training steps then follow −g_t. Targets (``target``):
   points on average, reversed_ce by −0.4 / −0.2; on MNIST LR at ε = 3 % both by < 0.1 although
   the cosine reached 0.9998 — a gradient matched at the clean model moves little at a small ε.
 * ``"gradpc"`` (or a ``.safetensors`` path): a target model w_tar from
-  :func:`poisonlab.attacks.targets.make_target` (GradPC, ``eps_w`` … ``target_lr`` as in ``gc``;
-  through the cache), and g_t = w − w_tar, so a training step moves towards w_tar.
+  :func:`poisonlab.attacks.targets.make_target` (GradPC with the option group ``target_options``,
+  as in ``gc``; through the cache), and g_t = w − w_tar, so a training step moves towards w_tar.
 
 Optimisation as in Witches' brew: ``restarts`` independent runs (the first from δ = 0, the others
 from uniform noise of L∞ size ``radius`` or, without a radius, ``init_scale``), each of ``steps``
@@ -48,25 +48,26 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from ..autodiff import flatten, named_params
+from ..autodiff import flatten, functional_loss, functional_model, named_params, value_and_grad
 from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
 from ..errors import ConfigError
+from ..options import config_to_dict
 from ..seeding import draw_seed, torch_generator
 from ..training import Victim, accuracy
 from ..validation import check_choice, check_int, check_number, check_radius
 from ._radius import project
 from .base import Attack, AttackConfig, register_attack
 from .gc import poison_input_gradient, sum_gradient
+from .gradpc import GradPCConfig
 from .i_min_max import check_input_gradient
 from .targets import is_target_path, make_target
 
@@ -79,7 +80,9 @@ SCHEDULES = ("multistep", "constant")
 class GradientMatchingConfig(AttackConfig):
     """Options (see the module docstring). Target: ``target`` ("reverse", "gradpc" or a path to a
         .safetensors model), ``reverse_loss`` ("negative_ce" | "reversed_ce") for "reverse"; GradPC's
-        ``eps_w``, ``target_norm``, ``target_topk``, ``target_steps``, ``target_lr`` for "gradpc".
+        own options, the group ``target_options``, for "gradpc" (as in ``gc``; the former flat names
+        ``eps_w``, ``target_norm``, ``target_topk``, ``target_steps``, ``target_lr`` still work, with a
+        DeprecationWarning: :attr:`RENAMED`).
         Matching: ``params`` (parameter tensors of the gradient; default all), ``steps`` signed-Adam
         steps per restart, ``lr`` (the data's units), ``schedule`` ("multistep" | "constant"),
         ``restarts``, ``radius`` (L∞ ball around each source, the data's units; None: the bounds only),
@@ -92,11 +95,9 @@ class GradientMatchingConfig(AttackConfig):
             target) or a ``.safetensors`` target model. Default ``"reverse"``.
         reverse_loss: With ``target="reverse"``: ``"negative_ce"`` (−cross-entropy) or ``"reversed_ce"``
             (−log(1 − p_y), the thesis' reversed loss). Default ``"negative_ce"``.
-        eps_w: With ``target="gradpc"``: GradPC's relative radius ‖Δw‖ ≤ eps_w·‖w‖. Default ``0.5``.
-        target_norm: With ``target="gradpc"``: GradPC's norm, ``"l2"`` or ``"linf"``. Default ``"l2"``.
-        target_topk: With ``target="gradpc"``: change at most this many parameters (``None``: all). Default ``None``.
-        target_steps: With ``target="gradpc"``: GradPC ascent steps. Default ``50``.
-        target_lr: With ``target="gradpc"``: GradPC step length as a fraction of its radius. Default ``0.1``.
+        target_options: GradPC's options when ``target`` is ``"gradpc"``
+            (:class:`~poisonlab.attacks.gradpc.GradPCConfig`: ``-A target_options.eps_w=0.1``).
+            Default its defaults (ε_w = 0.5, 50 steps).
         params: Names of the parameters whose gradient is matched (``()``: every trainable parameter). Default ``()``.
         steps: Signed-Adam steps on the perturbations δ per restart (Witches' brew). Default ``240``.
         lr: Adam step size on δ, in the data's units. Default ``0.01``.
@@ -109,13 +110,14 @@ class GradientMatchingConfig(AttackConfig):
         trace_every: Steps between recorded cosine similarities in ``info``. Default ``10``.
     """
 
+    RENAMED: ClassVar[Mapping[str, str]] = {
+        "eps_w": "target_options.eps_w", "target_norm": "target_options.norm", "target_topk": "target_options.topk",
+        "target_steps": "target_options.steps", "target_lr": "target_options.lr",
+    }
+
     target: str = "reverse"
     reverse_loss: str = "negative_ce"
-    eps_w: float = 0.5
-    target_norm: str = "l2"
-    target_topk: int | None = None
-    target_steps: int = 50
-    target_lr: float = 0.1
+    target_options: GradPCConfig = field(default_factory=GradPCConfig)
     params: tuple[str, ...] = ()
     steps: int = 240
     lr: float = 0.01
@@ -145,28 +147,29 @@ class GradientMatchingConfig(AttackConfig):
         check_int(self.trace_every, "trace_every", WHAT)
         if not isinstance(self.params, (tuple, list)) or not all(isinstance(p, str) for p in self.params):
             raise ConfigError(f"{WHAT}: params must be a list of parameter names, got {self.params!r}")
-        # GradPC's own options are validated by its config when the target is built
+        if not isinstance(self.target_options, GradPCConfig):
+            raise ConfigError(f"{WHAT}: target_options is an option group (GradPC's options); give it as a mapping "
+                              f"or as target_options.<option>=value, got {self.target_options!r}")
 
 
 def reversed_loss_gradient(model: nn.Module, names: list[str], w: tuple[torch.Tensor, ...], x: torch.Tensor,
                            y: torch.Tensor, kind: str, chunk: int) -> torch.Tensor:
     """∇_w of the mean reversed loss over (x, y), flattened: ``reversed_ce`` −log(1 − p_y) =
     logsumexp(z) − logsumexp_{k≠y}(z) (computed stably), or ``negative_ce`` −CE."""
-    fixed = {n: p.detach() for n, p in model.named_parameters() if n not in set(names)}
-    fixed.update(dict(model.named_buffers()))
+    logits = functional_model(model, names)
+    ce = functional_loss(model, names, reduction="sum")
+    n = len(x)
+
+    def reversed_loss(ps, xs, ys):
+        if kind == "reversed_ce":
+            z = logits(ps, xs)
+            others = z.masked_fill(F.one_hot(ys, z.shape[1]).bool(), float("-inf"))
+            return (torch.logsumexp(z, 1) - torch.logsumexp(others, 1)).sum() / n
+        return -ce(ps, xs, ys) / n
+
     total = torch.zeros(sum(p.numel() for p in w), dtype=w[0].dtype, device=w[0].device)
-    for s in range(0, len(x), chunk):
-        xs, ys = x[s : s + chunk], y[s : s + chunk]
-        ps = tuple(p.detach().requires_grad_(True) for p in w)
-        with torch.enable_grad():
-            z = functional_call(model, {**fixed, **dict(zip(names, ps))}, (xs,))
-            if kind == "reversed_ce":
-                others = z.masked_fill(F.one_hot(ys, z.shape[1]).bool(), float("-inf"))
-                loss = (torch.logsumexp(z, 1) - torch.logsumexp(others, 1)).sum()
-            else:
-                loss = -F.cross_entropy(z, ys, reduction="sum")
-            grads = torch.autograd.grad(loss / len(x), ps)
-        total += flatten(grads)
+    for s in range(0, n, chunk):
+        total += flatten(value_and_grad(reversed_loss, w, x[s : s + chunk], y[s : s + chunk])[1])
     return total
 
 
@@ -198,7 +201,7 @@ class GradientMatching(Attack):
             g = reversed_loss_gradient(clean, names, w, data.val.x.to(device, w[0].dtype), data.val.y.to(device),
                                        c.reverse_loss, c.chunk_size)
             return g, {"reverse_loss": c.reverse_loss}, {}
-        opts = {"eps_w": c.eps_w, "norm": c.target_norm, "topk": c.target_topk, "steps": c.target_steps, "lr": c.target_lr}
+        opts = config_to_dict(c.target_options) if c.target == "gradpc" else {}
         target, tinfo = make_target(c.target, clean, data.val, opts, progress, cache)
         tp = dict(target.named_parameters())
         w_flat = flatten(w)

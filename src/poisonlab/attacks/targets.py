@@ -7,27 +7,104 @@ defaults first, e.g. ``"gradpc"`` and :class:`~poisonlab.attacks.gradpc.GradPCCo
 ``model`` is the clean-trained victim (left unchanged), ``val`` the attacker's validation set
 (x (N, *input_shape) inside the data's bounds, y (N,)) and ``info`` a JSON-serialisable summary. A target may also be a
 saved ``.safetensors`` state of the victim architecture (:func:`load_target`).
+
+A maker whose target depends on the poisoning problem itself — D_tr, the data's box and the poison
+fraction ε, e.g. ``"reachable"`` (:mod:`poisonlab.attacks.reachable_target`) — sets
+``needs_context = True`` and is called with a keyword ``context=``:class:`TargetContext` as well.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .._version import __version__
 from ..cache import ArtifactCache, cached_build, module_fingerprint, tensor_fingerprint
+from ..data.bounds import Bounds
 from ..data.types import Dataset
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedError
 from ..options import config_from_dict, config_to_dict
 from ..registry import Registry
+from ..theory.linear import linear_softmax_names
+from ..validation import check_int, check_number
 
 #: make(model, val, options, progress) -> (target, info); a maker with ``needs_context`` also takes ``context=``
 TargetMaker = Callable[..., tuple[nn.Module, dict[str, Any]]]
 TARGETS: Registry[TargetMaker] = Registry("target")
+_REACHABLE = "target 'reachable'"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReachableConfig:
+    """Options of the ``"reachable"`` target maker: gc's option group ``reachable``
+    (``-A target=reachable -A reachable.steps=50``).
+
+    Attributes:
+        fraction: The poison fraction ε the target must be reachable at; null: the attack's own
+            fraction (n_poison / |D_tr|). Default null.
+        limit: Feasible targets have τ_gauge ≤ limit·ε (in (0, 1]; below 1 leaves GC slack: it
+            reached every target with τ_gauge ≤ 0.8·ε that was measured). Default 0.8.
+        band: Once τ_gauge > band·limit·ε the steps follow the constraint's tangent (in (0, 1]).
+            Default 0.9.
+        steps: Search steps, one box-gauge LP and one Hessian-vector product each (an integer
+            >= 0; 0 keeps the clean victim when it is feasible; an LP takes 12–17 s on MNIST LR on a
+            shared CPU core). Default 20.
+        step: Step length relative to the clean weights' norm (> 0). Default 0.01.
+        chunk_size: D_tr points per autograd pass (memory). Default 8192.
+    """
+
+    fraction: float | None = None
+    limit: float = 0.8
+    band: float = 0.9
+    steps: int = 20
+    step: float = 0.01
+    chunk_size: int = 8192
+
+    def __post_init__(self) -> None:
+        if self.fraction is not None:
+            check_number(self.fraction, "fraction", _REACHABLE)
+        check_number(self.limit, "limit", _REACHABLE, maximum=1.0)
+        check_number(self.band, "band", _REACHABLE, maximum=1.0)
+        check_int(self.steps, "steps", _REACHABLE, minimum=0)
+        check_number(self.step, "step", _REACHABLE)
+        check_int(self.chunk_size, "chunk_size", _REACHABLE)
+
+
+def check_gauge_applies(model: nn.Module, input_shape: Sequence[int], bounds: Bounds, what: str = _REACHABLE) -> tuple[str, str]:
+    """The (weight, bias) names of a linear softmax ``model`` whose every trainable parameter is W or b,
+    over a box with a finite side; else :class:`~poisonlab.errors.UnsupportedError` saying why."""
+    lin = linear_softmax_names(model, input_shape)
+    if lin is None:
+        raise UnsupportedError(
+            f"{what}: the box gauge τ_gauge, which the search holds to ≤ ε, exists for linear softmax victims only "
+            f"(logits = W·flatten(x) + b, e.g. 'lr'); {type(model).__name__} is not one. Use target 'gradpc' or a "
+            "saved target (and the last-layer τ of 'poisonlab threshold') instead")
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    if trainable != sorted(lin):
+        raise UnsupportedError(f"{what}: the box gauge needs W and b both trainable and nothing else; trainable: {trainable}")
+    if bool(torch.isinf(bounds.lower).all() and torch.isinf(bounds.upper).all()):
+        raise UnsupportedError(f"{what}: the data is unbounded (every bound is infinite): no box gauge constrains the target")
+    return lin
+
+
+@dataclass(frozen=True)
+class TargetContext:
+    """The poisoning problem a context-dependent target maker (``needs_context``) is made for.
+
+    Attributes:
+        train: D_tr, the clean training set the poisons join (x (N, *input_shape), y (N,)). Required.
+        bounds: The data's box, the admissible poison inputs. Required.
+        fraction: The poison fraction ε = n_poison / |D_tr| of the attack. Required.
+    """
+
+    train: Dataset
+    bounds: Bounds
+    fraction: float
 
 
 def is_target_path(target: str) -> bool:
@@ -48,15 +125,20 @@ def load_target(path: str | Path, like: nn.Module) -> nn.Module:
 
 
 def make_target(target: str, model: nn.Module, val: Dataset, options: Mapping[str, Any], progress: bool = False,
-                cache: ArtifactCache | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                cache: ArtifactCache | None = None, context: TargetContext | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """A registered maker by name (e.g. ``"gradpc"``) or a ``.safetensors`` path.
 
     A made target goes through ``cache`` (kind ``target``; the protocol passes ``--cache-dir``), keyed by
-    the maker, its options, the clean model's weights and D_v: a second run with the same inputs loads it
+    the maker, its options, the clean model's weights and D_v (and, for a maker with ``needs_context``,
+    D_tr, the box and ε of ``context``, which it then requires): a second run with the same inputs loads it
     instead of recomputing it. ``info["cache"]`` says ``"hit"``, ``"miss"`` or None (no cache)."""
     if is_target_path(target):
         return load_target(target, model), {"source": str(target)}
     maker = TARGETS.get(target)
+    needs_context = bool(getattr(maker, "needs_context", False))
+    if needs_context and context is None:
+        raise ConfigError(f"target {target!r} is made for a poisoning problem (D_tr, the data's box and the poison "
+                          "fraction): use it through an attack (e.g. gc's target: reachable) or pass context=")
     config_cls = getattr(maker, "Config", None)  # a maker with an options dataclass: the key holds every option
     if config_cls is not None:
         options = config_to_dict(config_from_dict(config_cls, options, f"target {target!r}"))
@@ -67,10 +149,13 @@ def make_target(target: str, model: nn.Module, val: Dataset, options: Mapping[st
                 "architecture": type(model).__qualname__,  # same weights, another trainable set: another target
                 "trainable": [n for n, q in model.named_parameters() if q.requires_grad],
                 "val": tensor_fingerprint(val.x, val.y), "device": p.device.type if p is not None else "cpu",
-                "poisonlab_version": __version__, "torch_version": torch.__version__}
+                "poisonlab_version": __version__, "torch_version": torch.__version__,
+                **({"context": {"train": tensor_fingerprint(context.train.x, context.train.y),
+                                "bounds": tensor_fingerprint(context.bounds.lower.reshape(-1), context.bounds.upper.reshape(-1)),
+                                "fraction": float(context.fraction)}} if needs_context and context is not None else {})}
 
     def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        made, info = maker(model, val, options, progress)
+        made, info = maker(model, val, options, progress, context=context) if needs_context else maker(model, val, options, progress)
         return made.state_dict(), info
 
     state, info, hit = cached_build(cache, "target", key, build)
