@@ -232,9 +232,8 @@ def relative_distance(a: nn.Module, b: nn.Module, names: list[str]) -> float:
 
 
 @register_attack("gc")
-class GradientCanceling(Attack):
+class GradientCanceling(Attack[GCConfig]):
     Config = GCConfig
-    config: GCConfig  # the instance's options (an instance of Config, checked in __init__)
     clean_label = True
     summary = "Gradient Canceling (model-targeted): poisons that make a target w (GradPC by default) stationary"
 
