@@ -3,14 +3,14 @@
     python bench/gc_reachable_search.py                  # ε = 3 %, 100 steps (≈ 5 min on one CPU)
     python bench/gc_reachable_search.py --quick          # digits, 5 victim epochs, ε = 0.5: a smoke test
 
-A local search over target models: from the clean victim, normalised ascent steps on the D_v
-cross-entropy (GradPC's objective), constrained by the box gauge τ_gauge(w) ≤ ε
-(``poisonlab.theory.box.linear_box_gauge``, a necessary condition for pixels in [0, 1]). τ_gauge's
-gradient in w comes from the LP's dual direction V (−V = ∂τ/∂g) and one Hessian-vector product of
-the clean loss (∂τ/∂w = −H(w)·V, ``poisonlab.autodiff.dataset_hvp``). When
-τ_gauge > 0.9·ε the step drops its component along ∂τ/∂w, and when τ_gauge > ε it moves
-along −∂τ/∂w. The feasible iterate with the lowest D_v accuracy is kept, and GC (plan labels) then
-aims at it at ε, followed by a retrain with the recipe.
+A local search over target models — the library's ``"reachable"`` target maker
+(``poisonlab.attacks.reachable_target``, gc's ``target: reachable``; this script only calls it):
+from the clean victim, normalised ascent steps on the D_v cross-entropy (GradPC's objective),
+constrained by the box gauge τ_gauge(w) ≤ limit·ε (``poisonlab.theory.box.linear_box_gauge``, a
+necessary condition for pixels in [0, 1]; ``--limit 1`` by default here, the maker's default is 0.8).
+The feasible iterate with the lowest D_v accuracy is kept, and GC (plan labels) then aims at it at ε,
+followed by a retrain with the recipe. (bench/results/gc_reachable_search.json was written by this
+script's earlier, in-script copy of the search: 100 steps of 0.005 with a plain step back above ε.)
 
 This is a local search: it finds *some* of the most damaging targets that pass the necessary
 condition, not a bound over all of them. Results: bench/results/gc_reachable_search.json.
@@ -29,9 +29,8 @@ from common import RESULTS, clean_victim, quick_setup  # noqa: E402  (sets OMP_W
 import torch  # noqa: E402
 
 from poisonlab.attacks import build_attack  # noqa: E402
-from poisonlab.attacks.gc import sum_gradient  # noqa: E402
-from poisonlab.theory.linear import box_gauge  # noqa: E402
-from poisonlab.autodiff import dataset_hvp, flatten, functional_loss, named_params, unflatten, value_and_grad  # noqa: E402
+from poisonlab.attacks.targets import TargetContext, make_target  # noqa: E402
+from poisonlab.autodiff import flatten, named_params  # noqa: E402
 from poisonlab.data import PoisonedDataset  # noqa: E402
 from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
@@ -43,6 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fraction", type=float, default=0.03)
     ap.add_argument("--steps", type=int, default=100, help="search steps (one LP each)")
     ap.add_argument("--step", type=float, default=0.005, help="step length / ‖w_clean‖ (default 0.005)")
+    ap.add_argument("--limit", type=float, default=1.0, help="τ_gauge ≤ limit·ε (default 1: the condition itself)")
     ap.add_argument("--gc-steps", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", default=None, help="default $POISONLAB_DATA (or ../shared/data)")
@@ -59,54 +59,17 @@ def main(argv=None) -> int:
                                                  data_dir=args.data_dir, cache_dir=args.cache_dir))
     data, test = prep.data, prep.bundle.test
     acc1 = accuracy(clean, test)
-    model = victim.clean_model()  # the target being searched, moved in place
-    names, w = named_params(model)
-    w0 = flatten(w).clone()
-    n = len(data.train)
-    loss = functional_loss(model, names)  # loss(params, x, y): the mean cross-entropy
-    length = args.step * float(w0.norm())
-    trace, best = [], None
     t_search = time.perf_counter()
-    for it in range(args.steps + 1):
-        names, w = named_params(model)
-        g = sum_gradient(model, names, w, data.train.x, data.train.y, 1.0 / n, 8192)
-        gauge = box_gauge(model, names, g)
-        # ∂τ/∂w = (∂g/∂w)ᵀ ∂τ/∂g = H(w)·(−V): one Hessian-vector product of the clean mean loss
-        V = torch.from_numpy(gauge.direction).to(w0.dtype)
-        minus_v = flatten([-V[:, :-1], -V[:, -1]])  # [W | b] -> the (weight, bias) layout of ``names``
-        d_tau = flatten(dataset_hvp(loss, w, unflatten(minus_v, w), data.train.x, data.train.y, chunk_size=8192))
-        d_dmg = flatten(value_and_grad(loss, w, data.val.x, data.val.y)[1])
-        val_acc = accuracy(model, data.val)
-        trace.append([it, gauge.tau, val_acc])
-        if gauge.tau <= args.fraction and (best is None or val_acc < best[0]):
-            best = (val_acc, {k: v.clone() for k, v in model.state_dict().items()}, gauge.tau, it)
-        if it % 10 == 0:
-            print(f"step {it}: τ_gauge {gauge.tau:.4f}, D_v accuracy {val_acc:.2f} %", file=sys.stderr, flush=True)
-        if it == args.steps:
-            break
-        unit = d_tau / d_tau.norm().clamp_min(1e-30)
-        if gauge.tau > args.fraction:
-            step = -unit
-        elif gauge.tau > 0.9 * args.fraction:
-            step = d_dmg - (d_dmg * unit).sum() * unit
-        else:
-            step = d_dmg
-        new = flatten(w) + length * step / step.norm().clamp_min(1e-30)
-        with torch.no_grad():
-            params = dict(model.named_parameters())
-            for name, v in zip(names, unflatten(new, w)):
-                params[name].copy_(v)
+    # the library's maker (poisonlab.attacks.reachable_target): τ_gauge ≤ limit·ε, here limit 1 (the necessary condition itself)
+    model, info = make_target("reachable", victim.clean_model(), data.val,
+                              {"steps": args.steps, "step": args.step, "limit": args.limit}, progress=True,
+                              context=TargetContext(data.train, data.bounds, args.fraction))
     t_search = time.perf_counter() - t_search
+    w0 = flatten(named_params(clean)[1])
     report = {"dataset": dataset, "model": "lr", "fraction": args.fraction, "steps": args.steps, "step": args.step,
-              "seed": args.seed, "torch_threads": torch.get_num_threads(), "clean_accuracy": acc1,
-              "search_seconds": t_search, "trace": trace}
-    if best is None:
-        report["best"] = None
-        write_json(out, report)
-        print("no feasible iterate", file=sys.stderr)
-        return 0
-    val_acc, state, tau, it = best
-    model.load_state_dict(state)
+              "limit": args.limit, "seed": args.seed, "torch_threads": torch.get_num_threads(), "clean_accuracy": acc1,
+              "search_seconds": t_search, "trace": info["trace"]}
+    tau, it, val_acc = info["tau_gauge"], info["best_step"], info["val_accuracy_target"]
     tpath = out.with_name(f"{out.stem}_target.safetensors")
     save_model(tpath, model, {"model": "lr", "stage": "target:reachable-search", "fraction": str(args.fraction)})
     attack = build_attack("gc", {"target": str(tpath), "steps": args.gc_steps, "lr": 0.05, "init": "plan"})
