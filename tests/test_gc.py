@@ -386,7 +386,7 @@ def test_run_cli_gradpc_flags_are_shortcuts_for_the_group():
     assert (cfg.eps_w, cfg.norm) == (0.3, "linf")
     gm = opts("--attack", "gradient_matching", "--eps-w", "0.3", "--pc-steps", "3")
     assert gm == {"target_options.eps_w": 0.3, "target_options.steps": 3}
-    with pytest.warns(DeprecationWarning, match="target_steps"):
+    with pytest.warns(DeprecationWarning, match="is now 'target_options[.]"):  # eps_w and target_steps
         flat = build_attack("gradient_matching", {"eps_w": 0.3, "target_steps": 3})
     assert flat.config == build_attack("gradient_matching", gm).config
     assert flat.config.target_options == GradPCConfig(eps_w=0.3, steps=3)
