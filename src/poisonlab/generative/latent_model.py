@@ -32,6 +32,10 @@ from ..options import config_from_dict
 from .metrics import ssim
 from .vae import LatentAutoencoder, require_diffusers
 
+#: A noise predictor ε(z_t, t, cond) → ε̂: a denoiser's forward (the tiny latent model's or Stable
+#: Diffusion's UNet with its text conditioning).
+EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 @dataclass(frozen=True, kw_only=True)
 class LatentDiffusionConfig:
@@ -148,7 +152,7 @@ class ConditionalLatentDiffusion(nn.Module):
 
 
 def diffusion_loss(
-    eps_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    eps_fn: EpsFn,
     scheduler: Any,
     z0: torch.Tensor,
     cond: torch.Tensor,
@@ -212,7 +216,7 @@ def train_latent_model(
 
 
 def invert_concept(
-    eps_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    eps_fn: EpsFn,
     scheduler: Any,
     z: torch.Tensor,
     init: torch.Tensor,
