@@ -55,7 +55,7 @@ def gradpc_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_victim_args(p: argparse.ArgumentParser) -> None:
-    """Flags shared by ``target`` and ``threshold``: the data, the victim and GradPC's options."""
+    """Flags shared by ``target`` and ``threshold``: the data, the victim, GradPC's options and the output."""
     p.add_argument("--dataset", default="digits", help="registered name or a path to an .npz file (default digits)")
     p.add_argument("--model", default="lr", help="victim architecture: lr, nn, cnn, resnet18 (default lr)")
     p.add_argument("--seed", type=int, default=0, help="run seed: the 70/30 split and the clean training (default 0)")
@@ -69,6 +69,7 @@ def add_victim_args(p: argparse.ArgumentParser) -> None:
     add_gradpc_args(p)
     p.add_argument("--cache-dir", help="re-use / store the clean victim and the GradPC target in this artifact cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -110,7 +111,6 @@ def add_parser(sub) -> None:
                                    "(max validation loss, ‖Δw‖ ≤ eps_w‖w‖) and save the target as safetensors.")
     add_victim_args(p)
     p.add_argument("--out", default="target.safetensors", help="where to save the target (default target.safetensors)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=run)
 
 

@@ -23,7 +23,6 @@ def add_parser(sub) -> None:
     p.add_argument("--target", default="gradpc", help="'gradpc' (default) or a target .safetensors file")
     p.add_argument("--fraction", type=float, default=0.03, help="poison fraction to check (default 0.03)")
     p.add_argument("--save-target", metavar="FILE.safetensors", help="also save the GradPC target")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=run)
 
 
