@@ -95,6 +95,9 @@ REFERENCE_SECONDS = {
     "gradient_matching": (31.6, "development run through run_protocol, default options (240 steps, 8 restarts)"),
     "tgda": (595.0, "bench/results/tgda_mnist_table22.json (200 epochs, select_every 10)"),
     "gc": (29.0, "bench/results/gc_mnist.json (300 steps; + the GradPC target, made once per seed)"),
+    "back_gradient": (114.0, "bench/results/table_2_2.json, 3 seeds (50 epochs)"),
+    "metapoison": (49.0, "bench/results/table_2_2.json, 3 seeds (defaults)"),
+    "gc_reachable": (117.0, "bench/results/table_2_2.json, seeds 0-1 (the maker's search + GC)"),
 }
 
 
