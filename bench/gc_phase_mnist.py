@@ -25,17 +25,16 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, clean_victim, environment, quick_setup  # noqa: E402  (sets OMP_WAIT_POLICY, the data default)
+from common import RESULTS, environment, quick_setup  # noqa: E402  (sets OMP_WAIT_POLICY, the data default)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from gc_reach import GC_OPTIONS, gc_and_retrain, reachable_target  # noqa: E402
+from gc_reach import GC_OPTIONS, gc_and_retrain, lr_setup, reachable_target  # noqa: E402
 
 from poisonlab.attacks.targets import load_target  # noqa: E402
 from poisonlab.figures import new_figure, save_figure  # noqa: E402
-from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
+from poisonlab.protocol import save_model, write_json  # noqa: E402
 from poisonlab.protocol.reachability import threshold_report  # noqa: E402
-from poisonlab.training import accuracy  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -57,20 +56,20 @@ def main(argv=None) -> int:
     dataset, epochs, out, _ = quick_setup(args, "gc_phase_mnist")
     if args.quick:
         args.family_fraction, args.points, args.gc_steps = 0.5, 4, min(args.gc_steps, 100)
-    cache_dir = args.cache_dir or None
     t0 = time.perf_counter()
-    prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
-                                                 data_dir=args.data_dir, cache_dir=cache_dir))
-    data, test = prep.data, prep.bundle.test
-    acc1 = accuracy(clean, test)
+    prep, victim, test, acc1, gc_opts, cache_dir = lr_setup(args, dataset, epochs)
+    data = prep.data
     if args.target_file:
         target, tinfo, t_target = load_target(args.target_file, victim.clean_model()), {"source": args.target_file}, 0.0
     else:
         target, tinfo, t_target = reachable_target(data, victim, args.family_fraction, cache_dir)
     th = threshold_report(target, prep.experiment)
     tau_gauge, tau_box, tau = th["tau_gauge"], th["tau_box"], th["tau"]
-    gc_opts = {**GC_OPTIONS, "steps": args.gc_steps, "lr": args.gc_lr}
     ratios = np.geomspace(args.low, args.high, args.points)
+    if (ratios * tau_gauge > 1).any():  # a poison fraction above 1 is no budget (digits' --quick target)
+        print(f"ε/τ_gauge above {1 / tau_gauge:.3g} would need ε > 1: dropped {ratios[ratios * tau_gauge > 1].round(3).tolist()}",
+              file=sys.stderr)
+        ratios = ratios[ratios * tau_gauge <= 1]
     report = {"environment": environment(), "dataset": dataset, "model": "lr", "seed": args.seed, "clean_accuracy": acc1,
               "family": {"maker": "reachable", "fraction": args.family_fraction, "tau_gauge": tau_gauge, "tau_box": tau_box,
                          "tau": tau, "target_test_accuracy": th["target_test_accuracy"], "maker_seconds_here": t_target,

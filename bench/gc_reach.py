@@ -93,6 +93,16 @@ def reachable_target(data, victim, fraction: float, cache_dir: str | None, optio
     return model, info, time.perf_counter() - t0
 
 
+def lr_setup(args, dataset: str, epochs: int | None):
+    """The clean LR victim of ``--seed`` (through ``--cache-dir``), its test set and accuracy, and GC's
+    options with ``--gc-steps`` / ``--gc-lr``: the setup gc_reach and gc_phase_mnist share."""
+    cache_dir = args.cache_dir or None
+    prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
+                                                 data_dir=args.data_dir, cache_dir=cache_dir))
+    test = prep.bundle.test
+    return prep, victim, test, accuracy(clean, test), {**GC_OPTIONS, "steps": args.gc_steps, "lr": args.gc_lr}, cache_dir
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fractions", type=float, nargs="*", default=[0.03, 0.1],
@@ -111,13 +121,9 @@ def main(argv=None) -> int:
     dataset, epochs, out, smoke = quick_setup(args, "gc_reach")
     if args.quick:
         args.fractions, args.eps_w, args.gc_steps = [0.5], [0.02], min(args.gc_steps, 100)
-    cache_dir = args.cache_dir or None
     t0 = time.perf_counter()
-    prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
-                                                 data_dir=args.data_dir, cache_dir=cache_dir))
-    data, test = prep.data, prep.bundle.test
-    acc1 = accuracy(clean, test)
-    gc_opts = {**GC_OPTIONS, "steps": args.gc_steps, "lr": args.gc_lr}
+    prep, victim, test, acc1, gc_opts, cache_dir = lr_setup(args, dataset, epochs)
+    data = prep.data
     report = {"environment": environment(), "dataset": dataset, "model": "lr", "seed": args.seed,
               "clean_accuracy": acc1, "goal": {"gauge_share": GAUGE_SHARE, "residual": RESIDUAL_GOAL, "agreement": AGREEMENT_GOAL},
               "gc_options": gc_opts, "rows": []}
