@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..autodiff import conjugate_gradient, dataset_hvp, flatten, functional_loss, functional_model, named_params, unflatten, value_and_grad
+from ..autodiff import dataset_hvp, flatten, functional_loss, functional_model, inverse_hvp, named_params, unflatten, value_and_grad
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..options import config_from_dict, config_to_dict
@@ -60,16 +60,6 @@ def _gauge_direction(V: torch.Tensor, names: list[str], lin: tuple[str, str], w:
     """The LP's dual direction V (C, d+1) = [W | b] as a flat vector in the order of ``names``."""
     parts = {lin[0]: V[:, :-1], lin[1]: V[:, -1]}
     return flatten([parts[n].reshape(p.shape).to(p.dtype) for n, p in zip(names, w)])
-
-
-def _newton_back(loss, params, w, g: torch.Tensor, shrink: float, x: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Δ with H(w)·Δ = −shrink·g (conjugate gradients on HVPs of the clean mean loss): to first order it
-    scales the clean mean gradient g by (1 − shrink), and τ_gauge, homogeneous of degree 1 in g, with it.
-    Along −∂τ/∂w = −H·(−V) the way back is slow where H is ill-conditioned (nearly separable data)."""
-    def matvec(v: torch.Tensor) -> torch.Tensor:
-        return flatten(dataset_hvp(loss, params, unflatten(v, w), x, y, chunk_size=chunk))
-
-    return conjugate_gradient(matvec, -shrink * g, tol=1e-3, max_iter=50).x
 
 
 def search_reachable(model: nn.Module, val: Dataset, context: TargetContext, config: ReachableConfig | None = None,
@@ -139,7 +129,10 @@ def search_reachable(model: nn.Module, val: Dataset, context: TargetContext, con
                 u = d_tau / dn
                 back = min((tau - band) / float(dn), length) * u  # first order: τ(w + Δ) ≈ τ + ⟨∂τ, Δ⟩
                 if tau > bound and best is None:  # not feasible yet: a Newton step back, at most RESTORE steps long
-                    move = _newton_back(loss, params, w, g, 1.0 - band / tau, x_tr, y_tr, c.chunk_size)
+                    # Δ with H(w)·Δ = −shrink·g, shrink = 1 − band/τ: to first order it scales the clean mean
+                    # gradient g, and τ_gauge (homogeneous of degree 1 in g) with it, by band/τ
+                    move = flatten(inverse_hvp(loss, params, unflatten(-(1.0 - band / tau) * g, w), x_tr, y_tr,
+                                               tol=1e-3, max_iter=50, chunk_size=c.chunk_size).value)
                     move = move * min(1.0, RESTORE * length / float(torch.linalg.vector_norm(move).clamp_min(1e-30)))
                 elif tau > bound:  # stepped over the constraint: back along −∂τ/∂w only
                     move = -back
