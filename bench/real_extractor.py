@@ -34,14 +34,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import poisonlab as pl  # noqa: E402
-from poisonlab.attacks.base import Attack  # noqa: E402
+from poisonlab.attacks.base import Attack, AttackConfig  # noqa: E402
 from poisonlab.cache import ArtifactCache  # noqa: E402
 from poisonlab.data import PoisonSet, load_dataset  # noqa: E402
 from poisonlab.models.pretrained import efficientnet as E  # noqa: E402
 from poisonlab.models.pretrained._files import file_sha256  # noqa: E402
 
 
-class CleanCopies(Attack):
+class CleanCopies(Attack[AttackConfig]):
     """The noise floor: copies of random D_tr points with their own labels (no attack at all)."""
 
     name = "clean_copies"

@@ -110,7 +110,7 @@ def test_label_flip_rule_and_random(setting):
         build_attack("label_flip", {"mode": "sideways"})
 
 
-class _Cheater(Attack):
+class _Cheater(Attack[AttackConfig]):
     """Returns one point too many, with pixels out of range, and mutates its input."""
 
     clean_label = True
@@ -148,8 +148,12 @@ def test_registry_rejects_duplicates():
     r.add("a", 1)
     with pytest.raises(ValueError, match="already registered"):
         r.add("a", 2)
+    class Dup(Attack[AttackConfig]):
+        def _craft(self, *a, **k):
+            return None
+
     with pytest.raises(ValueError):
-        register_attack("label_flip")(type("Dup", (Attack,), {"_craft": lambda *a, **k: None, "Config": AttackConfig}))
+        register_attack("label_flip")(Dup)
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())

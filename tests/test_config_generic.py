@@ -1,11 +1,14 @@
-"""Attack / Defense are generic in their config type: ``class X(Attack[XConfig])`` types ``self.config``
-as an ``XConfig`` for mypy, while the registry builds from ``Config``. mypy cannot see that the two
-agree, so this checks it for every registered class: ``Config`` must be the type parameter or a
-subclass of it, or ``self.config`` is typed as something it is not."""
+"""Attack / Defense are generic in their config type, and the type parameter is the one declaration
+of it: ``class X(Attack[XConfig])`` types ``self.config`` as an ``XConfig`` for mypy and, read at
+class creation (:func:`poisonlab.options.config_class`), sets ``X.Config``, the class the registry
+builds from. These tests check the derivation on every registered class (against the parameter read
+here independently, from the MRO) and that every wrong way to declare it fails at class creation."""
 
 import typing
+from typing import TypeVar
 
 import pytest
+import torch
 
 from poisonlab.attacks import ATTACKS
 from poisonlab.attacks.base import Attack, AttackConfig
@@ -17,7 +20,7 @@ def config_parameter(cls: type) -> type | None:
     """The concrete type argument nearest ``cls`` in its MRO (``Attack[GCConfig]`` → GCConfig), or None
     where the class and its bases leave the parameter open."""
     for klass in cls.__mro__:
-        for base in getattr(klass, "__orig_bases__", ()):
+        for base in klass.__dict__.get("__orig_bases__", ()):
             args = [a for a in typing.get_args(base) if isinstance(a, type)]
             if args:
                 return args[0]
@@ -31,21 +34,81 @@ CLASSES = [("attack", n, ATTACKS.get(n)) for n in ATTACKS.names()] + [("defense"
 def test_config_is_the_type_parameter(kind, name, cls):
     param = config_parameter(cls)
     assert param is not None, f"{kind} {name!r}: subclass {kind.title()}[ItsConfig], not the bare base"
-    assert issubclass(cls.Config, param), f"{kind} {name!r}: Config = {cls.Config.__name__} but the base says {param.__name__}"
+    assert cls.Config is param, f"{kind} {name!r}: Config = {cls.Config.__name__} but the base says {param.__name__}"
+    assert "Config" not in cls.__dict__ or cls.__dict__["Config"] is param  # set by the base, not written by hand
+    assert isinstance(cls().config, param)
 
 
-def test_a_mismatch_is_seen():
-    class A(AttackConfig):
+class _Cfg(AttackConfig):
+    pass
+
+
+class _Other(AttackConfig):
+    pass
+
+
+def test_the_parameter_sets_config_and_builds_it():
+    class A(Attack[_Cfg]):
+        def _craft(self, data, victim, n_poison, *, generator, progress, cache):
+            raise NotImplementedError
+
+    class D(Defense[DefenseConfig]):
+        def _score(self, data, victim, *, generator, model, reference, progress):
+            return torch.zeros(len(data))
+
+    assert A.Config is _Cfg and type(A().config) is _Cfg
+    assert D.Config is DefenseConfig and D(fraction=0.1).config.fraction == 0.1
+    with pytest.raises(TypeError, match="_Cfg"):
+        A(config=_Other())  # a config object of another class is still refused
+
+
+def test_a_plain_subclass_inherits_the_config():
+    class A(Attack[_Cfg]):
         pass
 
-    class B(AttackConfig):
+    class B(A):
         pass
 
-    class Wrong(Attack[A]):
-        Config = B
+    assert B.Config is _Cfg
 
-    class RightDefense(Defense[DefenseConfig]):
-        Config = DefenseConfig
 
-    assert config_parameter(Wrong) is A and not issubclass(Wrong.Config, A)
-    assert config_parameter(RightDefense) is DefenseConfig
+def test_a_generic_intermediate_leaves_it_to_its_subclasses():
+    T = TypeVar("T", bound=AttackConfig)
+
+    class Family(Attack[T]):
+        pass
+
+    class Member(Family[_Other]):
+        pass
+
+    assert "Config" not in Family.__dict__ and Member.Config is _Other
+    with pytest.raises(TypeError, match="left generic"):
+        class Orphan(Family):  # no parameter anywhere on the way up
+            pass
+
+
+def test_a_bare_subclass_fails_at_class_creation():
+    with pytest.raises(TypeError, match=r"Attack\[XConfig\]"):
+        class A(Attack):
+            pass
+    with pytest.raises(TypeError, match=r"Defense\[XConfig\]"):
+        class D(Defense):
+            pass
+
+
+def test_an_explicit_config_fails_at_class_creation():
+    with pytest.raises(TypeError, match="remove `Config = ...`"):
+        class A(Attack[_Cfg]):
+            Config = _Cfg
+    with pytest.raises(TypeError, match="remove `Config = ...`"):
+        class D(Defense):
+            Config = DefenseConfig
+
+
+def test_a_parameter_that_is_not_a_config_fails():
+    with pytest.raises(TypeError, match="AttackConfig subclass"):
+        class A(Attack[DefenseConfig]):  # type: ignore[type-var]
+            pass
+    with pytest.raises(TypeError, match="DefenseConfig subclass"):
+        class D(Defense[int]):  # type: ignore[type-var]
+            pass

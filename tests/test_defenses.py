@@ -118,9 +118,8 @@ def test_influence_needs_reference():
         build_defense("influence").score(mixed, _victim(), generator=torch_generator(0, "d"))
 
 
-class _Broken(Defense):
+class _Broken(Defense[DefenseConfig]):
     name = "broken"
-    Config = DefenseConfig
 
     def __init__(self, mode: str) -> None:
         super().__init__()
@@ -142,11 +141,10 @@ def test_contract_violations_raise(mode):
         _Broken(mode).score(mixed, _victim(), generator=torch_generator(0, "d"))
 
 
-class _Picky(Defense):
+class _Picky(Defense[DefenseConfig]):
     """Unsupported on every victim but ``lr``; returns its diagnostics with the scores."""
 
     name = "picky"
-    Config = DefenseConfig
     calls = 0
 
     def check_supported(self, data, victim):

@@ -10,6 +10,7 @@ group's defaults. Presets: a config class may declare ``PRESETS = {"thesis": {..
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import TYPE_CHECKING, Any, Mapping, TypeVar
 
 from .errors import ConfigError
@@ -100,3 +101,34 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
         v = getattr(cfg, f.name)
         out[f.name] = config_to_dict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
     return out
+
+
+def config_class(cls: type, root: type, base: type) -> type | None:
+    """The config class of ``cls``, a subclass of ``root`` (``Attack`` / ``Defense``), read from the
+    type parameter it subclasses with — ``class GC(Attack[GCConfig])`` gives ``GCConfig``, the one
+    declaration that also types ``self.config`` for mypy. Called from ``root.__init_subclass__``.
+
+    A subclass that gives no parameter inherits its parent's config class; one whose parameter is a
+    type variable (``class ArtDefense(Defense[AC])``) stays generic and gets ``None`` (its own
+    subclasses give the parameter). Raises :class:`TypeError` at class creation when the class
+    body sets ``Config`` itself, when the parameter is not a subclass of ``base``, or when no
+    class on the way up from ``cls`` gives a concrete parameter (``class X(Attack)``).
+    """
+    if "Config" in cls.__dict__:
+        raise TypeError(f"{cls.__qualname__}: the config class comes from the type parameter "
+                        f"({root.__name__}[{base.__name__} subclass]); remove `Config = ...` from the class body")
+    params = [typing.get_args(b) for b in cls.__dict__.get("__orig_bases__", ())
+              if isinstance(typing.get_origin(b), type) and issubclass(typing.get_origin(b), root)]
+    if not params:  # a plain subclass: its parent's config class
+        inherited: type | None = getattr(cls, "Config", None)
+        if inherited is None:
+            raise TypeError(f"{cls.__qualname__}: subclass {root.__name__}[XConfig] (XConfig a "
+                            f"{base.__name__} subclass), not a {root.__name__} left generic")
+        return inherited
+    (arg,) = params[0]
+    if isinstance(arg, TypeVar):
+        return None
+    if not (isinstance(arg, type) and issubclass(arg, base)):
+        raise TypeError(f"{cls.__qualname__}: the type parameter of {root.__name__}[...] must be a "
+                        f"{base.__name__} subclass, got {arg!r}")
+    return arg

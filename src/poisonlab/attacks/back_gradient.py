@@ -84,7 +84,6 @@ def unrolled_hypergradient(fol: B.Follower, w: B.Params, xc: torch.Tensor, yc: t
 
 @register_attack("back_gradient")
 class BackGradient(Attack[BackGradientConfig]):
-    Config = BackGradientConfig
     summary = "poison images by k-step unrolled gradient ascent on the validation loss (Muñoz-González et al. 2017)"
 
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator,

@@ -29,7 +29,7 @@ from ..data.splits import check_fraction, poison_count
 from ..data.types import AttackData, Dataset, PoisonSet
 from ..data.validate import validate
 from ..errors import ConfigError, ContractError
-from ..options import config_from_dict, config_to_dict
+from ..options import config_class, config_from_dict, config_to_dict
 from ..registry import Registry
 from ..training.victim import Victim
 
@@ -71,15 +71,24 @@ C = TypeVar("C", bound=AttackConfig)
 
 
 class Attack(ABC, Generic[C]):
-    """Base class. Subclasses set ``name``, ``Config`` and ``clean_label`` and implement ``_craft``;
-    they subclass ``Attack[XConfig]`` with ``Config = XConfig`` (the registry builds from ``Config``,
-    the type parameter types ``self.config``; ``__init__`` checks that the two agree)."""
+    """Base class. Subclasses subclass ``Attack[XConfig]``, set ``name`` (via :func:`register_attack`),
+    ``clean_label`` and ``summary``, and implement ``_craft``. The type parameter is the one
+    declaration of the config class: it types ``self.config`` for mypy and, read at class creation
+    (:func:`~poisonlab.options.config_class`), sets ``Config``, the class the registry builds from
+    (a subclass without a parameter inherits its parent's; ``class X(Attack)`` is a TypeError)."""
 
     name: ClassVar[str] = ""
-    Config: ClassVar[type[AttackConfig]] = AttackConfig
+    #: the config class, derived from the type parameter (never set in a class body)
+    Config: ClassVar[type[AttackConfig]]
     clean_label: ClassVar[bool] = False
     #: "label", "input" or "both": what the attack may change relative to its source points
     summary: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        config = config_class(cls, Attack, AttackConfig)
+        if config is not None:  # None: a generic intermediate (``Attack[C]``), its subclasses give it
+            cls.Config = config
 
     def __init__(self, config: AttackConfig | None = None, **options: Any) -> None:
         if config is not None and options:

@@ -143,7 +143,6 @@ def feature_space(feature_map, head: torch.nn.Linear, data: AttackData, device: 
 
 @register_attack("feature_targeted")
 class FeatureTargeted(Attack[FeatureTargetedConfig]):
-    Config = FeatureTargetedConfig
     clean_label = True
     summary = "feature-targeted: GradPC head target, GC on features, inversion to inputs (optional L∞ radius)"
 

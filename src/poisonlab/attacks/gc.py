@@ -233,7 +233,6 @@ def relative_distance(a: nn.Module, b: nn.Module, names: list[str]) -> float:
 
 @register_attack("gc")
 class GradientCanceling(Attack[GCConfig]):
-    Config = GCConfig
     clean_label = True
     summary = "Gradient Canceling (model-targeted): poisons that make a target w (GradPC by default) stationary"
 

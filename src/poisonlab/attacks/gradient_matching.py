@@ -182,7 +182,6 @@ def _lr_at(cfg: GradientMatchingConfig, step: int) -> float:
 
 @register_attack("gradient_matching")
 class GradientMatching(Attack[GradientMatchingConfig]):
-    Config = GradientMatchingConfig
     clean_label = True
     summary = ("gradient matching (Witches' brew / Fowl et al. 2021, indiscriminate): clean-label δ whose training "
                "gradient at the clean model aligns with a reversed-loss (or target-model) gradient")

@@ -246,7 +246,6 @@ class SphereSlab:
 # ---------------------------------------------------------------------------- the attack
 @register_attack("i_min_max")
 class IMinMax(Attack[IMinMaxConfig]):
-    Config = IMinMaxConfig
     summary = ("improved min-max (Koh et al. 2022): greedily add the feasible point and label of highest loss "
                "under the defender's online model, which trains on D_tr ∪ the poisons so far")
 

@@ -35,7 +35,6 @@ class LabelFlipConfig(AttackConfig):
 
 @register_attack("label_flip")
 class LabelFlip(Attack[LabelFlipConfig]):
-    Config = LabelFlipConfig
     summary = "copies of ε·N training points with flipped labels (rule y←C−1−y or random)"
 
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool,

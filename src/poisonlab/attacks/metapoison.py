@@ -87,7 +87,6 @@ class MetaPoisonConfig(AttackConfig):
 
 @register_attack("metapoison")
 class MetaPoison(Attack[MetaPoisonConfig]):
-    Config = MetaPoisonConfig
     clean_label = True
     summary = "clean-label δ by K-step unrolled meta-gradients over a staggered ensemble (Huang et al. 2020)"
 

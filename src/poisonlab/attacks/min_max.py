@@ -66,7 +66,6 @@ class MinMaxConfig(B.DirectGameConfig):
 
 @register_attack("min_max")
 class MinMax(Attack[MinMaxConfig]):
-    Config = MinMaxConfig
     summary = "zero-sum max_{D_p} min_w L(D_tr ∪ D_p): poisons ascend the follower's training loss (Steinhardt et al. 2017)"
 
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator,

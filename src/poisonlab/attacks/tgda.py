@@ -364,7 +364,6 @@ def pretrain_autoencoder(gen: nn.Module, data: Dataset, *, epochs: int, lr: floa
 # ---------------------------------------------------------------------------- the attack
 @register_attack("tgda")
 class TGDA(Attack[TGDAConfig]):
-    Config = TGDAConfig
     clean_label = True
     summary = "generator L_θ trained by total-gradient ascent on the follower's validation loss (Algorithm 1)"
 

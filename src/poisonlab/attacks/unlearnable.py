@@ -82,7 +82,6 @@ class UnlearnableConfig(AttackConfig):
 
 @register_attack("unlearnable")
 class Unlearnable(Attack[UnlearnableConfig]):
-    Config = UnlearnableConfig
     clean_label = True
     summary = "error-minimising noise (Huang et al. 2021) on ε·N copies, optional L∞ radius"
 

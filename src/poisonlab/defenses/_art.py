@@ -67,8 +67,6 @@ AC = TypeVar("AC", bound=ArtDetectorConfig)
 class ArtDefense(Defense[AC]):
     """A defense that runs one of ART's poison detectors; needs ART at construction."""
 
-    Config = ArtDetectorConfig
-
     def __init__(self, config: DefenseConfig | None = None, **options: Any) -> None:
         super().__init__(config, **options)
         require_art(f"defense {self.name!r}")

@@ -118,7 +118,6 @@ def cluster_scores(clusters: np.ndarray, reduced: np.ndarray, clean: np.ndarray)
 
 @register_defense("art_activation")
 class ArtActivationDefense(ArtDefense[ArtActivationConfig]):
-    Config = ArtActivationConfig
     summary = "ART's activation clustering (Chen et al. 2018): points in clusters ART flags, smaller clusters first"
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,

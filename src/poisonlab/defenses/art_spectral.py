@@ -109,7 +109,6 @@ def _art_run(view: ArtView, x: np.ndarray, y: np.ndarray, num_classes: int, cfg:
 
 @register_defense("art_spectral")
 class ArtSpectralDefense(ArtDefense[ArtSpectralConfig]):
-    Config = ArtSpectralConfig
     summary = "ART's spectral signatures (Tran et al. 2018): ART's outlier scores of class-centred features"
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,

@@ -44,7 +44,7 @@ from torch import nn
 from ..data.splits import check_fraction, poison_count
 from ..data.types import Dataset, PoisonedDataset
 from ..errors import ConfigError, ContractError
-from ..options import config_from_dict, config_to_dict
+from ..options import config_class, config_from_dict, config_to_dict
 from ..registry import Registry
 from ..training.victim import Victim
 
@@ -130,17 +130,26 @@ C = TypeVar("C", bound=DefenseConfig)
 
 
 class Defense(ABC, Generic[C]):
-    """Base class. Subclasses set ``name`` (via :func:`register_defense`), ``Config``, ``summary``,
-    and implement ``_score`` (and ``check_supported`` when the victim or the data may not fit);
-    training-time defenses set ``removes = False`` and override ``fit``. They subclass
-    ``Defense[XConfig]`` with ``Config = XConfig`` (the registry builds from ``Config``, the type
-    parameter types ``self.config``; ``__init__`` checks that the two agree)."""
+    """Base class. Subclasses subclass ``Defense[XConfig]``, set ``name`` (via
+    :func:`register_defense`) and ``summary``, and implement ``_score`` (and ``check_supported`` when
+    the victim or the data may not fit); training-time defenses set ``removes = False`` and override
+    ``fit``. The type parameter is the one declaration of the config class: it types ``self.config``
+    for mypy and, read at class creation (:func:`~poisonlab.options.config_class`), sets ``Config``,
+    the class the registry builds from (a subclass without a parameter inherits its parent's;
+    ``class X(Defense)`` is a TypeError)."""
 
     name: ClassVar[str] = ""
-    Config: ClassVar[type[DefenseConfig]] = DefenseConfig
+    #: the config class, derived from the type parameter (never set in a class body)
+    Config: ClassVar[type[DefenseConfig]]
     summary: ClassVar[str] = ""
     #: False for training-time defenses (MaxUp): the filter keeps every point
     removes: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        config = config_class(cls, Defense, DefenseConfig)
+        if config is not None:  # None: a generic intermediate (``Defense[AC]``), its subclasses give it
+            cls.Config = config
 
     def __init__(self, config: DefenseConfig | None = None, **options: Any) -> None:
         if config is not None and options:

@@ -138,7 +138,6 @@ class InfluenceConfig(DefenseConfig):
 
 @register_defense("influence")
 class InfluenceDefense(Defense[InfluenceConfig]):
-    Config = InfluenceConfig
     summary = "remove the points whose upweighting most increases a clean reference loss (Koh & Liang 2017)"
 
     def check_supported(self, data: Dataset, victim: Victim) -> None:

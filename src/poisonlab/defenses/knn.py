@@ -75,7 +75,6 @@ class KnnConfig(DefenseConfig):
 
 @register_defense("knn")
 class KnnDefense(Defense[KnnConfig]):
-    Config = KnnConfig
     summary = "remove points whose label disagrees with their k nearest neighbours (Paudice et al. 2018)"
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,

@@ -20,7 +20,6 @@ from .base import Defense, DefenseConfig, register_defense
 
 @register_defense("loss")
 class LossDefense(Defense[DefenseConfig]):
-    Config = DefenseConfig
     summary = "remove the points with the largest loss under the victim trained on D (Koh et al. 2022)"
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,

@@ -113,7 +113,6 @@ def _std_info(std: float | torch.Tensor) -> dict[str, Any]:
 
 @register_defense("maxup")
 class MaxUpDefense(Defense[MaxUpConfig]):
-    Config = MaxUpConfig
     summary = "training-time: minimise the worst loss over m random perturbations of each point (Gong et al. 2021)"
     removes = False
 

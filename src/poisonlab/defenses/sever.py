@@ -103,7 +103,6 @@ class SeverConfig(DefenseConfig):
 
 @register_defense("sever")
 class SeverDefense(Defense[SeverConfig]):
-    Config = SeverConfig
     summary = ("remove points with large squared projection of centred gradients on the top singular vector, in rounds "
                "(Diakonikolas et al. 2019)")
 

@@ -70,7 +70,6 @@ class SpectralConfig(DefenseConfig):
 
 @register_defense("spectral")
 class SpectralDefense(Defense[SpectralConfig]):
-    Config = SpectralConfig
     summary = "remove points with large per-class spectral signature of the victim's features (Tran et al. 2018)"
 
     def check_supported(self, data: Dataset, victim: Victim) -> None:

@@ -70,7 +70,6 @@ class CentroidDefense(Defense[CentroidConfig]):
     the centroids the config asks for (:func:`centroids_for`), then :meth:`centroid_scores`. The
     victim model is not used."""
 
-    Config = CentroidConfig
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
                reference: Dataset | None, progress: bool) -> torch.Tensor:
