@@ -1,6 +1,7 @@
-"""``poisonlab target``: train the clean victim, corrupt it with GradPC, save the target model.
+"""``poisonlab target``: train the clean victim, make a target from it (GradPC or the reachable target), save it.
 
-The target (safetensors) feeds ``poisonlab threshold --target FILE`` and
+Also the flags and the validation that ``target`` and ``threshold`` share (:func:`add_target_command`,
+:func:`prepare_target`). The target (safetensors) feeds ``poisonlab threshold --target FILE`` and
 ``poisonlab run --attack gc --target FILE``.
 """
 
@@ -9,13 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 from torch import nn
 
 from ..attacks.gradpc import GradPCConfig
-from ..attacks.targets import make_target
+from ..attacks.targets import TargetContext, make_target
 from ..cache import as_cache
+from ..errors import ConfigError
 from ..protocol import RunConfig, load_state, prepare, pretrain_victim, save_model
 from ..protocol.prepare import Prepared
 from ..reporting import format_table
@@ -67,7 +70,7 @@ def add_victim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clean", metavar="FILE.safetensors", help="clean victim weights to start from (e.g. a run's "
                    "victim_clean.safetensors, same dataset/seed) instead of training it")
     add_gradpc_args(p)
-    p.add_argument("--cache-dir", help="re-use / store the clean victim and the GradPC target in this artifact cache")
+    p.add_argument("--cache-dir", help="re-use / store the clean victim and the target (gradpc, reachable) in this artifact cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -94,38 +97,159 @@ def clean_model(prep: Prepared, args: argparse.Namespace) -> nn.Module:
     return model
 
 
-def build_target(prep: Prepared, args: argparse.Namespace, target: str) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
-    """(target model, clean model or None, info) for ``target`` = "gradpc" or a .safetensors path."""
-    if target == "gradpc":
-        clean = clean_model(prep, args)
-        model, info = make_target("gradpc", clean, prep.data.val, gradpc_options(args), progress=not args.quiet,
-                                  cache=as_cache(args.cache_dir))
-        return model, clean, info
-    model, info = make_target(target, prep.spec.build(args.seed), prep.data.val, {})
-    return model, None, info
+#: Per maker: the keys of its info that ``target`` / ``threshold`` print, and those saved with the target
+#: as safetensors metadata (beside ``model`` and ``stage``).
+TARGET_SUMMARY: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "gradpc": (("eps_w", "norm", "topk", "radius", "relative_change", "nonzeros", "val_loss_clean", "val_loss_target",
+                "seconds"), ("eps_w",)),
+    "reachable": (("eps", "limit", "tau_gauge_bound", "tau_gauge", "tau_gauge_clean", "best_step", "val_accuracy_clean",
+                   "val_accuracy_target", "val_loss_clean", "val_loss_target", "relative_change", "lp_seconds", "seconds"),
+                  ("eps", "limit", "tau_gauge")),
+}
+
+
+def add_target_args(p: argparse.ArgumentParser) -> None:
+    """``--target``, ``--fraction`` and ``--target-option`` / ``-T`` (the maker's options), shared by
+    ``target`` and ``threshold``."""
+    p.add_argument("--target", default="gradpc", metavar="{" + ",".join(TARGET_SUMMARY) + ",FILE.safetensors}",
+                   help="target maker: gradpc (default: GradPC, parameter corruption), reachable (linear softmax "
+                        "victims: the most damaging target found with τ_gauge ≤ limit·ε at ε = --fraction), or a saved "
+                        "target .safetensors file (threshold only)")
+    p.add_argument("--fraction", type=float, default=0.03,
+                   help="poison fraction ε in (0, 1]: the one threshold checks and the one target 'reachable' is made "
+                        "for (default 0.03)")
+    p.add_argument("--target-option", "-T", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the target maker (repeatable, value parsed as YAML), e.g. -T steps=60 or, as in "
+                        "run's -A, -T reachable.steps=60; gradpc: GradPCConfig (over the GradPC flags), reachable: "
+                        "ReachableConfig (fraction, limit, band, steps, step, chunk_size)")
+
+
+def add_target_command(sub, name: str, *, help: str, description: str, handler) -> argparse.ArgumentParser:
+    """The subcommand ``name`` over one target model: :func:`add_victim_args`, :func:`add_target_args`
+    and ``handler``; the caller adds the command's own flags to the parser returned."""
+    p = sub.add_parser(name, help=help, description=description)
+    add_victim_args(p)
+    add_target_args(p)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def target_options(args: argparse.Namespace, *, files: bool = True) -> dict[str, Any]:
+    """The maker options of ``args.target``, checked before any work (data, training).
+
+    ``--target`` must be a maker of :data:`TARGET_SUMMARY` or, with ``files``, an existing
+    ``.safetensors`` file; ``--fraction`` in (0, 1]; the GradPC flags apply to ``gradpc`` only; ``-T``
+    keys (bare or ``<maker>.KEY``) must be options of the maker (its ``Config``). A ``-T`` key wins over
+    the GradPC flag of the same option. Raises :class:`~poisonlab.errors.ConfigError`."""
+    from ..attacks.targets import TARGETS, is_target_path  # the package import registers gradpc and reachable
+    from ..options import config_from_dict
+    from ..validation import check_fraction
+    from .run_cmd import parse_key_values
+
+    target = args.target
+    check_fraction(args.fraction, "--fraction")
+    if not args.fraction > 0:
+        raise ConfigError(f"--fraction must be > 0, got {args.fraction!r}")
+    given = parse_key_values(args.target_option, "target option")
+    flags = gradpc_options(args)
+    if is_target_path(target):
+        if not files:
+            raise ConfigError(f"--target {target}: this command makes a target ({', '.join(TARGET_SUMMARY)}); "
+                              "a saved target goes to 'poisonlab threshold --target FILE' or 'poisonlab run --target FILE'")
+        if not Path(target).is_file():
+            raise ConfigError(f"--target {target}: no such file")
+        if given or flags:
+            raise ConfigError(f"--target {target}: a saved target takes no maker options (-T, --eps-w, --pc-*)")
+        return {}
+    if target not in TARGET_SUMMARY or target not in TARGETS:
+        raise ConfigError(f"unknown --target {target!r}: give {' or '.join(TARGET_SUMMARY)}"
+                          + (" or a .safetensors file" if files else ""))
+    if flags and target != "gradpc":
+        raise ConfigError(f"--target {target}: the GradPC flags (--eps-w, --pc-*) configure target 'gradpc' only; "
+                          f"give {target}'s options as -T KEY=VALUE")
+    options = dict(flags)
+    for key, value in given.items():
+        maker, dot, rest = key.partition(".")
+        if dot and maker in TARGET_SUMMARY:
+            if maker != target:
+                raise ConfigError(f"target option {key!r} is for target {maker!r}, not --target {target}")
+            key = rest
+        options[key] = value
+    config_cls = getattr(TARGETS.get(target), "Config", None)
+    if config_cls is not None:
+        config_from_dict(config_cls, options, f"target {target!r}")  # unknown keys, bad values
+    return options
+
+
+def check_target_applies(prep: Prepared, args: argparse.Namespace) -> None:
+    """:class:`~poisonlab.errors.UnsupportedError` before training where ``args.target`` cannot work on
+    the victim: ``reachable`` needs the box gauge (a linear softmax victim, bounded data)."""
+    if args.target == "reachable":
+        from ..attacks.targets import check_gauge_applies
+
+        check_gauge_applies(prep.spec.build(args.seed), prep.data.train.input_shape, prep.data.bounds)
+
+
+def build_target(prep: Prepared, args: argparse.Namespace, options: Mapping[str, Any]
+                 ) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
+    """(target model, clean model or None, info) for ``args.target``: a maker (made from the clean
+    victim with ``options``, the reachable one for ε = ``args.fraction``; through ``--cache-dir``) or a
+    .safetensors path. ``options``: :func:`target_options`'s."""
+    target = args.target
+    if target not in TARGET_SUMMARY:
+        model, info = make_target(target, prep.spec.build(args.seed), prep.data.val, {})
+        return model, None, info
+    clean = clean_model(prep, args)
+    context = TargetContext(prep.data.train, prep.data.bounds, args.fraction) if target == "reachable" else None
+    model, info = make_target(target, clean, prep.data.val, options, progress=not args.quiet,
+                              cache=as_cache(args.cache_dir), context=context)
+    return model, clean, info
+
+
+def target_summary(target: str, info: Mapping[str, Any]) -> dict[str, Any]:
+    """The maker's info that the commands print (:data:`TARGET_SUMMARY`) and ``cache``: "hit" (the target,
+    and its seconds, come from an earlier build), "miss" or None; a file: its ``source``."""
+    keys = TARGET_SUMMARY[target][0] if target in TARGET_SUMMARY else ("source",)
+    return {**{k: info.get(k) for k in keys}, "cache": info.get("cache")}
+
+
+def save_target(path: str, target: nn.Module, args: argparse.Namespace, info: Mapping[str, Any]) -> None:
+    """Save ``target`` as safetensors with its model, stage (``target:<maker>``) and the maker's metadata keys."""
+    keys = TARGET_SUMMARY[args.target][1] if args.target in TARGET_SUMMARY else ()
+    stage = f"target:{args.target}" if args.target in TARGET_SUMMARY else "target"
+    save_model(path, target, {"model": args.model, "stage": stage, **{k: str(info[k]) for k in keys}})
+
+
+def prepare_target(args: argparse.Namespace, *, files: bool = True
+                   ) -> tuple[Prepared, nn.Module, nn.Module | None, dict[str, Any]]:
+    """Validate (:func:`target_options`, then :func:`check_target_applies` on the loaded data), then
+    build: (prepared data, target, clean model or None, info)."""
+    options = target_options(args, files=files)
+    prep = prepared(args)
+    check_target_applies(prep, args)
+    target, clean, info = build_target(prep, args, options)
+    return prep, target, clean, info
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("target", help="make a GradPC target model (parameter corruption) and save it",
-                       description="Train the clean victim (or load --clean), corrupt it with GradPC "
-                                   "(max validation loss, ‖Δw‖ ≤ eps_w‖w‖) and save the target as safetensors.")
-    add_victim_args(p)
+    p = add_target_command(
+        sub, "target", handler=run, help="make a target model (GradPC or the reachable target) and save it",
+        description="Train the clean victim (or load --clean), make the target from it — GradPC (max validation "
+                    "loss, ‖Δw‖ ≤ eps_w‖w‖) or reachable (min validation accuracy, τ_gauge ≤ limit·ε) — and save "
+                    "it as safetensors.")
     p.add_argument("--out", default="target.safetensors", help="where to save the target (default target.safetensors)")
-    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    prep = prepared(args)
-    target, clean, info = build_target(prep, args, "gradpc")
+    prep, target, clean, info = prepare_target(args, files=False)
     assert clean is not None
-    save_model(args.out, target, {"model": args.model, "stage": "target:gradpc", "eps_w": str(info["eps_w"])})
+    save_target(args.out, target, args, info)
     summary = {
-        "dataset": args.dataset, "model": args.model, "out": args.out,
+        "dataset": args.dataset, "model": args.model, "target": args.target, "out": args.out,
+        **({"fraction": args.fraction} if args.target == "reachable" else {}),
         "clean_test_accuracy": accuracy(clean, prep.bundle.test),
         "target_test_accuracy": accuracy(target, prep.bundle.test),
-        **{k: info[k] for k in ("eps_w", "norm", "topk", "radius", "relative_change", "nonzeros", "val_loss_clean",
-                                "val_loss_target", "seconds")},
-        "cache": info.get("cache"),  # "hit": the target (and its seconds) come from an earlier build
+        **target_summary(args.target, info),
     }
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -12,35 +12,29 @@ import math
 
 from ..data import poison_count
 from ..reporting import format_table
-from .target_cmd import add_victim_args, build_target, prepared
+from .target_cmd import add_target_command, prepare_target, save_target, target_summary
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("threshold", help="reachability threshold τ of a target model (GradPC or a file)",
-                       description="Print τ (thesis eq. 3.6), the minimum number of poisons and whether --fraction "
-                                   "passes this necessary condition.")
-    add_victim_args(p)
-    p.add_argument("--target", default="gradpc", help="'gradpc' (default) or a target .safetensors file")
-    p.add_argument("--fraction", type=float, default=0.03, help="poison fraction to check (default 0.03)")
-    p.add_argument("--save-target", metavar="FILE.safetensors", help="also save the GradPC target")
-    p.set_defaults(handler=run)
+    p = add_target_command(
+        sub, "threshold", handler=run, help="reachability threshold τ of a target model (GradPC, reachable or a file)",
+        description="Print τ (thesis eq. 3.6), the minimum number of poisons and whether --fraction passes this "
+                    "necessary condition (for lr also τ_box and the box gauge τ_gauge).")
+    p.add_argument("--save-target", metavar="FILE.safetensors", help="also save the target that was made")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.splits import check_fraction
-    from ..protocol import save_model
     from ..protocol.reachability import threshold_report
 
-    check_fraction(args.fraction)
-    prep = prepared(args)
-    target, clean, info = build_target(prep, args, args.target)
+    prep, target, clean, info = prepare_target(args)
     if args.save_target:
-        save_model(args.save_target, target, {"model": args.model, "stage": "target"})
+        save_target(args.save_target, target, args, info)
     n = len(prep.data.train)
     k = poison_count(args.fraction, n)
     report = threshold_report(target, prep.experiment, fraction=args.fraction, clean=clean, target_info=info)
     out = {"dataset": args.dataset, "model": args.model, "target": args.target,
-           **{key: v for key, v in report.items() if key != "target_info"}}
+           **{key: v for key, v in report.items() if key != "target_info"},
+           "target_info": target_summary(args.target, info)}  # the maker's own account (τ_gauge, seconds, cache)
     tau_box = out["tau_box"]
     if args.json:
         print(json.dumps(out, indent=2))
@@ -68,5 +62,7 @@ def run(args: argparse.Namespace) -> int:
              else "CANNOT reach the target"),
             ("label mix of the gauge plan", " ".join(f"{v:.2f}" for v in out["gauge_label_mix"] or [])),
         ]
+    rows += [(f"maker: {key}", f"{v:.6g}" if isinstance(v, float) else str(v))
+             for key, v in out["target_info"].items() if v is not None]  # τ_gauge, val accuracies, seconds, cache
     print(format_table(("", "value"), rows))
     return 0
