@@ -96,3 +96,14 @@ def test_reachable_on_a_network_is_unsupported_before_training(command, capsys, 
     err = capsys.readouterr().err
     assert "linear softmax victims only" in err and "MLP" in err
     assert not count_training and not out.exists()
+
+
+def test_target_options_reach_gradpc_and_win_over_its_flags(tmp_path, capsys):
+    """-T gives any GradPC option too; on the same option it wins over the GradPC flag."""
+    out = tmp_path / "g.safetensors"
+    assert main(["target", "--epochs", "3", "--eps-w", "0.5", "--pc-steps", "3", "-T", "eps_w=0.2", "-T", "gradpc.norm=linf",
+                 "--out", str(out), "--quiet", "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert (made["target"], made["eps_w"], made["norm"]) == ("gradpc", 0.2, "linf")
+    with safe_open(str(out), "pt") as f:
+        assert f.metadata()["stage"] == "target:gradpc" and float(f.metadata()["eps_w"]) == 0.2
