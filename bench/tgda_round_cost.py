@@ -7,6 +7,7 @@ from poisonlab.data import load_dataset, split_train_val
 from poisonlab.seeding import torch_generator
 from poisonlab.attacks import _bilevel as B
 from poisonlab.attacks.tgda import leader_gradient
+from poisonlab.autodiff import CGOptions
 from poisonlab.models import build_victim, build_generator
 torch.manual_seed(0)
 b = load_dataset("mnist")  # from $POISONLAB_DATA
@@ -18,7 +19,7 @@ for name in sys.argv[1:]:
     xv, yv = d.val.x[:1000], d.val.y[:1000]
     for rep in range(2):  # the first round warms up (allocations, autograd caches); time the second
         c0, t0 = time.process_time(), time.perf_counter()
-        leader_gradient(fol, gen, w, (xc,yc), (x0,y0), (xv,yv), damping=0.01, cg_iters=10, cg_tol=1e-30)
+        leader_gradient(fol, gen, w, (xc,yc), (x0,y0), (xv,yv), solver=CGOptions(damping=0.01, tol=1e-30, max_iter=10))
         c1 = time.process_time()
         xp = gen(x0, y0).detach()
         B.sgd_steps(lambda ws: fol.mixed_loss(ws, xc, yc, xp, y0), w, 0.1, 20)

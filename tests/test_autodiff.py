@@ -6,6 +6,7 @@ from torch import nn
 from torch.autograd.functional import hessian
 
 from poisonlab.autodiff import (
+    CGOptions,
     conjugate_gradient,
     dataset_hvp,
     directional,
@@ -20,6 +21,7 @@ from poisonlab.autodiff import (
     unflatten,
     value_and_grad,
 )
+from poisonlab.errors import ConfigError
 
 
 
@@ -177,11 +179,11 @@ def test_cg_matches_dense_solve_with_damping_and_warm_start():
     a = torch.randn(12, 12)
     A = a @ a.T + 0.5 * torch.eye(12)
     b = torch.randn(12)
-    res = conjugate_gradient(lambda v: A @ v, b, damping=0.1, tol=1e-12, max_iter=200)
+    res = conjugate_gradient(lambda v: A @ v, b, CGOptions(damping=0.1, tol=1e-12, max_iter=200))
     expected = torch.linalg.solve(A + 0.1 * torch.eye(12), b)
     assert res.converged
     torch.testing.assert_close(res.x, expected, rtol=1e-8, atol=1e-10)
-    warm = conjugate_gradient(lambda v: A @ v, b, damping=0.1, tol=1e-12, max_iter=200, x0=expected)
+    warm = conjugate_gradient(lambda v: A @ v, b, CGOptions(damping=0.1, tol=1e-12, max_iter=200), x0=expected)
     assert warm.iterations <= 1
 
 
@@ -191,10 +193,17 @@ def test_cg_normal_equations_solve_indefinite_system():
     eig = torch.tensor([3.0, 2.0, 1.5, 1.0, 0.7, -0.5, -1.0, -2.0, -2.5, 0.9])
     A = q @ torch.diag(eig) @ q.T
     b = torch.randn(10)
-    res = conjugate_gradient(lambda v: A @ v, b, tol=1e-12, max_iter=500, normal_equations=True)
+    res = conjugate_gradient(lambda v: A @ v, b, CGOptions(tol=1e-12, max_iter=500, normal_equations=True))
     torch.testing.assert_close(res.x, torch.linalg.solve(A, b), rtol=1e-7, atol=1e-9)
-    plain = conjugate_gradient(lambda v: A @ v, b, tol=1e-12, max_iter=500)
+    plain = conjugate_gradient(lambda v: A @ v, b, CGOptions(tol=1e-12, max_iter=500))
     assert not plain.converged  # plain CG detects negative curvature and stops
+
+
+@pytest.mark.parametrize("bad", [{"damping": -0.1}, {"tol": 0.0}, {"max_iter": 0}, {"max_iter": 2.5},
+                                 {"normal_equations": 1}])
+def test_cg_options_reject_bad_values(bad):
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        CGOptions(**bad)
 
 
 def test_inverse_hvp_matches_dense_inverse():
@@ -206,8 +215,8 @@ def test_inverse_hvp_matches_dense_inverse():
     lam = 0.5  # makes H + λI positive definite
     expected = torch.linalg.solve(H + lam * torch.eye(len(b)), b)
     for chunk in (None, 6):  # one batch, or the chunked dataset HVP
-        out = inverse_hvp(f, params, unflatten(b, params), x, y, damping=lam, tol=1e-12, max_iter=500,
-                          normal_equations=True, chunk_size=chunk)
+        out = inverse_hvp(f, params, unflatten(b, params), x, y,
+                          solver=CGOptions(damping=lam, tol=1e-12, max_iter=500, normal_equations=True), chunk_size=chunk)
         torch.testing.assert_close(flatten(out.value), expected, rtol=1e-6, atol=1e-8)
 
 
@@ -242,7 +251,7 @@ def test_total_gradient_matches_finite_differences_of_retrained_follower():
 
     xp = torch.randn(k, d)
     w_star = solve(xp)
-    dtheta, sol = total_gradient(follower, leader, (w_star,), (xp,), tol=1e-12, max_iter=100)
+    dtheta, sol = total_gradient(follower, leader, (w_star,), (xp,), solver=CGOptions(tol=1e-12, max_iter=100))
     assert sol.cg.converged
     direction = torch.randn(k, d)
     h = 1e-5

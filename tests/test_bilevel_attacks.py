@@ -13,7 +13,7 @@ from poisonlab.attacks import ATTACKS, build_attack
 from poisonlab.attacks import _bilevel as B
 from poisonlab.attacks.back_gradient import unrolled_hypergradient
 from poisonlab.attacks.tgda import leader_gradient
-from poisonlab.autodiff import flatten, total_gradient, unflatten
+from poisonlab.autodiff import CGOptions, flatten, total_gradient, unflatten
 from poisonlab.cli.main import main
 from poisonlab.data import AttackData, Dataset, load_dataset
 from poisonlab.errors import ConfigError
@@ -111,7 +111,8 @@ def test_tgda_leader_gradient_matches_finite_differences_of_resolved_follower(fo
     with torch.no_grad():
         w_star = _newton_solve(fol, w, follower, lam)
     val = (xv, yv) if formulation == "nonzero_sum" else None
-    grads, solve = leader_gradient(fol, gen, w_star, (xc, yc), (x0, y0), val, damping=lam, cg_iters=500, cg_tol=1e-13)
+    grads, solve = leader_gradient(fol, gen, w_star, (xc, yc), (x0, y0), val,
+                                   solver=CGOptions(damping=lam, tol=1e-13, max_iter=500))
     assert solve.cg.converged
     u = [torch.randn_like(p) for p in theta]
     h = 1e-5
@@ -143,8 +144,9 @@ def test_total_gradient_hvp_methods_agree():
     def ell(ws, xp_):
         return fol.loss(ws, x[5:], y[5:])
 
-    a, _ = total_gradient(f, ell, w, (xp,), damping=0.1, tol=1e-12, max_iter=300, method="fwdrev")
-    c, _ = total_gradient(f, ell, w, (xp,), damping=0.1, tol=1e-12, max_iter=300, method="double_backward")
+    solver = CGOptions(damping=0.1, tol=1e-12, max_iter=300)
+    a, _ = total_gradient(f, ell, w, (xp,), solver=solver, method="fwdrev")
+    c, _ = total_gradient(f, ell, w, (xp,), solver=solver, method="double_backward")
     torch.testing.assert_close(a[0], c[0], rtol=1e-8, atol=1e-12)
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from poisonlab.data import Dataset, PoisonedDataset, poison_count
 from poisonlab.data.bounds import Bounds
 from poisonlab.defenses import DEFENSES, Defense, DefenseConfig, build_defense, filter_scores
-from poisonlab.autodiff import named_params
+from poisonlab.autodiff import CGOptions, named_params
 from poisonlab.defenses._grads import head_features, per_sample_grads, per_sample_loss_fn
 from poisonlab.defenses.influence import influence_on_reference
 from poisonlab.defenses.maxup import worst_case_loss
@@ -228,7 +228,8 @@ def test_influence_matches_ridge_closed_form(ridge, lam):
     g_i = (x @ w - y).unsqueeze(1) * x  # (n, d) per-sample gradients
     g_ref = xr.T @ (xr @ w - yr) / len(xr)
     expected = -(g_i @ torch.linalg.solve(h, g_ref))
-    got, solve = influence_on_reference(_sq_loss, (w,), x, y, xr, yr, damping=lam, tol=1e-13, max_iter=50, chunk_size=7)
+    got, solve = influence_on_reference(_sq_loss, (w,), x, y, xr, yr,
+                                        solver=CGOptions(damping=lam, tol=1e-13, max_iter=50), chunk_size=7)
     assert solve.cg.converged
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
 
@@ -247,7 +248,7 @@ def test_influence_is_the_derivative_of_the_reweighted_optimum(ridge):
         return _sq_loss((w,), xr, yr).mean()
 
     w0 = w_eps(0, 0.0)
-    got, _ = influence_on_reference(_sq_loss, (w0,), x, y, xr, yr, damping=lam, tol=1e-13, max_iter=50)
+    got, _ = influence_on_reference(_sq_loss, (w0,), x, y, xr, yr, solver=CGOptions(damping=lam, tol=1e-13, max_iter=50))
     h = 1e-5
     fd = torch.stack([(ref_loss(w_eps(i, h)) - ref_loss(w_eps(i, -h))) / (2 * h) for i in range(n)])
     torch.testing.assert_close(got, fd, rtol=1e-6, atol=1e-9)
@@ -471,7 +472,7 @@ def test_head_fast_path_equals_full_model_head_gradients():
     names = ["head.weight", "head.bias"]
     _, params = named_params(model, names)
     full, _ = influence_on_reference(per_sample_loss_fn(model, names), params, ds.x, ds.y, ref.x, ref.y,
-                                     damping=0.01, tol=1e-7, max_iter=100)
+                                     solver=CGOptions(damping=0.01, tol=1e-7, max_iter=100))
     fast = build_defense("influence", {"cg_tol": 1e-7}).score(mixed, victim, generator=torch_generator(0, "d"),
                                                                model=model, reference=ref)
     torch.testing.assert_close(fast, full.double(), rtol=1e-4, atol=1e-6)

@@ -43,7 +43,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..autodiff import dataset_hvp, flatten, functional_loss, functional_model, inverse_hvp, named_params, unflatten, value_and_grad
+from ..autodiff import (
+    CGOptions,
+    dataset_hvp,
+    flatten,
+    functional_loss,
+    functional_model,
+    inverse_hvp,
+    named_params,
+    unflatten,
+    value_and_grad,
+)
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..options import config_from_dict, config_to_dict
@@ -54,6 +64,8 @@ from .targets import TARGETS, ReachableConfig, TargetContext, check_gauge_applie
 
 #: the longest way back from an infeasible iterate, in steps
 RESTORE = 10.0
+#: the CG solve of the Newton step back, H(w)·Δ = −shrink·g (a rough solve: the step is rescaled anyway)
+NEWTON_SOLVE = CGOptions(tol=1e-3, max_iter=50)
 
 
 def _gauge_direction(V: torch.Tensor, names: list[str], lin: tuple[str, str], w: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -132,7 +144,7 @@ def search_reachable(model: nn.Module, val: Dataset, context: TargetContext, con
                     # Δ with H(w)·Δ = −shrink·g, shrink = 1 − band/τ: to first order it scales the clean mean
                     # gradient g, and τ_gauge (homogeneous of degree 1 in g) with it, by band/τ
                     move = flatten(inverse_hvp(loss, params, unflatten(-(1.0 - band / tau) * g, w), x_tr, y_tr,
-                                               tol=1e-3, max_iter=50, chunk_size=c.chunk_size).value)
+                                               solver=NEWTON_SOLVE, chunk_size=c.chunk_size).value)
                     move = move * min(1.0, RESTORE * length / float(torch.linalg.vector_norm(move).clamp_min(1e-30)))
                 elif tau > bound:  # stepped over the constraint: back along −∂τ/∂w only
                     move = -back

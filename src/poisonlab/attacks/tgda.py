@@ -72,7 +72,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._version import __version__
-from ..autodiff import Params, total_gradient
+from ..autodiff import CGOptions, Params, total_gradient
 from ..cache import ArtifactCache, cached_build, module_fingerprint, tensor_fingerprint
 from ..data.types import AttackData, Dataset, PoisonedDataset, PoisonSet
 from ..errors import ConfigError, UnsupportedError
@@ -125,6 +125,11 @@ class ImplicitSolverConfig:
         for key in ("warm_start", "normal_equations"):
             _check_bool(getattr(self, key), key, what)
         check_choice(self.hvp_method, "hvp_method", HVP_METHODS, what)
+
+    def cg_options(self) -> CGOptions:
+        """The CG options of one solve (damping, tol, ``iters`` as max_iter, normal_equations)."""
+        return CGOptions(damping=self.damping, tol=self.tol, max_iter=self.iters,
+                         normal_equations=self.normal_equations)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -301,11 +306,8 @@ def leader_gradient(
     sources: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor] | None,
     *,
-    damping: float,
-    cg_iters: int,
-    cg_tol: float,
+    solver: CGOptions,
     x0: Params | None = None,
-    normal_equations: bool = False,
     hvp_method: str = "double_backward",
     poison_weight: float | None = None,
 ) -> tuple[Params, Any]:
@@ -314,7 +316,8 @@ def leader_gradient(
     ``clean`` = (x, y) of the round's clean batch, ``sources`` = (x⁰, y⁰) of its poisons,
     ``val`` = (x, y) of the validation batch, or ``None`` for the zero-sum formulation (ℓ = f).
     ``poison_weight`` = ε weighs the poisons as in :meth:`Follower.weighted_mixed_loss`; ``None``:
-    every point of clean ∪ poisons weighs the same.
+    every point of clean ∪ poisons weighs the same. ``solver`` holds the CG options of the
+    implicit-gradient solve (:meth:`ImplicitSolverConfig.cg_options`), ``x0`` warm-starts it.
     """
     xc, yc = clean
     x0b, y0b = sources
@@ -335,8 +338,7 @@ def leader_gradient(
         def ell(wt: Params, xp_: torch.Tensor) -> torch.Tensor:  # the leader ℓ(w) on the validation batch
             return fol.loss(wt, xv, yv)
 
-    d_x, solve = total_gradient(f, ell, w, (xp.detach(),), damping=damping, tol=cg_tol, max_iter=cg_iters,
-                                x0=x0, normal_equations=normal_equations, method=hvp_method)
+    d_x, solve = total_gradient(f, ell, w, (xp.detach(),), solver=solver, x0=x0, method=hvp_method)
     with torch.enable_grad():
         d_theta = torch.autograd.grad(xp, theta, grad_outputs=d_x[0], allow_unused=True)
     return tuple(torch.zeros_like(p) if g is None else g for p, g in zip(theta, d_theta)), solve
@@ -464,6 +466,7 @@ class TGDA(Attack[TGDAConfig]):
                            *B.bounds_key(data.bounds))
         ckpt = B.Checkpoint(checkpoint, fp, cfg.checkpoint.every)  # this part's directory
         sol, every = cfg.solver, cfg.selection.every
+        cg = sol.cg_options()
         n_eval = min(len(T.val), 5000)
         eval_set = Dataset(T.val.x[:n_eval], T.val.y[:n_eval], T.val.num_classes)
         info: dict[str, Any] = {"generator": gname, "n_poison": len(sources), "batch_size": bs,
@@ -518,9 +521,8 @@ class TGDA(Attack[TGDAConfig]):
                     val = None if cfg.formulation == "zero_sum" else (T.val.x[r.val], T.val.y[r.val])
                     for _ in range(cfg.m):
                         grads, solve = leader_gradient(
-                            fol, gen, w, (xc, yc), (x0b, y0b), val, damping=sol.damping, cg_iters=sol.iters,
-                            cg_tol=sol.tol, x0=prev_solve if sol.warm_start else None,
-                            normal_equations=sol.normal_equations, hvp_method=sol.hvp_method, poison_weight=pw)
+                            fol, gen, w, (xc, yc), (x0b, y0b), val, solver=cg, x0=prev_solve if sol.warm_start else None,
+                            hvp_method=sol.hvp_method, poison_weight=pw)
                         prev_solve = solve.value
                         opt.zero_grad(set_to_none=True)
                         for p, g in zip(theta, grads):

@@ -5,12 +5,13 @@ with ``params`` a tuple of parameter tensors; :func:`functional_loss` / :func:`f
 make such functions from an ``nn.Module``.
 """
 
-from .cg import CGResult, conjugate_gradient
+from .cg import CGOptions, CGResult, conjugate_gradient
 from .hvp import dataset_hvp, hvp, mixed_vjp
 from .implicit import InverseHVP, inverse_hvp, total_gradient
 from .params import Functional, Params, directional, flatten, functional_loss, functional_model, named_params, unflatten, value_and_grad
 
 __all__ = [
+    "CGOptions",
     "CGResult",
     "Functional",
     "InverseHVP",

@@ -12,7 +12,42 @@ from typing import Callable
 
 import torch
 
+from ..errors import ConfigError
+from ..validation import check_int, check_number
+
 MatVec = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CGOptions:
+    """The options of one conjugate-gradient solve of (A + λI) x = b: the solver group taken by
+    :func:`conjugate_gradient`, :func:`~poisonlab.autodiff.inverse_hvp` and
+    :func:`~poisonlab.autodiff.total_gradient`.
+
+    Attributes:
+        damping: λ >= 0 added to the operator's diagonal, A + λI. Default 0.0.
+        tol: Relative residual at which CG stops, ‖r‖ ≤ tol·‖b‖ (a number > 0). Default 1e-6.
+        max_iter: Most CG iterations (an integer >= 1). Default 100.
+        normal_equations: Solve Mᵀ M x = Mᵀ b, M = A + λI, instead (indefinite or non-symmetric A,
+            two products per iteration). Default false.
+    """
+
+    damping: float = 0.0
+    tol: float = 1e-6
+    max_iter: int = 100
+    normal_equations: bool = False
+
+    def __post_init__(self) -> None:
+        what = "CG options"
+        check_number(self.damping, "damping", what, allow_zero=True)
+        check_number(self.tol, "tol", what)
+        check_int(self.max_iter, "max_iter", what)
+        if not isinstance(self.normal_equations, bool):
+            raise ConfigError(f"{what}: normal_equations must be true or false, got {self.normal_equations!r}")
+
+
+#: the default options (λ = 0, tol 1e-6, 100 iterations, plain CG)
+DEFAULT_CG = CGOptions()
 
 
 @dataclass(frozen=True)
@@ -26,28 +61,24 @@ class CGResult:
 def conjugate_gradient(
     matvec: MatVec,
     b: torch.Tensor,
+    solver: CGOptions = DEFAULT_CG,
     *,
-    damping: float = 0.0,
-    tol: float = 1e-6,
-    max_iter: int = 100,
     x0: torch.Tensor | None = None,
-    normal_equations: bool = False,
     rmatvec: MatVec | None = None,
 ) -> CGResult:
-    """Solve (A + damping·I) x = b for symmetric A given as ``matvec`` (1-D tensors).
+    """Solve (A + λI) x = b for symmetric A given as ``matvec`` (1-D tensors), λ = ``solver.damping``.
 
-    Stops when ‖r‖ ≤ tol·‖b‖ or after ``max_iter`` iterations. ``x0`` warm-starts the solve.
-    With ``normal_equations`` the system Mᵀ M x = Mᵀ b, M = A + damping·I, is solved; ``rmatvec``
-    computes Aᵀ·v (defaults to ``matvec``, i.e. symmetric A).
+    Stops when ‖r‖ ≤ ``solver.tol``·‖b‖ or after ``solver.max_iter`` iterations. ``x0`` warm-starts
+    the solve. With ``solver.normal_equations`` the system Mᵀ M x = Mᵀ b, M = A + λI, is solved;
+    ``rmatvec`` computes Aᵀ·v (defaults to ``matvec``, i.e. symmetric A).
     """
-    if damping < 0:
-        raise ValueError("damping must be >= 0")
+    damping, tol, max_iter = solver.damping, solver.tol, solver.max_iter
 
     def m(v: torch.Tensor) -> torch.Tensor:
         out = matvec(v)
         return out + damping * v if damping else out
 
-    if normal_equations:
+    if solver.normal_equations:
         mt = (lambda v: rmatvec(v) + damping * v) if rmatvec is not None else m  # noqa: E731
         op: MatVec = lambda v: mt(m(v))  # noqa: E731
         rhs = mt(b)

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .cg import CGResult, conjugate_gradient
+from .cg import DEFAULT_CG, CGOptions, CGResult, conjugate_gradient
 from .hvp import dataset_hvp, mixed_vjp
 from .params import Functional, Params, flatten, unflatten
 
@@ -36,21 +36,19 @@ def inverse_hvp(
     params: Sequence[torch.Tensor],
     b: Sequence[torch.Tensor],
     *args: torch.Tensor,
-    damping: float = 0.0,
-    tol: float = 1e-6,
-    max_iter: int = 100,
+    solver: CGOptions = DEFAULT_CG,
     x0: Sequence[torch.Tensor] | None = None,
-    normal_equations: bool = False,
     method: str = "fwdrev",
     chunk_size: int | None = None,
     hvp_fn: Callable[[Params], Params] | None = None,
 ) -> InverseHVP:
-    """(∇²_w f(w, *args) + λI)⁻¹ b by CG at w = ``params`` (λ = ``damping``).
+    """(∇²_w f(w, *args) + λI)⁻¹ b by CG at w = ``params`` (λ = ``solver.damping``).
 
-    The products are :func:`~poisonlab.autodiff.dataset_hvp` ``(f, params, v, *args,
-    chunk_size=chunk_size, method=method)`` (``f`` the mean loss of its batch); ``hvp_fn(v)``
-    replaces them with any other symmetric operator. ``x0`` warm-starts CG; ``normal_equations``
-    solves the normal equations instead (indefinite Hessians).
+    ``solver`` holds the CG options (:class:`~poisonlab.autodiff.CGOptions`: damping, tolerance,
+    iterations, normal equations for indefinite Hessians). The products are
+    :func:`~poisonlab.autodiff.dataset_hvp` ``(f, params, v, *args, chunk_size=chunk_size,
+    method=method)`` (``f`` the mean loss of its batch); ``hvp_fn(v)`` replaces them with any other
+    symmetric operator. ``x0`` warm-starts CG.
     """
     params = tuple(params)
     prod = hvp_fn or (lambda v: dataset_hvp(f, params, v, *args, chunk_size=chunk_size, method=method))
@@ -58,10 +56,7 @@ def inverse_hvp(
     def matvec(vec: torch.Tensor) -> torch.Tensor:
         return flatten(prod(unflatten(vec, params)))
 
-    res = conjugate_gradient(
-        matvec, flatten(b), damping=damping, tol=tol, max_iter=max_iter,
-        x0=flatten(x0) if x0 is not None else None, normal_equations=normal_equations,
-    )
+    res = conjugate_gradient(matvec, flatten(b), solver, x0=flatten(x0) if x0 is not None else None)
     return InverseHVP(unflatten(res.x, params), res)
 
 
@@ -71,15 +66,13 @@ def total_gradient(
     w: Sequence[torch.Tensor],
     theta: Sequence[torch.Tensor],
     *,
-    damping: float = 0.0,
-    tol: float = 1e-6,
-    max_iter: int = 100,
+    solver: CGOptions = DEFAULT_CG,
     x0: Sequence[torch.Tensor] | None = None,
-    normal_equations: bool = False,
     method: str = "fwdrev",
 ) -> tuple[Params, InverseHVP]:
     """D_θ ℓ = ∇_θ ℓ − ∇²_θw f (∇²_ww f + λI)⁻¹ ∇_w ℓ for the follower ``f(w, *theta)`` and the
-    leader ``ℓ(w, *theta)`` (both scalar), at the follower's ``w`` and the leader's ``theta``.
+    leader ``ℓ(w, *theta)`` (both scalar), at the follower's ``w`` and the leader's ``theta``;
+    λ = ``solver.damping``, the solve's options in ``solver`` (:class:`~poisonlab.autodiff.CGOptions`).
 
     Returns (D_θ ℓ, one tensor per entry of ``theta``; the inverse-HVP solve); pass the previous
     solve's value as ``x0`` to warm-start. ``method`` selects the Hessian-vector product of
@@ -94,7 +87,6 @@ def total_gradient(
     gw = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(w, grads[: len(w)]))
     gtheta = tuple(torch.zeros_like(t) if g is None else g for t, g in zip(theta, grads[len(w) :]))
     theta_fixed = tuple(t.detach() for t in theta)
-    solve = inverse_hvp(follower, w, gw, *theta_fixed, damping=damping, tol=tol, max_iter=max_iter,
-                        x0=x0, normal_equations=normal_equations, method=method)
+    solve = inverse_hvp(follower, w, gw, *theta_fixed, solver=solver, x0=x0, method=method)
     cross = mixed_vjp(follower, w, solve.value, *theta, argnums=tuple(range(len(theta))))
     return tuple(a - c for a, c in zip(gtheta, cross)), solve

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.func import jvp
 
-from ..autodiff import InverseHVP, inverse_hvp, named_params
+from ..autodiff import CGOptions, InverseHVP, inverse_hvp, named_params
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..training.victim import Victim
@@ -58,6 +58,10 @@ def reference_gradient(loss_fn: PerSampleLoss, params: Sequence[torch.Tensor], x
     return tuple(total)
 
 
+#: the default solve of :func:`influence_on_reference` (no damping, tol 1e-8, 200 iterations)
+REFERENCE_SOLVE = CGOptions(tol=1e-8, max_iter=200)
+
+
 def influence_on_reference(
     loss_fn: PerSampleLoss,
     params: Sequence[torch.Tensor],
@@ -66,15 +70,14 @@ def influence_on_reference(
     ref_x: torch.Tensor,
     ref_y: torch.Tensor,
     *,
-    damping: float = 0.0,
-    tol: float = 1e-8,
-    max_iter: int = 200,
+    solver: CGOptions = REFERENCE_SOLVE,
     chunk_size: int = 4096,
 ) -> tuple[torch.Tensor, InverseHVP]:
     """I_up,loss(z_i, R) for every training point z_i = (x_i, y_i): (N,) and the CG solve.
 
     ``loss_fn(params, x, y)`` returns per-sample losses (n,); the training objective is their mean
-    plus (damping/2)‖w‖² folded into the Hessian as H + damping·I.
+    plus (λ/2)‖w‖² folded into the Hessian as H + λI, λ = ``solver.damping``; ``solver`` holds the
+    options of the CG solve of (H + λI) s = ∇L_R.
     """
     params = tuple(p.detach() for p in params)
     n = len(x)
@@ -85,8 +88,7 @@ def influence_on_reference(
         return loss_fn(p, xb, yb).mean()
 
     g_ref = reference_gradient(loss_fn, params, ref_x, ref_y, chunk_size)
-    solve = inverse_hvp(mean_loss, params, g_ref, x, y, damping=damping, tol=tol, max_iter=max_iter,
-                        chunk_size=chunk_size)
+    solve = inverse_hvp(mean_loss, params, g_ref, x, y, solver=solver, chunk_size=chunk_size)
     s = tuple(t.detach() for t in solve.value)
     scores = []
     for start in range(0, n, chunk_size):
@@ -162,7 +164,7 @@ class InfluenceDefense(Defense[InfluenceConfig]):
         scores, solve = influence_on_reference(
             per_sample_loss_fn(net, names), params,
             x.to(device, dtype), data.y.to(device), rx.to(device, dtype), reference.y.to(device),
-            damping=c.damping + victim.spec.recipe.weight_decay, tol=c.cg_tol, max_iter=c.cg_max_iter,
+            solver=CGOptions(damping=c.damping + victim.spec.recipe.weight_decay, tol=c.cg_tol, max_iter=c.cg_max_iter),
             chunk_size=c.chunk_size,
         )
         info = {"cg_iterations": solve.cg.iterations, "cg_residual": solve.cg.residual_norm,
