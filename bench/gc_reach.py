@@ -10,7 +10,9 @@ with its recipe on D_tr ∪ D_p agrees with the target on ≥ 97 % of the test p
 
 Targets: (a) the ``"reachable"`` maker (``poisonlab.attacks.reachable_target``: the most damaging
 target found with τ_gauge ≤ limit·ε, limit 0.8) for each ``--fractions`` value ε, GC at that ε;
-(b) GradPC targets of radius ``--eps-w``, GC at ε = τ_gauge / 0.8 (rounded up), so τ_gauge ≤ 0.8·ε.
+(b) GradPC targets of radius ``--eps-w``, GC at ε = τ_gauge / share (rounded up) for each ``--shares``
+value (default 0.8, so τ_gauge ≤ 0.8·ε; ``--shares 0.8 0.5 0.3`` asks where a target GC misses at 0.8
+becomes reachable).
 GC runs with plan labels (``init: plan``), ``--gc-steps`` Adam steps of ``--gc-lr``; with
 ``--gc-defaults`` every target is also attacked with gc's default options (random labels, 300 steps
 of 0.02), to show what the options buy.
@@ -108,6 +110,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fractions", type=float, nargs="*", default=[0.03, 0.1],
                     help="ε of the 'reachable' targets (default 0.03 0.1)")
     ap.add_argument("--eps-w", type=float, nargs="*", default=[0.02, 0.05], help="GradPC targets (default 0.02 0.05)")
+    ap.add_argument("--shares", type=float, nargs="*", default=[GAUGE_SHARE],
+                    help="GradPC targets: GC at ε = τ_gauge / share for each share (default 0.8, the goal's; "
+                         "smaller shares give GC more poisons than the gauge needs)")
     ap.add_argument("--gc-steps", type=int, default=GC_OPTIONS["steps"])
     ap.add_argument("--gc-lr", type=float, default=GC_OPTIONS["lr"])
     ap.add_argument("--gc-defaults", action="store_true", help="also attack each target with gc's default options")
@@ -129,7 +134,8 @@ def main(argv=None) -> int:
               "gc_options": gc_opts, "rows": []}
     if args.keep and out.is_file():
         rerun = {f"reachable ε={f:g}" for f in args.fractions} | {f"gradpc ε_w={e:g}" for e in args.eps_w}
-        report["rows"] = [{**r, "kept_from": "an earlier run"} for r in json.loads(out.read_text())["rows"] if r["target"] not in rerun]
+        report["rows"] = [{**r, "kept_from": r.get("kept_from", "an earlier run")}
+                          for r in json.loads(out.read_text())["rows"] if r["target"] not in rerun]
     tmp = Path(tempfile.mkdtemp(prefix="gc_reach-"))
 
     def record(row: dict) -> None:
@@ -167,8 +173,12 @@ def main(argv=None) -> int:
         from poisonlab.protocol.reachability import threshold_report
 
         tau_gauge = threshold_report(model, prep.experiment)["tau_gauge"]
-        f = math.ceil(tau_gauge / GAUGE_SHARE * 1000) / 1000  # τ_gauge ≤ 0.8·ε
-        attack_all(f"gradpc ε_w={e:g}", path, f, {"eps_w": e})
+        for share in args.shares:
+            f = math.ceil(tau_gauge / share * 1000) / 1000  # τ_gauge ≤ share·ε
+            if f > 1:
+                print(f"gradpc ε_w={e:g}: share {share:g} needs ε = {f:g} > 1, skipped", file=sys.stderr)
+                continue
+            attack_all(f"gradpc ε_w={e:g}", path, f, {"eps_w": e, "share_asked": share})
     report["seconds"] = time.perf_counter() - t0
     write_json(out, report)
     print(f"wrote {out} ({report['seconds']:.0f} s); goal met on every target that passes: {report['goal_met_everywhere']}",
