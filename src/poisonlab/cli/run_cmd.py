@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
                    help="attack option (repeatable), value parsed as YAML, e.g. -A mode=random")
     p.add_argument("--model-option", "-M", action="append", default=[], metavar="KEY=VALUE",
                    help="model option (repeatable), e.g. -M hidden=[256,128]")
-    p.add_argument("--target", help="model-targeted attacks (gc): 'gradpc' or a target .safetensors (= -A target=...)")
+    p.add_argument("--target", help="model-targeted attacks (gc): 'gradpc', 'reachable' (linear victims) or a target .safetensors (= -A target=...)")
     add_gradpc_args(p, aliases=False, what="gc / feature_targeted (= -A target_options.<option>=...): ")
     p.add_argument("--json", action="store_true", help="print the result record as JSON instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
