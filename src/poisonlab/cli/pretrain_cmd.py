@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 
 from ..pretrain import PretrainConfig, get_extractor
-from .run_cmd import parse_key_values, print_result
+from .key_values import parse_key_values
+from .run_cmd import print_result
 
 
 def add_parser(sub) -> None:

@@ -8,6 +8,7 @@ from typing import Callable
 
 from ..protocol import RunConfig, run_protocol
 from ..reporting import result_table
+from .key_values import parse_key_values
 from .target_cmd import add_gradpc_args, gradpc_options
 
 
@@ -37,7 +38,7 @@ def add_parser(sub) -> None:
                    help="attack option (repeatable), value parsed as YAML, e.g. -A mode=random")
     p.add_argument("--model-option", "-M", action="append", default=[], metavar="KEY=VALUE",
                    help="model option (repeatable), e.g. -M hidden=[256,128]")
-    p.add_argument("--target", help="model-targeted attacks (gc): 'gradpc', 'reachable' (linear victims) or a target .safetensors (= -A target=...)")
+    p.add_argument("--target", help="model-targeted attacks (gc): 'gradpc', 'reachable' (linear victims) or a .safetensors (-A target=...)")
     add_gradpc_args(p, aliases=False, what="gc / feature_targeted (= -A target_options.<option>=...): ")
     p.add_argument("--json", action="store_true", help="print the result record as JSON instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
@@ -49,29 +50,6 @@ def print_result(record: dict, as_json: bool, text: Callable[[], str]) -> int:
     ``text()``. Returns the command's exit code, 0."""
     print(json.dumps(record, indent=2, default=str) if as_json else text())
     return 0
-
-
-def parse_key_values(items: list[str], what: str) -> dict:
-    import yaml
-
-    from ..errors import ConfigError
-
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"{what} {item!r} must look like KEY=VALUE")
-        k, v = item.split("=", 1)
-        try:
-            value = yaml.safe_load(v)
-            if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string; users mean a number
-                try:
-                    value = float(value)
-                except ValueError:
-                    pass
-            out[k.strip()] = value
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{what} {item!r}: cannot parse value ({exc})") from None
-    return out
 
 
 def _gradpc_shortcuts(given: dict, cfg: RunConfig, attack_opts: dict) -> None:

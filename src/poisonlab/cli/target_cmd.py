@@ -144,7 +144,7 @@ def target_options(args: argparse.Namespace, *, files: bool = True) -> dict[str,
     from ..attacks.targets import TARGETS, is_target_path  # the package import registers gradpc and reachable
     from ..options import config_from_dict
     from ..validation import check_fraction
-    from .run_cmd import parse_key_values
+    from .key_values import parse_key_values
 
     target = args.target
     check_fraction(args.fraction, "--fraction")

@@ -7,7 +7,8 @@ import argparse
 from ..errors import ConfigError
 from ..protocol import RunConfig
 from ..protocol.transfer import run_transfer, transfer_table
-from .run_cmd import parse_key_values, print_result
+from .key_values import parse_key_values
+from .run_cmd import print_result
 
 
 def add_parser(sub) -> None:
