@@ -82,8 +82,9 @@ def test_contract(name):
     assert poison_count(frac, n) == N_OUT
     d = build_defense(name, {**TABLE[name], "fraction": frac})
     x_before, y_before = mixed.dataset.x.clone(), mixed.dataset.y.clone()
-    s1 = d.score(mixed, victim, generator=torch_generator(3, "defense"), reference=ref)
-    s2 = d.score(mixed, victim, generator=torch_generator(3, "defense"), reference=ref)
+    scored = d.score(mixed, victim, generator=torch_generator(3, "defense"), reference=ref)
+    s1 = scored.scores
+    s2 = d.score(mixed, victim, generator=torch_generator(3, "defense"), reference=ref).scores
     # one finite float64 score per point, deterministic under the seed, input untouched
     assert s1.shape == (n,) and s1.dtype == torch.float64 and torch.isfinite(s1).all()
     assert torch.equal(s1, s2)
@@ -96,7 +97,7 @@ def test_contract(name):
         keep = build_defense(name, {**TABLE[name], "fraction": f}).keep_mask(s1)
         expected = poison_count(f, n) if d.removes else 0
         assert int((~keep).sum()) == expected
-    out = d.defend(mixed, victim, generator=torch_generator(3, "defense"), reference=ref)
+    out = d.defend(mixed, victim, scored, generator=torch_generator(3, "defense"))
     assert out.n_removed == (N_OUT if d.removes else 0)
     assert torch.equal(out.scores, s1)
     if d.removes:
@@ -158,17 +159,27 @@ class _Picky(Defense[DefenseConfig]):
 
 def test_check_supported_runs_before_any_work_and_info_comes_with_the_outcome():
     mixed, _, _ = _planted()
-    for call in ("score", "score_detail", "defend"):
-        with pytest.raises(UnsupportedError):
-            getattr(_Picky(), call)(mixed, _victim("nn", hidden=[4]), generator=torch_generator(0, "d"))
+    nn_victim = _victim("nn", hidden=[4])
+    with pytest.raises(UnsupportedError):
+        _Picky().score(mixed, nn_victim, generator=torch_generator(0, "d"))
     assert _Picky.calls == 0
     d = _Picky(fraction=0.05)
-    out = d.defend(mixed, _victim(), generator=torch_generator(0, "d"))
-    assert out.info == {"n": len(mixed)} == d.info
-    assert d.score_detail(mixed, _victim(), generator=torch_generator(0, "d")).info == {"n": len(mixed)}
+    scored = d.score(mixed, _victim(), generator=torch_generator(0, "d"))
+    assert scored.info == {"n": len(mixed)} and not hasattr(d, "info")  # diagnostics travel with the result only
+    with pytest.raises(UnsupportedError):  # defend checks the victim it retrains too
+        d.defend(mixed, nn_victim, scored, generator=torch_generator(0, "d"))
+    out = d.defend(mixed, _victim(), scored, generator=torch_generator(0, "d"))
+    assert out.info == {"n": len(mixed)}
     assert torch.equal(out.scores, torch.arange(len(mixed), dtype=torch.float64)) and out.n_removed == poison_count(0.05, len(mixed))
+    # scores of other data are refused before the retrain; defend takes the score() result only
+    with pytest.raises(ConfigError, match="score\\(\\) the same data"):
+        d.defend(mixed.dataset.subset(torch.arange(10)), _victim(), scored, generator=torch_generator(0, "d"))
+    with pytest.raises(TypeError, match="DefenseScores"):
+        d.defend(mixed, _victim(), scored.scores, generator=torch_generator(0, "d"))
     # built-in defenses return their diagnostics too
-    out = build_defense("sever", {"rounds": 2}).defend(mixed, _victim(), generator=torch_generator(0, "d"))
+    sever = build_defense("sever", {"rounds": 2})
+    g = torch_generator(0, "d")
+    out = sever.defend(mixed, _victim(), sever.score(mixed, _victim(), generator=g), generator=g)
     assert out.info["rounds"] == 2 and len(out.info["removed_per_round"]) == 2
 
 
@@ -261,7 +272,7 @@ def test_influence_defense_equals_explicit_gradients():
     model = nn.Sequential(nn.Flatten(), nn.Linear(6, N_CLASS)).double()
     victim = _victim()
     d = build_defense("influence", {"damping": 0.1, "cg_tol": 1e-12, "cg_max_iter": 200, "params": "all"})
-    scores = d.score(mixed, victim, generator=torch_generator(0, "d"), model=model, reference=ref)
+    scores = d.score(mixed, victim, generator=torch_generator(0, "d"), model=model, reference=ref).scores
     names = ["1.weight", "1.bias"]
     x, y = mixed.dataset.x.double(), mixed.dataset.y
     g = per_sample_grads(model, names, x, y, chunk_size=50)
@@ -300,7 +311,7 @@ def test_sever_defense_one_round_matches_loop_gradients_and_svd():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(6, N_CLASS)).double()
     d = build_defense("sever", {"rounds": 1, "svd": "exact"})
-    got = d.score(mixed, _victim(), generator=torch_generator(0, "d"), model=model)
+    got = d.score(mixed, _victim(), generator=torch_generator(0, "d"), model=model).scores
     rows = []
     for xi, yi in zip(mixed.dataset.x.double(), mixed.dataset.y):
         model.zero_grad()
@@ -318,7 +329,7 @@ def test_sever_rounds_retrain_and_stack():
     n = len(mixed)
     frac = 8 / n
     d = build_defense("sever", {"rounds": 2, "fraction": frac})
-    scores = d.score(mixed, victim, generator=torch_generator(0, "d"))
+    scores = d.score(mixed, victim, generator=torch_generator(0, "d")).scores
     # by hand: round 1 on everything, round 2 on what round 1 kept, victim retrained from scratch
     k1, k2 = round_sizes(8, 2)
     ds = mixed.dataset
@@ -344,10 +355,10 @@ def test_sphere_and_slab_brute_force():
     x = ds.x.flatten(1).double().numpy()
     y = ds.y.numpy()
     mu = np.stack([x[y == c].mean(0) for c in range(N_CLASS)])
-    sphere = build_defense("sphere").score(mixed, _victim(), generator=torch_generator(0, "d"))
+    sphere = build_defense("sphere").score(mixed, _victim(), generator=torch_generator(0, "d")).scores
     torch.testing.assert_close(sphere, torch.from_numpy(np.array([np.linalg.norm(x[i] - mu[y[i]]) for i in range(len(x))])))
     centre = mu.mean(0)
-    slab = build_defense("slab").score(mixed, _victim(), generator=torch_generator(0, "d"))
+    slab = build_defense("slab").score(mixed, _victim(), generator=torch_generator(0, "d")).scores
     expected = [abs((x[i] - mu[y[i]]) @ (mu[y[i]] - centre)) / np.linalg.norm(mu[y[i]] - centre) for i in range(len(x))]
     torch.testing.assert_close(slab, torch.tensor(expected, dtype=torch.float64))
 
@@ -365,7 +376,7 @@ def test_slab_binary_is_the_classic_slab():
 
 def test_sphere_reference_centroids():
     mixed, ref, _ = _planted()
-    s = build_defense("sphere", {"centroids": "reference"}).score(mixed, _victim(), generator=torch_generator(0, "d"), reference=ref)
+    s = build_defense("sphere", {"centroids": "reference"}).score(mixed, _victim(), generator=torch_generator(0, "d"), reference=ref).scores
     mu, _ = class_centroids(ref.x, ref.y, N_CLASS)
     ds = mixed.dataset
     torch.testing.assert_close(s, (ds.x.flatten(1).double() - mu[ds.y]).norm(dim=1))
@@ -375,7 +386,7 @@ def test_knn_matches_brute_force():
     mixed, _, _ = _planted()
     k = 7
     ds = mixed.dataset
-    got = build_defense("knn", {"k": k, "chunk_size": 17}).score(mixed, _victim(), generator=torch_generator(0, "d"))
+    got = build_defense("knn", {"k": k, "chunk_size": 17}).score(mixed, _victim(), generator=torch_generator(0, "d")).scores
     x = ds.x.flatten(1).double().numpy()
     y = ds.y.numpy()
     expected = []
@@ -445,9 +456,9 @@ def test_maxup_noise_on_the_data_scale_and_clipped_to_its_bounds():
     mixed, _, _ = _planted()
     victim = _victim()
     model = victim.spec.train(mixed.dataset, victim.seed)
-    a = build_defense("maxup", {"m": 3, "sigma": 0.05}).score_detail(mixed, victim, generator=torch_generator(0, "d"), model=model)
+    a = build_defense("maxup", {"m": 3, "sigma": 0.05}).score(mixed, victim, generator=torch_generator(0, "d"), model=model)
     c = build_defense("maxup", {"m": 3, "sigma": 0.05, "scale": "absolute"}).score(mixed, victim, generator=torch_generator(0, "d"),
-                                                                                  model=model)
+                                                                                  model=model).scores
     assert torch.equal(a.scores, c) and a.info["noise_std_max"] == 0.05
 
 
@@ -455,7 +466,8 @@ def test_maxup_with_zero_noise_is_plain_training():
     mixed, _, _ = _planted()
     victim = _victim()
     d = build_defense("maxup", {"m": 2, "sigma": 0.0})
-    out = d.defend(mixed, victim, generator=torch_generator(0, "d"))
+    g = torch_generator(0, "d")
+    out = d.defend(mixed, victim, d.score(mixed, victim, generator=g), generator=g)
     plain = victim.spec.train(mixed.dataset, victim.seed)
     for a, b in zip(out.model.parameters(), plain.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -474,11 +486,11 @@ def test_head_fast_path_equals_full_model_head_gradients():
     full, _ = influence_on_reference(per_sample_loss_fn(model, names), params, ds.x, ds.y, ref.x, ref.y,
                                      solver=CGOptions(damping=0.01, tol=1e-7, max_iter=100))
     fast = build_defense("influence", {"cg_tol": 1e-7}).score(mixed, victim, generator=torch_generator(0, "d"),
-                                                               model=model, reference=ref)
+                                                               model=model, reference=ref).scores
     torch.testing.assert_close(fast, full.double(), rtol=1e-4, atol=1e-6)
     tau_full = sever_scores(per_sample_grads(model, names, ds.x, ds.y).double(), method="exact")
     tau_fast = build_defense("sever", {"rounds": 1, "svd": "exact"}).score(mixed, victim, generator=torch_generator(0, "d"),
-                                                                         model=model)
+                                                                         model=model).scores
     torch.testing.assert_close(tau_fast, tau_full, rtol=1e-4, atol=1e-7)
 
 

@@ -74,12 +74,13 @@ def test_detects_obvious_label_flips(trained, name, model):
     mixed, mask, victims = trained
     victim, net = victims[model]
     d = build_defense(name, {"fraction": N_POISON / len(mixed)})
-    s1 = d.score(mixed, victim, generator=torch_generator(1, "defense"), model=net)
-    s2 = d.score(mixed, victim, generator=torch_generator(1, "defense"), model=net)
+    scored = d.score(mixed, victim, generator=torch_generator(1, "defense"), model=net)
+    s1 = scored.scores
+    s2 = d.score(mixed, victim, generator=torch_generator(1, "defense"), model=net).scores
     assert s1.shape == (len(mixed),) and s1.dtype == torch.float64 and torch.isfinite(s1).all()
     assert torch.equal(s1, s2)  # deterministic under the generator (ART's k-means is seeded)
     assert roc_auc_score(mask.numpy(), s1.numpy()) > 0.9
-    assert d.info["layer"] == "penultimate" and d.info["n_flagged"] > 0
+    assert scored.info["layer"] == "penultimate" and scored.info["n_flagged"] > 0
     assert _hooks(net) == 0  # the tap on the head is removed
 
 
@@ -93,7 +94,7 @@ def test_spectral_scores_are_arts_own(trained):
     victim, net = victims["lr"]
     x, y = mixed.dataset.x.numpy(), mixed.dataset.y.numpy()
     for centre in (True, False):
-        s = build_defense("art_spectral", {"centre": centre}).score(mixed, victim, generator=torch_generator(0, "d"), model=net)
+        s = build_defense("art_spectral", {"centre": centre}).score(mixed, victim, generator=torch_generator(0, "d"), model=net).scores
         for c in (0, 1):
             xc = x[y == c] - (x[y == c].mean(0) if centre else 0.0)
             expected = SpectralSignatureDefense.spectral_signature_scores(xc).reshape(-1)
@@ -112,11 +113,12 @@ def test_images_and_tiny_class():
                                {"channels": (4, 8)}), seed=0)
     net = victim.spec.train(data, 0)
     act = build_defense("art_activation")
-    s = act.score(data, victim, generator=torch_generator(0, "d"), model=net)
-    assert torch.isfinite(s).all() and act.info["classes_skipped"] == [2]
+    scored = act.score(data, victim, generator=torch_generator(0, "d"), model=net)
+    s = scored.scores
+    assert torch.isfinite(s).all() and scored.info["classes_skipped"] == [2]
     assert (s[y == 2] == 0).all() and (s[y != 2] > 0).any()
     spec = build_defense("art_spectral")
-    assert torch.isfinite(spec.score(data, victim, generator=torch_generator(0, "d"), model=net)).all()
+    assert torch.isfinite(spec.score(data, victim, generator=torch_generator(0, "d"), model=net).scores).all()
     assert _hooks(net) == 0
 
 

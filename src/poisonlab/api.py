@@ -339,8 +339,9 @@ def defend(
     mixed = PoisonedDataset.combine(d.train, poisons)
     vic = Victim(spec, seed)
     poisoned_model = vic.retrain(mixed.dataset, progress="train on D_tr ∪ D_p" if progress else False)
-    outcome = dfn.defend(mixed, vic, generator=torch_generator(seed, "defense"), model=poisoned_model,
-                         reference=d.val, progress=progress)
+    generator = torch_generator(seed, "defense")
+    scored = dfn.score(mixed, vic, generator=generator, model=poisoned_model, reference=d.val, progress=progress)
+    outcome = dfn.defend(mixed, vic, scored, generator=generator, progress=progress)
     m = detection_metrics(mixed.is_poison, outcome.scores, outcome.keep)
     info = dict(outcome.info)
     return DefenseReport(dfn.name, outcome.scores, outcome.keep, mixed.is_poison, m["precision"], m["recall"], m["roc_auc"],

@@ -33,6 +33,7 @@ fail); such classes are left out of ART's run and their points score 0 (``info["
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,7 +122,7 @@ class ArtActivationDefense(ArtDefense[ArtActivationConfig]):
     summary = "ART's activation clustering (Chen et al. 2018): points in clusters ART flags, smaller clusters first"
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
-               reference: Dataset | None, progress: bool) -> torch.Tensor:
+               reference: Dataset | None, progress: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         from art.defences.detector.poison import ActivationDefence
 
         cfg: ArtActivationConfig = self.config
@@ -131,9 +132,8 @@ class ArtActivationDefense(ArtDefense[ArtActivationConfig]):
         kept_classes = [c for c in range(data.num_classes) if int(counts[c]) >= need]
         skipped = [c for c in range(data.num_classes) if 0 < int(counts[c]) < need]
         scores = torch.zeros(len(data), dtype=torch.float64)
-        self.info = {"classes_skipped": skipped, "n_flagged": 0}
         if not kept_classes:
-            return scores
+            return scores, {"classes_skipped": skipped, "n_flagged": 0}
         # ART clusters every class 0..nb_classes-1 and fails on an empty or tiny one: run it on the
         # points of the classes it can cluster, relabelled 0..K'-1 (only ART's per-class split reads
         # nb_classes; the model's outputs are not used)
@@ -156,5 +156,4 @@ class ArtActivationDefense(ArtDefense[ArtActivationConfig]):
             members = np.flatnonzero(ys == c)  # ART's per-class order is the order of the points
             sub_scores[members] = cluster_scores(clusters_by_class[c], reduced_by_class[c], is_clean[members])
         scores[index] = torch.from_numpy(sub_scores)
-        self.info.update(layer=view.layer, n_flagged=int((is_clean == 0).sum()))
-        return scores
+        return scores, {"classes_skipped": skipped, "layer": view.layer, "n_flagged": int((is_clean == 0).sum())}

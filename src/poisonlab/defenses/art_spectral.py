@@ -34,6 +34,7 @@ order (it would put clean points of unpoisoned classes first); its size is ``inf
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,7 +113,7 @@ class ArtSpectralDefense(ArtDefense[ArtSpectralConfig]):
     summary = "ART's spectral signatures (Tran et al. 2018): ART's outlier scores of class-centred features"
 
     def _score(self, data: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
-               reference: Dataset | None, progress: bool) -> torch.Tensor:
+               reference: Dataset | None, progress: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         cfg: ArtSpectralConfig = self.config
         trained = self.trained_model(data, victim, model, progress)
         p = cfg.fraction if cfg.expected_pp_poison is None else float(cfg.expected_pp_poison)
@@ -130,5 +131,5 @@ class ArtSpectralDefense(ArtDefense[ArtSpectralConfig]):
                     offset = torch.from_numpy(acts[members].mean(0))
                     with view.shifted(offset):
                         flag[members], scores[members] = _art_run(view, x[members], ys[members], data.num_classes, cfg, p)
-        self.info = {"layer": view.layer, "centre": cfg.centre, "n_flagged": int(flag.sum()), "expected_pp_poison": p}
-        return torch.from_numpy(scores)
+        info = {"layer": view.layer, "centre": cfg.centre, "n_flagged": int(flag.sum()), "expected_pp_poison": p}
+        return torch.from_numpy(scores), info

@@ -11,14 +11,15 @@ the training objective instead (:meth:`Defense.fit`).
 Every defense is called the same way::
 
     d = DEFENSES.get("loss")(fraction=0.03)
-    scores = d.score(data, victim, generator=g)          # (N,) float64, finite
-    detail = d.score_detail(data, victim, generator=g)   # the scores and the diagnostics (info)
-    outcome = d.defend(data, victim, generator=g)         # scores, keep mask, retrained model, info
+    scored = d.score(data, victim, generator=g)            # .scores (N,) float64, finite; .info
+    outcome = d.defend(data, victim, scored, generator=g)  # scores, keep mask, retrained model, info
 
-``score``, ``score_detail`` and ``defend`` are final: they call :meth:`Defense.check_supported`
-before any work (a defense whose mathematics or architecture does not fit the victim or the data
-raises :class:`~poisonlab.errors.UnsupportedError` there, saying why) and check the contract (one
-finite score per point, the input not mutated) around the subclass's ``_score``.
+Scoring and defending are two steps: the scores can be inspected (ROC-AUC, a histogram) before
+the filter and the retrain, and are computed once. ``score`` and ``defend`` are final: ``score``
+calls :meth:`Defense.check_supported` before any work (a defense whose mathematics or architecture
+does not fit the victim or the data raises :class:`~poisonlab.errors.UnsupportedError` there,
+saying why) and checks the contract (one finite score per point, the input not mutated) around the
+subclass's ``_score``.
 
 Data and models. A defense sees inputs of any shape (N, *input_shape) — (N, d) tabular features,
 (N, C, H, W) images — inside the data's :class:`~poisonlab.data.bounds.Bounds` (``data.bounds``,
@@ -28,8 +29,8 @@ victim's head or penultimate features find it as described in :mod:`poisonlab.de
 
 Diagnostics. ``_score`` returns the scores, or a pair ``(scores, info)`` with ``info`` a
 JSON-serialisable dict of diagnostics; they come back as :attr:`DefenseScores.info` and
-:attr:`DefenseOutcome.info` (as an attack's come back in :attr:`PoisonSet.info`). ``Defense.info``
-mirrors the diagnostics of the last call for older readers; read the outcome's instead.
+:attr:`DefenseOutcome.info`, as an attack's come back in :attr:`PoisonSet.info` (the only way
+they travel: a defense instance keeps no state between calls).
 """
 
 from __future__ import annotations
@@ -94,8 +95,9 @@ def filter_scores(scores: torch.Tensor, fraction: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class DefenseScores:
-    """What :meth:`Defense.score_detail` returns: ``scores`` (N,) float64 (higher = more
-    suspicious) and ``info``, the defense's diagnostics of this call (JSON-serialisable)."""
+    """What :meth:`Defense.score` returns: ``scores`` (N,) float64 (higher = more suspicious) and
+    ``info``, the defense's diagnostics of this call (JSON-serialisable); :meth:`Defense.defend`
+    takes it."""
 
     scores: torch.Tensor
     info: dict[str, Any] = field(default_factory=dict)
@@ -159,17 +161,14 @@ class Defense(ABC, Generic[C]):
             raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(built).__name__}")
         #: the instance's options (an instance of ``Config``, checked above)
         self.config: C = cast(C, built)
-        #: the diagnostics of the last ``score`` / ``defend`` call — a mirror kept for older readers;
-        #: read :attr:`DefenseOutcome.info` / :attr:`DefenseScores.info` instead
-        self.info: dict[str, Any] = {}
 
     def options(self) -> dict[str, Any]:
         return config_to_dict(self.config)
 
     def check_supported(self, data: Dataset, victim: Victim) -> None:  # noqa: B027 - an optional hook, not abstract
         """Raise :class:`~poisonlab.errors.UnsupportedError` (saying why) when this defense cannot run
-        on ``victim`` / ``data`` (the points the defender sees); called by :meth:`score`,
-        :meth:`score_detail` and :meth:`defend` before any work. Default: supported."""
+        on ``victim`` / ``data`` (the points the defender sees); called by :meth:`score` before any
+        work, and by :meth:`defend` before it retrains. Default: supported."""
 
     # ------------------------------------------------------------------ public, final
     @final
@@ -182,44 +181,25 @@ class Defense(ABC, Generic[C]):
         model: nn.Module | None = None,
         reference: Dataset | None = None,
         progress: bool = False,
-    ) -> torch.Tensor:
-        """Suspicion scores (N,) float64, higher = more suspicious. Do not override: implement ``_score``.
+    ) -> DefenseScores:
+        """Suspicion scores, ``.scores`` (N,) float64, higher = more suspicious, and the defense's
+        diagnostics of this call, ``.info``. Do not override: implement ``_score``.
 
         ``model``: the victim already trained on ``data`` (saves a retrain; trained here when None).
         ``reference``: a trusted clean set (used by ``influence``; optional elsewhere).
         """
-        return self.score_detail(data, victim, generator=generator, model=model, reference=reference,
-                                 progress=progress).scores
-
-    @final
-    def score_detail(
-        self,
-        data: PoisonedDataset | Dataset,
-        victim: Victim,
-        *,
-        generator: torch.Generator,
-        model: nn.Module | None = None,
-        reference: Dataset | None = None,
-        progress: bool = False,
-    ) -> DefenseScores:
-        """The scores of :meth:`score` and the defense's diagnostics of this call (``info``)."""
         ds = as_dataset(data)
         self.check_supported(ds, victim)
-        return self._checked_scores(ds, victim, generator=generator, model=model, reference=reference, progress=progress)
-
-    def _checked_scores(self, ds: Dataset, victim: Victim, *, generator: torch.Generator, model: nn.Module | None,
-                        reference: Dataset | None, progress: bool) -> DefenseScores:
         before = (ds.x.clone(), ds.y.clone())
-        self.info = {}  # reset; a subclass may still record diagnostics here (merged below)
         out = self._score(ds, victim, generator=generator, model=model, reference=reference, progress=progress)
-        returned: Any = {}
+        info: Any = {}
         if isinstance(out, tuple):
             if len(out) != 2:
                 raise ContractError(f"defense {self.name!r}: _score must return scores or (scores, info)")
-            out, returned = out
+            out, info = out
         if not isinstance(out, torch.Tensor):
             raise ContractError(f"defense {self.name!r} returned scores of type {type(out).__name__}, expected a tensor")
-        if not isinstance(returned, dict) or not isinstance(self.info, dict):
+        if not isinstance(info, dict):
             raise ContractError(f"defense {self.name!r}: its diagnostics (info) must be a dict")
         if not (torch.equal(before[0], ds.x) and torch.equal(before[1], ds.y)):
             raise ContractError(f"defense {self.name!r} mutated its input data")
@@ -228,9 +208,7 @@ class Defense(ABC, Generic[C]):
             raise ContractError(f"defense {self.name!r} returned scores of shape {tuple(out.shape)}, expected ({len(ds)},)")
         if not torch.isfinite(out).all():
             raise ContractError(f"defense {self.name!r} returned non-finite scores")
-        info = {**self.info, **returned}
-        self.info = dict(info)
-        return DefenseScores(out, info)
+        return DefenseScores(out, dict(info))
 
     def keep_mask(self, scores: torch.Tensor) -> torch.Tensor:
         """The shared filter at this defense's fraction (keeps all for training-time defenses)."""
@@ -243,23 +221,21 @@ class Defense(ABC, Generic[C]):
         return victim.spec.train(data, victim.seed, progress="defended retrain" if progress else False)
 
     @final
-    def defend(
-        self,
-        data: PoisonedDataset | Dataset,
-        victim: Victim,
-        *,
-        generator: torch.Generator,
-        model: nn.Module | None = None,
-        reference: Dataset | None = None,
-        progress: bool = False,
-    ) -> DefenseOutcome:
-        """Check, score, filter, and retrain from scratch on the kept points; the outcome carries the
-        scores, the keep mask, the retrained model and the diagnostics (``info``)."""
+    def defend(self, data: PoisonedDataset | Dataset, victim: Victim, scored: DefenseScores, *,
+               generator: torch.Generator, progress: bool = False) -> DefenseOutcome:
+        """Filter ``data`` by ``scored`` (what :meth:`score` returned for this ``data``) and retrain
+        from scratch on the kept points; the outcome carries the scores, the keep mask, the retrained
+        model and the diagnostics (``info``) of the scoring. Calls :meth:`check_supported` first."""
         ds = as_dataset(data)
-        detail = self.score_detail(ds, victim, generator=generator, model=model, reference=reference, progress=progress)
-        keep = self.keep_mask(detail.scores)
+        self.check_supported(ds, victim)
+        if not isinstance(scored, DefenseScores):
+            raise TypeError(f"defend takes the DefenseScores that score() returned, got {type(scored).__name__}")
+        if scored.scores.shape != (len(ds),):
+            raise ConfigError(f"defense {self.name!r}: {tuple(scored.scores.shape)} scores for {len(ds)} points; "
+                              "score() the same data that is defended")
+        keep = self.keep_mask(scored.scores)
         trained = self.fit(ds.subset(keep.nonzero().squeeze(1)), victim, generator=generator, progress=progress)
-        return DefenseOutcome(detail.scores, keep, trained, dict(detail.info))
+        return DefenseOutcome(scored.scores, keep, trained, dict(scored.info))
 
     # ------------------------------------------------------------------ helpers for subclasses
     @staticmethod

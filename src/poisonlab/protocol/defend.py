@@ -75,8 +75,9 @@ def run_defense(
     t0 = time.perf_counter()
     log(f"[+] defense: {defense.name} scoring {len(mixed)} points, removing fraction {defense.config.fraction:g}"
         if defense.removes else f"[+] defense: {defense.name} (training-time, nothing removed)")
-    outcome = defense.defend(mixed, victim, generator=torch_generator(seed, "defense"), model=poisoned_model,
-                             reference=reference, progress=progress)
+    generator = torch_generator(seed, "defense")
+    scored = defense.score(mixed, victim, generator=generator, model=poisoned_model, reference=reference, progress=progress)
+    outcome = defense.defend(mixed, victim, scored, generator=generator, progress=progress)
     acc3 = accuracy(outcome.model, test)
     detection = detection_metrics(mixed.is_poison, outcome.scores, outcome.keep)
     log(f"      defended test accuracy = {acc3:.2f} %; removed {detection['n_removed']} "
