@@ -16,10 +16,12 @@ def _prefix(what: str) -> str:
     return f"{what}: " if what else ""
 
 
-def check_int(value: Any, key: str, what: str = "", *, minimum: int = 1) -> int:
-    """An integer >= ``minimum`` (booleans are not integers here)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{_prefix(what)}{key} must be an integer >= {minimum}, got {value!r}")
+def check_int(value: Any, key: str, what: str = "", *, minimum: int = 1, maximum: int | None = None) -> int:
+    """An integer >= ``minimum`` (and <= ``maximum`` when given; booleans are not integers here)."""
+    if (not isinstance(value, int) or isinstance(value, bool) or value < minimum
+            or (maximum is not None and value > maximum)):
+        limit = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise ConfigError(f"{_prefix(what)}{key} must be an integer {limit}, got {value!r}")
     return value
 
 

@@ -23,7 +23,7 @@ with ``expand``). The N problems are independent (the loss is a sum of per-image
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,11 +31,15 @@ from tqdm.auto import tqdm
 
 from ..data.bounds import Bounds
 from ..errors import ConfigError, DataError
-from ..options import config_from_dict
+from ..options import config_from_dict, config_to_dict
 from ..registry import Registry
 from ..seeding import torch_generator
+from ..validation import check_int, check_number
 from .metrics import fit_scales, lpips_style, ms_ssim, ssim
 from .vae import LatentCodec
+
+#: the prefix of the disguise options' error messages
+_OPTIONS = "disguise options"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,25 +76,19 @@ class DisguiseConfig:
     init_noise: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.alpha > 0:
-            raise ConfigError(f"alpha must be > 0, got {self.alpha!r}")
+        check_number(self.alpha, "alpha", _OPTIONS)
         for name in ("ssim_weight", "l1_weight", "evasive_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.radius is not None and not 0 < self.radius <= 1:
-            raise ConfigError(f"radius must be in (0, 1] or None (unbounded), got {self.radius!r}")
-        if not (isinstance(self.steps, int) and self.steps >= 0):
-            raise ConfigError(f"steps must be an integer >= 0, got {self.steps!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
-        if not 1 <= self.ms_ssim_scales <= 5:
-            raise ConfigError(f"ms_ssim_scales must be in 1..5, got {self.ms_ssim_scales!r}")
-        if not 0 <= self.init_noise <= 1:
-            raise ConfigError(f"init_noise must be in [0, 1] (pixel scale), got {self.init_noise!r}")
+            check_number(getattr(self, name), name, _OPTIONS, allow_zero=True)
+        if self.radius is not None:  # pixel scale: at most the whole [0, 1] box
+            check_number(self.radius, "radius", _OPTIONS, maximum=1.0)
+        check_int(self.steps, "steps", _OPTIONS, minimum=0)
+        check_number(self.lr, "lr", _OPTIONS)
+        check_int(self.ms_ssim_scales, "ms_ssim_scales", _OPTIONS, maximum=5)
+        check_number(self.init_noise, "init_noise", _OPTIONS, allow_zero=True, maximum=1.0)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DisguiseConfig":
-        return config_from_dict(cls, d, "disguise options")
+        return config_from_dict(cls, d, _OPTIONS)
 
 
 #: the pixel box the disguises live in (the VAE's inputs); projected with THE L∞ ∩ box projection
@@ -108,11 +106,7 @@ def variant_config(name: str, **overrides: Any) -> DisguiseConfig:
     base = VARIANTS.get(name)
     if not overrides:
         return base
-    merged = {f: getattr(base, f) for f in base.__dataclass_fields__}
-    unknown = set(overrides) - set(merged)
-    if unknown:
-        raise ConfigError(f"disguise options: unknown option(s) {sorted(unknown)}; valid options: {sorted(merged)}")
-    return replace(base, **overrides)
+    return config_from_dict(DisguiseConfig, {**config_to_dict(base), **overrides}, _OPTIONS)
 
 
 @dataclass
