@@ -107,3 +107,26 @@ def test_target_options_reach_gradpc_and_win_over_its_flags(tmp_path, capsys):
     assert (made["target"], made["eps_w"], made["norm"]) == ("gradpc", 0.2, "linf")
     with safe_open(str(out), "pt") as f:
         assert f.metadata()["stage"] == "target:gradpc" and float(f.metadata()["eps_w"]) == 0.2
+
+
+def test_library_threshold_makes_the_reachable_target_like_the_cli(tmp_path, capsys, count_training):
+    """``pl.threshold(..., "reachable", fraction=ε)`` goes through the same maker as the CLI: the same
+    target (τ_gauge, D_v accuracy) for the same victim, ε and options; without ε, or on a victim the box
+    gauge does not apply to, a clear error before any training."""
+    import poisonlab as pl
+    from poisonlab.errors import ConfigError, UnsupportedError
+
+    assert main(["threshold", *REACHABLE, "--quiet", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    lib = pl.threshold("digits", pl.victim("lr"), "reachable", fraction=FRACTION, options={"steps": STEPS, "limit": LIMIT})
+    assert lib["target_info"]["tau_gauge"] == pytest.approx(cli["target_info"]["tau_gauge"], rel=1e-6)
+    assert lib["target_info"]["val_accuracy_target"] == pytest.approx(cli["target_info"]["val_accuracy_target"])
+    assert lib["tau_gauge"] == pytest.approx(cli["tau_gauge"], rel=1e-6) and lib["fraction_passes_gauge"] is True
+    assert len(count_training) == 2
+    with pytest.raises(ConfigError, match="give fraction="):
+        pl.threshold("digits", pl.victim("lr"), "reachable")
+    with pytest.raises(UnsupportedError, match="linear softmax"):
+        pl.threshold("digits", pl.victim("nn", epochs=1), "reachable", fraction=FRACTION)
+    with pytest.raises(ConfigError, match="valid targets|unknown target"):
+        pl.threshold("digits", pl.victim("lr"), "nope", fraction=FRACTION)
+    assert len(count_training) == 2  # none of the refusals trained anything

@@ -367,11 +367,15 @@ def threshold(
         data: as in :func:`poison`.
         victim: as in :func:`poison`.
         target: the model the attacker wants retraining to produce: an ``nn.Module`` of the victim's
-            architecture, its state dict, a ``.safetensors`` file, or ``"gradpc"`` (corrupt the
-            clean-trained victim with GradPC; ``options`` are GradPC's, e.g. ``{"eps_w": 0.5}``).
-        fraction: optionally a poison fraction to check against the thresholds.
+            architecture, its state dict, a ``.safetensors`` file, or the name of a target maker
+            (:data:`poisonlab.attacks.targets.TARGETS`), made from the clean-trained victim with
+            ``options``: ``"gradpc"`` (corrupt it with GradPC, e.g. ``{"eps_w": 0.5}``) or
+            ``"reachable"`` (linear softmax victims: the most damaging target found whose box gauge
+            τ_gauge stays ≤ ``limit``·``fraction``, e.g. ``{"steps": 20}``; needs ``fraction``).
+        fraction: optionally a poison fraction to check against the thresholds (required, and the
+            fraction the target is made for, with ``"reachable"``).
         seed: as in :func:`poison`.
-        options: GradPC's options when ``target="gradpc"``.
+        options: the maker's options when ``target`` names one.
         cache: as in :func:`poison`.
         progress: as in :func:`poison`.
 
@@ -393,5 +397,6 @@ def threshold(
     d = _data(data, seed)
     spec = _bound(_victim(victim), d, seed)
     c = as_cache(cache)
-    model, clean, info = resolve_target(target, d, spec, seed, options=options, cache=c, progress=progress)
+    model, clean, info = resolve_target(target, d, spec, seed, options=options, fraction=fraction, cache=c,
+                                         progress=progress)
     return threshold_report(model, d, fraction=fraction, clean=clean, target_info=info)

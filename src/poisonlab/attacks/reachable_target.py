@@ -190,6 +190,7 @@ def _make_reachable(model: nn.Module, val: Dataset, options: Mapping[str, Any], 
 
 _make_reachable.Config = ReachableConfig  # type: ignore[attr-defined]  # make_target fills in the defaults
 _make_reachable.needs_context = True  # type: ignore[attr-defined]  # D_tr, the box and ε (TargetContext)
+_make_reachable.check_applies = check_gauge_applies  # type: ignore[attr-defined]  # before any training
 TARGETS.add("reachable", _make_reachable)
 
 __all__ = ["ReachableConfig", "check_gauge_applies", "search_reachable"]

@@ -107,6 +107,15 @@ class TargetContext:
     fraction: float
 
 
+def check_maker_applies(target: str, model: nn.Module, input_shape: Sequence[int], bounds: Bounds) -> None:
+    """Run the maker ``target``'s optional ``check_applies(model, input_shape, bounds)`` hook: an
+    :class:`~poisonlab.errors.UnsupportedError` saying why the maker cannot work on this victim and data
+    (``"reachable"``: :func:`check_gauge_applies`), called before the clean victim is trained."""
+    check = getattr(TARGETS.get(target), "check_applies", None)
+    if check is not None:
+        check(model, input_shape, bounds)
+
+
 def is_target_path(target: str) -> bool:
     return target.endswith(".safetensors")
 

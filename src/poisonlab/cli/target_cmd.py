@@ -184,10 +184,10 @@ def target_options(args: argparse.Namespace, *, files: bool = True) -> dict[str,
 def check_target_applies(prep: Prepared, args: argparse.Namespace) -> None:
     """:class:`~poisonlab.errors.UnsupportedError` before training where ``args.target`` cannot work on
     the victim: ``reachable`` needs the box gauge (a linear softmax victim, bounded data)."""
-    if args.target == "reachable":
-        from ..attacks.targets import check_gauge_applies
+    if args.target in TARGET_SUMMARY:
+        from ..attacks.targets import check_maker_applies
 
-        check_gauge_applies(prep.spec.build(args.seed), prep.data.train.input_shape, prep.data.bounds)
+        check_maker_applies(args.target, prep.spec.build(args.seed), prep.data.train.input_shape, prep.data.bounds)
 
 
 def build_target(prep: Prepared, args: argparse.Namespace, options: Mapping[str, Any]

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..attacks.targets import load_target, make_target
+from ..attacks.targets import TARGETS, TargetContext, check_maker_applies, is_target_path, load_target, make_target
 from ..autodiff import named_params
 from ..cache import ArtifactCache
 from ..data import poison_count
@@ -38,19 +38,33 @@ def clean_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: in
 
 
 def resolve_target(target: Any, data: ExperimentData, spec: VictimSpec, seed: int, *,
-                   options: Mapping[str, Any] | None = None, cache: ArtifactCache | None = None,
-                   progress: bool = False) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
-    """(target model, clean model or None, info) for ``target``: ``"gradpc"`` (the clean-trained
-    victim corrupted by GradPC with ``options``), a ``.safetensors`` path, a state dict or a module."""
-    if isinstance(target, str) and target == "gradpc":
+                   options: Mapping[str, Any] | None = None, fraction: float | None = None,
+                   cache: ArtifactCache | None = None, progress: bool = False
+                   ) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
+    """(target model, clean model or None, info) for ``target``: a registered maker's name
+    (:data:`~poisonlab.attacks.targets.TARGETS`: ``"gradpc"``, ``"reachable"``, a user's own), made
+    from the clean-trained victim with ``options``; a ``.safetensors`` path; a state dict; or a module.
+
+    A maker made for a poisoning problem (``needs_context``, e.g. ``"reachable"``) is made for D_tr,
+    the data's box and the poison fraction ``fraction``, which it then requires. A maker's conditions
+    on the victim (``"reachable"``: the box gauge) are checked before the clean victim is trained."""
+    if isinstance(target, str) and not is_target_path(target):
+        maker = TARGETS.get(target)  # an unknown name fails here, before any work
+        context = None
+        if getattr(maker, "needs_context", False):
+            if fraction is None:
+                raise ConfigError(f"target {target!r} is made for a poison fraction: give fraction=")
+            context = TargetContext(data.train, data.bounds, float(fraction))
+        check_maker_applies(target, spec.build(seed), data.train.input_shape, data.bounds)
         clean, _ = train_clean(data, spec, seed, cache=cache, progress=progress)
-        model, info = make_target("gradpc", clean, data.val, dict(options or {}), progress, cache=cache)
+        model, info = make_target(target, clean, data.val, dict(options or {}), progress, cache=cache, context=context)
         return model, clean, info
     if options:
-        raise ConfigError("threshold: options configure the 'gradpc' target maker only")
+        raise ConfigError("options configure a target maker (e.g. 'gradpc'), not a saved target")
     if isinstance(target, (str, Path)):
         if not str(target).endswith(".safetensors"):
-            raise ConfigError(f"target must be 'gradpc', a .safetensors file, a state dict or a module, got {target!r}")
+            raise ConfigError(f"target must be a maker name ({', '.join(TARGETS.names())}), a .safetensors file, "
+                              f"a state dict or a module, got {target!r}")
         return load_target(target, spec.build(seed)), None, {"source": str(target)}
     if isinstance(target, nn.Module):
         return copy.deepcopy(target).eval(), None, {"source": type(target).__name__}
@@ -61,7 +75,8 @@ def resolve_target(target: Any, data: ExperimentData, spec: VictimSpec, seed: in
         except RuntimeError as exc:
             raise ConfigError(f"target state does not fit the victim architecture: {str(exc).splitlines()[0]}") from None
         return model.eval(), None, {"source": "state dict"}
-    raise ConfigError(f"target must be 'gradpc', a .safetensors file, a state dict or a module, got {type(target).__name__}")
+    raise ConfigError(f"target must be a maker name ({', '.join(TARGETS.names())}), a .safetensors file, a state dict "
+                      f"or a module, got {type(target).__name__}")
 
 
 def threshold_report(target: nn.Module, data: ExperimentData, *, fraction: float | None = None,
