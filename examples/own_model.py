@@ -59,8 +59,8 @@ def main() -> None:
     # the protocol, three attacks at 3 % of D_tr
     attacks = {
         "label_flip": {},
-        "gc": {"eps_w": 0.5, "steps": 200},
-        "tgda": {"epochs": 10, "pretrain_epochs": 20, "normal_equations": True},  # an MLP's Hessian is indefinite
+        "gc": {"target_options.eps_w": 0.5, "steps": 200},  # option groups take dotted keys (or nested dicts)
+        "tgda": {"epochs": 10, "pretrain.epochs": 20, "solver.normal_equations": True},  # an MLP's Hessian is indefinite
     }
     rows = []
     for name, options in attacks.items():
