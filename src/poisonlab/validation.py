@@ -36,6 +36,13 @@ def check_number(value: Any, key: str, what: str = "", *, allow_zero: bool = Fal
     return float(value)
 
 
+def check_bool(value: Any, key: str, what: str = "") -> bool:
+    """True or False (not 0 / 1, not a string)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{_prefix(what)}{key} must be true or false, got {value!r}")
+    return value
+
+
 def check_choice(value: Any, key: str, choices: Sequence[Any], what: str = "") -> Any:
     """One of ``choices``."""
     if value not in choices:

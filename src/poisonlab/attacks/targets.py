@@ -107,6 +107,12 @@ class TargetContext:
     fraction: float
 
 
+def needs_context(target: str) -> bool:
+    """Whether the registered maker ``target`` is made for a poisoning problem (D_tr, the box, ε), i.e.
+    takes ``context=``:class:`TargetContext` (``"reachable"``)."""
+    return bool(getattr(TARGETS.get(target), "needs_context", False))
+
+
 def check_maker_applies(target: str, model: nn.Module, input_shape: Sequence[int], bounds: Bounds) -> None:
     """Run the maker ``target``'s optional ``check_applies(model, input_shape, bounds)`` hook: an
     :class:`~poisonlab.errors.UnsupportedError` saying why the maker cannot work on this victim and data
@@ -144,8 +150,8 @@ def make_target(target: str, model: nn.Module, val: Dataset, options: Mapping[st
     if is_target_path(target):
         return load_target(target, model), {"source": str(target)}
     maker = TARGETS.get(target)
-    needs_context = bool(getattr(maker, "needs_context", False))
-    if needs_context and context is None:
+    with_context = needs_context(target)
+    if with_context and context is None:
         raise ConfigError(f"target {target!r} is made for a poisoning problem (D_tr, the data's box and the poison "
                           "fraction): use it through an attack (e.g. gc's target: reachable) or pass context=")
     config_cls = getattr(maker, "Config", None)  # a maker with an options dataclass: the key holds every option
@@ -161,10 +167,10 @@ def make_target(target: str, model: nn.Module, val: Dataset, options: Mapping[st
                 "poisonlab_version": __version__, "torch_version": torch.__version__,
                 **({"context": {"train": tensor_fingerprint(context.train.x, context.train.y),
                                 "bounds": tensor_fingerprint(context.bounds.lower.reshape(-1), context.bounds.upper.reshape(-1)),
-                                "fraction": float(context.fraction)}} if needs_context and context is not None else {})}
+                                "fraction": float(context.fraction)}} if with_context and context is not None else {})}
 
     def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        made, info = maker(model, val, options, progress, context=context) if needs_context else maker(model, val, options, progress)
+        made, info = maker(model, val, options, progress, context=context) if with_context else maker(model, val, options, progress)
         return made.state_dict(), info
 
     state, info, hit = cached_build(cache, "target", key, build)

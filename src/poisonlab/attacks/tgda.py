@@ -80,7 +80,7 @@ from ..models.generators import GENERATORS, IMAGE_ONLY_GENERATORS, build_generat
 from ..seeding import derive_seed, draw_seed
 from ..training import accuracy, mean_loss
 from ..training.victim import Victim
-from ..validation import check_choice, check_int, check_number, check_radius
+from ..validation import check_bool, check_choice, check_int, check_number, check_radius
 from . import _bilevel as B
 from ._radius import LinfProjectedGenerator
 from .base import Attack, AttackConfig, register_attack
@@ -123,7 +123,7 @@ class ImplicitSolverConfig:
         check_number(self.tol, "tol", what)
         check_number(self.damping, "damping", what, allow_zero=True)
         for key in ("warm_start", "normal_equations"):
-            _check_bool(getattr(self, key), key, what)
+            check_bool(getattr(self, key), key, what)
         check_choice(self.hvp_method, "hvp_method", HVP_METHODS, what)
 
     def cg_options(self) -> CGOptions:
@@ -173,11 +173,6 @@ class SelectionConfig:
     def __post_init__(self) -> None:
         check_int(self.every, "every", f"{WHAT}: selection", minimum=0)
         check_choice(self.metric, "metric", ("accuracy", "loss"), f"{WHAT}: selection")
-
-
-def _check_bool(value: Any, key: str, what: str) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{what}: {key} must be true or false, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,8 +12,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import ConfigError
-from ..validation import check_int, check_number
+from ..validation import check_bool, check_int, check_number
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 
@@ -42,8 +41,7 @@ class CGOptions:
         check_number(self.damping, "damping", what, allow_zero=True)
         check_number(self.tol, "tol", what)
         check_int(self.max_iter, "max_iter", what)
-        if not isinstance(self.normal_equations, bool):
-            raise ConfigError(f"{what}: normal_equations must be true or false, got {self.normal_equations!r}")
+        check_bool(self.normal_equations, "normal_equations", what)
 
 
 #: the default options (λ = 0, tol 1e-6, 100 iterations, plain CG)

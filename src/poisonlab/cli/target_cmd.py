@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from ..attacks.gradpc import GradPCConfig
-from ..attacks.targets import TargetContext, make_target
+from ..attacks.targets import TargetContext, make_target, needs_context
 from ..cache import as_cache
 from ..errors import ConfigError
 from ..protocol import RunConfig, load_state, prepare, pretrain_victim, save_model
@@ -200,7 +200,7 @@ def build_target(prep: Prepared, args: argparse.Namespace, options: Mapping[str,
         model, info = make_target(target, prep.spec.build(args.seed), prep.data.val, {})
         return model, None, info
     clean = clean_model(prep, args)
-    context = TargetContext(prep.data.train, prep.data.bounds, args.fraction) if target == "reachable" else None
+    context = TargetContext(prep.data.train, prep.data.bounds, args.fraction) if needs_context(target) else None
     model, info = make_target(target, clean, prep.data.val, options, progress=not args.quiet,
                               cache=as_cache(args.cache_dir), context=context)
     return model, clean, info

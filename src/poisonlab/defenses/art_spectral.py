@@ -43,7 +43,7 @@ from torch import nn
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..training.victim import Victim
-from ..validation import check_int, check_number
+from ..validation import check_bool, check_int, check_number
 from ._art import ArtDefense, ArtDetectorConfig, ArtView, art_inputs, art_view, one_hot
 from .base import register_defense
 
@@ -87,8 +87,7 @@ class ArtSpectralConfig(ArtDetectorConfig):
             raise ConfigError(f"art_spectral: expected_pp_poison must be None or a number in [0, 1], got {p!r}")
         check_number(self.eps_multiplier, "eps_multiplier", "art_spectral", allow_zero=True)
         check_int(self.batch_size, "batch_size", "art_spectral")
-        if not isinstance(self.centre, bool):
-            raise ConfigError(f"art_spectral: centre must be true or false, got {self.centre!r}")
+        check_bool(self.centre, "centre", "art_spectral")
 
 
 def _art_run(view: ArtView, x: np.ndarray, y: np.ndarray, num_classes: int, cfg: ArtSpectralConfig,

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..attacks.targets import TARGETS, TargetContext, check_maker_applies, is_target_path, load_target, make_target
+from ..attacks.targets import TARGETS, TargetContext, check_maker_applies, is_target_path, load_target, make_target, needs_context
 from ..autodiff import named_params
 from ..cache import ArtifactCache
 from ..data import poison_count
@@ -49,9 +49,8 @@ def resolve_target(target: Any, data: ExperimentData, spec: VictimSpec, seed: in
     the data's box and the poison fraction ``fraction``, which it then requires. A maker's conditions
     on the victim (``"reachable"``: the box gauge) are checked before the clean victim is trained."""
     if isinstance(target, str) and not is_target_path(target):
-        maker = TARGETS.get(target)  # an unknown name fails here, before any work
         context = None
-        if getattr(maker, "needs_context", False):
+        if needs_context(target):  # an unknown name fails here, before any work
             if fraction is None:
                 raise ConfigError(f"target {target!r} is made for a poison fraction: give fraction=")
             context = TargetContext(data.train, data.bounds, float(fraction))
