@@ -2,8 +2,19 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its thread pool
 
+# The suite runs in one pytest-xdist worker per core (``-n auto`` in pyproject.toml). Each worker's torch,
+# and every process a test starts (they inherit OMP_NUM_THREADS), gets its share of the cores: two
+# 2-thread torch processes on two cores slow each other down many times over.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _WORKERS > 1:
+    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _CORES // _WORKERS))
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if _WORKERS > 1:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
