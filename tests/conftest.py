@@ -10,6 +10,15 @@ if _WORKERS > 1:
     _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     os.environ["OMP_NUM_THREADS"] = str(max(1, _CORES // _WORKERS))
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+# A test run never writes to the user's cache (~/.cache/poisonlab): each process of the run gets its own,
+# removed at exit, so a second run on the same machine starts as cold as the first.
+os.environ["POISONLAB_CACHE"] = tempfile.mkdtemp(prefix="poisonlab-test-cache-")
+atexit.register(shutil.rmtree, os.environ["POISONLAB_CACHE"], True)
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
