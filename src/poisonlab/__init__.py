@@ -42,6 +42,7 @@ _PUBLIC = {
     "DataError": "poisonlab.errors",
     "UnsupportedError": "poisonlab.errors",
     "ContractError": "poisonlab.errors",
+    "DivergenceError": "poisonlab.errors",
 }
 
 __all__ = ["__version__", *_PUBLIC]
@@ -61,6 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only ("import
     from .data.types import PoisonSet as PoisonSet
     from .errors import ConfigError as ConfigError
     from .errors import ContractError as ContractError
+    from .errors import DivergenceError as DivergenceError
     from .errors import DataError as DataError
     from .errors import PoisonlabError as PoisonlabError
     from .errors import UnsupportedError as UnsupportedError

@@ -31,3 +31,9 @@ class UnsupportedError(PoisonlabError, TypeError):
 
 class ContractError(PoisonlabError, RuntimeError):
     """An attack or defense returned something that breaks its published contract."""
+
+
+class DivergenceError(PoisonlabError, RuntimeError):
+    """An iterative attack or solver left the finite range (non-finite parameters or objective)
+    even after its safeguards; the message names the setting to change. Checkpoints written before
+    it stay on disk, so a run can resume with the changed setting."""
