@@ -62,8 +62,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only ("import
     from .data.types import PoisonSet as PoisonSet
     from .errors import ConfigError as ConfigError
     from .errors import ContractError as ContractError
-    from .errors import DivergenceError as DivergenceError
     from .errors import DataError as DataError
+    from .errors import DivergenceError as DivergenceError
     from .errors import PoisonlabError as PoisonlabError
     from .errors import UnsupportedError as UnsupportedError
     from .training.loop import TrainConfig as TrainConfig
