@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import pytest
 import torch
+from extras import param
 
 from poisonlab.attacks import ATTACKS
 from poisonlab.attacks.base import Attack, AttackConfig
@@ -27,10 +28,11 @@ def config_parameter(cls: type) -> type | None:
     return None
 
 
-CLASSES = [("attack", n, ATTACKS.get(n)) for n in ATTACKS.names()] + [("defense", n, DEFENSES.get(n)) for n in DEFENSES.names()]
+CLASSES = [param(n, "attack", n, ATTACKS.get(n), id=f"attack:{n}") for n in ATTACKS.names()] + \
+    [param(n, "defense", n, DEFENSES.get(n), id=f"defense:{n}") for n in DEFENSES.names()]
 
 
-@pytest.mark.parametrize(("kind", "name", "cls"), CLASSES, ids=[f"{k}:{n}" for k, n, _ in CLASSES])
+@pytest.mark.parametrize(("kind", "name", "cls"), CLASSES)
 def test_config_is_the_type_parameter(kind, name, cls):
     param = config_parameter(cls)
     assert param is not None, f"{kind} {name!r}: subclass {kind.title()}[ItsConfig], not the bare base"

@@ -11,12 +11,12 @@ per point, a keep mask, diagnostics and working detection metrics, or — exactl
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 import torch
+from extras import param
 from torch import nn
 
 from poisonlab.data import PoisonSet, PoisonedDataset, data_from_arrays, poison_count
@@ -26,7 +26,6 @@ from poisonlab.protocol.defend import detection_metrics
 from poisonlab.seeding import torch_generator
 from poisonlab.training import TrainConfig, Victim, VictimSpec
 
-HAS_ART = importlib.util.find_spec("art") is not None
 FRACTION = 0.05
 
 #: (case, defense) -> why the defense cannot run there (UnsupportedError before any work)
@@ -130,15 +129,15 @@ def prepared():
     return out
 
 
-def _names() -> list[str]:
-    return DEFENSES.names()
+def _names() -> list:
+    return [param(n) for n in DEFENSES.names()]
 
 
 def test_tables_name_registered_defenses():
     for table in (UNSUPPORTED, UNSUPPORTED_LATE, OPTIONS):
         for key in table:
             name = key[1] if isinstance(key, tuple) else key
-            assert name in _names(), f"{name} is not a registered defense"
+            assert name in DEFENSES.names(), f"{name} is not a registered defense"
 
 
 def test_data_is_what_the_table_claims(prepared):
@@ -153,8 +152,6 @@ def test_data_is_what_the_table_claims(prepared):
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("name", _names())
 def test_defense_on_any_data_and_model(name, case, prepared, monkeypatch):
-    if name.startswith("art") and not HAS_ART:
-        pytest.skip("ART is not installed")
     mixed, reference, victim, trained = prepared[case]
     n = len(mixed)
     defense = build_defense(name, {**OPTIONS.get(name, {}), "fraction": FRACTION})

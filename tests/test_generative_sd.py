@@ -6,11 +6,10 @@ import json
 import pytest
 import torch
 
-pytest.importorskip("diffusers")
-pytest.importorskip("transformers")
+from poisonlab.generative.latent_model import LatentTrainConfig, sd_textual_inversion
+from poisonlab.generative.vae import load_vae
 
-from poisonlab.generative.latent_model import LatentTrainConfig, sd_textual_inversion  # noqa: E402
-from poisonlab.generative.vae import load_vae  # noqa: E402
+pytestmark = pytest.mark.needs_extra("stable-diffusion")
 
 
 def _tiny_pipeline(root):

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 
 import numpy as np
@@ -22,7 +21,7 @@ from poisonlab.errors import ConfigError, UnsupportedError
 from poisonlab.seeding import torch_generator
 from poisonlab.training import TrainConfig, Victim, VictimSpec
 
-needs_art = pytest.mark.skipif(importlib.util.find_spec("art") is None, reason="ART is not installed")
+needs_art = pytest.mark.needs_extra("art")
 
 D, PER_CLASS, N_POISON = 8, 100, 10
 

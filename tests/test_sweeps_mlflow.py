@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import yaml
 
-mlflow = pytest.importorskip("mlflow")
-pytestmark = pytest.mark.slow  # MLflow import + sqlite schema setup: ~15 s CPU
+from poisonlab.cli.main import main
 
-from poisonlab.cli.main import main  # noqa: E402
+pytestmark = [pytest.mark.slow, pytest.mark.needs_extra("mlflow")]  # MLflow import + sqlite schema setup: ~15 s CPU
 
 
 def test_sweep_logs_every_row_to_mlflow(tmp_path):
+    import mlflow
+
     spec = tmp_path / "g.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "mlf", "base": {"dataset": "digits", "model": "lr", "epochs": 1, "device": "cpu"},

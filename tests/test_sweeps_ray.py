@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-ray = pytest.importorskip("ray")
+from poisonlab.sweeps import COMPARABLE, ResultsLog, expand, run_sweep
 
-from poisonlab.sweeps import COMPARABLE, ResultsLog, expand, run_sweep  # noqa: E402
-
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_extra("ray")]
 
 SPEC = {
     "name": "ray-tiny",
@@ -25,6 +23,8 @@ SPEC = {
 
 
 def test_ray_matches_local_run_by_run(tmp_path):
+    import ray
+
     grid = expand(SPEC)
     local = run_sweep(grid, tmp_path / "local", workers=0, cache_dir=str(tmp_path / "c1"), progress=False)
     remote = run_sweep(grid, tmp_path / "ray", backend="ray", workers=2, cache_dir=str(tmp_path / "c2"), progress=False)
