@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
 
-    vae = get_vae(args.vae, data_dir=args.data_dir, seed=args.seed).to(args.device)
+    vae = get_vae(args.vae, data_dir=args.data_dir, seed=args.seed, device=args.device)
     size = size or geometry.sample_size
     if not size:  # a VAE folder whose config names no sample size (taef2's geometry always does)
         assert isinstance(vae, LatentAutoencoder)

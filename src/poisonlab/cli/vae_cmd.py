@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..training import resolve_device
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("vae", help="train / cache the small AutoencoderKL for the disguise commands")
@@ -18,6 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--retrain", action="store_true", help="train again even if cached")
     p.add_argument("--save", help="also copy the VAE to this directory (diffusers layout, safetensors)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto",
+                   help="where to train and evaluate the VAE: auto (default; CUDA when available), cpu, cuda, cuda:N")
     p.set_defaults(handler=run)
 
 
@@ -29,12 +33,14 @@ def run(args: argparse.Namespace) -> int:
     from ..generative.vae import VAE_PRESETS, cache_dir, fit_size, save_vae, tiny_vae
     from ..options import config_to_dict
 
+    device = resolve_device(args.device)  # an impossible device fails here, before anything is trained
     preset = VAE_PRESETS.get(args.preset)
     opts = {k: v for k, v in (("epochs", args.epochs), ("num_images", args.num_images)) if v is not None}
     recipe = type(preset.recipe).from_dict({**config_to_dict(preset.recipe), **opts})
-    vae = tiny_vae(args.dataset, data_dir=args.data_dir, recipe=recipe, seed=args.seed, retrain=args.retrain, preset=args.preset)
+    vae = tiny_vae(args.dataset, data_dir=args.data_dir, recipe=recipe, seed=args.seed, retrain=args.retrain, preset=args.preset,
+                   device=device)
     test = load_dataset(args.dataset, args.data_dir).test
-    x = fit_size(test.x[:500], int(vae.vae.config.sample_size))
+    x = fit_size(test.x[:500], int(vae.vae.config.sample_size)).to(device)
     with torch.no_grad():
         s = ssim(x, vae.reveal(x))
     print(f"VAE {vae.source} in {cache_dir()}")

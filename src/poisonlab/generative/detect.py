@@ -13,7 +13,8 @@ defenses, so a threshold turns it into a filter.
   work, not x. Score = 1 − SSIM(x, D(E(x))) (``metric="lpips"``: the LPIPS-style random-feature
   distance of :mod:`.metrics`). Needs no protected works.
 
-Shapes: x (N, C, H, W) and protected (M, C, H, W) in [0, 1]; scores (N,).
+Shapes: x (N, C, H, W) and protected (M, C, H, W) in [0, 1]; scores (N,), on ``x``'s device (the
+autoencoder runs on its own device; inputs are moved there batch by batch).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ DETECTORS: Registry[Detector] = Registry("disguise detector")
 
 @torch.no_grad()
 def _encode_batched(vae: LatentCodec, x: torch.Tensor, batch: int) -> torch.Tensor:
-    return torch.cat([vae.encode(x[i : i + batch].to(vae.dtype)) for i in range(0, len(x), batch)]) * vae.scaling_factor
+    return torch.cat([vae.encode(x[i : i + batch].to(vae.device, vae.dtype)) for i in range(0, len(x), batch)]) * vae.scaling_factor
 
 
 @DETECTORS.register("latent_screening")
@@ -47,9 +48,9 @@ def latent_screening_scores(
         raise ConfigError("latent screening needs at least one protected work")
     if protected.shape[1:] != x.shape[1:]:
         raise ConfigError(f"protected works {tuple(protected.shape[1:])} and images {tuple(x.shape[1:])} differ in shape")
-    z = _encode_batched(vae, x, batch).flatten(1).double()
-    zc = _encode_batched(vae, protected, batch).flatten(1).double()
-    xp, cp = x.flatten(1).double(), protected.flatten(1).double()
+    z = _encode_batched(vae, x, batch).flatten(1).to(x.device, torch.float64)
+    zc = _encode_batched(vae, protected, batch).flatten(1).to(x.device, torch.float64)
+    xp, cp = x.flatten(1).double(), protected.to(x.device).flatten(1).double()
     d_lat = torch.cdist(z, zc) / z.shape[1] ** 0.5
     d_pix = torch.cdist(xp, cp) / xp.shape[1] ** 0.5
     return (torch.log(d_pix + eps) - torch.log(d_lat + eps)).amax(1).float()
@@ -65,10 +66,10 @@ def reconstruction_scores(
         raise ConfigError(f"reconstruction metric must be 'ssim' or 'lpips', got {metric!r}")
     out = []
     for i in range(0, len(x), batch):
-        xb = x[i : i + batch].to(vae.dtype)
+        xb = x[i : i + batch].to(vae.device, vae.dtype)
         rec = vae.reveal(xb)
         out.append(1.0 - ssim(xb, rec) if metric == "ssim" else lpips_style(xb, rec))
-    return torch.cat(out).float()
+    return torch.cat(out).float().to(x.device) if out else torch.empty(0, device=x.device)
 
 
 def detection_report(clean_scores: torch.Tensor, poison_scores: torch.Tensor, tpr: float = 0.95) -> dict[str, float]:
@@ -78,8 +79,8 @@ def detection_report(clean_scores: torch.Tensor, poison_scores: torch.Tensor, tp
     to the threshold is a false positive)."""
     from sklearn.metrics import roc_auc_score
 
-    c = clean_scores.double().numpy()
-    p = poison_scores.double().numpy()
+    c = clean_scores.detach().cpu().double().numpy()
+    p = poison_scores.detach().cpu().double().numpy()
     if len(c) == 0 or len(p) == 0:
         raise ConfigError("detection report needs clean and poison scores")
     labels = np.r_[np.zeros(len(c)), np.ones(len(p))]

@@ -185,8 +185,8 @@ def craft_disguises(
     """
     cfg = config or DisguiseConfig()
     _check_images(x_b, x_c)
-    x_b = x_b.detach().to(vae.dtype)
-    x_c = x_c.detach().to(vae.dtype)
+    x_b = x_b.detach().to(vae.device, vae.dtype)
+    x_c = x_c.detach().to(vae.device, vae.dtype)
     with torch.no_grad():
         z_c = vae.encode(x_c)
         z_c_flip = vae.encode(_hflip(x_c)) if cfg.flip_robust else None
@@ -202,7 +202,7 @@ def craft_disguises(
         start = x_b
         if cfg.init_noise:
             g = generator if generator is not None else torch_generator(0, "disguise/init")
-            noise = torch.rand(x_b.shape, generator=g, dtype=x_b.dtype).to(x_b.device) * 2 - 1
+            noise = torch.rand(x_b.shape, generator=g, dtype=x_b.dtype, device=g.device).to(x_b.device) * 2 - 1  # once
             start = _PIXELS.project_linf(x_b + cfg.init_noise * noise, x_b, cfg.radius)
             keep(start, disguise_loss(vae, start, x_b, z_c, cfg, z_c_flip))
     x = start.clone().requires_grad_(True)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
 from ..options import config_from_dict
+from ..seeding import device_generator, seeded_rng
 from .metrics import ssim
 from .vae import LatentAutoencoder, require_diffusers
 
@@ -94,8 +95,7 @@ class ConditionalLatentDiffusion(nn.Module):
         c, h, w = latent_shape
         n = len(cfg.block_out_channels)
         self.latent_shape = (int(c), int(h), int(w))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_rng(seed):
             self.unet = UNet2DModel(
                 sample_size=h,
                 in_channels=c,
@@ -115,6 +115,11 @@ class ConditionalLatentDiffusion(nn.Module):
         )
 
     @property
+    def device(self) -> torch.device:
+        """Where the UNet and the concept table live."""
+        return self.concepts.weight.device
+
+    @property
     def num_concepts(self) -> int:
         return int(self.concepts.num_embeddings)
 
@@ -123,7 +128,8 @@ class ConditionalLatentDiffusion(nn.Module):
         return self.unet(z_t, t, class_labels=cond).sample
 
     def loss(self, z0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Mean ε-prediction error at uniformly drawn timesteps (the LDM / textual-inversion loss)."""
+        """Mean ε-prediction error at uniformly drawn timesteps (the LDM / textual-inversion loss);
+        ``generator`` must live on ``z0``'s device (:func:`diffusion_loss`)."""
         return diffusion_loss(self.eps, self.scheduler, z0, cond, generator)
 
     def add_concept(self, vector: torch.Tensor) -> int:
@@ -138,16 +144,20 @@ class ConditionalLatentDiffusion(nn.Module):
 
     @torch.no_grad()
     def sample(self, concept: int | torch.Tensor, n: int, generator: torch.Generator, steps: int = 50) -> torch.Tensor:
-        """n scaled latents (n, c_z, h, w) of ``concept`` (an index or a vector (d,)) by DDIM, η = 0."""
+        """n scaled latents (n, c_z, h, w) of ``concept`` (an index or a vector (d,)) by DDIM, η = 0,
+        on the model's device (the start noise is drawn there, from ``generator``'s stream)."""
         from diffusers import DDIMScheduler
 
-        vec = self.concepts.weight[concept] if isinstance(concept, int) else concept
+        dev = self.device
+        vec = self.concepts.weight[concept] if isinstance(concept, int) else concept.to(dev)
         cond = vec.detach().reshape(1, -1).expand(n, -1)
         sched = DDIMScheduler.from_config(self.scheduler.config)
         sched.set_timesteps(min(steps, self.scheduler.config.num_train_timesteps))
-        z = torch.randn(n, *self.latent_shape, generator=generator, dtype=vec.dtype)
-        for t in sched.timesteps:
-            z = sched.step(self.eps(z, t.expand(n), cond), t, z).prev_sample
+        g = device_generator(generator, dev)
+        z = torch.randn(n, *self.latent_shape, generator=g, dtype=vec.dtype, device=g.device)
+        ts = sched.timesteps.to(dev)  # the UNet's timesteps, uploaded once; the scheduler keeps its own
+        for i, t in enumerate(sched.timesteps):
+            z = sched.step(self.eps(z, ts[i].expand(n), cond), t, z).prev_sample
         return z
 
 
@@ -158,10 +168,13 @@ def diffusion_loss(
     cond: torch.Tensor,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """‖ε − ε_θ(√ᾱ_t z0 + √(1−ᾱ_t) ε, t, cond)‖² averaged; shared by the tiny model and Stable Diffusion."""
+    """‖ε − ε_θ(√ᾱ_t z0 + √(1−ᾱ_t) ε, t, cond)‖² averaged; shared by the tiny model and Stable Diffusion.
+    Timesteps and noise are drawn on ``generator``'s device, which should be ``z0``'s
+    (:func:`~poisonlab.seeding.device_generator`; otherwise they are copied over every call)."""
     n = z0.shape[0]
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator).to(z0.device)
-    noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator, device=generator.device)
+    noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype, device=generator.device)
+    t, noise = t.to(z0.device), noise.to(z0.device)
     z_t = scheduler.add_noise(z0, noise, t)
     return F.mse_loss(eps_fn(z_t, t, cond), noise)
 
@@ -178,20 +191,27 @@ def adam_on_batches(
 ) -> list[float]:
     """THE loop of latent-model training and textual inversion: ``config.steps`` Adam steps (lr
     ``config.lr``) on ``params``, each on ``batch_loss(idx)`` for ``config.batch_size`` indices
-    drawn from ``range(n)`` with ``generator``. Returns the loss every step (the bar shows the mean of
-    the last 50)."""
+    drawn from ``range(n)`` with ``generator`` (on its device: give a generator on the data's
+    device). Returns the loss every step; the losses reach the host every 50 steps (the bar shows
+    their mean), not every step."""
     opt = torch.optim.Adam(params, lr=config.lr)
     losses: list[float] = []
-    bar = tqdm(range(config.steps), desc=desc, disable=not progress, unit="step")
-    for _ in bar:
-        idx = torch.randint(0, n, (min(config.batch_size, n),), generator=generator)
+    pending: list[torch.Tensor] = []
+    bar = tqdm(total=config.steps, desc=desc, disable=not progress, unit="step")
+    for step in range(config.steps):
+        idx = torch.randint(0, n, (min(config.batch_size, n),), generator=generator, device=generator.device)
         loss = batch_loss(idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss.detach()))
-        if len(losses) % 50 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
+        pending.append(loss.detach())
+        if len(pending) == 50 or step == config.steps - 1:
+            losses += torch.stack(pending).cpu().tolist()
+            pending.clear()
+            bar.update(len(losses) - bar.n)
+            if len(losses) >= 50:
+                bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
+    bar.close()
     return losses
 
 
@@ -209,8 +229,11 @@ def train_latent_model(
     if z.ndim != 4 or z.shape[1:] != model.latent_shape or concept.shape != (z.shape[0],):
         raise DataError(f"latents must be (N, {model.latent_shape}) with N concept ids, got {tuple(z.shape)}, {tuple(concept.shape)}")
     model.requires_grad_(True).train()
-    losses = adam_on_batches(model.parameters(), lambda idx: model.loss(z[idx], model.concepts(concept[idx]), generator),
-                             len(z), config, generator, desc="train latent model", progress=progress)
+    dev = model.device
+    z, concept = z.to(dev), concept.to(dev)  # once; batches, timesteps and noise are drawn there
+    g = device_generator(generator, dev)
+    losses = adam_on_batches(model.parameters(), lambda idx: model.loss(z[idx], model.concepts(concept[idx]), g),
+                             len(z), config, g, desc="train latent model", progress=progress)
     model.requires_grad_(False).eval()
     return losses
 
@@ -228,11 +251,14 @@ def invert_concept(
 ) -> tuple[torch.Tensor, list[float]]:
     """Textual inversion (Gal et al. 2023): learn one conditioning vector v, everything else frozen,
     minimising the diffusion loss on latents z. ``expand(v, n)`` turns v into the model's
-    conditioning for a batch of n (default: ``v`` repeated n times). Returns (v, losses)."""
+    conditioning for a batch of n (default: ``v`` repeated n times). Returns (v, losses).
+    Runs on ``init``'s device (the model's): ``z`` is moved there once."""
     v = init.detach().clone().requires_grad_(True)
+    z = z.to(v.device)
+    g = device_generator(generator, v.device)
     expand = expand or (lambda vec, n: vec.reshape(1, -1).expand(n, -1))
-    losses = adam_on_batches([v], lambda idx: diffusion_loss(eps_fn, scheduler, z[idx], expand(v, len(idx)), generator),
-                             len(z), config, generator, desc="textual inversion", progress=progress)
+    losses = adam_on_batches([v], lambda idx: diffusion_loss(eps_fn, scheduler, z[idx], expand(v, len(idx)), g),
+                             len(z), config, g, desc="textual inversion", progress=progress)
     return v.detach(), losses
 
 
@@ -256,18 +282,19 @@ def textual_inversion(
 
 @torch.no_grad()
 def encode_scaled(vae: LatentAutoencoder, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """s·E(x), the latents the latent model trains on (N, c_z, h, w)."""
-    return torch.cat([vae.encode(x[i : i + batch].to(vae.dtype)) for i in range(0, len(x), batch)]) * vae.scaling_factor
+    """s·E(x), the latents the latent model trains on (N, c_z, h, w), on the VAE's device."""
+    return torch.cat([vae.encode(x[i : i + batch].to(vae.device, vae.dtype)) for i in range(0, len(x), batch)]) * vae.scaling_factor
 
 
 @torch.no_grad()
 def reproduction_metrics(vae: LatentAutoencoder, z_gen: torch.Tensor, x_c: torch.Tensor) -> dict[str, float]:
     """How much generated scaled latents z_gen (n, ...) reproduce the copyrighted image x_c (1, C, H, W):
     mean / max SSIM of D(z/s) to x_c, and min / mean relative latent distance ‖z/s − E(x_c)‖ / ‖E(x_c)‖."""
-    zc = vae.encode(x_c.to(vae.dtype))
-    imgs = vae.decode(z_gen / vae.scaling_factor, channels=x_c.shape[1])
+    x_c = x_c.to(vae.device, vae.dtype)
+    zc = vae.encode(x_c)
+    imgs = vae.decode(z_gen.to(vae.device) / vae.scaling_factor, channels=x_c.shape[1])
     s = ssim(imgs, x_c.expand_as(imgs).to(imgs.dtype))
-    d = (z_gen / vae.scaling_factor - zc).flatten(1).norm(dim=1) / zc.flatten().norm().clamp_min(1e-12)
+    d = (z_gen.to(vae.device) / vae.scaling_factor - zc).flatten(1).norm(dim=1) / zc.flatten().norm().clamp_min(1e-12)
     return {"ssim_mean": float(s.mean()), "ssim_max": float(s.max()),
             "latent_dist_min": float(d.min()), "latent_dist_mean": float(d.mean())}
 
@@ -282,14 +309,19 @@ def sd_textual_inversion(
     prompt: str = "a photo of {}",
     config: LatentTrainConfig | None = None,
     generator: torch.Generator | None = None,
-    device: str = "cuda",
+    device: str | torch.device = "auto",
     progress: bool = True,
 ):
     """Textual inversion of a local Stable Diffusion pipeline on ``images`` (N, 3, H, W) in [0, 1]
     (e.g. disguises at the pipeline's resolution). Returns (pipeline with the learned token, losses);
     generate with ``pipe(prompt.format(placeholder))``. Same loss and loop as :func:`textual_inversion`
     (:func:`invert_concept`); only the conditioning differs: the CLIP text encoder's output for the
-    prompt, with the placeholder token's input embedding replaced by the learned vector."""
+    prompt, with the placeholder token's input embedding replaced by the learned vector.
+    ``device``: "auto" (default; CUDA when available), "cpu", "cuda:N", ...; checked first
+    (:func:`poisonlab.training.resolve_device`)."""
+    from ..training import resolve_device
+
+    device = resolve_device(device)
     require_diffusers()
     try:
         import transformers  # noqa: F401

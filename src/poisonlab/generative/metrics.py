@@ -31,11 +31,12 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 K1, K2 = 0.01, 0.03
 
 
-def gaussian_window(size: int, sigma: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Normalised 2-D Gaussian window (size, size)."""
+def gaussian_window(size: int, sigma: float, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """Normalised 2-D Gaussian window (size, size), built on ``device`` (default the CPU)."""
     if size < 1 or size % 2 == 0:
         raise ConfigError(f"SSIM window size must be odd and >= 1, got {size}")
-    r = torch.arange(size, dtype=dtype) - (size - 1) / 2
+    r = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
     g = torch.exp(-(r**2) / (2 * sigma**2))
     g = g / g.sum()
     return g[:, None] * g[None, :]
@@ -51,7 +52,7 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, window_size: int) -> None:
 def _ssim_cs(x: torch.Tensor, y: torch.Tensor, window_size: int, sigma: float, data_range: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image mean SSIM and mean contrast-structure term, each (N,)."""
     c = x.shape[1]
-    w = gaussian_window(window_size, sigma, x.dtype).to(x.device).expand(c, 1, window_size, window_size)
+    w = gaussian_window(window_size, sigma, x.dtype, x.device).expand(c, 1, window_size, window_size)
     filt = lambda t: F.conv2d(t, w, groups=c)  # noqa: E731  ("valid" positions only)
     mu_x, mu_y = filt(x), filt(y)
     sxx = filt(x * x) - mu_x**2
@@ -111,7 +112,7 @@ class RandomFeatureDistance(nn.Module):
         for c_out in widths:
             conv = nn.Conv2d(c_in, c_out, 3, padding=1)
             with torch.no_grad():
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / (c_in * 9)) ** 0.5)
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g, device=g.device) * (2.0 / (c_in * 9)) ** 0.5)
                 if conv.bias is not None:
                     conv.bias.zero_()
             layers.append(conv)

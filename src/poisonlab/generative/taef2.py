@@ -64,6 +64,10 @@ class TAEF2Autoencoder(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.encoder.parameters()).dtype
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
     def _rgb(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 4 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)

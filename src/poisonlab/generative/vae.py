@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError, DataError, PoisonlabError
 from ..options import config_from_dict, config_to_dict
 from ..registry import Registry
-from ..seeding import torch_generator
+from ..seeding import device_generator, seeded_rng, torch_generator
 
 if TYPE_CHECKING:
     from .taef2 import TAEF2Autoencoder
@@ -128,6 +128,8 @@ class LatentCodec(Protocol):
     def scaling_factor(self) -> float: ...
     @property
     def dtype(self) -> torch.dtype: ...
+    @property
+    def device(self) -> torch.device: ...
     def encode(self, x: torch.Tensor) -> torch.Tensor: ...
     def decode(self, z: torch.Tensor, channels: int | None = None) -> torch.Tensor: ...
     def reveal(self, x: torch.Tensor) -> torch.Tensor: ...
@@ -188,13 +190,18 @@ class LatentAutoencoder(nn.Module):
 
     def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         with torch.no_grad():
-            z = self.encode(torch.zeros(1, *image_shape, dtype=self.dtype))
+            z = self.encode(torch.zeros(1, *image_shape, dtype=self.dtype, device=self.device))
         c, h, w = z.shape[1:]
         return int(c), int(h), int(w)
 
     @property
     def dtype(self) -> torch.dtype:
         return next(self.vae.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Where the VAE's weights live (inputs are moved here by the callers in this package)."""
+        return next(self.vae.parameters()).device
 
 
 @dataclass(frozen=True)
@@ -222,8 +229,7 @@ def build_tiny_vae(config: TinyVAEConfig | None = None, *, seed: int = 0) -> Lat
 
     cfg = config or TinyVAEConfig()
     n = len(cfg.block_out_channels)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_rng(seed):
         vae = AutoencoderKL(
             in_channels=cfg.in_channels,
             out_channels=cfg.in_channels,
@@ -251,6 +257,8 @@ def train_vae(
 
     Loss per batch: mean |x̂ - x| + mse_weight·mean (x̂ - x)² + kl_weight·KL(q(z|x) || N(0, I)) / numel,
     with x̂ = D(z), z ~ q(z|x) (reparameterised; the noise comes from ``generator``).
+    Runs where the VAE lives: ``x`` is moved there once, batch order and noise are drawn there
+    (:func:`~poisonlab.seeding.device_generator`), and the loss reaches the host once per epoch.
     This is not poisonlab's classification loop (:func:`poisonlab.training.train`, cross-entropy):
     a VAE has no labels and needs the posterior sample, so it has this small loop of its own.
     """
@@ -258,15 +266,18 @@ def train_vae(
     vae.requires_grad_(True).train()
     opt = torch.optim.Adam(vae.parameters(), lr=config.lr)
     n = len(x)
+    x = x.to(model.device, model.dtype)
+    g = device_generator(generator, model.device)
     losses: list[float] = []
     bar = tqdm(range(config.epochs), desc="train VAE", disable=not progress, unit="ep")
     for _ in bar:
-        perm = torch.randperm(n, generator=generator)
-        total, count = 0.0, 0
+        perm = torch.randperm(n, generator=g, device=g.device)
+        parts: list[torch.Tensor] = []  # batch loss sums, read on the host once per epoch
+        count = 0
         for start in range(0, n, config.batch_size):
-            xb = x[perm[start : start + config.batch_size]].to(model.dtype)
+            xb = x[perm[start : start + config.batch_size]]
             post = model.posterior(xb)
-            eps = torch.randn(post.mean.shape, generator=generator, dtype=post.mean.dtype)
+            eps = torch.randn(post.mean.shape, generator=g, dtype=post.mean.dtype, device=g.device)
             z = post.mean + post.std * eps
             rec = (vae.decode(z).sample + 1.0) / 2.0
             kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).sum() / xb.numel()
@@ -274,8 +285,9 @@ def train_vae(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(xb)
+            parts.append(loss.detach() * len(xb))
             count += len(xb)
+        total = float(torch.stack(parts).cpu().double().sum()) if parts else 0.0
         losses.append(total / max(count, 1))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     vae.requires_grad_(False).eval()
@@ -285,7 +297,7 @@ def train_vae(
 @torch.no_grad()
 def set_scaling_factor(model: LatentAutoencoder, x: torch.Tensor) -> float:
     """Set ``vae.config.scaling_factor`` = 1 / std(E(x)) (SD uses 0.18215 the same way)."""
-    z = torch.cat([model.encode(x[i : i + 256].to(model.dtype)) for i in range(0, len(x), 256)])
+    z = torch.cat([model.encode(x[i : i + 256].to(model.device, model.dtype)) for i in range(0, len(x), 256)])
     sf = float(1.0 / z.std().clamp_min(1e-8))
     model.vae.register_to_config(scaling_factor=sf)
     return sf
@@ -338,9 +350,14 @@ def cache_dir() -> Path:
     return Path(cache) / "poisonlab" / "vae"
 
 
-def tiny_vae_key(dataset: str, arch: TinyVAEConfig, recipe: VAETrainConfig, seed: int) -> str:
+def tiny_vae_key(dataset: str, arch: TinyVAEConfig, recipe: VAETrainConfig, seed: int, device_type: str = "cpu") -> str:
+    """The cache key of a tiny VAE; the device it was trained on counts when it is not the CPU
+    (GPU kernels give other weights; CPU keys are those of the releases before devices counted)."""
+    spec: dict[str, Any] = {"dataset": dataset, "arch": config_to_dict(arch), "recipe": config_to_dict(recipe), "seed": seed}
+    if device_type != "cpu":
+        spec["device"] = device_type
     blob = json.dumps(
-        {"dataset": dataset, "arch": config_to_dict(arch), "recipe": config_to_dict(recipe), "seed": seed},
+        spec,
         sort_keys=True,
         default=list,
     )
@@ -353,7 +370,7 @@ def dataset_images(dataset: str, data_dir: str | Path | None, size: int, num: in
 
     train = load_dataset(dataset, data_dir).train
     g = torch_generator(seed, "vae/images")
-    idx = torch.randperm(len(train), generator=g)[: min(num, len(train))]
+    idx = torch.randperm(len(train), generator=g, device=g.device)[: min(num, len(train))]
     return fit_size(train.x[idx], size)
 
 
@@ -380,30 +397,36 @@ def tiny_vae(
     progress: bool = True,
     retrain: bool = False,
     preset: str = "small",
+    device: str | torch.device = "auto",
 ) -> LatentAutoencoder:
     """The offline default VAE: trained here on ``dataset`` once, then loaded from the cache.
 
     ``preset`` (:data:`VAE_PRESETS`) gives the architecture and recipe that ``arch`` / ``recipe``
     do not; its ``in_channels`` is replaced by the dataset's. The cache key is the dataset, the
-    resolved architecture and recipe, and the seed.
+    resolved architecture and recipe, the seed and (other than the CPU) the device type.
+    ``device`` ("auto": CUDA when available; see :func:`poisonlab.training.resolve_device`) is
+    where it is trained and where the returned model lives; checked before any work.
     """
     from ..data import load_dataset
+    from ..training import resolve_device
+
+    dev = resolve_device(device)
 
     p = VAE_PRESETS.get(preset)
     recipe = recipe or p.recipe
     if arch is None:
         channels = load_dataset(dataset, data_dir).train.x.shape[1] if dataset != "cifar10" else 3
         arch = replace(p.arch, in_channels=int(channels))
-    key = tiny_vae_key(dataset, arch, recipe, seed)
+    key = tiny_vae_key(dataset, arch, recipe, seed, dev.type)
     path = cache_dir() / key
     if (path / "config.json").is_file() and not retrain:
-        model = load_vae(path)
+        model = load_vae(path).to(dev)
         model.source = f"tiny:{key}"
         return model
     x = dataset_images(dataset, data_dir, arch.sample_size, recipe.num_images, seed)
     if x.shape[1] != arch.in_channels:
         raise ConfigError(f"{dataset} has {x.shape[1]} channels, the VAE config says {arch.in_channels}")
-    model = build_tiny_vae(arch, seed=seed)
+    model = build_tiny_vae(arch, seed=seed).to(dev)
     t0 = time.perf_counter()
     losses = train_vae(model, x, recipe, torch_generator(seed, "vae/train"), progress=progress)
     train_seconds = time.perf_counter() - t0
@@ -411,6 +434,7 @@ def tiny_vae(
     meta = {"dataset": dataset, "seed": seed, "arch": config_to_dict(arch), "recipe": config_to_dict(recipe),
             "train_seconds": train_seconds,
             "epoch_losses": losses, "scaling_factor": sf}
+    meta["device"] = str(dev)
     save_vae(model, path, meta)
     model.source = f"tiny:{key}"
     return model
@@ -436,8 +460,8 @@ def vae_spec_error(spec: str) -> ConfigError:
                        "directory or 'tiny:<dataset>[:<preset>]' (e.g. tiny:cifar10:sd)")
 
 
-def get_vae(spec: str, *, data_dir: str | Path | None = None, seed: int = 0, progress: bool = True
-            ) -> "LatentAutoencoder | TAEF2Autoencoder":
+def get_vae(spec: str, *, data_dir: str | Path | None = None, seed: int = 0, progress: bool = True,
+            device: str | torch.device = "cpu") -> "LatentAutoencoder | TAEF2Autoencoder":
     """The latent autoencoder named by ``spec``:
 
     - ``taef2``: the shipped pretrained tiny autoencoder of the FLUX.2 latent space
@@ -445,15 +469,21 @@ def get_vae(spec: str, *, data_dir: str | Path | None = None, seed: int = 0, pro
     - a local directory (real SD VAE / saved AutoencoderKL / SD pipeline folder);
     - ``tiny:<dataset>[:<preset>]``, trained here once and cached (``tiny:cifar10`` = preset
       ``small``, ``tiny:cifar10:sd`` = the SD-like 48x VAE).
+
+    The VAE is returned on ``device`` (default the CPU; "auto": CUDA when available), where a tiny
+    one is also trained; the device is checked before anything is loaded or trained.
     """
+    from ..training import resolve_device
+
+    dev = resolve_device(device)
     if spec == "taef2":
         from .taef2 import load_taef2_autoencoder
 
-        return load_taef2_autoencoder()
+        return load_taef2_autoencoder().to(dev)
     require_diffusers()
     if spec.startswith("tiny:"):
         dataset, preset = parse_tiny_spec(spec)
-        return tiny_vae(dataset, data_dir=data_dir, seed=seed, progress=progress, preset=preset)
+        return tiny_vae(dataset, data_dir=data_dir, seed=seed, progress=progress, preset=preset, device=dev)
     if Path(spec).expanduser().exists():
-        return load_vae(spec)
+        return load_vae(spec).to(dev)
     raise vae_spec_error(spec)

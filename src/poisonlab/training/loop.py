@@ -33,13 +33,55 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
 SCHEDULES: tuple[str, ...] = ("cosine", "step")
 
 
+def available_devices() -> list[str]:
+    """The device names this torch can use here: ``"auto"``, ``"cpu"``, then ``"cuda"``,
+    ``"cuda:0"`` ... when CUDA is usable, ``"mps"`` when Apple's MPS is."""
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    return names
+
+
+def _no_device(device: object, why: str) -> ConfigError:
+    cuda = "built without CUDA" if torch.version.cuda is None else f"built with CUDA {torch.version.cuda}"
+    return ConfigError(f"device={device!r}: {why}; this torch ({torch.__version__}, {cuda}) can use "
+                       f"{', '.join(repr(d) for d in available_devices())}")
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The ``torch.device`` a recipe's ``device`` names, checked against this machine.
+
+    ``"auto"``: CUDA when available, else the CPU. ``"cpu"``, ``"cuda"`` / ``"cuda:N"`` (CUDA must
+    be usable and N < the number of GPUs), ``"mps"`` (Apple's MPS must be usable), or the same as
+    a ``torch.device``. Anything else — a device this torch cannot use here, another device type,
+    a malformed string, a non-string — raises :class:`~poisonlab.errors.ConfigError` naming the
+    argument and the devices this torch can use (so a recipe fails when it is built, before any
+    work, not in the first ``.to(device)``).
+    """
+    if not isinstance(device, (str, torch.device)):
+        raise _no_device(device, "must be a device name (a string) or a torch.device")
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"invalid device {device!r}: {exc}") from None
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise _no_device(device, "is not a device name") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise _no_device(device, "CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise _no_device(device, f"there {'is' if torch.cuda.device_count() == 1 else 'are'} only "
+                                     f"{torch.cuda.device_count()} CUDA device(s)")
+        return dev
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise _no_device(device, "Apple's MPS backend is not available")
+        return dev
+    raise _no_device(device, f"poisonlab trains on cpu, cuda or mps, not {dev.type!r}")
 
 
 def _is_number(v: Any) -> bool:
@@ -90,8 +132,9 @@ class TrainConfig:
             for other schedules.
         gamma: For schedule "step": the factor applied every ``step_size`` epochs, in (0, 1].
             Default 0.1. Must stay 0.1 for other schedules.
-        device: Where to train: "auto" (default; CUDA when available, else CPU) or any torch
-            device string ("cpu", "cuda:0").
+        device: Where to train: "auto" (default; CUDA when available, else CPU), "cpu",
+            "cuda" / "cuda:N" or "mps". Checked on construction (:func:`resolve_device`): a device
+            this machine's torch cannot use is a ConfigError naming the devices it can.
     """
 
     lr: float = 0.1
@@ -108,6 +151,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_number(self.lr, "lr")
+        resolve_device(self.device)
+        if isinstance(self.device, torch.device):  # stored as its name (records are JSON)
+            object.__setattr__(self, "device", str(self.device))
         check_int(self.epochs, "epochs", minimum=0)
         if self.batch_size is not None:
             check_int(self.batch_size, "batch_size")
@@ -268,7 +314,8 @@ def train(
     for _ in tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False, unit="ep"):
         if n == 0:
             break
-        perm = torch.randperm(n, generator=generator).to(device)
+        # drawn on the host generator (the same batches on every device), one upload per epoch
+        perm = torch.randperm(n, generator=generator, device=generator.device).to(device, non_blocking=True)
         for start in range(0, n, bs):
             idx = perm[start : start + bs]
             if batch_loss is not None:
@@ -293,7 +340,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) ->
     model.eval()
     p = next(model.parameters())
     outs = [model(x[i : i + batch_size].to(p.device, p.dtype)).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(outs) if outs else torch.empty(0)
+    return torch.cat(outs) if outs else torch.empty(0, device="cpu")
 
 
 def accuracy(model: nn.Module, data: Dataset, batch_size: int = 4096) -> float:

@@ -16,7 +16,7 @@ from torch import nn
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..models.victims import build_victim
-from ..seeding import derive_seed, torch_generator
+from ..seeding import derive_seed, seeded_rng, torch_generator
 from .loop import TrainConfig, resolve_device, train
 
 #: a zero-argument callable that returns a freshly initialised ``nn.Module`` (the user's own architecture)
@@ -76,8 +76,7 @@ class VictimSpec:
         """A freshly initialised network; its initial weights depend only on ``seed``."""
         if self.input_shape is None or self.num_classes is None:
             raise ConfigError("victim spec is not bound to a dataset (call for_data(input_shape, num_classes))")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(seed, "init"))
+        with seeded_rng(derive_seed(seed, "init")):
             if self.factory is not None:
                 model = self.factory()
                 if not isinstance(model, nn.Module):
