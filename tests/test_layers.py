@@ -13,7 +13,7 @@ import poisonlab
 
 LAYERS = [
     "errors",
-    "_version figures registry options seeding validation",
+    "_version figures paths registry options seeding storage validation",
     "cache data",
     "artifacts models",
     "training",
@@ -24,6 +24,7 @@ LAYERS = [
     "protocol",
     "sweeps",
     "api",
+    "evaluation",
     "interop",
     "cli",
     "__main__ __init__",

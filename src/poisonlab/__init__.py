@@ -12,7 +12,7 @@ The public API (see :mod:`poisonlab.api`)::
 Layers (imports point downward only)::
 
     data -> models -> training -> autodiff -> attacks / defenses / theory
-         -> protocol -> sweeps -> reporting -> api / interop -> cli
+         -> protocol -> sweeps -> reporting -> api -> evaluation / interop -> cli
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ _PUBLIC = {
     "threshold": "poisonlab.api",
     "validate": "poisonlab.api",
     "DefenseReport": "poisonlab.api",
+    "evaluate": "poisonlab.evaluation",
+    "Evaluation": "poisonlab.evaluation",
     "ArtifactCache": "poisonlab.cache",
     "Bounds": "poisonlab.data.bounds",
     "ExperimentData": "poisonlab.data.types",
@@ -66,6 +68,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only ("import
     from .errors import DivergenceError as DivergenceError
     from .errors import PoisonlabError as PoisonlabError
     from .errors import UnsupportedError as UnsupportedError
+    from .evaluation import Evaluation as Evaluation
+    from .evaluation import evaluate as evaluate
     from .training.loop import TrainConfig as TrainConfig
     from .training.victim import VictimSpec as VictimSpec
 

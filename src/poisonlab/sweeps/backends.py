@@ -6,7 +6,9 @@
 * :class:`InlineBackend` — ``workers=0``: one run at a time inside the coordinator (debugging).
 * :class:`RayBackend` — each run is a Ray task with ``num_cpus`` / ``num_gpus`` requests, so a
   cluster (``address``) spreads the grid over its machines; without an address a local Ray
-  instance is started. Stages are reported to a small Ray actor. The sweep directory (run
+  instance is started (with the machine's GPUs). A run whose device is CUDA (``cuda``,
+  ``cuda:N``, or ``auto`` on a cluster with GPUs) asks for ``resources.gpus`` GPUs, at least 1:
+  Ray hides the GPUs from a task that requested none. Stages are reported to a small Ray actor. The sweep directory (run
   artifacts, cache) should be on storage every node sees; poisonlab must be installed on every node.
 
 The coordinator (:func:`poisonlab.sweeps.sweep.run_sweep`) is the only writer of ``results.jsonl``.
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import ConfigError, PoisonlabError
-from .execute import FileStageSink, execute_run
+from .execute import FileStageSink, Job, config_device, execute_run
 from .grid import Resources
 
 
@@ -33,7 +35,7 @@ class Backend(Protocol):
     def capacity(self) -> int:
         """How many runs to keep in flight."""
 
-    def submit(self, run_id: str, config: dict[str, Any]) -> None: ...
+    def submit(self, run_id: str, config: dict[str, Any] | Job) -> None: ...
 
     def poll(self, timeout: float) -> list[dict[str, Any]]:
         """Rows of runs that finished (waits up to ``timeout`` seconds for at least one)."""
@@ -77,7 +79,7 @@ class LocalBackend:
     def capacity(self) -> int:
         return self.workers
 
-    def submit(self, run_id: str, config: dict[str, Any]) -> None:
+    def submit(self, run_id: str, config: dict[str, Any] | Job) -> None:
         self.sink.clear(run_id)
         fut = self._pool.submit(execute_run, run_id, config, self.threads, self.sink)
         self._futures[fut] = run_id
@@ -120,12 +122,12 @@ class InlineBackend:
     def __init__(self, resources: Resources, stage_dir: str | Path) -> None:
         self.threads = resources.cpus
         self.sink = FileStageSink(stage_dir)
-        self._queue: list[tuple[str, dict[str, Any]]] = []
+        self._queue: list[tuple[str, dict[str, Any] | Job]] = []
 
     def capacity(self) -> int:
         return 1
 
-    def submit(self, run_id: str, config: dict[str, Any]) -> None:
+    def submit(self, run_id: str, config: dict[str, Any] | Job) -> None:
         self._queue.append((run_id, config))
 
     def poll(self, timeout: float) -> list[dict[str, Any]]:
@@ -164,19 +166,28 @@ class RayBackend:
                 ray.init(address=address, **kwargs)
             else:
                 ray.init(num_cpus=(workers or os.cpu_count() or 1) * resources.cpus,  # workers: runs at once
-                         num_gpus=None if resources.gpus else 0, **kwargs)
+                         **kwargs)  # num_gpus: Ray detects the machine's GPUs
             self._own = True
         self.board = _stage_board(ray)
         self._task = ray.remote(_ray_execute).options(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=0)
         self._refs: dict[Any, str] = {}
+        self._cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
         cpus = ray.cluster_resources().get("CPU", 1)
         self._capacity = max(1, int(cpus // resources.cpus)) * 2  # keep the cluster fed, not flooded
 
     def capacity(self) -> int:
         return self._capacity
 
-    def submit(self, run_id: str, config: dict[str, Any]) -> None:
-        ref = self._task.remote(run_id, config, self.resources.cpus, self.board)
+    def gpus_for(self, config: dict[str, Any] | Job) -> float:
+        """The GPUs one run asks Ray for: ``resources.gpus``, at least 1 when the run's device is CUDA."""
+        device = config_device(config)
+        cuda = device.startswith("cuda") or (device == "auto" and self._cluster_gpus > 0)
+        return max(float(self.resources.gpus), 1.0) if cuda else float(self.resources.gpus)
+
+    def submit(self, run_id: str, config: dict[str, Any] | Job) -> None:
+        gpus = self.gpus_for(config)
+        task = self._task if gpus == self.resources.gpus else self._task.options(num_gpus=gpus)
+        ref = task.remote(run_id, config, self.resources.cpus, self.board)
         self._refs[ref] = run_id
 
     def poll(self, timeout: float) -> list[dict[str, Any]]:
@@ -207,7 +218,7 @@ class RayBackend:
             self.ray.shutdown()
 
 
-def _ray_execute(run_id: str, config: dict[str, Any], threads: int, board: Any) -> dict[str, Any]:
+def _ray_execute(run_id: str, config: dict[str, Any] | Job, threads: int, board: Any) -> dict[str, Any]:
     return execute_run(run_id, config, threads, lambda rid, stage: board.set.remote(rid, stage))
 
 

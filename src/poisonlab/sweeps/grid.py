@@ -37,6 +37,7 @@ from ..attacks import build_attack
 from ..cache import canonical_json
 from ..errors import ConfigError, PoisonlabError
 from ..protocol.config import RunConfig, load_yaml_mapping
+from .execute import Job
 
 #: keys of RunConfig that do not change a run's result, so they are not part of its id
 NON_RESULT_KEYS = ("out", "cache_dir", "data_dir")
@@ -63,13 +64,16 @@ class Resources:
 
 @dataclass(frozen=True)
 class Run:
-    """One run of a sweep: its id and its resolved config (``out`` and ``cache_dir`` set by the sweep)."""
+    """One run of a sweep: its id and its resolved config (``out`` and ``cache_dir`` set by the sweep):
+    a :class:`RunConfig`, or a :class:`~poisonlab.sweeps.execute.Job` (e.g. a cell of ``poisonlab evaluate``)."""
 
     run_id: str
-    config: RunConfig
+    config: RunConfig | Job
 
     def label(self) -> str:
         c = self.config
+        if not isinstance(c, RunConfig):
+            return c.label()
         opts = ",".join(f"{k}={v}" for k, v in sorted(c.attack_options.items()))
         return f"{c.dataset}/{c.model}/{c.attack}{'[' + opts + ']' if opts else ''} f={c.fraction:g} s={c.seed}"
 
@@ -81,9 +85,9 @@ class Grid:
     resources: Resources
 
 
-def run_id(cfg: RunConfig | Mapping[str, Any]) -> str:
+def run_id(cfg: RunConfig | Job | Mapping[str, Any]) -> str:
     """Stable 16-hex id of a run: sha256 of the canonical JSON of its result-relevant config."""
-    d = cfg.to_dict() if isinstance(cfg, RunConfig) else dict(cfg)
+    d = dict(cfg) if isinstance(cfg, Mapping) else cfg.to_dict()
     d = {k: v for k, v in d.items() if k not in NON_RESULT_KEYS and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
     return hashlib.sha256(canonical_json(d).encode()).hexdigest()[:16]
 
@@ -162,7 +166,7 @@ def expand(spec: Mapping[str, Any], where: str = "grid") -> Grid:
             runs.append(Run(rid, cfg))
     if not runs:
         raise ConfigError(f"{where}: the grid has no runs")
-    validate_components([r.config for r in runs], where)
+    validate_components([r.config for r in runs if isinstance(r.config, RunConfig)], where)
     return Grid(name, tuple(runs), resources)
 
 

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from ..artifacts import write_json
+from ..protocol.config import RunConfig
 from .backends import Backend, make_backend
 from .grid import Grid, Run
 from .results import ResultsLog, SweepLock
@@ -45,7 +46,7 @@ def plan(grid: Grid, directory: str | Path, *, cache_dir: str | None, retry_fail
         row = finished.get(run.run_id)
         if row is not None and (row.get("status") == "ok" or not retry_failed):
             continue
-        cfg = replace(run.config, out=str(directory / "runs" / run.run_id), cache_dir=cache_dir)
+        cfg = replace(run.config, out=str(directory / "runs" / run.run_id), cache_dir=cache_dir)  # type: ignore[type-var]
         todo.append(Run(run.run_id, cfg))
     return todo, len(grid.runs) - len(todo)
 
@@ -93,7 +94,8 @@ def run_sweep(
             while queue or in_flight:
                 while queue and in_flight < be.capacity():
                     run = queue.pop(0)
-                    be.submit(run.run_id, run.config.to_dict())
+                    config = run.config
+                    be.submit(run.run_id, config.to_dict() if isinstance(config, RunConfig) else config)
                     in_flight += 1
                 for row in be.poll(timeout=0.5):
                     in_flight -= 1

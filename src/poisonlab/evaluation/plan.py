@@ -1,0 +1,172 @@
+"""What an evaluation runs: which attacks and defenses apply, what each costs, what fits the budget.
+
+* :func:`applicable` — every requested attack / defense checked by its own ``check_supported`` on
+  the data and the victim (no training); the ones that do not apply are kept with the reason.
+* Pricing — an attack is timed with its work cut to :data:`PROBE_OPTIONS` (one epoch, ten steps, …)
+  on the real data and clean victim (:class:`~.cells.ProbeCell`), and its cost at the full options
+  is estimated as probe seconds × the ratio of iteration counts (:func:`work`). Set-up done once
+  per attack (a target model, a pretrained generator) is so counted once per iteration: the
+  estimate over- rather than under-prices. An attack without an iteration knob is probed in full.
+* :func:`budget_plan` — cheapest first, each attack over all seeds costs its estimate plus one
+  retrain per seed; what does not fit is shortened (its iteration count scaled down to fit, never
+  below the probe's) or skipped. Every decision is a :class:`Decision` with its reason, written
+  into the report. The plan reads only recorded numbers (the probes' rows), so a resumed
+  evaluation makes the same plan.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from ..attacks import build_attack
+from ..defenses import build_defense
+from ..errors import PoisonlabError, UnsupportedError
+
+#: each attack's work cut to a few iterations for its price
+PROBE_OPTIONS: dict[str, dict[str, Any]] = {
+    "tgda": {"epochs": 1, "selection.every": 0},
+    "back_gradient": {"epochs": 1},
+    "metapoison": {"outer_steps": 1},
+    "min_max": {"epochs": 1},
+    "gradient_matching": {"steps": 10, "restarts": 1},
+    "gc": {"steps": 10},
+    "feature_targeted": {"gc_steps": 10},
+    "unlearnable": {"rounds": 1},
+}
+#: the options an attack's cost grows with (their product is its iteration count); the first is
+#: the one a budget shortens
+WORK_KEYS: dict[str, tuple[str, ...]] = {
+    "min_max": ("epochs",),
+    "back_gradient": ("epochs", "k"),
+    "metapoison": ("outer_steps", "ensemble"),
+    "tgda": ("epochs",),
+    "gc": ("steps",),
+    "gradient_matching": ("steps", "restarts"),
+    "feature_targeted": ("gc_steps",),
+    "unlearnable": ("rounds",),
+}
+#: attacks left out of ``attacks="auto"``, with the reason (they answer another question)
+NOT_IN_SUITE: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One row of the evaluation: ``name`` (its label), the registered ``component`` and its options."""
+
+    name: str
+    component: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the plan does with one attack or defense, and why.
+
+    ``action``: ``"run"``, ``"shorten"`` (run with ``options``), ``"skip"`` or ``"not applicable"``.
+    """
+
+    subject: str
+    kind: str  # "attack" or "defense"
+    action: str
+    reason: str
+    expected_seconds: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"subject": self.subject, "kind": self.kind, "action": self.action, "reason": self.reason,
+                "expected_seconds": self.expected_seconds, "options": self.options}
+
+
+def applicable(choices: Iterable[Choice], kind: str, check: Any) -> tuple[list[Choice], list[Decision]]:
+    """Split ``choices`` by ``check(component_object)`` (which raises UnsupportedError): those that
+    apply, and a "not applicable" decision (with the component's reason) for the others."""
+    ok, out = [], []
+    for c in choices:
+        obj = (build_attack if kind == "attack" else build_defense)(c.component, c.options)
+        try:
+            check(obj)
+        except UnsupportedError as exc:
+            out.append(Decision(c.name, kind, "not applicable", str(exc)))
+            continue
+        except PoisonlabError as exc:  # e.g. an optional dependency missing
+            out.append(Decision(c.name, kind, "not applicable", f"{type(exc).__name__}: {exc}"))
+            continue
+        ok.append(c)
+    return ok, out
+
+
+def _flat(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Top-level options (the work knobs are all top-level fields of their config)."""
+    return dict(options)
+
+
+def work(attack: str, options: Mapping[str, Any]) -> float:
+    """The attack's iteration count under ``options`` (its full options: defaults filled in)."""
+    o = _flat(build_attack(attack, dict(options)).options())
+    n = 1.0
+    for k in WORK_KEYS.get(attack, ()):
+        n *= float(o.get(k, 1) or 1)
+    return n
+
+
+def probe_options(attack: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with the attack's work cut to the probe's (unchanged for attacks without a knob)."""
+    return {**dict(options), **PROBE_OPTIONS.get(attack, {})}
+
+
+def estimate(attack: str, options: Mapping[str, Any], probe_seconds: float) -> tuple[float, float]:
+    """(estimated seconds at ``options``, work ratio full / probe) from the probe's seconds."""
+    ratio = work(attack, options) / max(work(attack, probe_options(attack, options)), 1e-9)
+    return probe_seconds * ratio, ratio
+
+
+def shortened(attack: str, options: Mapping[str, Any], factor: float) -> dict[str, Any] | None:
+    """``options`` with the first work knob scaled by ``factor`` < 1 (rounded down), or None when
+    the attack has no knob or the result would be below the probe's value."""
+    keys = WORK_KEYS.get(attack)
+    if not keys:
+        return None
+    key = keys[0]
+    full = _flat(build_attack(attack, dict(options)).options()).get(key)
+    floor = _flat(build_attack(attack, probe_options(attack, options)).options()).get(key)
+    if not isinstance(full, int) or not isinstance(floor, int):
+        return None
+    value = int(math.floor(full * factor))
+    if value < max(floor, 1) or value >= full:
+        return None
+    return {**dict(options), key: value}
+
+
+def budget_plan(priced: list[tuple[Choice, float]], *, train_seconds: float, n_seeds: int, budget: float,
+                spent: float) -> list[Decision]:
+    """Cheapest first: run each attack (over ``n_seeds`` seeds, plus one retrain each) while it fits
+    in ``budget − spent``; shorten the first that does not fit, skip the rest. ``priced``: each
+    attack with its estimated attack seconds at its options."""
+    left = budget - spent - n_seeds * train_seconds  # the clean pretrain of each seed
+    out = []
+    for choice, seconds in sorted(priced, key=lambda p: (p[1], p[0].name)):
+        cost = n_seeds * (seconds + train_seconds)
+        if cost <= left:
+            out.append(Decision(choice.name, "attack", "run", f"≈ {cost:.0f} s over {n_seeds} seed(s) fits "
+                                f"(≈ {left:.0f} s of the budget left)", cost, dict(choice.options)))
+            left -= cost
+            continue
+        room = left / n_seeds - train_seconds  # attack seconds per seed that would fit
+        opts = shortened(choice.component, choice.options, room / seconds) if room > 0 and seconds > 0 else None
+        if opts is not None:
+            key = WORK_KEYS[choice.component][0]
+            full = _flat(build_attack(choice.component, dict(choice.options)).options())[key]
+            factor = opts[key] / full
+            cost_short = n_seeds * (seconds * factor + train_seconds)
+            out.append(Decision(choice.name, "attack", "shorten",
+                                f"the full attack would take ≈ {cost:.0f} s, ≈ {max(left, 0):.0f} s left: {key} "
+                                f"{full} → {opts[key]}", cost_short, opts))
+            left -= cost_short
+            continue
+        out.append(Decision(choice.name, "attack", "skip", f"would take ≈ {cost:.0f} s over {n_seeds} seed(s), "
+                            f"≈ {max(left, 0):.0f} s of the budget left" + ("" if WORK_KEYS.get(choice.component)
+                                                                          else " (no iteration count to shorten)"),
+                            cost, dict(choice.options)))
+    return out
