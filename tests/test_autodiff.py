@@ -24,7 +24,6 @@ from poisonlab.autodiff import (
 from poisonlab.errors import ConfigError
 
 
-
 @pytest.fixture(autouse=True)
 def _float64():
     old = torch.get_default_dtype()
@@ -289,3 +288,159 @@ def test_fwdrev_falls_back_only_when_an_op_has_no_forward_rule(monkeypatch, recw
     monkeypatch.setattr(H, "jvp", oom)
     with pytest.raises(RuntimeError, match="out of memory"):
         H.hvp(f, w, v, method="fwdrev")
+
+
+# ---------------------------------------------------------------------------- sync-free CG, fallbacks, one graph
+def _textbook_cg(A, b, damping, tol, max_iter, x0=None):
+    """The per-iteration-checked CG (host reads every iteration), the reference of the masked one."""
+    def M(v):  # the operator as conjugate_gradient applies it: A v + λ v
+        return A @ v + damping * v
+
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b - M(x)
+    p, rs, it = r.clone(), torch.dot(r, r), 0
+    thr = tol * max(torch.linalg.vector_norm(b).item(), 1e-30)
+    while it < max_iter and rs.sqrt().item() > thr:
+        ap = M(p)
+        pap = torch.dot(p, ap)
+        if pap.item() <= 0:
+            break
+        alpha = rs / pap
+        x, r = x + alpha * p, r - alpha * ap
+        rs_new = torch.dot(r, r)
+        p, rs, it = r + (rs_new / rs) * p, rs_new, it + 1
+    return x, it
+
+
+@pytest.mark.parametrize("max_iter,tol,check_every", [(7, 1e-30, 1), (7, 1e-30, 3), (200, 1e-9, 5), (200, 1e-9, 1), (40, 1e-4, 4)])
+def test_sync_free_cg_equals_the_per_iteration_checked_one(max_iter, tol, check_every):
+    torch.manual_seed(5)
+    a = torch.randn(25, 25)
+    A = a @ a.T
+    b, x0 = torch.randn(25), torch.randn(25)
+    for start in (None, x0):
+        ref, its = _textbook_cg(A, b, 0.05, tol, max_iter, start)
+        res = conjugate_gradient(lambda v: A @ v, b, CGOptions(damping=0.05, tol=tol, max_iter=max_iter,
+                                                              check_every=check_every), x0=start)
+        assert res.iterations == its and not res.negative_curvature and res.finite
+        torch.testing.assert_close(res.x, ref, rtol=1e-8, atol=1e-12)
+
+
+def test_cg_reads_the_host_once_every_check_every_iterations(monkeypatch):
+    """A ceiling on host synchronisations: .item(), bool(), float(), int() and .tolist() of tensors,
+    counted during a 20-iteration solve that checks every 5 iterations."""
+    torch.manual_seed(6)
+    a = torch.randn(30, 30)
+    A = a @ a.T + torch.eye(30)
+    b = torch.randn(30)
+    calls = []
+    for name in ("item", "__bool__", "__float__", "__int__", "tolist"):
+        orig = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _orig=orig, _name=name):
+            calls.append(_name)
+            return _orig(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    res = conjugate_gradient(lambda v: A @ v, b, CGOptions(tol=1e-30, max_iter=20, check_every=5))
+    monkeypatch.undo()
+    assert res.iterations == 20
+    assert len(calls) <= 20 // 5 + 1, calls  # 4 checks + 1 read of the summary: 0.25 per iteration
+
+
+def test_cg_warm_start_reaches_the_same_solution_in_fewer_iterations():
+    """Warm-starting from the previous (nearby) system's solution, as TGDA does across rounds: the same
+    solution as a cold solve, in fewer iterations."""
+    torch.manual_seed(7)
+    a = torch.randn(40, 40)
+    A = a @ a.T / 40 + 0.1 * torch.eye(40)
+    A2 = A + 1e-3 * torch.diag(torch.rand(40))  # the next round's Hessian
+    b = torch.randn(40)
+    opts = CGOptions(tol=1e-10, max_iter=500, check_every=1)
+    prev = conjugate_gradient(lambda v: A @ v, b, opts).x
+    cold = conjugate_gradient(lambda v: A2 @ v, b, opts)
+    warm = conjugate_gradient(lambda v: A2 @ v, b, opts, x0=prev)
+    assert cold.converged and warm.converged and warm.iterations < cold.iterations
+    torch.testing.assert_close(warm.x, torch.linalg.solve(A2, b), rtol=1e-8, atol=1e-9)
+    torch.testing.assert_close(warm.x, cold.x, rtol=1e-8, atol=1e-9)
+
+
+def _indefinite(seed=2):
+    torch.manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(10, 10))
+    eig = torch.tensor([3.0, 2.0, 1.5, 1.0, 0.7, -0.5, -1.0, -2.0, -2.5, 0.9])
+    return q @ torch.diag(eig) @ q.T, torch.randn(10)
+
+
+def test_cg_detects_negative_curvature_and_the_safeguarded_solve_falls_back():
+    from poisonlab.autodiff import safeguarded_cg
+
+    A, b = _indefinite()
+    plain = conjugate_gradient(lambda v: A @ v, b, CGOptions(tol=1e-12, max_iter=500))
+    assert plain.negative_curvature and not plain.converged
+    res = safeguarded_cg(lambda v: A @ v, b, CGOptions(tol=1e-12, max_iter=500))
+    assert res.fallbacks == ("normal_equations",) and res.solver.normal_equations and res.converged
+    torch.testing.assert_close(res.x, torch.linalg.solve(A, b), rtol=1e-7, atol=1e-9)
+    pd = torch.eye(10) * 2.0  # a positive definite system is solved once, with no fallback
+    ok = safeguarded_cg(lambda v: pd @ v, b, CGOptions(tol=1e-12, max_iter=50))
+    assert ok.fallbacks == () and ok.solver == CGOptions(tol=1e-12, max_iter=50)
+
+
+def test_safeguarded_cg_raises_the_damping_when_the_normal_equations_fail_too():
+    """A non-finite operator (the normal equations cannot mend it) ends, after the damping raises, as
+    the last attempt, unconverged (no step taken: x stays 0); an indefinite singular system stops at
+    the normal equations, whose solution is the least-squares one."""
+    from poisonlab.autodiff import safeguarded_cg
+
+    b = torch.randn(6)
+
+    def broken(v):
+        return torch.full_like(v, float("nan"))
+
+    res = safeguarded_cg(broken, b, CGOptions(damping=0.01, tol=1e-10, max_iter=20), damping_raises=2)
+    assert res.fallbacks == ("normal_equations", "damping=0.1", "damping=1") and not res.converged
+    assert res.residual_norm != res.residual_norm and torch.equal(res.x, torch.zeros(6))
+    S = torch.diag(torch.tensor([1.0, 1.0, 1.0, -1.0, -1.0, -1.0])) - 1.0 * torch.eye(6)  # eigenvalues 0 and -2
+    res = safeguarded_cg(lambda v: S @ v, b, CGOptions(damping=0.0, tol=1e-12, max_iter=200))
+    assert res.fallbacks == ("normal_equations",) and res.finite  # singular: the least-squares solution
+    torch.testing.assert_close(res.x, torch.linalg.pinv(S) @ b, rtol=1e-10, atol=1e-12)
+
+
+def test_gradient_graph_products_match_dense_hessian_and_mixed_vjp():
+    from poisonlab.autodiff import GradientGraph
+
+    m, x, y = _tiny_mlp()
+    names, params = named_params(m)
+    f = functional_loss(m, names)
+    H = _dense_hessian(f, params, x, y)
+    g = GradientGraph(f, params, x, y, argnums=(0,))
+    for seed in (0, 1):  # the graph serves several products
+        torch.manual_seed(seed)
+        v = torch.randn(H.shape[0])
+        torch.testing.assert_close(flatten(g.hvp(unflatten(v, params))), H @ v, rtol=1e-9, atol=1e-11)
+        (mx,) = g.mixed(unflatten(v, params))
+        torch.testing.assert_close(mx, mixed_vjp(f, params, unflatten(v, params), x, y), rtol=1e-10, atol=1e-12)
+
+
+def test_total_gradient_on_one_graph_equals_the_recomputed_products():
+    """method="double_backward" (one ∇_w f graph for the solve and the mixed product) = "fwdrev"
+    (every product recomputed) on the bilevel LR problem, float64."""
+    torch.manual_seed(8)
+    w = (torch.randn(4),)
+    xc, yc = torch.randn(20, 3), (torch.rand(20) > 0.5).double()
+    xp, yp = torch.randn(5, 3), (torch.rand(5) > 0.5).double()
+
+    def bce(w, x, y):
+        return torch.nn.functional.binary_cross_entropy_with_logits(x @ w[:-1] + w[-1], y)
+
+    def follower(ws, xp_):
+        return (20 * bce(ws[0], xc, yc) + 5 * bce(ws[0], xp_, yp)) / 25
+
+    def leader(ws, xp_):
+        return bce(ws[0], xc[:10], 1 - yc[:10])
+
+    opts = CGOptions(damping=0.1, tol=1e-12, max_iter=100)
+    a, sa = total_gradient(follower, leader, w, (xp,), solver=opts, method="double_backward")
+    b, sb = total_gradient(follower, leader, w, (xp,), solver=opts, method="fwdrev")
+    torch.testing.assert_close(a[0], b[0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(flatten(sa.value), flatten(sb.value), rtol=1e-10, atol=1e-12)

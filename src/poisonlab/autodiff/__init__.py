@@ -5,8 +5,8 @@ with ``params`` a tuple of parameter tensors; :func:`functional_loss` / :func:`f
 make such functions from an ``nn.Module``.
 """
 
-from .cg import CGOptions, CGResult, conjugate_gradient
-from .hvp import dataset_hvp, hvp, mixed_vjp
+from .cg import CGOptions, CGResult, conjugate_gradient, safeguarded_cg
+from .hvp import GradientGraph, dataset_hvp, hvp, mixed_vjp
 from .implicit import InverseHVP, inverse_hvp, total_gradient
 from .params import Functional, Params, directional, flatten, functional_loss, functional_model, named_params, unflatten, value_and_grad
 
@@ -14,6 +14,7 @@ __all__ = [
     "CGOptions",
     "CGResult",
     "Functional",
+    "GradientGraph",
     "InverseHVP",
     "Params",
     "conjugate_gradient",
@@ -26,6 +27,7 @@ __all__ = [
     "inverse_hvp",
     "mixed_vjp",
     "named_params",
+    "safeguarded_cg",
     "total_gradient",
     "unflatten",
     "value_and_grad",

@@ -7,6 +7,9 @@ Threat-model agnostic calculus used by TGDA (total gradient), back-gradient, Gra
 * ``mixed_vjp(f, params, v, *args, argnums=i)`` = ∂/∂args[i] ⟨∇_w f(w, *args), v⟩ = ∇²_{xw} f · v
   (x = args[i]: poison inputs, or another network's output)
 * ``dataset_hvp(f, params, v, *args)``         = ∇²_w of a *mean* loss over large ``args``, in chunks (bounded memory)
+* ``GradientGraph(f, params, *args, argnums=i)`` builds ∇_w f once and gives both products (``hvp``,
+  ``mixed``) by double backward through it: a solve of k products and its mixed product share one
+  forward and one backward pass instead of k + 1
 
 Every ``f`` follows the functional convention of :mod:`poisonlab.autodiff.params`: ``f(params, *args)``
 with ``params`` a tuple of tensors.
@@ -73,6 +76,41 @@ def hvp(f: Functional, params: Sequence[torch.Tensor], v: Sequence[torch.Tensor]
             out = torch.autograd.grad(dot, ps, allow_unused=True)
         return tuple(torch.zeros_like(p) if o is None else o.detach() for p, o in zip(ps, out))
     raise ValueError(f"unknown HVP method {method!r}; use 'fwdrev' or 'double_backward'")
+
+
+class GradientGraph:
+    """∇_w f(w, *args) with its autograd graph kept, for many second-order products at one point.
+
+    ``hvp(v)`` = ∇²_w f · v and ``mixed(v)`` = ∂/∂args[i] ⟨∇_w f, v⟩ (i in ``argnums``), each by one
+    backward pass through the stored graph — the same products as :func:`hvp` (``"double_backward"``)
+    and :func:`mixed_vjp`, without recomputing f and ∇_w f for each. The graph lives as long as the
+    object; drop it after the solve.
+    """
+
+    def __init__(self, f: Functional, params: Sequence[torch.Tensor], *args: torch.Tensor,
+                 argnums: Sequence[int] = ()) -> None:
+        self.params = tuple(p.detach().requires_grad_(True) for p in params)
+        full = list(args)
+        for i in argnums:
+            full[i] = full[i].detach().requires_grad_(True)
+        self.inputs = tuple(full[i] for i in argnums)
+        with torch.enable_grad():
+            self.grad = torch.autograd.grad(f(self.params, *full), self.params, create_graph=True)
+
+    def _dot(self, v: Sequence[torch.Tensor]) -> torch.Tensor:
+        return cast(torch.Tensor, sum((gi * vi).sum() for gi, vi in zip(self.grad, v)))
+
+    def hvp(self, v: Sequence[torch.Tensor]) -> Params:
+        """∇²_w f · v (shaped like the parameters)."""
+        with torch.enable_grad():
+            out = torch.autograd.grad(self._dot(v), self.params, retain_graph=True, allow_unused=True)
+        return tuple(torch.zeros_like(p) if o is None else o.detach() for p, o in zip(self.params, out))
+
+    def mixed(self, v: Sequence[torch.Tensor]) -> Params:
+        """(∇²_{x w} f)ᵀ v for each differentiated argument x (one tensor per entry of ``argnums``)."""
+        with torch.enable_grad():
+            out = torch.autograd.grad(self._dot(v), self.inputs, retain_graph=True, allow_unused=True)
+        return tuple(torch.zeros_like(t) if o is None else o.detach() for t, o in zip(self.inputs, out))
 
 
 @overload

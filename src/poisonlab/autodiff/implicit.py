@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .cg import DEFAULT_CG, CGOptions, CGResult, conjugate_gradient
-from .hvp import dataset_hvp, mixed_vjp
+from .cg import DEFAULT_CG, CGOptions, CGResult, conjugate_gradient, safeguarded_cg
+from .hvp import GradientGraph, dataset_hvp, mixed_vjp
 from .params import Functional, Params, flatten, unflatten
 
 
@@ -41,6 +41,7 @@ def inverse_hvp(
     method: str = "fwdrev",
     chunk_size: int | None = None,
     hvp_fn: Callable[[Params], Params] | None = None,
+    safeguard: bool = False,
 ) -> InverseHVP:
     """(∇²_w f(w, *args) + λI)⁻¹ b by CG at w = ``params`` (λ = ``solver.damping``).
 
@@ -48,7 +49,9 @@ def inverse_hvp(
     iterations, normal equations for indefinite Hessians). The products are
     :func:`~poisonlab.autodiff.dataset_hvp` ``(f, params, v, *args, chunk_size=chunk_size,
     method=method)`` (``f`` the mean loss of its batch); ``hvp_fn(v)`` replaces them with any other
-    symmetric operator. ``x0`` warm-starts CG.
+    symmetric operator. ``x0`` warm-starts CG. ``safeguard``: solve by
+    :func:`~poisonlab.autodiff.cg.safeguarded_cg` (negative curvature, non-finite or growing residuals
+    fall back to the normal equations, then to larger damping; ``cg.solver`` says what was solved).
     """
     params = tuple(params)
     prod = hvp_fn or (lambda v: dataset_hvp(f, params, v, *args, chunk_size=chunk_size, method=method))
@@ -56,7 +59,8 @@ def inverse_hvp(
     def matvec(vec: torch.Tensor) -> torch.Tensor:
         return flatten(prod(unflatten(vec, params)))
 
-    res = conjugate_gradient(matvec, flatten(b), solver, x0=flatten(x0) if x0 is not None else None)
+    solve = safeguarded_cg if safeguard else conjugate_gradient
+    res = solve(matvec, flatten(b), solver, x0=flatten(x0) if x0 is not None else None)
     return InverseHVP(unflatten(res.x, params), res)
 
 
@@ -69,6 +73,7 @@ def total_gradient(
     solver: CGOptions = DEFAULT_CG,
     x0: Sequence[torch.Tensor] | None = None,
     method: str = "fwdrev",
+    safeguard: bool = False,
 ) -> tuple[Params, InverseHVP]:
     """D_θ ℓ = ∇_θ ℓ − ∇²_θw f (∇²_ww f + λI)⁻¹ ∇_w ℓ for the follower ``f(w, *theta)`` and the
     leader ``ℓ(w, *theta)`` (both scalar), at the follower's ``w`` and the leader's ``theta``;
@@ -76,7 +81,9 @@ def total_gradient(
 
     Returns (D_θ ℓ, one tensor per entry of ``theta``; the inverse-HVP solve); pass the previous
     solve's value as ``x0`` to warm-start. ``method`` selects the Hessian-vector product of
-    :func:`~poisonlab.autodiff.hvp` (``"double_backward"`` has less per-call overhead on small models).
+    :func:`~poisonlab.autodiff.hvp` (``"double_backward"`` has less per-call overhead on small models,
+    and builds ∇_w f once for every product of the solve and the mixed product:
+    :class:`~poisonlab.autodiff.hvp.GradientGraph`). ``safeguard`` as in :func:`inverse_hvp`.
     """
     w = tuple(p.detach() for p in w)
     theta = tuple(t.detach().requires_grad_(True) for t in theta)
@@ -86,7 +93,14 @@ def total_gradient(
         grads = torch.autograd.grad(lw, wg + theta, allow_unused=True)
     gw = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(w, grads[: len(w)]))
     gtheta = tuple(torch.zeros_like(t) if g is None else g for t, g in zip(theta, grads[len(w) :]))
-    theta_fixed = tuple(t.detach() for t in theta)
-    solve = inverse_hvp(follower, w, gw, *theta_fixed, solver=solver, x0=x0, method=method)
-    cross = mixed_vjp(follower, w, solve.value, *theta, argnums=tuple(range(len(theta))))
+    nums = tuple(range(len(theta)))
+    if method == "double_backward":  # one graph of ∇_w f for the k products of the solve and the mixed one
+        graph = GradientGraph(follower, w, *theta, argnums=nums)
+        solve = inverse_hvp(follower, w, gw, solver=solver, x0=x0, hvp_fn=graph.hvp, safeguard=safeguard)
+        cross = graph.mixed(solve.value)
+        del graph
+    else:
+        theta_fixed = tuple(t.detach() for t in theta)
+        solve = inverse_hvp(follower, w, gw, *theta_fixed, solver=solver, x0=x0, method=method, safeguard=safeguard)
+        cross = mixed_vjp(follower, w, solve.value, *theta, argnums=nums)
     return tuple(a - c for a, c in zip(gtheta, cross)), solve
