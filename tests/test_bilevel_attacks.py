@@ -15,8 +15,8 @@ from poisonlab.attacks.back_gradient import unrolled_hypergradient
 from poisonlab.attacks.tgda import leader_gradient
 from poisonlab.autodiff import CGOptions, flatten, total_gradient, unflatten
 from poisonlab.cli.main import main
-from poisonlab.data import AttackData, Dataset, load_dataset
-from poisonlab.errors import ConfigError
+from poisonlab.data import AttackData, load_dataset
+from poisonlab.errors import ConfigError, DivergenceError
 from poisonlab.models import build_generator
 from poisonlab.seeding import torch_generator
 from poisonlab.training import TrainConfig, Victim, VictimSpec
@@ -182,8 +182,8 @@ def test_tgda_poisons_raise_the_retrained_victims_validation_loss():
     """The leader's true objective — the validation loss of a victim retrained from scratch on
     D_tr ∪ D_p — is higher with TGDA's poisons than with the unmodified source points D_p⁰."""
     data, victim = _tiny(n_train=300, n_val=150, epochs=20)
-    attack = build_attack("tgda", {"epochs": 6, "n": 5, "pretrain.epochs": 5, "solver.iters": 10, "leader_lr": 0.01, "leader_optimizer": "sgd",
-                                   "generator_options": {"hidden": [64, 32]}})
+    attack = build_attack("tgda", {"epochs": 6, "n": 5, "pretrain.epochs": 5, "solver.iters": 10, "leader_lr": 0.01,
+                                   "leader_optimizer": "sgd", "generator_options": {"hidden": [64, 32]}})
     p = attack.poison(data, victim, 0.1, generator=torch_generator(0, "attack"))
     baseline = dataclasses.replace(p, x=data.train.x[p.source_index].clone())
     assert _retrained_val_loss(data, victim, p) > _retrained_val_loss(data, victim, baseline) + 0.05
@@ -298,9 +298,13 @@ def test_tgda_selection_resumes_byte_identically(tmp_path):
 
 
 def test_tgda_divergence_is_a_clear_error():
+    """With the safeguards off, a leader step of 1e30 leaves the finite range: a DivergenceError
+    naming the settings to change (the safeguarded defaults survive it: tests/test_tgda_safeguards.py)."""
     data, victim = _tiny(n_train=100, n_val=50)
-    with pytest.raises(RuntimeError, match="diverged.*leader_lr"):
-        build_attack("tgda", dict(TINY["tgda"], epochs=1, leader_lr=1e30)).poison(data, victim, 0.05, generator=torch_generator(0, "a"))
+    off = {"safeguard.trust_region": None, "safeguard.backtracks": 0}
+    with pytest.raises(DivergenceError, match="finite range.*leader_lr"):
+        build_attack("tgda", dict(TINY["tgda"], epochs=1, leader_lr=1e30, **off)).poison(
+            data, victim, 0.05, generator=torch_generator(0, "a"))
 
 
 def test_tgda_pretrained_generator_goes_through_the_given_cache(tmp_path, monkeypatch):

@@ -6,8 +6,9 @@ engine in :mod:`poisonlab.autodiff`:
 * the follower F as a *functional* network: parameters ``w`` (a tuple of tensors) plus the module
   used by ``torch.func.functional_call``; cross-entropy losses of ``w`` on (clean ⊕ poison) batches;
 * plain gradient steps of the follower (the training loop's SGD, written functionally so unrolled
-  attacks can differentiate through them) — and, when the victim's recipe is not plain SGD
-  (Adam/AdamW, momentum, weight decay, a schedule), the note that they approximate it
+  attacks can differentiate through them), or the recipe's own optimiser (:func:`follower_steps`
+  with a :class:`~poisonlab.attacks._follower_optim.FollowerOptimizer`: momentum, Adam/AdamW moments,
+  weight decay) — and, where a follower only approximates the recipe, the note that says so
   (:func:`follower_note`: ``info["follower"]`` and one warning);
 * the per-round batch schedule (which clean, poison and validation points a round sees);
 * resumable checkpoints (safetensors + a JSON fingerprint, never pickle).
@@ -47,6 +48,7 @@ from ..seeding import draw_seed, torch_generator
 from ..training.loop import TrainConfig, param_lr_scales
 from ..training.victim import Victim
 from ..validation import check_choice, check_int, check_number
+from ._follower_optim import FollowerOptimizer
 from .base import AttackConfig
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -164,6 +166,14 @@ def sgd_steps(loss_fn: Callable[[Params], torch.Tensor], w: Params, lr: float | 
     return w
 
 
+def follower_steps(opt: FollowerOptimizer, loss_fn: Callable[[Params], torch.Tensor], w: Params, steps: int) -> Params:
+    """``steps`` follower steps with the recipe's optimiser ``opt`` (its state advances); a plain-SGD
+    recipe takes exactly :func:`sgd_steps` at ``opt.rates``."""
+    if opt.plain:
+        return sgd_steps(loss_fn, w, opt.rates, steps)
+    return opt.steps(loss_fn, w, steps)
+
+
 def recipe_is_plain_sgd(recipe: TrainConfig) -> bool:
     """True when THE training loop with ``recipe`` takes exactly the follower's steps: SGD without
     momentum or weight decay at a constant learning rate."""
@@ -171,20 +181,30 @@ def recipe_is_plain_sgd(recipe: TrainConfig) -> bool:
             and recipe.weight_decay == 0 and recipe.schedule is None)
 
 
-def follower_description(recipe: TrainConfig, lr: float) -> tuple[str, bool]:
-    """(what the follower does, relative to the victim's recipe; whether that approximates it)."""
+def follower_description(recipe: TrainConfig, lr: float, modelled: bool = False) -> tuple[str, bool]:
+    """(what the follower does, relative to the victim's recipe; whether that approximates it).
+
+    ``modelled``: the follower takes the recipe's optimiser (:func:`follower_steps`), which leaves
+    only a learning-rate schedule approximated (by the base rate); otherwise it takes plain SGD."""
+    if modelled:
+        opt = FollowerOptimizer.for_recipe(recipe, (lr,))
+        approximated = recipe.schedule is not None
+        text = (f"{opt.describe()}: the recipe's optimiser (victim recipe: {recipe.describe()}"
+                + ("; its schedule approximated by the base rate)" if approximated else ")"))
+        return text, approximated
     approximated = not recipe_is_plain_sgd(recipe)
     text = f"plain SGD at lr {lr:g} (victim recipe: {recipe.describe()}" + ("; approximated)" if approximated else ")")
     return text, approximated
 
 
-def follower_note(recipe: TrainConfig, lr: float, what: str) -> str:
-    """:func:`follower_description`'s text for ``info["follower"]``; warns once when the follower's
-    plain SGD only approximates the victim's recipe."""
-    text, approximated = follower_description(recipe, lr)
+def follower_note(recipe: TrainConfig, lr: float, what: str, modelled: bool = False) -> str:
+    """:func:`follower_description`'s text for ``info["follower"]``; warns once when the follower
+    only approximates the victim's recipe."""
+    text, approximated = follower_description(recipe, lr, modelled)
     if approximated:
-        warnings.warn(f"{what}: the follower takes {text}: its optimiser, momentum, weight decay and "
-                      "schedule are not modelled (set follower_lr to tune the step)", stacklevel=4)
+        missing = "schedule is" if modelled else "optimiser, momentum, weight decay and schedule are"
+        warnings.warn(f"{what}: the follower takes {text}: its {missing} not modelled "
+                      "(set follower_lr to tune the step)", stacklevel=4)
     return text
 
 

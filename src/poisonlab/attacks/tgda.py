@@ -64,7 +64,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -72,16 +72,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._version import __version__
-from ..autodiff import CGOptions, Params, total_gradient
+from ..autodiff import CGOptions, CGResult, Params, total_gradient
 from ..cache import ArtifactCache, cached_build, module_fingerprint, tensor_fingerprint
 from ..data.types import AttackData, Dataset, PoisonedDataset, PoisonSet
-from ..errors import ConfigError, UnsupportedError
+from ..errors import ConfigError, DivergenceError, UnsupportedError
 from ..models.generators import GENERATORS, IMAGE_ONLY_GENERATORS, build_generator, default_generator_name
 from ..seeding import derive_seed, draw_seed
 from ..training import accuracy, mean_loss
 from ..training.victim import Victim
 from ..validation import check_bool, check_choice, check_int, check_number, check_radius
 from . import _bilevel as B
+from ._follower_optim import FollowerOptimizer
 from ._radius import LinfProjectedGenerator
 from .base import Attack, AttackConfig, register_attack
 
@@ -133,6 +134,48 @@ class ImplicitSolverConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SafeguardConfig:
+    """What keeps the game finite on victims whose Hessian is not positive definite (neural networks)
+    without hand-set solver options. Option group ``safeguard`` of :class:`TGDAConfig`; what the
+    safeguards did is counted in ``info["safeguards"]``.
+
+    * a trust region on the leader's step in the generator's parameter space: a step Δθ longer than
+      ``trust_region``·‖θ‖ is shortened to that length (``steps_shrunk``); a non-finite gradient or
+      step is not taken (``steps_rejected``);
+    * a CG that falls back by itself (``cg_fallback``): a solve that meets negative curvature,
+      leaves the finite range or ends far above its starting residual is redone on the normal
+      equations, then with damping ×10 (up to 3 times; :func:`poisonlab.autodiff.safeguarded_cg`);
+      the options that worked are kept for the rest of the attack (``cg_fallbacks``, ``solver``);
+    * a check of every round: when the generator, the follower or the leader's loss ℓ is not finite
+      after it, the round is undone (θ, the leader's and the follower's optimiser states, w, the
+      warm start) and redone with the leader's step halved, at most ``backtracks`` times
+      (``backtracks``; the halved step is kept: ``leader_lr_scale``). A round that still fails raises
+      :class:`~poisonlab.errors.DivergenceError` naming the settings to change; the checkpoints
+      written before it stay.
+
+    Attributes:
+        trust_region: The longest leader step relative to the generator's parameter norm (a number >
+            0), or null for none (then non-finite steps are taken too, and only the round's check
+            remains). Default 0.02 (on MNIST LR the default steps stay about 100 times below it).
+        cg_fallback: Let the implicit-gradient CG fall back (normal equations, larger damping).
+            Default true.
+        backtracks: Halvings of the leader's step tried on a round that left the finite range (an
+            integer >= 0; 0: the first such round raises). Default 5.
+    """
+
+    trust_region: float | None = 0.02
+    cg_fallback: bool = True
+    backtracks: int = 5
+
+    def __post_init__(self) -> None:
+        what = f"{WHAT}: safeguard"
+        if self.trust_region is not None:
+            check_number(self.trust_region, "trust_region", what)
+        check_bool(self.cg_fallback, "cg_fallback", what)
+        check_int(self.backtracks, "backtracks", what, minimum=0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class AttackerPretrainConfig:
     """Pretraining of the attacker's generator L_θ as an autoencoder on D_tr (MSE, Adam; thesis
     §2.5.2 (1)) before the game; through the artifact cache. Option group ``pretrain`` of
@@ -179,7 +222,7 @@ class SelectionConfig:
 class TGDAConfig(AttackConfig):
     """Options of :class:`TGDA`. Groups (``-A solver.iters=20``, or a mapping in YAML):
     ``solver`` (:class:`ImplicitSolverConfig`), ``pretrain`` (:class:`AttackerPretrainConfig`),
-    ``selection`` (:class:`SelectionConfig`), ``checkpoint``
+    ``selection`` (:class:`SelectionConfig`), ``safeguard`` (:class:`SafeguardConfig`), ``checkpoint``
     (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`). The former flat names (``cg_iters``,
     ``damping``, ``pretrain_epochs``, ``select_every``, ``checkpoint: DIR``, ...) still work, with a
     DeprecationWarning (:attr:`RENAMED`).
@@ -234,6 +277,8 @@ class TGDAConfig(AttackConfig):
             Default its defaults.
         selection: Returning the θ that a from-scratch retrain judges best (:class:`SelectionConfig`).
             Default its defaults (selection every 50 epochs).
+        safeguard: The leader step's trust region, CG fallbacks and the rollback of rounds that
+            leave the finite range (:class:`SafeguardConfig`). Default its defaults (all on).
         checkpoint: Resumable checkpoints (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`).
             Default its defaults (none).
     """
@@ -269,6 +314,7 @@ class TGDAConfig(AttackConfig):
     solver: ImplicitSolverConfig = field(default_factory=ImplicitSolverConfig)
     pretrain: AttackerPretrainConfig = field(default_factory=AttackerPretrainConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    safeguard: SafeguardConfig = field(default_factory=SafeguardConfig)
     checkpoint: B.CheckpointConfig = field(default_factory=B.CheckpointConfig)
 
     def __post_init__(self) -> None:
@@ -288,7 +334,8 @@ class TGDAConfig(AttackConfig):
             raise ConfigError(f"{WHAT}: generator_options must be a mapping")
         check_radius(self.radius, WHAT)
         for key, cls in (("solver", ImplicitSolverConfig), ("pretrain", AttackerPretrainConfig),
-                         ("selection", SelectionConfig), ("checkpoint", B.CheckpointConfig)):
+                         ("selection", SelectionConfig), ("safeguard", SafeguardConfig),
+                         ("checkpoint", B.CheckpointConfig)):
             B.check_group(getattr(self, key), cls, key, WHAT)
 
 
@@ -305,6 +352,7 @@ def leader_gradient(
     x0: Params | None = None,
     hvp_method: str = "double_backward",
     poison_weight: float | None = None,
+    safeguard: bool = False,
 ) -> tuple[Params, Any]:
     """D_θℓ for the generator parameters θ (in ``gen.parameters()`` order) and the CG solve.
 
@@ -312,7 +360,8 @@ def leader_gradient(
     ``val`` = (x, y) of the validation batch, or ``None`` for the zero-sum formulation (ℓ = f).
     ``poison_weight`` = ε weighs the poisons as in :meth:`Follower.weighted_mixed_loss`; ``None``:
     every point of clean ∪ poisons weighs the same. ``solver`` holds the CG options of the
-    implicit-gradient solve (:meth:`ImplicitSolverConfig.cg_options`), ``x0`` warm-starts it.
+    implicit-gradient solve (:meth:`ImplicitSolverConfig.cg_options`), ``x0`` warm-starts it;
+    ``safeguard`` lets it fall back (:func:`poisonlab.autodiff.safeguarded_cg`).
     """
     xc, yc = clean
     x0b, y0b = sources
@@ -333,7 +382,7 @@ def leader_gradient(
         def ell(wt: Params, xp_: torch.Tensor) -> torch.Tensor:  # the leader ℓ(w) on the validation batch
             return fol.loss(wt, xv, yv)
 
-    d_x, solve = total_gradient(f, ell, w, (xp.detach(),), solver=solver, x0=x0, method=hvp_method)
+    d_x, solve = total_gradient(f, ell, w, (xp.detach(),), solver=solver, x0=x0, method=hvp_method, safeguard=safeguard)
     with torch.enable_grad():
         d_theta = torch.autograd.grad(xp, theta, grad_outputs=d_x[0], allow_unused=True)
     return tuple(torch.zeros_like(p) if g is None else g for p, g in zip(theta, d_theta)), solve
@@ -382,7 +431,7 @@ class TGDA(Attack[TGDAConfig]):
                progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg: TGDAConfig = self.config
         beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
-        B.follower_note(victim.spec.recipe, beta, WHAT)  # warns once when plain SGD approximates the recipe
+        B.follower_note(victim.spec.recipe, beta, WHAT, modelled=True)  # warns once if a schedule is approximated
         k = min(cfg.partitions, n_poison)
         if k == 1:
             src = B.draw_sources(len(data.train), n_poison, generator)
@@ -443,6 +492,7 @@ class TGDA(Attack[TGDAConfig]):
         beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
 
         fol, w_pre = B.Follower.from_model(victim.clean_model(), dtype)
+        fopt = FollowerOptimizer.for_recipe(victim.spec.recipe, fol.step_sizes(beta))  # the recipe's optimiser
         box = T.train.bounds
         gname = cfg.generator or default_generator_name(T.train.x.shape[1:])
         with torch.random.fork_rng(devices=[]):
@@ -460,20 +510,25 @@ class TGDA(Attack[TGDAConfig]):
                            tensor_fingerprint(data.train.x, data.train.y, data.val.x, data.val.y), victim.spec.model,
                            *B.bounds_key(data.bounds))
         ckpt = B.Checkpoint(checkpoint, fp, cfg.checkpoint.every)  # this part's directory
-        sol, every = cfg.solver, cfg.selection.every
+        sol, every, guard = cfg.solver, cfg.selection.every, cfg.safeguard
         cg = sol.cg_options()
+        if fopt.coupled_l2:  # the follower's stationary point is that of f + λ_wd/2‖w‖² (SGD's and Adam's weight decay)
+            cg = dataclasses.replace(cg, damping=cg.damping + fopt.coupled_l2)
         n_eval = min(len(T.val), 5000)
         eval_set = Dataset(T.val.x[:n_eval], T.val.y[:n_eval], T.val.num_classes)
         info: dict[str, Any] = {"generator": gname, "n_poison": len(sources), "batch_size": bs,
-                                "follower_lr": beta, "follower": B.follower_description(victim.spec.recipe, beta)[0],
+                                "follower_lr": beta,
+                                "follower": B.follower_description(victim.spec.recipe, beta, modelled=True)[0],
                                 "val_loss": [], "val_accuracy": [], "cg_iterations": [],
-                                "leader_grad_norm": [], "pretrain_loss": []}
+                                "leader_grad_norm": [], "max_relative_step": [], "pretrain_loss": [],
+                                "safeguards": {"steps_shrunk": 0, "steps_rejected": 0, "backtracks": 0,
+                                               "cg_fallbacks": {}, "leader_lr_scale": 1.0,
+                                               "solver": {"normal_equations": cg.normal_equations, "damping": cg.damping}}}
         if every:
             info["selection"] = []  # [epoch, D_v accuracy, D_v loss] of each from-scratch retrain
             info["selected_epoch"] = None
         best_theta: list[torch.Tensor] | None = None
-        w = w_pre
-        prev_solve: Params | None = None
+        g = _Game(theta, opt, w_pre, None, fopt)
         start_epoch = 0
         state = ckpt.load()
         if state is not None:
@@ -481,10 +536,11 @@ class TGDA(Attack[TGDAConfig]):
             with torch.no_grad():
                 for p, v in zip(theta, B.unpack("theta", tensors, theta)):
                     p.copy_(v)
-            w = B.unpack("w", tensors, w_pre)
+            g.w = B.unpack("w", tensors, w_pre)
             B.load_optimizer_state(opt, theta, tensors)
+            fopt.load_state(tensors, meta.get("follower_state", {}), w_pre)
             if "solve.0" in tensors:
-                prev_solve = B.unpack("solve", tensors, w_pre)
+                g.solve = B.unpack("solve", tensors, w_pre)
             start_epoch = int(meta["epoch"])
             info.update(meta["info"])
             if "best.0" in tensors:
@@ -492,11 +548,15 @@ class TGDA(Attack[TGDAConfig]):
         else:
             if cfg.pretrain.epochs > 0:
                 info["pretrain_loss"] = self._pretrained(gen, gname, T.train, bs, base, progress, cache)
-            info["val_loss"].append(fol.mean_loss(w, eval_set))
-            info["val_accuracy"].append(fol.accuracy(w, eval_set))
+            info["val_loss"].append(fol.mean_loss(g.w, eval_set))
+            info["val_accuracy"].append(fol.accuracy(g.w, eval_set))
             if every:
                 best_theta = self._select(gen, theta, T, data, victim, base, 0, info, None)
-            self._save(ckpt, theta, w, prev_solve, opt, 0, info, best_theta)
+            self._save(ckpt, g, 0, info, best_theta)
+        sg = info["safeguards"]
+        cg = dataclasses.replace(cg, **sg["solver"])  # the solver the fallbacks left (sticky)
+        for group in opt.param_groups:
+            group["lr"] = cfg.leader_lr * sg["leader_lr_scale"]
 
         seconds = 0.0
         pw = len(sources) / len(T.train) if cfg.poisons_per_batch == "weighted" else None
@@ -506,41 +566,37 @@ class TGDA(Attack[TGDAConfig]):
             t0 = time.perf_counter()
             rounds = B.epoch_rounds(len(T.train), len(sources), len(T.val), bs, cfg.val_batch_size,
                                     cfg.poisons_per_batch, B.epoch_generator(base, epoch))
-            cg_its, gnorms = [], []
-            for r in rounds:
-                xc, yc = T.train.x[r.clean], T.train.y[r.clean]
-                x0b, y0b = T.x0[r.poison], T.y0[r.poison]
-                if cfg.leader == "defender":
-                    w = self._follow(fol, gen, w, w_pre, xc, yc, x0b, y0b, beta, pw)
-                if len(r.poison):
-                    val = None if cfg.formulation == "zero_sum" else (T.val.x[r.val], T.val.y[r.val])
-                    for _ in range(cfg.m):
-                        grads, solve = leader_gradient(
-                            fol, gen, w, (xc, yc), (x0b, y0b), val, solver=cg, x0=prev_solve if sol.warm_start else None,
-                            hvp_method=sol.hvp_method, poison_weight=pw)
-                        prev_solve = solve.value
-                        opt.zero_grad(set_to_none=True)
-                        for p, g in zip(theta, grads):
-                            p.grad = -g  # ascent on ℓ
-                        opt.step()
-                        if not all(bool(torch.isfinite(p).all()) for p in theta):
-                            raise RuntimeError(f"tgda: the generator diverged (non-finite parameters) in epoch {epoch + 1}; "
-                                               f"lower leader_lr (now {cfg.leader_lr:g})")
-                        cg_its.append(solve.cg.iterations)
-                        gnorms.append(math.sqrt(sum(float((g * g).sum()) for g in grads)))
-                if cfg.leader == "attacker":
-                    w = self._follow(fol, gen, w, w_pre, xc, yc, x0b, y0b, beta, pw)
+            stats: dict[str, list[float]] = {"cg": [], "gnorm": [], "rel": []}
+            for i, r in enumerate(rounds):
+                snap = g.snapshot()
+                for attempt in range(guard.backtracks + 1):
+                    cg = self._round(fol, gen, g, w_pre, T, r, cg, pw, stats, sg)
+                    if g.finite(fol, T, r, cfg.formulation):  # the round's check: θ, w and ℓ finite
+                        break
+                    g.restore(snap)
+                    if attempt == guard.backtracks:
+                        raise DivergenceError(
+                            f"tgda: the game left the finite range (generator, follower or leader loss) in epoch "
+                            f"{epoch + 1}, round {i + 1}, after {guard.backtracks} halvings of the leader's step; lower "
+                            f"leader_lr (now {cfg.leader_lr:g}), raise solver.damping (now {sol.damping:g}) or tighten "
+                            f"safeguard.trust_region (now {guard.trust_region}); checkpoints written so far stay"
+                            + (f" in {checkpoint}" if checkpoint else ""))
+                    sg["backtracks"] += 1
+                    sg["leader_lr_scale"] *= 0.5
+                    for group in opt.param_groups:
+                        group["lr"] = cfg.leader_lr * sg["leader_lr_scale"]
             seconds += time.perf_counter() - t0
-            info["cg_iterations"].append(sum(cg_its) / max(len(cg_its), 1))
-            info["leader_grad_norm"].append(sum(gnorms) / max(len(gnorms), 1))
+            info["cg_iterations"].append(sum(stats["cg"]) / max(len(stats["cg"]), 1))
+            info["leader_grad_norm"].append(sum(stats["gnorm"]) / max(len(stats["gnorm"]), 1))
+            info["max_relative_step"].append(max(stats["rel"], default=0.0))
             if (epoch + 1) % cfg.log_every == 0 or epoch + 1 == cfg.epochs:
-                info["val_loss"].append(fol.mean_loss(w, eval_set))
-                info["val_accuracy"].append(fol.accuracy(w, eval_set))
+                info["val_loss"].append(fol.mean_loss(g.w, eval_set))
+                info["val_accuracy"].append(fol.accuracy(g.w, eval_set))
                 bar.set_postfix(val_loss=f"{info['val_loss'][-1]:.4f}", cg=f"{info['cg_iterations'][-1]:.1f}")
             if every and (epoch + 1) % every == 0:
                 best_theta = self._select(gen, theta, T, data, victim, base, epoch + 1, info, best_theta)
             if ckpt.due(epoch + 1, cfg.epochs):
-                self._save(ckpt, theta, w, prev_solve, opt, epoch + 1, info, best_theta)
+                self._save(ckpt, g, epoch + 1, info, best_theta)
         done = cfg.epochs - start_epoch
         info["seconds_per_epoch"] = seconds / done if done else 0.0
         if every and cfg.epochs % every:
@@ -552,6 +608,77 @@ class TGDA(Attack[TGDAConfig]):
                 for p, v in zip(theta, best_theta):
                     p.copy_(v)
         return PoisonSet(self._poisons(gen, T), T.y0.cpu(), T.source_index, info)
+
+    def _round(self, fol: B.Follower, gen: nn.Module, g: "_Game", w_pre: Params, T: B.AttackTensors, r: B.Round,
+               cg: CGOptions, pw: float | None, stats: dict[str, list[float]], sg: dict[str, Any]) -> CGOptions:
+        """One round in place on ``g``: m leader steps and n follower steps (in the order ``leader``
+        says). Returns the CG options for the next solve (those a fallback left)."""
+        cfg: TGDAConfig = self.config
+        xc, yc = T.train.x[r.clean], T.train.y[r.clean]
+        x0b, y0b = T.x0[r.poison], T.y0[r.poison]
+        if cfg.leader == "defender":
+            g.w = self._follow(fol, g.fopt, gen, g.w, w_pre, xc, yc, x0b, y0b, pw)
+        if len(r.poison):
+            val = None if cfg.formulation == "zero_sum" else (T.val.x[r.val], T.val.y[r.val])
+            for _ in range(cfg.m):
+                grads, solve = leader_gradient(
+                    fol, gen, g.w, (xc, yc), (x0b, y0b), val, solver=cg, x0=g.solve if cfg.solver.warm_start else None,
+                    hvp_method=cfg.solver.hvp_method, poison_weight=pw, safeguard=cfg.safeguard.cg_fallback)
+                g.solve = solve.value
+                cg = self._note_solve(solve.cg, cg, sg)
+                gnorm, rel = self._leader_step(g, grads, sg)
+                stats["cg"].append(solve.cg.iterations)
+                stats["gnorm"].append(gnorm)
+                stats["rel"].append(rel)
+        if cfg.leader == "attacker":
+            g.w = self._follow(fol, g.fopt, gen, g.w, w_pre, xc, yc, x0b, y0b, pw)
+        return cg
+
+    @staticmethod
+    def _note_solve(res: CGResult, cg: CGOptions, sg: dict[str, Any]) -> CGOptions:
+        """Count a solve's fallbacks; keep the options that worked for the next solves."""
+        for label in res.fallbacks:
+            kind = label.split("=")[0]
+            sg["cg_fallbacks"][kind] = sg["cg_fallbacks"].get(kind, 0) + 1
+        if res.fallbacks and res.solver is not None and res.finite:
+            cg = dataclasses.replace(cg, normal_equations=res.solver.normal_equations, damping=res.solver.damping)
+            sg["solver"] = {"normal_equations": cg.normal_equations, "damping": cg.damping}
+        return cg
+
+    def _leader_step(self, g: "_Game", grads: Params, sg: dict[str, Any]) -> tuple[float, float]:
+        """θ ← θ + α·D_θℓ through the leader's optimiser, inside the trust region ‖Δθ‖ ≤ ρ‖θ‖; a
+        non-finite gradient is not applied. Returns (‖D_θℓ‖, ‖Δθ‖/‖θ‖ before the trust region)."""
+        rho = self.config.safeguard.trust_region
+        theta, opt = g.theta, g.opt
+        def sq_norm(ts: Sequence[torch.Tensor]) -> torch.Tensor:  # in float64: a huge step must not overflow
+            return sum(torch.linalg.vector_norm(t, dtype=torch.float64) ** 2 for t in ts)
+
+        with torch.no_grad():
+            gnorm = math.sqrt(float(sq_norm(grads)))  # one host read
+        if rho is not None and not math.isfinite(gnorm):
+            sg["steps_rejected"] += 1
+            return gnorm, 0.0
+        old = [p.detach().clone() for p in theta]
+        opt.zero_grad(set_to_none=True)
+        for p, d in zip(theta, grads):
+            p.grad = -d  # ascent on ℓ
+        opt.step()
+        with torch.no_grad():
+            delta = [p - o for p, o in zip(theta, old)]
+            dn, tn = (math.sqrt(v) for v in torch.stack([sq_norm(delta), sq_norm(old)]).tolist())
+            rel = dn / max(tn, 1e-30)
+            if rho is None:  # no trust region: the step as the optimiser made it (the round's check remains)
+                pass
+            elif not math.isfinite(dn):
+                for p, o in zip(theta, old):
+                    p.copy_(o)
+                sg["steps_rejected"] += 1
+            elif rel > rho:
+                s = rho * tn / dn
+                for p, o, d in zip(theta, old, delta):
+                    p.copy_(o + s * d)
+                sg["steps_shrunk"] += 1
+        return gnorm, rel
 
     @staticmethod
     def _poisons(gen: nn.Module, T: B.AttackTensors) -> torch.Tensor:
@@ -586,28 +713,66 @@ class TGDA(Attack[TGDAConfig]):
         assert best is not None  # with no best yet, this θ is an improvement
         return best
 
-    def _follow(self, fol: B.Follower, gen: nn.Module, w: Params, w_pre: Params, xc: torch.Tensor, yc: torch.Tensor,
-                x0b: torch.Tensor, y0b: torch.Tensor, beta: float, pw: float | None) -> Params:
-        """n follower steps on f (from w_pre when ``start="cold"``)."""
+    def _follow(self, fol: B.Follower, fopt: FollowerOptimizer, gen: nn.Module, w: Params, w_pre: Params,
+                xc: torch.Tensor, yc: torch.Tensor, x0b: torch.Tensor, y0b: torch.Tensor, pw: float | None) -> Params:
+        """n follower steps on f with the recipe's optimiser (from w_pre, its state reset, when ``start="cold"``)."""
         cfg: TGDAConfig = self.config
         if cfg.n == 0:
             return w
         with torch.no_grad():
             xp = gen(x0b, y0b)
-        start = w_pre if cfg.start == "cold" else w
+        start = w
+        if cfg.start == "cold":
+            start = w_pre
+            fopt.reset()
         if pw is not None:
-            return B.sgd_steps(lambda ws: fol.weighted_mixed_loss(ws, xc, yc, xp, y0b, pw), start, fol.step_sizes(beta), cfg.n)
-        return B.sgd_steps(lambda ws: fol.mixed_loss(ws, xc, yc, xp, y0b), start, fol.step_sizes(beta), cfg.n)
+            return B.follower_steps(fopt, lambda ws: fol.weighted_mixed_loss(ws, xc, yc, xp, y0b, pw), start, cfg.n)
+        return B.follower_steps(fopt, lambda ws: fol.mixed_loss(ws, xc, yc, xp, y0b), start, cfg.n)
 
     @staticmethod
-    def _save(ckpt: B.Checkpoint, theta: list[torch.Tensor], w: Params, solve: Params | None,
-              opt: torch.optim.Optimizer, epoch: int, info: dict[str, Any],
+    def _save(ckpt: B.Checkpoint, g: "_Game", epoch: int, info: dict[str, Any],
               best: list[torch.Tensor] | None = None) -> None:
         if ckpt.dir is None:
             return
-        ckpt.save({**B.pack("theta", theta), **B.pack("w", w), **B.pack("solve", solve or ()),
-                   **B.pack("best", best or ()), **B.optimizer_state(opt, theta)},
-                  {"epoch": epoch, "info": info})
+        ftensors, fmeta = g.fopt.state()
+        ckpt.save({**B.pack("theta", g.theta), **B.pack("w", g.w), **B.pack("solve", g.solve or ()),
+                   **B.pack("best", best or ()), **B.optimizer_state(g.opt, g.theta), **ftensors},
+                  {"epoch": epoch, "info": info, "follower_state": fmeta})
+
+
+class _Game:
+    """The state one TGDA round changes — the generator's parameters θ (in place) and its optimiser,
+    the follower's w and optimiser state, the warm start of the next solve — with the snapshot and
+    restore of the round's rollback."""
+
+    def __init__(self, theta: list[torch.Tensor], opt: torch.optim.Optimizer, w: Params, solve: Params | None,
+                 fopt: FollowerOptimizer) -> None:
+        self.theta, self.opt, self.w, self.solve, self.fopt = theta, opt, w, solve, fopt
+
+    def snapshot(self) -> tuple:
+        """The state before a round (w, the solve and the follower's state are never changed in place)."""
+        opt_state = {p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in st.items()}
+                     for p, st in self.opt.state.items()}
+        return [p.detach().clone() for p in self.theta], opt_state, self.w, self.solve, self.fopt.snapshot()
+
+    def restore(self, snap: tuple) -> None:
+        theta, opt_state, self.w, self.solve, fsnap = snap
+        with torch.no_grad():
+            for p, v in zip(self.theta, theta):
+                p.copy_(v)
+        self.opt.state.clear()
+        for p, st in opt_state.items():
+            self.opt.state[p] = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in st.items()}
+        self.fopt.restore(fsnap)
+
+    def finite(self, fol: B.Follower, T: B.AttackTensors, r: B.Round, formulation: str) -> bool:
+        """The round's check (one host read): θ and w finite, and the leader's loss ℓ on the round's
+        validation batch at the new w (non-zero-sum) finite."""
+        with torch.no_grad():
+            flags = [torch.isfinite(p).all() for p in self.theta] + [torch.isfinite(p).all() for p in self.w]
+            if formulation != "zero_sum" and len(r.val):
+                flags.append(torch.isfinite(fol.loss(self.w, T.val.x[r.val], T.val.y[r.val])))
+            return bool(torch.stack(flags).all())
 
 
 # ---------------------------------------------------------------------------- parallel partitions
