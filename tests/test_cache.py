@@ -190,3 +190,53 @@ def test_info_records_take_numpy_and_torch_scalars_and_reject_the_rest(tmp_path)
     assert info == {"a": 2.5, "b": 3}
     with pytest.raises(ConfigError, match="info record"):
         cache.get_or_build("target", {"k": 4}, lambda: (_state(0), {"m": object()}))
+
+
+def test_cache_clear_deletes_only_the_artifacts_it_lists(tmp_path, monkeypatch, capsys):
+    """With POISONLAB_CACHE set, `poisonlab cache clear` removes the artifacts `ls` lists and keeps the
+    converted pretrained weights, the trained VAEs, the extractors and the data beside them."""
+    from safetensors.torch import save_file
+
+    from poisonlab import paths
+    from poisonlab.cli.main import main
+    from poisonlab.models.pretrained import efficientnet
+
+    root = tmp_path / "root"
+    monkeypatch.setenv("POISONLAB_CACHE", str(root))
+    monkeypatch.delenv("POISONLAB_DATA", raising=False)
+    cache = ArtifactCache()
+    assert cache.root == root / "artifacts"
+    cache.get_or_create("victim_clean", {"k": 1}, lambda: _state(0))
+    cache.get_or_create("target", {"k": 2}, lambda: _state(1))
+    cache.get_or_create("tgda_generator", {"k": 3}, lambda: _state(2))
+    weights = efficientnet.converted_path()
+    weights.parent.mkdir(parents=True)
+    save_file(_state(4), str(weights))  # where the converted EfficientNet weights live
+    vae = paths.vae_dir() / "digits-0123456789ab"
+    vae.mkdir(parents=True)
+    (vae / "config.json").write_text("{}")
+    extractor = paths.extractor_dir() / "digits-simclr-conv-0123456789ab.safetensors"
+    extractor.parent.mkdir(parents=True)
+    save_file(_state(5), str(extractor))
+    data = paths.data_dir() / "mnist.npz"
+    data.parent.mkdir(parents=True)
+    data.write_bytes(b"data")
+    foreign = cache.root / "victim_clean" / "notes.safetensors"  # not an entry: not listed, not deleted
+    save_file(_state(6), str(foreign))
+    kept = [weights, vae / "config.json", extractor, data, foreign]
+
+    assert main(["cache", "ls"]) == 0
+    listing = capsys.readouterr().out
+    assert "3 entries" in listing and all(k in listing for k in ("victim_clean", "target", "tgda_generator"))
+    assert main(["cache", "clear", "--kind", "target"]) == 0
+    assert "removed 1 cache entry" in capsys.readouterr().out
+    assert sorted(e.kind for e in cache.entries()) == ["tgda_generator", "victim_clean"]
+    assert main(["cache", "clear"]) == 0
+    assert "removed 2 cache entries" in capsys.readouterr().out
+    assert cache.entries() == [] and all(p.exists() for p in kept)
+    assert sorted(p.name for p in root.iterdir()) == ["artifacts", "data", "extractors", "pretrained", "vae"]
+    # an artifact directory pointed at the cache root by mistake: still only entries go (none here)
+    assert main(["cache", "clear", "--cache-dir", str(root)]) == 0
+    assert "removed 0 cache entries" in capsys.readouterr().out and all(p.exists() for p in kept)
+    assert main(["cache", "ls", "--kind", "no_such_kind"]) == 2
+    assert "unknown cache kind 'no_such_kind'" in capsys.readouterr().err

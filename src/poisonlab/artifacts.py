@@ -1,10 +1,11 @@
-"""Artifacts: atomic JSON, poisons as npz, model weights as safetensors (never pickle)."""
+"""Artifacts: atomic JSON, poisons as npz, model weights as safetensors (never pickle).
+
+Every file goes through the one atomic writer, :mod:`poisonlab.storage` (``write_atomic`` is re-exported here).
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +16,10 @@ from torch import nn
 
 from .data.types import PoisonSet
 from .errors import DataError
+from .storage import atomic_path, write_atomic
 
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+__all__ = ["json_default", "load_poisons", "load_state", "save_model", "save_poisons", "save_state", "write_atomic",
+           "write_json"]
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -92,11 +81,8 @@ def save_model(path: str | Path, model: nn.Module, metadata: dict[str, str] | No
 def save_state(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """A state dict as safetensors, written atomically."""
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata=metadata or {})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata or {})
 
 
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:

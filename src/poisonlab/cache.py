@@ -4,7 +4,7 @@ Used by the protocol's stage 1 (clean-trained victims, kind ``victim_clean``) an
 stage that turns a configuration into trained weights (attacker generators pretrained for TGDA,
 GradPC target models)::
 
-    cache = ArtifactCache("~/.cache/poisonlab/artifacts")
+    cache = ArtifactCache()   # <cache root>/artifacts (see poisonlab.paths), or ArtifactCache("some/dir")
     state, hit = cache.get_or_create("victim_clean", {"model": "lr", "seed": 0, ...}, build_fn)
 
 The cache is always an explicit argument (no global or context state): ``Attack.poison(...,
@@ -16,9 +16,13 @@ cache=...)`` hands it to the attack, which calls::
 (data fingerprint, model, options, recipe, seed, poisonlab version); the cache adds the package's
 :func:`source_fingerprint` itself, so an edit of the code is a miss. The entry lives at
 ``<root>/<kind>/<sha256(kind, key)[:24]>.safetensors`` with the full key stored in the
-safetensors metadata. Writes are atomic (temporary file + ``os.replace``); concurrent builders
-of the same key are serialised with a per-key ``flock`` so only one of them trains. Tensors
-are stored on CPU and returned on CPU; no pickle anywhere.
+safetensors metadata. Writes go through the one atomic writer (:func:`poisonlab.storage.atomic_path`);
+concurrent builders of the same key are serialised with a per-key ``flock`` so only one of them
+trains. Tensors are stored on CPU and returned on CPU; no pickle anywhere.
+
+The artifacts are one kind of the store under the cache root (:mod:`poisonlab.paths`: beside
+``extractors/``, ``vae/`` and ``pretrained/``, which this class never touches): :meth:`ArtifactCache.clear`
+deletes exactly the entries :meth:`ArtifactCache.entries` lists.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import functools
 import hashlib
 import json
 import os
-import shutil
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,20 +43,22 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import ConfigError, DataError
+from .paths import artifact_dir
+from .storage import atomic_path
 
 StateDict = dict[str, torch.Tensor]
-ENV_VAR = "POISONLAB_CACHE"
 _KEY_META = "poisonlab_cache_key"
 _KIND_META = "poisonlab_cache_kind"
 _INFO_META = "poisonlab_cache_info"
+_DIGEST = re.compile(r"[0-9a-f]{24}")
 
-
-def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """``cache_dir``, else ``$POISONLAB_CACHE``, else ``~/.cache/poisonlab/artifacts``."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(ENV_VAR)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "poisonlab" / "artifacts"
+#: the artifact kinds poisonlab itself stores (a caller may add its own; any plain name is a kind)
+ARTIFACT_KINDS: dict[str, str] = {
+    "victim_clean": "clean-trained victims (the protocol's stage 1)",
+    "target": "target models (GradPC, reachable) for Gradient Canceling",
+    "tgda_generator": "TGDA's pretrained attacker generators",
+    "efficientnet_features": "EfficientNet-Lite0 features of a dataset",
+}
 
 
 def canonical_json(obj: Any) -> str:
@@ -128,10 +134,11 @@ class CacheEntry:
 
 
 class ArtifactCache:
-    """Content-addressed safetensors store; see the module docstring."""
+    """Content-addressed safetensors store; see the module docstring. ``root`` defaults to
+    :func:`poisonlab.paths.artifact_dir` (``<cache root>/artifacts``)."""
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
-        self.root = default_cache_dir(root)
+        self.root = artifact_dir(root)
 
     def path_for(self, kind: str, key_dict: Mapping[str, Any]) -> Path:
         _check_kind(kind)
@@ -167,14 +174,8 @@ class ArtifactCache:
         meta = {_KIND_META: kind, _KEY_META: canonical_json(_with_source(key_dict)), "created": f"{time.time():.3f}"}
         if info is not None:
             meta[_INFO_META] = _info_json(info)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
     def get_or_create(
@@ -210,16 +211,24 @@ class ArtifactCache:
         return (*found, False)
 
     def entries(self, kind: str | None = None) -> list[CacheEntry]:
-        """Every stored entry (optionally of one kind), oldest first."""
+        """Every stored entry (optionally of one kind), oldest first. An entry is a
+        ``<kind>/<24 hex digits>.safetensors`` file whose metadata names that kind (or that cannot
+        be read: a torn entry); any other file under the root is not an entry and is left alone."""
+        if kind:
+            _check_kind(kind)
         if not self.root.is_dir():
             return []
         kinds = [kind] if kind else sorted(p.name for p in self.root.iterdir() if p.is_dir())
         out = []
         for k in kinds:
             for p in sorted((self.root / k).glob("*.safetensors")):
+                if not _DIGEST.fullmatch(p.stem):
+                    continue
                 try:
                     with safe_open(str(p), framework="pt") as f:
                         meta = f.metadata() or {}
+                    if meta.get(_KIND_META) != k:
+                        continue  # a safetensors file the cache did not write
                     key = json.loads(meta.get(_KEY_META, "{}"))
                     created = float(meta.get("created", p.stat().st_mtime))
                 except Exception:
@@ -227,15 +236,25 @@ class ArtifactCache:
                 out.append(CacheEntry(k, p.stem, p, p.stat().st_size, created, key))
         return sorted(out, key=lambda e: e.created)
 
+    def kinds(self) -> list[str]:
+        """The kinds that hold at least one entry, sorted."""
+        return sorted({e.kind for e in self.entries()})
+
     def clear(self, kind: str | None = None) -> int:
-        """Delete every entry (or every entry of ``kind``); returns how many were deleted."""
-        n = len(self.entries(kind))
-        target = self.root / kind if kind else self.root
+        """Delete the entries :meth:`entries` lists (every kind, or only ``kind``) and their lock
+        files, then the kind folders left empty; nothing else. Returns how many entries went."""
         if kind:
             _check_kind(kind)
-        if target.is_dir():
-            shutil.rmtree(target)
-        return n
+        entries = self.entries(kind)
+        for e in entries:
+            e.path.unlink(missing_ok=True)
+            e.path.with_name(f".{e.path.name}.lock").unlink(missing_ok=True)
+        for folder in {e.path.parent for e in entries}:
+            try:
+                folder.rmdir()  # only when empty: a foreign file keeps its folder
+            except OSError:
+                pass
+        return len(entries)
 
 
 def _check_kind(kind: str) -> None:

@@ -1,19 +1,27 @@
-"""``poisonlab cache ls|clear``: the content-addressed cache of trained models."""
+"""``poisonlab cache ls|clear``: the content-addressed artifacts (clean victims, targets, generators).
+
+``clear`` deletes exactly the entries ``ls`` lists (all kinds, or those chosen with ``--kind``);
+the other folders of the cache root (extractors, VAEs, converted pretrained weights, data; see
+:mod:`poisonlab.paths`) are never touched.
+"""
 
 from __future__ import annotations
 
 import argparse
 import time
 
-from ..cache import ArtifactCache
+from ..cache import ARTIFACT_KINDS, ArtifactCache
+from ..errors import ConfigError
 from ..reporting.tables import format_table
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("cache", help="list or clear cached trained models (clean victims, ...)")
+    p = sub.add_parser("cache", help="list or clear cached artifacts (clean victims, targets, generators)")
     p.add_argument("action", choices=("ls", "clear"))
-    p.add_argument("--cache-dir", help="cache directory (default $POISONLAB_CACHE or ~/.cache/poisonlab/artifacts)")
-    p.add_argument("--kind", help="only this kind of entry (e.g. victim_clean)")
+    p.add_argument("--cache-dir", help="artifact directory (default <cache root>/artifacts, the root being "
+                                       "$POISONLAB_CACHE, else ~/.cache/poisonlab)")
+    p.add_argument("--kind", action="append", metavar="KIND",
+                   help=f"only this kind of entry (repeatable): {', '.join(ARTIFACT_KINDS)}, or any kind `ls` shows")
     p.set_defaults(handler=run)
 
 
@@ -22,15 +30,23 @@ def _summary(key: dict) -> str:
     return " ".join(f"{k}={key[k]}" for k in keep if k in key and key[k] not in ({}, None))
 
 
+def _entries(n: int) -> str:
+    return "entry" if n == 1 else "entries"
+
+
 def run(args: argparse.Namespace) -> int:
     cache = ArtifactCache(args.cache_dir)
+    kinds: list[str | None] = list(dict.fromkeys(args.kind)) if args.kind else [None]
+    present = cache.kinds()
+    unknown = [k for k in kinds if k is not None and k not in ARTIFACT_KINDS and k not in present]
+    if unknown:
+        raise ConfigError(f"unknown cache kind {unknown[0]!r}; kinds: {', '.join(sorted({*ARTIFACT_KINDS, *present}))}")
     if args.action == "clear":
-        n = cache.clear(args.kind)
-        print(f"removed {n} cache entr{'y' if n == 1 else 'ies'} from {cache.root}")
+        n = sum(cache.clear(k) for k in kinds)
+        print(f"removed {n} cache {_entries(n)} from {cache.root}")
         return 0
-    entries = cache.entries(args.kind)
-    print(f"cache {cache.root}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
-          f"{sum(e.size for e in entries) / 1e6:.2f} MB")
+    entries = sorted((e for k in kinds for e in cache.entries(k)), key=lambda e: e.created)
+    print(f"cache {cache.root}: {len(entries)} {_entries(len(entries))}, {sum(e.size for e in entries) / 1e6:.2f} MB")
     if entries:
         rows = [(e.kind, e.digest, f"{e.size / 1e3:.1f} kB", time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created)),
                  _summary(e.key)) for e in entries]

@@ -5,20 +5,21 @@ from __future__ import annotations
 import argparse
 
 from ..data import DATASETS, load_dataset
-from ..data.files import FILE_DATASETS, default_data_dir, locate
+from ..data.files import FILE_DATASETS, locate
 from ..errors import PoisonlabError
+from ..paths import data_dir
 from ..reporting.tables import format_table
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("datasets", help="list datasets and verify local files (counts, checksums)")
-    p.add_argument("--data-dir", help="data directory to check (default $POISONLAB_DATA or ~/.cache/poisonlab/data)")
+    p.add_argument("--data-dir", help="data directory to check (default $POISONLAB_DATA, else <cache root>/data)")
     p.add_argument("--download", action="store_true", help="download missing files (official sources, checksummed)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    root = default_data_dir(args.data_dir)
+    root = data_dir(args.data_dir)
     print(f"data directory: {root}")
     rows, bad = [], 0
     for name in DATASETS:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cache import default_cache_dir
+from ..paths import artifact_dir
 from ..sweeps import load_grid, plan, run_sweep
 
 
@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     grid = load_grid(args.grid)
     out = Path(args.out or f"sweeps/{grid.name}")
-    cache = None if args.no_cache else str(default_cache_dir(args.cache_dir).resolve())
+    cache = None if args.no_cache else str(artifact_dir(args.cache_dir).resolve())
     if args.dry_run:
         todo, done = plan(grid, out, cache_dir=cache, retry_failed=args.retry_failed)
         pending = {r.run_id for r in todo}

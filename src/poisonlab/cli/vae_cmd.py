@@ -30,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import load_dataset
     from ..generative.metrics import ssim
-    from ..generative.vae import VAE_PRESETS, cache_dir, fit_size, save_vae, tiny_vae
+    from ..generative.vae import VAE_PRESETS, fit_size, save_vae, tiny_vae
     from ..options import config_to_dict
-
+    from ..paths import vae_dir
     device = resolve_device(args.device)  # an impossible device fails here, before anything is trained
     preset = VAE_PRESETS.get(args.preset)
     opts = {k: v for k, v in (("epochs", args.epochs), ("num_images", args.num_images)) if v is not None}
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     x = fit_size(test.x[:500], int(vae.vae.config.sample_size)).to(device)
     with torch.no_grad():
         s = ssim(x, vae.reveal(x))
-    print(f"VAE {vae.source} in {cache_dir()}")
+    print(f"VAE {vae.source} in {vae_dir()}")
     c, h, w = (int(s) for s in x.shape[1:])
     zs = vae.latent_shape((c, h, w))
     ratio = x[0].numel() / (zs[0] * zs[1] * zs[2])

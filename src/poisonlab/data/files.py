@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..paths import offline
+from ..storage import atomic_path
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -95,17 +97,6 @@ FILE_DATASETS: dict[str, FileDatasetInfo] = {
         dir_aliases=("cifar10", "cifar-10-batches-bin", "cifar10/cifar-10-batches-bin"),
     ),
 }
-
-
-def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir`` if given, else ``$POISONLAB_DATA``, else ``$XDG_CACHE_HOME/poisonlab/data``."""
-    if data_dir:
-        return Path(data_dir).expanduser()
-    env = os.environ.get("POISONLAB_DATA")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "poisonlab" / "data"
 
 
 # ---------------------------------------------------------------------------- npz
@@ -256,7 +247,7 @@ def locate(root: Path, info: FileDatasetInfo) -> tuple[str, Path | dict[str, Pat
 def load_arrays(info: FileDatasetInfo, data_dir: Path, download: bool = True) -> dict[str, np.ndarray]:
     """The four uint8 arrays of a file dataset, verified; downloads when missing and allowed."""
     where = locate(data_dir, info)
-    if where is None and download and os.environ.get("POISONLAB_OFFLINE", "") not in ("1", "true", "yes"):
+    if where is None and download and not offline():
         try:
             fetch(info, data_dir)
         except DataError:
@@ -290,15 +281,8 @@ def _missing_message(info: FileDatasetInfo, data_dir: Path, why: str) -> str:
 
 # ---------------------------------------------------------------------------- download
 def _download(url: str, dest: Path, timeout: float = 60.0) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            shutil.copyfileobj(resp, out)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(dest) as tmp, open(tmp, "xb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+        shutil.copyfileobj(resp, out)
 
 
 def fetch(info: FileDatasetInfo, data_dir: Path) -> None:

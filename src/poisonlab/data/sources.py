@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, UnknownNameError
+from ..paths import data_dir as data_root
 from ..registry import Registry
 from . import files
 from .types import DataBundle, Dataset
@@ -112,7 +113,7 @@ def load_or_bundle(_: Path | None = None) -> DataBundle:
 # ---------------------------------------------------------------------------- files
 def _file_loader(name: str, batch_size: int) -> Callable[[Path | None], DataBundle]:
     def load(data_dir: Path | None) -> DataBundle:
-        root = files.default_data_dir(data_dir)
+        root = data_root(data_dir)
         arrays = files.load_arrays(files.FILE_DATASETS[name], root)
         return bundle_from_arrays(name, arrays, str(root), batch_size)
 

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,8 +30,10 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError, PoisonlabError
 from ..options import config_from_dict, config_to_dict
+from ..paths import vae_dir
 from ..registry import Registry
 from ..seeding import device_generator, seeded_rng, torch_generator
+from ..storage import atomic_dir
 
 if TYPE_CHECKING:
     from .taef2 import TAEF2Autoencoder
@@ -307,18 +306,10 @@ def set_scaling_factor(model: LatentAutoencoder, x: torch.Tensor) -> float:
 def save_vae(model: LatentAutoencoder, directory: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """diffusers layout (config.json + diffusion_pytorch_model.safetensors), written atomically."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
+    with atomic_dir(directory) as tmp:
         model.vae.save_pretrained(tmp, safe_serialization=True)
         if meta is not None:
             (tmp / "poisonlab.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
@@ -340,14 +331,6 @@ def load_vae(path: str | Path, *, dtype: torch.dtype = torch.float32) -> LatentA
     except (OSError, ValueError) as exc:
         raise DataError(f"{p}: cannot load AutoencoderKL: {exc}") from None
     return LatentAutoencoder(vae, source=str(p))
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("POISONLAB_CACHE")
-    if root:
-        return Path(root) / "vae"
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "poisonlab" / "vae"
 
 
 def tiny_vae_key(dataset: str, arch: TinyVAEConfig, recipe: VAETrainConfig, seed: int, device_type: str = "cpu") -> str:
@@ -418,7 +401,7 @@ def tiny_vae(
         channels = load_dataset(dataset, data_dir).train.x.shape[1] if dataset != "cifar10" else 3
         arch = replace(p.arch, in_channels=int(channels))
     key = tiny_vae_key(dataset, arch, recipe, seed, dev.type)
-    path = cache_dir() / key
+    path = vae_dir() / key
     if (path / "config.json").is_file() and not retrain:
         model = load_vae(path).to(dev)
         model.source = f"tiny:{key}"

@@ -10,7 +10,7 @@ safetensors file whose metadata records the architecture and the input shape it 
   takes a smaller SGD step than the head (``encoder_lr_scale``, see :func:`auto_encoder_lr_scale`).
 
 ``<extractor>`` is a path to a ``.safetensors`` file or the cache key printed by ``poisonlab
-pretrain`` (looked up in :func:`extractor_cache_dir`). When the downstream data differ from the
+pretrain`` (looked up in :func:`poisonlab.paths.extractor_dir`). When the downstream data differ from the
 pre-training data in channels or size (transfer learning, e.g. CIFAR-10 -> Fashion-MNIST), an
 :class:`InputAdapter` converts grey <-> RGB and resizes with ``F.interpolate`` in front of φ.
 """
@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError
+from ..paths import extractor_dir
 from ..registry import Registry
+from ..storage import file_sha256
 from .victims import VICTIMS, ResNet18
 
 ENCODERS: Registry[type] = Registry("encoder")
@@ -172,15 +174,6 @@ class ExtractorVictim(nn.Module):
 
 
 # ---------------------------------------------------------------------------- files
-def extractor_cache_dir() -> Path:
-    """``$POISONLAB_CACHE/extractors``, else ``$XDG_CACHE_HOME/poisonlab/extractors`` (~/.cache)."""
-    root = os.environ.get("POISONLAB_CACHE")
-    if not root:
-        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(cache, "poisonlab")
-    return Path(root).expanduser() / "extractors"
-
-
 def resolve_extractor(ref: str) -> Path:
     """A path to a ``.safetensors`` file, or a cache key (file ``<cache>/<key>.safetensors``)."""
     if not ref:
@@ -189,7 +182,7 @@ def resolve_extractor(ref: str) -> Path:
     if ref.endswith(".safetensors") or os.sep in ref or "/" in ref:
         path = p
     else:
-        path = extractor_cache_dir() / f"{ref}.safetensors"
+        path = extractor_dir() / f"{ref}.safetensors"
     if not path.is_file():
         raise DataError(f"extractor {ref!r} not found at {path}; create it with `poisonlab pretrain`")
     return path
@@ -230,18 +223,7 @@ def extractor_fingerprint(model_name: str) -> str | None:
     if not sep or base not in ("linear_probe", "fine_tune"):
         return None
     path = resolve_extractor(ref)
-    return _file_sha256(str(path.resolve()), path.stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=32)
-def _file_sha256(path: str, mtime_ns: int) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def auto_encoder_lr_scale(encoder: nn.Module) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +24,11 @@ from torch import nn
 from ..data import load_dataset
 from ..data.types import Dataset
 from ..errors import ConfigError
-from ..models.extractors import METADATA_KEY, build_encoder, extractor_cache_dir, load_extractor, set_standardiser
+from ..models.extractors import METADATA_KEY, build_encoder, load_extractor, set_standardiser
 from ..options import config_from_dict, config_to_dict
+from ..paths import extractor_dir
 from ..seeding import derive_seed, torch_generator
+from ..storage import atomic_path
 from ..training import TrainConfig, resolve_device, train
 from .simclr import feature_dim, train_simclr
 
@@ -133,11 +134,9 @@ def pretrain_encoder(cfg: PretrainConfig, data: Dataset, *, device: str = "auto"
 def save_extractor(path: str | Path, encoder: nn.Module, meta: dict[str, Any]) -> Path:
     """Atomically write encoder weights + ``meta`` (JSON in the safetensors metadata)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(meta, default=list)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(meta, default=list)})
     return path
 
 
@@ -145,9 +144,10 @@ def get_extractor(cfg: PretrainConfig, *, data_dir: str | None = None, out: str 
                   device: str = "auto", progress: bool | str = False, force: bool = False) -> tuple[Path, dict[str, Any]]:
     """Path of the extractor for ``cfg`` (trained now unless cached) and its metadata.
 
-    ``out`` defaults to ``<extractor_cache_dir()>/<cfg.key()>.safetensors``; ``force`` retrains.
+    ``out`` defaults to ``<cache root>/extractors/<cfg.key()>.safetensors`` (:func:`poisonlab.paths.extractor_dir`);
+    ``force`` retrains.
     """
-    path = Path(out) if out else extractor_cache_dir() / f"{cfg.key()}.safetensors"
+    path = Path(out) if out else extractor_dir() / f"{cfg.key()}.safetensors"
     if path.is_file() and not force:
         _, meta = load_extractor(str(path))
         if meta.get("config") == json.loads(json.dumps(config_to_dict(cfg), default=list)):

@@ -1,19 +1,17 @@
 """File handling shared by the pretrained-weight loaders: where weights are looked for, sha256
-checks, safetensors reading (no pickle) and the one error message that says what to install.
+checks (the one file hash, :func:`poisonlab.storage.file_sha256`), safetensors reading (no pickle)
+and the one error message that says what to install.
 
 Search order for a weight directory named ``<name>`` (e.g. ``taef2``):
 
 1. an explicit ``directory`` argument;
-2. ``$POISONLAB_MODELS/<name>``;
+2. ``$POISONLAB_MODELS/<name>`` (:func:`poisonlab.paths.models_dir`);
 3. the copy shipped inside the package (``poisonlab/models/pretrained/weights/<name>``), where the
-   licence allows shipping and the files are small;
-4. ``../shared/models/<name>`` relative to the repository (a development checkout).
+   licence allows shipping and the files are small.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +20,15 @@ from typing import Mapping, TypeVar
 import torch
 
 from ...errors import DataError
+from ...paths import models_dir
+from ...storage import file_sha256
+
+__all__ = ["PACKAGE_WEIGHTS", "WeightFile", "candidate_dirs", "file_sha256", "find_weight_dir", "load_strict",
+           "read_safetensors", "verify"]
 
 M = TypeVar("M", bound=torch.nn.Module)
 
-ENV_VAR = "POISONLAB_MODELS"
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
-#: src/poisonlab/models/pretrained -> repository root is parents[3]; shared/ sits beside the repo
-_REPO_SHARED = Path(__file__).resolve().parents[4].parent / "shared" / "models"
 
 
 @dataclass(frozen=True)
@@ -40,32 +40,12 @@ class WeightFile:
     size: int | None = None
 
 
-@functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 hex digest of a file (cached on path, size and modification time)."""
-    p = Path(path)
-    st = p.stat()
-    return _sha256_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
-
-
 def candidate_dirs(name: str, directory: str | os.PathLike | None = None) -> list[Path]:
     """The directories searched for ``name``'s files, in order (see the module docstring)."""
     if directory is not None:
         return [Path(directory).expanduser()]
-    out = []
-    env = os.environ.get(ENV_VAR)
-    if env:
-        out.append(Path(env).expanduser() / name)
-    out += [PACKAGE_WEIGHTS / name, _REPO_SHARED / name]
-    return out
+    env = models_dir()
+    return ([env / name] if env is not None else []) + [PACKAGE_WEIGHTS / name]
 
 
 def find_weight_dir(name: str, files: tuple[WeightFile, ...], directory: str | os.PathLike | None = None,

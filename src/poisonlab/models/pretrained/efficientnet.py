@@ -44,7 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError, DataError, UnsupportedError
-from ..extractors import ENCODERS, METADATA_KEY, _standardiser, extractor_cache_dir, set_standardiser
+from ...paths import extractor_dir, pretrained_dir
+from ...storage import atomic_path
+from ..extractors import ENCODERS, METADATA_KEY, _standardiser, set_standardiser
 from ._files import WeightFile, verify
 
 NAME = "efficientnet_lite0"
@@ -207,8 +209,7 @@ def read_pth_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def converted_path(cache_root: str | os.PathLike | None = None) -> Path:
-    root = Path(cache_root).expanduser() if cache_root else extractor_cache_dir().parent
-    return root / "pretrained" / f"{NAME}-{PTH_FILE.sha256[:12]}-c{CONVERSION}.safetensors"
+    return pretrained_dir(cache_root) / f"{NAME}-{PTH_FILE.sha256[:12]}-c{CONVERSION}.safetensors"
 
 
 def pretrained_state(*, cache_root: str | os.PathLike | None = None, pth: str | os.PathLike | None = None
@@ -229,14 +230,9 @@ def pretrained_state(*, cache_root: str | os.PathLike | None = None, pth: str | 
             pass
     state = read_pth_state(pth if pth is not None else package_weight_file())
     if pth is None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(out) as tmp:
             save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
                       metadata={"source_sha256": PTH_FILE.sha256, "source": json.dumps(SOURCE)})
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
     return state
 
 
@@ -302,14 +298,14 @@ def pretrained_encoder(input_shape: Sequence[int] = (3, 224, 224), scaling: str 
 def write_extractor(path: str | os.PathLike, resolution: int = 224, scaling: str = "tflite", *,
                     standardise_on: torch.Tensor | None = None, pretrained: bool = True, seed: int = 0) -> Path:
     """Write the encoder as a poisonlab extractor file (``.safetensors``; a bare name goes to
-    :func:`~poisonlab.models.extractors.extractor_cache_dir` as ``<name>.safetensors``, usable as
+    :func:`~poisonlab.paths.extractor_dir` as ``<name>.safetensors``, usable as
     ``linear_probe:<name>``). ``standardise_on`` (images (N, 3, h, w) in [0, 1], resized to
     ``resolution``) sets the feature standardiser; otherwise it stays the identity."""
     from safetensors.torch import save_file
 
     p = Path(path).expanduser()
     if not str(path).endswith(".safetensors") and os.sep not in str(path) and "/" not in str(path):
-        p = extractor_cache_dir() / f"{path}.safetensors"
+        p = extractor_dir() / f"{path}.safetensors"
     shape = (3, int(resolution), int(resolution))
     enc = pretrained_encoder(shape, scaling, pretrained=pretrained, seed=seed)
     if standardise_on is not None:
@@ -321,13 +317,8 @@ def write_extractor(path: str | os.PathLike, resolution: int = 224, scaling: str
         set_standardiser(enc, x, batch_size=256)
     meta = {"encoder": NAME, "input_shape": list(shape), "encoder_options": {"scaling": scaling},
             "source": SOURCE, "pretrained": bool(pretrained), "standardised_on": None if standardise_on is None else len(standardise_on)}
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(p) as tmp:
         save_file({k: v.contiguous() for k, v in enc.state_dict().items()}, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
     return p
 
 

@@ -125,8 +125,8 @@ class TAEF2Decoder(nn.Sequential):
 def weight_dir(directory: str | os.PathLike | None = None) -> Path:
     """Where the two safetensors files are (see :mod:`._files` for the search order)."""
     return find_weight_dir(NAME, (ENCODER_FILE, DECODER_FILE), directory,
-                           hint="They ship with poisonlab (poisonlab/models/pretrained/weights/taef2); a copy is in "
-                                "shared/models/taef2 of the development checkout.")
+                           hint="They ship with poisonlab (poisonlab/models/pretrained/weights/taef2); "
+                                "reinstall it if they are missing.")
 
 
 def load_taef2(directory: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.float32
