@@ -2,18 +2,16 @@
 
 One meaning per variable:
 
-==========================  ===========================================================================
-``POISONLAB_CACHE``         the root of everything poisonlab stores (default ``$XDG_CACHE_HOME/poisonlab``,
-                            ``~/.cache/poisonlab`` when ``XDG_CACHE_HOME`` is unset). Its kinds, one folder
-                            each: ``artifacts/`` (clean victims, targets, generators: :mod:`poisonlab.cache`,
-                            what ``poisonlab cache ls|clear`` lists and deletes), ``extractors/`` (``poisonlab
-                            pretrain``), ``vae/`` (``poisonlab vae``), ``pretrained/`` (converted pretrained
-                            weights), ``data/`` (downloaded datasets, unless ``POISONLAB_DATA`` is set).
-``XDG_CACHE_HOME``          only the default of ``POISONLAB_CACHE``.
-``POISONLAB_DATA``          the dataset directory (default ``<cache root>/data``).
-``POISONLAB_MODELS``        a directory of pretrained weight folders (``<dir>/<name>/``), searched first.
-``POISONLAB_OFFLINE``       ``1`` / ``true`` / ``yes``: never download a dataset.
-==========================  ===========================================================================
+- ``POISONLAB_CACHE``: the root of everything poisonlab stores (default ``$XDG_CACHE_HOME/poisonlab``,
+  ``~/.cache/poisonlab`` when ``XDG_CACHE_HOME`` is unset). Its kinds, one folder each:
+  ``artifacts/`` (clean victims, targets, generators: :mod:`poisonlab.cache`, what ``poisonlab
+  cache ls|clear`` lists and deletes), ``extractors/`` (``poisonlab pretrain``), ``vae/``
+  (``poisonlab vae``), ``pretrained/`` (converted pretrained weights) and ``data/`` (datasets,
+  unless ``POISONLAB_DATA`` is set);
+- ``XDG_CACHE_HOME``: only the default of ``POISONLAB_CACHE``;
+- ``POISONLAB_DATA``: the dataset directory (default ``<cache root>/data``);
+- ``POISONLAB_MODELS``: a directory of pretrained weight folders (``<dir>/<name>/``), searched first;
+- ``POISONLAB_OFFLINE``: ``1`` / ``true`` / ``yes`` forbids downloading a dataset.
 
 An explicit argument (``--cache-dir``, ``--data-dir``, ``data_dir=``) always wins over the
 environment. Reading the environment on every call (nothing is frozen at import) lets a caller or a

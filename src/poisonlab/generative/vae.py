@@ -10,7 +10,7 @@ rest of :mod:`poisonlab.generative` relies on:
 Two sources: :func:`load_vae` reads a real Stable Diffusion VAE (or any diffusers AutoencoderKL)
 from a *local* directory (``<dir>/config.json`` or ``<dir>/vae/config.json``); :func:`tiny_vae`
 trains a small AutoencoderKL here (a few minutes on one CPU thread) on a real dataset and caches it
-as safetensors under ``~/.cache/poisonlab/vae`` (``$POISONLAB_CACHE``). Two presets
+as safetensors under ``<cache root>/vae`` (:func:`poisonlab.paths.vae_dir`). Two presets
 (:data:`VAE_PRESETS`): ``small`` (32x32 -> 4x8x8, f = 4, 12x compression) and ``sd``, shaped like
 Stable Diffusion's VAE (f = 8, 4 latent channels: 32x32 -> 4x4x4, 48x compression).
 """
