@@ -13,7 +13,7 @@ import poisonlab
 
 LAYERS = [
     "errors",
-    "_version figures paths registry options seeding storage validation",
+    "_version devices figures paths registry options seeding storage validation",
     "cache data",
     "artifacts models",
     "training",

@@ -57,7 +57,7 @@ def device_generator(generator: torch.Generator, device: torch.device | str) -> 
 
 
 @contextlib.contextmanager
-def seeded_rng(seed: int) -> Iterator[None]:
+def seeded_rng(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
     """Inside: torch's global RNG seeded with ``seed``; on exit every global RNG state is restored.
 
     THE way to build a module whose default initialisation must depend only on ``seed`` (victims,
@@ -65,10 +65,11 @@ def seeded_rng(seed: int) -> Iterator[None]:
     is not: ``manual_seed`` also (re)seeds every CUDA device (lazily, even before CUDA is
     initialised), and ``devices=[]`` does not restore them. Here the CPU generator is seeded, and
     the CUDA generators too — forked and restored — only when CUDA is already initialised in this
-    process (a module built directly on the GPU then draws seeded numbers); otherwise CUDA's RNG is
-    never touched.
+    process or ``device`` is a CUDA device (work inside that runs on the GPU, e.g. dropout, then
+    draws seeded numbers); otherwise CUDA's RNG is never touched.
     """
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    on_cuda = device is not None and torch.device(device).type == "cuda"
+    devices = list(range(torch.cuda.device_count())) if on_cuda or torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=devices):
         torch.random.default_generator.manual_seed(int(seed))
         for d in devices:

@@ -27,7 +27,7 @@ def clamp_box(x: torch.Tensor, bounds: Bounds) -> torch.Tensor:
     (pixels at exactly 0 or 1) and an element-wise min/max would halve their gradient."""
     if bounds.is_scalar:
         return x.clamp(float(bounds.lower), float(bounds.upper))
-    return torch.clamp(x, bounds.lower.to(x.device, x.dtype), bounds.upper.to(x.device, x.dtype))
+    return torch.clamp(x, *bounds.on(x.device, x.dtype))  # moved to x's device once, then cached
 
 
 class LinfProjectedGenerator(nn.Module):

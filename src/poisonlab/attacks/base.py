@@ -136,7 +136,8 @@ class Attack(ABC, Generic[C]):
         before = (data.train.x.clone(), data.train.y.clone(), data.val.x.clone(), data.val.y.clone())
         if n == 0:
             shape = (0, *data.train.x.shape[1:])
-            out = PoisonSet(torch.empty(shape), torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64))
+            out = PoisonSet(torch.empty(shape, device="cpu"), torch.empty(0, dtype=torch.int64, device="cpu"),
+                            torch.empty(0, dtype=torch.int64, device="cpu"))
         else:
             out = self._craft(data, victim, n, generator=generator, progress=progress, cache=as_cache(cache))
         after = (data.train.x, data.train.y, data.val.x, data.val.y)

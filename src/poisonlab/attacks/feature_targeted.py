@@ -169,9 +169,10 @@ class FeatureTargeted(Attack[FeatureTargetedConfig]):
         fs = feature_space(feature_map, head, data, device)
         d, c = fs.lo.numel(), data.num_classes
 
-        # (a)+(b): a logistic-regression victim over the scaled features, exactly the clean head
+        # (a)+(b): a logistic-regression victim over the scaled features, exactly the clean head, on
+        # the victim's device
         recipe = TrainConfig(lr=victim.spec.recipe.lr, epochs=victim.spec.recipe.epochs,
-                             batch_size=victim.spec.recipe.batch_size, device="cpu")
+                             batch_size=victim.spec.recipe.batch_size, device=victim.spec.recipe.device)
         fvictim = Victim(VictimSpec("lr", (d, 1, 1), c, recipe), victim.seed, fs.head_state)
         fdata = fs.data
         gc = ATTACKS.get("gc")(config=GCConfig(target="gradpc", target_options=cfg.target_options,

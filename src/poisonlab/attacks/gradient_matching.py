@@ -214,7 +214,7 @@ class GradientMatching(Attack[GradientMatchingConfig]):
         c = self.config
         t0 = time.perf_counter()
         base = draw_seed(generator)
-        src = torch.randperm(len(data.train), generator=generator)[:n_poison]
+        src = torch.randperm(len(data.train), generator=generator, device=generator.device)[:n_poison]
         clean = victim.clean_model()
         try:
             names, w = named_params(clean, list(c.params) or None)
@@ -249,7 +249,7 @@ class GradientMatching(Attack[GradientMatchingConfig]):
             if k == 0 or a == 0:
                 x = x0.clone()
             else:
-                u = torch.rand(x0.shape, generator=noise_gen, dtype=torch.float32).to(device, dtype)
+                u = torch.rand(x0.shape, generator=noise_gen, dtype=torch.float32, device=noise_gen.device).to(device, dtype)
                 x = project(x0 + a * (2 * u - 1), x0, c.radius, bounds)
             delta = (x - x0).clone().requires_grad_(True)
             opt = torch.optim.Adam([delta], lr=c.lr)

@@ -28,6 +28,7 @@ from ..autodiff import flatten, functional_loss, named_params, unflatten, value_
 from ..data.types import Dataset
 from ..errors import ConfigError
 from ..options import config_from_dict, config_to_dict
+from ..seeding import device_generator
 from ..training import accuracy
 from ..validation import check_choice, check_int, check_number
 from .targets import TARGETS
@@ -98,7 +99,7 @@ def project(delta: torch.Tensor, radius: float, norm: str, topk: int | None = No
     if norm == "linf":
         return delta.clamp(-radius, radius)
     n = torch.linalg.vector_norm(delta)
-    return delta * (radius / n) if n > radius else delta
+    return delta * (radius / n).clamp(max=1.0)  # = delta when inside the ball; no host sync
 
 
 def corrupt(
@@ -134,29 +135,37 @@ def corrupt(
     x, y = val.x.to(device), val.y.to(device)
     n = len(x)
     bs = cfg.batch_size or n
-    g = torch.Generator().manual_seed(int(seed))
+    g = device_generator(torch.Generator().manual_seed(int(seed)), device)  # mini-batches drawn on the device
 
     ce = functional_loss(model, names)
 
-    def loss_and_grad(delta: torch.Tensor, idx: torch.Tensor) -> tuple[float, torch.Tensor]:
+    def loss_and_grad(delta: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loss, grads = value_and_grad(ce, unflatten((flat0 + delta).detach(), w0), x[idx], y[idx])
-        return float(loss), flatten(grads)
+        return loss, flatten(grads)
 
     delta = torch.zeros_like(flat0)
-    best, best_loss = delta, -math.inf
-    loss_trace: list[float] = []
+    best, best_loss = delta, torch.tensor(-math.inf, dtype=flat0.dtype, device=device)
+
+    def keep_best(delta: torch.Tensor, loss: torch.Tensor) -> None:  # on the device: no host sync per step
+        nonlocal best, best_loss
+        better = loss > best_loss
+        best, best_loss = torch.where(better, delta, best), torch.where(better, loss, best_loss)
+    losses: list[torch.Tensor] = []
     all_idx = torch.arange(n, device=device)
     for _ in tqdm(range(cfg.steps), desc="gradpc", disable=not progress, leave=False):
-        idx = all_idx if bs >= n else torch.randperm(n, generator=g)[:bs].to(device)
+        idx = all_idx if bs >= n else torch.randperm(n, generator=g, device=g.device)[:bs]
         loss, grad = loss_and_grad(delta, idx)
-        loss_trace.append(loss)
-        if bs >= n and loss > best_loss:
-            best, best_loss = delta, loss
+        losses.append(loss)
+        if bs >= n:
+            keep_best(delta, loss)
         step = grad.sign() if cfg.norm == "linf" else grad / torch.linalg.vector_norm(grad).clamp_min(1e-30)
         delta = project(delta + cfg.lr * radius * step, radius, cfg.norm, cfg.topk)
     final_loss, _ = loss_and_grad(delta, all_idx)
-    if final_loss > best_loss or bs < n:
+    if bs < n:
         best, best_loss = delta, final_loss
+    else:
+        keep_best(delta, final_loss)
+    loss_trace = torch.stack(losses).tolist() if losses else []
     with torch.no_grad():
         current = dict(model.named_parameters())
         for name, v in zip(names, unflatten(flat0 + best, w0)):
@@ -170,7 +179,7 @@ def corrupt(
         "relative_change": _norm(best, cfg.norm) / max(_norm(flat0, cfg.norm), 1e-30),
         "nonzeros": int((best != 0).sum()),
         "val_loss_clean": loss_trace[0] if loss_trace else float("nan"),
-        "val_loss_target": best_loss,
+        "val_loss_target": float(best_loss),
         "val_accuracy_target": accuracy(model, val),
         "loss_trace": loss_trace,
         "seconds": time.perf_counter() - t0,

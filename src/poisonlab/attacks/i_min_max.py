@@ -67,7 +67,7 @@ from ..cache import ArtifactCache
 from ..data.bounds import Bounds
 from ..data.types import AttackData, Dataset, PoisonSet
 from ..errors import ConfigError, UnsupportedError
-from ..seeding import draw_seed, torch_generator
+from ..seeding import device_generator, draw_seed, torch_generator
 from ..training.victim import Victim
 from ..validation import check_choice, check_int, check_number
 from . import _bilevel as B
@@ -196,7 +196,7 @@ class SphereSlab:
         mu = x.mean(0)
         cen, dirs = x.new_zeros(C, D), x.new_zeros(C, D)
         rad, wid = x.new_zeros(C), x.new_zeros(C)
-        present = torch.zeros(C, dtype=torch.bool)
+        present = torch.zeros(C, dtype=torch.bool, device=x.device)
         for k in range(C):
             xk = x[train.y == k]
             if len(xk) == 0:
@@ -264,8 +264,9 @@ class IMinMax(Attack[IMinMaxConfig]):
         N, C = len(data.train), data.num_classes
         # starting points: without replacement while D_tr lasts, so winners have distinct sources
         n_starts = n_poison * cfg.restarts
-        perm = torch.cat([torch.randperm(N, generator=generator) for _ in range(math.ceil(n_starts / N))])[:n_starts]
-        starts = perm.view(n_poison, cfg.restarts)
+        perm = torch.cat([torch.randperm(N, generator=generator, device=generator.device)
+                          for _ in range(math.ceil(n_starts / N))])[:n_starts]
+        starts = perm.view(n_poison, cfg.restarts).to(device)  # uploaded once; the rounds index it there
 
         train = Dataset(data.train.x.to(device, dtype), data.train.y.to(device), C, data.train.name, data.bounds)
         bounds = data.bounds
@@ -284,7 +285,7 @@ class IMinMax(Attack[IMinMaxConfig]):
         if cfg.labels == "max_loss":
             label_set = torch.arange(C, device=device)
             if feas is not None:
-                label_set = label_set[feas.present.to(device)]
+                label_set = label_set[feas.present]
         L = len(label_set) if cfg.labels == "max_loss" else 1
 
         n_val = min(len(data.val), 5000)
@@ -293,8 +294,8 @@ class IMinMax(Attack[IMinMaxConfig]):
 
         xp = train.x.new_empty((n_poison, *train.input_shape))
         yp = torch.empty(n_poison, dtype=torch.int64, device=device)
-        src = torch.empty(n_poison, dtype=torch.int64)
-        chosen_loss = torch.empty(n_poison)
+        src = torch.empty(n_poison, dtype=torch.int64, device=device)  # src and losses stay on the device:
+        chosen_loss = torch.empty(n_poison, device=device)  # no host sync per round
         rounds = math.ceil(n_poison / cfg.group_size)
         every = cfg.trace_every or max(1, rounds // 50)
         trace: list[list[float]] = []
@@ -304,14 +305,14 @@ class IMinMax(Attack[IMinMaxConfig]):
             sl = slice(r * cfg.group_size, min(n_poison, (r + 1) * cfg.group_size))
             g = sl.stop - sl.start
             s = starts[sl]  # (g, restarts) indices into D_tr
-            x0 = train.x[s.reshape(-1).to(device)]  # (g·R, *shape)
-            y0 = train.y[s.reshape(-1).to(device)]
+            x0 = train.x[s.reshape(-1)]  # (g·R, *shape)
+            y0 = train.y[s.reshape(-1)]
             if cfg.labels == "max_loss":
                 x = x0.repeat_interleave(L, 0)
                 y = label_set.repeat(g * cfg.restarts)
             else:
                 x, y = x0.clone(), ((C - 1) - y0 if cfg.labels == "flip" else y0.clone())
-                if feas is not None and not bool(feas.present.to(device)[y].all()):
+                if feas is not None and not bool(feas.present[y].all()):
                     raise ConfigError(f"{WHAT}: labels {cfg.labels!r} give a class without clean points, which has no "
                                       "sphere/slab centroid; use labels 'max_loss' or feasible 'box'")
             x = project(x, y)
@@ -326,8 +327,8 @@ class IMinMax(Attack[IMinMaxConfig]):
             best = loss.argmax(1)  # per poison: the candidate (start, label) of highest loss
             rows = torch.arange(g, device=device) * cfg.restarts * L + best
             xp[sl], yp[sl] = x[rows].detach(), y[rows]
-            src[sl] = s.reshape(-1)[(rows // L).cpu()]
-            chosen_loss[sl] = loss.gather(1, best[:, None]).squeeze(1).cpu()
+            src[sl] = s.reshape(-1)[rows // L]
+            chosen_loss[sl] = loss.gather(1, best[:, None]).squeeze(1).to(chosen_loss.dtype)
 
             # the defender: online gradient descent on D_tr ∪ the poisons chosen so far
             t = sl.stop
@@ -360,19 +361,20 @@ class IMinMax(Attack[IMinMaxConfig]):
         if feas is not None:
             info.update(feas.to_json())
             info["sphere_slab_violation"] = feas.violation(xp, yp)
-        return PoisonSet(xp.to("cpu", torch.float32), yp.cpu(), src, info)
+        return PoisonSet(xp.to("cpu", torch.float32), yp.cpu(), src.cpu(), info)
 
 
 class _CleanBatches:
-    """Shuffled mini-batches of D_tr indices, reshuffled every pass (seeded)."""
+    """Shuffled mini-batches of D_tr indices, reshuffled every pass (seeded), drawn on ``device``
+    (:func:`~poisonlab.seeding.device_generator`: on the CPU the same stream as ``generator``)."""
 
     def __init__(self, n: int, size: int, generator: torch.Generator, device: torch.device) -> None:
-        self.n, self.size, self.gen, self.device = n, size, generator, device
-        self.perm, self.pos = torch.randperm(n, generator=generator), 0
+        self.n, self.size, self.gen = n, size, device_generator(generator, device)
+        self.perm, self.pos = torch.randperm(n, generator=self.gen, device=self.gen.device), 0
 
     def next(self) -> torch.Tensor:
         if self.pos + self.size > self.n:
-            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+            self.perm, self.pos = torch.randperm(self.n, generator=self.gen, device=self.gen.device), 0
         out = self.perm[self.pos : self.pos + self.size]
         self.pos += self.size
-        return out.to(self.device)
+        return out

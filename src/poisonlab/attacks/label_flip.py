@@ -40,11 +40,11 @@ class LabelFlip(Attack[LabelFlipConfig]):
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool,
                cache: ArtifactCache | None = None) -> PoisonSet:
         c = data.num_classes
-        src = torch.randperm(len(data.train), generator=generator)[:n_poison]
+        src = torch.randperm(len(data.train), generator=generator, device=generator.device)[:n_poison]
         # fraction <= 1, so n_poison <= |D_tr|: distinct sources
         y = data.train.y[src]
         if self.config.mode == "rule":
             new = (c - 1) - y
         else:
-            new = (y + torch.randint(1, c, (n_poison,), generator=generator)) % c
+            new = (y + torch.randint(1, c, (n_poison,), generator=generator, device=generator.device).to(y.device)) % c
         return PoisonSet(data.train.x[src].clone(), new, src)

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
 from ..errors import ConfigError
-from ..seeding import derive_seed, draw_seed
+from ..seeding import derive_seed, device_generator, draw_seed
 from ..training.victim import Victim
 from ..validation import check_int, check_radius
 from . import _bilevel as B
@@ -103,13 +103,13 @@ class MetaPoison(Attack[MetaPoisonConfig]):
         bs = cfg.batch_size or victim.spec.recipe.batch_size or len(T.train)
         steps_per_epoch = max(1, -(-len(T.train) // bs))
         horizon = cfg.stagger_epochs * steps_per_epoch  # SGD steps at which a model restarts
-        g = B.torch_generator(base, "metapoison")
+        g = device_generator(B.torch_generator(base, "metapoison"), device)  # batches drawn on the device
 
         def fresh(i: int, restart: int) -> tuple[B.Follower, B.Params]:
             return B.Follower.from_model(victim.spec.build(derive_seed(base, f"mp-model-{i}-{restart}")), dtype)
 
         def batch_loss(fol: B.Follower, w: B.Params, xp: torch.Tensor) -> torch.Tensor:
-            idx = torch.randint(0, len(T.train), (bs,), generator=g).to(device)
+            idx = torch.randint(0, len(T.train), (bs,), generator=g, device=g.device)
             return fol.weighted_mixed_loss(w, T.train.x[idx], T.train.y[idx], xp, T.y0, eps)
 
         delta = torch.zeros_like(T.x0)
@@ -123,24 +123,25 @@ class MetaPoison(Attack[MetaPoisonConfig]):
             ages.append(age)
         opt = torch.optim.Adam([delta.requires_grad_(True)], lr=cfg.leader_lr)
         info: dict = {"val_loss": [], "ensemble": cfg.ensemble, "follower": follower}
+        val_loss: list[torch.Tensor] = []  # read on the host once, after the loop
         t0 = time.perf_counter()
         for _ in tqdm(range(cfg.outer_steps), desc="metapoison", disable=not progress, unit="step"):
-            v = torch.randperm(len(T.val), generator=g)[: cfg.val_batch_size or len(T.val)].to(device)
+            v = torch.randperm(len(T.val), generator=g, device=g.device)[: cfg.val_batch_size or len(T.val)]
             xv, yv = T.val.x[v], T.val.y[v]
             opt.zero_grad(set_to_none=True)
-            total = 0.0
+            total = torch.zeros((), dtype=dtype, device=device)
             for fol, w in models:
                 with torch.enable_grad():
                     xp = clamp_box(T.x0 + delta, box)  # in the graph: clamp's gradient
                     wk = B.sgd_steps(partial(batch_loss, fol, xp=xp), w, fol.step_sizes(beta), cfg.unroll, create_graph=True)
                     ell = fol.loss(wk, xv, yv) / len(models)
                     (-ell).backward()  # ascent on the validation loss
-                total += ell.item()
+                total = total + ell.detach()
             opt.step()
             with torch.no_grad():
                 delta.clamp_(-cfg.radius, cfg.radius)
                 delta.copy_(box.clamp(T.x0 + delta) - T.x0)
-            info["val_loss"].append(total)
+            val_loss.append(total)
             xp_now = box.clamp(T.x0 + delta.detach())
             for i, (fol, w) in enumerate(models):  # the ensemble keeps training on the current poisons
                 if ages[i] + 1 >= horizon:
@@ -149,6 +150,7 @@ class MetaPoison(Attack[MetaPoisonConfig]):
                     continue
                 models[i] = (fol, B.sgd_steps(partial(batch_loss, fol, xp=xp_now), w, fol.step_sizes(beta), 1))
                 ages[i] += 1
+        info["val_loss"] = torch.stack(val_loss).tolist() if val_loss else []
         info["seconds"] = time.perf_counter() - t0
         info["seconds_per_outer_step"] = info["seconds"] / max(cfg.outer_steps, 1)
         x = box.clamp(T.x0 + delta.detach())

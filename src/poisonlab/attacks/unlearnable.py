@@ -89,8 +89,9 @@ class Unlearnable(Attack[UnlearnableConfig]):
                cache: ArtifactCache | None = None) -> PoisonSet:
         cfg = self.config
         step = cfg.step_size or (cfg.radius / 5 if cfg.radius is not None else 0.05)
-        src = torch.randperm(len(data.train), generator=generator)[:n_poison]
+        src = torch.randperm(len(data.train), generator=generator, device=generator.device)[:n_poison]
         device = victim.device
+        clean = data.train.to(device)  # once: every round's training set is built on the device
         x0 = data.train.x[src].to(device)
         y = data.train.y[src].to(device)
         x = x0.clone()
@@ -101,7 +102,7 @@ class Unlearnable(Attack[UnlearnableConfig]):
         for _ in tqdm(range(cfg.rounds), desc="unlearnable", disable=not progress, leave=False):
             rounds += 1  # the rounds run (the loop may stop early)
             if cfg.train_epochs:
-                mixed = PoisonedDataset.mix(data.train, PoisonSet(x.detach().cpu(), y.cpu(), src), data.injection).dataset
+                mixed = PoisonedDataset.mix(clean, PoisonSet(x.detach(), y, src), data.injection).dataset
                 train(model, mixed, replace(recipe, epochs=cfg.train_epochs), batch_gen)
             model.eval()
             for _ in range(cfg.pgd_steps):
@@ -111,7 +112,7 @@ class Unlearnable(Attack[UnlearnableConfig]):
                 with torch.no_grad():
                     x = project(x - step * grad.sign(), x0, cfg.radius, data.bounds)
             with torch.no_grad():
-                acc = 100.0 * (model(x).argmax(1) == y).double().mean().item()
+                acc = 100.0 * (model(x).argmax(1) == y).double().mean().item()  # one sync per round: the stop rule
             if acc >= cfg.stop_accuracy:
                 break
         with torch.no_grad():

@@ -14,7 +14,7 @@ read them from here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -38,15 +38,30 @@ def _as_tensor(v: Any, what: str) -> torch.Tensor:
 
 @dataclass(frozen=True, eq=False)
 class Bounds:
-    """The box [lower, upper] of one input (see the module docstring)."""
+    """The box [lower, upper] of one input (see the module docstring).
+
+    ``lower`` and ``upper`` live on the CPU; the projections use copies in the input's device and
+    dtype, made once per (device, dtype) and kept (so an attack's loop on a GPU never re-uploads
+    its bounds). The copies are not pickled.
+    """
 
     lower: torch.Tensor
     upper: torch.Tensor
+    _moved: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"lower": self.lower, "upper": self.upper}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "lower", state["lower"])
+        object.__setattr__(self, "upper", state["upper"])
+        object.__setattr__(self, "_moved", {})
 
     @staticmethod
     def unit() -> "Bounds":
         """The pixel box [0, 1] (the default of every image dataset)."""
-        return Bounds(torch.tensor(0.0), torch.tensor(1.0))
+        return Bounds(torch.tensor(0.0, device="cpu"), torch.tensor(1.0, device="cpu"))
 
     @staticmethod
     def of(bounds: Any, input_shape: Sequence[int] | None = None) -> "Bounds":
@@ -98,16 +113,26 @@ class Bounds:
                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """(lower, upper) as full tensors of ``input_shape``."""
         shape = tuple(int(s) for s in input_shape)
-        return (self.lower.to(device, dtype).expand(shape).contiguous(),
-                self.upper.to(device, dtype).expand(shape).contiguous())
+        lo, hi = self.on(torch.device(device) if device is not None else self.lower.device, dtype)
+        return lo.expand(shape).contiguous(), hi.expand(shape).contiguous()
 
     def span(self) -> torch.Tensor:
         """upper − lower (broadcast shape)."""
         return self.upper - self.lower
 
     # ------------------------------------------------------------------ projections
+    def on(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lower, upper) on ``device`` in ``dtype``: moved once, then served from the cache."""
+        key = (torch.device(device), dtype)
+        hit = self._moved.get(key)
+        if hit is None:
+            hit = (self.lower.to(key[0], dtype), self.upper.to(key[0], dtype))
+            if len(self._moved) < 8:  # a handful of (device, dtype) pairs per run
+                self._moved[key] = hit
+        return hit
+
     def _like(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.lower.to(x.device, x.dtype), self.upper.to(x.device, x.dtype)
+        return self.on(x.device, x.dtype)
 
     def clamp(self, x: torch.Tensor) -> torch.Tensor:
         """Project ``x`` (N, *input_shape) or one input onto the box (element-wise clip)."""

@@ -142,7 +142,7 @@ class PoisonSet:
 
     x: torch.Tensor
     y: torch.Tensor
-    source_index: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
+    source_index: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64, device="cpu"))
     info: dict = field(default_factory=dict)  # attack-specific diagnostics (JSON-serialisable)
     #: model weights the attack produced, name -> state dict (the runner saves <name>.safetensors)
     states: dict = field(default_factory=dict)
@@ -155,7 +155,7 @@ class PoisonSet:
         """(n,) int64: the D_tr index each poison was made from, −1 where it has none."""
         if len(self.source_index) == len(self):
             return self.source_index
-        return torch.full((len(self),), -1, dtype=torch.int64)
+        return torch.full((len(self),), -1, dtype=torch.int64, device=self.x.device)
 
     def numpy(self) -> "PoisonArrays":
         """The poisons as numpy arrays ``(x, y, source)`` (a named tuple)."""
@@ -181,9 +181,9 @@ class PoisonedDataset:
 
     @staticmethod
     def combine(clean: Dataset, poisons: PoisonSet) -> "PoisonedDataset":
-        x = torch.cat([clean.x, poisons.x.to(clean.x.dtype)], 0)
-        y = torch.cat([clean.y, poisons.y.to(torch.int64)], 0)
-        mask = torch.zeros(len(x), dtype=torch.bool)
+        x = torch.cat([clean.x, poisons.x.to(clean.x.device, clean.x.dtype)], 0)
+        y = torch.cat([clean.y, poisons.y.to(clean.y.device, torch.int64)], 0)
+        mask = torch.zeros(len(x), dtype=torch.bool, device=x.device)  # on the data's device, like the data
         mask[len(clean):] = True
         return PoisonedDataset(Dataset(x, y, clean.num_classes, clean.name, clean.bounds), mask)
 
@@ -199,9 +199,9 @@ class PoisonedDataset:
         if len(torch.unique(src)) != len(src):
             raise ConfigError("injection 'replace' needs distinct source points; this attack reuses sources")
         x, y = clean.x.clone(), clean.y.clone()
-        x[src] = poisons.x.to(clean.x.dtype)
-        y[src] = poisons.y.to(torch.int64)
-        mask = torch.zeros(len(x), dtype=torch.bool)
+        x[src] = poisons.x.to(clean.x.device, clean.x.dtype)
+        y[src] = poisons.y.to(clean.y.device, torch.int64)
+        mask = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         mask[src] = True
         return PoisonedDataset(Dataset(x, y, clean.num_classes, clean.name, clean.bounds), mask)
 

@@ -169,7 +169,7 @@ def one_hot(y: torch.Tensor, num_classes: int) -> np.ndarray:
 def numpy_seeded(generator: torch.Generator) -> Iterator[None]:
     """Seed numpy's global generator from one draw of ``generator``; restore its state on exit."""
     state = np.random.get_state()
-    np.random.seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()))
+    np.random.seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item()))
     try:
         yield
     finally:

@@ -26,6 +26,7 @@ from torch.func import grad, vmap
 
 from ..autodiff import functional_loss, named_params
 from ..errors import ConfigError, UnsupportedError
+from ..seeding import device_generator
 from ..training import predict_logits
 
 if TYPE_CHECKING:
@@ -68,7 +69,8 @@ def per_sample_grads(
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """(N, P) per-sample gradients of the cross-entropy w.r.t. the parameters ``names``, flattened
-    in ``names`` order, computed by ``vmap(grad(.))`` in chunks of ``chunk_size`` points."""
+    in ``names`` order, computed by ``vmap(grad(.))`` in chunks of ``chunk_size`` points on the
+    model's device and gathered on the CPU (N·P numbers may not fit next to the model)."""
     model.eval()
     names = list(names)
     _, params = named_params(model, names)
@@ -82,7 +84,7 @@ def per_sample_grads(
     g_fn = vmap(grad(one), in_dims=(None, 0, 0))
     n = len(x)
     total = sum(p.numel() for p in params)
-    out = torch.empty(n, total, dtype=dtype or params[0].dtype)
+    out = torch.empty(n, total, dtype=dtype or params[0].dtype, device="cpu")
     for start in range(0, n, chunk_size):
         xs = x[start : start + chunk_size].to(device, params[0].dtype)
         ys = y[start : start + chunk_size].to(device)
@@ -114,7 +116,7 @@ def head_features(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> 
             out.append(seen[-1].flatten(1).cpu())
     finally:
         hook.remove()
-    return torch.cat(out) if out else torch.empty(0, head.in_features)
+    return torch.cat(out) if out else torch.empty(0, head.in_features, device="cpu")
 
 
 def top_right_singular_vector(m: torch.Tensor, *, method: str = "auto", generator: torch.Generator | None = None,
@@ -128,15 +130,15 @@ def top_right_singular_vector(m: torch.Tensor, *, method: str = "auto", generato
     for a tall ``m``).
     """
     if m.ndim != 2 or min(m.shape) == 0:
-        return torch.zeros(m.shape[-1], dtype=m.dtype)
+        return torch.zeros(m.shape[-1], dtype=m.dtype, device=m.device)
     if method == "auto":
         method = "exact" if min(m.shape) <= exact_limit else "randomized"
     if method == "exact":
         v = torch.linalg.svd(m, full_matrices=False).Vh[0]
     elif method == "randomized":
         k = min(q, *m.shape)
-        g = generator if generator is not None else torch.Generator().manual_seed(0)
-        basis = torch.linalg.qr(torch.randn(m.shape[1], k, generator=g, dtype=m.dtype)).Q  # (P, k)
+        g = device_generator(generator if generator is not None else torch.Generator().manual_seed(0), m.device)
+        basis = torch.linalg.qr(torch.randn(m.shape[1], k, generator=g, dtype=m.dtype, device=g.device)).Q  # (P, k)
         for _ in range(niter):
             left = torch.linalg.qr(m @ basis).Q  # (N, k)
             basis = torch.linalg.qr((left.T @ m).T).Q  # (P, k)

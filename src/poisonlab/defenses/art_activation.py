@@ -131,27 +131,28 @@ class ArtActivationDefense(ArtDefense[ArtActivationConfig]):
         need = max(cfg.nb_clusters, cfg.nb_dims)
         kept_classes = [c for c in range(data.num_classes) if int(counts[c]) >= need]
         skipped = [c for c in range(data.num_classes) if 0 < int(counts[c]) < need]
-        scores = torch.zeros(len(data), dtype=torch.float64)
+        scores = torch.zeros(len(data), dtype=torch.float64, device="cpu")  # ART works in numpy, on the host
         if not kept_classes:
             return scores, {"classes_skipped": skipped, "n_flagged": 0}
         # ART clusters every class 0..nb_classes-1 and fails on an empty or tiny one: run it on the
         # points of the classes it can cluster, relabelled 0..K'-1 (only ART's per-class split reads
         # nb_classes; the model's outputs are not used)
-        index = torch.isin(data.y.cpu(), torch.tensor(kept_classes)).nonzero().squeeze(1)
-        relabel = torch.full((data.num_classes,), -1, dtype=torch.int64)
-        relabel[torch.tensor(kept_classes)] = torch.arange(len(kept_classes))
-        sub = Dataset(data.x[index], relabel[data.y.cpu()[index]], len(kept_classes), data.name, data.bounds)
+        kept = torch.tensor(kept_classes, device="cpu")
+        index = torch.isin(data.y.cpu(), kept).nonzero().squeeze(1)
+        relabel = torch.full((data.num_classes,), -1, dtype=torch.int64, device="cpu")
+        relabel[kept] = torch.arange(len(kept_classes), device="cpu")
+        sub = Dataset(data.x.cpu()[index], relabel[data.y.cpu()[index]], len(kept_classes), data.name, data.bounds)
 
         with art_view(trained, sub, cfg.layer) as view, numpy_seeded(generator):
             x = art_inputs(trained, sub.x)
-            y = one_hot(sub.y, sub.num_classes) if sub.num_classes > 1 else sub.y.numpy()
+            y = one_hot(sub.y, sub.num_classes) if sub.num_classes > 1 else sub.y.cpu().numpy()
             detector = ActivationDefence(view.classifier, x, y)
             _, is_clean = detector.detect_poison(nb_clusters=cfg.nb_clusters, nb_dims=cfg.nb_dims, reduce=cfg.reduce,
                                                  cluster_analysis=cfg.cluster_analysis)
             clusters_by_class, reduced_by_class = detector.clusters_by_class, detector.red_activations_by_class
         is_clean = np.asarray(is_clean, dtype=np.int64)
         sub_scores = np.zeros(len(sub), dtype=np.float64)
-        ys = sub.y.numpy()
+        ys = sub.y.cpu().numpy()
         for c in range(sub.num_classes):
             members = np.flatnonzero(ys == c)  # ART's per-class order is the order of the points
             sub_scores[members] = cluster_scores(clusters_by_class[c], reduced_by_class[c], is_clean[members])

@@ -86,7 +86,7 @@ def filter_scores(scores: torch.Tensor, fraction: float) -> torch.Tensor:
         raise ContractError(f"scores must be a vector (N,), got shape {tuple(scores.shape)}")
     n = len(scores)
     k = poison_count(fraction, n)
-    keep = torch.ones(n, dtype=torch.bool)
+    keep = torch.ones(n, dtype=torch.bool, device="cpu")  # masks index the CPU datasets
     if k:
         order = torch.sort(scores.detach().cpu().double(), descending=True, stable=True).indices
         keep[order[:k]] = False
@@ -213,7 +213,7 @@ class Defense(ABC, Generic[C]):
     def keep_mask(self, scores: torch.Tensor) -> torch.Tensor:
         """The shared filter at this defense's fraction (keeps all for training-time defenses)."""
         if not self.removes:
-            return torch.ones(len(scores), dtype=torch.bool)
+            return torch.ones(len(scores), dtype=torch.bool, device="cpu")
         return filter_scores(scores, self.config.fraction)
 
     def fit(self, data: Dataset, victim: Victim, *, generator: torch.Generator, progress: bool = False) -> nn.Module:

@@ -95,7 +95,7 @@ def influence_on_reference(
         xs, ys = x[start : start + chunk_size], y[start : start + chunk_size]
         directional = jvp(lambda *p, xs=xs, ys=ys: loss_fn(p, xs, ys), params, s)[1]  # ∇ℓ(z_i)ᵀ s for each i
         scores.append(-directional.detach())
-    return torch.cat(scores) if scores else torch.empty(0), solve
+    return torch.cat(scores) if scores else torch.empty(0, device=x.device), solve
 
 
 @dataclass(frozen=True, kw_only=True)

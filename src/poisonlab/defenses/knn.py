@@ -81,7 +81,7 @@ class KnnDefense(Defense[KnnConfig]):
                reference: Dataset | None, progress: bool) -> torch.Tensor:
         c: KnnConfig = self.config
         if len(data) < 2:
-            return torch.zeros(len(data), dtype=torch.float64)
+            return torch.zeros(len(data), dtype=torch.float64, device="cpu")
         idx, dist = knn_indices(data.x, c.k, c.chunk_size, progress, victim.device)
         k = idx.shape[1]
         disagree = (data.y[idx] != data.y.unsqueeze(1)).double().mean(1)

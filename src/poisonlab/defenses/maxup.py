@@ -34,7 +34,7 @@ from torch import nn
 from ..data.bounds import Bounds
 from ..data.types import Dataset
 from ..errors import ConfigError
-from ..seeding import child_generator, torch_generator
+from ..seeding import child_generator, device_generator, torch_generator
 from ..training import train
 from ..training.victim import Victim
 from ..validation import check_int, check_number
@@ -61,8 +61,9 @@ def worst_case_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: int, 
                     generator: torch.Generator, bounds: Bounds | None = None) -> torch.Tensor:
     """(B,) max over ``m`` Gaussian perturbations of the cross-entropy: standard deviation ``sigma``
     (a float, or per feature: a tensor broadcastable to one input), clipped to ``bounds`` (None: not
-    clipped)."""
-    noise = torch.randn((m, *x.shape), generator=generator, dtype=x.dtype).to(x.device)
+    clipped). The noise is drawn on ``generator``'s device: give one on ``x``'s device
+    (:func:`~poisonlab.seeding.device_generator`), else every batch's noise is copied over."""
+    noise = torch.randn((m, *x.shape), generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
     if isinstance(sigma, torch.Tensor):
         sigma = sigma.to(x.device, x.dtype)
     xs = x.unsqueeze(0) + sigma * noise
@@ -105,6 +106,11 @@ class MaxUpConfig(DefenseConfig):
             raise ConfigError(f"maxup: scale must be one of {list(SCALES)}, got {self.scale!r}")
 
 
+def _on(std: float | torch.Tensor, device: torch.device) -> float | torch.Tensor:
+    """The per-feature standard deviation moved to ``device`` once (a float stays a float)."""
+    return std.to(device) if isinstance(std, torch.Tensor) else std
+
+
 def _std_info(std: float | torch.Tensor) -> dict[str, Any]:
     if isinstance(std, torch.Tensor):
         return {"noise_std_min": float(std.min()), "noise_std_max": float(std.max())}
@@ -119,8 +125,9 @@ class MaxUpDefense(Defense[MaxUpConfig]):
     def fit(self, data: Dataset, victim: Victim, *, generator: torch.Generator, progress: bool = False) -> nn.Module:
         """The victim trained from scratch with the MaxUp objective (same init and batch order as its recipe)."""
         c: MaxUpConfig = self.config
-        noise = child_generator(generator)
-        std = noise_std(data.bounds, c.sigma, c.scale)
+        device = victim.device
+        noise = device_generator(child_generator(generator), device)  # every batch's noise drawn on the device
+        std = _on(noise_std(data.bounds, c.sigma, c.scale), device)
         model = victim.spec.build(victim.seed)
         return train(model, data, victim.spec.recipe, torch_generator(victim.seed, "batches"),
                      progress="maxup retrain" if progress else False,
@@ -130,13 +137,13 @@ class MaxUpDefense(Defense[MaxUpConfig]):
                reference: Dataset | None, progress: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         c: MaxUpConfig = self.config
         trained = self.trained_model(data, victim, model, progress)
-        noise = child_generator(generator)
-        std = noise_std(data.bounds, c.sigma, c.scale)
         device = next(trained.parameters()).device
+        noise = device_generator(child_generator(generator), device)
+        std = _on(noise_std(data.bounds, c.sigma, c.scale), device)
         out = []
         with torch.no_grad():
             for i in range(0, len(data), 2048):
                 xb = data.x[i : i + 2048].to(device)
                 out.append(worst_case_loss(trained, xb, data.y[i : i + 2048].to(device), c.m, std, noise, data.bounds).cpu())
-        scores = torch.cat(out) if out else torch.empty(0)
+        scores = torch.cat(out) if out else torch.empty(0, device="cpu")
         return scores, {"scale": c.scale, **_std_info(std)}

@@ -113,7 +113,7 @@ class SeverDefense(Defense[SeverConfig]):
         else:
             fresh = victim.spec.build(victim.seed)
         try:  # the per-sample gradients of two points, by the path _score takes
-            _gradients(fresh, data.subset(torch.arange(min(2, len(data)))), c)
+            _gradients(fresh, data.subset(torch.arange(min(2, len(data)), device="cpu")), c)
         except UnsupportedError:
             raise
         except (RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
@@ -125,9 +125,9 @@ class SeverDefense(Defense[SeverConfig]):
         c: SeverConfig = self.config
         n = len(data)
         sizes = [k for k in round_sizes(poison_count(c.fraction, n), c.rounds) if k] or [0]
-        active = torch.arange(n)
+        active = torch.arange(n, device="cpu")  # indexes the (CPU) dataset
         removed_in: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, τ) removed per round
-        last_scores = torch.zeros(0, dtype=torch.float64)
+        last_scores = torch.zeros(0, dtype=torch.float64, device="cpu")
         current = model
         for r, k in enumerate(sizes):
             sub = data.subset(active)
@@ -143,8 +143,8 @@ class SeverDefense(Defense[SeverConfig]):
             active = active[order[k:]].sort().values
             current = None  # retrain on what is kept
         # compose: last-round scores for the survivors, earlier rounds stacked above them
-        out = torch.zeros(n, dtype=torch.float64)
-        out[active] = last_scores
+        out = torch.zeros(n, dtype=torch.float64, device="cpu")
+        out[active] = last_scores.cpu()
         floor = float(last_scores.max()) if len(last_scores) else 0.0
         for idx, tau in reversed(removed_in):
             if len(idx) == 0:

@@ -21,7 +21,7 @@ from .sphere import CentroidDefense
 
 def slab_scores(x: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
     """|⟨x_i − μ_{y_i}, u_{y_i}⟩| with u_c the unit vector along μ_c − mean of the present centroids."""
-    present = torch.ones(len(mu), dtype=torch.bool) if present is None else present
+    present = torch.ones(len(mu), dtype=torch.bool, device=mu.device) if present is None else present
     centre = mu[present].mean(0)
     direction = mu - centre
     direction = direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True).clamp_min(1e-12)

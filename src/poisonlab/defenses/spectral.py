@@ -34,7 +34,7 @@ def spectral_scores(features: torch.Tensor, y: torch.Tensor, num_classes: int, *
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """(N,) squared projections of class-centred features on each class's top singular vector."""
     feats = features.double()
-    out = torch.zeros(len(feats), dtype=torch.float64)
+    out = torch.zeros(len(feats), dtype=torch.float64, device=feats.device)
     for c in range(num_classes):
         members = (y == c).nonzero().squeeze(1)
         if len(members) < 2:

@@ -49,7 +49,7 @@ def class_centroids(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple
     """(C, D) class means of flattened float64 inputs and a (C,) bool mask of the classes present."""
     flat = x.flatten(1).double()
     counts = torch.bincount(y, minlength=num_classes).double()
-    sums = torch.zeros(num_classes, flat.shape[1], dtype=torch.float64).index_add_(0, y, flat)
+    sums = torch.zeros(num_classes, flat.shape[1], dtype=torch.float64, device=flat.device).index_add_(0, y.to(flat.device), flat)
     present = counts > 0
     return sums / counts.clamp_min(1.0).unsqueeze(1), present
 

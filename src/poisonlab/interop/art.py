@@ -30,7 +30,8 @@ from scratch: its factory deep-copies ``classifier.model`` and calls ``reset_par
 every submodule that has one (so the trained weights of the classifier are not the starting point;
 a module without ``reset_parameters`` keeps its copied weights). ``recipe`` holds the keyword
 arguments of :func:`poisonlab.victim` (``optimizer``, ``lr``, ``epochs``, ``batch_size``, ...);
-``{}`` / ``None`` means poisonlab's defaults. The classifier's bounds are its ``clip_values``
+``{}`` / ``None`` means poisonlab's defaults, except the device: without a ``device`` key the victim
+trains on the classifier's device (``classifier.device``, e.g. ``cuda:0``). The classifier's bounds are its ``clip_values``
 (``None``: unbounded). A classifier with non-trivial preprocessing (a mean/std other than 0/1, or
 preprocessing defences) is refused: poisonlab trains ``classifier.model`` on raw inputs.
 
@@ -213,7 +214,9 @@ class PoisonlabAttack(PoisoningAttackWhiteBox):
         encoding = _label_encoding(y, len(x))
         y_index = _indices(y, encoding)
         self.data_ = self._experiment_data(x, y_index)
-        victim = pl.victim(fresh_model_factory(clf.model), **self.recipe)
+        # the victim trains where the classifier lives (ART's clf.device), unless the recipe names a device
+        recipe = {"device": str(clf.device), **self.recipe}
+        victim = pl.victim(fresh_model_factory(clf.model), **recipe)
         self.poisons_ = pl.poison(self.data_, victim, self.attack, self.fraction, seed=self.seed,
                                   options=self.options or None, progress=self.progress)
         xp, yp, _ = self.poisons_.numpy()

@@ -7,6 +7,7 @@ hint. Used by ART-based defenses (:mod:`poisonlab.defenses.art_activation`, ``ar
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from types import ModuleType
 from typing import Any, Sequence
@@ -52,7 +53,7 @@ def art_clip_values(bounds: Bounds, input_shape: Sequence[int]) -> tuple[Any, An
         return None
     if bounds.is_scalar:
         return float(lo), float(hi)
-    lo_full, hi_full = bounds.expanded(input_shape)
+    lo_full, hi_full = bounds.expanded(input_shape, device="cpu")  # ART takes numpy clip values
     return lo_full.numpy().astype(np.float32), hi_full.numpy().astype(np.float32)
 
 
@@ -64,7 +65,7 @@ def bounds_from_clip_values(clip_values: Any, input_shape: Sequence[int]) -> Bou
     """
     shape = tuple(int(s) for s in input_shape)
     if clip_values is None:
-        return Bounds(torch.tensor(float("-inf")), torch.tensor(float("inf")))
+        return Bounds(torch.tensor(float("-inf"), device="cpu"), torch.tensor(float("inf"), device="cpu"))
     try:
         lo, hi = clip_values
     except (TypeError, ValueError):
@@ -94,10 +95,14 @@ def art_classifier(model: nn.Module, input_shape: Sequence[int], num_classes: in
     from art.estimators.classification import PyTorchClassifier
 
     clip = art_clip_values(bounds, input_shape) if bounds is not None else None
-    return PyTorchClassifier(
-        model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(int(s) for s in input_shape),
-        nb_classes=int(num_classes), clip_values=clip, device_type=_device_type(model),
-    )
+    p = next(iter(model.parameters()), None)
+    # ART puts a "gpu" classifier on torch.cuda.current_device(): make that the model's own GPU (cuda:N)
+    on = torch.cuda.device(p.device) if p is not None and p.device.type == "cuda" else contextlib.nullcontext()
+    with on:
+        return PyTorchClassifier(
+            model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(int(s) for s in input_shape),
+            nb_classes=int(num_classes), clip_values=clip, device_type=_device_type(model),
+        )
 
 
 __all__ = ["ART_INSTALL_HINT", "art_classifier", "art_clip_values", "bounds_from_clip_values", "require_art"]

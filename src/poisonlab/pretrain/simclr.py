@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..seeding import device_generator
+
 
 def feature_dim(encoder: nn.Module) -> int:
     """The encoder's feature dimension (its ``feature_dim`` attribute; nn.Module types attributes loosely)."""
@@ -26,12 +28,13 @@ def augment(x: torch.Tensor, generator: torch.Generator, *, min_scale: float = 0
             jitter: float = 0.4, noise: float = 0.02) -> torch.Tensor:
     """One random view of each image: random resized crop (area scale in [min_scale, 1], random
     position, bilinear), optional horizontal flip, brightness/contrast jitter of strength ``jitter``
-    and Gaussian pixel noise; clamped to [0, 1]. x: (B, C, H, W) -> (B, C, H, W)."""
+    and Gaussian pixel noise; clamped to [0, 1]. x: (B, C, H, W) -> (B, C, H, W). The random numbers
+    are drawn on ``generator``'s device: give one on ``x``'s (:func:`~poisonlab.seeding.device_generator`)."""
     b = x.shape[0]
     dev, dt = x.device, x.dtype
 
     def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
-        return (lo + (hi - lo) * torch.rand(*shape, generator=generator)).to(dev, dt)
+        return (lo + (hi - lo) * torch.rand(*shape, generator=generator, device=generator.device)).to(dev, dt)
 
     side = torch.sqrt(u(min_scale, 1.0, b))  # crop side as a fraction of the image side
     tx, ty = (1 - side) * u(-1.0, 1.0, b), (1 - side) * u(-1.0, 1.0, b)
@@ -46,7 +49,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, *, min_scale: float = 0
         brightness = u(-jitter / 2, jitter / 2, b).view(b, 1, 1, 1)
         v = (v - mean) * contrast + mean + brightness
     if noise > 0:
-        v = v + noise * torch.randn(v.shape, generator=generator).to(dev, dt)
+        v = v + noise * torch.randn(v.shape, generator=generator, device=generator.device).to(dev, dt)
     return v.clamp(0.0, 1.0)
 
 
@@ -60,7 +63,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     sim = z @ z.T / temperature
     sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
-    target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    target = torch.cat([torch.arange(b, 2 * b, device=z.device), torch.arange(0, b, device=z.device)])
     return F.cross_entropy(sim, target)
 
 
@@ -81,7 +84,10 @@ def train_simclr(encoder: nn.Module, x: torch.Tensor, *, epochs: int, batch_size
     """Train ``encoder`` in place with SimCLR on unlabeled images x (N, C, H, W); Adam optimiser.
 
     Returns the mean NT-Xent loss of every epoch. The projection head is initialised from the
-    global RNG (callers fork and seed it) and thrown away.
+    global RNG (callers fork and seed it) and thrown away. Runs on ``device``: the images are moved
+    there once, batch order and augmentations are drawn there
+    (:func:`~poisonlab.seeding.device_generator`; on the CPU the stream of ``generator``), and the
+    loss reaches the host once per epoch.
     """
     d = feature_dim(encoder)
     head = ProjectionHead(d, d, projection_dim).to(device)
@@ -89,21 +95,26 @@ def train_simclr(encoder: nn.Module, x: torch.Tensor, *, epochs: int, batch_size
     params = list(encoder.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=lr)
     n = len(x)
+    x = x.to(device)
+    g = device_generator(generator, device)
     bs = min(batch_size, n)
     history: list[float] = []
     bar = tqdm(range(epochs), desc=progress if isinstance(progress, str) else "simclr", disable=not progress,
                leave=False, unit="ep")
     for _ in bar:
-        perm = torch.randperm(n, generator=generator)
-        total, count = 0.0, 0
+        perm = torch.randperm(n, generator=g, device=g.device)
+        parts: list[torch.Tensor] = []
+        count = 0
         for start in range(0, n - bs + 1, bs):  # full batches only: NT-Xent needs negatives
-            xb = x[perm[start:start + bs]].to(device)
-            v1, v2 = augment(xb, generator, flip=flip), augment(xb, generator, flip=flip)
+            xb = x[perm[start:start + bs]]
+            v1, v2 = augment(xb, g, flip=flip), augment(xb, g, flip=flip)
             loss = nt_xent(head(encoder(v1)), head(encoder(v2)), temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total, count = total + loss.item() * len(xb), count + len(xb)
+            parts.append(loss.detach() * len(xb))
+            count += len(xb)
+        total = float(torch.stack(parts).cpu().double().sum()) if parts else 0.0
         history.append(total / max(count, 1))
         bar.set_postfix(loss=f"{history[-1]:.3f}")
     encoder.eval()

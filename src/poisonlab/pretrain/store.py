@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..models.extractors import METADATA_KEY, build_encoder, load_extractor, set_standardiser
 from ..options import config_from_dict, config_to_dict
 from ..paths import extractor_dir
-from ..seeding import derive_seed, torch_generator
+from ..seeding import derive_seed, seeded_rng, torch_generator
 from ..storage import atomic_path
 from ..training import TrainConfig, resolve_device, train
 from .simclr import feature_dim, train_simclr
@@ -88,7 +88,7 @@ def pretraining_images(cfg: PretrainConfig, data_dir: str | None = None) -> Data
     """The (seeded) subset of the dataset's *training* split used for pre-training."""
     train_set = load_dataset(cfg.dataset, data_dir).train
     if cfg.n_images and cfg.n_images < len(train_set):
-        idx = torch.randperm(len(train_set), generator=torch_generator(cfg.seed, "pretrain-subset"))[: cfg.n_images]
+        idx = torch.randperm(len(train_set), generator=torch_generator(cfg.seed, "pretrain-subset"), device="cpu")[: cfg.n_images]
         train_set = train_set.subset(idx)
     return train_set
 
@@ -108,8 +108,7 @@ def pretrain_encoder(cfg: PretrainConfig, data: Dataset, *, device: str = "auto"
     """Train a fresh encoder on ``data`` (images (N, C, H, W) in [0, 1]); returns it and a report."""
     dev = resolve_device(device)
     t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(cfg.seed, "extractor-init"))
+    with seeded_rng(derive_seed(cfg.seed, "extractor-init"), dev):
         encoder = build_encoder(cfg.encoder, data.input_shape, cfg.encoder_options)
         if cfg.method == "simclr":
             flip = cfg.flip if cfg.flip is not None else data.input_shape[0] == 3

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from ..data.splits import check_fraction
+from ..devices import parse_device
 from ..errors import ConfigError
 from ..options import config_from_dict, config_to_dict
 from ..validation import check_choice, check_int, check_number
@@ -48,8 +49,11 @@ class RunConfig:
             (``~/.cache/poisonlab/data``).
         out: Output directory of the run's artifacts, or None (default) for
             ``runs/<dataset>-<model>-<attack>-f<fraction>-s<seed>`` (:meth:`default_out`).
-        device: Where to train: "auto" (default; CUDA when available, else CPU) or a torch device
-            string ("cpu", "cuda:0").
+        device: Where to train: "auto" (default; CUDA when available, else CPU), "cpu",
+            "cuda" / "cuda:N" or "mps". The name is checked when the config is built
+            (:func:`~poisonlab.devices.parse_device`), and against the machine (CUDA present,
+            N < the GPU count: :func:`~poisonlab.devices.resolve_device`) first thing in the run,
+            before any data is loaded.
         model_options: Options of the victim architecture (e.g. ``{"hidden": [256]}`` for "nn"),
             validated by it when the victim is built. Default {} (the architecture's defaults).
         attack_options: Options of the attack (its ``Config`` fields; option groups as nested
@@ -94,6 +98,7 @@ class RunConfig:
         for key in ("dataset", "model", "attack", "device"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ConfigError(f"{key} must be a non-empty string, got {getattr(self, key)!r}")
+        parse_device(self.device)  # the spelling here; the machine where the run starts (prepare)
         check_fraction(self.fraction)
         check_choice(self.injection, "injection", ("add", "replace"))
         check_int(self.seed, "seed", minimum=0)

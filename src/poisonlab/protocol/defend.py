@@ -93,8 +93,8 @@ def run_defense(
     }
     if out is not None:
         buf = io.BytesIO()
-        np.savez_compressed(buf, scores=outcome.scores.numpy(), is_poison=mixed.is_poison.numpy(),
-                            keep=outcome.keep.numpy())
+        np.savez_compressed(buf, scores=outcome.scores.cpu().numpy(), is_poison=mixed.is_poison.cpu().numpy(),
+                            keep=outcome.keep.cpu().numpy())
         write_atomic(out / "defense_scores.npz", buf.getvalue())
         save_model(out / "victim_defended.safetensors", outcome.model, {"stage": "defense", "defense": defense.name})
     return record

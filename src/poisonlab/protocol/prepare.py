@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..data import from_bundle, load_dataset
 from ..data.types import AttackData, DataBundle, ExperimentData
+from ..devices import resolve_device
 from ..models.victims import resolve_victim
 from ..training import TrainConfig, VictimSpec
 from .config import RunConfig
@@ -38,7 +39,9 @@ def recipe_of(cfg: RunConfig, default_batch_size: int) -> TrainConfig:
 
 
 def prepare(cfg: RunConfig) -> Prepared:
-    """Load the data, split it 70/30 with the run's seed and build the victim spec (validated)."""
+    """Load the data, split it 70/30 with the run's seed and build the victim spec (validated).
+    The device is checked against this machine first (an impossible one fails before any loading)."""
+    resolve_device(cfg.device)
     bundle = load_dataset(cfg.dataset, cfg.data_dir)
     exp = from_bundle(bundle, cfg.seed)
     resolve_victim(cfg.model)  # unknown model -> clear error before any work

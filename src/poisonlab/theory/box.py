@@ -74,9 +74,9 @@ def _box_sup(A: torch.Tensor, lo, hi) -> torch.Tensor:
     if finite:
         return torch.maximum(A * lo, A * hi).sum(-1)
     # a zero coefficient on an infinite side contributes 0, not 0·inf = nan
-    lo_t = torch.as_tensor(lo, dtype=A.dtype)
-    hi_t = torch.as_tensor(hi, dtype=A.dtype)
-    zero = torch.zeros((), dtype=A.dtype)
+    lo_t = torch.as_tensor(lo, dtype=A.dtype, device=A.device)
+    hi_t = torch.as_tensor(hi, dtype=A.dtype, device=A.device)
+    zero = torch.zeros((), dtype=A.dtype, device=A.device)
     return torch.where(A > 0, A * hi_t, torch.where(A < 0, A * lo_t, zero)).sum(-1)
 
 
@@ -146,8 +146,8 @@ def linear_box_gauge(grad_mean: torch.Tensor, lo: Limits = 0.0, hi: Limits = 1.0
     C, d1 = g.shape
     d = d1 - 1
     lo, hi = _limits(lo, hi, d)
-    lo_v = np.full(d, lo) if isinstance(lo, float) else lo.numpy()
-    hi_v = np.full(d, hi) if isinstance(hi, float) else hi.numpy()
+    lo_v = np.full(d, lo) if isinstance(lo, float) else lo.cpu().numpy()
+    hi_v = np.full(d, hi) if isinstance(hi, float) else hi.cpu().numpy()
     g = g - g.mean(0, keepdims=True)
     scale = float(np.abs(g).max())
     if scale == 0.0:

@@ -48,7 +48,7 @@ def _computes_linear_map(model: nn.Module, weight: torch.Tensor, bias: torch.Ten
                          input_shape: Sequence[int]) -> bool:
     """Does ``model(x) == flatten(x) @ weight.T + bias`` on a few seeded random inputs?"""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(_PROBES, *input_shape, generator=g, dtype=torch.float64) * 2.0
+    x = torch.randn(_PROBES, *input_shape, generator=g, dtype=torch.float64, device=g.device) * 2.0
     x = x.to(weight.device, weight.dtype)
     was_training = model.training
     model.eval()

@@ -47,7 +47,7 @@ def trace_statistic(logits: torch.Tensor, labels: torch.Tensor, A: torch.Tensor 
     """E ⟨A (p − y), h⟩ over the clean set (A = I: ⟨W, G(μ)⟩ of eq. 3.6; general A: g_A of eq. 3.11)."""
     h, y = _check(logits, labels)
     r = torch.softmax(h, 1)
-    r[torch.arange(len(y)), y] -= 1.0
+    r[torch.arange(len(y), device=r.device), y.to(r.device)] -= 1.0
     if A is not None:
         r = r @ A.double().T
     return float((r * h).sum(1).mean())

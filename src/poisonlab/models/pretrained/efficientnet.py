@@ -43,7 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...devices import resolve_device
 from ...errors import ConfigError, DataError, UnsupportedError
+from ...seeding import seeded_rng
 from ...paths import extractor_dir, pretrained_dir
 from ...storage import atomic_path
 from ..extractors import ENCODERS, METADATA_KEY, _standardiser, set_standardiser
@@ -241,8 +243,7 @@ def load_efficientnet_lite0(*, cache_root: str | os.PathLike | None = None, pret
     """The ImageNet-pretrained network (eval mode, gradients off). ``pretrained=False``: the same
     architecture randomly initialised (seeded; PyTorch's default init), the control of a probe."""
     if not pretrained:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_rng(seed):
             net = EfficientNetLite0()
         return net.eval().requires_grad_(False)
     net = EfficientNetLite0()
@@ -341,14 +342,18 @@ def calibrate_batchnorm(module: nn.Module, x: torch.Tensor, batch_size: int = 12
 @torch.no_grad()
 def extract_features(images: torch.Tensor, resolution: int = 224, scaling: str = "tflite", *, batch_size: int = 128,
                      cache: Any = None, pretrained: bool = True, seed: int = 0, dataset_key: str | None = None,
-                     progress: Callable[[int, int], None] | None = None, calibration_images: int = 1024) -> torch.Tensor:
+                     progress: Callable[[int, int], None] | None = None, calibration_images: int = 1024,
+                     device: str | torch.device = "auto") -> torch.Tensor:
     """Raw pooled features (N, 1280) float32 of images (N, C, h, w) in [0, 1] (grey repeated to RGB),
-    resized to ``resolution`` (bilinear; antialiased when shrinking), computed in batches.
+    resized to ``resolution`` (bilinear; antialiased when shrinking), computed in batches on
+    ``device`` ("auto": CUDA when available; :func:`poisonlab.training.resolve_device`, checked
+    first) and returned on the CPU.
 
     ``cache`` (an :class:`~poisonlab.cache.ArtifactCache`, a directory, or None): features are stored
     as safetensors under kind ``efficientnet_features``, keyed on the weights' sha256, resolution,
-    scaling, pretrained/seed and the images' fingerprint (or ``dataset_key`` when given, which
-    must then name the images exactly); a hit returns them without running the network.
+    scaling, pretrained/seed, the device type when it is not the CPU (GPU kernels round
+    differently) and the images' fingerprint (or ``dataset_key`` when given, which must then name
+    the images exactly); a hit returns them without running the network.
 
     ``pretrained=False`` is the control: the same architecture with seeded random weights, its
     BatchNorm statistics set from the first ``calibration_images`` images (:func:`calibrate_batchnorm`;
@@ -356,15 +361,18 @@ def extract_features(images: torch.Tensor, resolution: int = 224, scaling: str =
     """
     from ...cache import as_cache, tensor_fingerprint
 
+    dev = resolve_device(device)
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise DataError(f"images must be (N, 1 or 3, H, W), got {tuple(images.shape)}")
     store = as_cache(cache)
     key = {"weights_sha256": PTH_FILE.sha256 if pretrained else f"random-seed{seed}-bn{calibration_images}", "resolution": int(resolution),
            "scaling": scaling, "n": int(len(images)), "shape": list(images.shape[1:]),
            "images": dataset_key or tensor_fingerprint(images)}
+    if dev.type != "cpu":
+        key["device"] = dev.type
 
     def prep(xb: torch.Tensor) -> torch.Tensor:
-        xb = xb.float()
+        xb = xb.to(dev, torch.float32)
         if xb.shape[1] == 1:
             xb = xb.expand(-1, 3, -1, -1)
         if tuple(xb.shape[-2:]) != (resolution, resolution):
@@ -373,17 +381,17 @@ def extract_features(images: torch.Tensor, resolution: int = 224, scaling: str =
         return xb
 
     def build() -> dict[str, torch.Tensor]:
-        enc = pretrained_encoder((3, resolution, resolution), scaling, pretrained=pretrained, seed=seed)
+        enc = pretrained_encoder((3, resolution, resolution), scaling, pretrained=pretrained, seed=seed).to(dev)
         if not pretrained:
             calibrate_batchnorm(enc, prep(images[:calibration_images]), batch_size)
-        out = torch.empty(len(images), FEATURE_DIM)
+        out = torch.empty(len(images), FEATURE_DIM, device="cpu")
         t0 = time.time()
         for i in range(0, len(images), batch_size):
             xb = prep(images[i:i + batch_size])
-            out[i:i + len(xb)] = enc.raw_features(xb)
+            out[i:i + len(xb)] = enc.raw_features(xb).cpu()
             if progress is not None:
                 progress(min(i + batch_size, len(images)), len(images))
-        return {"features": out, "seconds": torch.tensor(time.time() - t0)}
+        return {"features": out, "seconds": torch.tensor(time.time() - t0, device="cpu")}
 
     if store is None:
         return build()["features"]
