@@ -82,6 +82,7 @@ def gc_and_retrain(data, victim, test, clean_accuracy: float, target_path: Path,
             "accuracy_drop": clean_accuracy - acc2, "residual": i["final_rel_grad_norm"],
             "initial_residual": i["initial_rel_grad_norm"], "steps_run": i["steps_run"],
             "agreement": rep["retrained_target_agreement"], "logit_distance": rep["retrained_to_target_logit_distance"],
+            "param_distance_retrained": rep["retrained_to_target_distance"], "param_distance_clean": i["clean_to_target_distance"],
             "gc_options": {k: v for k, v in gc_options.items()}, "gc_seconds": t_gc, "retrain_seconds": t_retrain,
             "passes_gauge_share": passes, **diag,
             "goal_met": bool(passes and i["final_rel_grad_norm"] <= RESIDUAL_GOAL and rep["retrained_target_agreement"] >= AGREEMENT_GOAL)}

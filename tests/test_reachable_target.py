@@ -155,3 +155,47 @@ def test_targets_go_through_the_cache_keyed_by_the_problem(digits, tmp_path):
     _, io = make_target("reachable", victim.clean_model(), prep.data.val, opts, cache=c, context=other)
     assert (ia["cache"], ib["cache"], io["cache"]) == ("miss", "hit", "miss")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_gc_settings_follow_the_makers_plan_unless_set():
+    """gc's init / steps / lr left null: the "reachable" maker's plan (what its certificate was measured
+    to be reached with); gc's own defaults for GradPC and saved targets; a given option always wins, and
+    the caller's own label mix keeps init off the plan."""
+    from poisonlab.attacks.gc import DEFAULT_INIT, DEFAULT_LR, DEFAULT_STEPS, GCSettings
+    from poisonlab.attacks.reachable_target import REACHABLE_PLAN
+
+    def settings(**opts):
+        return build_attack("gc", opts).config.settings()
+
+    plan = REACHABLE_PLAN
+    assert (plan.init, plan.steps, plan.lr) == ("plan", 600, 0.05)
+    assert settings(target="reachable") == GCSettings(plan.init, plan.steps, plan.lr, "target 'reachable'")
+    assert settings() == GCSettings(DEFAULT_INIT, DEFAULT_STEPS, DEFAULT_LR, None) == GCSettings("random", 300, 0.02, None)
+    assert settings(target="t.safetensors") == GCSettings("random", 300, 0.02, None)
+    assert settings(target="reachable", steps=50, lr=0.1, init="random") == GCSettings("random", 50, 0.1, None)
+    assert settings(target="reachable", steps=50) == GCSettings("plan", 50, plan.lr, "target 'reachable'")
+    assert settings(target="reachable", class_proportions=[1] * 10).init == "random"
+    with pytest.raises(ConfigError, match="radius"):
+        build_attack("gc", {"target": "t.safetensors", "init": "plan", "radius": 0.1})
+
+
+def test_gc_on_the_reachable_target_reaches_it_with_its_defaults(digits):
+    """The plan hand-off at small scale: gc with ``target: reachable`` and no GC option runs the maker's
+    plan (plan labels, its steps and step size) and leaves a residual below the 0.05 goal, and below
+    what gc's generic defaults (random labels, 300 steps of 0.02) leave on the same target (on MNIST LR
+    at ε = 0.03: 0.023 against 0.51)."""
+    prep, victim = digits
+    gen = lambda: torch_generator(0, "attack")  # noqa: E731
+    ps = build_attack("gc", {"target": "reachable", "reachable": SEARCH}).poison(prep.data, victim, FRACTION, generator=gen())
+    info = ps.info
+    assert info["plan_from"] == "target 'reachable'"
+    assert info["settings"] == {"init": "plan", "steps": 600, "lr": 0.05} and info["steps_run"] == 600
+    counts = torch.bincount(ps.y, minlength=10).double() / len(ps.y)
+    assert torch.allclose(counts, torch.tensor(info["gauge_label_mix"]).double(), atol=1.0 / len(ps.y) + 1e-9)
+    assert info["tau_gauge"] <= LIMIT * info["eps"] * (1 + 1e-6)
+    assert info["final_rel_grad_norm"] <= 0.05, info["final_rel_grad_norm"]
+    generic = build_attack("gc", {"target": "reachable", "reachable": SEARCH, "init": "random", "steps": 300, "lr": 0.02}
+                           ).poison(prep.data, victim, FRACTION, generator=gen())
+    assert generic.info["plan_from"] is None
+    assert info["final_rel_grad_norm"] < generic.info["final_rel_grad_norm"], (
+        info["final_rel_grad_norm"], generic.info["final_rel_grad_norm"])

@@ -29,7 +29,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, cast
+from typing import Any, ClassVar, Mapping, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -39,7 +39,7 @@ from ..autodiff import Params, directional, flatten, functional_loss, mixed_vjp,
 from ..cache import ArtifactCache
 from ..data.bounds import Bounds
 from ..data.types import AttackData, Dataset, PoisonSet
-from ..errors import ConfigError, UnsupportedError
+from ..errors import ConfigError, DivergenceError, UnsupportedError
 from ..options import config_to_dict
 from ..theory import min_poison_count, multiclass_reachability
 from ..theory.box import BoxGauge
@@ -49,9 +49,22 @@ from ..validation import check_choice, check_int, check_number, check_radius
 from ._radius import project
 from .base import Attack, AttackConfig, register_attack
 from .gradpc import GradPCConfig
-from .targets import ReachableConfig, TargetContext, check_gauge_applies, is_target_path, make_target
+from .targets import ReachableConfig, TargetContext, check_gauge_applies, is_target_path, make_target, maker_plan
 
 WHAT = "attack 'gc'"
+#: gc's own defaults of ``init``, ``steps`` and ``lr``, for targets whose maker hands no plan (GradPC, a saved model)
+DEFAULT_INIT, DEFAULT_STEPS, DEFAULT_LR = "random", 300, 0.02
+
+
+class GCSettings(NamedTuple):
+    """The starting points, steps and step size one GC run uses (:meth:`GCConfig.settings`);
+    ``plan_from`` names the target maker whose :class:`~poisonlab.attacks.targets.GCPlan` gave the
+    settings that were not set (None: gc's own defaults)."""
+
+    init: str
+    steps: int
+    lr: float
+    plan_from: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,8 +82,9 @@ class GCConfig(AttackConfig):
         target: The target model w: ``"gradpc"`` (a GradPC corruption of the clean victim, made with
             ``target_options`` and kept in the artifact cache), ``"reachable"`` (linear softmax
             victims: the most damaging target found with τ_gauge ≤ limit·ε, made with ``reachable``;
-            use it with ``init: plan``), another registered target maker, or the path of a
-            ``.safetensors`` state of the victim architecture. Default ``"gradpc"``.
+            its maker hands GC its plan — ``init``, ``steps``, ``lr`` — for the options left null), another
+            registered target maker, or the path of a ``.safetensors`` state of the victim architecture.
+            Default ``"gradpc"``.
         target_options: GradPC's options when ``target`` is ``"gradpc"``
             (:class:`~poisonlab.attacks.gradpc.GradPCConfig`). Default its defaults (ε_w = 0.5,
             50 steps).
@@ -79,12 +93,16 @@ class GCConfig(AttackConfig):
             (limit 0.8, 20 steps of 0.01·‖w‖).
         params: Names of the parameter tensors whose gradient is cancelled; empty: every trainable
             parameter. Default ``()``.
-        steps: Optimisation steps on the poison inputs (an integer >= 0). Default 300.
-        lr: Step size on the poison inputs, in the data's units. Default 0.02.
+        steps: Optimisation steps on the poison inputs (an integer >= 0); null: the target maker's
+            plan (``"reachable"``: 600), else 300. Default null.
+        lr: Step size on the poison inputs, in the data's units; null: the target maker's plan
+            (``"reachable"``: 0.05), else 0.02. Default null.
         optimizer: ``"adam"`` (projected Adam) or ``"normalized"`` (steps of the gradient divided by
             its RMS). Default ``"adam"``.
         schedule: ``"constant"`` or ``"cosine"`` (lr decays to 0 over ``steps``). Default ``"constant"``.
-        tol: Stop when the mixed gradient norm is ≤ tol·‖g(μ)‖ (relative, >= 0). Default 1e-4.
+        tol: Stop when the mixed gradient norm is ≤ tol·‖g(μ)‖ (relative, >= 0). With pixels in a box
+            the residual rarely gets there (``converged`` false): ``final_rel_grad_norm`` is the measure
+            (≤ 0.05 on the reachable target). Default 1e-4.
         source_classes: Draw the starting points (hence the labels) from these classes only; empty:
             every class. Default ``()``.
         class_proportions: One weight per class: draw round(q_k·n) starting points from class k
@@ -92,8 +110,9 @@ class GCConfig(AttackConfig):
             then stay clean; empty: uniform random points. Default ``()``.
         init: The starting points: ``"random"`` clean points; ``"aligned"``: the clean points whose
             gradient at w points most against g(μ); ``"plan"`` (linear softmax victims only):
-            random clean points in the label mix of the box-gauge LP's plan over the data's box.
-            Default ``"random"``.
+            random clean points in the label mix of the box-gauge LP's plan over the data's box;
+            null: the target maker's plan (``"reachable"``: ``"plan"``) unless ``class_proportions``
+            or ``source_classes`` pick the labels, else ``"random"``. Default null.
         gauge: Linear softmax victims: solve the box-gauge LP (seconds on MNIST) and report
             τ_gauge. Default true.
         radius: L∞ ball around each source input, in the data's units; null: only the data's
@@ -111,14 +130,14 @@ class GCConfig(AttackConfig):
     target_options: GradPCConfig = field(default_factory=GradPCConfig)
     reachable: ReachableConfig = field(default_factory=ReachableConfig)
     params: tuple[str, ...] = ()
-    steps: int = 300
-    lr: float = 0.02
+    steps: int | None = None
+    lr: float | None = None
     optimizer: str = "adam"
     schedule: str = "constant"
     tol: float = 1e-4
     source_classes: tuple[int, ...] = ()
     class_proportions: tuple[float, ...] = ()
-    init: str = "random"
+    init: str | None = None
     gauge: bool = True
     radius: float | None = None
     chunk_size: int = 8192
@@ -127,18 +146,18 @@ class GCConfig(AttackConfig):
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or not self.target:
             raise ConfigError(f"{WHAT}: target must be 'gradpc' or a path to a .safetensors file, got {self.target!r}")
-        check_int(self.steps, "steps", WHAT, minimum=0)
-        check_number(self.lr, "lr", WHAT)
+        if self.steps is not None:
+            check_int(self.steps, "steps", WHAT, minimum=0)
+        if self.lr is not None:
+            check_number(self.lr, "lr", WHAT)
         check_choice(self.optimizer, "optimizer", ("adam", "normalized"), WHAT)
         check_choice(self.schedule, "schedule", ("constant", "cosine"), WHAT)
         check_number(self.tol, "tol", WHAT, allow_zero=True)
         check_radius(self.radius, WHAT)
-        check_choice(self.init, "init", ("random", "aligned", "plan"), WHAT)
+        if self.init is not None:
+            check_choice(self.init, "init", ("random", "aligned", "plan"), WHAT)
         if self.init == "plan" and (self.class_proportions or self.source_classes):
             raise ConfigError(f"{WHAT}: init 'plan' picks the label mix itself; drop class_proportions / source_classes")
-        if self.init == "plan" and self.radius is not None:
-            raise ConfigError(f"{WHAT}: init 'plan' comes from the box gauge of the data's bounds, which ignores an L∞ "
-                              "radius; use radius null")
         check_int(self.chunk_size, "chunk_size", WHAT)
         check_int(self.trace_every, "trace_every", WHAT)
         if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in self.source_classes):
@@ -162,6 +181,23 @@ class GCConfig(AttackConfig):
             from .targets import TARGETS
 
             TARGETS.get(self.target)  # unknown name -> clear error before any work
+        if self.settings().init == "plan" and self.radius is not None:
+            raise ConfigError(f"{WHAT}: init 'plan' (the plan of target {self.target!r}) comes from the box gauge of the "
+                              "data's bounds, which ignores an L∞ radius; use radius null or set init")
+
+    def settings(self) -> GCSettings:
+        """The ``init``, ``steps`` and ``lr`` this run uses: each option that is set; else the target
+        maker's :class:`~poisonlab.attacks.targets.GCPlan` (``"reachable"``: plan labels, 600 steps of
+        0.05 — what its certificate τ_gauge ≤ 0.8·ε was measured to be reached with); else
+        ``"random"``, 300, 0.02. The plan's ``init`` also yields to ``class_proportions`` /
+        ``source_classes`` (the caller's own label mix)."""
+        plan = maker_plan(self.target)
+        own_labels = bool(self.class_proportions or self.source_classes)
+        init = self.init if self.init is not None else (plan.init if plan is not None and not own_labels else DEFAULT_INIT)
+        steps = self.steps if self.steps is not None else (plan.steps if plan is not None else DEFAULT_STEPS)
+        lr = self.lr if self.lr is not None else (plan.lr if plan is not None else DEFAULT_LR)
+        used = plan is not None and ((self.init is None and not own_labels) or self.steps is None or self.lr is None)
+        return GCSettings(init, steps, lr, f"target {self.target!r}" if used else None)
 
 
 def sum_gradient(model: nn.Module, names: list[str], w: Params, x: torch.Tensor, y: torch.Tensor, scale: float,
@@ -250,7 +286,7 @@ class GradientCanceling(Attack[GCConfig]):
         if self.config.target == "reachable":
             check_gauge_applies(victim.spec.build(victim.seed), data.train.input_shape, data.bounds,
                                 "gc: target 'reachable'")  # the architecture only: no training
-        if self.config.init == "plan":
+        if self.config.settings().init == "plan":
             model = victim.spec.build(victim.seed)  # the architecture only: no training
             if linear_softmax_names(model, data.train.input_shape) is None:
                 raise UnsupportedError(
@@ -267,7 +303,8 @@ class GradientCanceling(Attack[GCConfig]):
                          g_clean: torch.Tensor, generator: torch.Generator, gauge: BoxGauge | None) -> torch.Tensor:
         """Indices into D_tr of the points the poisons start from (Algorithm 2, line 1)."""
         c = self.config
-        if c.init == "plan":
+        init = c.settings().init
+        if init == "plan":
             if gauge is None:  # _craft solves the gauge whenever init is "plan" and the victim is linear
                 raise ConfigError(f"{WHAT}: init 'plan' needs a linear softmax victim (e.g. lr) with all its parameters in params")
             if not math.isfinite(gauge.tau):
@@ -280,12 +317,12 @@ class GradientCanceling(Attack[GCConfig]):
             bad = [k for k in c.source_classes if k >= num_classes]
             if bad:
                 raise ConfigError(f"{WHAT}: source_classes {bad} out of range 0..{num_classes - 1}")
-            pool = torch.nonzero(torch.isin(train.y, torch.tensor(c.source_classes))).flatten()
+            pool = torch.nonzero(torch.isin(train.y, torch.tensor(c.source_classes, device=train.y.device))).flatten()
             if len(pool) == 0:
                 raise ConfigError(f"{WHAT}: no training points in source_classes {list(c.source_classes)}")
         else:
-            pool = torch.arange(len(train))
-        if c.init == "aligned" and n <= len(pool):
+            pool = torch.arange(len(train), device=train.y.device)
+        if init == "aligned" and n <= len(pool):
             device = w[0].device
             score = directional_losses(target, names, w, train.x[pool].to(device), train.y[pool].to(device), g_clean, c.chunk_size)
             return pool[torch.argsort(score.cpu())[:n]]  # most negative ⟨∇ℓ(z_i), g(μ)⟩ first
@@ -296,6 +333,7 @@ class GradientCanceling(Attack[GCConfig]):
     def _craft(self, data: AttackData, victim: Victim, n_poison: int, *, generator: torch.Generator, progress: bool,
                cache: ArtifactCache | None = None) -> PoisonSet:
         c = self.config
+        run = c.settings()
         t0 = time.perf_counter()
         clean = victim.clean_model()
         target, tinfo = self._target(victim, data, progress, cache, n_poison / len(data.train))
@@ -316,7 +354,7 @@ class GradientCanceling(Attack[GCConfig]):
         # linear softmax victims, inputs free in the data's box: the box-bounded necessary conditions (theory/box.py)
         box, shape = data.bounds, train.input_shape
         linear = linear_gradient_matrix(target, names, g_clean, shape) is not None
-        gauge = box_gauge(target, names, g_clean, box, shape) if linear and c.radius is None and (c.gauge or c.init == "plan") else None
+        gauge = box_gauge(target, names, g_clean, box, shape) if linear and c.radius is None and (c.gauge or run.init == "plan") else None
         # initialise from clean points (labels kept: clean-label)
         src = self._initial_sources(train, data.num_classes, n_poison, target, names, w, g_clean, generator, gauge)
         y = train.y[src].to(device)
@@ -326,27 +364,27 @@ class GradientCanceling(Attack[GCConfig]):
             return g_clean + sum_gradient(target, names, w, xp, y, 1.0 / N, c.chunk_size)
 
         x_var = x.clone().requires_grad_(True)  # the poison inputs being optimised
-        opt = torch.optim.Adam([x_var], lr=c.lr) if c.optimizer == "adam" else None
+        opt = torch.optim.Adam([x_var], lr=run.lr) if c.optimizer == "adam" else None
         trace: list[list[float]] = []
         best_x, best_norm = x_var.detach().clone(), math.inf
         converged, step = False, 0
-        bar = tqdm(range(c.steps + 1), desc="gc", disable=not progress, leave=False)
+        bar = tqdm(range(run.steps + 1), desc="gc", disable=not progress, leave=False)
         for step in bar:
             r = residual(x_var.detach())
             norm = float(torch.linalg.vector_norm(r)) / (1.0 + eps)  # gradient norm over D_tr ∪ D_p
             if not math.isfinite(norm):
-                raise RuntimeError("gc: the objective became non-finite; lower lr")
+                raise DivergenceError(f"{WHAT}: the objective became non-finite at step {step} (lr {run.lr}): lower lr (-A lr=...)")
             if norm < best_norm:
                 best_x, best_norm = x_var.detach().clone(), norm
-            if step % c.trace_every == 0 or step == c.steps:
+            if step % c.trace_every == 0 or step == run.steps:
                 trace.append([step, norm / max(g_clean_norm, 1e-30)])
                 bar.set_postfix(rel_grad=f"{norm / max(g_clean_norm, 1e-30):.3g}")
             if norm <= c.tol * g_clean_norm:
                 converged = True
                 break
-            if step == c.steps:
+            if step == run.steps:
                 break
-            lr = c.lr if c.schedule == "constant" else 0.5 * c.lr * (1 + math.cos(math.pi * step / c.steps))
+            lr = run.lr if c.schedule == "constant" else 0.5 * run.lr * (1 + math.cos(math.pi * step / run.steps))
             grad = poison_input_gradient(target, names, w, x_var.detach(), y, r, 1.0 / N, c.chunk_size)
             with torch.no_grad():
                 if opt is not None:
@@ -367,6 +405,9 @@ class GradientCanceling(Attack[GCConfig]):
         info = {
             "target": c.target,
             "target_info": tinfo,
+            # what this run used: the options given, else the target maker's plan (plan_from), else gc's defaults
+            "settings": {"init": run.init, "steps": run.steps, "lr": run.lr},
+            "plan_from": run.plan_from,
             "gc_params": list(names),
             "target_val_accuracy": accuracy(target, data.val),
             "clean_val_accuracy": accuracy(clean, data.val),

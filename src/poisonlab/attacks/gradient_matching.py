@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 from ..autodiff import flatten, functional_loss, functional_model, named_params, value_and_grad
 from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
-from ..errors import ConfigError
+from ..errors import ConfigError, DivergenceError
 from ..options import config_to_dict
 from ..seeding import draw_seed, torch_generator
 from ..training import Victim, accuracy
@@ -259,7 +259,8 @@ class GradientMatching(Attack[GradientMatchingConfig]):
                 x = x0 + delta.detach()
                 cos, grad = cosine_and_grad(x, step < c.steps)
                 if not math.isfinite(cos):
-                    raise RuntimeError(f"{WHAT}: the cosine became non-finite; lower lr")
+                    raise DivergenceError(f"{WHAT}: the cosine became non-finite at restart {k}, step {step} (lr {c.lr}): "
+                                          "lower lr (-A lr=...)")
                 if cos > k_best:
                     k_best_x, k_best = x.clone(), cos
                 if step % c.trace_every == 0 or step == c.steps:

@@ -75,6 +75,35 @@ class ReachableConfig:
         check_int(self.chunk_size, "chunk_size", _REACHABLE)
 
 
+@dataclass(frozen=True, kw_only=True)
+class GCPlan:
+    """The settings a target maker hands to Gradient Canceling: the ones its target was measured to be
+    reached with, so that what the maker certifies (``"reachable"``: τ_gauge ≤ limit·ε) is what GC runs
+    with. A maker carries its plan as the attribute ``gc_plan``; ``gc`` takes each of these settings
+    from it unless its own option is given (:func:`maker_plan`).
+
+    Attributes:
+        init: GC's starting points (``"plan"``: the box gauge's label mix). Required.
+        steps: GC's optimisation steps. Required.
+        lr: GC's step size on the poison inputs, in the data's units. Required.
+        evidence: Where the plan was measured (for the record). Default ``""``.
+    """
+
+    init: str
+    steps: int
+    lr: float
+    evidence: str = ""
+
+
+def maker_plan(target: str) -> GCPlan | None:
+    """The :class:`GCPlan` of the registered maker ``target`` (its ``gc_plan`` attribute), or None: a
+    saved target, or a maker without a plan (``"gradpc"``)."""
+    if is_target_path(target):
+        return None
+    plan = getattr(TARGETS.get(target), "gc_plan", None)
+    return plan if isinstance(plan, GCPlan) else None
+
+
 def check_gauge_applies(model: nn.Module, input_shape: Sequence[int], bounds: Bounds, what: str = _REACHABLE) -> tuple[str, str]:
     """The (weight, bias) names of a linear softmax ``model`` whose every trainable parameter is W or b,
     over a box with a finite side; else :class:`~poisonlab.errors.UnsupportedError` saying why."""

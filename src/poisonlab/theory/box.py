@@ -90,7 +90,7 @@ def box_support_bound(V: torch.Tensor, lo: Limits = 0.0, hi: Limits = 1.0) -> fl
     if V.ndim != 2 or V.shape[0] < 2 or V.shape[1] < 2:
         raise ValueError(f"need V of shape (C >= 2, d + 1 >= 2), got {tuple(V.shape)}")
     lo, hi = _limits(lo, hi, V.shape[1] - 1)
-    V = V.detach().double()
+    V = V.detach().double().cpu()  # the box limits are CPU float64 (_limits)
     D = V[:, None, :] - V[None, :, :]  # (C, C, d+1): V_k − V_l
     lin = _box_sup(D[..., :-1], lo, hi) + D[..., -1]
     return float(lin.max())
@@ -104,7 +104,7 @@ def linear_box_threshold(grad_mean: torch.Tensor, lo: Limits = 0.0, hi: Limits =
     respect to [W | b] (weights of the C classes, bias in the last column). ``lo`` / ``hi``: the box
     of the flattened inputs, scalars or one value per feature (see :func:`box_support_bound`).
     """
-    g = grad_mean.detach().double()
+    g = grad_mean.detach().double().cpu()
     g = g - g.mean(0, keepdim=True)  # a cross-entropy gradient's columns sum to 0 over the classes
     sq = float((g * g).sum())
     if sq == 0.0:
