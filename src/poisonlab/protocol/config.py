@@ -45,8 +45,8 @@ class RunConfig:
         batch_size: Victim mini-batch size in samples, a positive integer, or None (default) for
             the dataset's default batch size (1000 MNIST-like, 256 CIFAR-10).
         data_dir: Directory the dataset files are read from and downloaded to, or None (default)
-            for ``$POISONLAB_DATA``, else ``$XDG_CACHE_HOME/poisonlab/data``
-            (``~/.cache/poisonlab/data``).
+            for ``$POISONLAB_DATA``, else ``<cache root>/data`` (:func:`poisonlab.paths.data_dir`;
+            ``~/.cache/poisonlab/data`` by default).
         out: Output directory of the run's artifacts, or None (default) for
             ``runs/<dataset>-<model>-<attack>-f<fraction>-s<seed>`` (:meth:`default_out`).
         device: Where to train: "auto" (default; CUDA when available, else CPU), "cpu",
