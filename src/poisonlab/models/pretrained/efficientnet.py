@@ -45,8 +45,8 @@ from torch import nn
 
 from ...devices import resolve_device
 from ...errors import ConfigError, DataError, UnsupportedError
-from ...seeding import seeded_rng
 from ...paths import extractor_dir, pretrained_dir
+from ...seeding import seeded_rng
 from ...storage import atomic_path
 from ..extractors import ENCODERS, METADATA_KEY, _standardiser, set_standardiser
 from ._files import WeightFile, verify
