@@ -93,7 +93,8 @@ def test_protocol_stage1_cache_hit_gives_identical_run(tmp_path):
     assert len({tensor_fingerprint(*(s[k] for k in sorted(s))) for s in states}) == 1
     assert len(ArtifactCache(tmp_path / "c").entries("victim_clean")) == 1
     # a different recipe is a different entry
-    run_protocol(RunConfig(**{**base, "epochs": 1}, out=str(tmp_path / "e1"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
+    run_protocol(RunConfig(**{**base, "epochs": 1}, out=str(tmp_path / "e1"), cache_dir=str(tmp_path / "c")),
+                 progress=False, log=lambda m: None)
     assert len(ArtifactCache(tmp_path / "c").entries("victim_clean")) == 2
 
 
@@ -228,6 +229,7 @@ def test_cache_clear_deletes_only_the_artifacts_it_lists(tmp_path, monkeypatch, 
     assert main(["cache", "ls"]) == 0
     listing = capsys.readouterr().out
     assert "3 entries" in listing and all(k in listing for k in ("victim_clean", "target", "tgda_generator"))
+    assert "kept by `cache clear`" in listing and "pretrained/ 1 file" in listing and "vae/ 1 file" in listing
     assert main(["cache", "clear", "--kind", "target"]) == 0
     assert "removed 1 cache entry" in capsys.readouterr().out
     assert sorted(e.kind for e in cache.entries()) == ["tgda_generator", "victim_clean"]

@@ -12,6 +12,7 @@ import time
 
 from ..cache import ARTIFACT_KINDS, ArtifactCache
 from ..errors import ConfigError
+from ..paths import STORE_KINDS, cache_root
 from ..reporting.tables import format_table
 
 
@@ -51,4 +52,18 @@ def run(args: argparse.Namespace) -> int:
         rows = [(e.kind, e.digest, f"{e.size / 1e3:.1f} kB", time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created)),
                  _summary(e.key)) for e in entries]
         print(format_table(("kind", "key", "size", "created", "config"), rows))
+    if not args.cache_dir:
+        print(_kept_line())
     return 0
+
+
+def _kept_line() -> str:
+    """The other folders of the cache root, which ``clear`` never touches."""
+    root, parts = cache_root(), []
+    for kind in STORE_KINDS:
+        folder = root / kind
+        if kind == "artifacts" or not folder.is_dir():
+            continue
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        parts.append(f"{kind}/ {len(files)} file{'' if len(files) == 1 else 's'}, {sum(p.stat().st_size for p in files) / 1e6:.2f} MB")
+    return f"kept by `cache clear` under {root}: {'; '.join(parts) if parts else 'nothing else'}"
