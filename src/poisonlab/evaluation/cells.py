@@ -87,8 +87,8 @@ class DataRef:
 
 def experiment_fingerprint(data: ExperimentData) -> str:
     """sha256 of D_tr, D_v, the test set and the bounds."""
-    parts = (data.train.x, data.train.y, data.val.x, data.val.y, data.test.x, data.test.y, data.bounds.lower,
-             data.bounds.upper)
+    parts = (data.train.x, data.train.y, data.val.x, data.val.y, data.test.x, data.test.y, data.bounds.lower.reshape(-1),
+             data.bounds.upper.reshape(-1))
     return tensor_fingerprint(*parts)
 
 

@@ -139,7 +139,8 @@ def blocks(ev: Any) -> list[Block]:
                          f"Budget {s['time_budget']:g} s. Each attack was timed with its work cut down (probe) on seed "
                          f"{s['seeds'][0]}'s clean victim; expected = probe × work ratio (over- rather than under-prices). "
                          f"One training of the victim: {prices.get('_train_seconds', 0.0):.2f} s; the probes took "
-                         f"{prices.get('_spent', 0.0):.1f} s.",
+                         f"{prices.get('_spent', 0.0):.1f} s. Defenses are priced at 3 trainings per cell; the theory cells "
+                         "(one GradPC target per seed) are not budgeted.",
                          ["attack", "probe seconds", "work ratio", "expected seconds", "probe options"], prow))
     return out
 

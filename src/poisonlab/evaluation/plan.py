@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
 from ..attacks import build_attack
@@ -97,14 +97,20 @@ def applicable(choices: Iterable[Choice], kind: str, check: Any) -> tuple[list[C
     return ok, out
 
 
-def _flat(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Top-level options (the work knobs are all top-level fields of their config)."""
-    return dict(options)
+def _flat(attack: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The attack's top-level options as it will run them (the work knobs are all top-level fields;
+    an option left null that the config resolves itself, e.g. gc's ``steps``, as resolved)."""
+    config = build_attack(attack, dict(options)).config
+    out = {f.name: getattr(config, f.name) for f in fields(config)}
+    resolve = getattr(config, "settings", None)
+    if callable(resolve):
+        out.update({k: v for k, v in resolve()._asdict().items() if out.get(k) is None})
+    return out
 
 
 def work(attack: str, options: Mapping[str, Any]) -> float:
     """The attack's iteration count under ``options`` (its full options: defaults filled in)."""
-    o = _flat(build_attack(attack, dict(options)).options())
+    o = _flat(attack, options)
     n = 1.0
     for k in WORK_KEYS.get(attack, ()):
         n *= float(o.get(k, 1) or 1)
@@ -129,8 +135,8 @@ def shortened(attack: str, options: Mapping[str, Any], factor: float) -> dict[st
     if not keys:
         return None
     key = keys[0]
-    full = _flat(build_attack(attack, dict(options)).options()).get(key)
-    floor = _flat(build_attack(attack, probe_options(attack, options)).options()).get(key)
+    full = _flat(attack, options).get(key)
+    floor = _flat(attack, probe_options(attack, options)).get(key)
     if not isinstance(full, int) or not isinstance(floor, int):
         return None
     value = int(math.floor(full * factor))
@@ -157,7 +163,7 @@ def budget_plan(priced: list[tuple[Choice, float]], *, train_seconds: float, n_s
         opts = shortened(choice.component, choice.options, room / seconds) if room > 0 and seconds > 0 else None
         if opts is not None:
             key = WORK_KEYS[choice.component][0]
-            full = _flat(build_attack(choice.component, dict(choice.options)).options())[key]
+            full = _flat(choice.component, choice.options)[key]
             factor = opts[key] / full
             cost_short = n_seeds * (seconds * factor + train_seconds)
             out.append(Decision(choice.name, "attack", "shorten",

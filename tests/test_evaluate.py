@@ -1,0 +1,198 @@
+"""pl.evaluate end to end on digits / LR (few epochs, cheap attacks): the worst case is the minimum of
+the per-attack runs it reports, defenses run against the two most damaging, the theory block, the
+self-contained HTML, a budgeted evaluation says what it skipped, a second call resumes."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+import poisonlab as pl
+from poisonlab.errors import ConfigError
+from poisonlab.evaluation.plan import Choice, budget_plan
+from poisonlab.evaluation.references import THESIS_LR, THESIS_NN, thesis_numbers
+
+ATTACKS = {"label_flip": {}, "min_max": {"epochs": 2}, "gc": {"steps": 10}}
+DEFENSES = ["loss", "knn"]
+SEEDS = (0, 1)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluate")
+    ev = pl.evaluate("digits", pl.victim("lr", epochs=3, device="cpu"), 0.05, attacks=ATTACKS, defenses=DEFENSES,
+                     seeds=SEEDS, out=out, progress=False)
+    return ev, out
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_every_attack_over_every_seed_and_the_worst_case_is_their_minimum(evaluated):
+    ev, out = evaluated
+    assert sorted(a.name for a in ev.attacks) == sorted(ATTACKS)
+    # independently of the Evaluation: the attack rows of results.jsonl
+    acc: dict[int, dict[str, float]] = {}
+    for r in _rows(out):
+        if r["config"]["cell"] == "attack":
+            assert r["status"] == "ok", r.get("error")
+            acc.setdefault(r["config"]["seed"], {})[r["config"]["name"]] = r["result"]["poisoned_accuracy"]
+    assert sorted(acc) == list(SEEDS) and all(sorted(v) == sorted(ATTACKS) for v in acc.values())
+    per_seed = {s: min(v.values()) for s, v in acc.items()}
+    assert {s: a for s, (a, _) in ev.worst_case.per_seed.items()} == per_seed
+    for s, (a, name) in ev.worst_case.per_seed.items():
+        assert acc[s][name] == a
+    assert ev.worst_case.mean == pytest.approx(statistics.fmean(per_seed.values()))
+    assert ev.worst_case.std == pytest.approx(statistics.stdev(per_seed.values()))
+    # the rows the report gives agree with the cells
+    for a in ev.attacks:
+        assert dict(zip(a.seeds, a.poisoned_accuracy)) == {s: acc[s][a.name] for s in SEEDS}
+        assert a.accuracy_drop == pytest.approx([c - p for c, p in zip(a.clean_accuracy, a.poisoned_accuracy)])
+    md = ev.to_markdown()
+    assert f"**{ev.worst_case.mean:.2f} ± {ev.worst_case.std:.2f} %**" in md
+
+
+def test_defenses_run_against_the_two_most_damaging_attacks(evaluated):
+    ev, _ = evaluated
+    mean_acc = {a.name: statistics.fmean(a.poisoned_accuracy) for a in ev.attacks}
+    top = sorted(mean_acc, key=lambda n: (mean_acc[n], n))[:2]
+    assert ev.settings["top_attacks"] == top
+    assert sorted((x.defense, x.attack) for x in ev.defenses) == sorted((d, a) for d in DEFENSES for a in top)
+    for x in ev.defenses:
+        assert x.seeds == list(SEEDS) and not x.failed
+        attack = next(a for a in ev.attacks if a.name == x.attack)
+        assert x.poisoned_accuracy == attack.poisoned_accuracy  # the same poisoned retrain, seed by seed
+        assert all(0.0 <= v <= 1.0 for v in x.roc_auc if v is not None)
+        assert set(x.roc) == set(SEEDS)
+    after = ev.worst_after_defense
+    best = max(DEFENSES, key=lambda d: statistics.fmean(
+        min(x.defended_accuracy[x.seeds.index(s)] for x in ev.defenses if x.defense == d) for s in SEEDS))
+    assert after.defense == best
+
+
+def test_theory_block_for_a_linear_softmax_victim(evaluated):
+    ev, _ = evaluated
+    assert sorted(ev.theory) == list(SEEDS)
+    for t in ev.theory.values():
+        assert t["tau"] > 0 and math.isfinite(t["tau"])
+        assert t["tau_gauge"] is not None and t["tau_box"] <= t["tau_gauge"] + 1e-12
+        assert t["fraction"] == 0.05
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.links, self.tags = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append(tag)
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        for k in ("src", "href"):
+            if k in a:
+                self.links.append(a[k])
+
+
+def test_reports_written_and_the_html_is_self_contained(evaluated):
+    ev, out = evaluated
+    for name in ("report.md", "report.json", "report.html", "results.jsonl"):
+        assert (out / name).is_file()
+    data = json.loads((out / "report.json").read_text())
+    assert data["worst_case"]["mean"] == pytest.approx(ev.worst_case.mean)
+    text = (out / "report.html").read_text()
+    p = _Collect()
+    p.feed(text)
+    p.close()
+    assert "table" in p.tags
+    # the drop bar chart, the ROC curves and one poison grid per attack (digits are 8x8 images)
+    assert len(p.imgs) == 2 + len(ATTACKS) == 2 + len(ev.grids)
+    assert all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in p.imgs)
+    assert not [u for u in p.links if u.startswith(("http://", "https://", "//"))]
+    assert "http://" not in text and "https://" not in text
+
+
+def test_a_second_call_resumes_from_results_jsonl(evaluated):
+    ev, out = evaluated
+    before = (out / "results.jsonl").read_bytes()
+    again = pl.evaluate("digits", pl.victim("lr", epochs=3, device="cpu"), 0.05, attacks=ATTACKS, defenses=DEFENSES,
+                        seeds=SEEDS, out=out, progress=False)
+    assert (out / "results.jsonl").read_bytes() == before  # nothing re-run
+    assert again.to_markdown() == ev.to_markdown()
+
+
+def test_a_budget_too_small_skips_and_says_so(tmp_path):
+    ev = pl.evaluate("digits", pl.victim("lr", epochs=3, device="cpu"), 0.05, attacks=ATTACKS, defenses=None,
+                     seeds=(0,), time_budget=1e-3, out=tmp_path, progress=False)
+    skipped = {d.subject: d for d in ev.decisions if d.action == "skip"}
+    assert sorted(skipped) == sorted(ATTACKS) and not ev.attacks
+    assert all("budget" in d.reason for d in skipped.values())
+    md = ev.to_markdown()
+    assert "## Shortened, skipped, not applicable" in md and md.count("| skip |") == len(ATTACKS)
+    assert "## Prices (time budget)" in md
+    rows = _rows(tmp_path)
+    # priced, no attack run; the theory cell (one target per seed) is not budgeted
+    assert sorted(r["config"]["cell"] for r in rows) == ["price"] + ["probe"] * len(ATTACKS) + ["theory"]
+
+
+def test_budget_plan_cheapest_first_shortens_then_skips():
+    priced = [(Choice("big", "gc", {}), 100.0), (Choice("cheap", "label_flip", {}), 1.0),
+              (Choice("mid", "min_max", {}), 10.0), (Choice("last", "i_min_max", {}), 200.0)]
+    plan = budget_plan(priced, train_seconds=0.5, n_seeds=2, budget=40.0, spent=2.0)
+    assert [(d.subject, d.action) for d in plan] == [("cheap", "run"), ("mid", "run"), ("big", "shorten"),
+                                                    ("last", "skip")]
+    # 40 - 2 - 2·0.5 = 37 left; cheap 3, mid 21 -> 13 left: gc gets (13/2 - 0.5)/100 of its 300 steps
+    assert plan[2].options == {"steps": 18} and "steps 300 → 18" in plan[2].reason
+    assert "no iteration count" in plan[3].reason
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"fraction": 1.5}, "fraction"), ({"seeds": ()}, "seeds"), ({"seeds": (0, 0)}, "seeds"), ({"seeds": (-1,)}, "seeds"),
+    ({"time_budget": 0}, "time_budget"), ({"backend": "slurm"}, "backend"), ({"workers": -1}, "workers"),
+    ({"attacks": ["nope"]}, "attacks"), ({"defenses": ["nope"]}, "defenses"), ({"attacks": []}, "attacks"),
+    ({"progress": "yes"}, "progress"), ({"reference": "table-9"}, "reference"), ({"cache": 3}, "cache"),
+])
+def test_bad_arguments_fail_before_any_work(tmp_path, kwargs, name):
+    args = {"fraction": 0.05, "progress": False, **kwargs}
+    fraction = args.pop("fraction")
+    with pytest.raises(ConfigError, match=name):
+        pl.evaluate("digits", pl.victim("lr", epochs=1), fraction, out=tmp_path, **args)
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_bad_data_and_unpicklable_factories(tmp_path):
+    with pytest.raises(ConfigError, match="data"):
+        pl.evaluate(123, "lr", out=tmp_path)
+    with pytest.raises(ConfigError, match="cannot be sent"):
+        pl.evaluate("digits", lambda: torch.nn.Linear(64, 10), workers=2, out=tmp_path)
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_a_users_module_on_in_memory_data_in_this_process(tmp_path):
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)  # standardised tabular features
+    data = pl.data_from_arrays(x, y, bounds=(float(x.min()), float(x.max())), name="digits-tabular")
+    ev = pl.evaluate(data, pl.victim(lambda: torch.nn.Sequential(torch.nn.Linear(64, 10)), epochs=2, lr=0.05),
+                     0.05, attacks=["label_flip"], defenses=["loss"], out=tmp_path, progress=False)
+    (a,) = ev.attacks
+    assert a.seeds == [0] and not ev.grids  # tabular: no image grid
+    assert ev.worst_case.per_seed[0] == (a.poisoned_accuracy[0], "label_flip")
+    assert [x.defense for x in ev.defenses] == ["loss"]
+    assert "digits-tabular" in ev.to_markdown()
+
+
+def test_the_embedded_table_is_the_thesis_text(data_dir):
+    text = Path(data_dir).parent / "thesis.txt"
+    if not text.is_file():
+        pytest.skip("thesis text not available")
+    assert thesis_numbers(text, "lr")[0] == THESIS_LR
+    assert thesis_numbers(text, "nn")[0] == THESIS_NN
