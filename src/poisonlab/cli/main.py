@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "target": ("poisonlab.cli.target_cmd", "make a target model (GradPC or the reachable target) and save it"),
     "transfer": ("poisonlab.cli.transfer_cmd", "transferability matrix: craft against surrogates, retrain targets"),
     "sweep": ("poisonlab.cli.sweep_cmd", "run a YAML grid of configs (resumable; local processes or Ray)"),
+    "evaluate": ("poisonlab.cli.evaluate_cmd", "worst case over the attacks, defenses, thresholds -> an HTML report"),
     "report": ("poisonlab.cli.report_cmd", "tables (md/csv/latex) and figures from a sweep's results.jsonl"),
     "cache": ("poisonlab.cli.cache_cmd", "list or clear cached artifacts (clean victims, targets, generators)"),
     "disguise": ("poisonlab.cli.disguise_cmd",
