@@ -37,7 +37,7 @@ from .models.victims import resolve_victim
 from .protocol.defend import detection_metrics
 from .protocol.runner import run_experiment, train_clean
 from .seeding import torch_generator
-from .training import TrainConfig, Victim, VictimSpec, accuracy
+from .training import TrainConfig, Victim, VictimSpec, accuracy, check_victim
 
 __all__ = ["data_from_arrays", "defend", "poison", "run", "threshold", "validate", "victim", "DefenseReport"]
 
@@ -145,7 +145,7 @@ def _seed(seed: Any) -> int:
 
 def _bound(spec: VictimSpec, data: ExperimentData, seed: int) -> VictimSpec:
     spec = spec.for_data(data.input_shape, data.num_classes, data.default_batch_size)
-    spec.build(seed)  # a module that cannot be built (or a wrong factory) fails before any training
+    check_victim(spec, data.train.x, seed)  # built and run on one batch of the data: a wrong module fails before any training
     return spec
 
 

@@ -45,6 +45,7 @@ from safetensors.torch import load_file, save_file
 from .errors import ConfigError, DataError
 from .paths import artifact_dir
 from .storage import atomic_path
+from .validation import check_output_dir
 
 StateDict = dict[str, torch.Tensor]
 _KEY_META = "poisonlab_cache_key"
@@ -284,7 +285,7 @@ def as_cache(cache: "ArtifactCache | str | os.PathLike | None") -> "ArtifactCach
     if cache is None or isinstance(cache, ArtifactCache):
         return cache
     if isinstance(cache, (str, os.PathLike)):
-        return ArtifactCache(cache)
+        return ArtifactCache(check_output_dir(cache, "cache"))  # a file in the way fails before any work
     raise ConfigError(f"cache must be an ArtifactCache, a directory or None, got {type(cache).__name__}")
 
 

@@ -7,6 +7,8 @@ Config dataclasses (attacks, defenses, the training recipe, the run config) call
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import ConfigError
@@ -65,3 +67,21 @@ def check_fraction(fraction: Any, key: str = "fraction", what: str = "") -> floa
     if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not (0.0 <= float(fraction) <= 1.0):
         raise ConfigError(f"{_prefix(what)}{key} must be a number in [0, 1], got {fraction!r}")
     return float(fraction)
+
+
+def check_output_dir(path: Any, key: str = "out", what: str = "") -> Path:
+    """A directory that is there or can be made: not an existing file, no file on the way to it, its
+    nearest existing ancestor writable. Nothing is created (the caller makes it when it writes)."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ConfigError(f"{_prefix(what)}{key} must be a directory path, got {path!r}")
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{_prefix(what)}{key}: {str(p)!r} exists and is not a directory (a file?); give a directory path")
+    ancestor = p
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{_prefix(what)}{key}: cannot make {str(p)!r}: {str(ancestor)!r} on its path is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"{_prefix(what)}{key}: cannot write to {str(ancestor)!r} (no permission), so {str(p)!r} cannot be made")
+    return p

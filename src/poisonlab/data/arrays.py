@@ -24,19 +24,30 @@ TEST_FRACTION = 0.2
 ARRAY_BATCH_SIZE = 128
 
 
-def _inputs(x: Any, what: str) -> torch.Tensor:
+def _numeric(x: Any, what: str) -> torch.Tensor:
+    """``x`` (numpy, torch, nested lists) as a CPU tensor of a real numeric dtype, or a DataError naming ``what``."""
     if isinstance(x, torch.Tensor):
         t = x.detach().cpu()
     else:
         try:
             arr = np.asarray(x)
         except Exception as exc:  # noqa: BLE001 - any conversion failure is a user error here
-            raise DataError(f"{what}: cannot be read as an array ({exc})") from None
+            raise DataError(f"{what}: cannot be read as an array ({exc}); give one rectangular numeric array") from None
         if arr.dtype == object:
-            raise DataError(f"{what}: must be a numeric array, got ragged or object data")
+            raise DataError(f"{what}: must be a numeric array, got ragged or object data (dtype object)")
+        if arr.dtype.kind not in "biuf":
+            kind = "strings" if arr.dtype.kind in "US" else "not numbers"
+            raise DataError(f"{what}: must be a real numeric array, got dtype {arr.dtype} ({kind}); convert it to numbers first")
         t = torch.from_numpy(np.ascontiguousarray(arr))
     if t.dtype == torch.bool or t.is_complex() or not (t.is_floating_point() or t.dtype in _INT_DTYPES):
         raise DataError(f"{what}: must be a real numeric array, got dtype {t.dtype}")
+    if t.numel() == 0 or (t.ndim and len(t) == 0):
+        raise DataError(f"{what}: is empty (shape {tuple(t.shape)}); give at least one point per class")
+    return t
+
+
+def _inputs(x: Any, what: str) -> torch.Tensor:
+    t = _numeric(x, what)
     if t.ndim < 2:
         raise DataError(f"{what}: must be (N, *input_shape) — e.g. (N, d) features or (N, C, H, W) images — "
                         f"got shape {tuple(t.shape)}")
@@ -51,19 +62,20 @@ _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def _labels(y: Any, n: int, what: str) -> torch.Tensor:
-    t = y.detach().cpu() if isinstance(y, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(y)))
+    t = _numeric(y, what)
     if t.ndim == 2 and t.shape[1] == 1:
         t = t[:, 0]
     if t.ndim != 1:
         raise DataError(f"{what}: labels must be a vector (N,) of class indices, got shape {tuple(t.shape)}")
     if len(t) != n:
         raise DataError(f"{what}: {len(t)} labels for {n} inputs")
-    if t.is_floating_point():
-        if not torch.isfinite(t).all() or not torch.equal(t, t.round()):
-            raise DataError(f"{what}: labels must be integers, got non-integer floats")
-    elif t.dtype not in _INT_DTYPES:
-        raise DataError(f"{what}: labels must be integers, got dtype {t.dtype}")
-    return t.to(torch.int64)
+    if t.is_floating_point() and (not torch.isfinite(t).all() or not torch.equal(t, t.round())):
+        raise DataError(f"{what}: labels must be integers, got non-integer floats")
+    t = t.to(torch.int64)
+    if int(t.min()) < 0:
+        raise DataError(f"{what}: labels must be class indices 0..C-1, got {int((t < 0).sum())} negative label(s) "
+                        f"(smallest {int(t.min())}); map your classes to 0..C-1 first")
+    return t
 
 
 def split_experiment(train: Dataset, test: Dataset, *, seed: int = 0, val_fraction: float = 0.3,
@@ -131,8 +143,14 @@ def data_from_arrays(
         n_test = int(round(TEST_FRACTION * len(xtr)))
         xte, yte = xtr[perm[:n_test]], ytr[perm[:n_test]]
         xtr, ytr = xtr[perm[n_test:]], ytr[perm[n_test:]]
-    top = int(max(ytr.max().item() if len(ytr) else 0, yte.max().item() if len(yte) else 0)) + 1
+    if len(xtr) == 0 or len(xte) == 0:
+        raise DataError(f"{'x_train' if len(xtr) == 0 else 'the held-out test set'}: no points left "
+                        f"({len(ytr) + len(yte)} given); give more points or x_test / y_test")
+    top = int(max(ytr.max().item(), yte.max().item())) + 1
     if num_classes is None:
+        if top < 2:
+            raise DataError(f"y_train: every label is {top - 1}, so the data has one class; poisoning a classifier "
+                            "needs at least 2 (or pass num_classes=)")
         num_classes = top
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise DataError(f"num_classes must be an integer >= 2, got {num_classes!r}")

@@ -9,7 +9,7 @@ from ..data import from_bundle, load_dataset
 from ..data.types import AttackData, DataBundle, ExperimentData
 from ..devices import resolve_device
 from ..models.victims import resolve_victim
-from ..training import TrainConfig, VictimSpec
+from ..training import TrainConfig, VictimSpec, check_victim
 from .config import RunConfig
 
 
@@ -47,7 +47,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     resolve_victim(cfg.model)  # unknown model -> clear error before any work
     spec = VictimSpec(cfg.model, exp.input_shape, exp.num_classes, recipe_of(cfg, bundle.default_batch_size),
                       dict(cfg.model_options))
-    spec.build(cfg.seed)  # validates model options
+    check_victim(spec, exp.train.x, cfg.seed)  # model options, and one forward pass on the data, before any work
     return Prepared(bundle, exp.attack_data(), spec)
 
 

@@ -33,7 +33,8 @@ from ..models.extractors import extractor_fingerprint
 from ..options import config_to_dict
 from ..reporting.grids import poison_grid
 from ..seeding import torch_generator
-from ..training import TrainConfig, Victim, VictimSpec, accuracy, resolve_device
+from ..training import TrainConfig, Victim, VictimSpec, accuracy, check_victim, resolve_device
+from ..validation import check_output_dir
 from .config import RunConfig
 from .defend import defense_from_config, run_defense
 from .prepare import Prepared, prepare
@@ -140,10 +141,12 @@ def run_experiment(
     stage = on_stage or (lambda _s: None)
     t_start = time.perf_counter()
     check_fraction(fraction)
+    if out is not None:
+        out = check_output_dir(out, "out")  # a file in the way fails now, not after the run
     if injection not in ("add", "replace"):
         raise ConfigError(f"injection must be 'add' or 'replace', got {injection!r}")
     spec = spec.for_data(data.input_shape, data.num_classes, data.default_batch_size)
-    spec.build(seed)  # a model that cannot be built fails now, before any training
+    check_victim(spec, data.train.x, seed)  # built and run on one batch: a wrong module fails now, before any training
     adata = data.attack_data(injection)
     victim0 = Victim(spec, seed)
     attack.check_supported(adata, victim0)  # UnsupportedError before any training
