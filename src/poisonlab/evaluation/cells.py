@@ -223,16 +223,19 @@ class PriceCell(Cell):
 
 @dataclass(frozen=True, kw_only=True)
 class ProbeCell(Cell):
-    """An attack with its work cut down (``options`` already include the probe's), timed on the
-    clean victim of this seed (through the cache): the attack's price, not its effect."""
+    """An attack with its work cut down, timed on the clean victim of this seed (through the cache):
+    its price, not its effect. With ``double`` (the same options at twice the iterations) the
+    attack runs three times — ``options`` (cold: one-off costs and cache fills included),
+    ``options`` again and ``double`` (warm) — so the plan can tell set-up from per-iteration cost."""
 
     kind: ClassVar[str] = "probe"
     name: str
     attack: str
     options: dict[str, Any] = field(default_factory=dict)
+    double: dict[str, Any] | None = None
 
     def _fields(self) -> dict[str, Any]:
-        return {"name": self.name, "attack": self.attack, "attack_options": self.options}
+        return {"name": self.name, "attack": self.attack, "attack_options": self.options, "double": self.double}
 
     def label(self) -> str:
         return f"probe {self.name}"
@@ -249,11 +252,14 @@ class ProbeCell(Cell):
         cache = as_cache(self.cache_dir)
         clean, _ = train_clean(d, spec, self.seed, cache=cache)
         state = {k: v.detach().clone() for k, v in clean.state_dict().items()}
-        atk = build_attack(self.attack, self.options)
-        t0 = time.perf_counter()
-        atk.poison(d.attack_data(), Victim(spec, self.seed, state), self.fraction,
-                   generator=torch_generator(self.seed, "attack"), cache=cache)
-        return {"probe_seconds": time.perf_counter() - t0, "attack_options": atk.options()}
+        seconds = []
+        for options in ([self.options, self.options, self.double] if self.double is not None else [self.options]):
+            atk = build_attack(self.attack, options)
+            t0 = time.perf_counter()
+            atk.poison(d.attack_data(), Victim(spec, self.seed, state), self.fraction,
+                       generator=torch_generator(self.seed, "attack"), cache=cache)
+            seconds.append(time.perf_counter() - t0)
+        return {"seconds": seconds, "probe_seconds": seconds[0]}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -132,16 +132,22 @@ def blocks(ev: Any) -> list[Block]:
 
     prices = s.get("prices") or {}
     if prices:
-        prow = [[label(k), f"{v['probe_seconds']:.2f}", f"{v['work_ratio']:g}", f"{v['expected_seconds']:.1f}",
+        prow = [[label(k), " / ".join(f"{t:.2f}" for t in v["probe_seconds"]),
+                 "–" if v["per_iteration"] is None else f"{v['per_iteration']:.3g}", f"{v['iterations']:g}",
+                 f"{v['expected_seconds']:.1f}",
                  ", ".join(f"{a}={b}" for a, b in v["probe_options"].items()) or "(the full attack)"]
                 for k, v in prices.items() if not k.startswith("_")]
+        share = prices.get("_defense_share", 0.0)
         out.append(Block("prices", "Prices (time budget)",
-                         f"Budget {s['time_budget']:g} s. Each attack was timed with its work cut down (probe) on seed "
-                         f"{s['seeds'][0]}'s clean victim; expected = probe × work ratio (over- rather than under-prices). "
-                         f"One training of the victim: {prices.get('_train_seconds', 0.0):.2f} s; the probes took "
-                         f"{prices.get('_spent', 0.0):.1f} s. Defenses are priced at 3 trainings per cell; the theory cells "
-                         "(one GradPC target per seed) are not budgeted.",
-                         ["attack", "probe seconds", "work ratio", "expected seconds", "probe options"], prow))
+                         f"Budget {s['time_budget']:g} s ({share * 100:g} % of it kept for the defenses). Each attack "
+                         f"was timed on seed {s['seeds'][0]}'s clean victim with its work cut down (probe options): "
+                         "cold, warm, and warm at twice the iterations; expected = cold + per-iteration seconds × the "
+                         "iterations left. An attack without an iteration count ran once in full. One training of "
+                         f"the victim: {prices.get('_train_seconds', 0.0):.2f} s; the probes took "
+                         f"{prices.get('_spent', 0.0):.1f} s. Defenses are priced at 3 trainings per cell; the theory "
+                         "cells (one GradPC target per seed) are not budgeted.",
+                         ["attack", "probe seconds (cold / warm / warm ×2)", "seconds per iteration", "iterations",
+                          "expected seconds", "probe options"], prow))
     return out
 
 

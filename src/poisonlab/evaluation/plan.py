@@ -3,10 +3,11 @@
 * :func:`applicable` — every requested attack / defense checked by its own ``check_supported`` on
   the data and the victim (no training); the ones that do not apply are kept with the reason.
 * Pricing — an attack is timed with its work cut to :data:`PROBE_OPTIONS` (one epoch, ten steps, …)
-  on the real data and clean victim (:class:`~.cells.ProbeCell`), and its cost at the full options
-  is estimated as probe seconds × the ratio of iteration counts (:func:`work`). Set-up done once
-  per attack (a target model, a pretrained generator) is so counted once per iteration: the
-  estimate over- rather than under-prices. An attack without an iteration knob is probed in full.
+  on the real data and clean victim (:class:`~.cells.ProbeCell`): once cold, once warm, and warm
+  at twice the iterations. The difference of the warm runs is the cost per iteration (:func:`work`
+  counts them), the cold run the set-up (a target model, a pretrained generator, an ensemble), so
+  the full cost is cold + per-iteration × the iterations left (:func:`estimate`). An attack
+  without an iteration knob is probed once, in full.
 * :func:`budget_plan` — cheapest first, each attack over all seeds costs its estimate plus one
   retrain per seed; what does not fit is shortened (its iteration count scaled down to fit, never
   below the probe's) or skipped. Every decision is a :class:`Decision` with its reason, written
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..attacks import build_attack
 from ..defenses import build_defense
@@ -47,8 +48,9 @@ WORK_KEYS: dict[str, tuple[str, ...]] = {
     "feature_targeted": ("gc_steps",),
     "unlearnable": ("rounds",),
 }
-#: attacks left out of ``attacks="auto"``, with the reason (they answer another question)
-NOT_IN_SUITE: dict[str, str] = {}
+#: the share of a time budget kept for the defenses (when any applies); what the attacks leave
+#: unused goes to the defenses too
+DEFENSE_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -117,15 +119,28 @@ def work(attack: str, options: Mapping[str, Any]) -> float:
     return n
 
 
-def probe_options(attack: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` with the attack's work cut to the probe's (unchanged for attacks without a knob)."""
-    return {**dict(options), **PROBE_OPTIONS.get(attack, {})}
+def probe_options(attack: str, options: Mapping[str, Any], scale: int = 1) -> dict[str, Any]:
+    """``options`` with the attack's work cut to the probe's (unchanged for attacks without a knob);
+    ``scale``: the probe's first work knob times ``scale``."""
+    out = {**dict(options), **PROBE_OPTIONS.get(attack, {})}
+    if scale != 1 and attack in WORK_KEYS:
+        key = WORK_KEYS[attack][0]
+        out[key] = _flat(attack, out)[key] * scale
+    return out
 
 
-def estimate(attack: str, options: Mapping[str, Any], probe_seconds: float) -> tuple[float, float]:
-    """(estimated seconds at ``options``, work ratio full / probe) from the probe's seconds."""
-    ratio = work(attack, options) / max(work(attack, probe_options(attack, options)), 1e-9)
-    return probe_seconds * ratio, ratio
+def estimate(attack: str, options: Mapping[str, Any], seconds: Sequence[float]) -> tuple[float, float | None]:
+    """(estimated seconds at ``options``, seconds per iteration) from a probe's timings: ``[full]``
+    for an attack without a knob, else ``[cold, warm, warm at twice the iterations]``."""
+    if len(seconds) == 1 or attack not in WORK_KEYS:
+        return float(seconds[0]), None
+    cold, warm, warm2 = (float(t) for t in seconds[:3])
+    w_full, w1, w2 = work(attack, options), work(attack, probe_options(attack, options)), \
+        work(attack, probe_options(attack, options, 2))
+    per = (warm2 - warm) / (w2 - w1) if w2 > w1 else 0.0
+    if per <= 0:  # timing noise above the difference: all of the warm run as iteration cost (an upper bound)
+        per = warm / w1
+    return cold + per * max(w_full - w1, 0.0), per
 
 
 def shortened(attack: str, options: Mapping[str, Any], factor: float) -> dict[str, Any] | None:

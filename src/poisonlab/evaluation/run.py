@@ -38,7 +38,7 @@ from ..sweeps import Grid, Resources, ResultsLog, Run, run_id, run_sweep
 from ..training import Victim, VictimSpec
 from ..validation import check_fraction
 from .cells import AttackCell, Cell, DataRef, DefenseCell, PriceCell, ProbeCell, TheoryCell, experiment_fingerprint, save_experiment
-from .plan import Choice, Decision, applicable, budget_plan, estimate, probe_options
+from .plan import DEFENSE_SHARE, WORK_KEYS, Choice, Decision, applicable, budget_plan, estimate, probe_options, work
 from .references import Reference
 from .references import reference as get_reference
 from .result import Evaluation, build_evaluation
@@ -265,7 +265,9 @@ def evaluate(
         if time_budget is not None:
             price = PriceCell(seed=seeds_t[0], **common)
             probes = [ProbeCell(seed=seeds_t[0], name=c.name, attack=c.component,
-                                options=probe_options(c.component, c.options), **common) for c in attack_ok]
+                                options=probe_options(c.component, c.options),
+                                double=probe_options(c.component, c.options, 2) if c.component in WORK_KEYS else None,
+                                **common) for c in attack_ok]
             rows = sweep("evaluate-prices", [price, *probes])
             price_row = rows.get(run_id(price))
             train_seconds = float(price_row["result"]["train_seconds"]) if price_row and price_row["status"] == "ok" else 0.0
@@ -276,14 +278,17 @@ def evaluate(
                 if row is None or row["status"] != "ok":
                     plan.append(Decision(c.name, "attack", "skip", f"its probe failed: {row['error'] if row else 'no row'}"))
                     continue
-                secs, ratio = estimate(c.component, c.options, float(row["result"]["probe_seconds"]))
-                priced[c.name] = {"probe_seconds": row["result"]["probe_seconds"], "work_ratio": ratio,
-                                  "expected_seconds": secs, "probe_options": p.options}
+                secs, per = estimate(c.component, c.options, row["result"]["seconds"])
+                priced[c.name] = {"probe_seconds": row["result"]["seconds"], "per_iteration": per,
+                                  "iterations": work(c.component, c.options), "expected_seconds": secs,
+                                  "probe_options": p.options}
                 estimates.append((c, secs))
             priced["_train_seconds"] = train_seconds
             priced["_spent"] = spent
-            plan += budget_plan(estimates, train_seconds=train_seconds, n_seeds=len(seeds_t), budget=float(time_budget),
-                                spent=spent)
+            share = DEFENSE_SHARE if defense_ok else 0.0
+            priced["_defense_share"] = share
+            plan += budget_plan(estimates, train_seconds=train_seconds, n_seeds=len(seeds_t),
+                                budget=float(time_budget) * (1.0 - share), spent=spent)
         else:
             plan += [Decision(c.name, "attack", "run", "no time budget", None, dict(c.options)) for c in attack_ok]
         decisions += plan
