@@ -32,7 +32,7 @@ def torch_generator(seed: int, stage: str) -> torch.Generator:
 def draw_seed(generator: torch.Generator) -> int:
     """THE way to derive a seed from a running generator: one draw of a 62-bit integer (deterministic
     under the generator's seed)."""
-    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
 
 
 def child_generator(generator: torch.Generator) -> torch.Generator:

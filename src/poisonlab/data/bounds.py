@@ -28,7 +28,7 @@ def _as_tensor(v: Any, what: str) -> torch.Tensor:
         t = v.detach().to("cpu", torch.float32)
     else:
         try:
-            t = torch.as_tensor(np.asarray(v, dtype=np.float64), dtype=torch.float32)
+            t = torch.as_tensor(np.asarray(v, dtype=np.float64), dtype=torch.float32, device="cpu")
         except (TypeError, ValueError):
             raise DataError(f"bounds: {what} must be a number or an array of numbers, got {v!r}") from None
     if torch.isnan(t).any():

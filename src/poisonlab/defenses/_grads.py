@@ -138,7 +138,7 @@ def top_right_singular_vector(m: torch.Tensor, *, method: str = "auto", generato
     elif method == "randomized":
         k = min(q, *m.shape)
         g = device_generator(generator if generator is not None else torch.Generator().manual_seed(0), m.device)
-        basis = torch.linalg.qr(torch.randn(m.shape[1], k, generator=g, dtype=m.dtype, device=g.device)).Q  # (P, k)
+        basis = torch.linalg.qr(torch.randn(m.shape[1], k, generator=g, dtype=m.dtype, device=g.device).to(m.device)).Q  # (P, k)
         for _ in range(niter):
             left = torch.linalg.qr(m @ basis).Q  # (N, k)
             basis = torch.linalg.qr((left.T @ m).T).Q  # (P, k)

@@ -154,7 +154,7 @@ class ConditionalLatentDiffusion(nn.Module):
         sched = DDIMScheduler.from_config(self.scheduler.config)
         sched.set_timesteps(min(steps, self.scheduler.config.num_train_timesteps))
         g = device_generator(generator, dev)
-        z = torch.randn(n, *self.latent_shape, generator=g, dtype=vec.dtype, device=g.device)
+        z = torch.randn(n, *self.latent_shape, generator=g, dtype=vec.dtype, device=g.device).to(dev)  # no-op unless meta
         ts = sched.timesteps.to(dev)  # the UNet's timesteps, uploaded once; the scheduler keeps its own
         for i, t in enumerate(sched.timesteps):
             z = sched.step(self.eps(z, ts[i].expand(n), cond), t, z).prev_sample

@@ -276,7 +276,7 @@ def train_vae(
         for start in range(0, n, config.batch_size):
             xb = x[perm[start : start + config.batch_size]]
             post = model.posterior(xb)
-            eps = torch.randn(post.mean.shape, generator=g, dtype=post.mean.dtype, device=g.device)
+            eps = torch.randn(post.mean.shape, generator=g, dtype=post.mean.dtype, device=g.device).to(post.mean.device)
             z = post.mean + post.std * eps
             rec = (vae.decode(z).sample + 1.0) / 2.0
             kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).sum() / xb.numel()

@@ -47,7 +47,7 @@ def _limits(lo, hi, d: int) -> tuple[float, float] | tuple[torch.Tensor, torch.T
     """``lo`` / ``hi`` as two floats (scalar box) or two float64 tensors of shape (d,) (per feature).
     Raises ValueError for NaN, a wrong length or lo > hi somewhere."""
     def one(v, what):
-        t = torch.as_tensor(np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64))
+        t = torch.as_tensor(np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64), device="cpu")
         if torch.isnan(t).any():
             raise ValueError(f"{what} contains NaN")
         if t.ndim == 0:
