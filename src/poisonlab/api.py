@@ -181,7 +181,10 @@ def poison(
         (the D_tr index each poison was made from, −1 for none), ``.info`` (the attack's
         diagnostics) and ``.numpy()``.
     """
+    from .data import check_fraction
+
     seed = _seed(seed)
+    check_fraction(fraction)
     atk = _attack(attack, options)
     d = _data(data, seed)
     spec = _bound(_victim(victim), d, seed)
