@@ -31,8 +31,9 @@ from ..defenses import Defense
 from ..errors import ConfigError
 from ..models.extractors import extractor_fingerprint
 from ..options import config_to_dict
+from ..provenance import run_environment
 from ..reporting.grids import poison_grid
-from ..seeding import torch_generator
+from ..seeding import deterministic, torch_generator
 from ..training import TrainConfig, Victim, VictimSpec, accuracy, check_victim, resolve_device
 from ..validation import check_output_dir
 from .config import RunConfig
@@ -113,6 +114,7 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr,
                           config=cfg.to_dict(), on_stage=on_stage)
 
 
+@deterministic()  # the determinism / TF32 switches for the run, the caller's restored afterwards
 def run_experiment(
     data: ExperimentData,
     spec: VictimSpec,
@@ -137,6 +139,9 @@ def run_experiment(
     re-uses a poison set instead of attacking (checked against the attack's contract). Artifacts
     (``result.json``, poisons, weights, the poison grid) are written only when ``out`` is given.
     ``on_stage`` is called with each :data:`Stage` as it starts (e.g. a sweep's progress display).
+    The run is under :func:`~poisonlab.seeding.deterministic`'s switches; the record's ``environment``
+    says what produced it (:func:`~poisonlab.provenance.run_environment`: commit, torch threads,
+    device and its name, determinism switches).
     """
     stage = on_stage or (lambda _s: None)
     t_start = time.perf_counter()
@@ -232,6 +237,7 @@ def run_experiment(
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "device": str(victim.device),
+        "environment": run_environment(victim.device),
         "cache": {"victim_clean": None if cache is None else ("hit" if cache_hit else "miss")},
         "config": {**(config or {}), "out": str(out) if out is not None else None, "attack_options": attack.options(),
                    "recipe": {"lr": r.lr, "epochs": r.epochs, "batch_size": r.batch_size},
