@@ -202,9 +202,8 @@ def follower_note(recipe: TrainConfig, lr: float, what: str, modelled: bool = Fa
     only approximates the victim's recipe."""
     text, approximated = follower_description(recipe, lr, modelled)
     if approximated:
-        missing = "schedule is" if modelled else "optimiser, momentum, weight decay and schedule are"
-        warnings.warn(f"{what}: the follower takes {text}: its {missing} not modelled "
-                      "(set follower_lr to tune the step)", stacklevel=4)
+        missing = "" if modelled else ": its optimiser, momentum, weight decay and schedule are not modelled"
+        warnings.warn(f"{what}: the follower takes {text}{missing} (set follower_lr to tune the step)", stacklevel=4)
     return text
 
 

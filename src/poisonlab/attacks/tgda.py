@@ -52,8 +52,17 @@ in [0, 1] for images (the maps are then the identity), per-feature ranges for ta
 needs finite bounds: infinite ones are refused before any work (UnsupportedError), as is
 ``conv_autoencoder`` on inputs that are not images (C, H, W). The default generator is
 ``fc_autoencoder`` for every input shape but colour images. ``radius`` is in the data's units.
-The follower takes plain SGD steps; another victim recipe (Adam, momentum, weight decay, a schedule)
-is approximated, as ``info["follower"]`` says (with one warning). Any victim module works.
+The follower takes the victim recipe's optimiser (SGD with momentum / Nesterov / weight decay, Adam,
+AdamW: :class:`~poisonlab.attacks._follower_optim.FollowerOptimizer`, its state kept across rounds);
+only a learning-rate schedule is approximated (by the base rate), as ``info["follower"]`` says (with
+one warning). A coupled weight decay λ_wd (SGD, Adam) adds to the implicit solve's damping (the
+follower's stationary point is that of f + λ_wd/2‖w‖²). Any victim module works.
+
+Safeguards (:class:`SafeguardConfig`, on by default; counts in ``info["safeguards"]``): a trust region
+on the leader's step relative to ‖θ‖, a CG that falls back by itself on negative curvature (normal
+equations, then larger damping), and a check of every round with rollback and a halved leader step;
+what still diverges raises :class:`~poisonlab.errors.DivergenceError`. On a convex victim (LR) at
+the defaults none of them fires, and the poisons are those of the unguarded game.
 
 Shapes: D_tr inputs (N, *input_shape) inside the bounds; poisons (ε·N, *input_shape) inside them.
 """
@@ -523,7 +532,8 @@ class TGDA(Attack[TGDAConfig]):
                                 "leader_grad_norm": [], "max_relative_step": [], "pretrain_loss": [],
                                 "safeguards": {"steps_shrunk": 0, "steps_rejected": 0, "backtracks": 0,
                                                "cg_fallbacks": {}, "leader_lr_scale": 1.0,
-                                               "solver": {"normal_equations": cg.normal_equations, "damping": cg.damping}}}
+                                               "solver": {"normal_equations": cg.normal_equations, "damping": cg.damping,
+                                                          "max_iter": cg.max_iter}}}
         if every:
             info["selection"] = []  # [epoch, D_v accuracy, D_v loss] of each from-scratch retrain
             info["selected_epoch"] = None
@@ -641,8 +651,9 @@ class TGDA(Attack[TGDAConfig]):
             kind = label.split("=")[0]
             sg["cg_fallbacks"][kind] = sg["cg_fallbacks"].get(kind, 0) + 1
         if res.fallbacks and res.solver is not None and res.finite:
-            cg = dataclasses.replace(cg, normal_equations=res.solver.normal_equations, damping=res.solver.damping)
-            sg["solver"] = {"normal_equations": cg.normal_equations, "damping": cg.damping}
+            cg = dataclasses.replace(cg, normal_equations=res.solver.normal_equations, damping=res.solver.damping,
+                                     max_iter=res.solver.max_iter)
+            sg["solver"] = {"normal_equations": cg.normal_equations, "damping": cg.damping, "max_iter": cg.max_iter}
         return cg
 
     def _leader_step(self, g: "_Game", grads: Params, sg: dict[str, Any]) -> tuple[float, float]:

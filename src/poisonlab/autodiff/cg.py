@@ -170,7 +170,8 @@ def safeguarded_cg(
     A solve is accepted when x is finite, no direction of non-positive curvature stopped it, and its
     residual ends at most :data:`RESIDUAL_GROWTH` times above max(‖b‖, its starting residual). A
     rejected solve is redone (from ``x0`` again) on the normal equations at the same damping
-    (``"normal_equations"``), then up to ``damping_raises`` times on the normal equations with the
+    (``"normal_equations"``; with half of ``max_iter``, so the same number of products, two per
+    iteration), then up to ``damping_raises`` times on the normal equations with the
     damping multiplied by ``damping_factor`` each time (from at least 1e-3; ``"damping=<λ>"``). The
     result carries the options that produced it (``solver``) and the fallbacks taken; when none is
     accepted, the last attempt (check ``finite``). A positive definite system whose first solve is
@@ -178,12 +179,15 @@ def safeguarded_cg(
     """
     bnorm = float(torch.linalg.vector_norm(b))
     attempts: list[tuple[str | None, CGOptions]] = [(None, solver)]
+    # the normal equations take two products per iteration: half the iterations, the same products
+    ne = replace(solver, normal_equations=True,
+                 max_iter=solver.max_iter if solver.normal_equations else max(1, solver.max_iter // 2))
     if not solver.normal_equations:
-        attempts.append(("normal_equations", replace(solver, normal_equations=True)))
+        attempts.append(("normal_equations", ne))
     lam = solver.damping
     for _ in range(damping_raises):
         lam = max(lam, 1e-4) * damping_factor
-        attempts.append((f"damping={lam:g}", replace(solver, normal_equations=True, damping=lam)))
+        attempts.append((f"damping={lam:g}", replace(ne, damping=lam)))
     taken: list[str] = []
     res: CGResult | None = None
     for label, opts in attempts:
