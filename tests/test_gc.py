@@ -250,8 +250,8 @@ def test_cli_target_and_threshold_reuse_the_cache(tmp_path, capsys, monkeypatch)
 def test_gc_reports_the_box_threshold_of_a_linear_target(digits_victim):
     """GC's info carries τ_box (theory/box.py) computed from the clean mean gradient at the target,
     with [weight | bias] laid out as the theory expects; None when the gradient is not the full [W | b]."""
-    from poisonlab.theory.linear import box_threshold
     from poisonlab.theory.box import linear_box_threshold
+    from poisonlab.theory.linear import box_threshold
 
     prep, victim = digits_victim
     target, _ = corrupt(victim.clean_model(), prep.data.val, eps_w=0.5, steps=5)
@@ -390,3 +390,26 @@ def test_run_cli_gradpc_flags_are_shortcuts_for_the_group():
         flat = build_attack("gradient_matching", {"eps_w": 0.3, "target_steps": 3})
     assert flat.config == build_attack("gradient_matching", gm).config
     assert flat.config.target_options == GradPCConfig(eps_w=0.3, steps=3)
+
+
+def test_gc_divergence_is_a_divergence_error_naming_lr(digits_victim, monkeypatch):
+    """A non-finite GC objective raises DivergenceError (a RuntimeError) whose message names ``lr``."""
+    import poisonlab.attacks.gc as gc_module
+    from poisonlab.errors import DivergenceError
+
+    prep, victim = digits_victim
+    original = gc_module.poison_input_gradient
+    monkeypatch.setattr(gc_module, "poison_input_gradient", lambda *a, **k: original(*a, **k) * float("nan"))
+    with pytest.raises(DivergenceError, match="lower lr"):
+        build_attack("gc", {**GC_FAST, "steps": 2}).poison(prep.data, victim, 0.05, generator=torch_generator(0, "attack"))
+
+
+def test_gauge_direction_lands_on_the_parameters_device_and_dtype():
+    """The LP's CPU float64 direction is moved to the parameters' device (here 'meta', a stand-in for CUDA)."""
+    import numpy as np
+
+    from poisonlab.attacks.reachable_target import _gauge_direction
+
+    w = [torch.empty(3, 4, device="meta", dtype=torch.float32), torch.empty(3, device="meta", dtype=torch.float32)]
+    v = _gauge_direction(torch.from_numpy(np.arange(15.0).reshape(3, 5)), ["W", "b"], ("W", "b"), w)
+    assert v.device.type == "meta" and v.dtype == torch.float32 and v.shape == (15,)
