@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, help="local: parallel worker processes (default 1; 0 = inside this process); "
                    "ray without --address: runs at once on the local Ray instance (default: one per CPU)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
-    p.add_argument("--cache-dir", help="artifact cache of clean victims, targets, generators (default <cache root>/artifacts; see `poisonlab cache ls`)")
+    p.add_argument("--cache-dir", help="artifact cache of clean victims, targets, generators "
+                                       "(default <cache root>/artifacts; see `poisonlab cache ls`)")
     p.add_argument("--no-cache", action="store_true", help="train every clean victim anew")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs, run nothing")
