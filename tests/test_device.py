@@ -137,11 +137,10 @@ def test_the_static_check_catches_what_it_is_for(tmp_path, monkeypatch):
 def test_no_global_reseed_outside_seeding():
     """``torch.manual_seed`` reseeds every CUDA device (lazily, even before CUDA starts); the library
     seeds through :func:`poisonlab.seeding.seeded_rng` only."""
-    owned_elsewhere = {"attacks/tgda.py"}  # item 1's code: to switch to seeded_rng (reported)
     hits = []
     for path in sorted(ROOT.rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
-        if rel == "seeding.py" or rel in owned_elsewhere:
+        if rel == "seeding.py":
             continue
         for call, _ in _calls(path):
             if call.func.attr in ("manual_seed", "fork_rng") and ast.unparse(call.func.value) in ("torch", "torch.random"):

@@ -86,7 +86,7 @@ from ..cache import ArtifactCache, cached_build, module_fingerprint, tensor_fing
 from ..data.types import AttackData, Dataset, PoisonedDataset, PoisonSet
 from ..errors import ConfigError, DivergenceError, UnsupportedError
 from ..models.generators import GENERATORS, IMAGE_ONLY_GENERATORS, build_generator, default_generator_name
-from ..seeding import derive_seed, draw_seed
+from ..seeding import derive_seed, draw_seed, seeded_rng
 from ..training import accuracy, mean_loss
 from ..training.victim import Victim
 from ..validation import check_bool, check_choice, check_int, check_number, check_radius
@@ -504,8 +504,7 @@ class TGDA(Attack[TGDAConfig]):
         fopt = FollowerOptimizer.for_recipe(victim.spec.recipe, fol.step_sizes(beta))  # the recipe's optimiser
         box = T.train.bounds
         gname = cfg.generator or default_generator_name(T.train.x.shape[1:])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(base, "tgda-generator-init"))
+        with seeded_rng(derive_seed(base, "tgda-generator-init"), device):
             gen = build_generator(gname, T.train.x.shape[1:], T.train.num_classes, bounds=box, **cfg.generator_options)
         gen = gen.to(device, dtype)
         if cfg.radius is not None:
