@@ -39,10 +39,6 @@ def test_no_git_means_no_commit(monkeypatch):
     def no_git(*args, **kwargs):
         raise FileNotFoundError("git")
 
-    provenance.source_commit.cache_clear()
     monkeypatch.setattr(provenance.subprocess, "run", no_git)
-    try:
-        assert provenance.source_commit() is None
-        assert provenance.run_environment("cpu")["git_commit"] is None
-    finally:
-        provenance.source_commit.cache_clear()
+    assert provenance.source_commit() is None
+    assert provenance.run_environment("cpu")["git_commit"] is None

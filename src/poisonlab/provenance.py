@@ -20,10 +20,10 @@ from ._version import __version__
 from .seeding import determinism_settings
 
 
-@functools.lru_cache(maxsize=1)
 def source_commit() -> dict[str, Any] | None:
     """The git commit this package's source is at, and whether the checkout had local changes —
-    or None when the package is not inside a git checkout of its own source (an installed wheel)."""
+    or None when the package is not inside a git checkout of its own source (an installed wheel).
+    Asked anew each call (two short git calls): a long-lived process that commits records the new commit."""
     here = Path(__file__).resolve()
 
     def git(*args: str) -> str:
