@@ -139,7 +139,7 @@ class ArtifactCache:
     :func:`poisonlab.paths.artifact_dir` (``<cache root>/artifacts``)."""
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
-        self.root = artifact_dir(root)
+        self.root = check_output_dir(artifact_dir(root), "cache")  # a file in the way fails before any work
 
     def path_for(self, kind: str, key_dict: Mapping[str, Any]) -> Path:
         _check_kind(kind)
@@ -285,7 +285,7 @@ def as_cache(cache: "ArtifactCache | str | os.PathLike | None") -> "ArtifactCach
     if cache is None or isinstance(cache, ArtifactCache):
         return cache
     if isinstance(cache, (str, os.PathLike)):
-        return ArtifactCache(check_output_dir(cache, "cache"))  # a file in the way fails before any work
+        return ArtifactCache(cache)
     raise ConfigError(f"cache must be an ArtifactCache, a directory or None, got {type(cache).__name__}")
 
 

@@ -312,7 +312,7 @@ class DefenseCell(Cell):
                             options=self.options, seed=self.seed)
         if self.out:
             buf = io.BytesIO()
-            np.savez_compressed(buf, scores=report.scores.numpy(), is_poison=report.is_poison.numpy(),
-                                keep=report.keep.numpy())
+            np.savez_compressed(buf, scores=report.scores.cpu().numpy(), is_poison=report.is_poison.cpu().numpy(),
+                                keep=report.keep.cpu().numpy())
             write_atomic(Path(self.out) / "defense_scores.npz", buf.getvalue())
         return {**report.to_dict(), "attack_name": self.attack_name, "seed": self.seed}
