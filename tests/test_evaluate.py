@@ -128,9 +128,12 @@ def test_a_second_call_resumes_from_results_jsonl(evaluated):
     assert again.to_markdown() == ev.to_markdown()
 
 
-def test_a_budget_too_small_skips_and_says_so(tmp_path):
+def test_a_budget_too_small_skips_and_says_so(tmp_path, capsys):
+    # with progress on: the sweep's per-cell line also has to handle the price and probe cells, whose
+    # records hold times, not accuracies
     ev = pl.evaluate("digits", pl.victim("lr", epochs=3, device="cpu"), 0.05, attacks=ATTACKS, defenses=None,
-                     seeds=(0,), time_budget=1e-3, out=tmp_path, progress=False)
+                     seeds=(0,), time_budget=1e-3, out=tmp_path, progress=True)
+    assert "train_seconds" in capsys.readouterr().out
     skipped = {d.subject: d for d in ev.decisions if d.action == "skip"}
     assert sorted(skipped) == sorted(ATTACKS) and not ev.attacks
     assert all("budget" in d.reason for d in skipped.values())

@@ -133,11 +133,20 @@ def _announce(bar: Any, row: dict[str, Any], progress: bool) -> None:
     if not progress:
         return
     if row["status"] == "ok":
-        r = row["result"]
-        bar.write(f"ok     {row['run_id']}  {row['label']}: acc1 {r['clean_accuracy']:.2f} %  acc2 "
-                  f"{r['poisoned_accuracy']:.2f} %  drop {r['accuracy_drop']:.2f}  ({row.get('seconds', 0):.1f} s)")
+        bar.write(f"ok     {row['run_id']}  {row['label']}: {_summary(row['result'])}  ({row.get('seconds', 0):.1f} s)")
     else:
         bar.write(f"FAILED {row['run_id']}  {row['label']}: {row['error']}")
+
+
+def _summary(result: dict[str, Any]) -> str:
+    """One line for a finished cell: a protocol run's accuracies, or any other cell's scalar fields
+    (an evaluation's pricing and probe cells record times, not accuracies)."""
+    if all(k in result for k in ("clean_accuracy", "poisoned_accuracy", "accuracy_drop")):
+        return (f"acc1 {result['clean_accuracy']:.2f} %  acc2 {result['poisoned_accuracy']:.2f} %  "
+                f"drop {result['accuracy_drop']:.2f}")
+    scalars = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
+               if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    return "  ".join(scalars[:4])
 
 
 def _write_progress(directory: Path, total: int, done: int, failed: int, remaining: int,
