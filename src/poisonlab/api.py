@@ -55,6 +55,8 @@ def victim(
     schedule: str | None = None,
     device: str = "auto",
     nesterov: bool = False,
+    step_size: int | None = None,
+    gamma: float = 0.1,
     options: Mapping[str, Any] | None = None,
 ) -> VictimSpec:
     """A victim: an architecture and the recipe that trains it (a spec, not a trained model).
@@ -74,17 +76,20 @@ def victim(
             CIFAR-10, 128 for arrays from :func:`data_from_arrays`).
         momentum: SGD momentum in [0, 1).
         weight_decay: L2 penalty (AdamW: decoupled weight decay).
-        schedule: ``None`` (constant), ``"cosine"`` (to 0 over ``epochs``) or ``"step"`` (×0.1 every
-            ``epochs // 3`` epochs).
+        schedule: ``None`` (constant), ``"cosine"`` (to 0 over ``epochs``) or ``"step"`` (×``gamma``
+            every ``step_size`` epochs).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``, …
         nesterov: Nesterov momentum (SGD with ``momentum > 0``).
+        step_size: schedule ``"step"``: its period in epochs; ``None``: ``max(1, epochs // 3)``.
+        gamma: schedule ``"step"``: the factor applied every ``step_size`` epochs, in (0, 1].
         options: options of a registered architecture (e.g. ``{"hidden": [256, 128]}`` for ``"nn"``).
 
     Returns:
         A :class:`~poisonlab.training.VictimSpec`, bound to the data's shape by :func:`poison` / :func:`run`.
     """
     recipe = TrainConfig(optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, momentum=momentum,
-                         weight_decay=weight_decay, schedule=schedule, device=device, nesterov=nesterov)
+                         weight_decay=weight_decay, schedule=schedule, device=device, nesterov=nesterov,
+                         step_size=step_size, gamma=gamma)
     if isinstance(model, str):
         resolve_victim(model)  # unknown name -> UnknownNameError listing the valid ones
         return VictimSpec(model, recipe=recipe, options=dict(options or {}))
@@ -244,7 +249,7 @@ def run(
     if dfn is not None:
         dfn.check_supported(d.train, Victim(spec, seed))
     config = {"dataset": d.name, "model": spec.model, "attack": atk.name, "fraction": fraction, "seed": seed,
-              "injection": injection, "defense": dfn.name if dfn is not None else None,
+              "injection": injection, "defense": dfn.name if dfn is not None else None, "device": spec.recipe.device,
               "recipe_description": spec.recipe.describe()}
     return run_experiment(d, spec, atk, fraction, seed=seed, injection=injection, defense=dfn, cache=as_cache(cache),
                           out=Path(out) if out is not None else None, progress=progress,

@@ -9,6 +9,7 @@ import sys
 
 from ..errors import ConfigError
 from .key_values import parse_key_values
+from .recipe_flags import add_recipe_args, recipe_args
 
 
 def add_parser(sub) -> None:
@@ -29,9 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", choices=("local", "ray"), default="local")
     p.add_argument("--workers", type=int, help="local: worker processes (default: in this process); ray: tasks at once")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("--epochs", type=int, help="victim training epochs (default 100)")
-    p.add_argument("--lr", type=float, help="victim learning rate (default 0.1)")
-    p.add_argument("--batch-size", type=int, help="victim batch size (default: the dataset's)")
+    add_recipe_args(p)
     p.add_argument("--model-option", "-M", action="append", default=[], metavar="KEY=VALUE",
                    help="model option (repeatable), e.g. -M hidden=[256,128]")
     p.add_argument("--attack-option", "-A", action="append", default=[], metavar="ATTACK.KEY=VALUE",
@@ -105,9 +104,8 @@ def run(args: argparse.Namespace) -> int:
         attacks = _with_options(_names(args.attacks, "--attacks"), attack_opts, "--attack-option", ATTACKS.names)
     defenses = _with_options(_names(args.defenses, "--defenses"), _per_component(args.defense_option, "--defense-option"),
                              "--defense-option", DEFENSES.names)
-    recipe = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size)) if v is not None}
     victim = api.victim(args.model, device=args.device, options=parse_key_values(args.model_option, "model option") or None,
-                        **recipe)
+                        **recipe_args(args))
     ev = evaluate(args.dataset, victim, args.fraction, attacks=attacks, defenses=defenses, seeds=_seeds(args.seeds),
                   time_budget=args.time_budget, backend=args.backend, workers=args.workers, out=args.out,
                   cache=args.cache_dir, progress=not args.quiet, reference=args.reference, data_dir=args.data_dir,

@@ -9,6 +9,7 @@ from typing import Callable
 from ..protocol import RunConfig, run_protocol
 from ..reporting import result_table
 from .key_values import parse_key_values
+from .recipe_flags import add_recipe_args, recipe_args
 from .target_cmd import add_gradpc_args, gradpc_options
 
 
@@ -23,9 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("--injection", choices=["add", "replace"],
                    help="test stage: add the poisons to D_tr (default) or put each in place of its source point")
     p.add_argument("--seed", type=int)
-    p.add_argument("--epochs", type=int, help="victim training epochs (default 100)")
-    p.add_argument("--lr", type=float, help="victim SGD learning rate (default 0.1)")
-    p.add_argument("--batch-size", type=int, help="victim batch size (default: 1000 MNIST-like, 256 CIFAR-10)")
+    add_recipe_args(p)
     p.add_argument("--data-dir", help="where dataset files live (default $POISONLAB_DATA or ~/.cache/poisonlab/data)")
     p.add_argument("--out", help="output directory (default runs/<dataset>-<model>-<attack>-f<fraction>-s<seed>)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
@@ -81,9 +80,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     base = RunConfig.from_yaml(args.config) if args.config else RunConfig()
     cfg = base.merged(
         dataset=args.dataset, model=args.model, attack=args.attack, fraction=args.fraction, seed=args.seed,
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, data_dir=args.data_dir, out=args.out,
-        device=args.device, poisons=args.poisons, defense=args.defense, cache_dir=args.cache_dir,
-        injection=getattr(args, "injection", None),
+        data_dir=args.data_dir, out=args.out, device=args.device, poisons=args.poisons, defense=args.defense,
+        cache_dir=args.cache_dir, injection=getattr(args, "injection", None), **recipe_args(args),
     )
     attack_opts = parse_key_values(args.attack_option, "attack option")
     if getattr(args, "target", None) is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +12,27 @@ from ..data.splits import check_fraction
 from ..devices import parse_device
 from ..errors import ConfigError
 from ..options import config_from_dict, config_to_dict
-from ..validation import check_choice, check_int, check_number
+from ..training import TrainConfig
+from ..validation import check_choice, check_int
+
+#: the run config's keys that make the victim's training recipe: every :class:`TrainConfig` field
+#: but ``device`` (the run's own key); None in a run config means the recipe's default
+RECIPE_KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig) if f.name != "device")
+#: keys of a result record's ``config`` that the run derives (``recipe`` is also read back: the
+#: trained recipe, :meth:`RunConfig.from_dict`)
+RECORD_KEYS = ("recipe", "recipe_description", "bounds")
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """One pretrain → attack → test run.
 
-    ``epochs``/``lr``/``batch_size`` override the victim recipe (thesis defaults: 100 epochs,
-    lr 0.1, the dataset's batch size). ``*_options`` are validated by the chosen component.
+    The recipe keys (``epochs``, ``lr``, ``batch_size``, ``optimizer``, ``momentum``,
+    ``weight_decay``, ``nesterov``, ``schedule``, ``step_size``, ``gamma``: every field of the
+    victim's :class:`~poisonlab.training.TrainConfig` but the device, :data:`RECIPE_KEYS`) override
+    the recipe's defaults (the thesis' plain SGD: 100 epochs, lr 0.1, the dataset's batch size);
+    they are checked together as a recipe when the config is built (:meth:`recipe`).
+    ``*_options`` are validated by the chosen component.
 
     Every key mirrors a flag of ``poisonlab run`` (``batch_size`` is ``--batch-size``, the
     ``*_options`` mappings are ``-M``/``-A``/``-D KEY=VALUE``); a YAML file passed with
@@ -40,10 +52,22 @@ class RunConfig:
             from it. Default 0.
         epochs: Victim training epochs, an integer >= 0, or None (default) for the recipe's
             default (100).
-        lr: Victim learning rate (SGD step size), > 0, or None (default) for the recipe's
-            default (0.1).
+        lr: Victim learning rate (the optimiser's step size), > 0, or None (default) for the
+            recipe's default (0.1; Adam / AdamW usually want ~1e-3).
         batch_size: Victim mini-batch size in samples, a positive integer, or None (default) for
             the dataset's default batch size (1000 MNIST-like, 256 CIFAR-10).
+        optimizer: Victim optimiser, "sgd", "adam" or "adamw", or None (default) for "sgd".
+        momentum: SGD momentum in [0, 1), or None (default) for 0 (plain SGD); SGD only.
+        weight_decay: L2 penalty coefficient >= 0 (decoupled weight decay for "adamw"), or None
+            (default) for 0.
+        nesterov: Nesterov momentum (SGD with momentum > 0), True or False, or None (default)
+            for False.
+        schedule: Learning-rate schedule, "cosine" (to 0 over ``epochs``) or "step" (x ``gamma``
+            every ``step_size`` epochs), or None (default) for a constant learning rate.
+        step_size: For schedule "step": its period in epochs, a positive integer, or None
+            (default) for ``max(1, epochs // 3)``.
+        gamma: For schedule "step": the factor applied every ``step_size`` epochs, in (0, 1], or
+            None (default) for 0.1.
         data_dir: Directory the dataset files are read from and downloaded to, or None (default)
             for ``$POISONLAB_DATA``, else ``<cache root>/data`` (:func:`poisonlab.paths.data_dir`;
             ``~/.cache/poisonlab/data`` by default).
@@ -81,6 +105,13 @@ class RunConfig:
     epochs: int | None = None
     lr: float | None = None
     batch_size: int | None = None
+    optimizer: str | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    nesterov: bool | None = None
+    schedule: str | None = None
+    step_size: int | None = None
+    gamma: float | None = None
     data_dir: str | None = None
     out: str | None = None
     device: str = "auto"
@@ -102,20 +133,50 @@ class RunConfig:
         check_fraction(self.fraction)
         check_choice(self.injection, "injection", ("add", "replace"))
         check_int(self.seed, "seed", minimum=0)
-        if self.epochs is not None:
-            check_int(self.epochs, "epochs", minimum=0)
-        if self.lr is not None:
-            check_number(self.lr, "lr")
-        if self.batch_size is not None:
-            check_int(self.batch_size, "batch_size")
+        # the recipe keys, checked together (momentum with optimizer "adam" is an error); the device
+        # only by its spelling above: a config may be built here for a GPU worker
+        self.recipe(device="cpu")
         if self.defense is not None and (not isinstance(self.defense, str) or not self.defense):
             raise ConfigError(f"defense must be a non-empty string or null, got {self.defense!r}")
         for key in ("model_options", "attack_options", "defense_options"):
             if not isinstance(getattr(self, key), dict):
                 raise ConfigError(f"{key} must be a mapping, got {getattr(self, key)!r}")
 
+    def recipe(self, default_batch_size: int | None = None, *, device: str | None = None) -> TrainConfig:
+        """The victim's training recipe: the recipe keys that are set, the recipe's defaults for
+        the others (``batch_size``: ``default_batch_size``, the dataset's), on ``device`` (default:
+        the run's, which :class:`TrainConfig` checks against this machine)."""
+        given = {k: v for k in RECIPE_KEYS if (v := getattr(self, k)) is not None}
+        given.setdefault("batch_size", default_batch_size)
+        try:
+            return TrainConfig(**given, device=self.device if device is None else device)
+        except ConfigError as exc:
+            raise ConfigError(f"run config: victim recipe: {exc}") from None
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        """A run config from its keys (a YAML file, a sweep row), or from the ``config`` of a result
+        record: its derived keys (:data:`RECORD_KEYS`) are accepted, and its ``recipe`` (the recipe
+        the run trained with, a mapping of :class:`TrainConfig` fields, also as dotted
+        ``recipe.<field>`` keys) fills the recipe keys the config leaves None; a recipe value that
+        disagrees with a recipe key is an error."""
+        values = dict(values)
+        for key in ("recipe_description", "bounds"):
+            values.pop(key, None)
+        recipe = values.pop("recipe", None)
+        recipe = dict(recipe) if isinstance(recipe, dict) else ({} if recipe is None else recipe)
+        if not isinstance(recipe, dict):
+            raise ConfigError(f"run config: recipe must be a mapping of training-recipe fields, got {recipe!r}")
+        recipe.update({k.partition(".")[2]: values.pop(k) for k in list(values) if k.startswith("recipe.")})
+        recipe.pop("device", None)  # the run's device key says where it runs
+        unknown = sorted(set(recipe) - set(RECIPE_KEYS))
+        if unknown:
+            raise ConfigError(f"run config: recipe: unknown option(s) {unknown}; valid options: {sorted(RECIPE_KEYS)}")
+        for key, value in recipe.items():
+            if values.get(key) is None:
+                values[key] = value
+            elif values[key] != value:
+                raise ConfigError(f"run config: {key} is {values[key]!r} but recipe.{key} is {value!r}; give one")
         return config_from_dict(cls, values, "run config")
 
     @classmethod

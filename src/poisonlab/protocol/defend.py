@@ -100,10 +100,6 @@ def run_defense(
     return record
 
 
-#: keys of a result record's ``config`` that describe the run but are not RunConfig fields
-RECORD_ONLY_KEYS = ("recipe", "bounds")
-
-
 def defend_saved_run(
     run_dir: str | Path,
     defense: Defense,
@@ -122,8 +118,7 @@ def defend_saved_run(
     """
     run_dir = Path(run_dir)
     stored = json.loads((run_dir / "result.json").read_text())
-    values = {k: v for k, v in stored["config"].items() if k not in RECORD_ONLY_KEYS}
-    cfg = RunConfig.from_dict({**values, "defense": None, "defense_options": {}})
+    cfg = RunConfig.from_dict({**stored["config"], "defense": None, "defense_options": {}})  # the record's recipe read back
     prep = prepared if prepared is not None else prepare(cfg)
     mixed = PoisonedDataset.mix(prep.data.train, load_poisons(run_dir / stored["artifacts"]["poisons"]), cfg.injection)
     victim = Victim(prep.spec, cfg.seed, load_state(run_dir / stored["artifacts"]["clean_model"]))

@@ -9,7 +9,7 @@ from ..data import from_bundle, load_dataset
 from ..data.types import AttackData, DataBundle, ExperimentData
 from ..devices import resolve_device
 from ..models.victims import resolve_victim
-from ..training import TrainConfig, VictimSpec, check_victim
+from ..training import VictimSpec, check_victim
 from .config import RunConfig
 
 
@@ -28,16 +28,6 @@ class Prepared:
                               self.bundle.default_batch_size)
 
 
-def recipe_of(cfg: RunConfig, default_batch_size: int) -> TrainConfig:
-    """The victim's training recipe of a run config (thesis defaults where the config says nothing)."""
-    return TrainConfig(
-        lr=cfg.lr if cfg.lr is not None else TrainConfig.lr,
-        epochs=cfg.epochs if cfg.epochs is not None else TrainConfig.epochs,
-        batch_size=cfg.batch_size or default_batch_size,
-        device=cfg.device,
-    )
-
-
 def prepare(cfg: RunConfig) -> Prepared:
     """Load the data, split it 70/30 with the run's seed and build the victim spec (validated).
     The device is checked against this machine first (an impossible one fails before any loading)."""
@@ -45,7 +35,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     bundle = load_dataset(cfg.dataset, cfg.data_dir)
     exp = from_bundle(bundle, cfg.seed)
     resolve_victim(cfg.model)  # unknown model -> clear error before any work
-    spec = VictimSpec(cfg.model, exp.input_shape, exp.num_classes, recipe_of(cfg, bundle.default_batch_size),
+    spec = VictimSpec(cfg.model, exp.input_shape, exp.num_classes, cfg.recipe(bundle.default_batch_size),
                       dict(cfg.model_options))
     check_victim(spec, exp.train.x, cfg.seed)  # model options, and one forward pass on the data, before any work
     return Prepared(bundle, exp.attack_data(), spec)

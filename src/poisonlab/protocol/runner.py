@@ -240,7 +240,7 @@ def run_experiment(
         "environment": run_environment(victim.device),
         "cache": {"victim_clean": None if cache is None else ("hit" if cache_hit else "miss")},
         "config": {**(config or {}), "out": str(out) if out is not None else None, "attack_options": attack.options(),
-                   "recipe": {"lr": r.lr, "epochs": r.epochs, "batch_size": r.batch_size},
+                   "recipe": recipe_key(r),
                    "bounds": data.bounds.describe()},
         "artifacts": artifacts,
     }

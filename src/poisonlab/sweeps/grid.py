@@ -7,7 +7,8 @@ such as ``attack_options.mode`` sets one option inside a mapping)::
     base:                            # shared by every run
       dataset: digits
       model: lr
-      epochs: 5
+      epochs: 5                      # the victim's recipe: epochs, lr, batch_size, optimizer,
+      schedule: cosine               # momentum, weight_decay, nesterov, schedule, step_size, gamma
     cases:                           # optional: alternatives, each crossed with the grid
       - {attack: label_flip, attack_options.mode: rule}
       - {attack: label_flip, attack_options.mode: random}
@@ -36,14 +37,14 @@ from typing import Any, Mapping
 from ..attacks import build_attack
 from ..cache import canonical_json
 from ..errors import ConfigError, PoisonlabError
-from ..protocol.config import RunConfig, load_yaml_mapping
+from ..protocol.config import RECIPE_KEYS, RunConfig, load_yaml_mapping
 from .execute import Job
 
 #: keys of RunConfig that do not change a run's result, so they are not part of its id
 NON_RESULT_KEYS = ("out", "cache_dir", "data_dir")
 #: keys added to RunConfig after sweeps were stored: left out of the id at their default, so the
 #: runs of an older results.jsonl keep their ids (and are not re-run on resume)
-LATER_DEFAULTS = {"injection": "add"}
+LATER_DEFAULTS: dict[str, Any] = {"injection": "add", **{k: None for k in RECIPE_KEYS if k not in ("epochs", "lr", "batch_size")}}
 RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig))
 TOP_KEYS = ("name", "base", "cases", "grid", "resources")
 
