@@ -14,7 +14,7 @@ import poisonlab
 LAYERS = [
     "errors",
     "_version devices figures paths registry options seeding storage validation",
-    "cache data provenance",
+    "cache component data provenance",
     "artifacts models",
     "training",
     "autodiff",

@@ -20,6 +20,11 @@ class UnknownNameError(ConfigError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class PluginError(PoisonlabError):
+    """A plugin (a package registering a component through a ``poisonlab.*`` entry point) failed to
+    load or to register; the message names the entry point and its distribution."""
+
+
 class DataError(PoisonlabError):
     """A missing, corrupt, truncated or malformed data file."""
 

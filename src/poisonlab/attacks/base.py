@@ -17,19 +17,18 @@ global one.
 from __future__ import annotations
 
 import dataclasses
-import warnings
-from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Generic, Mapping, TypeVar, cast, final
+from abc import abstractmethod
+from typing import Any, Callable, ClassVar, Mapping, TypeVar, final
 
 import torch
 from torch import nn
 
 from ..cache import ArtifactCache, as_cache
+from ..component import Component, component_registry
 from ..data.splits import check_fraction, poison_count
 from ..data.types import AttackData, Dataset, PoisonSet
 from ..data.validate import validate
-from ..errors import ConfigError, ContractError
-from ..options import config_class, config_from_dict, config_to_dict
+from ..errors import ContractError
 from ..registry import Registry
 from ..training.victim import Victim
 
@@ -37,72 +36,29 @@ from ..training.victim import Victim
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AttackConfig:
     """Base of every attack's options; subclasses add validated fields (option groups and presets:
-    :mod:`poisonlab.options`).
-
-    ``RENAMED`` maps an option's former flat name to its current (dotted) one, e.g.
-    ``{"cg_iters": "solver.iters"}``: the former name is still accepted by the attack's
-    constructor, with a :class:`DeprecationWarning`.
-    """
-
-    RENAMED: ClassVar[Mapping[str, str]] = {}
-
-
-def renamed_options(cls: type, options: Mapping[str, Any], what: str) -> dict[str, Any]:
-    """``options`` with the former names of ``cls.RENAMED`` replaced by the current dotted ones
-    (one DeprecationWarning each); a former and a current name for the same option is an error."""
-    renamed: Mapping[str, str] = getattr(cls, "RENAMED", {}) or {}
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        new = renamed.get(key)
-        if new is None or isinstance(value, Mapping) or dataclasses.is_dataclass(value):
-            out[key] = value  # not a former name (a group given as a mapping keeps its name)
-            continue
-        head, _, rest = new.partition(".")
-        given = isinstance(options.get(head), Mapping) and rest in options[head]
-        if new in options or given:
-            raise ConfigError(f"{what}: {key!r} and {new!r} are the same option; give only {new!r}")
-        warnings.warn(f"{what}: option {key!r} is now {new!r}", DeprecationWarning, stacklevel=4)
-        out[new] = value
-    return out
+    :mod:`poisonlab.options`)."""
 
 
 #: an attack's config type: ``class GC(Attack[GCConfig])`` makes ``self.config`` a ``GCConfig``
 C = TypeVar("C", bound=AttackConfig)
+T = TypeVar("T", bound=type)
 
 
-class Attack(ABC, Generic[C]):
-    """Base class. Subclasses subclass ``Attack[XConfig]``, set ``name`` (via :func:`register_attack`),
-    ``clean_label`` and ``summary``, and implement ``_craft``. The type parameter is the one
-    declaration of the config class: it types ``self.config`` for mypy and, read at class creation
+class Attack(Component[C]):
+    """Base class (a :class:`~poisonlab.component.Component`). Subclasses subclass ``Attack[XConfig]``,
+    are registered with :func:`register_attack` (which sets ``name``), set ``clean_label`` and
+    ``summary``, and implement ``_craft``. The type parameter is the one declaration of the config
+    class: it types ``self.config`` for mypy and, read at class creation
     (:func:`~poisonlab.options.config_class`), sets ``Config``, the class the registry builds from
     (a subclass without a parameter inherits its parent's; ``class X(Attack)`` is a TypeError)."""
 
-    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "attack"
+    config_base: ClassVar[type] = AttackConfig
     #: the config class, derived from the type parameter (never set in a class body)
     Config: ClassVar[type[AttackConfig]]
     clean_label: ClassVar[bool] = False
     #: "label", "input" or "both": what the attack may change relative to its source points
     summary: ClassVar[str] = ""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        config = config_class(cls, Attack, AttackConfig)
-        if config is not None:  # None: a generic intermediate (``Attack[C]``), its subclasses give it
-            cls.Config = config
-
-    def __init__(self, config: AttackConfig | None = None, **options: Any) -> None:
-        if config is not None and options:
-            raise TypeError("pass either a config object or keyword options, not both")
-        what = f"attack {self.name!r}"
-        built = config if config is not None else config_from_dict(
-            self.Config, renamed_options(self.Config, options, what), what)
-        if not isinstance(built, self.Config):
-            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(built).__name__}")
-        #: the instance's options (an instance of ``Config``, checked above)
-        self.config: C = cast(C, built)
-
-    def options(self) -> dict[str, Any]:
-        return config_to_dict(self.config)
 
     def check_supported(self, data: AttackData, victim: Victim) -> None:  # noqa: B027 - an optional hook, not abstract
         """Raise :class:`~poisonlab.errors.UnsupportedError` (saying why) when this attack cannot run
@@ -163,20 +119,17 @@ class Attack(ABC, Generic[C]):
         return {}
 
 
-ATTACKS: Registry[type[Attack]] = Registry("attack")
+#: every attack by name; filled by :func:`register_attack` and the ``poisonlab.attacks`` entry points
+ATTACKS: Registry[type[Attack]] = component_registry("attack", Attack, "poisonlab.attacks")
 
 
-def register_attack(name: str, *, replace: bool = False):
-    """Class decorator: register under ``name`` (== module name) and set ``cls.name``;
-    ``replace=True`` replaces an attack registered under that name (e.g. a re-run notebook cell)."""
-
-    def deco(cls: type[Attack]) -> type[Attack]:
-        cls.name = name
-        ATTACKS.add(name, cls, replace=replace)
-        return cls
-
-    return deco
+def register_attack(name: str, *, replace: bool = False) -> Callable[[T], T]:
+    """Class decorator (``pl.register_attack``): register an :class:`Attack` subclass under ``name``
+    (== module name for the built-in attacks) and set its ``name``; ``replace=True`` replaces an attack
+    registered under that name (e.g. a re-run notebook cell)."""
+    return ATTACKS.register(name, replace=replace)
 
 
-def build_attack(name: str, options: dict[str, Any] | None = None) -> Attack:
+def build_attack(name: str, options: Mapping[str, Any] | None = None) -> Attack:
+    """The registered attack ``name`` with ``options`` (checked by its config class)."""
     return ATTACKS.get(name)(**(options or {}))

@@ -18,7 +18,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -27,17 +27,17 @@ from tqdm.auto import tqdm
 from ..autodiff import flatten, functional_loss, named_params, unflatten, value_and_grad
 from ..data.types import Dataset
 from ..errors import ConfigError
-from ..options import config_from_dict, config_to_dict
+from ..options import config_to_dict
 from ..seeding import device_generator
 from ..training import accuracy
 from ..validation import check_choice, check_int, check_number
-from .targets import TARGETS
+from .targets import TargetConfig, TargetContext, TargetMaker, register_target
 
 WHAT = "gradpc"
 
 
 @dataclass(frozen=True, kw_only=True)
-class GradPCConfig:
+class GradPCConfig(TargetConfig):
     """GradPC's options: the ``"gradpc"`` target maker's, and the option group ``target_options``
     of the ``gc`` and ``feature_targeted`` attacks (``-A target_options.steps=200``; on the command
     line ``--eps-w``, ``--pc-norm``, ``--pc-topk``, ``--pc-steps``, ``--pc-lr``).
@@ -187,14 +187,22 @@ def corrupt(
     return model, info
 
 
-def _make_gradpc(model: nn.Module, val: Dataset, options: Mapping[str, Any], progress: bool) -> tuple[nn.Module, dict[str, Any]]:
-    cfg = config_from_dict(GradPCConfig, options, "target 'gradpc'")
-    target, info = corrupt(model, val, progress=progress, **{**config_to_dict(cfg), "params": list(cfg.params)})
-    info["val_accuracy_clean"] = accuracy(model, val)
-    return target, {"source": "gradpc", **info}
+@register_target("gradpc")
+class GradPCTarget(TargetMaker[GradPCConfig]):
+    """GradPC (parameter corruption): the clean victim moved within ‖Δw‖ ≤ eps_w·‖w‖ to maximise the
+    validation loss (:func:`corrupt`); any victim."""
+
+    summary = "GradPC: the clean victim moved within ‖Δw‖ ≤ eps_w·‖w‖ to maximise the validation loss"
+    report_keys = ("eps_w", "norm", "topk", "radius", "relative_change", "nonzeros", "val_loss_clean",
+                   "val_loss_target", "seconds")
+    metadata_keys = ("eps_w",)
+
+    def make(self, model: nn.Module, val: Dataset, *, progress: bool = False,
+             context: TargetContext | None = None) -> tuple[nn.Module, dict[str, Any]]:
+        cfg = self.config
+        target, info = corrupt(model, val, progress=progress, **{**config_to_dict(cfg), "params": list(cfg.params)})
+        info["val_accuracy_clean"] = accuracy(model, val)
+        return target, {"source": "gradpc", **info}
 
 
-_make_gradpc.Config = GradPCConfig  # type: ignore[attr-defined]  # make_target fills in the defaults (canonical cache keys)
-TARGETS.add("gradpc", _make_gradpc)
-
-__all__ = ["GradPCConfig", "corrupt", "project"]
+__all__ = ["GradPCConfig", "GradPCTarget", "corrupt", "project"]

@@ -44,7 +44,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -61,13 +61,14 @@ from ..autodiff import (
     unflatten,
     value_and_grad,
 )
+from ..data.bounds import Bounds
 from ..data.types import Dataset
 from ..errors import ConfigError
-from ..options import config_from_dict, config_to_dict
+from ..options import config_to_dict
 from ..theory.box import linear_box_gauge
 from ..theory.linear import box_limits, linear_gradient_matrix
 from .gc import sum_gradient
-from .targets import TARGETS, GCPlan, ReachableConfig, TargetContext, check_gauge_applies
+from .targets import GCPlan, ReachableConfig, TargetContext, TargetMaker, check_gauge_applies, register_target
 
 #: what GC runs on this maker's target unless told otherwise (gc's ``init`` / ``steps`` / ``lr`` left null):
 #: the settings the limit 0.8 was measured to be reached with on MNIST LR at ε = 0.03
@@ -196,16 +197,23 @@ def search_reachable(model: nn.Module, val: Dataset, context: TargetContext, con
     return target.eval(), info
 
 
-def _make_reachable(model: nn.Module, val: Dataset, options: Mapping[str, Any], progress: bool, *,
-                    context: TargetContext) -> tuple[nn.Module, dict[str, Any]]:
-    cfg = config_from_dict(ReachableConfig, options, "target 'reachable'")
-    return search_reachable(model, val, context, cfg, progress)
+@register_target("reachable")
+class ReachableTarget(TargetMaker[ReachableConfig]):
+    """The most damaging target found whose box gauge τ_gauge stays ≤ limit·ε (:func:`search_reachable`);
+    linear softmax victims on bounded data only (:func:`~poisonlab.attacks.targets.check_gauge_applies`)."""
 
+    summary = "linear softmax victims: the most damaging target found with τ_gauge ≤ limit·ε (at ε = the fraction)"
+    needs_context = True  # D_tr, the box and ε (TargetContext)
+    gc_plan = REACHABLE_PLAN  # gc's init / steps / lr when not set
+    report_keys = ("eps", "limit", "tau_gauge_bound", "tau_gauge", "tau_gauge_clean", "best_step", "val_accuracy_clean",
+                   "val_accuracy_target", "val_loss_clean", "val_loss_target", "relative_change", "lp_seconds", "seconds")
+    metadata_keys = ("eps", "limit", "tau_gauge")
 
-_make_reachable.Config = ReachableConfig  # type: ignore[attr-defined]  # make_target fills in the defaults
-_make_reachable.needs_context = True  # type: ignore[attr-defined]  # D_tr, the box and ε (TargetContext)
-_make_reachable.check_applies = check_gauge_applies  # type: ignore[attr-defined]  # before any training
-_make_reachable.gc_plan = REACHABLE_PLAN  # type: ignore[attr-defined]  # gc's init / steps / lr when not set
-TARGETS.add("reachable", _make_reachable)
+    def check_supported(self, model: nn.Module, input_shape: Sequence[int], bounds: Bounds) -> None:
+        check_gauge_applies(model, input_shape, bounds)
 
-__all__ = ["REACHABLE_PLAN", "ReachableConfig", "check_gauge_applies", "search_reachable"]
+    def make(self, model: nn.Module, val: Dataset, *, progress: bool = False,
+             context: TargetContext | None = None) -> tuple[nn.Module, dict[str, Any]]:
+        if context is None:
+            raise ConfigError("target 'reachable' is made for a poisoning problem: give context=")
+        return search_reachable(model, val, context, self.config, progress)

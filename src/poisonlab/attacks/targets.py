@@ -1,46 +1,52 @@
 """Target models for model-targeted attacks (Gradient Canceling): a registry of ways to make one.
 
 A *target* is a parameter vector w that the attacker wants retraining to arrive at (thesis §3.4).
-``TARGETS`` maps a name to ``make(model, val, options, progress) -> (target_model, info)`` (a maker
-with a ``Config`` attribute, an options dataclass, gets its options validated and completed with the
-defaults first, e.g. ``"gradpc"`` and :class:`~poisonlab.attacks.gradpc.GradPCConfig`) where
-``model`` is the clean-trained victim (left unchanged), ``val`` the attacker's validation set
-(x (N, *input_shape) inside the data's bounds, y (N,)) and ``info`` a JSON-serialisable summary. A target may also be a
-saved ``.safetensors`` state of the victim architecture (:func:`load_target`).
+``TARGETS`` maps a name to a :class:`TargetMaker` (a :class:`~poisonlab.component.Component`): its
+options are the config class of its type parameter (``class GradPCTarget(TargetMaker[GradPCConfig])``,
+:class:`~poisonlab.attacks.gradpc.GradPCConfig`), ``check_supported(model, input_shape, bounds)``
+refuses a victim it cannot work on before any training, and ``make(model, val, progress=, context=)``
+returns ``(target_model, info)``, where ``model`` is the clean-trained victim (left unchanged),
+``val`` the attacker's validation set (x (N, *input_shape) inside the data's bounds, y (N,)) and
+``info`` a JSON-serialisable summary. A target may also be a saved ``.safetensors`` state of the
+victim architecture (:func:`load_target`). Makers are registered with :func:`register_target`
+(``pl.register_target``) or the ``poisonlab.targets`` entry points.
 
 A maker whose target depends on the poisoning problem itself — D_tr, the data's box and the poison
 fraction ε, e.g. ``"reachable"`` (:mod:`poisonlab.attacks.reachable_target`) — sets
-``needs_context = True`` and is called with a keyword ``context=``:class:`TargetContext` as well.
+``needs_context = True`` and is given ``context=``:class:`TargetContext`.
 """
 
 from __future__ import annotations
 
 import copy
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
 import torch
 from torch import nn
 
 from .._version import __version__
 from ..cache import ArtifactCache, cached_build, module_fingerprint, tensor_fingerprint
+from ..component import Component, component_registry
 from ..data.bounds import Bounds
 from ..data.types import Dataset
 from ..errors import ConfigError, UnsupportedError
-from ..options import config_from_dict, config_to_dict
 from ..registry import Registry
 from ..theory.linear import linear_softmax_names
 from ..validation import check_int, check_number
 
-#: make(model, val, options, progress) -> (target, info); a maker with ``needs_context`` also takes ``context=``
-TargetMaker = Callable[..., tuple[nn.Module, dict[str, Any]]]
-TARGETS: Registry[TargetMaker] = Registry("target")
 _REACHABLE = "target 'reachable'"
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReachableConfig:
+class TargetConfig:
+    """Base of every target maker's options (``-T KEY=VALUE``; none by default)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReachableConfig(TargetConfig):
     """Options of the ``"reachable"`` target maker: gc's option group ``reachable``
     (``-A target=reachable -A reachable.steps=50``).
 
@@ -95,15 +101,6 @@ class GCPlan:
     evidence: str = ""
 
 
-def maker_plan(target: str) -> GCPlan | None:
-    """The :class:`GCPlan` of the registered maker ``target`` (its ``gc_plan`` attribute), or None: a
-    saved target, or a maker without a plan (``"gradpc"``)."""
-    if is_target_path(target):
-        return None
-    plan = getattr(TARGETS.get(target), "gc_plan", None)
-    return plan if isinstance(plan, GCPlan) else None
-
-
 def check_gauge_applies(model: nn.Module, input_shape: Sequence[int], bounds: Bounds, what: str = _REACHABLE) -> tuple[str, str]:
     """The (weight, bias) names of a linear softmax ``model`` whose every trainable parameter is W or b,
     over a box with a finite side; else :class:`~poisonlab.errors.UnsupportedError` saying why."""
@@ -136,19 +133,83 @@ class TargetContext:
     fraction: float
 
 
+#: a maker's config type: ``class GradPCTarget(TargetMaker[GradPCConfig])``
+TC = TypeVar("TC", bound=TargetConfig)
+T = TypeVar("T", bound=type)
+
+
+class TargetMaker(Component[TC]):
+    """Base class of target makers (a :class:`~poisonlab.component.Component`): subclass
+    ``TargetMaker[XConfig]`` (XConfig a :class:`TargetConfig` subclass), register it with
+    :func:`register_target`, implement :meth:`make` (and :meth:`check_supported` when the victim may
+    not fit).
+
+    What ``poisonlab target`` / ``threshold`` print of a maker's info are its ``report_keys`` (empty:
+    every scalar entry); what they save with the target file as safetensors metadata, its
+    ``metadata_keys``."""
+
+    kind: ClassVar[str] = "target"
+    config_base: ClassVar[type] = TargetConfig
+    Config: ClassVar[type[TargetConfig]]
+    #: True: the target is made for a poisoning problem, :meth:`make` gets ``context=``:class:`TargetContext`
+    needs_context: ClassVar[bool] = False
+    #: the settings gc runs this maker's targets with unless told otherwise (:func:`maker_plan`)
+    gc_plan: ClassVar[GCPlan | None] = None
+    #: the info keys the CLI prints (empty: every entry whose value is a number, a string, a bool or None)
+    report_keys: ClassVar[tuple[str, ...]] = ()
+    #: the info keys saved with a target file (safetensors metadata, as strings)
+    metadata_keys: ClassVar[tuple[str, ...]] = ()
+
+    def check_supported(self, model: nn.Module, input_shape: Sequence[int], bounds: Bounds) -> None:  # noqa: B027
+        """Raise :class:`~poisonlab.errors.UnsupportedError` (saying why) when this maker cannot work on
+        the victim ``model`` (untrained: called before the clean victim is trained) and the data's
+        ``input_shape`` / ``bounds``. Default: supported."""
+
+    @abstractmethod
+    def make(self, model: nn.Module, val: Dataset, *, progress: bool = False,
+             context: TargetContext | None = None) -> tuple[nn.Module, dict[str, Any]]:
+        """(target model, info) made from the clean-trained ``model`` (left unchanged) and the attacker's
+        validation set ``val``; ``context`` is given exactly when ``needs_context``."""
+
+    @classmethod
+    def report(cls, info: Mapping[str, Any]) -> dict[str, Any]:
+        """The entries of a made target's ``info`` that the CLI prints (:attr:`report_keys`)."""
+        if cls.report_keys:
+            return {k: info.get(k) for k in cls.report_keys}
+        return {k: v for k, v in info.items() if v is None or isinstance(v, (str, int, float, bool))}
+
+
+#: every target maker by name; filled by :func:`register_target` and the ``poisonlab.targets`` entry points
+TARGETS: Registry[type[TargetMaker]] = component_registry("target", TargetMaker, "poisonlab.targets")
+
+
+def register_target(name: str, *, replace: bool = False) -> Callable[[T], T]:
+    """Class decorator (``pl.register_target``): register a :class:`TargetMaker` subclass under ``name``
+    and set its ``name``; ``replace=True`` replaces a maker registered under that name."""
+    return TARGETS.register(name, replace=replace)
+
+
+def maker_plan(target: str) -> GCPlan | None:
+    """The :class:`GCPlan` of the registered maker ``target`` (its ``gc_plan``), or None: a saved
+    target, or a maker without a plan (``"gradpc"``)."""
+    if is_target_path(target):
+        return None
+    plan = TARGETS.get(target).gc_plan
+    return plan if isinstance(plan, GCPlan) else None
+
+
 def needs_context(target: str) -> bool:
     """Whether the registered maker ``target`` is made for a poisoning problem (D_tr, the box, ε), i.e.
     takes ``context=``:class:`TargetContext` (``"reachable"``)."""
-    return bool(getattr(TARGETS.get(target), "needs_context", False))
+    return TARGETS.get(target).needs_context
 
 
-def check_maker_applies(target: str, model: nn.Module, input_shape: Sequence[int], bounds: Bounds) -> None:
-    """Run the maker ``target``'s optional ``check_applies(model, input_shape, bounds)`` hook: an
-    :class:`~poisonlab.errors.UnsupportedError` saying why the maker cannot work on this victim and data
-    (``"reachable"``: :func:`check_gauge_applies`), called before the clean victim is trained."""
-    check = getattr(TARGETS.get(target), "check_applies", None)
-    if check is not None:
-        check(model, input_shape, bounds)
+def check_target_supported(target: str, model: nn.Module, input_shape: Sequence[int], bounds: Bounds,
+                           options: Mapping[str, Any] | None = None) -> None:
+    """The maker ``target``'s :meth:`TargetMaker.check_supported` (with ``options``, checked first):
+    an :class:`~poisonlab.errors.UnsupportedError` saying why the maker cannot work on this victim and
+    data (``"reachable"``: :func:`check_gauge_applies`), called before the clean victim is trained."""
+    TARGETS.get(target)(**dict(options or {})).check_supported(model, input_shape, bounds)
 
 
 def is_target_path(target: str) -> bool:
@@ -178,14 +239,12 @@ def make_target(target: str, model: nn.Module, val: Dataset, options: Mapping[st
     instead of recomputing it. ``info["cache"]`` says ``"hit"``, ``"miss"`` or None (no cache)."""
     if is_target_path(target):
         return load_target(target, model), {"source": str(target)}
-    maker = TARGETS.get(target)
-    with_context = needs_context(target)
+    maker = TARGETS.get(target)(**dict(options))  # options checked, defaults filled in (canonical cache keys)
+    with_context = maker.needs_context
     if with_context and context is None:
         raise ConfigError(f"target {target!r} is made for a poisoning problem (D_tr, the data's box and the poison "
                           "fraction): use it through an attack (e.g. gc's target: reachable) or pass context=")
-    config_cls = getattr(maker, "Config", None)  # a maker with an options dataclass: the key holds every option
-    if config_cls is not None:
-        options = config_to_dict(config_from_dict(config_cls, options, f"target {target!r}"))
+    options = maker.options()
 
     def key() -> dict[str, Any]:
         p = next(model.parameters(), None)
@@ -199,7 +258,7 @@ def make_target(target: str, model: nn.Module, val: Dataset, options: Mapping[st
                                 "fraction": float(context.fraction)}} if with_context and context is not None else {})}
 
     def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        made, info = maker(model, val, options, progress, context=context) if with_context else maker(model, val, options, progress)
+        made, info = maker.make(model, val, progress=progress, context=context if with_context else None)
         return made.state_dict(), info
 
     state, info, hit = cached_build(cache, "target", key, build)

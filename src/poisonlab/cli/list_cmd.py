@@ -11,23 +11,22 @@ def add_parser(sub) -> None:
 
 
 def registered() -> dict[str, list[tuple[str, str]]]:
+    """Every registered name of each kind with its one-line summary, plugins (entry points, and
+    components registered in this process) included."""
     from ..attacks import ATTACKS
+    from ..attacks.targets import TARGETS
     from ..data import DATASETS
+    from ..defenses import DEFENSES
     from ..models import GENERATORS, VICTIMS
 
-    out = {
+    return {
         "datasets": [(n, DATASETS.get(n).description) for n in DATASETS] + [("PATH.npz", "any npz with x_train y_train x_test y_test")],
-        "models": [(n, (VICTIMS.get(n).__doc__ or "").strip()) for n in VICTIMS],
+        "models": [(n, VICTIMS.get(n).summary) for n in VICTIMS],
         "generators": [(n, (GENERATORS.get(n).__doc__ or "").strip().splitlines()[0]) for n in GENERATORS],
         "attacks": [(n, ATTACKS.get(n).summary) for n in ATTACKS],
+        "defenses": [(n, DEFENSES.get(n).summary) for n in DEFENSES],
+        "targets": [(n, TARGETS.get(n).summary) for n in TARGETS] + [("FILE.safetensors", "a saved target model")],
     }
-    try:  # layers added later register themselves here when present
-        from ..defenses import DEFENSES
-
-        out["defenses"] = [(n, getattr(DEFENSES.get(n), "summary", "")) for n in DEFENSES]
-    except ImportError:
-        pass
-    return out
 
 
 def run(args: argparse.Namespace) -> int:

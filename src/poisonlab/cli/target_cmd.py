@@ -1,26 +1,29 @@
-"""``poisonlab target``: train the clean victim, make a target from it (GradPC or the reachable target), save it.
+"""``poisonlab target``: train the clean victim, make a target from it with a registered maker (GradPC,
+the reachable target, a plugin's), save it.
 
 Also the flags and the validation that ``target`` and ``threshold`` share (:func:`add_target_command`,
-:func:`prepare_target`). The target (safetensors) feeds ``poisonlab threshold --target FILE`` and
-``poisonlab run --attack gc --target FILE``.
+:func:`prepare_target`); the target itself comes from :func:`poisonlab.protocol.reachability.resolve_target`,
+as in :func:`poisonlab.threshold`. The target (safetensors) feeds ``poisonlab threshold --target FILE``
+and ``poisonlab run --attack gc --target FILE``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from torch import nn
 
 from ..attacks.gradpc import GradPCConfig
-from ..attacks.targets import TargetContext, make_target, needs_context
+from ..attacks.targets import TARGETS, is_target_path, load_target, needs_context
 from ..cache import as_cache
 from ..errors import ConfigError
-from ..protocol import RunConfig, load_state, prepare, pretrain_victim, save_model
+from ..protocol import RunConfig, load_state, prepare, save_model
 from ..protocol.prepare import Prepared
+from ..protocol.reachability import resolve_target
 from ..reporting import format_table
 from ..training import accuracy
 
@@ -84,44 +87,22 @@ def prepared(args: argparse.Namespace) -> Prepared:
     return prepare(run_config(args))
 
 
-def clean_model(prep: Prepared, args: argparse.Namespace) -> nn.Module:
-    if args.clean:
-        model = prep.spec.build(args.seed)
-        from ..attacks.targets import load_target
-
-        return load_target(args.clean, model)
-    if not args.quiet:
-        print("[poisonlab] training the clean victim on D_tr" + (" (or loading it from the cache)" if args.cache_dir else ""),
-              file=sys.stderr, flush=True)
-    model, _ = pretrain_victim(run_config(args), prep, progress=not args.quiet)  # stage 1 of the protocol
-    return model
-
-
-#: Per maker: the keys of its info that ``target`` / ``threshold`` print, and those saved with the target
-#: as safetensors metadata (beside ``model`` and ``stage``).
-TARGET_SUMMARY: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "gradpc": (("eps_w", "norm", "topk", "radius", "relative_change", "nonzeros", "val_loss_clean", "val_loss_target",
-                "seconds"), ("eps_w",)),
-    "reachable": (("eps", "limit", "tau_gauge_bound", "tau_gauge", "tau_gauge_clean", "best_step", "val_accuracy_clean",
-                   "val_accuracy_target", "val_loss_clean", "val_loss_target", "relative_change", "lp_seconds", "seconds"),
-                  ("eps", "limit", "tau_gauge")),
-}
-
-
 def add_target_args(p: argparse.ArgumentParser) -> None:
     """``--target``, ``--fraction`` and ``--target-option`` / ``-T`` (the maker's options), shared by
     ``target`` and ``threshold``."""
-    p.add_argument("--target", default="gradpc", metavar="{" + ",".join(TARGET_SUMMARY) + ",FILE.safetensors}",
-                   help="target maker: gradpc (default: GradPC, parameter corruption), reachable (linear softmax "
-                        "victims: the most damaging target found with τ_gauge ≤ limit·ε at ε = --fraction), or a saved "
-                        "target .safetensors file (threshold only)")
+    p.add_argument("--target", default="gradpc", metavar="MAKER|FILE.safetensors",
+                   help="a registered target maker (see `poisonlab list`): gradpc (default: GradPC, parameter "
+                        "corruption), reachable (linear softmax victims: the most damaging target found with "
+                        "τ_gauge ≤ limit·ε at ε = --fraction) or a plugin's; or a saved target .safetensors file "
+                        "(threshold only)")
     p.add_argument("--fraction", type=float, default=0.03,
                    help="poison fraction ε in (0, 1]: the one threshold checks and the one target 'reachable' is made "
                         "for (default 0.03)")
     p.add_argument("--target-option", "-T", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the target maker (repeatable, value parsed as YAML), e.g. -T steps=60 or, as in "
-                        "run's -A, -T reachable.steps=60; gradpc: GradPCConfig (over the GradPC flags), reachable: "
-                        "ReachableConfig (fraction, limit, band, steps, step, chunk_size)")
+                        "run's -A, -T reachable.steps=60; the options are the maker's config: gradpc: GradPCConfig "
+                        "(over the GradPC flags), reachable: ReachableConfig (fraction, limit, band, steps, step, "
+                        "chunk_size)")
 
 
 def add_target_command(sub, name: str, *, help: str, description: str, handler) -> argparse.ArgumentParser:
@@ -137,12 +118,11 @@ def add_target_command(sub, name: str, *, help: str, description: str, handler) 
 def target_options(args: argparse.Namespace, *, files: bool = True) -> dict[str, Any]:
     """The maker options of ``args.target``, checked before any work (data, training).
 
-    ``--target`` must be a maker of :data:`TARGET_SUMMARY` or, with ``files``, an existing
-    ``.safetensors`` file; ``--fraction`` in (0, 1]; the GradPC flags apply to ``gradpc`` only; ``-T``
-    keys (bare or ``<maker>.KEY``) must be options of the maker (its ``Config``). A ``-T`` key wins over
-    the GradPC flag of the same option. Raises :class:`~poisonlab.errors.ConfigError`."""
-    from ..attacks.targets import TARGETS, is_target_path  # the package import registers gradpc and reachable
-    from ..options import config_from_dict
+    ``--target`` must be a registered maker (:data:`~poisonlab.attacks.targets.TARGETS`, plugins
+    included) or, with ``files``, an existing ``.safetensors`` file; ``--fraction`` in (0, 1]; the
+    GradPC flags apply to ``gradpc`` only; ``-T`` keys (bare or ``<maker>.KEY``) must be options of the
+    maker (its config class). A ``-T`` key wins over the GradPC flag of the same option. Raises
+    :class:`~poisonlab.errors.ConfigError`."""
     from ..validation import check_fraction
     from .key_values import parse_key_values
 
@@ -154,15 +134,15 @@ def target_options(args: argparse.Namespace, *, files: bool = True) -> dict[str,
     flags = gradpc_options(args)
     if is_target_path(target):
         if not files:
-            raise ConfigError(f"--target {target}: this command makes a target ({', '.join(TARGET_SUMMARY)}); "
+            raise ConfigError(f"--target {target}: this command makes a target ({', '.join(TARGETS.names())}); "
                               "a saved target goes to 'poisonlab threshold --target FILE' or 'poisonlab run --target FILE'")
         if not Path(target).is_file():
             raise ConfigError(f"--target {target}: no such file")
         if given or flags:
             raise ConfigError(f"--target {target}: a saved target takes no maker options (-T, --eps-w, --pc-*)")
         return {}
-    if target not in TARGET_SUMMARY or target not in TARGETS:
-        raise ConfigError(f"unknown --target {target!r}: give {' or '.join(TARGET_SUMMARY)}"
+    if target not in TARGETS:
+        raise ConfigError(f"unknown --target {target!r}: give a target maker ({', '.join(TARGETS.names())})"
                           + (" or a .safetensors file" if files else ""))
     if flags and target != "gradpc":
         raise ConfigError(f"--target {target}: the GradPC flags (--eps-w, --pc-*) configure target 'gradpc' only; "
@@ -170,73 +150,54 @@ def target_options(args: argparse.Namespace, *, files: bool = True) -> dict[str,
     options = dict(flags)
     for key, value in given.items():
         maker, dot, rest = key.partition(".")
-        if dot and maker in TARGET_SUMMARY:
+        if dot and maker in TARGETS:
             if maker != target:
                 raise ConfigError(f"target option {key!r} is for target {maker!r}, not --target {target}")
             key = rest
         options[key] = value
-    config_cls = getattr(TARGETS.get(target), "Config", None)
-    if config_cls is not None:
-        config_from_dict(config_cls, options, f"target {target!r}")  # unknown keys, bad values
+    TARGETS.get(target)(**options)  # unknown keys, bad values
     return options
 
 
-def check_target_applies(prep: Prepared, args: argparse.Namespace) -> None:
-    """:class:`~poisonlab.errors.UnsupportedError` before training where ``args.target`` cannot work on
-    the victim: ``reachable`` needs the box gauge (a linear softmax victim, bounded data)."""
-    if args.target in TARGET_SUMMARY:
-        from ..attacks.targets import check_maker_applies
-
-        check_maker_applies(args.target, prep.spec.build(args.seed), prep.data.train.input_shape, prep.data.bounds)
-
-
-def build_target(prep: Prepared, args: argparse.Namespace, options: Mapping[str, Any]
-                 ) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
-    """(target model, clean model or None, info) for ``args.target``: a maker (made from the clean
-    victim with ``options``, the reachable one for ε = ``args.fraction``; through ``--cache-dir``) or a
-    .safetensors path. ``options``: :func:`target_options`'s."""
-    target = args.target
-    if target not in TARGET_SUMMARY:
-        model, info = make_target(target, prep.spec.build(args.seed), prep.data.val, {})
-        return model, None, info
-    clean = clean_model(prep, args)
-    context = TargetContext(prep.data.train, prep.data.bounds, args.fraction) if needs_context(target) else None
-    model, info = make_target(target, clean, prep.data.val, options, progress=not args.quiet,
-                              cache=as_cache(args.cache_dir), context=context)
-    return model, clean, info
-
-
 def target_summary(target: str, info: Mapping[str, Any]) -> dict[str, Any]:
-    """The maker's info that the commands print (:data:`TARGET_SUMMARY`) and ``cache``: "hit" (the target,
+    """The maker's info that the commands print (its ``report_keys``) and ``cache``: "hit" (the target,
     and its seconds, come from an earlier build), "miss" or None; a file: its ``source``."""
-    keys = TARGET_SUMMARY[target][0] if target in TARGET_SUMMARY else ("source",)
-    return {**{k: info.get(k) for k in keys}, "cache": info.get("cache")}
+    shown = {"source": info.get("source")} if is_target_path(target) else TARGETS.get(target).report(info)
+    return {**shown, "cache": info.get("cache")}
 
 
 def save_target(path: str, target: nn.Module, args: argparse.Namespace, info: Mapping[str, Any]) -> None:
-    """Save ``target`` as safetensors with its model, stage (``target:<maker>``) and the maker's metadata keys."""
-    keys = TARGET_SUMMARY[args.target][1] if args.target in TARGET_SUMMARY else ()
-    stage = f"target:{args.target}" if args.target in TARGET_SUMMARY else "target"
-    save_model(path, target, {"model": args.model, "stage": stage, **{k: str(info[k]) for k in keys}})
+    """Save ``target`` as safetensors with its model, stage (``target:<maker>``) and the maker's
+    ``metadata_keys``."""
+    made = not is_target_path(args.target)
+    keys = TARGETS.get(args.target).metadata_keys if made else ()
+    save_model(path, target, {"model": args.model, "stage": f"target:{args.target}" if made else "target",
+                              **{k: str(info[k]) for k in keys if k in info}})
 
 
 def prepare_target(args: argparse.Namespace, *, files: bool = True
                    ) -> tuple[Prepared, nn.Module, nn.Module | None, dict[str, Any]]:
-    """Validate (:func:`target_options`, then :func:`check_target_applies` on the loaded data), then
-    build: (prepared data, target, clean model or None, info)."""
+    """Validate (:func:`target_options`), load the data, then :func:`~poisonlab.protocol.reachability.resolve_target`
+    (the maker's conditions on the victim before any training; the clean victim from ``--clean`` or
+    trained through ``--cache-dir``): (prepared data, target, clean model or None, info)."""
     options = target_options(args, files=files)
     prep = prepared(args)
-    check_target_applies(prep, args)
-    target, clean, info = build_target(prep, args, options)
+    clean = None
+    if args.clean and not is_target_path(args.target):
+        clean = load_target(args.clean, prep.spec.build(args.seed))
+    exp = replace(prep.experiment, split_seed=args.seed)  # the clean victim's cache key, as in `poisonlab run`
+    target, clean, info = resolve_target(args.target, exp, prep.spec, args.seed, options=options,
+                                         fraction=args.fraction, cache=as_cache(args.cache_dir),
+                                         progress=not args.quiet, clean=clean)
     return prep, target, clean, info
 
 
 def add_parser(sub) -> None:
     p = add_target_command(
         sub, "target", handler=run, help="make a target model (GradPC or the reachable target) and save it",
-        description="Train the clean victim (or load --clean), make the target from it — GradPC (max validation "
-                    "loss, ‖Δw‖ ≤ eps_w‖w‖) or reachable (min validation accuracy, τ_gauge ≤ limit·ε) — and save "
-                    "it as safetensors.")
+        description="Train the clean victim (or load --clean), make the target from it with a registered maker — "
+                    "GradPC (max validation loss, ‖Δw‖ ≤ eps_w‖w‖), reachable (min validation accuracy, "
+                    "τ_gauge ≤ limit·ε) or a plugin's — and save it as safetensors.")
     p.add_argument("--out", default="target.safetensors", help="where to save the target (default target.safetensors)")
 
 
@@ -246,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     save_target(args.out, target, args, info)
     summary = {
         "dataset": args.dataset, "model": args.model, "target": args.target, "out": args.out,
-        **({"fraction": args.fraction} if args.target == "reachable" else {}),
+        **({"fraction": args.fraction} if needs_context(args.target) else {}),
         "clean_test_accuracy": accuracy(clean, prep.bundle.test),
         "target_test_accuracy": accuracy(target, prep.bundle.test),
         **target_summary(args.target, info),

@@ -35,17 +35,17 @@ they travel: a defense instance keeps no state between calls).
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar, Union, cast, final
+from typing import Any, Callable, ClassVar, Mapping, TypeVar, Union, final
 
 import torch
 from torch import nn
 
+from ..component import Component, component_registry
 from ..data.splits import check_fraction, poison_count
 from ..data.types import Dataset, PoisonedDataset
 from ..errors import ConfigError, ContractError
-from ..options import config_class, config_from_dict, config_to_dict
 from ..registry import Registry
 from ..training.victim import Victim
 
@@ -129,41 +129,25 @@ ScoreResult = Union[torch.Tensor, "tuple[torch.Tensor, dict[str, Any]]"]
 
 #: a defense's config type: ``class KnnDefense(Defense[KnnConfig])`` makes ``self.config`` a ``KnnConfig``
 C = TypeVar("C", bound=DefenseConfig)
+T = TypeVar("T", bound=type)
 
 
-class Defense(ABC, Generic[C]):
-    """Base class. Subclasses subclass ``Defense[XConfig]``, set ``name`` (via
-    :func:`register_defense`) and ``summary``, and implement ``_score`` (and ``check_supported`` when
-    the victim or the data may not fit); training-time defenses set ``removes = False`` and override
-    ``fit``. The type parameter is the one declaration of the config class: it types ``self.config``
-    for mypy and, read at class creation (:func:`~poisonlab.options.config_class`), sets ``Config``,
-    the class the registry builds from (a subclass without a parameter inherits its parent's;
-    ``class X(Defense)`` is a TypeError)."""
+class Defense(Component[C]):
+    """Base class (a :class:`~poisonlab.component.Component`). Subclasses subclass ``Defense[XConfig]``,
+    are registered with :func:`register_defense` (which sets ``name``), set ``summary``, and implement
+    ``_score`` (and ``check_supported`` when the victim or the data may not fit); training-time defenses
+    set ``removes = False`` and override ``fit``. The type parameter is the one declaration of the
+    config class: it types ``self.config`` for mypy and, read at class creation
+    (:func:`~poisonlab.options.config_class`), sets ``Config``, the class the registry builds from
+    (a subclass without a parameter inherits its parent's; ``class X(Defense)`` is a TypeError)."""
 
-    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "defense"
+    config_base: ClassVar[type] = DefenseConfig
     #: the config class, derived from the type parameter (never set in a class body)
     Config: ClassVar[type[DefenseConfig]]
     summary: ClassVar[str] = ""
     #: False for training-time defenses (MaxUp): the filter keeps every point
     removes: ClassVar[bool] = True
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        config = config_class(cls, Defense, DefenseConfig)
-        if config is not None:  # None: a generic intermediate (``Defense[AC]``), its subclasses give it
-            cls.Config = config
-
-    def __init__(self, config: DefenseConfig | None = None, **options: Any) -> None:
-        if config is not None and options:
-            raise TypeError("pass either a config object or keyword options, not both")
-        built = config if config is not None else config_from_dict(self.Config, options, f"defense {self.name!r}")
-        if not isinstance(built, self.Config):
-            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(built).__name__}")
-        #: the instance's options (an instance of ``Config``, checked above)
-        self.config: C = cast(C, built)
-
-    def options(self) -> dict[str, Any]:
-        return config_to_dict(self.config)
 
     def check_supported(self, data: Dataset, victim: Victim) -> None:  # noqa: B027 - an optional hook, not abstract
         """Raise :class:`~poisonlab.errors.UnsupportedError` (saying why) when this defense cannot run
@@ -260,23 +244,20 @@ class Defense(ABC, Generic[C]):
         ``(scores, info)`` with a JSON-serialisable dict of diagnostics."""
 
 
-DEFENSES: Registry[type[Defense]] = Registry("defense")
+#: every defense by name; filled by :func:`register_defense` and the ``poisonlab.defenses`` entry points
+DEFENSES: Registry[type[Defense]] = component_registry("defense", Defense, "poisonlab.defenses")
 
 
-def register_defense(name: str, *, replace: bool = False):
-    """Class decorator: register under ``name`` (== module name for the built-in defenses) and set
-    ``cls.name``. A name already taken raises unless ``replace=True`` (e.g. a notebook cell that
-    defines a defense and is run again), which puts the class in place of the old entry."""
-
-    def deco(cls: type[Defense]) -> type[Defense]:
-        DEFENSES.add(name, cls, replace=replace)
-        cls.name = name
-        return cls
-
-    return deco
+def register_defense(name: str, *, replace: bool = False) -> Callable[[T], T]:
+    """Class decorator (``pl.register_defense``): register a :class:`Defense` subclass under ``name``
+    (== module name for the built-in defenses) and set its ``name``. A name already taken raises
+    unless ``replace=True`` (e.g. a notebook cell that defines a defense and is run again), which puts
+    the class in place of the old entry."""
+    return DEFENSES.register(name, replace=replace)
 
 
-def build_defense(name: str, options: dict[str, Any] | None = None) -> Defense:
+def build_defense(name: str, options: Mapping[str, Any] | None = None) -> Defense:
+    """The registered defense ``name`` with ``options`` (checked by its config class)."""
     return DEFENSES.get(name)(**(options or {}))
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, cast
 
@@ -31,7 +32,7 @@ from ..errors import ConfigError, DataError
 from ..paths import extractor_dir
 from ..registry import Registry
 from ..storage import file_sha256
-from .victims import VICTIMS, ResNet18
+from .victims import Architecture, ArchitectureConfig, ResNet18, register_victim
 
 ENCODERS: Registry[type] = Registry("encoder")
 METADATA_KEY = "poisonlab_extractor"
@@ -256,29 +257,40 @@ def extractor_victim(extractor: str | None, input_shape: Sequence[int], num_clas
     return ExtractorVictim(encoder, adapter, num_classes, frozen=frozen, encoder_lr_scale=scale)
 
 
-def _no_options(name: str, opts: dict) -> None:
-    if opts:
-        raise ConfigError(f"model {name!r} has no option(s) {sorted(opts)}; valid: none")
-
-
-@VICTIMS.register("linear_probe")
-def _linear_probe(input_shape, num_classes, extractor: str | None = None, **opts):
+@register_victim("linear_probe")
+class LinearProbe(Architecture[ArchitectureConfig]):
     """linear_probe:<extractor> — frozen pre-trained extractor, trained linear head"""
-    _no_options("linear_probe", opts)
-    return extractor_victim(extractor, input_shape, num_classes, frozen=True)
+
+    summary = "linear_probe:<extractor> — frozen pre-trained extractor, trained linear head"
+    takes_argument = True
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        return extractor_victim(self.argument, input_shape, num_classes, frozen=True)
 
 
-@VICTIMS.register("fine_tune")
-def _fine_tune(input_shape, num_classes, extractor: str | None = None, encoder_lr_scale: float | str = "auto", **opts):
+@dataclass(frozen=True, kw_only=True)
+class FineTuneConfig(ArchitectureConfig):
+    """Options of ``fine_tune``.
+
+    Attributes:
+        encoder_lr_scale: The encoder's SGD step is encoder_lr_scale x lr: a number >= 0 or "auto"
+            (1 / median standardiser scale²). Default "auto".
+    """
+
+    encoder_lr_scale: float | str = "auto"
+
+
+@register_victim("fine_tune")
+class FineTune(Architecture[FineTuneConfig]):
     """fine_tune:<extractor> — whole network trained, starting from the pre-trained extractor; the
     encoder's SGD step is encoder_lr_scale x lr (default 'auto': 1 / median standardiser scale²)"""
-    if opts:
-        raise ConfigError(f"model 'fine_tune' has no option(s) {sorted(opts)}; valid: encoder_lr_scale")
-    return extractor_victim(extractor, input_shape, num_classes, frozen=False, encoder_lr_scale=encoder_lr_scale)
 
+    summary = "fine_tune:<extractor> — whole network trained from the pre-trained extractor (option encoder_lr_scale)"
+    takes_argument = True
 
-_linear_probe.takes_argument = True  # type: ignore[attr-defined]
-_fine_tune.takes_argument = True  # type: ignore[attr-defined]
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        return extractor_victim(self.argument, input_shape, num_classes, frozen=False,
+                                encoder_lr_scale=self.config.encoder_lr_scale)
 
 
 def split_head(model: nn.Module) -> tuple[Any, nn.Linear]:

@@ -17,7 +17,15 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..attacks.targets import TARGETS, TargetContext, check_maker_applies, is_target_path, load_target, make_target, needs_context
+from ..attacks.targets import (
+    TARGETS,
+    TargetContext,
+    check_target_supported,
+    is_target_path,
+    load_target,
+    make_target,
+    needs_context,
+)
 from ..autodiff import named_params
 from ..cache import ArtifactCache
 from ..data import poison_count
@@ -39,23 +47,27 @@ def clean_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: in
 
 def resolve_target(target: Any, data: ExperimentData, spec: VictimSpec, seed: int, *,
                    options: Mapping[str, Any] | None = None, fraction: float | None = None,
-                   cache: ArtifactCache | None = None, progress: bool = False
+                   cache: ArtifactCache | None = None, progress: bool = False, clean: nn.Module | None = None
                    ) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
     """(target model, clean model or None, info) for ``target``: a registered maker's name
     (:data:`~poisonlab.attacks.targets.TARGETS`: ``"gradpc"``, ``"reachable"``, a user's own), made
     from the clean-trained victim with ``options``; a ``.safetensors`` path; a state dict; or a module.
 
     A maker made for a poisoning problem (``needs_context``, e.g. ``"reachable"``) is made for D_tr,
-    the data's box and the poison fraction ``fraction``, which it then requires. A maker's conditions
-    on the victim (``"reachable"``: the box gauge) are checked before the clean victim is trained."""
+    the data's box and the poison fraction ``fraction``, which it then requires. The maker's options
+    and its conditions on the victim (:meth:`~poisonlab.attacks.targets.TargetMaker.check_supported`;
+    ``"reachable"``: the box gauge) are checked before the clean victim is trained (through ``cache``),
+    or taken as given: ``clean``, weights of ``spec`` trained on D_tr."""
     if isinstance(target, str) and not is_target_path(target):
         context = None
         if needs_context(target):  # an unknown name fails here, before any work
             if fraction is None:
                 raise ConfigError(f"target {target!r} is made for a poison fraction: give fraction=")
             context = TargetContext(data.train, data.bounds, float(fraction))
-        check_maker_applies(target, spec.build(seed), data.train.input_shape, data.bounds)
-        clean, _ = train_clean(data, spec, seed, cache=cache, progress=progress)
+        check_target_supported(target, clean if clean is not None else spec.build(seed), data.train.input_shape,
+                               data.bounds, options)
+        if clean is None:
+            clean, _ = train_clean(data, spec, seed, cache=cache, progress=progress)
         model, info = make_target(target, clean, data.val, dict(options or {}), progress, cache=cache, context=context)
         return model, clean, info
     if options:
