@@ -68,8 +68,7 @@ def main() -> None:
     rows = []
     for name, options in attacks.items():
         r = pl.run(data, victim, name, fraction=0.03, options=options, progress=False)
-        rows.append((name, r["n_poison"], r["clean_accuracy"], r["poisoned_accuracy"], r["accuracy_drop"],
-                     r["attack_seconds"]))
+        rows.append((name, r.n_poison, r.clean_accuracy, r.poisoned_accuracy, r.accuracy_drop, r.attack_seconds))
 
     # a defense judged on the label-flip poisons
     poisons = pl.poison(data, victim, "label_flip", fraction=0.03, progress=False)

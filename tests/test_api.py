@@ -129,20 +129,22 @@ def test_user_module_on_tabular_data_run_poison_defend_threshold(tmp_path):
     data = pl.data_from_arrays(x, y, bounds=bounds)
     v = pl.victim(TinyMLP, optimizer="adam", lr=1e-2, epochs=20)
     res = pl.run(data, v, "label_flip", 0.1, progress=False)
-    assert res["model"] == "TinyMLP" and res["n_poison"] == round(0.1 * len(data.train))
-    assert res["clean_accuracy"] > 60.0  # it learned something (3 classes, chance 33 %)
-    assert res["accuracy_drop"] == pytest.approx(res["clean_accuracy"] - res["poisoned_accuracy"])
-    assert res["artifacts"] == {} and not list(tmp_path.iterdir())  # out=None writes nothing
+    assert isinstance(res, pl.RunResult) and res.defended is None
+    assert res.model == "TinyMLP" and res.n_poison == round(0.1 * len(data.train))
+    assert res.clean_accuracy > 60.0  # it learned something (3 classes, chance 33 %)
+    assert res.accuracy_drop == pytest.approx(res.clean_accuracy - res.poisoned_accuracy)
+    assert res.artifacts == {} and not list(tmp_path.iterdir())  # out=None writes nothing
     again = pl.run(data, v, "label_flip", 0.1, progress=False)
-    assert again["poisoned_accuracy"] == res["poisoned_accuracy"]  # same seed, same numbers
+    assert again.poisoned_accuracy == res.poisoned_accuracy  # same seed, same numbers
 
     p = pl.poison(data, v, "label_flip", 0.1, options={"mode": "random"}, progress=False)
     xs, ys, src = p.numpy()
-    assert xs.shape == (res["n_poison"], 6) and isinstance(xs, np.ndarray) and (src >= 0).all()
+    assert xs.shape == (res.n_poison, 6) and isinstance(xs, np.ndarray) and (src >= 0).all()
     assert np.array_equal(xs, data.train.x.numpy()[src])  # label flip keeps the inputs
     pl.validate(p, data)
 
     rep = pl.defend(data, p, v, "loss", options={"fraction": 0.1})
+    assert isinstance(rep, pl.DefenseResult) and rep.defended_drop is None  # pl.defend trains no clean victim
     assert rep.scores.shape == (len(data.train) + len(p),) and rep.keep.dtype == torch.bool
     assert rep.n_removed == round(0.1 * len(rep.scores)) and 0.0 <= rep.roc_auc <= 1.0
     json.dumps(rep.to_dict())
@@ -186,7 +188,7 @@ def test_cli_and_library_give_identical_poisons_and_accuracies(tmp_path, capsys)
     by_name = pl.run("digits", pl.victim("lr", epochs=3), "label_flip", 0.05, options={"mode": "random"},
                      out=tmp_path / "name", progress=False)
     for r in (lib, by_name):
-        assert (r["clean_accuracy"], r["poisoned_accuracy"]) == (cli["clean_accuracy"], cli["poisoned_accuracy"])
+        assert (r.clean_accuracy, r.poisoned_accuracy) == (cli["clean_accuracy"], cli["poisoned_accuracy"])
     cli_bytes = (tmp_path / "cli" / "poisons.npz").read_bytes()
     assert (tmp_path / "lib" / "poisons.npz").read_bytes() == cli_bytes
     assert (tmp_path / "name" / "poisons.npz").read_bytes() == cli_bytes
@@ -226,7 +228,7 @@ def test_re_registering_with_replace_works_like_a_re_run_cell():
         x, y, bounds = _tabular()
         res = pl.run(pl.data_from_arrays(x, y, bounds=bounds), pl.victim("my_mlp", epochs=2), "my_flip", 0.05,
                      progress=False)
-        assert res["attack"] == "my_flip" and res["model"] == "my_mlp"
+        assert res.attack == "my_flip" and res.model == "my_mlp"
     finally:
         ATTACKS._items.pop("my_flip", None)
         VICTIMS._items.pop("my_mlp", None)
@@ -241,9 +243,8 @@ def test_cache_is_an_explicit_argument(tmp_path):
     first = pl.run(data, v, "label_flip", 0.05, cache=tmp_path / "c", progress=False)
     second = pl.run(data, v, "label_flip", 0.05, cache=ArtifactCache(tmp_path / "c"), progress=False)
     plain = pl.run(data, v, "label_flip", 0.05, progress=False)
-    assert (first["cache"]["victim_clean"], second["cache"]["victim_clean"], plain["cache"]["victim_clean"]) == (
-        "miss", "hit", None)
-    assert first["clean_accuracy"] == second["clean_accuracy"] == plain["clean_accuracy"]
+    assert (first.cache["victim_clean"], second.cache["victim_clean"], plain.cache["victim_clean"]) == ("miss", "hit", None)
+    assert first.clean_accuracy == second.clean_accuracy == plain.clean_accuracy
     # another architecture is another entry
     pl.run(data, pl.victim(lambda: nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), epochs=3), "label_flip",
            0.05, cache=tmp_path / "c", progress=False)

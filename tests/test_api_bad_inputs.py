@@ -240,7 +240,7 @@ def test_bad_input_is_a_clear_error_before_any_training(call, error, pattern, tm
 def test_the_good_call_trains(tmp_path):
     """The control: the same call with nothing wrong runs (and writes ``out``)."""
     r = _run(out=tmp_path / "run")
-    assert (tmp_path / "run" / "result.json").is_file() and 0.0 <= r["poisoned_accuracy"] <= 100.0
+    assert (tmp_path / "run" / "result.json").is_file() and 0.0 <= r.poisoned_accuracy <= 100.0
 
 
 def test_model_errors_chain_the_original_exception():

@@ -86,9 +86,9 @@ def test_protocol_stage1_cache_hit_gives_identical_run(tmp_path):
     plain = run_protocol(RunConfig(**base, out=str(tmp_path / "plain")), progress=False, log=lambda m: None)
     cold = run_protocol(RunConfig(**base, out=str(tmp_path / "cold"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
     warm = run_protocol(RunConfig(**base, out=str(tmp_path / "warm"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
-    assert (plain["cache"]["victim_clean"], cold["cache"]["victim_clean"], warm["cache"]["victim_clean"]) == (None, "miss", "hit")
+    assert (plain.cache["victim_clean"], cold.cache["victim_clean"], warm.cache["victim_clean"]) == (None, "miss", "hit")
     for key in ("clean_accuracy", "poisoned_accuracy", "accuracy_drop"):
-        assert plain[key] == cold[key] == warm[key]
+        assert getattr(plain, key) == getattr(cold, key) == getattr(warm, key)
     states = [load_state(tmp_path / d / "victim_clean.safetensors") for d in ("plain", "cold", "warm")]
     assert len({tensor_fingerprint(*(s[k] for k in sorted(s))) for s in states}) == 1
     assert len(ArtifactCache(tmp_path / "c").entries("victim_clean")) == 1
@@ -150,12 +150,12 @@ def test_an_edit_of_the_code_is_a_cache_miss(tmp_path, monkeypatch):
     quiet = dict(progress=False, log=lambda m: None)
     first = run_protocol(replace(cfg, out=str(tmp_path / "a")), **quiet)
     again = run_protocol(replace(cfg, out=str(tmp_path / "b")), **quiet)
-    assert (first["cache"]["victim_clean"], again["cache"]["victim_clean"]) == ("miss", "hit")
+    assert (first.cache["victim_clean"], again.cache["victim_clean"]) == ("miss", "hit")
     (entry,) = ArtifactCache(tmp_path / "c").entries("victim_clean")
     assert entry.key["source_sha256"] == source_fingerprint()  # the stored key shows which code trained it
     monkeypatch.setattr(cache_mod, "source_fingerprint", lambda root=None: "0" * 64)  # "the code was edited"
     edited = run_protocol(replace(cfg, out=str(tmp_path / "c2")), **quiet)
-    assert edited["cache"]["victim_clean"] == "miss"
+    assert edited.cache["victim_clean"] == "miss"
     assert len(ArtifactCache(tmp_path / "c").entries("victim_clean")) == 2
 
 

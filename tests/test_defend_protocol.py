@@ -75,22 +75,27 @@ def test_defend_stage_and_saved_run(tmp_path):
     base = run_protocol(RunConfig(epochs=2, fraction=0.05, out=str(tmp_path / "base")), **quiet)
     res = run_protocol(RunConfig(epochs=2, fraction=0.05, defense="knn", defense_options={"k": 5},
                                  out=str(tmp_path / "r")), **quiet)
-    n_total = res["n_train"] + res["n_poison"]
-    det = res["detection"]
-    assert det["n_removed"] == poison_count(0.03, n_total)
-    for key in ("precision", "recall", "roc_auc"):
-        assert 0.0 <= det[key] <= 1.0
-    assert res["defended_drop"] == pytest.approx(res["clean_accuracy"] - res["defended_accuracy"])
-    assert det["recall"] == pytest.approx(det["n_poison_removed"] / res["n_poison"])
+    dfn = res.defended
+    assert dfn is not None and base.defended is None
+    n_total = res.n_train + res.n_poison
+    assert dfn.n_removed == poison_count(0.03, n_total)
+    for value in (dfn.precision, dfn.recall, dfn.roc_auc):
+        assert value is not None and 0.0 <= value <= 1.0
+    assert dfn.defended_drop == pytest.approx(res.clean_accuracy - dfn.defended_accuracy)
+    assert dfn.recall == pytest.approx(dfn.n_poison_removed / res.n_poison)
+    assert dfn.scores is not None and dfn.scores.shape == (n_total,) and dfn.poisoned_accuracy == res.poisoned_accuracy
     with np.load(tmp_path / "r" / "defense_scores.npz", allow_pickle=False) as z:
-        assert z["scores"].shape == (n_total,) and int(z["is_poison"].sum()) == res["n_poison"]
-        assert int((~z["keep"]).sum()) == det["n_removed"]
+        assert z["scores"].shape == (n_total,) and int(z["is_poison"].sum()) == res.n_poison
+        assert int((~z["keep"]).sum()) == dfn.n_removed
+        assert np.array_equal(z["scores"], dfn.scores.numpy())
     assert (tmp_path / "r" / "victim_defended.safetensors").is_file()
     stored = json.loads((tmp_path / "r" / "result.json").read_text())
     assert stored["defense"] == "knn" and stored["defense_options"]["k"] == 5
+    assert stored["detection"] == dfn.detection and stored["defense_seconds"] == dfn.seconds
 
     saved = defend_saved_run(tmp_path / "base", build_defense("knn", {"k": 5}), out=tmp_path / "base" / "knn")
-    assert saved["defended_accuracy"] == res["defended_accuracy"]
-    assert saved["detection"] == res["detection"]
-    assert saved["defended_drop"] == pytest.approx(base["clean_accuracy"] - saved["defended_accuracy"])
-    assert (tmp_path / "base" / "knn" / "defense.json").is_file()
+    assert saved.defended_accuracy == dfn.defended_accuracy
+    assert saved.detection == dfn.detection
+    assert saved.defended_drop == pytest.approx(base.clean_accuracy - saved.defended_accuracy)
+    on_disk = json.loads((tmp_path / "base" / "knn" / "defense.json").read_text())
+    assert on_disk == {**saved.to_dict(), "run": str(tmp_path / "base"), "accuracy_drop": base.accuracy_drop}

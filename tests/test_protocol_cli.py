@@ -18,15 +18,12 @@ TINY = dict(epochs=3, batch_size=128)
 def test_protocol_result_and_artifacts(tmp_path):
     cfg = RunConfig(out=str(tmp_path / "r"), fraction=0.05, **TINY)
     res = run_protocol(cfg, progress=False, log=lambda m: None)
-    for key in ("dataset", "model", "attack", "fraction", "seed", "n_train", "n_poison", "clean_accuracy",
-                "poisoned_accuracy", "accuracy_drop", "attack_seconds", "total_seconds", "poisonlab_version", "config"):
-        assert key in res
-    assert res["n_poison"] == round(0.05 * res["n_train"])
-    assert res["accuracy_drop"] == pytest.approx(res["clean_accuracy"] - res["poisoned_accuracy"])
+    assert res.n_poison == round(0.05 * res.n_train)
+    assert res.accuracy_drop == pytest.approx(res.clean_accuracy - res.poisoned_accuracy)
     on_disk = json.loads((tmp_path / "r" / "result.json").read_text())
-    assert on_disk["clean_accuracy"] == res["clean_accuracy"] and on_disk["config"]["recipe"]["epochs"] == 3
+    assert on_disk["clean_accuracy"] == res.clean_accuracy and on_disk["config"]["recipe"]["epochs"] == 3
     p = load_poisons(tmp_path / "r" / "poisons.npz")
-    assert len(p) == res["n_poison"] and (p.source_index >= 0).all()
+    assert len(p) == res.n_poison and (p.source_index >= 0).all()
     assert (tmp_path / "r" / "poisons.png").stat().st_size > 1000
     assert "linear.weight" in load_state(tmp_path / "r" / "victim_clean.safetensors")
 
@@ -34,7 +31,7 @@ def test_protocol_result_and_artifacts(tmp_path):
 def test_same_seed_same_numbers_and_identical_poisons(tmp_path):
     r = [run_protocol(RunConfig(out=str(tmp_path / f"r{i}"), seed=s, fraction=0.1, attack_options={"mode": "random"}, **TINY),
                       progress=False, log=lambda m: None) for i, s in enumerate((4, 4, 5))]
-    assert r[0]["clean_accuracy"] == r[1]["clean_accuracy"] and r[0]["poisoned_accuracy"] == r[1]["poisoned_accuracy"]
+    assert r[0].clean_accuracy == r[1].clean_accuracy and r[0].poisoned_accuracy == r[1].poisoned_accuracy
     b0, b1, b2 = ((tmp_path / f"r{i}" / "poisons.npz").read_bytes() for i in range(3))
     assert b0 == b1 and b0 != b2
     a, b = np.load(tmp_path / "r0" / "poisons.npz"), np.load(tmp_path / "r1" / "poisons.npz")
@@ -45,14 +42,14 @@ def test_poison_reuse_reproduces_poisoned_accuracy(tmp_path):
     first = run_protocol(RunConfig(out=str(tmp_path / "a"), fraction=0.2, **TINY), progress=False, log=lambda m: None)
     again = run_protocol(RunConfig(out=str(tmp_path / "b"), fraction=0.2, poisons=str(tmp_path / "a"), **TINY),
                          progress=False, log=lambda m: None)
-    assert again["poisoned_accuracy"] == first["poisoned_accuracy"]
+    assert again.poisoned_accuracy == first.poisoned_accuracy
 
 
 def test_label_flip_at_full_budget_hurts(tmp_path):
     """Behaviour, not just 'it ran': flipping as many points as D_tr has must lower accuracy."""
     res = run_protocol(RunConfig(out=str(tmp_path / "r"), fraction=1.0, epochs=20, batch_size=64),
                        progress=False, log=lambda m: None)
-    assert res["accuracy_drop"] > 20.0
+    assert res.accuracy_drop > 20.0
 
 
 def test_cli_run_with_yaml_config_and_flags(tmp_path, capsys):
@@ -152,6 +149,6 @@ def test_replace_injection_makes_unlearnable_examples_bite(tmp_path):
                         attack_options={"radius": 0.1, "rounds": 10, "pgd_steps": 20},
                         epochs=20, batch_size=64)
         res = run_protocol(cfg, progress=False, log=lambda m: None)
-        assert res["injection"] == inj and res["n_poison"] == res["n_train"]
-        drops[inj] = res["accuracy_drop"]
+        assert res.injection == inj and res.n_poison == res.n_train
+        drops[inj] = res.accuracy_drop
     assert drops["replace"] > drops["add"] + 4.0, drops

@@ -14,7 +14,7 @@ from poisonlab import provenance
 def test_run_records_its_environment(tmp_path):
     before = torch.are_deterministic_algorithms_enabled()
     r = pl.run("digits", pl.victim("lr", epochs=1), "label_flip", 0.03, progress=False, out=tmp_path / "run")
-    env = r["environment"]
+    env = r.environment
     assert env["torch_threads"] == torch.get_num_threads()
     assert env["device"] == "cpu" and env["device_name"]
     assert env["poisonlab_version"] == pl.__version__ and env["torch_version"] == torch.__version__

@@ -4,7 +4,7 @@
     >>> data = pl.data_from_arrays(x_train, y_train, x_test, y_test, bounds=(lo, hi))   # doctest: +SKIP
     >>> victim = pl.victim(lambda: MyNet(), optimizer="adam", lr=1e-3, epochs=50)         # doctest: +SKIP
     >>> result = pl.run(data, victim, "label_flip", fraction=0.03)                         # doctest: +SKIP
-    >>> result["clean_accuracy"], result["poisoned_accuracy"], result["accuracy_drop"]     # doctest: +SKIP
+    >>> result.clean_accuracy, result.poisoned_accuracy, result.accuracy_drop              # doctest: +SKIP
 
 Every function validates its arguments before any work (a :class:`~poisonlab.errors.ConfigError`
 or :class:`~poisonlab.errors.DataError` for a bad value, an
@@ -19,8 +19,6 @@ seed on D_tr ∪ poisons (``acc2``); the drop is ``acc1 − acc2`` in percentage
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -34,12 +32,14 @@ from .data.validate import validate as _validate
 from .defenses import Defense, build_defense
 from .errors import ConfigError
 from .models.victims import resolve_victim
-from .protocol.defend import detection_metrics
+from .protocol.defend import run_defense
+from .protocol.results import DefenseResult, RunResult, ThresholdResult
 from .protocol.runner import run_experiment, train_clean
 from .seeding import torch_generator
-from .training import TrainConfig, Victim, VictimSpec, accuracy, check_victim
+from .training import TrainConfig, Victim, VictimSpec, check_victim
 
-__all__ = ["data_from_arrays", "defend", "poison", "run", "threshold", "validate", "victim", "DefenseReport"]
+__all__ = ["data_from_arrays", "defend", "poison", "run", "threshold", "validate", "victim", "DefenseResult", "RunResult",
+           "ThresholdResult"]
 
 
 # ---------------------------------------------------------------------------- the victim
@@ -215,7 +215,7 @@ def run(
     cache: ArtifactCache | str | Path | None = None,
     progress: bool = True,
     injection: str = "add",
-) -> dict[str, Any]:
+) -> RunResult:
     """The whole protocol: pretrain → attack → retrain (→ defend), as ``poisonlab run`` does.
 
     Args:
@@ -224,8 +224,8 @@ def run(
         attack: as in :func:`poison`.
         fraction: as in :func:`poison`.
         defense: optionally a defense (name or object) judged after the test stage: it scores
-            D_tr ∪ poisons, removes the most suspicious, retrains; adds ``defended_accuracy`` and
-            ``detection`` (precision / recall / ROC-AUC) to the record.
+            D_tr ∪ poisons, removes the most suspicious, retrains; the result's ``defended`` holds its
+            :class:`DefenseResult` (``defended_accuracy``, precision / recall / ROC-AUC).
         defense_options: the defense's options, with a name.
         out: a directory for the artifacts (``result.json``, ``poisons.npz``, weights as safetensors,
             ``poisons.png``); ``None`` writes nothing.
@@ -237,9 +237,9 @@ def run(
             its source point, the unlearnable-examples threat model).
 
     Returns:
-        The result record, the same fields as ``result.json``: ``clean_accuracy``,
-        ``poisoned_accuracy``, ``accuracy_drop`` (points), ``n_poison``, ``attack_seconds``,
-        ``total_seconds``, ``attack_info``, ``config``, …
+        A :class:`RunResult`: ``clean_accuracy``, ``poisoned_accuracy``, ``accuracy_drop`` (points),
+        ``n_poison``, ``attack_seconds``, ``total_seconds``, ``attack_info``, ``config``, …;
+        ``to_dict()`` is the ``result.json`` record (``RunResult.load(out)`` reads it back).
     """
     seed = _seed(seed)
     atk = _attack(attack, options)
@@ -270,47 +270,6 @@ def validate(poisons: PoisonSet, data: ExperimentData) -> PoisonSet:
 
 
 # ---------------------------------------------------------------------------- defend
-@dataclass(frozen=True)
-class DefenseReport:
-    """What :func:`defend` measured.
-
-    Attributes:
-        defense: the defense's name.
-        scores: (N,) float64 suspicion per point of D_tr ∪ poisons (higher = more suspicious);
-            the first |D_tr| entries are the clean points, the rest the poisons.
-        keep: (N,) bool, the points the defense keeps.
-        is_poison: (N,) bool, the truth.
-        precision: of the removed set (None when nothing was removed).
-        recall: fraction of the poisons removed (None without poisons).
-        roc_auc: of the scores against the truth (None when one class is missing).
-        n_removed: points removed.
-        n_poison_removed: poisons among them.
-        poisoned_accuracy: test accuracy (%) of the victim trained on D_tr ∪ poisons.
-        defended_accuracy: test accuracy (%) of the victim retrained on the kept points.
-        info: the defense's diagnostics.
-        seconds: wall time of the defense (scoring, filtering, retraining).
-    """
-
-    defense: str
-    scores: torch.Tensor
-    keep: torch.Tensor
-    is_poison: torch.Tensor
-    precision: float | None
-    recall: float | None
-    roc_auc: float | None
-    n_removed: int
-    n_poison_removed: int
-    poisoned_accuracy: float
-    defended_accuracy: float
-    info: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """The scalar fields (no tensors), JSON-serialisable."""
-        return {k: getattr(self, k) for k in ("defense", "precision", "recall", "roc_auc", "n_removed", "n_poison_removed",
-                                              "poisoned_accuracy", "defended_accuracy", "info", "seconds")}
-
-
 def defend(
     data: ExperimentData | str,
     poisons: PoisonSet,
@@ -320,7 +279,7 @@ def defend(
     options: Mapping[str, Any] | None = None,
     seed: int = 0,
     progress: bool = False,
-) -> DefenseReport:
+) -> DefenseResult:
     """Judge ``defense`` on D_tr ∪ ``poisons``: per-point scores, the kept mask, detection metrics.
 
     The defender sees the poisoned training set (not the mask), the victim's spec and seed, and D_v
@@ -336,6 +295,12 @@ def defend(
         options: the defense's options with a name (e.g. ``{"fraction": 0.05}``).
         seed: seeds the trainings and the defense.
         progress: progress bars.
+
+    Returns:
+        A :class:`DefenseResult`: ``scores``, ``keep``, ``is_poison`` (per point of D_tr ∪ poisons),
+        ``precision``, ``recall``, ``roc_auc``, ``n_removed``, ``poisoned_accuracy``,
+        ``defended_accuracy``, ``info``, ``seconds``; no clean victim is trained, so ``clean_accuracy``
+        and ``defended_drop`` are None.
     """
     seed = _seed(seed)
     dfn = _defense(defense, options)
@@ -343,18 +308,10 @@ def defend(
     spec = _bound(_victim(victim), d, seed)
     poisons = _validate(poisons, d)
     dfn.check_supported(d.train, Victim(spec, seed))
-    t0 = time.perf_counter()
     mixed = PoisonedDataset.combine(d.train, poisons)
     vic = Victim(spec, seed)
     poisoned_model = vic.retrain(mixed.dataset, progress="train on D_tr ∪ D_p" if progress else False)
-    generator = torch_generator(seed, "defense")
-    scored = dfn.score(mixed, vic, generator=generator, model=poisoned_model, reference=d.val, progress=progress)
-    outcome = dfn.defend(mixed, vic, scored, generator=generator, progress=progress)
-    m = detection_metrics(mixed.is_poison, outcome.scores, outcome.keep)
-    info = dict(outcome.info)
-    return DefenseReport(dfn.name, outcome.scores, outcome.keep, mixed.is_poison, m["precision"], m["recall"], m["roc_auc"],
-                         m["n_removed"], m["n_poison_removed"], accuracy(poisoned_model, d.test),
-                         accuracy(outcome.model, d.test), info, time.perf_counter() - t0)
+    return run_defense(dfn, mixed, vic, poisoned_model, d.val, d.test, seed=seed, progress=progress)
 
 
 # ---------------------------------------------------------------------------- threshold

@@ -51,29 +51,14 @@ def print_result(record: dict, as_json: bool, text: Callable[[], str]) -> int:
     return 0
 
 
-def _gradpc_shortcuts(given: dict, cfg: RunConfig, attack_opts: dict) -> None:
+def _gradpc_shortcuts(given: dict, attack_opts: dict) -> None:
     """Put the GradPC flags (``--eps-w``, ``--pc-steps``, ...) into ``attack_opts`` as
-    ``target_options.<option>`` (an attack without that group, e.g. gradient_matching: under the
-    former flat names ``eps_w``, ``target_steps``, ...). Precedence: ``-A`` > the flags > the YAML."""
-    if not given:
-        return
-    import dataclasses
-
-    from ..attacks import ATTACKS
-    from ..attacks.gc import GCConfig
-
-    flat = {new.split(".", 1)[1]: old for old, new in GCConfig.RENAMED.items()}  # GradPC option -> former name
-    try:
-        fields = {f.name for f in dataclasses.fields(ATTACKS.get(cfg.attack).Config)}
-    except Exception:  # an unknown attack: the run reports it
-        fields = set()
-    yaml_opts = cfg.attack_options
+    ``target_options.<option>``, the GradPC group of gc, gradient_matching and feature_targeted (an
+    attack without it rejects the option, listing its own). Precedence: ``-A`` > the flags > the YAML."""
+    group = attack_opts.get("target_options")
     for name, value in given.items():
-        group = attack_opts.get("target_options")
-        if f"target_options.{name}" in attack_opts or flat[name] in attack_opts or (isinstance(group, dict) and name in group):
-            continue  # -A said it
-        grouped = "target_options" in fields or flat[name] not in fields
-        attack_opts[f"target_options.{name}" if grouped and flat[name] not in yaml_opts else flat[name]] = value
+        if f"target_options.{name}" not in attack_opts and not (isinstance(group, dict) and name in group):
+            attack_opts[f"target_options.{name}"] = value  # -A did not say it
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -86,7 +71,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     attack_opts = parse_key_values(args.attack_option, "attack option")
     if getattr(args, "target", None) is not None:
         attack_opts.setdefault("target", args.target)
-    _gradpc_shortcuts(gradpc_options(args), cfg, attack_opts)
+    _gradpc_shortcuts(gradpc_options(args), attack_opts)
     model_opts = parse_key_values(args.model_option, "model option")
     defense_opts = parse_key_values(args.defense_option, "defense option")
     if attack_opts:
@@ -101,6 +86,6 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     log = (lambda _m: None) if (args.quiet or args.json) else None
-    result = run_protocol(cfg, progress=not (args.quiet or args.json), **({"log": log} if log else {}))
+    result = run_protocol(cfg, progress=not (args.quiet or args.json), **({"log": log} if log else {})).to_dict()
     return print_result(result, args.json, lambda: f"{result_table(result)}\n\nartifacts in {result['config']['out']}/ "
                                                    "(result.json, poisons.npz, poisons.png, victim_*.safetensors)")

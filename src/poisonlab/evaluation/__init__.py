@@ -6,8 +6,8 @@ local processes or Ray. See ``docs/guide/evaluate.md``.
 """
 
 from .references import REFERENCE_NAMES, TABLE_2_2_ATTACKS, thesis_numbers
-from .result import AttackResult, DefenseResult, Evaluation, WorstCase
+from .result import AttackSummary, DefenseSummary, Evaluation, WorstCase
 from .run import evaluate
 
-__all__ = ["REFERENCE_NAMES", "TABLE_2_2_ATTACKS", "AttackResult", "DefenseResult", "Evaluation", "WorstCase", "evaluate",
+__all__ = ["REFERENCE_NAMES", "TABLE_2_2_ATTACKS", "AttackSummary", "DefenseSummary", "Evaluation", "WorstCase", "evaluate",
            "thesis_numbers"]

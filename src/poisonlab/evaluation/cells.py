@@ -11,7 +11,9 @@ backends, the coordinator, the resumable ``results.jsonl``).
 Each cell is a frozen dataclass of picklable fields: the data by reference (:class:`DataRef`:
 a dataset name or ``.npz`` path, split per seed as ``pl.run`` splits it, or a saved
 :class:`~poisonlab.data.ExperimentData`), the victim spec and the precomputed JSON that
-identifies it. A result record is read in one place, :func:`run_outcome`.
+identifies it. An attack cell's row holds the :class:`~poisonlab.protocol.results.RunResult`'s
+record (read back with ``RunResult.from_dict``), a defense cell's the
+:class:`~poisonlab.protocol.results.DefenseResult`'s record with the poisoned accuracy.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -113,30 +115,6 @@ def load_experiment(path: str | Path) -> ExperimentData:
     return ExperimentData(train, val, test, name=name, default_batch_size=int(batch), split_seed=int(split))
 
 
-# ---------------------------------------------------------------------------- reading records
-@dataclass(frozen=True)
-class RunOutcome:
-    """What an evaluation reads from one ``pl.run`` record (the one place a record is read)."""
-
-    clean_accuracy: float
-    poisoned_accuracy: float
-    accuracy_drop: float
-    attack_seconds: float
-    total_seconds: float
-    n_poison: int
-    n_train: int
-    attack_options: dict[str, Any]
-    attack_info: dict[str, Any]
-
-
-def run_outcome(record: Mapping[str, Any]) -> RunOutcome:
-    """The fields of a ``pl.run`` record (as returned, or as stored in ``results.jsonl``)."""
-    return RunOutcome(float(record["clean_accuracy"]), float(record["poisoned_accuracy"]), float(record["accuracy_drop"]),
-                      float(record["attack_seconds"]), float(record["total_seconds"]), int(record["n_poison"]),
-                      int(record["n_train"]), dict(record.get("config", {}).get("attack_options") or {}),
-                      dict(record.get("attack_info") or {}))
-
-
 # ---------------------------------------------------------------------------- the cells
 @dataclass(frozen=True, kw_only=True)
 class Cell:
@@ -191,7 +169,7 @@ class AttackCell(Cell):
 
         on_stage("attack")
         return api.run(self.data.load(self.seed), self.victim, self.attack, self.fraction, seed=self.seed,
-                       options=self.options, out=self.out, cache=self.cache_dir, progress=False)
+                       options=self.options, out=self.out, cache=self.cache_dir, progress=False).to_dict()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -311,8 +289,6 @@ class DefenseCell(Cell):
         report = api.defend(self.data.load(self.seed), load_poisons(self.poisons), self.victim, self.defense,
                             options=self.options, seed=self.seed)
         if self.out:
-            buf = io.BytesIO()
-            np.savez_compressed(buf, scores=report.scores.cpu().numpy(), is_poison=report.is_poison.cpu().numpy(),
-                                keep=report.keep.cpu().numpy())
-            write_atomic(Path(self.out) / "defense_scores.npz", buf.getvalue())
-        return {**report.to_dict(), "attack_name": self.attack_name, "seed": self.seed}
+            report.save_scores(Path(self.out) / "defense_scores.npz")
+        return {**report.to_dict(), "poisoned_accuracy": report.poisoned_accuracy, "attack_name": self.attack_name,
+                "seed": self.seed}

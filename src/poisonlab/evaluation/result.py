@@ -23,10 +23,11 @@ import numpy as np
 from .._version import __version__
 from ..artifacts import json_default, write_atomic
 from ..data.types import ExperimentData
+from ..protocol.results import RunResult
 from ..reporting.grids import is_image_shape
 from ..reporting.report import Stat
 from ..sweeps import run_id
-from .cells import AttackCell, DefenseCell, TheoryCell, run_outcome
+from .cells import AttackCell, DefenseCell, TheoryCell
 from .html import render_html
 from .markdown import render_markdown
 from .plan import Decision
@@ -38,7 +39,7 @@ ROC_POINTS = 200
 
 
 @dataclass
-class AttackResult:
+class AttackSummary:
     """One attack over the seeds. ``action``: ``"run"`` or ``"shorten"`` (with ``reason``)."""
 
     name: str
@@ -60,7 +61,7 @@ class AttackResult:
 
 
 @dataclass
-class DefenseResult:
+class DefenseSummary:
     """One defense against one attack's poisons over the seeds (``roc``: seed -> (fpr, tpr))."""
 
     defense: str
@@ -112,11 +113,11 @@ class Evaluation:
     Attributes:
         settings: everything needed to rerun it (data, victim and recipe, fraction, seeds, the
             attacks and defenses with their options, budget, backend, versions, the command).
-        attacks: one :class:`AttackResult` per attack that ran (fully or shortened).
+        attacks: one :class:`AttackSummary` per attack that ran (fully or shortened).
         decisions: every plan decision (run / shorten / skip / not applicable) with its reason.
         clean_accuracy: seed -> clean test accuracy (%).
         worst_case: the headline: lowest poisoned accuracy over the attacks, per seed, mean ± std.
-        defenses: one :class:`DefenseResult` per (defense, attack) pair.
+        defenses: one :class:`DefenseSummary` per (defense, attack) pair.
         worst_after_defense: for the best defense (highest mean worst case over the attacks it was
             run against), that worst case.
         theory: seed -> the :func:`poisonlab.threshold` report of the GradPC target.
@@ -126,11 +127,11 @@ class Evaluation:
     """
 
     settings: dict[str, Any]
-    attacks: list[AttackResult]
+    attacks: list[AttackSummary]
     decisions: list[Decision]
     clean_accuracy: dict[int, float]
     worst_case: WorstCase
-    defenses: list[DefenseResult]
+    defenses: list[DefenseSummary]
     worst_after_defense: WorstCase | None
     theory: dict[int, dict[str, Any]]
     reference: dict[str, dict[str, float]] | None = None
@@ -193,18 +194,18 @@ def build_evaluation(settings: dict[str, Any], decisions: list[Decision], attack
     import torch
 
     plan = {d.subject: d for d in decisions if d.kind == "attack"}
-    results: dict[str, AttackResult] = {}
+    results: dict[str, AttackSummary] = {}
     clean: dict[int, float] = {}
     grids: dict[str, str] = {}
     image = is_image_shape(data.input_shape)
     for c in attack_cells:
         d = plan[c.name]
-        r = results.setdefault(c.name, AttackResult(c.name, c.attack, c.options, d.action, d.reason))
+        r = results.setdefault(c.name, AttackSummary(c.name, c.attack, c.options, d.action, d.reason))
         row = attack_rows.get(run_id(c))
         if row is None or row["status"] != "ok":
             r.failed[c.seed] = row["error"] if row else "not run"
             continue
-        o = run_outcome(row["result"])
+        o = RunResult.from_dict(row["result"])
         r.seeds.append(c.seed)
         r.clean_accuracy.append(o.clean_accuracy)
         r.poisoned_accuracy.append(o.poisoned_accuracy)
@@ -218,9 +219,9 @@ def build_evaluation(settings: dict[str, Any], decisions: list[Decision], attack
     attacks = list(results.values())
     worst = WorstCase.of({a.name: dict(zip(a.seeds, a.poisoned_accuracy)) for a in attacks if a.seeds})
 
-    pairs: dict[tuple[str, str], DefenseResult] = {}
+    pairs: dict[tuple[str, str], DefenseSummary] = {}
     for dc in defense_cells:
-        x = pairs.setdefault((dc.defense, dc.attack_name), DefenseResult(dc.defense, dc.attack_name))
+        x = pairs.setdefault((dc.defense, dc.attack_name), DefenseSummary(dc.defense, dc.attack_name))
         row = defense_rows.get(run_id(dc))
         if row is None or row["status"] != "ok":
             x.failed[dc.seed] = row["error"] if row else "not run"
@@ -229,10 +230,10 @@ def build_evaluation(settings: dict[str, Any], decisions: list[Decision], attack
         x.seeds.append(dc.seed)
         x.poisoned_accuracy.append(float(res["poisoned_accuracy"]))
         x.defended_accuracy.append(float(res["defended_accuracy"]))
-        x.precision.append(res["precision"])
-        x.recall.append(res["recall"])
-        x.roc_auc.append(res["roc_auc"])
-        x.seconds.append(float(res["seconds"]))
+        x.precision.append(res["detection"]["precision"])
+        x.recall.append(res["detection"]["recall"])
+        x.roc_auc.append(res["detection"]["roc_auc"])
+        x.seconds.append(float(res["defense_seconds"]))
         roc = _roc(directory / "runs" / run_id(dc) / "defense_scores.npz")
         if roc is not None:
             x.roc[dc.seed] = roc

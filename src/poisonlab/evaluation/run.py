@@ -33,6 +33,7 @@ from ..data.types import ExperimentData
 from ..defenses import DEFENSES
 from ..errors import ConfigError
 from ..options import config_to_dict
+from ..protocol.results import RunResult
 from ..protocol.runner import architecture_key
 from ..sweeps import Grid, Resources, ResultsLog, Run, run_id, run_sweep
 from ..training import Victim, VictimSpec
@@ -353,12 +354,10 @@ def _ok(rows: Mapping[str, dict[str, Any]], cell: Cell) -> bool:
 
 def _most_damaging(cells: list[AttackCell], rows: Mapping[str, dict[str, Any]]) -> list[str]:
     """Attack names by mean poisoned accuracy over their finished seeds, lowest first (ties: by name)."""
-    from .cells import run_outcome
-
     acc: dict[str, list[float]] = {}
     for c in cells:
         if _ok(rows, c):
-            acc.setdefault(c.name, []).append(run_outcome(rows[run_id(c)]["result"]).poisoned_accuracy)
+            acc.setdefault(c.name, []).append(RunResult.from_dict(rows[run_id(c)]["result"]).poisoned_accuracy)
     return sorted(acc, key=lambda n: (sum(acc[n]) / len(acc[n]), n))
 
 

@@ -9,24 +9,22 @@ are judged as a detector: precision and recall of the removed set, ROC-AUC of th
 
 from __future__ import annotations
 
-import io
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from torch import nn
 
-from ..artifacts import load_poisons, load_state, save_model, write_atomic, write_json
+from ..artifacts import load_poisons, load_state, save_model, write_json
 from ..data.types import Dataset, PoisonedDataset
 from ..defenses import Defense, build_defense
 from ..seeding import torch_generator
 from ..training import Victim, accuracy
 from .config import RunConfig
 from .prepare import prepare
+from .results import DefenseResult, RunResult
 
 
 def defense_from_config(cfg: RunConfig) -> Defense | None:
@@ -59,19 +57,23 @@ def run_defense(
     poisoned_model: nn.Module,
     reference: Dataset,
     test: Dataset,
-    clean_accuracy: float,
+    clean_accuracy: float | None = None,
     *,
     seed: int,
+    poisoned_accuracy: float | None = None,
     out: Path | None = None,
     progress: bool = False,
     log: Callable[[str], None] = lambda _m: None,
-) -> dict[str, Any]:
-    """Score, filter, retrain on the kept points; return the result keys (and save artifacts to ``out``).
+) -> DefenseResult:
+    """THE defend stage: score, filter, retrain on the kept points, judge the removed set against
+    the poison mask (:func:`detection_metrics`); save the scores and the defended victim to ``out``.
 
-    Keys: ``defense``, ``defense_options``, ``defended_accuracy``, ``defended_drop`` (acc1 − acc3),
-    ``detection`` {precision, recall, roc_auc, n_removed, n_poison_removed}, ``defense_info``,
-    ``defense_seconds``.
+    ``clean_accuracy``: acc1 of the victim trained on D_tr, when the caller has it (the base of
+    ``defended_drop``); ``poisoned_accuracy``: the test accuracy of ``poisoned_model``, measured here
+    unless given. :func:`poisonlab.defend`, the protocol runner and :func:`defend_saved_run` all call it.
     """
+    if poisoned_accuracy is None:
+        poisoned_accuracy = accuracy(poisoned_model, test)
     t0 = time.perf_counter()
     log(f"[+] defense: {defense.name} scoring {len(mixed)} points, removing fraction {defense.config.fraction:g}"
         if defense.removes else f"[+] defense: {defense.name} (training-time, nothing removed)")
@@ -82,22 +84,13 @@ def run_defense(
     detection = detection_metrics(mixed.is_poison, outcome.scores, outcome.keep)
     log(f"      defended test accuracy = {acc3:.2f} %; removed {detection['n_removed']} "
         f"({detection['n_poison_removed']} poisons), ROC-AUC {detection['roc_auc']}")
-    record: dict[str, Any] = {
-        "defense": defense.name,
-        "defense_options": defense.options(),
-        "defended_accuracy": acc3,
-        "defended_drop": clean_accuracy - acc3,
-        "detection": detection,
-        "defense_info": dict(outcome.info),
-        "defense_seconds": time.perf_counter() - t0,
-    }
+    result = DefenseResult(defense=defense.name, options=defense.options(), poisoned_accuracy=poisoned_accuracy,
+                           defended_accuracy=acc3, **detection, info=dict(outcome.info), seconds=time.perf_counter() - t0,
+                           clean_accuracy=clean_accuracy, scores=outcome.scores, keep=outcome.keep, is_poison=mixed.is_poison)
     if out is not None:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, scores=outcome.scores.cpu().numpy(), is_poison=mixed.is_poison.cpu().numpy(),
-                            keep=outcome.keep.cpu().numpy())
-        write_atomic(out / "defense_scores.npz", buf.getvalue())
+        result.save_scores(out / "defense_scores.npz")
         save_model(out / "victim_defended.safetensors", outcome.model, {"stage": "defense", "defense": defense.name})
-    return record
+    return result
 
 
 def defend_saved_run(
@@ -108,24 +101,25 @@ def defend_saved_run(
     prepared: Any | None = None,
     progress: bool = False,
     log: Callable[[str], None] = lambda _m: None,
-) -> dict[str, Any]:
+) -> DefenseResult:
     """Judge the poisons of a finished run by ``defense`` without re-running its stages.
 
     Re-loads the run's config, the deterministic split, its poisons and its clean / poisoned victim
     weights (safetensors), then runs :func:`run_defense`. One attack, crafted and retrained once,
     is so judged by many defenses (``bench/defenses_mnist.py``). ``prepared``: the run's
     :func:`~poisonlab.protocol.runner.prepare` result, to load the dataset once for many defenses.
+    With ``out``, ``defense.json`` holds the defense's record keys, ``run`` and its ``accuracy_drop``.
     """
     run_dir = Path(run_dir)
-    stored = json.loads((run_dir / "result.json").read_text())
-    cfg = RunConfig.from_dict({**stored["config"], "defense": None, "defense_options": {}})  # the record's recipe read back
+    run = RunResult.load(run_dir)
+    cfg = RunConfig.from_dict({**run.config, "defense": None, "defense_options": {}})  # the record's recipe read back
     prep = prepared if prepared is not None else prepare(cfg)
-    mixed = PoisonedDataset.mix(prep.data.train, load_poisons(run_dir / stored["artifacts"]["poisons"]), cfg.injection)
-    victim = Victim(prep.spec, cfg.seed, load_state(run_dir / stored["artifacts"]["clean_model"]))
+    mixed = PoisonedDataset.mix(prep.data.train, load_poisons(run_dir / run.artifacts["poisons"]), cfg.injection)
+    victim = Victim(prep.spec, cfg.seed, load_state(run_dir / run.artifacts["clean_model"]))
     poisoned = prep.spec.build(cfg.seed)
-    poisoned.load_state_dict(load_state(run_dir / stored["artifacts"]["poisoned_model"]))
-    record = run_defense(defense, mixed, victim, poisoned.eval(), prep.data.val, prep.bundle.test,
-                         stored["clean_accuracy"], seed=cfg.seed, out=out, progress=progress, log=log)
+    poisoned.load_state_dict(load_state(run_dir / run.artifacts["poisoned_model"]))
+    result = run_defense(defense, mixed, victim, poisoned.eval(), prep.data.val, prep.bundle.test, run.clean_accuracy,
+                         seed=cfg.seed, poisoned_accuracy=run.poisoned_accuracy, out=out, progress=progress, log=log)
     if out is not None:
-        write_json(out / "defense.json", {**record, "run": str(run_dir), "accuracy_drop": stored["accuracy_drop"]})
-    return record
+        write_json(out / "defense.json", {**result.to_dict(), "run": str(run_dir), "accuracy_drop": run.accuracy_drop})
+    return result

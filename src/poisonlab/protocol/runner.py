@@ -39,6 +39,7 @@ from ..validation import check_output_dir
 from .config import RunConfig
 from .defend import defense_from_config, run_defense
 from .prepare import Prepared, prepare
+from .results import RunResult
 
 Log = Callable[[str], None]
 #: the protocol's stages, in order, as reported to an ``on_stage`` callback
@@ -101,8 +102,8 @@ def pretrain_victim(cfg: RunConfig, prep: Prepared, progress: bool = False) -> t
 
 
 def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr,
-                 on_stage: StageCallback | None = None) -> dict[str, Any]:
-    """Run the three stages of a run config, write the artifacts to ``cfg.out`` and return the record."""
+                 on_stage: StageCallback | None = None) -> RunResult:
+    """Run the three stages of a run config, write the artifacts to ``cfg.out`` and return the result."""
     attack = build_attack(cfg.attack, cfg.attack_options)  # validates options before any work
     defense = defense_from_config(cfg)
     prep = prepare(cfg)
@@ -132,8 +133,8 @@ def run_experiment(
     log: Log = _stderr,
     config: dict[str, Any] | None = None,
     on_stage: StageCallback | None = None,
-) -> dict[str, Any]:
-    """THE protocol on prepared data: pretrain → attack → test (→ defend); returns the result record.
+) -> RunResult:
+    """THE protocol on prepared data: pretrain → attack → test (→ defend); returns its :class:`RunResult`.
 
     ``spec`` is bound to ``data`` here (its shape, classes and default batch size). ``poisons``
     re-uses a poison set instead of attacking (checked against the attack's contract). Artifacts
@@ -202,11 +203,11 @@ def run_experiment(
         for name, state in poisons.states.items():  # e.g. the target model of a model-targeted attack
             save_state(out / f"{name}.safetensors", state, {"model": model_label, "stage": f"attack:{name}"})
         poison_grid(out / "poisons.png", poisons, data.train, title=f"{attack.name} on {data.name}/{model_label}")
-    defended = {}
+    defended = None
     if defense is not None:  # defend stage: score D_tr ∪ D_p, filter, retrain, detection metrics
         stage("defend")
-        defended = run_defense(defense, mixed, victim, poisoned_model, data.val, data.test, acc1,
-                               seed=seed, out=out, progress=progress, log=log)
+        defended = run_defense(defense, mixed, victim, poisoned_model, data.val, data.test, acc1, seed=seed,
+                               poisoned_accuracy=acc2, out=out, progress=progress, log=log)
 
     r = spec.recipe
     artifacts: dict[str, str] = {}
@@ -214,40 +215,38 @@ def run_experiment(
         artifacts = {"poisons": "poisons.npz", "poison_grid": "poisons.png", "clean_model": "victim_clean.safetensors",
                      "poisoned_model": "victim_poisoned.safetensors",
                      **{f"{name}_model": f"{name}.safetensors" for name in poisons.states}}
-    result: dict[str, Any] = {
-        "dataset": data.name,
-        "model": model_label,
-        "attack": attack.name,
-        "fraction": fraction,
-        "injection": injection,
-        "seed": seed,
-        "n_train": len(data.train),
-        "n_val": len(data.val),
-        "n_test": len(data.test),
-        "n_poison": len(poisons),
-        "clean_accuracy": acc1,
-        "poisoned_accuracy": acc2,
-        "accuracy_drop": acc1 - acc2,
-        "attack_seconds": attack_seconds,
-        "total_seconds": time.perf_counter() - t_start,
-        "max_perturbation": stats["max_perturbation"],
-        "mean_perturbation": stats["mean_perturbation"],
-        "attack_info": attack_info,
-        "poisonlab_version": __version__,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "device": str(victim.device),
-        "environment": run_environment(victim.device),
-        "cache": {"victim_clean": None if cache is None else ("hit" if cache_hit else "miss")},
-        "config": {**(config or {}), "out": str(out) if out is not None else None, "attack_options": attack.options(),
-                   "recipe": recipe_key(r),
-                   "bounds": data.bounds.describe()},
-        "artifacts": artifacts,
-    }
-    if defended:
-        result.update(defended)
-        if out is not None:
+        if defended is not None:
             artifacts.update(defense_scores="defense_scores.npz", defended_model="victim_defended.safetensors")
+    result = RunResult(
+        dataset=data.name,
+        model=model_label,
+        attack=attack.name,
+        fraction=fraction,
+        injection=injection,
+        seed=seed,
+        n_train=len(data.train),
+        n_val=len(data.val),
+        n_test=len(data.test),
+        n_poison=len(poisons),
+        clean_accuracy=acc1,
+        poisoned_accuracy=acc2,
+        attack_seconds=attack_seconds,
+        total_seconds=time.perf_counter() - t_start,
+        max_perturbation=stats["max_perturbation"],
+        mean_perturbation=stats["mean_perturbation"],
+        attack_info=attack_info,
+        poisonlab_version=__version__,
+        torch_version=torch.__version__,
+        python_version=platform.python_version(),
+        device=str(victim.device),
+        environment=run_environment(victim.device),
+        cache={"victim_clean": None if cache is None else ("hit" if cache_hit else "miss")},
+        config={**(config or {}), "out": str(out) if out is not None else None, "attack_options": attack.options(),
+                "recipe": recipe_key(r),
+                "bounds": data.bounds.describe()},
+        artifacts=artifacts,
+        defended=defended,
+    )
     if out is not None:
-        write_json(out / "result.json", result)
+        write_json(out / "result.json", result.to_dict())
     return result

@@ -17,6 +17,7 @@ from ..artifacts import write_json
 from ..errors import ConfigError
 from ..models.victims import VICTIMS
 from .config import RunConfig
+from .results import RunResult
 from .runner import run_protocol
 
 
@@ -45,7 +46,7 @@ def run_transfer(
     # every target is pretrained on the same D_tr for every surrogate: the clean-victim cache (stage 1,
     # bit-identical to training afresh) makes that one training per model instead of one per pair
     base = replace(base, cache_dir=base.cache_dir or str(root / "cache"))
-    runs: dict[str, dict[str, dict[str, Any]]] = {}
+    runs: dict[str, dict[str, RunResult]] = {}
     for s in surrogates:
         log(f"[transfer] surrogate {s}: crafting {base.attack} poisons")
         src = replace(base, model=s, model_options=dict(opts.get(s, {})), out=str(root / f"surrogate-{s}"), poisons=None)
@@ -66,10 +67,10 @@ def run_transfer(
         "seed": base.seed,
         "surrogates": list(surrogates),
         "targets": list(targets),
-        "accuracy_drop": {s: {t: runs[s][t]["accuracy_drop"] for t in targets} for s in surrogates},
-        "clean_accuracy": {s: {t: runs[s][t]["clean_accuracy"] for t in targets} for s in surrogates},
-        "poisoned_accuracy": {s: {t: runs[s][t]["poisoned_accuracy"] for t in targets} for s in surrogates},
-        "runs": {s: {t: runs[s][t]["config"]["out"] for t in targets} for s in surrogates},
+        "accuracy_drop": {s: {t: runs[s][t].accuracy_drop for t in targets} for s in surrogates},
+        "clean_accuracy": {s: {t: runs[s][t].clean_accuracy for t in targets} for s in surrogates},
+        "poisoned_accuracy": {s: {t: runs[s][t].poisoned_accuracy for t in targets} for s in surrogates},
+        "runs": {s: {t: runs[s][t].out for t in targets} for s in surrogates},
         "config": {**base.to_dict(), "model_options": opts, "out": str(root)},
     }
     write_json(root / "transfer.json", result)

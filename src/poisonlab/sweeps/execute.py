@@ -95,8 +95,8 @@ def execute_run(run_id: str, config: dict[str, Any] | Job, threads: int, sink: S
             out = job.out
         else:
             cfg = RunConfig.from_dict(config)  # type: ignore[arg-type]  # not a Job: a RunConfig dict
-            result = run_protocol(cfg, progress=False, log=lambda _m: None, on_stage=lambda stage: report(run_id, stage))
-            out = result["config"]["out"]
+            run = run_protocol(cfg, progress=False, log=lambda _m: None, on_stage=lambda stage: report(run_id, stage))
+            result, out = run.to_dict(), run.out
         report(run_id, "fingerprint")
         row.update(status="ok", result=result, error=None, fingerprints=fingerprints(Path(out)) if out else {})
     except Exception as exc:  # a failed run is data, not a crash of the sweep
