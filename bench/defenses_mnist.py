@@ -106,14 +106,13 @@ def _run(args: argparse.Namespace) -> int:
             for name in tqdm(defenses, desc=f"{model}/{attack} defenses", unit="defense"):
                 rec = defend_saved_run(cfg.out, built[name], out=Path(cfg.out) / "defenses" / name,
                                        prepared=prep, progress=True)
-                det = rec["detection"]
                 rows.append({
                     "model": model, "attack": attack, "defense": name,
-                    "clean_accuracy": base["clean_accuracy"], "drop_without": base["accuracy_drop"],
-                    "drop_with": rec["defended_drop"], "defended_accuracy": rec["defended_accuracy"],
-                    "precision": det["precision"], "recall": det["recall"], "roc_auc": det["roc_auc"],
-                    "n_removed": det["n_removed"], "n_poison_removed": det["n_poison_removed"],
-                    "n_poison": base["n_poison"], "defense_seconds": rec["defense_seconds"],
+                    "clean_accuracy": base.clean_accuracy, "drop_without": base.accuracy_drop,
+                    "drop_with": rec.defended_drop, "defended_accuracy": rec.defended_accuracy,
+                    "precision": rec.precision, "recall": rec.recall, "roc_auc": rec.roc_auc,
+                    "n_removed": rec.n_removed, "n_poison_removed": rec.n_poison_removed,
+                    "n_poison": base.n_poison, "defense_seconds": rec.seconds,
                     "thesis_tgda": THESIS_TGDA.get((model, name)) if attack == "tgda" and dataset == "mnist" else None,
                 })
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731

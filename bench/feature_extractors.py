@@ -106,14 +106,14 @@ def run_cell(base: dict, model: str, attack: str, options: dict, out: Path, pois
     cfg = RunConfig.from_dict({**base, "model": model, "attack": attack, "attack_options": options, "out": str(out),
                                "poisons": poisons, **kw})
     r = run_protocol(cfg, progress=False, log=lambda _m: None)
-    info = r["attack_info"] or {}
+    info = r.attack_info
     keep = {k: info[k] for k in ("feature_rel_error_mean", "feature_rel_error_initial_mean", "source_feature_rel_error",
                                  "feature_gc_initial_rel_grad_norm", "feature_gc_final_rel_grad_norm",
                                  "initial_rel_grad_norm", "final_rel_grad_norm", "surrogate_accuracy_on_poisons",
                                  "target_val_accuracy", "tau", "eps_reaches_tau") if k in info}
-    return {"clean_accuracy": r["clean_accuracy"], "poisoned_accuracy": r["poisoned_accuracy"],
-            "accuracy_drop": r["accuracy_drop"], "attack_seconds": r["attack_seconds"],
-            "max_perturbation": r["max_perturbation"], "n_poison": r["n_poison"], "attack_info": keep}
+    return {"clean_accuracy": r.clean_accuracy, "poisoned_accuracy": r.poisoned_accuracy,
+            "accuracy_drop": r.accuracy_drop, "attack_seconds": r.attack_seconds,
+            "max_perturbation": r.max_perturbation, "n_poison": r.n_poison, "attack_info": keep}
 
 
 RULE = ("for each claim, a paired statistic d_i is computed per seed i (positive where the claim holds) from "

@@ -70,9 +70,9 @@ def tgda_row(data, model: str, device: str, victim_epochs: int, options: dict) -
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    row = {"model": model, "device": rec.get("device", device), "victim_epochs": victim_epochs, "tgda_options": options,
-           "clean_accuracy": rec["clean_accuracy"], "poisoned_accuracy": rec["poisoned_accuracy"],
-           "accuracy_drop": rec["accuracy_drop"], "seconds": seconds,
+    row = {"model": model, "device": rec.device, "victim_epochs": victim_epochs, "tgda_options": options,
+           "clean_accuracy": rec.clean_accuracy, "poisoned_accuracy": rec.poisoned_accuracy,
+           "accuracy_drop": rec.accuracy_drop, "seconds": seconds,
            "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None}
     print(f"{model:>4} on {row['device']}: clean {row['clean_accuracy']:.2f} -> poisoned {row['poisoned_accuracy']:.2f} "
           f"(drop {row['accuracy_drop']:+.2f}) in {seconds:.1f} s")

@@ -110,16 +110,16 @@ def main() -> int:
                                 ("label_flip_random", "label_flip", {"mode": "random"})):
             t0 = time.time()
             r = pl.run(data, victim, atk, args.fraction, seed=seed, options=opts, cache=cache, progress=False)
-            runs[name].append({"seed": seed, "clean_accuracy": r["clean_accuracy"], "poisoned_accuracy": r["poisoned_accuracy"],
-                               "accuracy_drop": r["accuracy_drop"], "n_poison": r["n_poison"], "seconds": time.time() - t0})
-            print(f"seed {seed} {name}: clean {r['clean_accuracy']:.2f} poisoned {r['poisoned_accuracy']:.2f} "
-                  f"drop {r['accuracy_drop']:.2f} ({r['n_poison']} poisons, {time.time() - t0:.0f}s)", flush=True)
+            runs[name].append({"seed": seed, "clean_accuracy": r.clean_accuracy, "poisoned_accuracy": r.poisoned_accuracy,
+                               "accuracy_drop": r.accuracy_drop, "n_poison": r.n_poison, "seconds": time.time() - t0})
+            print(f"seed {seed} {name}: clean {r.clean_accuracy:.2f} poisoned {r.poisoned_accuracy:.2f} "
+                  f"drop {r.accuracy_drop:.2f} ({r.n_poison} poisons, {time.time() - t0:.0f}s)", flush=True)
         drops = []
         for draw in range(args.floor_draws):
             t0 = time.time()
             r = pl.run(data, victim, CleanCopies(draw), args.fraction, seed=seed, cache=cache, progress=False)
-            drops.append(r["accuracy_drop"])
-            print(f"seed {seed} floor draw {draw}: drop {r['accuracy_drop']:.2f} ({time.time() - t0:.0f}s)", flush=True)
+            drops.append(r.accuracy_drop)
+            print(f"seed {seed} floor draw {draw}: drop {r.accuracy_drop:.2f} ({time.time() - t0:.0f}s)", flush=True)
         runs["floor"].append({"seed": seed, "drops": drops, "mean_drop": float(np.mean(drops))})
 
     def summary(name: str) -> dict:

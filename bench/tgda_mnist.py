@@ -144,16 +144,16 @@ def main(argv: list[str] | None = None) -> int:
                                 attack_options=opts, model_options=model_opts)
                 t0 = time.perf_counter()
                 r = run_protocol(cfg, progress=sys.stderr.isatty())
-                info = r["attack_info"]
+                info = r.attack_info
                 row = {"model": model, "attack": attack, "variant": label, "fraction": fraction, "seed": args.seed,
                        "victim_epochs": victim_epochs,
-                       "clean_accuracy": r["clean_accuracy"], "poisoned_accuracy": r["poisoned_accuracy"],
-                       "accuracy_drop": r["accuracy_drop"], "attack_seconds": r["attack_seconds"],
+                       "clean_accuracy": r.clean_accuracy, "poisoned_accuracy": r.poisoned_accuracy,
+                       "accuracy_drop": r.accuracy_drop, "attack_seconds": r.attack_seconds,
                        "total_seconds": time.perf_counter() - t0,
                        "seconds_per_attack_epoch": info.get("seconds_per_epoch"),
-                       "attack_options": r["config"]["attack_options"], "recipe": r["config"]["recipe"],
-                       "model_options": model_opts, "n_poison": r["n_poison"],
-                       "val_loss_trace": info.get("val_loss"), "artifacts": r["config"]["out"]}
+                       "attack_options": r.attack_options, "recipe": r.config["recipe"],
+                       "model_options": model_opts, "n_poison": r.n_poison,
+                       "val_loss_trace": info.get("val_loss"), "artifacts": r.out}
                 record["runs"][key] = row
                 write_json(out, record)
                 print(f"[bench] {key}: {row['clean_accuracy']:.2f} -> {row['poisoned_accuracy']:.2f} "
