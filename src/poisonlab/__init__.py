@@ -5,8 +5,7 @@ The public API (see :mod:`poisonlab.api`)::
     import poisonlab as pl
     data = pl.data_from_arrays(x_train, y_train, x_test, y_test, bounds=(0.0, 1.0))
     victim = pl.victim(make_model, optimizer="adam", lr=1e-3, epochs=50)  # make_model: () -> nn.Module
-    result = pl.run(data, victim, "label_flip", fraction=0.03)    # a pl.RunResult
-    result.clean_accuracy, result.poisoned_accuracy, result.accuracy_drop
+    result = pl.run(data, victim, "label_flip", fraction=0.03)
 
 ``import poisonlab`` is fast and sets nothing: the API's modules (and torch) load on first use.
 
@@ -31,11 +30,27 @@ _PUBLIC = {
     "defend": "poisonlab.api",
     "threshold": "poisonlab.api",
     "validate": "poisonlab.api",
-    "RunResult": "poisonlab.protocol.results",
-    "DefenseResult": "poisonlab.protocol.results",
-    "ThresholdResult": "poisonlab.protocol.results",
+    "DefenseReport": "poisonlab.api",
     "evaluate": "poisonlab.evaluation",
     "Evaluation": "poisonlab.evaluation",
+    "register_attack": "poisonlab.attacks.base",
+    "register_defense": "poisonlab.defenses.base",
+    "register_victim": "poisonlab.models.victims",
+    "register_target": "poisonlab.attacks.targets",
+    "Component": "poisonlab.component",
+    "Attack": "poisonlab.attacks.base",
+    "AttackConfig": "poisonlab.attacks.base",
+    "Defense": "poisonlab.defenses.base",
+    "DefenseConfig": "poisonlab.defenses.base",
+    "Architecture": "poisonlab.models.victims",
+    "ArchitectureConfig": "poisonlab.models.victims",
+    "TargetMaker": "poisonlab.attacks.targets",
+    "TargetConfig": "poisonlab.attacks.targets",
+    "TargetContext": "poisonlab.attacks.targets",
+    "Victim": "poisonlab.training.victim",
+    "AttackData": "poisonlab.data.types",
+    "Dataset": "poisonlab.data.types",
+    "PluginError": "poisonlab.errors",
     "ArtifactCache": "poisonlab.cache",
     "Bounds": "poisonlab.data.bounds",
     "ExperimentData": "poisonlab.data.types",
@@ -53,6 +68,7 @@ _PUBLIC = {
 __all__ = ["__version__", *_PUBLIC]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only ("import x as x": an explicit re-export)
+    from .api import DefenseReport as DefenseReport
     from .api import data_from_arrays as data_from_arrays
     from .api import defend as defend
     from .api import poison as poison
@@ -60,22 +76,37 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only ("import
     from .api import threshold as threshold
     from .api import validate as validate
     from .api import victim as victim
+    from .attacks.base import Attack as Attack
+    from .attacks.base import AttackConfig as AttackConfig
+    from .attacks.base import register_attack as register_attack
+    from .attacks.targets import TargetConfig as TargetConfig
+    from .attacks.targets import TargetContext as TargetContext
+    from .attacks.targets import TargetMaker as TargetMaker
+    from .attacks.targets import register_target as register_target
     from .cache import ArtifactCache as ArtifactCache
+    from .component import Component as Component
     from .data.bounds import Bounds as Bounds
+    from .data.types import AttackData as AttackData
+    from .data.types import Dataset as Dataset
     from .data.types import ExperimentData as ExperimentData
     from .data.types import PoisonSet as PoisonSet
+    from .defenses.base import Defense as Defense
+    from .defenses.base import DefenseConfig as DefenseConfig
+    from .defenses.base import register_defense as register_defense
     from .errors import ConfigError as ConfigError
     from .errors import ContractError as ContractError
     from .errors import DataError as DataError
     from .errors import DivergenceError as DivergenceError
+    from .errors import PluginError as PluginError
     from .errors import PoisonlabError as PoisonlabError
     from .errors import UnsupportedError as UnsupportedError
     from .evaluation import Evaluation as Evaluation
     from .evaluation import evaluate as evaluate
-    from .protocol.results import DefenseResult as DefenseResult
-    from .protocol.results import RunResult as RunResult
-    from .protocol.results import ThresholdResult as ThresholdResult
+    from .models.victims import Architecture as Architecture
+    from .models.victims import ArchitectureConfig as ArchitectureConfig
+    from .models.victims import register_victim as register_victim
     from .training.loop import TrainConfig as TrainConfig
+    from .training.victim import Victim as Victim
     from .training.victim import VictimSpec as VictimSpec
 
 
