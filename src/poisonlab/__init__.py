@@ -5,7 +5,8 @@ The public API (see :mod:`poisonlab.api`)::
     import poisonlab as pl
     data = pl.data_from_arrays(x_train, y_train, x_test, y_test, bounds=(0.0, 1.0))
     victim = pl.victim(make_model, optimizer="adam", lr=1e-3, epochs=50)  # make_model: () -> nn.Module
-    result = pl.run(data, victim, "label_flip", fraction=0.03)
+    result = pl.run(data, victim, "label_flip", fraction=0.03)    # a pl.RunResult
+    result.clean_accuracy, result.poisoned_accuracy, result.accuracy_drop
 
 ``import poisonlab`` is fast and sets nothing: the API's modules (and torch) load on first use.
 
@@ -30,7 +31,9 @@ _PUBLIC = {
     "defend": "poisonlab.api",
     "threshold": "poisonlab.api",
     "validate": "poisonlab.api",
-    "DefenseReport": "poisonlab.api",
+    "RunResult": "poisonlab.protocol.results",
+    "DefenseResult": "poisonlab.protocol.results",
+    "ThresholdResult": "poisonlab.protocol.results",
     "evaluate": "poisonlab.evaluation",
     "Evaluation": "poisonlab.evaluation",
     "register_attack": "poisonlab.attacks.base",
@@ -68,7 +71,6 @@ _PUBLIC = {
 __all__ = ["__version__", *_PUBLIC]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only ("import x as x": an explicit re-export)
-    from .api import DefenseReport as DefenseReport
     from .api import data_from_arrays as data_from_arrays
     from .api import defend as defend
     from .api import poison as poison
@@ -105,6 +107,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only ("import
     from .models.victims import Architecture as Architecture
     from .models.victims import ArchitectureConfig as ArchitectureConfig
     from .models.victims import register_victim as register_victim
+    from .protocol.results import DefenseResult as DefenseResult
+    from .protocol.results import RunResult as RunResult
+    from .protocol.results import ThresholdResult as ThresholdResult
     from .training.loop import TrainConfig as TrainConfig
     from .training.victim import Victim as Victim
     from .training.victim import VictimSpec as VictimSpec
