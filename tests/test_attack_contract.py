@@ -166,15 +166,19 @@ def test_attack_config_documents_every_field_and_group(name):
 
 
 @pytest.mark.parametrize("name,old,new", [("tgda", "cg_iters", "solver.iters"), ("tgda", "select_every", "selection.every"),
+                                          ("tgda", "pretrain_epochs", "pretrain.epochs"),
                                           ("gc", "target_steps", "target_options.steps"),
+                                          ("gradient_matching", "eps_w", "target_options.eps_w"),
                                           ("feature_targeted", "eps_w", "target_options.eps_w"),
                                           ("min_max", "checkpoint", "checkpoint.dir")])
-def test_former_flat_option_names_still_work_with_a_warning(name, old, new):
+def test_a_flat_name_for_a_grouped_option_is_an_unknown_option(name, old, new):
+    """Grouped options have one name, the dotted one: the flat name is an unknown option, and the
+    error lists the valid ones (the group among them); a group given a plain value says how to set it."""
     value = "/tmp/ck" if old == "checkpoint" else 3
-    with pytest.warns(DeprecationWarning, match=new.replace(".", r"\.")):
-        a = build_attack(name, {old: value})
-    assert a.config == build_attack(name, {new: value}).config
-    with pytest.raises(ConfigError, match="same option"):
-        build_attack(name, {old: value, new: value})
+    group = new.split(".")[0]
+    needle = (rf"{group} is an option group; give it as a mapping or as {group}\.<option>=value" if old == group
+              else rf"unknown option\(s\) \['{old}'\]; valid options: .*'{group}'")
+    with pytest.raises(ConfigError, match=needle):
+        build_attack(name, {old: value})
     group, field = new.split(".")
-    assert a.options()[group][field] == value
+    assert build_attack(name, {new: value}).options()[group][field] == value

@@ -365,7 +365,7 @@ def test_gradpc_target_keys_are_canonical(digits_victim, tmp_path):
 def test_run_cli_gradpc_flags_are_shortcuts_for_the_group():
     """``--eps-w`` / ``--pc-steps`` ... are ``-A target_options.<option>``: one mapping
     (cli.target_cmd.GRADPC_FLAGS) for every attack with the group (gc, gradient_matching); an explicit
-    -A wins; the former flat names still build the same config (with a DeprecationWarning)."""
+    -A wins; a flat name for a GradPC option is an unknown option."""
     import argparse
 
     from poisonlab.attacks.gradpc import GradPCConfig
@@ -386,10 +386,11 @@ def test_run_cli_gradpc_flags_are_shortcuts_for_the_group():
     assert (cfg.eps_w, cfg.norm) == (0.3, "linf")
     gm = opts("--attack", "gradient_matching", "--eps-w", "0.3", "--pc-steps", "3")
     assert gm == {"target_options.eps_w": 0.3, "target_options.steps": 3}
-    with pytest.warns(DeprecationWarning, match="is now 'target_options[.]"):  # eps_w and target_steps
-        flat = build_attack("gradient_matching", {"eps_w": 0.3, "target_steps": 3})
-    assert flat.config == build_attack("gradient_matching", gm).config
-    assert flat.config.target_options == GradPCConfig(eps_w=0.3, steps=3)
+    assert build_attack("gradient_matching", gm).config.target_options == GradPCConfig(eps_w=0.3, steps=3)
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['eps_w'\].*'target_options'"):
+        build_attack("gradient_matching", {"eps_w": 0.3})
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['target_options'\]"):  # no GradPC group
+        build_attack("label_flip", opts("--attack", "label_flip", "--eps-w", "0.3"))
 
 
 def test_gc_divergence_is_a_divergence_error_naming_lr(digits_victim, monkeypatch):

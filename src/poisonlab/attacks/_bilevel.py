@@ -29,7 +29,7 @@ import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -428,11 +428,10 @@ class DirectGameConfig(AttackConfig):
         labels: The poisons' labels, set once: ``"flip"`` (y ← C−1−y), ``"keep"`` or ``"max_loss"``
             (the class the clean model finds least likely). Required (each attack sets its default).
         dtype: Working precision, ``"float32"`` or ``"float64"``. Default ``"float32"``.
-        checkpoint: Resumable checkpoints (:class:`CheckpointConfig`; the former ``checkpoint: DIR``
-            still works). Default its defaults (none).
+        checkpoint: Resumable checkpoints (:class:`CheckpointConfig`: ``-A checkpoint.dir=DIR``).
+            Default its defaults (none).
     """
 
-    RENAMED: ClassVar[Mapping[str, str]] = {"checkpoint": "checkpoint.dir"}
     WHAT: ClassVar[str] = "attack"
 
     epochs: int = 10

@@ -55,8 +55,8 @@ class BackGradientConfig(B.DirectGameConfig):
             ``"keep"`` (clean-label) or ``"max_loss"`` (the class the clean model finds least
             likely). Default ``"flip"``.
         dtype: Working precision, ``"float32"`` or ``"float64"``. Default ``"float32"``.
-        checkpoint: Resumable checkpoints (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`;
-            the former ``checkpoint: DIR`` still works). Default its defaults (none).
+        checkpoint: Resumable checkpoints (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`:
+            ``-A checkpoint.dir=DIR``). Default its defaults (none).
     """
 
     WHAT: ClassVar[str] = WHAT

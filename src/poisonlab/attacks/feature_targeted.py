@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any
 
 import torch
 
@@ -51,8 +51,7 @@ WHAT = "attack 'feature_targeted'"
 class FeatureTargetedConfig(AttackConfig):
     """Options of :class:`FeatureTargeted`: stage (a) is GradPC on the head with the option group
     ``target_options`` (:class:`~poisonlab.attacks.gradpc.GradPCConfig`, the same group as ``gc``'s:
-    ``-A target_options.eps_w=0.1``); the former ``eps_w`` and ``target_steps`` still work, with a
-    DeprecationWarning (:attr:`RENAMED`).
+    ``-A target_options.eps_w=0.1``).
 
     Attributes:
         target_options: GradPC's options for the head target of stage (a), on the attacker's
@@ -67,8 +66,6 @@ class FeatureTargetedConfig(AttackConfig):
             Default 200.
         invert_lr: Stage (c): the inversion's step size, in the data's units. Default 0.02.
     """
-
-    RENAMED: ClassVar[Mapping[str, str]] = {"eps_w": "target_options.eps_w", "target_steps": "target_options.steps"}
 
     target_options: GradPCConfig = field(default_factory=GradPCConfig)
     gc_steps: int = 300

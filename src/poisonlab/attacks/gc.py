@@ -38,7 +38,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -83,9 +83,7 @@ class GCConfig(AttackConfig):
     options (:class:`~poisonlab.attacks.gradpc.GradPCConfig`: ``-A target_options.eps_w=0.1
     -A target_options.steps=200``, ``--eps-w`` / ``--pc-steps`` on the command line); for
     ``"reachable"`` the option group ``reachable``
-    (:class:`~poisonlab.attacks.targets.ReachableConfig`: ``-A reachable.steps=30``). The former
-    flat names ``eps_w``, ``target_norm``, ``target_topk``, ``target_steps``, ``target_lr`` still work,
-    with a DeprecationWarning (:attr:`RENAMED`).
+    (:class:`~poisonlab.attacks.targets.ReachableConfig`: ``-A reachable.steps=30``).
 
     Attributes:
         target: The target model w: ``"gradpc"`` (a GradPC corruption of the clean victim, made with
@@ -129,11 +127,6 @@ class GCConfig(AttackConfig):
         chunk_size: Points per autograd pass (memory). Default 8192.
         trace_every: Steps between entries of the gradient-norm trace in ``info``. Default 10.
     """
-
-    RENAMED: ClassVar[Mapping[str, str]] = {
-        "eps_w": "target_options.eps_w", "target_norm": "target_options.norm", "target_topk": "target_options.topk",
-        "target_steps": "target_options.steps", "target_lr": "target_options.lr",
-    }
 
     target: str = "gradpc"
     target_options: GradPCConfig = field(default_factory=GradPCConfig)

@@ -49,7 +49,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -80,9 +80,7 @@ SCHEDULES = ("multistep", "constant")
 class GradientMatchingConfig(AttackConfig):
     """Options (see the module docstring). Target: ``target`` ("reverse", "gradpc" or a path to a
         .safetensors model), ``reverse_loss`` ("negative_ce" | "reversed_ce") for "reverse"; GradPC's
-        own options, the group ``target_options``, for "gradpc" (as in ``gc``; the former flat names
-        ``eps_w``, ``target_norm``, ``target_topk``, ``target_steps``, ``target_lr`` still work, with a
-        DeprecationWarning: :attr:`RENAMED`).
+        own options, the group ``target_options``, for "gradpc" (as in ``gc``: ``-A target_options.eps_w=0.1``).
         Matching: ``params`` (parameter tensors of the gradient; default all), ``steps`` signed-Adam
         steps per restart, ``lr`` (the data's units), ``schedule`` ("multistep" | "constant"),
         ``restarts``, ``radius`` (L∞ ball around each source, the data's units; None: the bounds only),
@@ -109,11 +107,6 @@ class GradientMatchingConfig(AttackConfig):
         chunk_size: Points per chunk when summing per-sample gradients (memory bound). Default ``8192``.
         trace_every: Steps between recorded cosine similarities in ``info``. Default ``10``.
     """
-
-    RENAMED: ClassVar[Mapping[str, str]] = {
-        "eps_w": "target_options.eps_w", "target_norm": "target_options.norm", "target_topk": "target_options.topk",
-        "target_steps": "target_options.steps", "target_lr": "target_options.lr",
-    }
 
     target: str = "reverse"
     reverse_loss: str = "negative_ce"

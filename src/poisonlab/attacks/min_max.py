@@ -49,8 +49,8 @@ class MinMaxConfig(B.DirectGameConfig):
         labels: The poisons' labels, set once: ``"max_loss"`` (the class the clean model finds
             least likely), ``"flip"`` (y ← C−1−y) or ``"keep"``. Default ``"max_loss"``.
         dtype: Working precision, ``"float32"`` or ``"float64"``. Default ``"float32"``.
-        checkpoint: Resumable checkpoints (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`;
-            the former ``checkpoint: DIR`` still works). Default its defaults (none).
+        checkpoint: Resumable checkpoints (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`:
+            ``-A checkpoint.dir=DIR``). Default its defaults (none).
     """
 
     WHAT: ClassVar[str] = WHAT

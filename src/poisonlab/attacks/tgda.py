@@ -232,9 +232,7 @@ class TGDAConfig(AttackConfig):
     """Options of :class:`TGDA`. Groups (``-A solver.iters=20``, or a mapping in YAML):
     ``solver`` (:class:`ImplicitSolverConfig`), ``pretrain`` (:class:`AttackerPretrainConfig`),
     ``selection`` (:class:`SelectionConfig`), ``safeguard`` (:class:`SafeguardConfig`), ``checkpoint``
-    (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`). The former flat names (``cg_iters``,
-    ``damping``, ``pretrain_epochs``, ``select_every``, ``checkpoint: DIR``, ...) still work, with a
-    DeprecationWarning (:attr:`RENAMED`).
+    (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`).
 
     Defaults: the settings measured best on MNIST / LR at ε = 3 % (docs/studies/tgda.md), which
     differ from the thesis' literal ones in two options; ``preset: thesis`` (``-A preset=thesis``)
@@ -294,13 +292,6 @@ class TGDAConfig(AttackConfig):
 
     #: ``-A preset=thesis``: the thesis' literal settings (the defaults are the measured ones)
     PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {"thesis": {"leader_lr": 0.01, "selection.every": 0}}
-    RENAMED: ClassVar[Mapping[str, str]] = {
-        "cg_iters": "solver.iters", "cg_tol": "solver.tol", "damping": "solver.damping",
-        "cg_warm_start": "solver.warm_start", "normal_equations": "solver.normal_equations",
-        "hvp_method": "solver.hvp_method", "pretrain_epochs": "pretrain.epochs", "pretrain_lr": "pretrain.lr",
-        "select_every": "selection.every", "select_metric": "selection.metric", "checkpoint": "checkpoint.dir",
-    }
-
     epochs: int = 200
     m: int = 1
     n: int = 20
