@@ -159,3 +159,38 @@ def test_divergence_after_the_backtracks_raises_and_keeps_the_checkpoint(monkeyp
         build_attack("tgda", opts).poison(
             data, victim, 0.05, generator=torch_generator(0, "a"))
     assert (ck / B.Checkpoint.FILE).read_bytes() == saved  # the epoch-1 checkpoint survives
+
+
+# ---------------------------------------------------------------------------- the same follower in the other bilevel attacks
+@pytest.mark.parametrize("attack, options", [
+    ("back_gradient", {"epochs": 2, "k": 2}),
+    ("min_max", {"epochs": 2}),
+    ("metapoison", {"outer_steps": 2, "ensemble": 2, "stagger_epochs": 1}),
+    ("i_min_max", {"follower_steps": 2}),
+])
+def test_the_other_bilevel_attacks_follow_an_adamw_recipe(attack, options, recwarn):
+    """back-gradient, min-max, i-Min-max and MetaPoison take the recipe's optimiser too (no 'not modelled'
+    warning), which changes their poisons against the same data with a plain-SGD victim."""
+    recipe = TrainConfig(optimizer="adamw", lr=0.01, weight_decay=0.01, epochs=5, batch_size=40, device="cpu")
+    data, victim = _tiny(recipe=recipe)
+    adamw = build_attack(attack, options).poison(data, victim, 0.05, generator=torch_generator(3, "a"))
+    assert adamw.info["follower"].startswith("adamw lr 0.01") and "approximated" not in adamw.info["follower"]
+    assert not any("not modelled" in str(w.message) for w in recwarn.list)
+    assert torch.isfinite(adamw.x).all()
+    sgd = _tiny()[1]  # a plain-SGD victim trained on the same data
+    plain = build_attack(attack, options).poison(data, sgd, 0.05, generator=torch_generator(3, "a"))
+    assert not torch.equal(adamw.x, plain.x)
+
+
+def test_back_gradient_checkpoints_the_followers_adam_moments(tmp_path):
+    """A run resumed from its epoch-1 checkpoint equals an uninterrupted one: the follower's Adam
+    moments went into the checkpoint with its weights."""
+    data, victim = _tiny(recipe=TrainConfig(optimizer="adam", lr=0.01, epochs=5, batch_size=40, device="cpu"))
+    opts = {"epochs": 3, "k": 2, "n": 2}
+    full = build_attack("back_gradient", opts).poison(data, victim, 0.05, generator=torch_generator(4, "a"))
+    ck = str(tmp_path / "ck")
+    build_attack("back_gradient", dict(opts, epochs=1, **{"checkpoint.dir": ck})).poison(
+        data, victim, 0.05, generator=torch_generator(4, "a"))
+    resumed = build_attack("back_gradient", dict(opts, **{"checkpoint.dir": ck})).poison(
+        data, victim, 0.05, generator=torch_generator(4, "a"))
+    assert torch.equal(full.x, resumed.x)

@@ -174,6 +174,16 @@ def follower_steps(opt: FollowerOptimizer, loss_fn: Callable[[Params], torch.Ten
     return opt.steps(loss_fn, w, steps)
 
 
+def follower_lookahead(opt: FollowerOptimizer, loss_fn: Callable[[Params], torch.Tensor], w: Params,
+                       steps: int) -> Params:
+    """``steps`` differentiable follower steps from ``w`` with the recipe's optimiser ``opt``, its
+    state left as it was (the unrolled look-ahead of back-gradient and MetaPoison); a plain-SGD
+    recipe takes exactly :func:`sgd_steps` with ``create_graph``."""
+    if opt.plain:
+        return sgd_steps(loss_fn, w, opt.rates, steps, create_graph=True)
+    return opt.lookahead(loss_fn, w, steps)
+
+
 def recipe_is_plain_sgd(recipe: TrainConfig) -> bool:
     """True when THE training loop with ``recipe`` takes exactly the follower's steps: SGD without
     momentum or weight decay at a constant learning rate."""
@@ -462,19 +472,20 @@ class DirectSetup:
     y_poison: torch.Tensor  # (P,) the poisons' labels, set once
     follower_lr: float
     batch_size: int
+    fopt: FollowerOptimizer  # the recipe's optimiser at follower_lr, its state carried across rounds
 
 
 def direct_game(
     *,
     name: str,
     fol: Follower,
+    fopt: FollowerOptimizer,
     w_pre: Params,
     T: AttackTensors,
     y_poison: torch.Tensor,
     leader_step: Callable[[Params, Round, torch.Tensor], torch.Tensor],
     epochs: int,
     n: int,
-    follower_lr: float,
     batch_size: int,
     val_batch_size: int | None,
     base_seed: int,
@@ -485,8 +496,9 @@ def direct_game(
 
     Each round (one clean batch with its ≈ε·B poisons): ``leader_step(w, round, x_p)`` returns the
     round's poisons moved by the leader (rows ``round.poison`` of the (P, *input_shape) tensor),
-    projected onto the data's bounds, then the follower takes ``n`` gradient steps on the clean
-    batch ∪ those poisons. Resumable per epoch. Returns (final poison inputs, diagnostics).
+    projected onto the data's bounds, then the follower takes ``n`` steps of the recipe's optimiser
+    ``fopt`` (:func:`follower_steps`; its state is carried across rounds and checkpointed) on the
+    clean batch ∪ those poisons. Resumable per epoch. Returns (final poison inputs, diagnostics).
     """
     bounds = T.train.bounds
     xp_all = T.x0.clone()
@@ -501,6 +513,7 @@ def direct_game(
         xp_all = tensors["xp"].to(T.x0.device, T.x0.dtype)
         w = unpack("w", tensors, w_pre)
         start, info = int(meta["epoch"]), meta["info"]
+        fopt.load_state(tensors, meta.get("follower_state", {}), w_pre)
     seconds = 0.0
     bar = tqdm(range(start, epochs), desc=name, disable=not progress, unit="ep", initial=start, total=epochs)
     for epoch in bar:
@@ -512,13 +525,15 @@ def direct_game(
                 xp_all[r.poison] = bounds.clamp(leader_step(w, r, xp_all[r.poison]).detach())
             if n:
                 xp, yp = xp_all[r.poison], y_poison[r.poison]
-                w = sgd_steps(partial(fol.mixed_loss, xc=xc, yc=yc, xp=xp, yp=yp), w, fol.step_sizes(follower_lr), n)
+                w = follower_steps(fopt, partial(fol.mixed_loss, xc=xc, yc=yc, xp=xp, yp=yp), w, n)
         seconds += time.perf_counter() - t0
         info["val_loss"].append(fol.mean_loss(w, eval_set))
         info["val_accuracy"].append(fol.accuracy(w, eval_set))
         bar.set_postfix(val_loss=f"{info['val_loss'][-1]:.4f}")
         if checkpoint.due(epoch + 1, epochs):
-            checkpoint.save({"xp": xp_all, **pack("w", w)}, {"epoch": epoch + 1, "info": info})
+            opt_tensors, opt_meta = fopt.state()
+            checkpoint.save({"xp": xp_all, **pack("w", w), **opt_tensors},
+                            {"epoch": epoch + 1, "info": info, "follower_state": opt_meta})
     info["seconds_per_epoch"] = seconds / max(epochs - start, 1)
     return xp_all, info
 
@@ -537,7 +552,8 @@ def direct_setup(cfg: DirectGameConfig, data: AttackData, victim: Victim, n_pois
     yp_all = initial_labels(cfg.labels, T.y0, data.num_classes, fol, w_pre, T.x0)
     beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
     bs = cfg.batch_size or victim.spec.recipe.batch_size or len(T.train)
-    return DirectSetup(base, T, fol, w_pre, yp_all, beta, bs)
+    return DirectSetup(base, T, fol, w_pre, yp_all, beta, bs,
+                       FollowerOptimizer.for_recipe(victim.spec.recipe, fol.step_sizes(beta)))
 
 
 def direct_attack(
@@ -558,17 +574,17 @@ def direct_attack(
 
     The checkpoint's fingerprint holds ``name``, the options but ``epochs`` and ``checkpoint``, the
     budget, ``key``, the base seed, the data, the victim's model and the data's box;
-    ``info["follower"]`` says how the follower's plain SGD relates to the victim's recipe.
+    ``info["follower"]`` says how the follower (the recipe's optimiser) relates to the victim's recipe.
     """
     s = direct_setup(cfg, data, victim, n_poison, generator)
-    follower = follower_note(victim.spec.recipe, s.follower_lr, cfg.WHAT)
+    follower = follower_note(victim.spec.recipe, s.follower_lr, cfg.WHAT, modelled=True)
     resumable = {k: v for k, v in config_to_dict(cfg).items() if k not in ("epochs", "checkpoint")}
     fp = fingerprint(name, resumable, n_poison, *key, s.base_seed,
                      tensor_fingerprint(data.train.x, data.train.y, data.val.x, data.val.y), victim.spec.model,
                      *bounds_key(data.bounds))
-    x, info = direct_game(name=name, fol=s.fol, w_pre=s.w_pre, T=s.T, y_poison=s.y_poison,
+    x, info = direct_game(name=name, fol=s.fol, fopt=s.fopt, w_pre=s.w_pre, T=s.T, y_poison=s.y_poison,
                           leader_step=lambda w, r, xp: leader_step(s, w, r, xp), epochs=cfg.epochs, n=cfg.n,
-                          follower_lr=s.follower_lr, batch_size=s.batch_size, val_batch_size=val_batch_size,
+                          batch_size=s.batch_size, val_batch_size=val_batch_size,
                           base_seed=s.base_seed, checkpoint=Checkpoint.of(cfg.checkpoint, fp), progress=progress)
     info["follower"] = follower
     return PoisonSet(x.to("cpu", torch.float32), s.y_poison.cpu(), s.T.source_index, info)

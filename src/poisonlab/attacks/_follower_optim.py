@@ -38,10 +38,21 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
-def _grad(loss_fn: LossFn, w: Params) -> tuple[Params, Params]:
-    ws = tuple(p.detach().requires_grad_(True) for p in w)
+#: the floor under Adam's second moment in a differentiable step: √v has an infinite derivative at
+#: v = 0 (a coordinate whose gradient is exactly 0, e.g. a dead ReLU unit), which would turn the
+#: hypergradient into NaN; the floor changes the step only where v < 1e-30, i.e. nowhere that matters
+_V_FLOOR = 1e-30
+
+
+def _grad(loss_fn: LossFn, w: Params, create_graph: bool = False) -> tuple[Params, Params]:
+    if create_graph:  # keep w's graph (an unrolled, differentiable step), as sgd_steps does
+        ws = tuple(p if p.requires_grad else p.detach().requires_grad_(True) for p in w)
+    else:
+        ws = tuple(p.detach().requires_grad_(True) for p in w)
     with torch.enable_grad():
-        g = torch.autograd.grad(loss_fn(ws), ws)
+        g = torch.autograd.grad(loss_fn(ws), ws, create_graph=create_graph)
+    if create_graph:
+        return ws, tuple(g)
     return tuple(p.detach() for p in ws), tuple(g)
 
 
@@ -93,17 +104,28 @@ class FollowerOptimizer:
         """Forget the state (a follower restarted from the clean victim)."""
         self.step, self.buffers = 0, {}
 
-    def steps(self, loss_fn: LossFn, w: Params, n: int) -> Params:
-        """``n`` steps on ``loss_fn`` from ``w`` (detached results), advancing the state."""
+    def steps(self, loss_fn: LossFn, w: Params, n: int, *, create_graph: bool = False) -> Params:
+        """``n`` steps on ``loss_fn`` from ``w``, advancing the state. Detached results, or with
+        ``create_graph`` steps that stay differentiable (the state too: see :meth:`lookahead`)."""
         if len(self.rates) != len(w):
             raise ValueError(f"FollowerOptimizer: {len(self.rates)} step sizes for {len(w)} parameter tensors")
         for _ in range(n):
-            w, g = _grad(loss_fn, w)
+            w, g = _grad(loss_fn, w, create_graph)
             if self.plain:  # w − lr·g, as sgd_steps
                 w = tuple(p - lr * gi for p, gi, lr in zip(w, g, self.rates))
             else:
-                w = self._sgd(w, g) if self.kind == "sgd" else self._adam(w, g)
+                w = self._sgd(w, g) if self.kind == "sgd" else self._adam(w, g, create_graph)
         return w
+
+    def lookahead(self, loss_fn: LossFn, w: Params, n: int) -> Params:
+        """``n`` differentiable steps from ``w`` and the current state, which is left as it was: the
+        unrolled look-ahead of back-gradient and MetaPoison (the hypergradient flows through the
+        moments and momentum buffers the steps build, as through the weights)."""
+        snap = self.snapshot()
+        try:
+            return self.steps(loss_fn, w, n, create_graph=True)
+        finally:
+            self.restore(snap)
 
     def _sgd(self, w: Params, g: Params) -> Params:
         wd, mu = self.weight_decay, self.momentum
@@ -118,7 +140,7 @@ class FollowerOptimizer:
         self.step += 1
         return tuple(p.add(di, alpha=-lr) for p, di, lr in zip(w, d, self.rates))
 
-    def _adam(self, w: Params, g: Params) -> Params:
+    def _adam(self, w: Params, g: Params, create_graph: bool = False) -> Params:
         b1, b2 = self.betas
         wd = self.weight_decay
         if self.kind == "adam" and wd:
@@ -132,8 +154,9 @@ class FollowerOptimizer:
         self.step += 1
         self.buffers["exp_avg"], self.buffers["exp_avg_sq"] = m, v
         bc1, bc2 = 1 - b1 ** self.step, 1 - b2 ** self.step
-        return tuple(p.addcdiv(mi, (vi.sqrt() / bc2 ** 0.5).add(self.eps), value=-lr / bc1)
-                     for p, mi, vi, lr in zip(w, m, v, self.rates))
+        root = [(vi.clamp_min(_V_FLOOR) if create_graph else vi).sqrt() for vi in v]
+        return tuple(p.addcdiv(mi, (ri / bc2 ** 0.5).add(self.eps), value=-lr / bc1)
+                     for p, mi, ri, lr in zip(w, m, root, self.rates))
 
     # ------------------------------------------------------------------------ state: checkpoints, rollback
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -48,8 +48,9 @@ Cost: per round, ``steps`` forward/backward passes over g·restarts·|labels| po
 ``follower_steps`` passes over a clean batch and the poisons so far: MNIST LR at ε = 3 % (1 260
 rounds) takes about a minute on one CPU thread (``bench/table_2_2.py`` records it). Works on any
 victim module and input shape (N, *input_shape) that has gradients with respect to its inputs; the
-defender's steps are plain SGD (another recipe — momentum, Adam, a schedule — is approximated and
-said so in ``info["follower"]``) with the network in eval mode.
+defender's steps are those of the victim recipe's optimiser (SGD with momentum / weight decay, Adam,
+AdamW, its state carried across rounds; a schedule is approximated by the base rate, said so in
+``info["follower"]``) with the network in eval mode.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from ..seeding import device_generator, draw_seed, torch_generator
 from ..training.victim import Victim
 from ..validation import check_choice, check_int, check_number
 from . import _bilevel as B
+from ._follower_optim import FollowerOptimizer
 from .base import Attack, AttackConfig, register_attack
 
 WHAT = "attack 'i_min_max'"
@@ -101,9 +103,10 @@ class IMinMaxConfig(AttackConfig):
         labels: How each poison's label is chosen: ``"max_loss"`` (every class is a candidate, the
             highest-loss (point, label) pair wins — the paper's argmax), ``"flip"`` (9 − y, i.e. C − 1 − y, of
             the start point) or ``"keep"``. Default ``"max_loss"``.
-        follower_steps: Plain SGD steps of the defender's model per round, on a clean batch plus every poison chosen so far. Default ``1``.
-        follower_lr: The defender's step size; ``None``: the victim recipe's lr (other optimizers and
-            schedules are approximated by plain SGD, noted in ``info["follower"]``). Default ``None``.
+        follower_steps: Steps of the defender's model per round (the victim recipe's optimiser), on a
+            clean batch plus every poison chosen so far. Default ``1``.
+        follower_lr: The defender's learning rate; ``None``: the victim recipe's lr (a schedule is
+            approximated by the base rate, noted in ``info["follower"]``). Default ``None``.
         batch_size: Clean points per defender step; ``None``: the victim recipe's batch size. Default ``None``.
         weighting: Weight of the chosen poisons in the defender's loss: ``"union"`` (exactly D_tr ∪ the t
             poisons so far, weight t/(N+t)) or ``"budget"`` (ε/(1+ε) from the first round). Default ``"union"``.
@@ -272,8 +275,8 @@ class IMinMax(Attack[IMinMaxConfig]):
         bounds = data.bounds
         fol, w = B.Follower.from_model(victim.clean_model(), dtype)
         beta = cfg.follower_lr if cfg.follower_lr is not None else victim.spec.recipe.lr
-        follower = B.follower_note(victim.spec.recipe, beta, WHAT)
-        step_sizes = fol.step_sizes(beta)
+        follower = B.follower_note(victim.spec.recipe, beta, WHAT, modelled=True)
+        fopt = FollowerOptimizer.for_recipe(victim.spec.recipe, fol.step_sizes(beta))  # the recipe's optimiser
         bs = min(cfg.batch_size or victim.spec.recipe.batch_size or N, N)
         eps = n_poison / N
 
@@ -340,7 +343,7 @@ class IMinMax(Attack[IMinMaxConfig]):
                 def mixed(ws: B.Params, cx=cx, cy=cy, px=px, py=py, lam=lam) -> torch.Tensor:
                     return (1.0 - lam) * fol.loss(ws, cx, cy) + lam * fol.loss(ws, px, py)
 
-                w = B.sgd_steps(mixed, w, step_sizes, 1)
+                w = B.follower_steps(fopt, mixed, w, 1)
             if r % every == 0 or r == rounds - 1:
                 trace.append([t, float(chosen_loss[sl].mean())])
                 bar.set_postfix(loss=f"{trace[-1][1]:.3g}")

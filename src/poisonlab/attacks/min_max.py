@@ -9,13 +9,14 @@ networks and batches: poison images are initialised from D_tr points with labels
 highest-loss feasible label; or ``flip`` / ``keep``), then each round
 
     x_p ← Π_box( x_p + α · sign ∇_{x_p} CE(w; x_p, y_p) )   (m times, the round's ≈ε·B poisons)
-    w   ← w − β ∇_w f(D_batch ∪ x_p, w)                        (n times)
+    w   ← w − β ∇_w f(D_batch ∪ x_p, w)                        (n times; the recipe's optimiser)
 
 The feasible set is the data's box (``data.bounds``: pixels in [0, 1] for images, per-feature
 ranges for tabular data; no data-sanitisation sphere, which the thesis' protocol does not use); α
-is in the data's units. The follower takes plain SGD steps; another victim recipe (Adam, momentum,
-a schedule) is approximated and said so in ``info["follower"]``. Works on any victim module and
-any input shape (N, *input_shape).
+is in the data's units. The follower takes the victim recipe's optimiser (SGD with momentum / weight
+decay, Adam, AdamW, its state carried across rounds; the update above is the plain-SGD case); a
+schedule is approximated by the base rate and said so in ``info["follower"]``. Works on any victim
+module and any input shape (N, *input_shape).
 """
 
 from __future__ import annotations
