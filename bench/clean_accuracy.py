@@ -35,13 +35,13 @@ def main() -> None:
     rows = []
     for model in args.models.split(","):
         epochs = args.cnn_epochs if (args.cnn_epochs is not None and model in ("cnn", "resnet18")) else args.epochs
-        prep = prepare(RunConfig(dataset=args.dataset, model=model, epochs=epochs, seed=args.seed, data_dir=args.data_dir))
+        prep, spec = prepare(RunConfig(dataset=args.dataset, model=model, epochs=epochs, seed=args.seed, data_dir=args.data_dir))
         t0 = time.perf_counter()
-        net = prep.spec.train(prep.data.train, args.seed, progress=f"{model}")
+        net = spec.train(prep.train, args.seed, progress=f"{model}")
         seconds = time.perf_counter() - t0
-        acc = accuracy(net, prep.bundle.test)
-        row = {"dataset": args.dataset, "model": model, "epochs": epochs, "batch_size": prep.spec.recipe.batch_size,
-               "lr": prep.spec.recipe.lr, "n_train": len(prep.data.train), "test_accuracy": acc,
+        acc = accuracy(net, prep.test)
+        row = {"dataset": args.dataset, "model": model, "epochs": epochs, "batch_size": spec.recipe.batch_size,
+               "lr": spec.recipe.lr, "n_train": len(prep.train), "test_accuracy": acc,
                "thesis_accuracy": THESIS.get((args.dataset, model)), "train_seconds": seconds,
                "seconds_per_epoch": seconds / max(epochs, 1)}
         rows.append(row)

@@ -48,15 +48,15 @@ def quick_setup(args, name: str) -> tuple[str, int | None, Path, bool]:
 
 
 def clean_victim(cfg, progress: bool = False):
-    """Stage 1 of the protocol for a bench script: (prepared data and spec, the clean-trained model,
-    the attacker's :class:`~poisonlab.training.Victim`). Through the clean-victim cache when
-    ``cfg.cache_dir`` is set, like ``poisonlab run --cache-dir``."""
+    """Stage 1 of the protocol for a bench script: (the run's :class:`~poisonlab.data.ExperimentData`,
+    the clean-trained model, the attacker's :class:`~poisonlab.training.Victim`, whose ``spec`` is the
+    run's). Through the clean-victim cache when ``cfg.cache_dir`` is set, like ``poisonlab run --cache-dir``."""
     from poisonlab.protocol import prepare, pretrain_victim
     from poisonlab.training import Victim
 
-    prep = prepare(cfg)
-    clean, _ = pretrain_victim(cfg, prep, progress)
-    victim = Victim(prep.spec, cfg.seed, {k: v.detach().clone() for k, v in clean.state_dict().items()})
+    prep, spec = prepare(cfg)
+    clean, _ = pretrain_victim(cfg, prep, spec, progress)
+    victim = Victim(spec, cfg.seed, {k: v.detach().clone() for k, v in clean.state_dict().items()})
     return prep, clean, victim
 
 

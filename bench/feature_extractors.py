@@ -95,7 +95,7 @@ def clean_copies(path: Path, base: dict, model: str, draw: int = 0) -> str:
     from poisonlab.protocol import prepare, save_poisons
 
     prep = prepare(RunConfig.from_dict({**base, "model": model}))
-    train = prep.data.train
+    train = prep.train
     n = poison_count(base["fraction"], len(train))
     src = torch.randperm(len(train), generator=torch_generator(base["seed"], f"bench-copies-{draw}"))[:n]
     save_poisons(path, PoisonSet(train.x[src].clone(), train.y[src].clone(), src))

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model=model_name, seed=args.seed, epochs=epochs,
                                                      data_dir=args.data_dir, cache_dir=args.cache_dir), progress=True)
-        data, test = prep.data, prep.bundle.test
+        data, test = prep.attack_data(), prep.test
         acc1 = accuracy(clean, test)
         t_clean = time.perf_counter() - t0
         t1 = time.perf_counter()

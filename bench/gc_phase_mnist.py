@@ -58,12 +58,12 @@ def main(argv=None) -> int:
         args.family_fraction, args.points, args.gc_steps = 0.5, 4, min(args.gc_steps, 100)
     t0 = time.perf_counter()
     prep, victim, test, acc1, gc_opts, cache_dir = lr_setup(args, dataset, epochs)
-    data = prep.data
+    data = prep.attack_data()
     if args.target_file:
         target, tinfo, t_target = load_target(args.target_file, victim.clean_model()), {"source": args.target_file}, 0.0
     else:
         target, tinfo, t_target = reachable_target(data, victim, args.family_fraction, cache_dir)
-    th = threshold_report(target, prep.experiment)
+    th = threshold_report(target, prep)
     tau_gauge, tau_box, tau = th["tau_gauge"], th["tau_box"], th["tau"]
     ratios = np.geomspace(args.low, args.high, args.points)
     if (ratios * tau_gauge > 1).any():  # a poison fraction above 1 is no budget (digits' --quick target)

@@ -102,7 +102,7 @@ def lr_setup(args, dataset: str, epochs: int | None):
     cache_dir = args.cache_dir or None
     prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
                                                  data_dir=args.data_dir, cache_dir=cache_dir))
-    test = prep.bundle.test
+    test = prep.test
     return prep, victim, test, accuracy(clean, test), {**GC_OPTIONS, "steps": args.gc_steps, "lr": args.gc_lr}, cache_dir
 
 
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         args.fractions, args.eps_w, args.gc_steps = [0.5], [0.02], min(args.gc_steps, 100)
     t0 = time.perf_counter()
     prep, victim, test, acc1, gc_opts, cache_dir = lr_setup(args, dataset, epochs)
-    data = prep.data
+    data = prep.attack_data()
     report = {"environment": environment(), "dataset": dataset, "model": "lr", "seed": args.seed,
               "clean_accuracy": acc1, "goal": {"gauge_share": GAUGE_SHARE, "residual": RESIDUAL_GOAL, "agreement": AGREEMENT_GOAL},
               "gc_options": gc_opts, "rows": []}
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
         save_model(path, model, {"model": "lr", "stage": "target:gradpc", "eps_w": str(e)})
         from poisonlab.protocol.reachability import threshold_report
 
-        tau_gauge = threshold_report(model, prep.experiment)["tau_gauge"]
+        tau_gauge = threshold_report(model, prep)["tau_gauge"]
         for share in args.shares:
             f = math.ceil(tau_gauge / share * 1000) / 1000  # τ_gauge ≤ share·ε
             if f > 1:

@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     dataset, epochs, out, _ = quick_setup(args, "gc_reach_distance")
     t0 = time.perf_counter()
     prep, victim, test, acc1, _, cache_dir = lr_setup(args, dataset, epochs)
-    data = prep.data
+    data = prep.attack_data()
     target, info, maker_s = reachable_target(data, victim, args.fraction, cache_dir)
     path = Path(tempfile.mkdtemp(prefix="gc_reach_distance-")) / "target.safetensors"
     save_model(path, target, {"model": "lr", "stage": "target:reachable", "fraction": str(args.fraction)})

@@ -24,11 +24,11 @@ CACHE = "runs/bench_gc/cache"
 eps_w = float(sys.argv[1]) if len(sys.argv) > 1 else 0.05
 steps = int(sys.argv[2]) if len(sys.argv) > 2 else 600
 prep, clean, victim = clean_victim(RunConfig(dataset="mnist", model="lr", seed=0, cache_dir=CACHE))
-data, test = prep.data, prep.bundle.test
+data, test = prep.attack_data(), prep.test
 print("recipe", victim.spec.recipe, flush=True)
 acc1 = accuracy(clean, test)
 target, info = make_target("gradpc", victim.clean_model(), data.val, {"eps_w": eps_w}, False, cache=as_cache(CACHE))
-tg = threshold_report(target, prep.experiment)["tau_gauge"]
+tg = threshold_report(target, prep)["tau_gauge"]
 f = math.ceil(tg / 0.8 * 1000) / 1000
 path = str(Path(tempfile.mkdtemp()) / f"gradpc_{eps_w}.safetensors")
 save_model(path, target, {"model": "lr", "stage": "target"})

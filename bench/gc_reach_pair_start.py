@@ -22,7 +22,7 @@ torch.set_num_threads(1)
 CACHE = "runs/bench_gc/cache"
 path, f, mode, steps, lr = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 prep, clean, victim = clean_victim(RunConfig(dataset="mnist", model="lr", seed=0, cache_dir=CACHE))
-data, test = prep.data, prep.bundle.test
+data, test = prep.attack_data(), prep.test
 train = data.train
 target = load_target(path, victim.clean_model())
 names, w = named_params(target)

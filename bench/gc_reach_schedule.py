@@ -23,9 +23,9 @@ torch.set_num_threads(1)
 CACHE = "runs/bench_gc/cache"
 eps_w = float(sys.argv[1]); opts = json.loads(sys.argv[2]); share = float(sys.argv[3]) if len(sys.argv) > 3 else 0.8
 prep, clean, victim = clean_victim(RunConfig(dataset="mnist", model="lr", seed=0, cache_dir=CACHE))
-data, test = prep.data, prep.bundle.test
+data, test = prep.attack_data(), prep.test
 target, info = make_target("gradpc", victim.clean_model(), data.val, {"eps_w": eps_w}, False, cache=as_cache(CACHE))
-tg = threshold_report(target, prep.experiment)["tau_gauge"]
+tg = threshold_report(target, prep)["tau_gauge"]
 f = math.ceil(tg / share * 1000) / 1000
 path = str(Path(tempfile.mkdtemp()) / f"gradpc_{eps_w}.safetensors")
 from poisonlab.protocol import save_model

@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
                                                  data_dir=args.data_dir, cache_dir=args.cache_dir))
-    data, test = prep.data, prep.bundle.test
+    data, test = prep.attack_data(), prep.test
     acc1 = accuracy(clean, test)
     t_search = time.perf_counter()
     # the library's maker (poisonlab.attacks.reachable_target): τ_gauge ≤ limit·ε, here limit 1 (the necessary condition itself)

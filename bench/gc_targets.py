@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
                                                  data_dir=args.data_dir, cache_dir=args.cache_dir))
-    data, test = prep.data, prep.bundle.test
+    data, test = prep.attack_data(), prep.test
     acc1 = accuracy(clean, test)
     report = {"dataset": dataset, "model": "lr", "fraction": args.fraction, "gc_steps": args.steps, "gc_lr": args.lr,
               "seed": args.seed, "torch_threads": torch.get_num_threads(), "clean_accuracy": acc1,

@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
                                                  data_dir=args.data_dir, cache_dir=args.cache_dir))
-    data, test = prep.data, prep.bundle.test
+    data, test = prep.attack_data(), prep.test
     acc1 = accuracy(clean, test)
     clean_norm = float(data.train.x.flatten(1).norm(dim=1).mean())
     target, _ = corrupt(clean, data.val, eps_w=args.eps_w)
@@ -139,16 +139,16 @@ def replication(args, dataset: str, epochs: int | None, tdir: Path, out: Path, r
     from poisonlab.protocol import prepare
     from poisonlab.training import Victim
 
-    prep = prepare(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs, batch_size=10000, data_dir=args.data_dir))
+    prep, spec = prepare(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs, batch_size=10000, data_dir=args.data_dir))
     rows: list[dict] = []
     for normalised in (False, True):
         def f(d: Dataset) -> Dataset:
             return Dataset((d.x - MNIST_MEAN) / MNIST_STD, d.y, d.num_classes) if normalised else d
 
-        data = dataclasses.replace(prep.data, train=f(prep.data.train), val=f(prep.data.val))
-        test = f(prep.bundle.test)
-        clean = prep.spec.train(data.train, args.seed)
-        victim = Victim(prep.spec, args.seed, {k: v.detach().clone() for k, v in clean.state_dict().items()})
+        data = dataclasses.replace(prep.attack_data(), train=f(prep.train), val=f(prep.val))
+        test = f(prep.test)
+        clean = spec.train(data.train, args.seed)
+        victim = Victim(spec, args.seed, {k: v.detach().clone() for k, v in clean.state_dict().items()})
         acc1 = accuracy(clean, test)
         n = poison_count(args.fraction, len(data.train))
         for eps_w in args.replication_eps_w:
@@ -164,7 +164,7 @@ def replication(args, dataset: str, epochs: int | None, tdir: Path, out: Path, r
                 ps = attack._craft(data, victim, n, generator=torch_generator(args.seed, "attack"), progress=False)
                 acc2 = accuracy(victim.retrain(PoisonedDataset.combine(data.train, ps).dataset), test)
                 raw = ps.x * MNIST_STD + MNIST_MEAN if normalised else ps.x
-                r = prep.spec.recipe
+                r = spec.recipe
                 row = {"batch_size": r.batch_size, "epochs": r.epochs, "recipe_lr": r.lr, "gc_optimizer": optimizer,
                        "gc_lr": gc_lr, "gc_steps": args.steps,
                        "normalised_inputs": normalised, "gc_params": list(params) or "all",

@@ -94,12 +94,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "or_phase_transition"), help="output path without extension")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    prep = prepare(RunConfig(dataset="or", model="lr", epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=0))
-    data, test = prep.data, prep.bundle.test
+    prep, spec = prepare(RunConfig(dataset="or", model="lr", epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=0))
+    data, test = prep.attack_data(), prep.test
     train = data.train
-    clean = prep.spec.train(train, 0)
+    clean = spec.train(train, 0)
     acc_clean = accuracy(clean, test)
-    victim = Victim(prep.spec, 0, {k: v.clone() for k, v in clean.state_dict().items()})
+    victim = Victim(spec, 0, {k: v.clone() for k, v in clean.state_dict().items()})
     print(f"OR: |D_tr|={len(train)}, clean test accuracy {acc_clean:.1f} %", file=sys.stderr)
 
     # ---- left: τ over a grid of 0-accuracy targets
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     w1s = np.linspace(-0.8, -0.12, n)
     w2s = np.linspace(-0.8, -0.12, n)
     tau = np.full((n, n), np.nan)
-    probe = prep.spec.build(0)
+    probe = spec.build(0)
     ysign = (2 * train.y - 1).double()
     for i, w2 in enumerate(w2s):
         for j, w1 in enumerate(w1s):
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
             tau[i, j] = r.tau
 
     # ---- middle / right: GC + retraining vs ε for one target
-    target = set_target(prep.spec.build(0), *args.target, args.bias)
+    target = set_target(spec.build(0), *args.target, args.bias)
     logits_t = predict_logits(target, train.x)
     reach = multiclass_reachability(logits_t, train.y)
     tau_star = reach.tau
@@ -194,7 +194,7 @@ def main(argv=None) -> int:
         "quick": args.quick, "bias": args.bias, "w1": w1s.tolist(), "w2": w2s.tolist(),
         "tau_grid": [[None if np.isnan(v) else float(v) for v in row] for row in tau],
         "target": list(args.target), "tau": tau_star, "tau_box": tau_box, "margin_domain_box": domain, "clean_accuracy": acc_clean, "n_train": len(train),
-        "recipe": {"epochs": args.epochs, "lr": args.lr, "batch_size": prep.spec.recipe.batch_size},
+        "recipe": {"epochs": args.epochs, "lr": args.lr, "batch_size": spec.recipe.batch_size},
         "gc": gc_opts, "rows": rows, "seconds": time.perf_counter() - t0,
     })
     print(f"wrote {out.with_suffix('.png')} and .json in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

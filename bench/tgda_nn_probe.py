@@ -68,7 +68,7 @@ def main() -> int:
     else:
         cfg = RunConfig(dataset="mnist", model="nn", seed=0, device="cpu", cache_dir=args.cache_dir or None)
         prep, _, victim = clean_victim(cfg)
-        data, test = prep.data, None
+        data, test = prep.attack_data(), None
     clean_acc = accuracy(victim.clean_model(), test) if test is not None else None
     out = {"environment": environment(), "epochs": args.epochs, "subset": args.subset, "victim_epochs": args.victim_epochs,
            "model": args.model if args.subset else "nn", "recipe": victim.spec.recipe.describe(),

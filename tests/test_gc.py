@@ -22,9 +22,9 @@ from poisonlab.training import Victim, mean_loss
 
 @pytest.fixture(scope="module")
 def digits_victim():
-    prep = prepare(RunConfig(dataset="digits", model="lr", epochs=5))
-    model = prep.spec.train(prep.data.train, 0)
-    return prep, Victim(prep.spec, 0, {k: v.clone() for k, v in model.state_dict().items()})
+    prep, spec = prepare(RunConfig(dataset="digits", model="lr", epochs=5))
+    model = spec.train(prep.train, 0)
+    return prep, Victim(spec, 0, {k: v.clone() for k, v in model.state_dict().items()})
 
 
 # ----------------------------------------------------------------------------- GradPC
@@ -33,7 +33,7 @@ def test_gradpc_respects_its_budget_and_raises_the_loss(digits_victim, norm, top
     prep, victim = digits_victim
     clean = victim.clean_model()
     before = {k: v.clone() for k, v in clean.state_dict().items()}
-    target, info = corrupt(clean, prep.data.val, eps_w=0.3, norm=norm, topk=topk, steps=8, lr=0.3)
+    target, info = corrupt(clean, prep.val, eps_w=0.3, norm=norm, topk=topk, steps=8, lr=0.3)
     assert all(torch.equal(before[k], v) for k, v in clean.state_dict().items())  # input untouched
     w0, w1 = flatten(named_params(clean)[1]), flatten(named_params(target)[1])
     d = w1 - w0
@@ -43,7 +43,7 @@ def test_gradpc_respects_its_budget_and_raises_the_loss(digits_victim, norm, top
     assert info["radius"] == pytest.approx(radius, rel=1e-6)
     if topk is not None:
         assert int((d != 0).sum()) <= topk
-    assert mean_loss(target, prep.data.val) > mean_loss(clean, prep.data.val) + (0.01 if topk else 0.05)
+    assert mean_loss(target, prep.val) > mean_loss(clean, prep.val) + (0.01 if topk else 0.05)
 
 
 def test_projection_is_the_nearest_point_and_idempotent():
@@ -62,9 +62,9 @@ def test_projection_is_the_nearest_point_and_idempotent():
 def test_gradpc_bad_options_raise(digits_victim):
     prep, victim = digits_victim
     with pytest.raises(ConfigError):
-        corrupt(victim.clean_model(), prep.data.val, eps_w=-1)
+        corrupt(victim.clean_model(), prep.val, eps_w=-1)
     with pytest.raises(ConfigError):
-        corrupt(victim.clean_model(), prep.data.val, norm="l1")
+        corrupt(victim.clean_model(), prep.val, norm="l1")
     with pytest.raises(ConfigError):
         build_attack("gc", {"optimizer": "lbfgs"})
     with pytest.raises(ConfigError):
@@ -124,19 +124,19 @@ def test_gc_contract_determinism_and_objective_decrease(digits_victim):
     prep, victim = digits_victim
     attack = build_attack("gc", GC_FAST)
     fraction = 0.3
-    a = attack.poison(prep.data, victim, fraction, generator=torch_generator(0, "attack"))
-    n = poison_count(fraction, len(prep.data.train))
-    assert len(a) == n and a.x.shape[1:] == prep.data.train.x.shape[1:]
+    a = attack.poison(prep.attack_data(), victim, fraction, generator=torch_generator(0, "attack"))
+    n = poison_count(fraction, len(prep.train))
+    assert len(a) == n and a.x.shape[1:] == prep.train.x.shape[1:]
     assert a.x.min() >= 0 and a.x.max() <= 1
-    assert torch.equal(a.y, prep.data.train.y[a.source_index])  # labels unchanged
-    assert not torch.equal(a.x, prep.data.train.x[a.source_index])  # inputs moved
+    assert torch.equal(a.y, prep.train.y[a.source_index])  # labels unchanged
+    assert not torch.equal(a.x, prep.train.x[a.source_index])  # inputs moved
     info = a.info
     assert info["initial_rel_grad_norm"] == pytest.approx(info["grad_norm_trace"][0][1])
     assert info["final_rel_grad_norm"] < 0.3 * info["initial_rel_grad_norm"]  # substantial decrease
     norms = [v for _, v in info["grad_norm_trace"]]
     assert min(norms) == pytest.approx(info["final_rel_grad_norm"])
     assert set(a.states) == {"target"}
-    b = attack.poison(prep.data, victim, fraction, generator=torch_generator(0, "attack"))
+    b = attack.poison(prep.attack_data(), victim, fraction, generator=torch_generator(0, "attack"))
     assert torch.equal(a.x, b.x) and torch.equal(a.source_index, b.source_index)
     json.dumps(info)  # serialisable
 
@@ -144,11 +144,11 @@ def test_gc_contract_determinism_and_objective_decrease(digits_victim):
 def test_gc_source_classes_and_aligned_init(digits_victim):
     prep, victim = digits_victim
     out = build_attack("gc", {**GC_FAST, "steps": 3, "source_classes": [3], "init": "aligned"}).poison(
-        prep.data, victim, 0.05, generator=torch_generator(0, "attack"))
+        prep.attack_data(), victim, 0.05, generator=torch_generator(0, "attack"))
     assert (out.y == 3).all()
     mix = build_attack("gc", {**GC_FAST, "steps": 2, "class_proportions": [3, 1] + [0] * 8}).poison(
-        prep.data, victim, 0.1, generator=torch_generator(0, "attack"))
-    n = poison_count(0.1, len(prep.data.train))
+        prep.attack_data(), victim, 0.1, generator=torch_generator(0, "attack"))
+    n = poison_count(0.1, len(prep.train))
     assert int((mix.y == 0).sum()) == round(0.75 * n) and int((mix.y == 1).sum()) == n - round(0.75 * n)
     with pytest.raises(ConfigError):
         build_attack("gc", {"class_proportions": [1, 0], "source_classes": [0]})
@@ -156,24 +156,24 @@ def test_gc_source_classes_and_aligned_init(digits_victim):
 
 def test_gc_target_from_file_and_assess(digits_victim, tmp_path):
     prep, victim = digits_victim
-    target, _ = corrupt(victim.clean_model(), prep.data.val, eps_w=0.05, steps=1, lr=1.0)
+    target, _ = corrupt(victim.clean_model(), prep.val, eps_w=0.05, steps=1, lr=1.0)
     from poisonlab.protocol import save_model
 
     path = tmp_path / "t.safetensors"
     save_model(path, target)
     attack = build_attack("gc", {"target": str(path), "steps": 5})
-    ps = attack.poison(prep.data, victim, 0.1, generator=torch_generator(0, "attack"))
+    ps = attack.poison(prep.attack_data(), victim, 0.1, generator=torch_generator(0, "attack"))
     w_clean, w_t = flatten(named_params(victim.clean_model())[1]), flatten(named_params(target)[1])
     assert ps.info["clean_to_target_distance"] == pytest.approx(0.05 * float(w_clean.norm() / w_t.norm()), rel=1e-4)
-    rep = attack.assess(ps, victim.clean_model(), prep.bundle.test)
+    rep = attack.assess(ps, victim.clean_model(), prep.test)
     assert rep["retrained_to_target_distance"] == pytest.approx(ps.info["clean_to_target_distance"], rel=1e-6)
     assert rep["target_distance_closed"] == pytest.approx(0.0, abs=1e-6)
-    same = attack.assess(ps, target, prep.bundle.test)
+    same = attack.assess(ps, target, prep.test)
     assert same["retrained_to_target_logit_distance"] == 0.0 and same["retrained_target_agreement"] == 100.0
     bad = tmp_path / "bad.safetensors"
     save_model(bad, nn.Linear(3, 2))
     with pytest.raises(ConfigError):
-        build_attack("gc", {"target": str(bad)}).poison(prep.data, victim, 0.1, generator=torch_generator(0, "a"))
+        build_attack("gc", {"target": str(bad)}).poison(prep.attack_data(), victim, 0.1, generator=torch_generator(0, "a"))
 
 
 def test_gradpc_targets_go_through_the_given_cache(digits_victim, tmp_path):
@@ -182,12 +182,12 @@ def test_gradpc_targets_go_through_the_given_cache(digits_victim, tmp_path):
 
     prep, victim = digits_victim
     opts = {"eps_w": 0.05, "steps": 3, "lr": 0.5}
-    plain, plain_info = make_target("gradpc", victim.clean_model(), prep.data.val, opts)
+    plain, plain_info = make_target("gradpc", victim.clean_model(), prep.val, opts)
     assert plain_info["cache"] is None
     c = ArtifactCache(tmp_path / "c")
-    cold, cold_info = make_target("gradpc", victim.clean_model(), prep.data.val, opts, cache=c)
-    warm, warm_info = make_target("gradpc", victim.clean_model(), prep.data.val, opts, cache=c)
-    other, other_info = make_target("gradpc", victim.clean_model(), prep.data.val, {**opts, "eps_w": 0.1}, cache=c)
+    cold, cold_info = make_target("gradpc", victim.clean_model(), prep.val, opts, cache=c)
+    warm, warm_info = make_target("gradpc", victim.clean_model(), prep.val, opts, cache=c)
+    other, other_info = make_target("gradpc", victim.clean_model(), prep.val, {**opts, "eps_w": 0.1}, cache=c)
     assert (cold_info["cache"], warm_info["cache"], other_info["cache"]) == ("miss", "hit", "miss")
     for a, b in ((plain, cold), (cold, warm)):
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
@@ -195,7 +195,7 @@ def test_gradpc_targets_go_through_the_given_cache(digits_victim, tmp_path):
     assert not torch.equal(other.linear.weight, cold.linear.weight)
     assert len(ArtifactCache(tmp_path / "c").entries("target")) == 2
     # another clean model (here: the target itself) is another key
-    _, again = make_target("gradpc", cold, prep.data.val, opts, cache=c)
+    _, again = make_target("gradpc", cold, prep.val, opts, cache=c)
     assert again["cache"] == "miss"
 
 
@@ -254,9 +254,9 @@ def test_gc_reports_the_box_threshold_of_a_linear_target(digits_victim):
     from poisonlab.theory.linear import box_threshold
 
     prep, victim = digits_victim
-    target, _ = corrupt(victim.clean_model(), prep.data.val, eps_w=0.5, steps=5)
+    target, _ = corrupt(victim.clean_model(), prep.val, eps_w=0.5, steps=5)
     names, w = named_params(target)
-    tr = prep.data.train
+    tr = prep.train
     g = sum_gradient(target, names, w, tr.x, tr.y, 1.0 / len(tr), 4096)
     X = torch.cat([tr.x.flatten(1).double(), torch.ones(len(tr), 1, dtype=torch.float64)], 1)
     Wt = torch.cat([target.linear.weight.detach(), target.linear.bias.detach()[:, None]], 1).double()
@@ -265,7 +265,8 @@ def test_gc_reports_the_box_threshold_of_a_linear_target(digits_victim):
     expected = linear_box_threshold(P.T @ X / len(tr))
     assert math.isclose(box_threshold(target, names, g), expected, rel_tol=1e-4)
     assert box_threshold(target, names[:1], g[: target.linear.weight.numel()]) is None  # not the full gradient
-    p = build_attack("gc", {"steps": 2, "target_options.steps": 5}).poison(prep.data, victim, 0.05, generator=torch_generator(0, "a"))
+    p = build_attack("gc", {"steps": 2, "target_options.steps": 5}).poison(prep.attack_data(), victim, 0.05,
+                                                                           generator=torch_generator(0, "a"))
     assert p.info["tau_box"] is not None and p.info["tau_box"] > 0
     assert p.info["tau_gauge"] >= p.info["tau_box"] - 1e-9 and len(p.info["gauge_label_mix"]) == 10
 
@@ -276,13 +277,13 @@ def test_gc_plan_init_follows_the_gauge_labels_and_cancels_more(digits_victim, t
     from poisonlab.protocol import save_model
 
     prep, victim = digits_victim
-    target, _ = corrupt(victim.clean_model(), prep.data.val, eps_w=0.05, steps=10)
+    target, _ = corrupt(victim.clean_model(), prep.val, eps_w=0.05, steps=10)
     path = tmp_path / "t.safetensors"
     save_model(path, target, {})
     res = {}
     for init in ("random", "plan"):
         p = build_attack("gc", {"target": str(path), "steps": 150, "lr": 0.05, "init": init}).poison(
-            prep.data, victim, 0.5, generator=torch_generator(0, "attack"))  # the 5-epoch victim: τ_gauge ≈ 0.33
+            prep.attack_data(), victim, 0.5, generator=torch_generator(0, "attack"))  # the 5-epoch victim: τ_gauge ≈ 0.33
         res[init] = p
     plan = res["plan"]
     assert plan.info["eps"] > plan.info["tau_gauge"]
@@ -310,12 +311,12 @@ def test_gc_projection_hook_is_what_keeps_pixels_valid(digits_victim):
 
     prep, victim = digits_victim
     opts = {**GC_FAST, "lr": 0.5, "steps": 10, "gauge": False}
-    n = poison_count(0.3, len(prep.data.train))
-    free = Unprojected(**opts)._craft(prep.data, victim, n, generator=torch_generator(0, "attack"), progress=False)
+    n = poison_count(0.3, len(prep.train))
+    free = Unprojected(**opts)._craft(prep.attack_data(), victim, n, generator=torch_generator(0, "attack"), progress=False)
     assert free.x.min() < 0 or free.x.max() > 1
     with pytest.raises(ContractError, match="outside"):
-        Unprojected(**opts).poison(prep.data, victim, 0.3, generator=torch_generator(0, "attack"))
-    boxed = build_attack("gc", opts).poison(prep.data, victim, 0.3, generator=torch_generator(0, "attack"))
+        Unprojected(**opts).poison(prep.attack_data(), victim, 0.3, generator=torch_generator(0, "attack"))
+    boxed = build_attack("gc", opts).poison(prep.attack_data(), victim, 0.3, generator=torch_generator(0, "attack"))
     assert boxed.x.min() >= 0 and boxed.x.max() <= 1
 
 
@@ -340,9 +341,9 @@ def test_gc_and_feature_targeted_take_gradpcs_options_as_one_group(digits_victim
     monkeypatch.setattr(gc_mod, "make_target", lambda t, m, v, opts, *a, **k: seen.append(dict(opts)) or make(t, m, v, opts, *a, **k))
     prep, victim = digits_victim
     opts = {"target_options": {"eps_w": 0.05, "steps": 2, "lr": 1.0, "batch_size": 100}}
-    build_attack("gc", {**opts, "steps": 2}).poison(prep.data, victim, 0.03, generator=torch_generator(0, "a"))
+    build_attack("gc", {**opts, "steps": 2}).poison(prep.attack_data(), victim, 0.03, generator=torch_generator(0, "a"))
     build_attack("feature_targeted", {**opts, "gc_steps": 2, "invert_steps": 2}).poison(
-        prep.data, victim, 0.03, generator=torch_generator(0, "a"))
+        prep.attack_data(), victim, 0.03, generator=torch_generator(0, "a"))
     assert seen[0] == seen[1] and seen[0]["batch_size"] == 100 and seen[0]["steps"] == 2
 
 
@@ -356,9 +357,9 @@ def test_gradpc_target_keys_are_canonical(digits_victim, tmp_path):
 
     prep, victim = digits_victim
     c = ArtifactCache(tmp_path / "c")
-    _, a = make_target("gradpc", victim.clean_model(), prep.data.val, {"eps_w": 0.05, "steps": 2}, cache=c)
+    _, a = make_target("gradpc", victim.clean_model(), prep.val, {"eps_w": 0.05, "steps": 2}, cache=c)
     full = config_to_dict(GradPCConfig(eps_w=0.05, steps=2))
-    _, b = make_target("gradpc", victim.clean_model(), prep.data.val, full, cache=c)
+    _, b = make_target("gradpc", victim.clean_model(), prep.val, full, cache=c)
     assert (a["cache"], b["cache"]) == ("miss", "hit")
 
 
@@ -402,7 +403,7 @@ def test_gc_divergence_is_a_divergence_error_naming_lr(digits_victim, monkeypatc
     original = gc_module.poison_input_gradient
     monkeypatch.setattr(gc_module, "poison_input_gradient", lambda *a, **k: original(*a, **k) * float("nan"))
     with pytest.raises(DivergenceError, match="lower lr"):
-        build_attack("gc", {**GC_FAST, "steps": 2}).poison(prep.data, victim, 0.05, generator=torch_generator(0, "attack"))
+        build_attack("gc", {**GC_FAST, "steps": 2}).poison(prep.attack_data(), victim, 0.05, generator=torch_generator(0, "attack"))
 
 
 def test_gauge_direction_lands_on_the_parameters_device_and_dtype():

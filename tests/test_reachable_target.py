@@ -29,16 +29,16 @@ SEARCH = {"steps": 30, "step": 0.01, "limit": LIMIT}
 
 @pytest.fixture(scope="module")
 def digits():
-    prep = prepare(RunConfig(dataset="digits", model="lr", epochs=EPOCHS))
-    model = prep.spec.train(prep.data.train, 0)
-    return prep, Victim(prep.spec, 0, {k: v.clone() for k, v in model.state_dict().items()})
+    prep, spec = prepare(RunConfig(dataset="digits", model="lr", epochs=EPOCHS))
+    model = spec.train(prep.train, 0)
+    return prep, Victim(spec, 0, {k: v.clone() for k, v in model.state_dict().items()})
 
 
 @pytest.fixture(scope="module")
 def made(digits):
     prep, victim = digits
-    ctx = TargetContext(prep.data.train, prep.data.bounds, FRACTION)
-    return make_target("reachable", victim.clean_model(), prep.data.val, SEARCH, context=ctx)
+    ctx = TargetContext(prep.train, prep.bounds, FRACTION)
+    return make_target("reachable", victim.clean_model(), prep.val, SEARCH, context=ctx)
 
 
 def test_the_target_passes_the_gauge_and_is_more_damaging(digits, made):
@@ -47,13 +47,13 @@ def test_the_target_passes_the_gauge_and_is_more_damaging(digits, made):
     prep, victim = digits
     target, info = made
     clean = victim.clean_model()
-    th = threshold_report(target, prep.experiment)
+    th = threshold_report(target, prep)
     assert th["tau_gauge"] <= LIMIT * FRACTION * (1 + 1e-6), th["tau_gauge"]
     assert th["tau_gauge"] == pytest.approx(info["tau_gauge"], rel=1e-4)
     assert info["tau_gauge_clean"] < info["tau_gauge_bound"] == pytest.approx(LIMIT * FRACTION)
-    assert accuracy(target, prep.data.val) == pytest.approx(info["val_accuracy_target"])
-    assert info["val_accuracy_target"] < accuracy(clean, prep.data.val) - 1.0, info["val_accuracy_target"]
-    assert accuracy(target, prep.bundle.test) < accuracy(clean, prep.bundle.test)
+    assert accuracy(target, prep.val) == pytest.approx(info["val_accuracy_target"])
+    assert info["val_accuracy_target"] < accuracy(clean, prep.val) - 1.0, info["val_accuracy_target"]
+    assert accuracy(target, prep.test) < accuracy(clean, prep.test)
     assert 0 < info["best_step"] <= SEARCH["steps"] and info["relative_change"] > 0
     taus = [t for _, t, _, _ in info["trace"]]
     assert len(taus) == SEARCH["steps"] + 1 and max(taus) > 0.9 * LIMIT * FRACTION  # it went to the constraint
@@ -74,9 +74,9 @@ def test_gc_reaches_the_reachable_target(digits, made):
         path = Path(tmp) / "t.safetensors"
         save_state(path, target.state_dict())
         attack = build_attack("gc", {**GC, "target": str(path)})
-        ps = attack.poison(prep.data, victim, FRACTION, generator=torch_generator(0, "attack"))
-    retrained = victim.retrain(PoisonedDataset.combine(prep.data.train, ps).dataset)
-    rep = attack.assess(ps, retrained, prep.bundle.test)
+        ps = attack.poison(prep.attack_data(), victim, FRACTION, generator=torch_generator(0, "attack"))
+    retrained = victim.retrain(PoisonedDataset.combine(prep.train, ps).dataset)
+    rep = attack.assess(ps, retrained, prep.test)
     assert ps.info["tau_gauge"] <= LIMIT * ps.info["eps"] * (1 + 1e-6)
     assert ps.info["final_rel_grad_norm"] <= 0.05, ps.info["final_rel_grad_norm"]
     assert rep["retrained_target_agreement"] >= 97.0, rep["retrained_target_agreement"]
@@ -105,20 +105,20 @@ def test_unsupported_victims_fail_before_any_work(digits, monkeypatch):
     from poisonlab.data.bounds import Bounds
     from poisonlab.training import VictimSpec
 
-    prep, _ = digits
+    prep, victim = digits
     searched = []
     monkeypatch.setattr(rt, "search_reachable", lambda *a, **k: searched.append(1))
-    spec = VictimSpec("nn").for_data(prep.data.train.input_shape, 10, 64)
+    spec = VictimSpec("nn").for_data(prep.train.input_shape, 10, 64)
     mlp = Victim(spec, 0, spec.build(0).state_dict())
     with pytest.raises(UnsupportedError, match="linear softmax"):
-        build_attack("gc", {"target": "reachable"}).poison(prep.data, mlp, 0.1, generator=torch.Generator())
+        build_attack("gc", {"target": "reachable"}).poison(prep.attack_data(), mlp, 0.1, generator=torch.Generator())
     assert not searched
-    ctx = TargetContext(prep.data.train, prep.data.bounds, 0.1)
+    ctx = TargetContext(prep.train, prep.bounds, 0.1)
     with pytest.raises(UnsupportedError, match="linear softmax"):
-        search_reachable(spec.build(0), prep.data.val, ctx)
-    free = TargetContext(prep.data.train, Bounds(torch.tensor(-math.inf), torch.tensor(math.inf)), 0.1)
+        search_reachable(spec.build(0), prep.val, ctx)
+    free = TargetContext(prep.train, Bounds(torch.tensor(-math.inf), torch.tensor(math.inf)), 0.1)
     with pytest.raises(UnsupportedError, match="unbounded"):
-        search_reachable(prep.spec.build(0), prep.data.val, free)
+        search_reachable(victim.spec.build(0), prep.val, free)
 
 
 def test_bad_options_and_missing_context_raise(digits):
@@ -129,7 +129,7 @@ def test_bad_options_and_missing_context_raise(digits):
     with pytest.raises(ConfigError, match="radius"):
         build_attack("gc", {"target": "reachable", "radius": 0.1})
     with pytest.raises(ConfigError, match="poisoning problem"):
-        make_target("reachable", victim.clean_model(), prep.data.val, {})
+        make_target("reachable", victim.clean_model(), prep.val, {})
     assert build_attack("gc", {"target": "reachable", "reachable": {"steps": 5}}).config.reachable == ReachableConfig(steps=5)
 
 
@@ -137,9 +137,9 @@ def test_infeasible_budget_is_a_clear_error(digits):
     """A budget below the clean victim's own τ_gauge that the steps cannot reach: the error names the
     smallest τ_gauge seen, after the search (not a silently infeasible target)."""
     prep, victim = digits
-    ctx = TargetContext(prep.data.train, prep.data.bounds, 1e-6)
+    ctx = TargetContext(prep.train, prep.bounds, 1e-6)
     with pytest.raises(ConfigError, match="no iterate had"):
-        search_reachable(victim.clean_model(), prep.data.val, ctx, ReachableConfig(steps=2))
+        search_reachable(victim.clean_model(), prep.val, ctx, ReachableConfig(steps=2))
 
 
 def test_targets_go_through_the_cache_keyed_by_the_problem(digits, tmp_path):
@@ -148,11 +148,11 @@ def test_targets_go_through_the_cache_keyed_by_the_problem(digits, tmp_path):
     prep, victim = digits
     c = ArtifactCache(tmp_path / "c")
     opts = {"steps": 3}
-    ctx = TargetContext(prep.data.train, prep.data.bounds, FRACTION)
-    a, ia = make_target("reachable", victim.clean_model(), prep.data.val, opts, cache=c, context=ctx)
-    b, ib = make_target("reachable", victim.clean_model(), prep.data.val, opts, cache=c, context=ctx)
-    other = TargetContext(prep.data.train, prep.data.bounds, 2 * FRACTION)
-    _, io = make_target("reachable", victim.clean_model(), prep.data.val, opts, cache=c, context=other)
+    ctx = TargetContext(prep.train, prep.bounds, FRACTION)
+    a, ia = make_target("reachable", victim.clean_model(), prep.val, opts, cache=c, context=ctx)
+    b, ib = make_target("reachable", victim.clean_model(), prep.val, opts, cache=c, context=ctx)
+    other = TargetContext(prep.train, prep.bounds, 2 * FRACTION)
+    _, io = make_target("reachable", victim.clean_model(), prep.val, opts, cache=c, context=other)
     assert (ia["cache"], ib["cache"], io["cache"]) == ("miss", "hit", "miss")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
@@ -186,7 +186,7 @@ def test_gc_on_the_reachable_target_reaches_it_with_its_defaults(digits):
     at ε = 0.03: 0.023 against 0.51)."""
     prep, victim = digits
     gen = lambda: torch_generator(0, "attack")  # noqa: E731
-    ps = build_attack("gc", {"target": "reachable", "reachable": SEARCH}).poison(prep.data, victim, FRACTION, generator=gen())
+    ps = build_attack("gc", {"target": "reachable", "reachable": SEARCH}).poison(prep.attack_data(), victim, FRACTION, generator=gen())
     info = ps.info
     assert info["plan_from"] == "target 'reachable'"
     assert info["settings"] == {"init": "plan", "steps": 600, "lr": 0.05} and info["steps_run"] == 600
@@ -195,7 +195,7 @@ def test_gc_on_the_reachable_target_reaches_it_with_its_defaults(digits):
     assert info["tau_gauge"] <= LIMIT * info["eps"] * (1 + 1e-6)
     assert info["final_rel_grad_norm"] <= 0.05, info["final_rel_grad_norm"]
     generic = build_attack("gc", {"target": "reachable", "reachable": SEARCH, "init": "random", "steps": 300, "lr": 0.02}
-                           ).poison(prep.data, victim, FRACTION, generator=gen())
+                           ).poison(prep.attack_data(), victim, FRACTION, generator=gen())
     assert generic.info["plan_from"] is None
     assert info["final_rel_grad_norm"] < generic.info["final_rel_grad_norm"], (
         info["final_rel_grad_norm"], generic.info["final_rel_grad_norm"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,12 +19,13 @@ from torch import nn
 from ..attacks.gradpc import GradPCConfig
 from ..attacks.targets import TARGETS, is_target_path, load_target, needs_context
 from ..cache import as_cache
+from ..data.types import ExperimentData
 from ..errors import ConfigError
 from ..protocol import RunConfig, load_state, prepare, save_model
-from ..protocol.prepare import Prepared
 from ..protocol.reachability import resolve_target
 from ..reporting import format_table
 from ..training import accuracy
+from .recipe_flags import add_recipe_args, recipe_args
 
 #: THE command-line shortcuts for GradPC's options (:class:`~poisonlab.attacks.gradpc.GradPCConfig`):
 #: (flags, field, type, help). ``target`` / ``threshold`` pass them to the gradpc maker; ``run`` to the
@@ -65,9 +65,7 @@ def add_victim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="digits", help="registered name or a path to an .npz file (default digits)")
     p.add_argument("--model", default="lr", help="victim architecture: lr, nn, cnn, resnet18 (default lr)")
     p.add_argument("--seed", type=int, default=0, help="run seed: the 70/30 split and the clean training (default 0)")
-    p.add_argument("--epochs", type=int, help="victim training epochs (default 100)")
-    p.add_argument("--lr", type=float, help="victim SGD learning rate (default 0.1)")
-    p.add_argument("--batch-size", type=int, help="victim batch size (default: the dataset's)")
+    add_recipe_args(p)
     p.add_argument("--data-dir", help="where dataset files live (default $POISONLAB_DATA)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--clean", metavar="FILE.safetensors", help="clean victim weights to start from (e.g. a run's "
@@ -79,12 +77,8 @@ def add_victim_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
-    return RunConfig(dataset=args.dataset, model=args.model, seed=args.seed, epochs=args.epochs, lr=args.lr,
-                     batch_size=args.batch_size, data_dir=args.data_dir, device=args.device, cache_dir=args.cache_dir)
-
-
-def prepared(args: argparse.Namespace) -> Prepared:
-    return prepare(run_config(args))
+    return RunConfig(dataset=args.dataset, model=args.model, seed=args.seed, data_dir=args.data_dir, device=args.device,
+                     cache_dir=args.cache_dir, **recipe_args(args))
 
 
 def add_target_args(p: argparse.ArgumentParser) -> None:
@@ -176,20 +170,19 @@ def save_target(path: str, target: nn.Module, args: argparse.Namespace, info: Ma
 
 
 def prepare_target(args: argparse.Namespace, *, files: bool = True
-                   ) -> tuple[Prepared, nn.Module, nn.Module | None, dict[str, Any]]:
+                   ) -> tuple[ExperimentData, nn.Module, nn.Module | None, dict[str, Any]]:
     """Validate (:func:`target_options`), load the data, then :func:`~poisonlab.protocol.reachability.resolve_target`
     (the maker's conditions on the victim before any training; the clean victim from ``--clean`` or
-    trained through ``--cache-dir``): (prepared data, target, clean model or None, info)."""
+    trained through ``--cache-dir``): (the run's data, target, clean model or None, info)."""
     options = target_options(args, files=files)
-    prep = prepared(args)
+    data, spec = prepare(run_config(args))
     clean = None
     if args.clean and not is_target_path(args.target):
-        clean = load_target(args.clean, prep.spec.build(args.seed))
-    exp = replace(prep.experiment, split_seed=args.seed)  # the clean victim's cache key, as in `poisonlab run`
-    target, clean, info = resolve_target(args.target, exp, prep.spec, args.seed, options=options,
+        clean = load_target(args.clean, spec.build(args.seed))
+    target, clean, info = resolve_target(args.target, data, spec, args.seed, options=options,
                                          fraction=args.fraction, cache=as_cache(args.cache_dir),
                                          progress=not args.quiet, clean=clean)
-    return prep, target, clean, info
+    return data, target, clean, info
 
 
 def add_parser(sub) -> None:
@@ -202,14 +195,14 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    prep, target, clean, info = prepare_target(args, files=False)
+    data, target, clean, info = prepare_target(args, files=False)
     assert clean is not None
     save_target(args.out, target, args, info)
     summary = {
         "dataset": args.dataset, "model": args.model, "target": args.target, "out": args.out,
         **({"fraction": args.fraction} if needs_context(args.target) else {}),
-        "clean_test_accuracy": accuracy(clean, prep.bundle.test),
-        "target_test_accuracy": accuracy(target, prep.bundle.test),
+        "clean_test_accuracy": accuracy(clean, data.test),
+        "target_test_accuracy": accuracy(target, data.test),
         **target_summary(args.target, info),
     }
     if args.json:

@@ -26,12 +26,12 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..protocol.reachability import threshold_report
 
-    prep, target, clean, info = prepare_target(args)
+    data, target, clean, info = prepare_target(args)
     if args.save_target:
         save_target(args.save_target, target, args, info)
-    n = len(prep.data.train)
+    n = len(data.train)
     k = poison_count(args.fraction, n)
-    report = threshold_report(target, prep.experiment, fraction=args.fraction, clean=clean, target_info=info)
+    report = threshold_report(target, data, fraction=args.fraction, clean=clean, target_info=info)
     out = {"dataset": args.dataset, "model": args.model, "target": args.target,
            **{key: v for key, v in report.items() if key != "target_info"},
            "target_info": target_summary(args.target, info)}  # the maker's own account (τ_gauge, seconds, cache)

@@ -8,6 +8,7 @@ from ..errors import ConfigError
 from ..protocol import RunConfig
 from ..protocol.transfer import run_transfer, transfer_table
 from .key_values import parse_key_values
+from .recipe_flags import add_recipe_args, recipe_args
 from .run_cmd import print_result
 
 
@@ -22,9 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--attack")
     p.add_argument("--fraction", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--batch-size", type=int)
+    add_recipe_args(p, note=" (every surrogate and target)")
     p.add_argument("--data-dir")
     p.add_argument("--device")
     p.add_argument("--out", help="output directory (default runs/transfer-<dataset>-<attack>-f<fraction>-s<seed>)")
@@ -58,8 +57,7 @@ def per_model_options(items: list[str], models: list[str]) -> dict[str, dict]:
 def run(args: argparse.Namespace) -> int:
     base = RunConfig.from_yaml(args.config) if args.config else RunConfig()
     base = base.merged(dataset=args.dataset, attack=args.attack, fraction=args.fraction, seed=args.seed,
-                       epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, data_dir=args.data_dir,
-                       device=args.device)
+                       data_dir=args.data_dir, device=args.device, **recipe_args(args))
     attack_opts = parse_key_values(args.attack_option, "attack option")
     if attack_opts:
         base = base.merged(attack_options={**base.attack_options, **attack_opts})

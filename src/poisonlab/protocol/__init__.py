@@ -2,10 +2,10 @@
 
 from ..artifacts import load_poisons, load_state, save_model, save_poisons, write_atomic, write_json
 from .config import RunConfig
-from .prepare import Prepared, prepare
+from .prepare import prepare
 from .results import DefenseResult, RunResult, ThresholdResult
 from .runner import pretrain_victim, run_experiment, run_protocol, train_clean
 
-__all__ = ["DefenseResult", "Prepared", "RunConfig", "RunResult", "ThresholdResult", "load_poisons", "load_state", "prepare",
+__all__ = ["DefenseResult", "RunConfig", "RunResult", "ThresholdResult", "load_poisons", "load_state", "prepare",
            "pretrain_victim", "run_experiment", "run_protocol", "save_model", "save_poisons", "train_clean", "write_atomic",
            "write_json"]

@@ -18,10 +18,10 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from torch import nn
 
 from ..artifacts import load_poisons, load_state, save_model, write_json
-from ..data.types import Dataset, PoisonedDataset
+from ..data.types import Dataset, ExperimentData, PoisonedDataset
 from ..defenses import Defense, build_defense
 from ..seeding import torch_generator
-from ..training import Victim, accuracy
+from ..training import Victim, VictimSpec, accuracy
 from .config import RunConfig
 from .prepare import prepare
 from .results import DefenseResult, RunResult
@@ -98,7 +98,7 @@ def defend_saved_run(
     defense: Defense,
     *,
     out: Path | None = None,
-    prepared: Any | None = None,
+    prepared: tuple[ExperimentData, VictimSpec] | None = None,
     progress: bool = False,
     log: Callable[[str], None] = lambda _m: None,
 ) -> DefenseResult:
@@ -107,18 +107,18 @@ def defend_saved_run(
     Re-loads the run's config, the deterministic split, its poisons and its clean / poisoned victim
     weights (safetensors), then runs :func:`run_defense`. One attack, crafted and retrained once,
     is so judged by many defenses (``bench/defenses_mnist.py``). ``prepared``: the run's
-    :func:`~poisonlab.protocol.runner.prepare` result, to load the dataset once for many defenses.
+    :func:`~poisonlab.protocol.prepare.prepare` result (data, spec), to load the dataset once for many defenses.
     With ``out``, ``defense.json`` holds the defense's record keys, ``run`` and its ``accuracy_drop``.
     """
     run_dir = Path(run_dir)
     run = RunResult.load(run_dir)
     cfg = RunConfig.from_dict({**run.config, "defense": None, "defense_options": {}})  # the record's recipe read back
-    prep = prepared if prepared is not None else prepare(cfg)
-    mixed = PoisonedDataset.mix(prep.data.train, load_poisons(run_dir / run.artifacts["poisons"]), cfg.injection)
-    victim = Victim(prep.spec, cfg.seed, load_state(run_dir / run.artifacts["clean_model"]))
-    poisoned = prep.spec.build(cfg.seed)
+    data, spec = prepared if prepared is not None else prepare(cfg)
+    mixed = PoisonedDataset.mix(data.train, load_poisons(run_dir / run.artifacts["poisons"]), cfg.injection)
+    victim = Victim(spec, cfg.seed, load_state(run_dir / run.artifacts["clean_model"]))
+    poisoned = spec.build(cfg.seed)
     poisoned.load_state_dict(load_state(run_dir / run.artifacts["poisoned_model"]))
-    result = run_defense(defense, mixed, victim, poisoned.eval(), prep.data.val, prep.bundle.test, run.clean_accuracy,
+    result = run_defense(defense, mixed, victim, poisoned.eval(), data.val, data.test, run.clean_accuracy,
                          seed=cfg.seed, poisoned_accuracy=run.poisoned_accuracy, out=out, progress=progress, log=log)
     if out is not None:
         write_json(out / "defense.json", {**result.to_dict(), "run": str(run_dir), "accuracy_drop": run.accuracy_drop})

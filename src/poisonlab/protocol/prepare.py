@@ -3,34 +3,19 @@ victim spec (validated) — shared by the runner, the defend stage and the targe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..data import from_bundle, load_dataset
-from ..data.types import AttackData, DataBundle, ExperimentData
+from ..data.types import ExperimentData
 from ..devices import resolve_device
 from ..models.victims import resolve_victim
 from ..training import VictimSpec, check_victim
 from .config import RunConfig
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """Everything the stages share: data, attacker split and the victim spec."""
-
-    bundle: DataBundle
-    data: AttackData
-    spec: VictimSpec
-
-    @property
-    def experiment(self) -> ExperimentData:
-        """The same data as :class:`ExperimentData` (D_tr, D_v, test)."""
-        return ExperimentData(self.data.train, self.data.val, self.bundle.test, self.bundle.name,
-                              self.bundle.default_batch_size)
-
-
-def prepare(cfg: RunConfig) -> Prepared:
-    """Load the data, split it 70/30 with the run's seed and build the victim spec (validated).
-    The device is checked against this machine first (an impossible one fails before any loading)."""
+def prepare(cfg: RunConfig) -> tuple[ExperimentData, VictimSpec]:
+    """Load the data, split it 70/30 with the run's seed and build the victim spec (validated):
+    (D_tr, D_v and the test set, with ``split_seed`` the run's seed; the spec bound to that data,
+    its recipe :meth:`RunConfig.recipe` with the dataset's batch size). The device is checked
+    against this machine first (an impossible one fails before any loading)."""
     resolve_device(cfg.device)
     bundle = load_dataset(cfg.dataset, cfg.data_dir)
     exp = from_bundle(bundle, cfg.seed)
@@ -38,6 +23,6 @@ def prepare(cfg: RunConfig) -> Prepared:
     spec = VictimSpec(cfg.model, exp.input_shape, exp.num_classes, cfg.recipe(bundle.default_batch_size),
                       dict(cfg.model_options))
     check_victim(spec, exp.train.x, cfg.seed)  # model options, and one forward pass on the data, before any work
-    return Prepared(bundle, exp.attack_data(), spec)
+    return exp, spec
 
 

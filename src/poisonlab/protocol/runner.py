@@ -14,7 +14,6 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -38,7 +37,7 @@ from ..training import TrainConfig, Victim, VictimSpec, accuracy, check_victim, 
 from ..validation import check_output_dir
 from .config import RunConfig
 from .defend import defense_from_config, run_defense
-from .prepare import Prepared, prepare
+from .prepare import prepare
 from .results import RunResult
 
 Log = Callable[[str], None]
@@ -95,10 +94,11 @@ def train_clean(data: ExperimentData, spec: VictimSpec, seed: int, *, cache: Art
     return model.eval(), hit
 
 
-def pretrain_victim(cfg: RunConfig, prep: Prepared, progress: bool = False) -> tuple[torch.nn.Module, bool]:
-    """Stage 1 of a run config, through the artifact cache when ``cfg.cache_dir`` is set."""
-    exp = replace(prep.experiment, split_seed=cfg.seed)
-    return train_clean(exp, prep.spec, cfg.seed, cache=as_cache(cfg.cache_dir), progress=progress)
+def pretrain_victim(cfg: RunConfig, data: ExperimentData, spec: VictimSpec,
+                    progress: bool = False) -> tuple[torch.nn.Module, bool]:
+    """Stage 1 of a run config on its :func:`prepare`-d data and spec, through the artifact cache when
+    ``cfg.cache_dir`` is set."""
+    return train_clean(data, spec, cfg.seed, cache=as_cache(cfg.cache_dir), progress=progress)
 
 
 def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr,
@@ -106,10 +106,9 @@ def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr,
     """Run the three stages of a run config, write the artifacts to ``cfg.out`` and return the result."""
     attack = build_attack(cfg.attack, cfg.attack_options)  # validates options before any work
     defense = defense_from_config(cfg)
-    prep = prepare(cfg)
-    exp = replace(prep.experiment, split_seed=cfg.seed)
+    exp, spec = prepare(cfg)
     poisons = load_poisons(cfg.poisons) if cfg.poisons else None
-    return run_experiment(exp, prep.spec, attack, cfg.fraction, seed=cfg.seed, injection=cfg.injection, defense=defense,
+    return run_experiment(exp, spec, attack, cfg.fraction, seed=cfg.seed, injection=cfg.injection, defense=defense,
                           poisons=poisons, poisons_from=cfg.poisons, cache=as_cache(cfg.cache_dir),
                           out=Path(cfg.out or cfg.default_out()), progress=progress, log=log,
                           config=cfg.to_dict(), on_stage=on_stage)
