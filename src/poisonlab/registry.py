@@ -9,6 +9,7 @@ entry point.
 
 from __future__ import annotations
 
+import sys
 import types
 from importlib import metadata
 from typing import Any, Callable, Generic, Iterator, TypeVar
@@ -51,6 +52,7 @@ class Registry(Generic[T]):
         self._accept = accept
         self._items: dict[str, T] = {}
         self._loading = False
+        self._scanned: tuple[str, ...] | None = None  # sys.path at the last scan of the entry points
 
     def register(self, name: str, *, replace: bool = False) -> Callable[[Any], Any]:
         """Decorator form of :meth:`add`; returns the object unchanged."""
@@ -77,7 +79,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._items:
-            self.load_plugins()
+            self.load_plugins(again=True)
         try:
             return self._items[name]
         except KeyError:
@@ -91,7 +93,7 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         if name not in self._items and isinstance(name, str):
-            self.load_plugins()
+            self.load_plugins(again=True)
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
@@ -107,17 +109,22 @@ class Registry(Generic[T]):
             return []
         return list(metadata.entry_points(group=self.group))
 
-    def load_plugins(self) -> None:
-        """Register every entry point of :attr:`group` not registered yet. Called by lookups that miss
-        (and by :meth:`names`), so an installed plugin is there on first use; a plugin that fails raises
+    def load_plugins(self, *, again: bool = False) -> None:
+        """Register every entry point of :attr:`group` not registered yet. Called by a lookup that
+        misses (``again``: the installed distributions are read anew) and by :meth:`names` (read once
+        per ``sys.path``), so an installed plugin is there on first use; a plugin that fails raises
         :class:`~poisonlab.errors.PluginError` naming its entry point (again at each lookup, until fixed)."""
         if self.group is None or self._loading:  # a plugin module that looks names up while it loads
             return
+        if not again and self._scanned == tuple(sys.path):
+            return
         self._loading = True
         try:
+            self._scanned = None  # until every entry point has registered
             for ep in self.entry_points():
                 if ep.name not in self._items or not self._from(ep, self._items[ep.name]):
                     self._load(ep)
+            self._scanned = tuple(sys.path)
         finally:
             self._loading = False
 
