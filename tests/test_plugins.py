@@ -198,6 +198,9 @@ def test_decorated_components_through_the_api(decorated):
     assert th["target_test_accuracy"] == pytest.approx(th["clean_test_accuracy"])
     neg = _record(pl.threshold("digits", pl.victim("lr", **VICTIM), "scaled", options={"scale": -1.0}))
     assert neg["target_test_accuracy"] < th["clean_test_accuracy"] - 50
+    # a model-targeted attack makes its target with the registered maker, by name
+    gc = pl.poison("digits", pl.victim("lr", **VICTIM), "gc", 0.05, options={"target": "scaled", "steps": 2}, progress=False)
+    assert gc.info["target"] == "scaled" and gc.info["target_info"]["source"] == "scaled"
 
 
 def test_decorated_components_check_before_any_work(decorated, monkeypatch):
