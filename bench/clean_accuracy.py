@@ -15,7 +15,7 @@ import time
 
 import common  # noqa: F401  (sets OMP_WAIT_POLICY before torch)
 
-from poisonlab.protocol import RunConfig, prepare
+from poisonlab.protocol import RunSpec, prepare
 from poisonlab.training import accuracy
 
 THESIS = {("mnist", "lr"): 92.35, ("mnist", "nn"): 98.04, ("mnist", "cnn"): 99.13,
@@ -35,7 +35,7 @@ def main() -> None:
     rows = []
     for model in args.models.split(","):
         epochs = args.cnn_epochs if (args.cnn_epochs is not None and model in ("cnn", "resnet18")) else args.epochs
-        prep, spec = prepare(RunConfig(dataset=args.dataset, model=model, epochs=epochs, seed=args.seed, data_dir=args.data_dir))
+        prep, spec = prepare(RunSpec(dataset=args.dataset, model=model, epochs=epochs, seed=args.seed, data_dir=args.data_dir))
         t0 = time.perf_counter()
         net = spec.train(prep.train, args.seed, progress=f"{model}")
         seconds = time.perf_counter() - t0

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from poisonlab.cli.run_cmd import parse_key_values
 from poisonlab.defenses import DEFENSES, build_defense
 from poisonlab.errors import ConfigError, PoisonlabError
-from poisonlab.protocol import RunConfig, prepare, run_protocol, write_json
+from poisonlab.protocol import RunSpec, prepare, run_protocol, write_json
 from poisonlab.artifacts import write_atomic
 from poisonlab.protocol.defend import defend_saved_run
 from poisonlab.reporting import format_table
@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     for model in models:
         for attack in attacks:
-            cfg = RunConfig(dataset=dataset, model=model, attack=attack, fraction=args.fraction, seed=args.seed,
+            cfg = RunSpec(dataset=dataset, model=model, attack=attack, fraction=args.fraction, seed=args.seed,
                             epochs=epochs, device=args.device, data_dir=args.data_dir, model_options=m_opts[model],
                             attack_options=a_opts[attack], out=str(out / "runs" / f"{model}-{attack}"))
             print(f"== {dataset} / {model} / {attack}: crafting and retraining once", flush=True)

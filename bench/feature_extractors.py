@@ -42,7 +42,7 @@ from common import RESULTS, save  # noqa: E402
 from poisonlab.attacks import ATTACKS  # noqa: E402
 from poisonlab.data import load_dataset  # noqa: E402
 from poisonlab.pretrain import PretrainConfig, get_extractor  # noqa: E402
-from poisonlab.protocol import RunConfig, run_protocol  # noqa: E402
+from poisonlab.protocol import RunSpec, run_protocol  # noqa: E402
 from poisonlab.reporting.plots import new_figure, save_figure  # noqa: E402
 from poisonlab.reporting.tables import format_table  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
@@ -94,7 +94,7 @@ def clean_copies(path: Path, base: dict, model: str, draw: int = 0) -> str:
     from poisonlab.data.types import PoisonSet
     from poisonlab.protocol import prepare, save_poisons
 
-    prep = prepare(RunConfig.from_dict({**base, "model": model}))
+    prep = prepare(RunSpec.from_dict({**base, "model": model}))
     train = prep.train
     n = poison_count(base["fraction"], len(train))
     src = torch.randperm(len(train), generator=torch_generator(base["seed"], f"bench-copies-{draw}"))[:n]
@@ -103,7 +103,7 @@ def clean_copies(path: Path, base: dict, model: str, draw: int = 0) -> str:
 
 
 def run_cell(base: dict, model: str, attack: str, options: dict, out: Path, poisons: str | None = None, **kw) -> dict:
-    cfg = RunConfig.from_dict({**base, "model": model, "attack": attack, "attack_options": options, "out": str(out),
+    cfg = RunSpec.from_dict({**base, "model": model, "attack": attack, "attack_options": options, "out": str(out),
                                "poisons": poisons, **kw})
     r = run_protocol(cfg, progress=False, log=lambda _m: None)
     info = r.attack_info

@@ -29,7 +29,7 @@ from poisonlab.attacks import build_attack  # noqa: E402
 from poisonlab.attacks.targets import make_target  # noqa: E402
 from poisonlab.cache import as_cache  # noqa: E402
 from poisonlab.data import PoisonedDataset, poison_count  # noqa: E402
-from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
+from poisonlab.protocol import RunSpec, save_model, write_json  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.theory import multiclass_reachability  # noqa: E402
 from poisonlab.training import accuracy, predict_logits  # noqa: E402
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     for model_name in args.models:
         t0 = time.perf_counter()
-        prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model=model_name, seed=args.seed, epochs=epochs,
+        prep, clean, victim = clean_victim(RunSpec(dataset=dataset, model=model_name, seed=args.seed, epochs=epochs,
                                                      data_dir=args.data_dir, cache_dir=args.cache_dir), progress=True)
         data, test = prep.attack_data(), prep.test
         acc1 = accuracy(clean, test)

@@ -44,7 +44,7 @@ from poisonlab.attacks.targets import TargetContext, load_target, make_target  #
 from poisonlab.autodiff import named_params  # noqa: E402
 from poisonlab.cache import as_cache  # noqa: E402
 from poisonlab.data import PoisonedDataset  # noqa: E402
-from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
+from poisonlab.protocol import RunSpec, save_model, write_json  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.training import accuracy, mean_loss  # noqa: E402
 
@@ -100,7 +100,7 @@ def lr_setup(args, dataset: str, epochs: int | None):
     """The clean LR victim of ``--seed`` (through ``--cache-dir``), its test set and accuracy, and GC's
     options with ``--gc-steps`` / ``--gc-lr``: the setup gc_reach and gc_phase_mnist share."""
     cache_dir = args.cache_dir or None
-    prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
+    prep, clean, victim = clean_victim(RunSpec(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
                                                  data_dir=args.data_dir, cache_dir=cache_dir))
     test = prep.test
     return prep, victim, test, accuracy(clean, test), {**GC_OPTIONS, "steps": args.gc_steps, "lr": args.gc_lr}, cache_dir

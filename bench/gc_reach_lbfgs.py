@@ -15,7 +15,7 @@ from poisonlab.attacks import build_attack
 from poisonlab.attacks.targets import make_target, load_target
 from poisonlab.cache import as_cache
 from poisonlab.data import PoisonedDataset
-from poisonlab.protocol import RunConfig, save_model
+from poisonlab.protocol import RunSpec, save_model
 from poisonlab.protocol.reachability import threshold_report
 from poisonlab.seeding import torch_generator
 from poisonlab.training import accuracy, mean_loss
@@ -23,7 +23,7 @@ torch.set_num_threads(1)
 CACHE = "runs/bench_gc/cache"
 eps_w = float(sys.argv[1]) if len(sys.argv) > 1 else 0.05
 steps = int(sys.argv[2]) if len(sys.argv) > 2 else 600
-prep, clean, victim = clean_victim(RunConfig(dataset="mnist", model="lr", seed=0, cache_dir=CACHE))
+prep, clean, victim = clean_victim(RunSpec(dataset="mnist", model="lr", seed=0, cache_dir=CACHE))
 data, test = prep.attack_data(), prep.test
 print("recipe", victim.spec.recipe, flush=True)
 acc1 = accuracy(clean, test)

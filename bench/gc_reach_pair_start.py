@@ -15,13 +15,13 @@ from poisonlab.attacks.gc import sum_gradient, poison_input_gradient
 from poisonlab.attacks.targets import load_target
 from poisonlab.autodiff import named_params
 from poisonlab.data import PoisonedDataset, Dataset
-from poisonlab.protocol import RunConfig
+from poisonlab.protocol import RunSpec
 from poisonlab.theory.linear import box_gauge
 from poisonlab.training import accuracy, mean_loss, predict_logits
 torch.set_num_threads(1)
 CACHE = "runs/bench_gc/cache"
 path, f, mode, steps, lr = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
-prep, clean, victim = clean_victim(RunConfig(dataset="mnist", model="lr", seed=0, cache_dir=CACHE))
+prep, clean, victim = clean_victim(RunSpec(dataset="mnist", model="lr", seed=0, cache_dir=CACHE))
 data, test = prep.attack_data(), prep.test
 train = data.train
 target = load_target(path, victim.clean_model())

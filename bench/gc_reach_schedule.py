@@ -15,14 +15,14 @@ from poisonlab.attacks import build_attack
 from poisonlab.attacks.targets import make_target
 from poisonlab.cache import as_cache
 from poisonlab.data import PoisonedDataset
-from poisonlab.protocol import RunConfig
+from poisonlab.protocol import RunSpec
 from poisonlab.protocol.reachability import threshold_report
 from poisonlab.seeding import torch_generator
 from poisonlab.training import accuracy, mean_loss
 torch.set_num_threads(1)
 CACHE = "runs/bench_gc/cache"
 eps_w = float(sys.argv[1]); opts = json.loads(sys.argv[2]); share = float(sys.argv[3]) if len(sys.argv) > 3 else 0.8
-prep, clean, victim = clean_victim(RunConfig(dataset="mnist", model="lr", seed=0, cache_dir=CACHE))
+prep, clean, victim = clean_victim(RunSpec(dataset="mnist", model="lr", seed=0, cache_dir=CACHE))
 data, test = prep.attack_data(), prep.test
 target, info = make_target("gradpc", victim.clean_model(), data.val, {"eps_w": eps_w}, False, cache=as_cache(CACHE))
 tg = threshold_report(target, prep)["tau_gauge"]

@@ -32,7 +32,7 @@ from poisonlab.attacks import build_attack  # noqa: E402
 from poisonlab.attacks.targets import TargetContext, make_target  # noqa: E402
 from poisonlab.autodiff import flatten, named_params  # noqa: E402
 from poisonlab.data import PoisonedDataset  # noqa: E402
-from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
+from poisonlab.protocol import RunSpec, save_model, write_json  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.training import accuracy  # noqa: E402
 
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         args.steps, args.gc_steps = min(args.steps, 10), min(args.gc_steps, 50)
         args.fraction = 0.5  # the 5-epoch digits victim itself needs τ_gauge ≈ 0.32
     t0 = time.perf_counter()
-    prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
+    prep, clean, victim = clean_victim(RunSpec(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
                                                  data_dir=args.data_dir, cache_dir=args.cache_dir))
     data, test = prep.attack_data(), prep.test
     acc1 = accuracy(clean, test)

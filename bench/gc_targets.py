@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from poisonlab.attacks import build_attack  # noqa: E402
 from poisonlab.attacks.gradpc import corrupt  # noqa: E402
 from poisonlab.data import PoisonedDataset  # noqa: E402
-from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
+from poisonlab.protocol import RunSpec, save_model, write_json  # noqa: E402
 from poisonlab.reporting.plots import new_figure, save_figure  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.training import accuracy  # noqa: E402
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     dataset, epochs, out, _ = quick_setup(args, "gc_targets")
     t0 = time.perf_counter()
-    prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
+    prep, clean, victim = clean_victim(RunSpec(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
                                                  data_dir=args.data_dir, cache_dir=args.cache_dir))
     data, test = prep.attack_data(), prep.test
     acc1 = accuracy(clean, test)

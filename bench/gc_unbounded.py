@@ -37,7 +37,7 @@ from poisonlab.attacks.gc import GradientCanceling  # noqa: E402
 from poisonlab.attacks.gradpc import corrupt  # noqa: E402
 from poisonlab.data import PoisonedDataset, poison_count  # noqa: E402
 from poisonlab.data.types import PoisonSet  # noqa: E402
-from poisonlab.protocol import RunConfig, save_model, write_json  # noqa: E402
+from poisonlab.protocol import RunSpec, save_model, write_json  # noqa: E402
 from poisonlab.reporting.plots import new_figure, save_figure  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.training import accuracy  # noqa: E402
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     if smoke:
         args.steps = min(args.steps, 30)
     t0 = time.perf_counter()
-    prep, clean, victim = clean_victim(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
+    prep, clean, victim = clean_victim(RunSpec(dataset=dataset, model="lr", seed=args.seed, epochs=epochs,
                                                  data_dir=args.data_dir, cache_dir=args.cache_dir))
     data, test = prep.attack_data(), prep.test
     acc1 = accuracy(clean, test)
@@ -139,7 +139,7 @@ def replication(args, dataset: str, epochs: int | None, tdir: Path, out: Path, r
     from poisonlab.protocol import prepare
     from poisonlab.training import Victim
 
-    prep, spec = prepare(RunConfig(dataset=dataset, model="lr", seed=args.seed, epochs=epochs, batch_size=10000, data_dir=args.data_dir))
+    prep, spec = prepare(RunSpec(dataset=dataset, model="lr", seed=args.seed, epochs=epochs, batch_size=10000, data_dir=args.data_dir))
     rows: list[dict] = []
     for normalised in (False, True):
         def f(d: Dataset) -> Dataset:

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from poisonlab.attacks import build_attack  # noqa: E402
 from poisonlab.data import PoisonedDataset, poison_count  # noqa: E402
-from poisonlab.protocol import RunConfig, prepare, save_model, write_json  # noqa: E402
+from poisonlab.protocol import RunSpec, prepare, save_model, write_json  # noqa: E402
 from poisonlab.reporting.plots import new_figure, save_figure  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.theory import binary_reachability, margin_statistic, multiclass_reachability  # noqa: E402
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "or_phase_transition"), help="output path without extension")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    prep, spec = prepare(RunConfig(dataset="or", model="lr", epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=0))
+    prep, spec = prepare(RunSpec(dataset="or", model="lr", epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=0))
     data, test = prep.attack_data(), prep.test
     train = data.train
     clean = spec.train(train, 0)

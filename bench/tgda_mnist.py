@@ -34,7 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from poisonlab.cli.run_cmd import parse_key_values  # noqa: E402
-from poisonlab.protocol import RunConfig, run_protocol, write_json  # noqa: E402
+from poisonlab.protocol import RunSpec, run_protocol, write_json  # noqa: E402
 
 THESIS = {  # thesis drops (percentage points), MNIST, ε = 3 %
     "table22": {"lr": 2.79, "nn": 1.50, "cnn": 1.11},
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                     write_json(out, record)
                     print(f"[bench] {key}: the same run is in {record['runs'][key]['reused_from']}, reused", file=sys.stderr)
                     continue
-                cfg = RunConfig(dataset=dataset, model=model, attack=attack, fraction=fraction, seed=args.seed,
+                cfg = RunSpec(dataset=dataset, model=model, attack=attack, fraction=fraction, seed=args.seed,
                                 epochs=victim_epochs, data_dir=args.data_dir, device="cpu",
                                 out=f"{args.runs_dir}/{args.table}{suffix}/{model}-{attack}-{label.replace(',', '_')}",
                                 attack_options=opts, model_options=model_opts)

@@ -28,7 +28,7 @@ from common import RESULTS, clean_victim, environment  # noqa: E402
 from poisonlab.attacks import build_attack  # noqa: E402
 from poisonlab.data import AttackData, PoisonedDataset, load_dataset, split_train_val  # noqa: E402
 from poisonlab.errors import DivergenceError  # noqa: E402
-from poisonlab.protocol import RunConfig  # noqa: E402
+from poisonlab.protocol import RunSpec  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.training import TrainConfig, Victim, VictimSpec, accuracy  # noqa: E402
 
@@ -66,7 +66,7 @@ def main() -> int:
     if args.subset:
         data, victim, test = _subset_setup(args.subset, args.victim_epochs, args.model, json.loads(args.recipe))
     else:
-        cfg = RunConfig(dataset="mnist", model="nn", seed=0, device="cpu", cache_dir=args.cache_dir or None)
+        cfg = RunSpec(dataset="mnist", model="nn", seed=0, device="cpu", cache_dir=args.cache_dir or None)
         prep, _, victim = clean_victim(cfg)
         data, test = prep.attack_data(), None
     clean_acc = accuracy(victim.clean_model(), test) if test is not None else None

@@ -11,7 +11,7 @@ import torch
 
 from poisonlab.cache import ArtifactCache, key_hash, source_fingerprint, tensor_fingerprint
 from poisonlab.errors import ConfigError
-from poisonlab.protocol import RunConfig, load_state, run_protocol
+from poisonlab.protocol import RunSpec, load_state, run_protocol
 
 
 def _state(seed: int) -> dict[str, torch.Tensor]:
@@ -83,9 +83,9 @@ def test_bad_kind_rejected(tmp_path):
 
 def test_protocol_stage1_cache_hit_gives_identical_run(tmp_path):
     base = dict(dataset="digits", model="lr", epochs=2, fraction=0.1, device="cpu", seed=3)
-    plain = run_protocol(RunConfig(**base, out=str(tmp_path / "plain")), progress=False, log=lambda m: None)
-    cold = run_protocol(RunConfig(**base, out=str(tmp_path / "cold"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
-    warm = run_protocol(RunConfig(**base, out=str(tmp_path / "warm"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
+    plain = run_protocol(RunSpec(**base, out=str(tmp_path / "plain")), progress=False, log=lambda m: None)
+    cold = run_protocol(RunSpec(**base, out=str(tmp_path / "cold"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
+    warm = run_protocol(RunSpec(**base, out=str(tmp_path / "warm"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
     assert (plain.cache["victim_clean"], cold.cache["victim_clean"], warm.cache["victim_clean"]) == (None, "miss", "hit")
     for key in ("clean_accuracy", "poisoned_accuracy", "accuracy_drop"):
         assert getattr(plain, key) == getattr(cold, key) == getattr(warm, key)
@@ -93,7 +93,7 @@ def test_protocol_stage1_cache_hit_gives_identical_run(tmp_path):
     assert len({tensor_fingerprint(*(s[k] for k in sorted(s))) for s in states}) == 1
     assert len(ArtifactCache(tmp_path / "c").entries("victim_clean")) == 1
     # a different recipe is a different entry
-    run_protocol(RunConfig(**{**base, "epochs": 1}, out=str(tmp_path / "e1"), cache_dir=str(tmp_path / "c")),
+    run_protocol(RunSpec(**{**base, "epochs": 1}, out=str(tmp_path / "e1"), cache_dir=str(tmp_path / "c")),
                  progress=False, log=lambda m: None)
     assert len(ArtifactCache(tmp_path / "c").entries("victim_clean")) == 2
 
@@ -112,8 +112,8 @@ def test_the_protocol_hands_its_cache_to_the_attack_explicitly(tmp_path, monkeyp
 
     monkeypatch.setattr(LabelFlip, "_craft", spy)
     cfg = dict(dataset="digits", model="lr", epochs=1, fraction=0.05, device="cpu")
-    run_protocol(RunConfig(**cfg, out=str(tmp_path / "a"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
-    run_protocol(RunConfig(**cfg, out=str(tmp_path / "b")), progress=False, log=lambda m: None)
+    run_protocol(RunSpec(**cfg, out=str(tmp_path / "a"), cache_dir=str(tmp_path / "c")), progress=False, log=lambda m: None)
+    run_protocol(RunSpec(**cfg, out=str(tmp_path / "b")), progress=False, log=lambda m: None)
     assert seen[0] is not None and seen[0].root == tmp_path / "c" and seen[1] is None
 
 
@@ -146,7 +146,7 @@ def test_source_fingerprint_follows_code_edits_and_enters_the_victim_key(tmp_pat
 def test_an_edit_of_the_code_is_a_cache_miss(tmp_path, monkeypatch):
     import poisonlab.cache as cache_mod
 
-    cfg = RunConfig(dataset="digits", model="lr", epochs=1, fraction=0.1, device="cpu", cache_dir=str(tmp_path / "c"))
+    cfg = RunSpec(dataset="digits", model="lr", epochs=1, fraction=0.1, device="cpu", cache_dir=str(tmp_path / "c"))
     quiet = dict(progress=False, log=lambda m: None)
     first = run_protocol(replace(cfg, out=str(tmp_path / "a")), **quiet)
     again = run_protocol(replace(cfg, out=str(tmp_path / "b")), **quiet)

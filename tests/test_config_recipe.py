@@ -17,7 +17,7 @@ from poisonlab.cli.run_cmd import config_from_args
 from poisonlab.cli.sweep_cmd import load_grid_on
 from poisonlab.data import load_dataset
 from poisonlab.errors import ConfigError
-from poisonlab.protocol import RunConfig, load_poisons
+from poisonlab.protocol import RunSpec, load_poisons
 from poisonlab.protocol.config import RECIPE_KEYS
 from poisonlab.sweeps import ResultsLog
 from poisonlab.training import TrainConfig
@@ -29,15 +29,15 @@ DIGITS_BATCH = 64  # the digits set's default batch size (checked below)
 def test_every_recipe_field_is_a_run_key_and_a_flag():
     recipe = {f.name for f in dataclasses.fields(TrainConfig)}
     assert set(RECIPE_KEYS) == recipe - {"device"}
-    assert recipe <= {f.name for f in dataclasses.fields(RunConfig)}  # the device is the run's own key
+    assert recipe <= {f.name for f in dataclasses.fields(RunSpec)}  # the device is the run's own key
     assert {name for _, name, _, _ in RECIPE_FLAGS} == set(RECIPE_KEYS)
 
 
 def test_recipe_from_the_config_defaults_and_checks():
-    assert RunConfig().recipe(1000) == TrainConfig(batch_size=1000)
-    cfg = RunConfig(**ADAMW, epochs=3, device="cpu")
+    assert RunSpec().recipe(1000) == TrainConfig(batch_size=1000)
+    cfg = RunSpec(**ADAMW, epochs=3, device="cpu")
     assert cfg.recipe(64) == TrainConfig(**ADAMW, epochs=3, batch_size=64, device="cpu")
-    step = RunConfig(schedule="step", step_size=2, gamma=0.5, momentum=0.9, nesterov=True).recipe(10)
+    step = RunSpec(schedule="step", step_size=2, gamma=0.5, momentum=0.9, nesterov=True).recipe(10)
     assert (step.schedule, step.step_size, step.gamma, step.momentum, step.nesterov) == ("step", 2, 0.5, 0.9, True)
     for bad, needle in (({"optimizer": "adam", "momentum": 0.9}, "momentum applies to optimizer 'sgd' only"),
                         ({"optimizer": "rmsprop"}, "optimizer must be one of"),
@@ -45,22 +45,22 @@ def test_recipe_from_the_config_defaults_and_checks():
                         ({"nesterov": True}, "nesterov=True needs momentum"),
                         ({"weight_decay": -1.0}, "weight_decay")):
         with pytest.raises(ConfigError, match=needle):
-            RunConfig(**bad)
+            RunSpec(**bad)
     with pytest.raises(ConfigError, match="unknown option"):
-        RunConfig.from_dict({"optimiser": "adam"})
+        RunSpec.from_dict({"optimiser": "adam"})
 
 
 def test_from_dict_reads_a_records_recipe_and_rejects_a_contradiction():
     record = {"dataset": "digits", "model": "lr", "epochs": 2, "recipe_description": "adamw lr 0.001, ...",
               "bounds": "[0, 16]", "recipe": {**ADAMW, "epochs": 2, "batch_size": 1000, "momentum": 0.0,
                                               "nesterov": False, "step_size": None, "gamma": 0.1}}
-    cfg = RunConfig.from_dict(record)
+    cfg = RunSpec.from_dict(record)
     assert cfg.recipe(1000) == TrainConfig(**ADAMW, epochs=2, batch_size=1000)
-    assert RunConfig.from_dict({"recipe.optimizer": "adam"}).optimizer == "adam"
+    assert RunSpec.from_dict({"recipe.optimizer": "adam"}).optimizer == "adam"
     with pytest.raises(ConfigError, match="epochs is 3 but recipe.epochs is 2"):
-        RunConfig.from_dict({**record, "epochs": 3})
+        RunSpec.from_dict({**record, "epochs": 3})
     with pytest.raises(ConfigError, match="recipe: unknown option"):
-        RunConfig.from_dict({"recipe": {"optimiser": "adam"}})
+        RunSpec.from_dict({"recipe": {"optimiser": "adam"}})
 
 
 def test_run_flags_yaml_and_the_shared_helper(tmp_path):
@@ -118,7 +118,7 @@ def test_sweep_recipe_flags_apply_to_every_run_and_clash_with_the_grid(tmp_path)
 
 def test_a_saved_pl_run_is_defended_again_with_its_recipe(tmp_path):
     """The record pl.run writes (its config has recipe_description, and the recipe only under
-    ``recipe``) is read back by RunConfig.from_dict: the saved run is defended with the victim's
+    ``recipe``) is read back by RunSpec.from_dict: the saved run is defended with the victim's
     own recipe, as pl.defend on the same poisons defends it."""
     from poisonlab.defenses import build_defense
     from poisonlab.protocol.defend import defend_saved_run
@@ -127,7 +127,7 @@ def test_a_saved_pl_run_is_defended_again_with_its_recipe(tmp_path):
     pl.run("digits", victim, "label_flip", 0.05, out=tmp_path / "r", progress=False)
     stored = json.loads((tmp_path / "r" / "result.json").read_text())
     assert "recipe_description" in stored["config"]
-    cfg = RunConfig.from_dict(stored["config"])
+    cfg = RunSpec.from_dict(stored["config"])
     assert load_dataset("digits").default_batch_size == DIGITS_BATCH
     assert cfg.recipe(DIGITS_BATCH) == TrainConfig(**ADAMW, epochs=2, batch_size=DIGITS_BATCH, device="cpu")
     defend_saved_run(tmp_path / "r", build_defense("sphere"), out=tmp_path / "r" / "sphere")

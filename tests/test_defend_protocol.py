@@ -11,7 +11,7 @@ import torch
 from poisonlab.cli.main import main
 from poisonlab.data import poison_count
 from poisonlab.errors import ConfigError
-from poisonlab.protocol import RunConfig, run_protocol
+from poisonlab.protocol import RunSpec, run_protocol
 from poisonlab.protocol.defend import detection_metrics
 
 
@@ -30,10 +30,10 @@ def test_detection_metrics_known_values():
 
 def test_bad_defense_fails_before_any_work(tmp_path):
     with pytest.raises(ConfigError):
-        run_protocol(RunConfig(defense="nope", out=str(tmp_path / "x")), progress=False, log=lambda _m: None)
+        run_protocol(RunSpec(defense="nope", out=str(tmp_path / "x")), progress=False, log=lambda _m: None)
     assert not (tmp_path / "x").exists()
     with pytest.raises(ConfigError):
-        RunConfig(defense_options=[1])  # type: ignore[arg-type]
+        RunSpec(defense_options=[1])  # type: ignore[arg-type]
 
 
 def test_cli_run_defense_reuses_poisons(tmp_path, capsys):
@@ -72,8 +72,8 @@ def test_defend_stage_and_saved_run(tmp_path):
     from poisonlab.protocol.defend import defend_saved_run
 
     quiet = {"progress": False, "log": lambda _m: None}
-    base = run_protocol(RunConfig(epochs=2, fraction=0.05, out=str(tmp_path / "base")), **quiet)
-    res = run_protocol(RunConfig(epochs=2, fraction=0.05, defense="knn", defense_options={"k": 5},
+    base = run_protocol(RunSpec(epochs=2, fraction=0.05, out=str(tmp_path / "base")), **quiet)
+    res = run_protocol(RunSpec(epochs=2, fraction=0.05, defense="knn", defense_options={"k": 5},
                                  out=str(tmp_path / "r")), **quiet)
     dfn = res.defended
     assert dfn is not None and base.defended is None

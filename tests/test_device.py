@@ -187,15 +187,15 @@ def test_mocked_cuda_auto_picks_it_and_the_index_is_checked(monkeypatch):
 def test_run_config_checks_the_spelling_and_the_run_checks_the_machine_first(monkeypatch):
     import importlib
 
-    from poisonlab.protocol import RunConfig
+    from poisonlab.protocol import RunSpec
 
     prep = importlib.import_module("poisonlab.protocol.prepare")
 
     with pytest.raises(ConfigError, match="device="):
-        RunConfig(device="gpu")
+        RunSpec(device="gpu")
     if HAS_CUDA:
         return
-    cfg = RunConfig(device="cuda")  # may run on a GPU worker: only the spelling is checked here
+    cfg = RunSpec(device="cuda")  # may run on a GPU worker: only the spelling is checked here
 
     def no_loading(*_a, **_k):
         raise AssertionError("data loaded before the device was checked")

@@ -14,7 +14,7 @@ from poisonlab.autodiff import flatten, named_params
 from poisonlab.cli.main import main
 from poisonlab.data import poison_count
 from poisonlab.errors import ConfigError
-from poisonlab.protocol import RunConfig, prepare
+from poisonlab.protocol import RunSpec, prepare
 from poisonlab.seeding import torch_generator
 from poisonlab.theory import min_poison_count
 from poisonlab.training import Victim, mean_loss
@@ -22,7 +22,7 @@ from poisonlab.training import Victim, mean_loss
 
 @pytest.fixture(scope="module")
 def digits_victim():
-    prep, spec = prepare(RunConfig(dataset="digits", model="lr", epochs=5))
+    prep, spec = prepare(RunSpec(dataset="digits", model="lr", epochs=5))
     model = spec.train(prep.train, 0)
     return prep, Victim(spec, 0, {k: v.clone() for k, v in model.state_dict().items()})
 

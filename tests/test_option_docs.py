@@ -15,7 +15,7 @@ from poisonlab.options import group_class as _group_class  # the one rule for wh
 
 from poisonlab.data.types import AttackData, Dataset, ExperimentData, PoisonSet
 from poisonlab.defenses import DEFENSES, DefenseConfig
-from poisonlab.protocol.config import RunConfig
+from poisonlab.protocol.config import RunSpec
 from poisonlab.training.victim import Victim, VictimSpec
 
 _SECTION = re.compile(r"^(\s*)Attributes:\s*$")
@@ -135,7 +135,7 @@ def test_a_missing_field_and_a_missing_default_are_reported_and_base_docs_count(
 
 
 # ------------------------------------------------------------------ the library's option classes
-@pytest.mark.parametrize("cls", [DefenseConfig, RunConfig, VictimSpec, Victim, Dataset, ExperimentData, AttackData,
+@pytest.mark.parametrize("cls", [DefenseConfig, RunSpec, VictimSpec, Victim, Dataset, ExperimentData, AttackData,
                                  PoisonSet], ids=lambda c: c.__qualname__)
 def test_option_classes_document_every_field(cls):
     assert undocumented(cls) == []

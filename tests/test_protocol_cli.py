@@ -10,13 +10,13 @@ import pytest
 import yaml
 
 from poisonlab.cli.main import main
-from poisonlab.protocol import RunConfig, load_poisons, load_state, run_protocol
+from poisonlab.protocol import RunSpec, load_poisons, load_state, run_protocol
 
 TINY = dict(epochs=3, batch_size=128)
 
 
 def test_protocol_result_and_artifacts(tmp_path):
-    cfg = RunConfig(out=str(tmp_path / "r"), fraction=0.05, **TINY)
+    cfg = RunSpec(out=str(tmp_path / "r"), fraction=0.05, **TINY)
     res = run_protocol(cfg, progress=False, log=lambda m: None)
     assert res.n_poison == round(0.05 * res.n_train)
     assert res.accuracy_drop == pytest.approx(res.clean_accuracy - res.poisoned_accuracy)
@@ -29,7 +29,7 @@ def test_protocol_result_and_artifacts(tmp_path):
 
 
 def test_same_seed_same_numbers_and_identical_poisons(tmp_path):
-    r = [run_protocol(RunConfig(out=str(tmp_path / f"r{i}"), seed=s, fraction=0.1, attack_options={"mode": "random"}, **TINY),
+    r = [run_protocol(RunSpec(out=str(tmp_path / f"r{i}"), seed=s, fraction=0.1, attack_options={"mode": "random"}, **TINY),
                       progress=False, log=lambda m: None) for i, s in enumerate((4, 4, 5))]
     assert r[0].clean_accuracy == r[1].clean_accuracy and r[0].poisoned_accuracy == r[1].poisoned_accuracy
     b0, b1, b2 = ((tmp_path / f"r{i}" / "poisons.npz").read_bytes() for i in range(3))
@@ -39,15 +39,15 @@ def test_same_seed_same_numbers_and_identical_poisons(tmp_path):
 
 
 def test_poison_reuse_reproduces_poisoned_accuracy(tmp_path):
-    first = run_protocol(RunConfig(out=str(tmp_path / "a"), fraction=0.2, **TINY), progress=False, log=lambda m: None)
-    again = run_protocol(RunConfig(out=str(tmp_path / "b"), fraction=0.2, poisons=str(tmp_path / "a"), **TINY),
+    first = run_protocol(RunSpec(out=str(tmp_path / "a"), fraction=0.2, **TINY), progress=False, log=lambda m: None)
+    again = run_protocol(RunSpec(out=str(tmp_path / "b"), fraction=0.2, poisons=str(tmp_path / "a"), **TINY),
                          progress=False, log=lambda m: None)
     assert again.poisoned_accuracy == first.poisoned_accuracy
 
 
 def test_label_flip_at_full_budget_hurts(tmp_path):
     """Behaviour, not just 'it ran': flipping as many points as D_tr has must lower accuracy."""
-    res = run_protocol(RunConfig(out=str(tmp_path / "r"), fraction=1.0, epochs=20, batch_size=64),
+    res = run_protocol(RunSpec(out=str(tmp_path / "r"), fraction=1.0, epochs=20, batch_size=64),
                        progress=False, log=lambda m: None)
     assert res.accuracy_drop > 20.0
 
@@ -136,8 +136,8 @@ def test_datasets_command(capsys, tmp_path, monkeypatch):
 
 def test_injection_is_validated_and_named_in_the_output_dir():
     with pytest.raises(Exception, match="injection"):
-        RunConfig(injection="swap")
-    assert RunConfig(injection="replace", fraction=1.0).default_out().endswith("-f1-replace-s0")
+        RunSpec(injection="swap")
+    assert RunSpec(injection="replace", fraction=1.0).default_out().endswith("-f1-replace-s0")
 
 
 def test_replace_injection_makes_unlearnable_examples_bite(tmp_path):
@@ -145,7 +145,7 @@ def test_replace_injection_makes_unlearnable_examples_bite(tmp_path):
     originals) must hurt an end-to-end CNN clearly more than the same noise added beside the originals."""
     drops = {}
     for inj in ("add", "replace"):
-        cfg = RunConfig(out=str(tmp_path / inj), model="cnn", attack="unlearnable", fraction=1.0, injection=inj,
+        cfg = RunSpec(out=str(tmp_path / inj), model="cnn", attack="unlearnable", fraction=1.0, injection=inj,
                         attack_options={"radius": 0.1, "rounds": 10, "pgd_steps": 20},
                         epochs=20, batch_size=64)
         res = run_protocol(cfg, progress=False, log=lambda m: None)

@@ -12,7 +12,7 @@ from poisonlab.attacks.targets import TargetContext, make_target
 from poisonlab.cli.main import main
 from poisonlab.data import PoisonedDataset
 from poisonlab.errors import ConfigError, UnsupportedError
-from poisonlab.protocol import RunConfig, prepare
+from poisonlab.protocol import RunSpec, prepare
 from poisonlab.protocol.reachability import threshold_report
 from poisonlab.seeding import torch_generator
 from poisonlab.training import Victim, accuracy
@@ -29,7 +29,7 @@ SEARCH = {"steps": 30, "step": 0.01, "limit": LIMIT}
 
 @pytest.fixture(scope="module")
 def digits():
-    prep, spec = prepare(RunConfig(dataset="digits", model="lr", epochs=EPOCHS))
+    prep, spec = prepare(RunSpec(dataset="digits", model="lr", epochs=EPOCHS))
     model = spec.train(prep.train, 0)
     return prep, Victim(spec, 0, {k: v.clone() for k, v in model.state_dict().items()})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from poisonlab.errors import ConfigError
-from poisonlab.protocol import RunConfig
+from poisonlab.protocol import RunSpec
 from poisonlab.sweeps import expand, load_grid, run_id
 
 BASE = {"dataset": "digits", "model": "lr", "epochs": 2, "device": "cpu"}
@@ -26,19 +26,19 @@ def test_expansion_order_and_merge():
 
 
 def test_run_id_is_stable_and_ignores_paths():
-    a = RunConfig(**BASE, fraction=0.1, attack_options={"mode": "rule"})
-    b = RunConfig(**BASE, fraction=0.1, attack_options={"mode": "rule"}, out="/x", cache_dir="/y", data_dir="/z")
+    a = RunSpec(**BASE, fraction=0.1, attack_options={"mode": "rule"})
+    b = RunSpec(**BASE, fraction=0.1, attack_options={"mode": "rule"}, out="/x", cache_dir="/y", data_dir="/z")
     assert run_id(a) == run_id(b) == run_id(a.to_dict())
-    assert run_id(a) != run_id(RunConfig(**BASE, fraction=0.1, attack_options={"mode": "random"}))
-    assert run_id(a) != run_id(RunConfig(**BASE, fraction=0.1, seed=1))
+    assert run_id(a) != run_id(RunSpec(**BASE, fraction=0.1, attack_options={"mode": "random"}))
+    assert run_id(a) != run_id(RunSpec(**BASE, fraction=0.1, seed=1))
     assert len(run_id(a)) == 16 and int(run_id(a), 16) >= 0
-    # pinned: the id this config had before any RunConfig key was added (a new key must keep it)
+    # pinned: the id this config had before any RunSpec key was added (a new key must keep it)
     assert run_id(a) == "852f17fe40ab8912"
     # a key added later (injection) does not change the id of runs at its default...
     older = {k: v for k, v in a.to_dict().items() if k != "injection"}
     assert run_id(older) == run_id(a)
     # ...and does when set
-    assert run_id(RunConfig(**{**a.to_dict(), "injection": "replace"})) != run_id(a)
+    assert run_id(RunSpec(**{**a.to_dict(), "injection": "replace"})) != run_id(a)
 
 
 @pytest.mark.parametrize("spec, needle", [

@@ -131,12 +131,12 @@ def test_kill_9_at_any_moment_then_resume(tmp_path):
 
 
 def test_a_dying_worker_fails_only_its_run_and_the_pool_is_rebuilt(tmp_path):
-    from poisonlab.protocol import RunConfig
+    from poisonlab.protocol import RunSpec
     from poisonlab.sweeps import LocalBackend, Resources
 
     be = LocalBackend(1, Resources(), tmp_path / "stages")
     try:
-        slow = RunConfig(dataset="digits", model="nn", epochs=200, device="cpu", out=str(tmp_path / "slow")).to_dict()
+        slow = RunSpec(dataset="digits", model="nn", epochs=200, device="cpu", out=str(tmp_path / "slow")).to_dict()
         be.submit("slow", slow)
         t0 = time.time()
         while be.stages().get("slow") not in ("pretrain", "attack", "retrain"):
@@ -148,7 +148,7 @@ def test_a_dying_worker_fails_only_its_run_and_the_pool_is_rebuilt(tmp_path):
         while not rows:
             rows = be.poll(timeout=1.0)
         assert [(r["run_id"], r["status"]) for r in rows] == [("slow", "failed")] and "worker" in rows[0]["error"]
-        quick = RunConfig(dataset="digits", model="lr", epochs=1, device="cpu", out=str(tmp_path / "quick")).to_dict()
+        quick = RunSpec(dataset="digits", model="lr", epochs=1, device="cpu", out=str(tmp_path / "quick")).to_dict()
         be.submit("quick", quick)
         rows = []
         while not rows:

@@ -37,5 +37,5 @@ def add_recipe_args(p: argparse.ArgumentParser, *, note: str = "") -> None:
 
 
 def recipe_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The recipe flags that were given, as {recipe field: value} (TrainConfig / RunConfig keys)."""
+    """The recipe flags that were given, as {recipe field: value} (TrainConfig / RunSpec keys)."""
     return {name: value for _, name, _, _ in RECIPE_FLAGS if (value := getattr(args, name, None)) is not None}

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Callable
 
-from ..protocol import RunConfig, run_protocol
+from ..protocol import RunSpec, run_protocol
 from ..reporting import result_table
 from .key_values import parse_key_values
 from .recipe_flags import add_recipe_args, recipe_args
@@ -61,8 +61,8 @@ def _gradpc_shortcuts(given: dict, attack_opts: dict) -> None:
             attack_opts[f"target_options.{name}"] = value  # -A did not say it
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    base = RunConfig.from_yaml(args.config) if args.config else RunConfig()
+def config_from_args(args: argparse.Namespace) -> RunSpec:
+    base = RunSpec.from_yaml(args.config) if args.config else RunSpec()
     cfg = base.merged(
         dataset=args.dataset, model=args.model, attack=args.attack, fraction=args.fraction, seed=args.seed,
         data_dir=args.data_dir, out=args.out, device=args.device, poisons=args.poisons, defense=args.defense,

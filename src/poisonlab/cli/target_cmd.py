@@ -21,7 +21,7 @@ from ..attacks.targets import TARGETS, is_target_path, load_target, needs_contex
 from ..cache import as_cache
 from ..data.types import ExperimentData
 from ..errors import ConfigError
-from ..protocol import RunConfig, load_state, prepare, save_model
+from ..protocol import RunSpec, load_state, prepare, save_model
 from ..protocol.reachability import resolve_target
 from ..reporting import format_table
 from ..training import accuracy
@@ -76,8 +76,8 @@ def add_victim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def run_config(args: argparse.Namespace) -> RunConfig:
-    return RunConfig(dataset=args.dataset, model=args.model, seed=args.seed, data_dir=args.data_dir, device=args.device,
+def run_config(args: argparse.Namespace) -> RunSpec:
+    return RunSpec(dataset=args.dataset, model=args.model, seed=args.seed, data_dir=args.data_dir, device=args.device,
                      cache_dir=args.cache_dir, **recipe_args(args))
 
 

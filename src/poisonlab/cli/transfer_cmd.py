@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
-from ..protocol import RunConfig
+from ..protocol import RunSpec
 from ..protocol.transfer import run_transfer, transfer_table
 from .key_values import parse_key_values
 from .recipe_flags import add_recipe_args, recipe_args
@@ -55,7 +55,7 @@ def per_model_options(items: list[str], models: list[str]) -> dict[str, dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    base = RunConfig.from_yaml(args.config) if args.config else RunConfig()
+    base = RunSpec.from_yaml(args.config) if args.config else RunSpec()
     base = base.merged(dataset=args.dataset, attack=args.attack, fraction=args.fraction, seed=args.seed,
                        data_dir=args.data_dir, device=args.device, **recipe_args(args))
     attack_opts = parse_key_values(args.attack_option, "attack option")

@@ -1,4 +1,6 @@
-"""The run configuration: every key mirrors a CLI flag; unknown keys and bad values are errors."""
+"""The run spec: one frozen description of a run (data, victim and its whole recipe, attack and its
+options, defense, fraction, seed, injection) built alike from YAML, the CLI, sweeps and result
+records; every key mirrors a CLI flag; unknown keys and bad values are errors."""
 
 from __future__ import annotations
 
@@ -19,12 +21,12 @@ from ..validation import check_choice, check_int
 #: but ``device`` (the run's own key); None in a run config means the recipe's default
 RECIPE_KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig) if f.name != "device")
 #: keys of a result record's ``config`` that the run derives (``recipe`` is also read back: the
-#: trained recipe, :meth:`RunConfig.from_dict`)
+#: trained recipe, :meth:`RunSpec.from_dict`)
 RECORD_KEYS = ("recipe", "recipe_description", "bounds")
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunConfig:
+class RunSpec:
     """One pretrain → attack → test run.
 
     The recipe keys (``epochs``, ``lr``, ``batch_size``, ``optimizer``, ``momentum``,
@@ -154,7 +156,7 @@ class RunConfig:
             raise ConfigError(f"run config: victim recipe: {exc}") from None
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, values: dict[str, Any]) -> "RunSpec":
         """A run config from its keys (a YAML file, a sweep row), or from the ``config`` of a result
         record: its derived keys (:data:`RECORD_KEYS`) are accepted, and its ``recipe`` (the recipe
         the run trained with, a mapping of :class:`TrainConfig` fields, also as dotted
@@ -180,13 +182,13 @@ class RunConfig:
         return config_from_dict(cls, values, "run config")
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "RunConfig":
+    def from_yaml(cls, path: str | Path) -> "RunSpec":
         return cls.from_dict(load_yaml_mapping(path))
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
 
-    def merged(self, **overrides: Any) -> "RunConfig":
+    def merged(self, **overrides: Any) -> "RunSpec":
         """A copy with the non-None ``overrides`` applied (flags over config file)."""
         given = {k: v for k, v in overrides.items() if v is not None}
         try:

@@ -1,6 +1,6 @@
 """The defend stage of the protocol (thesis §2.6.6): score D_tr ∪ D_p, filter, retrain, measure.
 
-Runs after stage 3 when ``RunConfig.defense`` is set. The defender sees the poisoned training set
+Runs after stage 3 when ``RunSpec.defense`` is set. The defender sees the poisoned training set
 (without the mask), the victim spec and seed, the model already retrained on D_tr ∪ D_p (so score
 functions that need "the victim trained on D" do not train it again) and the clean held-out split
 D_v as its trusted reference set. Because the poison mask *is* known to the protocol, the scores
@@ -22,12 +22,12 @@ from ..data.types import Dataset, ExperimentData, PoisonedDataset
 from ..defenses import Defense, build_defense
 from ..seeding import torch_generator
 from ..training import Victim, VictimSpec, accuracy
-from .config import RunConfig
+from .config import RunSpec
 from .prepare import prepare
 from .results import DefenseResult, RunResult
 
 
-def defense_from_config(cfg: RunConfig) -> Defense | None:
+def defense_from_config(cfg: RunSpec) -> Defense | None:
     """The configured defense (options validated now, before any work), or None."""
     return build_defense(cfg.defense, cfg.defense_options) if cfg.defense else None
 
@@ -112,7 +112,7 @@ def defend_saved_run(
     """
     run_dir = Path(run_dir)
     run = RunResult.load(run_dir)
-    cfg = RunConfig.from_dict({**run.config, "defense": None, "defense_options": {}})  # the record's recipe read back
+    cfg = RunSpec.from_dict({**run.config, "defense": None, "defense_options": {}})  # the record's recipe read back
     data, spec = prepared if prepared is not None else prepare(cfg)
     mixed = PoisonedDataset.mix(data.train, load_poisons(run_dir / run.artifacts["poisons"]), cfg.injection)
     victim = Victim(spec, cfg.seed, load_state(run_dir / run.artifacts["clean_model"]))

@@ -8,13 +8,13 @@ from ..data.types import ExperimentData
 from ..devices import resolve_device
 from ..models.victims import resolve_victim
 from ..training import VictimSpec, check_victim
-from .config import RunConfig
+from .config import RunSpec
 
 
-def prepare(cfg: RunConfig) -> tuple[ExperimentData, VictimSpec]:
+def prepare(cfg: RunSpec) -> tuple[ExperimentData, VictimSpec]:
     """Load the data, split it 70/30 with the run's seed and build the victim spec (validated):
     (D_tr, D_v and the test set, with ``split_seed`` the run's seed; the spec bound to that data,
-    its recipe :meth:`RunConfig.recipe` with the dataset's batch size). The device is checked
+    its recipe :meth:`RunSpec.recipe` with the dataset's batch size). The device is checked
     against this machine first (an impossible one fails before any loading)."""
     resolve_device(cfg.device)
     bundle = load_dataset(cfg.dataset, cfg.data_dir)

@@ -35,7 +35,7 @@ from ..reporting.grids import poison_grid
 from ..seeding import deterministic, torch_generator
 from ..training import TrainConfig, Victim, VictimSpec, accuracy, check_victim, resolve_device
 from ..validation import check_output_dir
-from .config import RunConfig
+from .config import RunSpec
 from .defend import defense_from_config, run_defense
 from .prepare import prepare
 from .results import RunResult
@@ -94,14 +94,14 @@ def train_clean(data: ExperimentData, spec: VictimSpec, seed: int, *, cache: Art
     return model.eval(), hit
 
 
-def pretrain_victim(cfg: RunConfig, data: ExperimentData, spec: VictimSpec,
+def pretrain_victim(cfg: RunSpec, data: ExperimentData, spec: VictimSpec,
                     progress: bool = False) -> tuple[torch.nn.Module, bool]:
     """Stage 1 of a run config on its :func:`prepare`-d data and spec, through the artifact cache when
     ``cfg.cache_dir`` is set."""
     return train_clean(data, spec, cfg.seed, cache=as_cache(cfg.cache_dir), progress=progress)
 
 
-def run_protocol(cfg: RunConfig, *, progress: bool = True, log: Log = _stderr,
+def run_protocol(cfg: RunSpec, *, progress: bool = True, log: Log = _stderr,
                  on_stage: StageCallback | None = None) -> RunResult:
     """Run the three stages of a run config, write the artifacts to ``cfg.out`` and return the result."""
     attack = build_attack(cfg.attack, cfg.attack_options)  # validates options before any work

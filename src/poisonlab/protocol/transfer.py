@@ -2,7 +2,7 @@
 retraining other target models under the same protocol.
 
 For every surrogate s the attack runs once (``run_protocol`` with model s); for every target t the
-saved poisons are re-used (``RunConfig.poisons``) and t is pretrained on D_tr and retrained on
+saved poisons are re-used (``RunSpec.poisons``) and t is pretrained on D_tr and retrained on
 D_tr ∪ D_p. The split of D_tr depends only on the seed, so all runs share D_tr and the test set.
 Cell (s, t) is t's accuracy drop acc1 − acc2 in points; the diagonal is the white-box drop.
 """
@@ -16,13 +16,13 @@ from typing import Any, Callable, Sequence
 from ..artifacts import write_json
 from ..errors import ConfigError
 from ..models.victims import VICTIMS
-from .config import RunConfig
+from .config import RunSpec
 from .results import RunResult
 from .runner import run_protocol
 
 
 def run_transfer(
-    base: RunConfig,
+    base: RunSpec,
     surrogates: Sequence[str],
     targets: Sequence[str],
     *,

@@ -6,10 +6,10 @@ may depend on it), calls :func:`poisonlab.protocol.run_protocol` (the one protoc
 reports each stage (the protocol's typed ``on_stage`` callback) through a sink, and never raises: a failure becomes a ``failed`` row with
 the error and traceback, so one bad run does not stop the sweep.
 
-A run's config is a :class:`~poisonlab.protocol.RunConfig` (or its dict, the YAML grids' runs) or
+A run's config is a :class:`~poisonlab.protocol.RunSpec` (or its dict, the YAML grids' runs) or
 any :class:`Job`: a frozen dataclass with ``out`` and ``cache_dir`` fields that executes itself
 (``poisonlab evaluate``'s cells: attack, defense, probe and theory cells over a user's data and
-victim, which a RunConfig cannot express). Both go through the same backends, coordinator and
+victim, which a RunSpec cannot express). Both go through the same backends, coordinator and
 ``results.jsonl``.
 """
 
@@ -27,7 +27,7 @@ StageSink = Callable[[str, str], None]
 
 @runtime_checkable
 class Job(Protocol):
-    """A run that is not a :class:`~poisonlab.protocol.RunConfig`: it executes itself.
+    """A run that is not a :class:`~poisonlab.protocol.RunSpec`: it executes itself.
 
     Implementations are frozen dataclasses with ``out`` (the run's artifact directory, set by the
     coordinator) and ``cache_dir`` fields, picklable for process and Ray backends. ``to_dict()``
@@ -76,11 +76,11 @@ def fingerprints(out: Path) -> dict[str, str]:
 
 
 def execute_run(run_id: str, config: dict[str, Any] | Job, threads: int, sink: StageSink | None = None) -> dict[str, Any]:
-    """Run one config (a RunConfig dict or a :class:`Job`); return its row (``status`` ok or failed).
+    """Run one config (a RunSpec dict or a :class:`Job`); return its row (``status`` ok or failed).
     Never raises for a run's own errors."""
     import torch
 
-    from ..protocol import RunConfig, run_protocol
+    from ..protocol import RunSpec, run_protocol
 
     t0 = time.perf_counter()
     report = sink or (lambda _id, _stage: None)
@@ -94,7 +94,7 @@ def execute_run(run_id: str, config: dict[str, Any] | Job, threads: int, sink: S
             result = job.execute(lambda stage: report(run_id, stage))
             out = job.out
         else:
-            cfg = RunConfig.from_dict(config)  # type: ignore[arg-type]  # not a Job: a RunConfig dict
+            cfg = RunSpec.from_dict(config)  # type: ignore[arg-type]  # not a Job: a RunSpec dict
             run = run_protocol(cfg, progress=False, log=lambda _m: None, on_stage=lambda stage: report(run_id, stage))
             result, out = run.to_dict(), run.out
         report(run_id, "fingerprint")

@@ -1,6 +1,6 @@
-"""Grid specs: a YAML file -> a validated list of :class:`~poisonlab.protocol.RunConfig`, each with a stable id.
+"""Grid specs: a YAML file -> a validated list of :class:`~poisonlab.protocol.RunSpec`, each with a stable id.
 
-Format (every key of ``base``, ``cases`` and ``grid`` is a :class:`RunConfig` key; a dotted key
+Format (every key of ``base``, ``cases`` and ``grid`` is a :class:`RunSpec` key; a dotted key
 such as ``attack_options.mode`` sets one option inside a mapping)::
 
     name: label-flip-digits          # optional, informational
@@ -37,15 +37,15 @@ from typing import Any, Mapping
 from ..attacks import build_attack
 from ..cache import canonical_json
 from ..errors import ConfigError, PoisonlabError
-from ..protocol.config import RECIPE_KEYS, RunConfig, load_yaml_mapping
+from ..protocol.config import RECIPE_KEYS, RunSpec, load_yaml_mapping
 from .execute import Job
 
-#: keys of RunConfig that do not change a run's result, so they are not part of its id
+#: keys of RunSpec that do not change a run's result, so they are not part of its id
 NON_RESULT_KEYS = ("out", "cache_dir", "data_dir")
-#: keys added to RunConfig after sweeps were stored: left out of the id at their default, so the
+#: keys added to RunSpec after sweeps were stored: left out of the id at their default, so the
 #: runs of an older results.jsonl keep their ids (and are not re-run on resume)
 LATER_DEFAULTS: dict[str, Any] = {"injection": "add", **{k: None for k in RECIPE_KEYS if k not in ("epochs", "lr", "batch_size")}}
-RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig))
+RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunSpec))
 TOP_KEYS = ("name", "base", "cases", "grid", "resources")
 
 
@@ -66,14 +66,14 @@ class Resources:
 @dataclass(frozen=True)
 class Run:
     """One run of a sweep: its id and its resolved config (``out`` and ``cache_dir`` set by the sweep):
-    a :class:`RunConfig`, or a :class:`~poisonlab.sweeps.execute.Job` (e.g. a cell of ``poisonlab evaluate``)."""
+    a :class:`RunSpec`, or a :class:`~poisonlab.sweeps.execute.Job` (e.g. a cell of ``poisonlab evaluate``)."""
 
     run_id: str
-    config: RunConfig | Job
+    config: RunSpec | Job
 
     def label(self) -> str:
         c = self.config
-        if not isinstance(c, RunConfig):
+        if not isinstance(c, RunSpec):
             return c.label()
         opts = ",".join(f"{k}={v}" for k, v in sorted(c.attack_options.items()))
         return f"{c.dataset}/{c.model}/{c.attack}{'[' + opts + ']' if opts else ''} f={c.fraction:g} s={c.seed}"
@@ -86,7 +86,7 @@ class Grid:
     resources: Resources
 
 
-def run_id(cfg: RunConfig | Job | Mapping[str, Any]) -> str:
+def run_id(cfg: RunSpec | Job | Mapping[str, Any]) -> str:
     """Stable 16-hex id of a run: sha256 of the canonical JSON of its result-relevant config."""
     d = dict(cfg) if isinstance(cfg, Mapping) else cfg.to_dict()
     d = {k: v for k, v in d.items() if k not in NON_RESULT_KEYS and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
@@ -157,7 +157,7 @@ def expand(spec: Mapping[str, Any], where: str = "grid") -> Grid:
             _apply(values, dict(zip(keys, point)), f"{where}: grid point {dict(zip(keys, point))}")
             label = f"{where}: run {len(runs)} ({canonical_json(values)})"
             try:
-                cfg = RunConfig.from_dict(values)
+                cfg = RunSpec.from_dict(values)
             except ConfigError as exc:
                 raise ConfigError(f"{label}: {exc}") from None
             rid = run_id(cfg)
@@ -167,7 +167,7 @@ def expand(spec: Mapping[str, Any], where: str = "grid") -> Grid:
             runs.append(Run(rid, cfg))
     if not runs:
         raise ConfigError(f"{where}: the grid has no runs")
-    validate_components([r.config for r in runs if isinstance(r.config, RunConfig)], where)
+    validate_components([r.config for r in runs if isinstance(r.config, RunSpec)], where)
     return Grid(name, tuple(runs), resources)
 
 
@@ -175,7 +175,7 @@ def load_grid(path: str | Path) -> Grid:
     return expand(load_yaml_mapping(path), str(path))
 
 
-def validate_components(configs: list[RunConfig], where: str) -> None:
+def validate_components(configs: list[RunSpec], where: str) -> None:
     """Check names and options of datasets, models and attacks once per distinct combination."""
     from ..data import load_dataset
     from ..models.victims import build_victim

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from ..artifacts import write_json
-from ..protocol.config import RunConfig
+from ..protocol.config import RunSpec
 from .backends import Backend, make_backend
 from .grid import Grid, Run
 from .results import ResultsLog, SweepLock
@@ -95,7 +95,7 @@ def run_sweep(
                 while queue and in_flight < be.capacity():
                     run = queue.pop(0)
                     config = run.config
-                    be.submit(run.run_id, config.to_dict() if isinstance(config, RunConfig) else config)
+                    be.submit(run.run_id, config.to_dict() if isinstance(config, RunSpec) else config)
                     in_flight += 1
                 for row in be.poll(timeout=0.5):
                     in_flight -= 1
