@@ -70,7 +70,7 @@ class Component(ABC, Generic[C]):
 
     @classmethod
     def _given(cls, options: Mapping[str, Any], what: str) -> Mapping[str, Any]:
-        """The keyword options as the config reads them (a hook: attacks map former option names)."""
+        """The keyword options as the config reads them (a hook: victim architectures check their names)."""
         return options
 
     def options(self) -> dict[str, Any]:
