@@ -83,6 +83,14 @@ def test_run_flags_yaml_and_the_shared_helper(tmp_path):
     assert (cfg.optimizer, cfg.schedule, cfg.weight_decay, cfg.lr) == ("adamw", "cosine", 0.2, 0.01)  # flags over YAML
     ev = build_parser(["evaluate"]).parse_args(["evaluate", "--dataset", "digits", "--out", "x", "--optimizer", "adam", "--lr", "1e-3"])
     assert recipe_args(ev) == {"optimizer": "adam", "lr": 1e-3}
+    from poisonlab.cli.target_cmd import run_config
+
+    for command in ("target", "threshold"):
+        args = build_parser([command]).parse_args([command, "--optimizer", "sgd", "--momentum", "0.9", "--schedule", "cosine"])
+        assert run_config(args).recipe(64, device="cpu") == TrainConfig(momentum=0.9, schedule="cosine", batch_size=64,
+                                                                         device="cpu")
+    tr = build_parser(["transfer"]).parse_args(["transfer", "--weight-decay", "0.1"])
+    assert recipe_args(tr) == {"weight_decay": 0.1}
 
 
 def test_sweep_sets_the_victims_optimizer_and_schedule(tmp_path, capsys):
