@@ -199,3 +199,17 @@ def test_the_embedded_table_is_the_thesis_text(data_dir):
         pytest.skip("thesis text not available")
     assert thesis_numbers(text, "lr")[0] == THESIS_LR
     assert thesis_numbers(text, "nn")[0] == THESIS_NN
+
+
+def test_a_budget_counts_the_cells_that_run_at_once(tmp_path, monkeypatch):
+    """With 2 local workers the cells' recorded seconds are worker-seconds: the plan gets twice the
+    wall budget of them (and says so in the report)."""
+    from poisonlab.evaluation import run as run_module
+
+    seen = []
+    real = run_module.budget_plan
+    monkeypatch.setattr(run_module, "budget_plan", lambda *a, **k: seen.append(k["budget"]) or real(*a, **k))
+    ev = pl.evaluate("digits", pl.victim("lr", epochs=2, device="cpu"), 0.05, attacks=["label_flip"], defenses=None,
+                     seeds=(0,), time_budget=50, workers=2, out=tmp_path, progress=False)
+    assert seen == [100.0]
+    assert "2 cells at once: 100 worker-seconds" in ev.to_markdown()

@@ -138,8 +138,11 @@ def blocks(ev: Any) -> list[Block]:
                  ", ".join(f"{a}={b}" for a, b in v["probe_options"].items()) or "(the full attack)"]
                 for k, v in prices.items() if not k.startswith("_")]
         share = prices.get("_defense_share", 0.0)
+        lanes = int(prices.get("_lanes", 1))
+        parallel = (f", {lanes} cells at once: {s['time_budget'] * lanes:g} worker-seconds, the cells' "
+                    "recorded seconds counted against it" if lanes > 1 else "")
         out.append(Block("prices", "Prices (time budget)",
-                         f"Budget {s['time_budget']:g} s ({share * 100:g} % of it kept for the defenses). Each attack "
+                         f"Budget {s['time_budget']:g} s{parallel} ({share * 100:g} % of it kept for the defenses). Each attack "
                          f"was timed on seed {s['seeds'][0]}'s clean victim with its work cut down (probe options): "
                          "cold, warm, and warm at twice the iterations; expected = cold + per-iteration seconds × the "
                          "iterations left. An attack without an iteration count ran once in full. One training of "

@@ -163,7 +163,8 @@ def shortened(attack: str, options: Mapping[str, Any], factor: float) -> dict[st
 def budget_plan(priced: list[tuple[Choice, float]], *, train_seconds: float, n_seeds: int, budget: float,
                 spent: float) -> list[Decision]:
     """Cheapest first: run each attack (over ``n_seeds`` seeds, plus one retrain each) while it fits
-    in ``budget − spent``; shorten the first that does not fit, skip the rest. ``priced``: each
+    in ``budget − spent`` (worker-seconds: the wall budget times the cells that run at once); shorten
+    the first that does not fit, skip the rest. ``priced``: each
     attack with its estimated attack seconds at its options."""
     left = budget - spent - n_seeds * train_seconds  # the clean pretrain of each seed
     out = []

@@ -249,6 +249,9 @@ def evaluate(
     key = victim_key(bound, seeds_t[0])
     threads = torch.get_num_threads()
     resources = Resources(cpus=threads if in_process else max(1, threads // max(1, workers or 1)))
+    # cells that run at once: the budget is wall time, the cells' recorded seconds are each worker's
+    # time, so the plan spends up to lanes × the budget of worker-seconds
+    lanes = 1 if in_process else max(1, workers or 1)
     common: dict[str, Any] = {"data": ref, "victim": spec, "victim_key": key, "fraction": fraction}
 
     def sweep(name: str, cells: list[Cell]) -> dict[str, dict[str, Any]]:
@@ -288,8 +291,9 @@ def evaluate(
             priced["_spent"] = spent
             share = DEFENSE_SHARE if defense_ok else 0.0
             priced["_defense_share"] = share
+            priced["_lanes"] = lanes
             plan += budget_plan(estimates, train_seconds=train_seconds, n_seeds=len(seeds_t),
-                                budget=float(time_budget) * (1.0 - share), spent=spent)
+                                budget=float(time_budget) * (1.0 - share) * lanes, spent=spent)
         else:
             plan += [Decision(c.name, "attack", "run", "no time budget", None, dict(c.options)) for c in attack_ok]
         decisions += plan
@@ -309,7 +313,8 @@ def evaluate(
         if top and defense_ok:
             left = None
             if time_budget is not None:
-                left = float(time_budget) - priced.get("_spent", 0.0) - sum(float(r.get("seconds", 0.0)) for r in rows1.values())
+                left = (float(time_budget) * lanes - priced.get("_spent", 0.0)
+                        - sum(float(r.get("seconds", 0.0)) for r in rows1.values()))
                 per_cell = 3.0 * priced.get("_train_seconds", 0.0)  # retrain on D_tr ∪ D_p, score, retrain on the kept
             for c in defense_ok:
                 cells = [DefenseCell(seed=cell.seed, defense=c.component, attack_name=cell.name, options=c.options,
