@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     else:
         target, tinfo, t_target = reachable_target(data, victim, args.family_fraction, cache_dir)
     th = threshold_report(target, prep)
-    tau_gauge, tau_box, tau = th["tau_gauge"], th["tau_box"], th["tau"]
+    tau_gauge, tau_box, tau = th.tau_gauge, th.tau_box, th.tau
     ratios = np.geomspace(args.low, args.high, args.points)
     if (ratios * tau_gauge > 1).any():  # a poison fraction above 1 is no budget (digits' --quick target)
         print(f"ε/τ_gauge above {1 / tau_gauge:.3g} would need ε > 1: dropped {ratios[ratios * tau_gauge > 1].round(3).tolist()}",
@@ -72,11 +72,11 @@ def main(argv=None) -> int:
         ratios = ratios[ratios * tau_gauge <= 1]
     report = {"environment": environment(), "dataset": dataset, "model": "lr", "seed": args.seed, "clean_accuracy": acc1,
               "family": {"maker": "reachable", "fraction": args.family_fraction, "tau_gauge": tau_gauge, "tau_box": tau_box,
-                         "tau": tau, "target_test_accuracy": th["target_test_accuracy"], "maker_seconds_here": t_target,
+                         "tau": tau, "target_test_accuracy": th.target_test_accuracy, "maker_seconds_here": t_target,
                          "maker_cache": tinfo.get("cache"), "maker_seconds": tinfo.get("seconds"),
                          "source": tinfo.get("source")},
               "gc_options": gc_opts, "ratios": ratios.tolist(), "rows": []}
-    print(f"target: {th['target_test_accuracy']:.2f} % (clean {acc1:.2f}), τ = {tau:.4g}, τ_box = {tau_box:.4g}, "
+    print(f"target: {th.target_test_accuracy:.2f} % (clean {acc1:.2f}), τ = {tau:.4g}, τ_box = {tau_box:.4g}, "
           f"τ_gauge = {tau_gauge:.4g} ({t_target:.0f} s)", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "target.safetensors"

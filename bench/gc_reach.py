@@ -173,7 +173,7 @@ def main(argv=None) -> int:
         save_model(path, model, {"model": "lr", "stage": "target:gradpc", "eps_w": str(e)})
         from poisonlab.protocol.reachability import threshold_report
 
-        tau_gauge = threshold_report(model, prep)["tau_gauge"]
+        tau_gauge = threshold_report(model, prep).tau_gauge
         for share in args.shares:
             f = math.ceil(tau_gauge / share * 1000) / 1000  # τ_gauge ≤ share·ε
             if f > 1:

@@ -28,7 +28,7 @@ data, test = prep.attack_data(), prep.test
 print("recipe", victim.spec.recipe, flush=True)
 acc1 = accuracy(clean, test)
 target, info = make_target("gradpc", victim.clean_model(), data.val, {"eps_w": eps_w}, False, cache=as_cache(CACHE))
-tg = threshold_report(target, prep)["tau_gauge"]
+tg = threshold_report(target, prep).tau_gauge
 f = math.ceil(tg / 0.8 * 1000) / 1000
 path = str(Path(tempfile.mkdtemp()) / f"gradpc_{eps_w}.safetensors")
 save_model(path, target, {"model": "lr", "stage": "target"})

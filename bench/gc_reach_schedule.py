@@ -25,7 +25,7 @@ eps_w = float(sys.argv[1]); opts = json.loads(sys.argv[2]); share = float(sys.ar
 prep, clean, victim = clean_victim(RunSpec(dataset="mnist", model="lr", seed=0, cache_dir=CACHE))
 data, test = prep.attack_data(), prep.test
 target, info = make_target("gradpc", victim.clean_model(), data.val, {"eps_w": eps_w}, False, cache=as_cache(CACHE))
-tg = threshold_report(target, prep)["tau_gauge"]
+tg = threshold_report(target, prep).tau_gauge
 f = math.ceil(tg / share * 1000) / 1000
 path = str(Path(tempfile.mkdtemp()) / f"gradpc_{eps_w}.safetensors")
 from poisonlab.protocol import save_model

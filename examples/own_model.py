@@ -84,10 +84,10 @@ def main() -> None:
     print()
     print(f"defense 'loss' on the label-flip poisons: precision {report.precision:.2f}, recall {report.recall:.2f}, "
           f"ROC-AUC {report.roc_auc:.3f} (removed {report.n_removed}, of them {report.n_poison_removed} poisons)")
-    passes = "passes" if tau["fraction_passes"] else "fails"
-    print(f"GradPC target (eps_w 0.5): tau = {tau['tau']:.4g} poisons per clean point, at least "
-          f"{tau['min_poisons']} poisons; fraction 0.03 {passes} this necessary condition "
-          f"(box gauge: {tau['box_not_applicable'] or tau['tau_gauge']})")
+    passes = "passes" if tau.fraction_passes else "fails"
+    print(f"GradPC target (eps_w 0.5): tau = {tau.tau:.4g} poisons per clean point, at least "
+          f"{tau.min_poisons} poisons; fraction 0.03 {passes} this necessary condition "
+          f"(box gauge: {tau.box_not_applicable or tau.tau_gauge})")
     print(f"\nsteps 1-5: {time.perf_counter() - t0:.0f} s")
 
     # all of the above as one evaluation, fitted into a time budget (what does not fit is shortened or

@@ -150,8 +150,9 @@ def test_user_module_on_tabular_data_run_poison_defend_threshold(tmp_path):
     json.dumps(rep.to_dict())
 
     t = pl.threshold(data, v, "gradpc", fraction=0.03, options={"eps_w": 0.3, "steps": 3})
-    assert t["tau"] >= 0 and t["tau_box"] is None and "linear softmax" in t["box_not_applicable"]
-    assert isinstance(t["fraction_passes"], bool)
+    assert isinstance(t, pl.ThresholdResult)
+    assert t.tau >= 0 and t.tau_box is None and "linear softmax" in t.box_not_applicable
+    assert isinstance(t.fraction_passes, bool)
 
 
 def test_validate_rejects_poisons_outside_the_data_bounds():
@@ -171,8 +172,8 @@ def test_linear_softmax_threshold_on_images_matches_the_cli(tmp_path, capsys):
     lib = pl.threshold("digits", pl.victim("lr", epochs=3), "gradpc", fraction=0.03,
                        options={"eps_w": 0.3, "steps": 3})
     for key in ("tau", "tau_box", "tau_gauge", "min_poisons", "fraction_passes", "fraction_passes_gauge"):
-        assert lib[key] == cli[key], key
-    assert lib["tau_box"] is not None and lib["tau_box"] <= lib["tau_gauge"] + 1e-9
+        assert getattr(lib, key) == cli[key], key
+    assert lib.tau_box is not None and lib.tau_gauge is not None and lib.tau_box <= lib.tau_gauge + 1e-9
 
 
 def test_cli_and_library_give_identical_poisons_and_accuracies(tmp_path, capsys):

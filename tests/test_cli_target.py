@@ -119,9 +119,9 @@ def test_library_threshold_makes_the_reachable_target_like_the_cli(tmp_path, cap
     assert main(["threshold", *REACHABLE, "--quiet", "--json"]) == 0
     cli = json.loads(capsys.readouterr().out)
     lib = pl.threshold("digits", pl.victim("lr"), "reachable", fraction=FRACTION, options={"steps": STEPS, "limit": LIMIT})
-    assert lib["target_info"]["tau_gauge"] == pytest.approx(cli["target_info"]["tau_gauge"], rel=1e-6)
-    assert lib["target_info"]["val_accuracy_target"] == pytest.approx(cli["target_info"]["val_accuracy_target"])
-    assert lib["tau_gauge"] == pytest.approx(cli["tau_gauge"], rel=1e-6) and lib["fraction_passes_gauge"] is True
+    assert lib.target_info["tau_gauge"] == pytest.approx(cli["target_info"]["tau_gauge"], rel=1e-6)
+    assert lib.target_info["val_accuracy_target"] == pytest.approx(cli["target_info"]["val_accuracy_target"])
+    assert lib.tau_gauge == pytest.approx(cli["tau_gauge"], rel=1e-6) and lib.fraction_passes_gauge is True
     assert len(count_training) == 2
     with pytest.raises(ConfigError, match="give fraction="):
         pl.threshold("digits", pl.victim("lr"), "reachable")

@@ -48,8 +48,8 @@ def test_the_target_passes_the_gauge_and_is_more_damaging(digits, made):
     target, info = made
     clean = victim.clean_model()
     th = threshold_report(target, prep)
-    assert th["tau_gauge"] <= LIMIT * FRACTION * (1 + 1e-6), th["tau_gauge"]
-    assert th["tau_gauge"] == pytest.approx(info["tau_gauge"], rel=1e-4)
+    assert th.tau_gauge is not None and th.tau_gauge <= LIMIT * FRACTION * (1 + 1e-6), th.tau_gauge
+    assert th.tau_gauge == pytest.approx(info["tau_gauge"], rel=1e-4)
     assert info["tau_gauge_clean"] < info["tau_gauge_bound"] == pytest.approx(LIMIT * FRACTION)
     assert accuracy(target, prep.val) == pytest.approx(info["val_accuracy_target"])
     assert info["val_accuracy_target"] < accuracy(clean, prep.val) - 1.0, info["val_accuracy_target"]

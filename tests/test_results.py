@@ -14,6 +14,7 @@ import torch
 
 import poisonlab as pl
 from poisonlab.artifacts import json_default, load_poisons
+from poisonlab.data import poison_count
 from poisonlab.errors import DataError
 from poisonlab.protocol.results import DEFENSE_KEYS, RUN_KEYS
 
@@ -53,6 +54,25 @@ def test_an_old_threshold_report_reads_back_key_for_key(path):
     t = pl.ThresholdResult.from_dict(record)
     assert t.to_dict() == record and list(t.to_dict()) == list(record)
     assert (t.fraction is None) == ("fraction_passes" not in record)
+
+
+@pytest.mark.parametrize("fraction", [0.03, None])
+def test_a_threshold_report_keeps_the_format(fraction):
+    """``pl.threshold`` returns a ThresholdResult whose record has the keys (in order) the code
+    returned before the types; without a fraction, no verdicts."""
+    t = pl.threshold("digits", pl.victim("lr", **VICTIM), "gradpc", fraction=fraction, options={"eps_w": 0.3, "steps": 3})
+    assert isinstance(t, pl.ThresholdResult) and t.fraction == fraction
+    old = json.loads((FIXTURES / ("threshold_fraction.json" if fraction else "threshold.json")).read_text())
+    record = t.to_dict()
+    assert list(record) == list(old) and set(record["target_info"]) == set(old["target_info"])
+    assert pl.ThresholdResult.from_dict(record).to_dict() == record
+    assert pl.ThresholdResult.from_dict(_json(record)).to_dict() == _json(record)  # as printed by --json
+    assert t.tau_box is not None and t.tau_gauge is not None and t.tau_box <= t.tau_gauge + 1e-12
+    assert t.min_poisons_box == record["min_poisons_box"] and isinstance(t.min_poisons_box, int)
+    if fraction is None:
+        assert t.fraction_passes is None and "fraction_passes" not in record
+    else:
+        assert t.fraction_passes_gauge == (fraction >= t.tau_gauge) and t.n_poisons_at_fraction == poison_count(fraction, t.n_clean)
 
 
 def test_a_run_is_its_result_json_and_keeps_the_format(tmp_path):

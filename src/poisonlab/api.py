@@ -325,7 +325,7 @@ def threshold(
     options: Mapping[str, Any] | None = None,
     cache: ArtifactCache | str | Path | None = None,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> ThresholdResult:
     """How much poison reaching ``target`` needs — without crafting any (thesis ch. 3).
 
     Args:
@@ -345,7 +345,7 @@ def threshold(
         progress: as in :func:`poison`.
 
     Returns:
-        A dict: ``tau`` (the cross-entropy threshold, poisons per clean point, for the last layer
+        A :class:`ThresholdResult`: ``tau`` (the cross-entropy threshold, poisons per clean point, for the last layer
         of a network), ``min_poisons``; for a linear softmax victim with finite bounds also
         ``tau_box``, ``tau_gauge`` (the exact box gauge), ``min_poisons_box`` and the gauge's label
         mix — ``None`` where they do not apply, with the reason in ``box_not_applicable``; with ``fraction``,

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     k = poison_count(args.fraction, n)
     report = threshold_report(target, data, fraction=args.fraction, clean=clean, target_info=info)
     out = {"dataset": args.dataset, "model": args.model, "target": args.target,
-           **{key: v for key, v in report.items() if key != "target_info"},
+           **{key: v for key, v in report.to_dict().items() if key != "target_info"},
            "target_info": target_summary(args.target, info)}  # the maker's own account (τ_gauge, seconds, cache)
     tau_box = out["tau_box"]
     if args.json:

@@ -261,7 +261,7 @@ class TheoryCell(Cell):
         t0 = time.perf_counter()
         report = api.threshold(self.data.load(self.seed), self.victim, self.target, fraction=self.fraction,
                                seed=self.seed, cache=self.cache_dir)
-        return {**report, "seconds": time.perf_counter() - t0}
+        return {**report.to_dict(), "seconds": time.perf_counter() - t0}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -275,9 +275,13 @@ class DefenseCell(Cell):
     poisons_id: str  # the attack cell's run id (the poisons' identity, for this cell's id)
     options: dict[str, Any] = field(default_factory=dict)
 
+    #: the format of the row's record, part of the cell's id: a row stored in another format (before
+    #: pl.defend returned a DefenseResult: flat ``precision`` / ``seconds``) is run again, not misread
+    record: ClassVar[str] = "DefenseResult"
+
     def _fields(self) -> dict[str, Any]:
         return {"defense": self.defense, "defense_options": self.options, "attack_name": self.attack_name,
-                "poisons_of": self.poisons_id}
+                "poisons_of": self.poisons_id, "record": self.record}
 
     def label(self) -> str:
         return f"{self.defense} vs {self.attack_name} s={self.seed}"

@@ -1,9 +1,9 @@
 """The reachability report of a target model (thesis ch. 3): τ, τ_box, τ_gauge — no poisons crafted.
 
 One function, :func:`threshold_report`, computes what ``poisonlab threshold`` prints and what
-:func:`poisonlab.threshold` returns. τ (the cross-entropy trace bound, eq. 3.6; the last layer of
-a network, Theorem 4) applies to every model; the box quantities (τ_box ≤ τ_gauge) need a linear
-softmax model, and are ``None`` otherwise, with the reason in ``box_not_applicable``
+:func:`poisonlab.threshold` returns (a :class:`~poisonlab.protocol.results.ThresholdResult`). τ (the
+cross-entropy trace bound, eq. 3.6; the last layer of a network, Theorem 4) applies to every model;
+the box quantities (τ_box ≤ τ_gauge) need a linear softmax model, and are ``None`` otherwise, with the reason in ``box_not_applicable``
 (:func:`poisonlab.theory.linear.box_report`, the same report ``gc`` writes).
 """
 
@@ -34,6 +34,7 @@ from ..errors import ConfigError
 from ..theory import min_poison_count, multiclass_reachability
 from ..theory.linear import box_report
 from ..training import VictimSpec, accuracy, predict_logits
+from .results import ThresholdResult
 from .runner import train_clean
 
 
@@ -91,7 +92,7 @@ def resolve_target(target: Any, data: ExperimentData, spec: VictimSpec, seed: in
 
 
 def threshold_report(target: nn.Module, data: ExperimentData, *, fraction: float | None = None,
-                     clean: nn.Module | None = None, target_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                     clean: nn.Module | None = None, target_info: Mapping[str, Any] | None = None) -> ThresholdResult:
     """τ, the minimum poison count, and — for a linear softmax target with finite bounds — τ_box,
     the box gauge τ_gauge and its label plan; with ``fraction``, whether it passes each condition."""
     train = data.train
@@ -99,29 +100,30 @@ def threshold_report(target: nn.Module, data: ExperimentData, *, fraction: float
     device = next(target.parameters()).device
     reach = multiclass_reachability(predict_logits(target, train.x), train.y)
     k_min = min_poison_count(reach.tau, n, reach.attained)
-    out: dict[str, Any] = {
-        "target_test_accuracy": accuracy(target, data.test),
-        "clean_test_accuracy": accuracy(clean, data.test) if clean is not None else None,
-        "target_info": dict(target_info or {}),
-        "inner_W_G": reach.inner,
-        "tau": reach.tau,
-        "n_clean": n,
-        "min_poisons": k_min if math.isfinite(k_min) else None,
-        "condition": "necessary (cross-entropy trace bound, eq. 3.6)",
-    }
     names, g = clean_gradient(target, train.x.to(device), train.y.to(device))
-    out["clean_grad_norm_at_target"] = float(torch.linalg.vector_norm(g))
     box = box_report(target, names, g, data.bounds, data.input_shape)
-    out.update(box)
-    if box.get("tau_gauge") is not None:
-        out["min_poisons_box"] = min_poison_count(box["tau_gauge"], n)
-    else:
-        out["min_poisons_box"] = None
-    out["fraction"] = fraction
+    tau_box, tau_gauge = box["tau_box"], box["tau_gauge"]
+    checked: dict[str, Any] = {}
     if fraction is not None:
-        out["n_poisons_at_fraction"] = poison_count(fraction, n)
-        out["fraction_passes"] = reach.reachable(fraction)
-        out["fraction_passes_box"] = None if out.get("tau_box") is None else fraction >= out["tau_box"]
-        out["fraction_passes_gauge"] = None if out.get("tau_gauge") is None else fraction >= out["tau_gauge"]
-    return out
+        checked = {"n_poisons_at_fraction": poison_count(fraction, n), "fraction_passes": reach.reachable(fraction),
+                   "fraction_passes_box": None if tau_box is None else fraction >= tau_box,
+                   "fraction_passes_gauge": None if tau_gauge is None else fraction >= tau_gauge}
+    return ThresholdResult(
+        target_test_accuracy=accuracy(target, data.test),
+        clean_test_accuracy=accuracy(clean, data.test) if clean is not None else None,
+        target_info=dict(target_info or {}),
+        inner_W_G=reach.inner,
+        tau=reach.tau,
+        n_clean=n,
+        min_poisons=int(k_min) if math.isfinite(k_min) else None,
+        condition="necessary (cross-entropy trace bound, eq. 3.6)",
+        clean_grad_norm_at_target=float(torch.linalg.vector_norm(g)),
+        tau_box=tau_box,
+        tau_gauge=tau_gauge,
+        gauge_label_mix=box["gauge_label_mix"],
+        box_not_applicable=box["box_not_applicable"],
+        min_poisons_box=int(min_poison_count(tau_gauge, n)) if tau_gauge is not None else None,
+        fraction=fraction,
+        **checked,
+    )
 
