@@ -14,12 +14,12 @@ import poisonlab as pl
 from poisonlab.cli.main import main
 from poisonlab.cli.recipe_flags import RECIPE_FLAGS, add_recipe_args, recipe_args
 from poisonlab.cli.run_cmd import config_from_args
-from poisonlab.cli.sweep_cmd import load_grid_on
 from poisonlab.data import load_dataset
 from poisonlab.errors import ConfigError
 from poisonlab.protocol import RunSpec, load_poisons
 from poisonlab.protocol.config import RECIPE_KEYS
 from poisonlab.sweeps import ResultsLog
+from poisonlab.sweeps import load_grid as load_grid_on
 from poisonlab.training import TrainConfig
 
 ADAMW = {"optimizer": "adamw", "schedule": "cosine", "weight_decay": 0.01, "lr": 0.001}

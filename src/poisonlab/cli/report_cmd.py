@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..reporting.report import GROUP_KEYS, build_table, flatten, render
-from ..sweeps.results import load_rows
+from ..sweeps import load_rows
 
 
 def add_parser(sub) -> None:

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from ..paths import artifact_dir
-from ..sweeps import load_grid, plan, run_sweep
-from ..sweeps.grid import Grid, expand
+from ..sweeps import MlflowLogger, load_grid, plan, run_sweep
 from .recipe_flags import add_recipe_args, recipe_args
 
 
@@ -41,38 +38,9 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def load_grid_on(path: str, overrides: Mapping[str, Any], backend: str = "local") -> Grid:
-    """The grid of ``path`` with ``overrides`` (run keys -> values: ``device`` and the recipe flags)
-    set in its base before expansion, so they hold for every run; a case or grid axis that sets one
-    of them too is an error. A device is checked here, and against this machine when the runs start
-    here (``backend="local"``)."""
-    if not overrides:
-        return load_grid(path)
-    from ..errors import ConfigError
-    from ..protocol.config import load_yaml_mapping
-
-    if "device" in overrides:
-        from ..devices import parse_device, resolve_device
-
-        parse_device(overrides["device"])
-        if backend == "local":
-            resolve_device(overrides["device"])
-    spec = dict(load_yaml_mapping(path))
-    cases, axes = spec.get("cases") or [], spec.get("grid") or {}
-    for key, value in overrides.items():
-        clash = [f"cases[{i}]" for i, c in enumerate(cases if isinstance(cases, list) else []) if isinstance(c, Mapping) and key in c]
-        clash += ["grid"] if isinstance(axes, Mapping) and key in axes else []
-        if clash:
-            flag = "--" + key.replace("_", "-")
-            raise ConfigError(f"{flag} {value}: {path} sets {key} in {', '.join(clash)}; drop {flag} or those keys")
-    base = spec.get("base") or {}
-    spec["base"] = {**base, **overrides} if isinstance(base, Mapping) else base  # a bad base: expand says so
-    return expand(spec, str(path))
-
-
 def run(args: argparse.Namespace) -> int:
     overrides = {**({"device": args.device} if args.device is not None else {}), **recipe_args(args)}
-    grid = load_grid_on(args.grid, overrides, args.backend)
+    grid = load_grid(args.grid, overrides, args.backend)
     out = Path(args.out or f"sweeps/{grid.name}")
     cache = None if args.no_cache else str(artifact_dir(args.cache_dir).resolve())
     if args.dry_run:
@@ -84,8 +52,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     on_row = None
     if args.mlflow:
-        from ..sweeps.tracking import MlflowLogger
-
         logger = MlflowLogger(args.mlflow, grid.name, out)
 
         def on_row(row: dict) -> None:

@@ -171,8 +171,30 @@ def expand(spec: Mapping[str, Any], where: str = "grid") -> Grid:
     return Grid(name, tuple(runs), resources)
 
 
-def load_grid(path: str | Path) -> Grid:
-    return expand(load_yaml_mapping(path), str(path))
+def load_grid(path: str | Path, overrides: Mapping[str, Any] | None = None, backend: str = "local") -> Grid:
+    """The grid of the YAML file ``path``, with ``overrides`` (run keys -> values: ``device`` and the
+    recipe keys, e.g. from ``poisonlab sweep``'s flags) set in its base before expansion, so they hold
+    for every run; a case or grid axis that sets one of them too is an error. A device is checked
+    here, and against this machine when the runs start here (``backend="local"``)."""
+    spec = load_yaml_mapping(path)
+    if not overrides:
+        return expand(spec, str(path))
+    if "device" in overrides:
+        from ..devices import parse_device, resolve_device
+
+        parse_device(overrides["device"])
+        if backend == "local":
+            resolve_device(overrides["device"])
+    cases, axes = spec.get("cases") or [], spec.get("grid") or {}
+    for key, value in overrides.items():
+        clash = [f"cases[{i}]" for i, c in enumerate(cases if isinstance(cases, list) else []) if isinstance(c, Mapping) and key in c]
+        clash += ["grid"] if isinstance(axes, Mapping) and key in axes else []
+        if clash:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"{flag} {value}: {path} sets {key} in {', '.join(clash)}; drop {flag} or those keys")
+    base = spec.get("base") or {}
+    spec["base"] = {**base, **overrides} if isinstance(base, Mapping) else base  # a bad base: expand says so
+    return expand(spec, str(path))
 
 
 def validate_components(configs: list[RunSpec], where: str) -> None:
