@@ -28,6 +28,11 @@ _PUBLIC = {
     "victim": "poisonlab.api",
     "poison": "poisonlab.api",
     "run": "poisonlab.api",
+    "run_spec": "poisonlab.api",
+    "make_target": "poisonlab.api",
+    "transfer": "poisonlab.api",
+    "threshold_spec": "poisonlab.api",
+    "RunSpec": "poisonlab.protocol.config",
     "defend": "poisonlab.api",
     "threshold": "poisonlab.api",
     "validate": "poisonlab.api",
@@ -73,9 +78,13 @@ __all__ = ["__version__", *_PUBLIC]
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only ("import x as x": an explicit re-export)
     from .api import data_from_arrays as data_from_arrays
     from .api import defend as defend
+    from .api import make_target as make_target
     from .api import poison as poison
     from .api import run as run
+    from .api import run_spec as run_spec
     from .api import threshold as threshold
+    from .api import threshold_spec as threshold_spec
+    from .api import transfer as transfer
     from .api import validate as validate
     from .api import victim as victim
     from .attacks.base import Attack as Attack
@@ -107,6 +116,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only ("import
     from .models.victims import Architecture as Architecture
     from .models.victims import ArchitectureConfig as ArchitectureConfig
     from .models.victims import register_victim as register_victim
+    from .protocol.config import RunSpec as RunSpec
     from .protocol.results import DefenseResult as DefenseResult
     from .protocol.results import RunResult as RunResult
     from .protocol.results import ThresholdResult as ThresholdResult

@@ -10,7 +10,11 @@ Every function validates its arguments before any work (a :class:`~poisonlab.err
 or :class:`~poisonlab.errors.DataError` for a bad value, an
 :class:`~poisonlab.errors.UnsupportedError` when a component cannot work on this model or data);
 nothing here reads or writes global state: the cache is an argument, files are written only to
-``out``. The CLI (``poisonlab run`` …) is a thin layer over the same functions.
+``out``. The CLI (``poisonlab run`` …) is a thin layer over the same functions: each command
+parses its arguments into a :class:`~poisonlab.protocol.config.RunSpec` (``pl.RunSpec``, also built
+from YAML and by sweeps) and makes one call — :func:`run_spec`, :func:`make_target`,
+:func:`threshold_spec` or :func:`transfer` (:func:`run` is the same protocol for your own arrays and
+modules; :func:`run_spec` for a run described by names).
 
 The protocol (thesis §2.5.2): the victim is trained on D_tr (``acc1``), the attack crafts
 ``round(fraction·|D_tr|)`` poisons, the victim is retrained from scratch with the same recipe and
@@ -20,7 +24,7 @@ seed on D_tr ∪ poisons (``acc2``); the drop is ``acc1 − acc2`` in percentage
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -32,14 +36,15 @@ from .data.validate import validate as _validate
 from .defenses import Defense, build_defense
 from .errors import ConfigError
 from .models.victims import resolve_victim
+from .protocol.config import RunSpec
 from .protocol.defend import run_defense
 from .protocol.results import DefenseResult, RunResult, ThresholdResult
 from .protocol.runner import run_experiment, train_clean
 from .seeding import torch_generator
 from .training import TrainConfig, Victim, VictimSpec, check_victim
 
-__all__ = ["data_from_arrays", "defend", "poison", "run", "threshold", "validate", "victim", "DefenseResult", "RunResult",
-           "ThresholdResult"]
+__all__ = ["data_from_arrays", "defend", "make_target", "poison", "run", "run_spec", "threshold", "threshold_spec", "transfer",
+           "validate", "victim", "DefenseResult", "RunResult", "RunSpec", "ThresholdResult"]
 
 
 # ---------------------------------------------------------------------------- the victim
@@ -365,3 +370,125 @@ def threshold(
     model, clean, info = resolve_target(target, d, spec, seed, options=options, fraction=fraction, cache=c,
                                          progress=progress)
     return threshold_report(model, d, fraction=fraction, clean=clean, target_info=info)
+
+
+# ---------------------------------------------------------------------------- from a run spec (YAML, the CLI, sweeps)
+def run_spec(spec: RunSpec, *, progress: bool = True, log: Callable[[str], None] | None = None) -> RunResult:
+    """The whole protocol for a :class:`~poisonlab.protocol.config.RunSpec` — the frozen spec that
+    ``poisonlab run``, YAML files (``RunSpec.from_yaml``) and sweeps build — as ``poisonlab run`` does:
+    the dataset loaded by name (``spec.data_dir``), the victim with the spec's whole recipe, poisons
+    re-used from ``spec.poisons`` if given, the artifacts written to ``spec.out`` (default
+    ``spec.default_out()``), the clean victim cached in ``spec.cache_dir``.
+
+    The attack, defense and their options are checked before any work. ``log`` receives the stage
+    messages (``None``: standard error with ``progress``, nothing without). Returns the
+    :class:`RunResult` (``to_dict()`` is the ``result.json`` record)."""
+    from .protocol.runner import run_protocol
+
+    if not isinstance(spec, RunSpec):
+        raise ConfigError(f"run_spec(spec): expected a poisonlab.RunSpec, got {type(spec).__name__}")
+    return run_protocol(spec, progress=progress, log=log or (_log if progress else (lambda _m: None)))
+
+
+def make_target(
+    spec: RunSpec,
+    target: str = "gradpc",
+    *,
+    fraction: float = 0.03,
+    options: Mapping[str, Any] | None = None,
+    clean: str | Path | None = None,
+    out: str | Path = "target.safetensors",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Make a target model for ``spec`` (its dataset, victim and recipe, seed and cache) and save it,
+    as ``poisonlab target`` does; the file feeds :func:`threshold` and ``gc`` (``-A target=FILE``).
+
+    Args:
+        spec: a :class:`~poisonlab.protocol.config.RunSpec` (its attack keys are not used).
+        target: a registered target maker (:data:`poisonlab.attacks.targets.TARGETS`): ``"gradpc"``
+            (GradPC parameter corruption), ``"reachable"`` (linear softmax victims) or a plugin's.
+        fraction: the poison fraction in (0, 1] a maker made for a poisoning problem (``"reachable"``)
+            makes the target for.
+        options: the maker's options (its config class, e.g. ``{"eps_w": 0.5}``).
+        clean: weights (``.safetensors``) of the clean victim to start from instead of training it.
+        out: where the target is saved (safetensors, with its model, stage and the maker's metadata).
+        progress: progress bars.
+
+    Returns:
+        The summary ``poisonlab target`` prints: ``dataset``, ``model``, ``target``, ``out``
+        (``fraction`` for makers made for a poisoning problem), ``clean_test_accuracy``,
+        ``target_test_accuracy`` (%), the maker's reported info and ``cache``.
+
+    The maker, ``fraction`` and ``options`` are checked before any work (:class:`ConfigError`), the
+    maker's conditions on the victim before any training (:class:`~poisonlab.errors.UnsupportedError`).
+    """
+    from .protocol.target_model import make_target_file
+
+    if not isinstance(spec, RunSpec):
+        raise ConfigError(f"make_target(spec): expected a poisonlab.RunSpec, got {type(spec).__name__}")
+    return make_target_file(spec, target, fraction=fraction, options=options, clean=clean, out=out, progress=progress)
+
+
+def transfer(
+    spec: RunSpec,
+    surrogates: Sequence[str],
+    targets: Sequence[str],
+    *,
+    model_options: Mapping[str, Mapping[str, Any]] | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Transferability (thesis §2.6.5, Table 2.9), as ``poisonlab transfer`` does: ``spec``'s attack is
+    crafted against each surrogate model, and each target model is retrained on those poisons.
+
+    Args:
+        spec: a :class:`~poisonlab.protocol.config.RunSpec` (dataset, attack and options, fraction,
+            seed, recipe; its model is replaced by each surrogate and target; no defense).
+        surrogates: registered victim names the attack is crafted against.
+        targets: registered victim names retrained on the poisons.
+        model_options: per model name, its options (e.g. ``{"nn": {"hidden": [256]}}``).
+        out: the directory of the runs and ``transfer.json`` (default
+            ``runs/transfer-<dataset>-<attack>-f<fraction>-s<seed>``).
+        progress: progress bars.
+        log: receives the stage messages (``None``: standard error with ``progress``, nothing without).
+
+    Returns:
+        The ``transfer.json`` record: ``accuracy_drop[s][t]`` (points), ``clean_accuracy``,
+        ``poisoned_accuracy``, ``runs`` (each pair's run directory), ``config``. Every model name is
+        checked before any work.
+    """
+    from .protocol.transfer import run_transfer
+
+    if not isinstance(spec, RunSpec):
+        raise ConfigError(f"transfer(spec): expected a poisonlab.RunSpec, got {type(spec).__name__}")
+    opts = {name: dict(o) for name, o in (model_options or {}).items()}
+    return run_transfer(spec, list(surrogates), list(targets), model_options=opts, out=out, progress=progress,
+                        log=log or (_log if progress else (lambda _m: None)))
+
+
+def threshold_spec(
+    spec: RunSpec,
+    target: str = "gradpc",
+    *,
+    fraction: float = 0.03,
+    options: Mapping[str, Any] | None = None,
+    clean: str | Path | None = None,
+    save_target: str | Path | None = None,
+    progress: bool = False,
+) -> ThresholdResult:
+    """:func:`threshold` for a :class:`~poisonlab.protocol.config.RunSpec` (its dataset, victim and
+    recipe, seed and cache), as ``poisonlab threshold`` does.
+
+    ``target`` is a registered target maker (made from the clean victim with ``options``; ``clean``:
+    weights of the clean victim to start from instead of training it) or a ``.safetensors`` file;
+    ``fraction`` in (0, 1] is checked against the thresholds (and is the fraction ``"reachable"``
+    makes its target for); ``save_target``: also save the target there. The result's
+    ``target_info`` is the maker's reported info (its ``report_keys``) and ``cache``, or a file's
+    ``source``. Everything is checked before any work."""
+    from .protocol.target_model import threshold_of_spec
+
+    if not isinstance(spec, RunSpec):
+        raise ConfigError(f"threshold_spec(spec): expected a poisonlab.RunSpec, got {type(spec).__name__}")
+    return threshold_of_spec(spec, target, fraction=fraction, options=options, clean=clean, save_to=save_target,
+                             progress=progress)

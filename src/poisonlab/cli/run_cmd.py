@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Callable
 
-from ..protocol import RunSpec, run_protocol
+from ..api import RunSpec, run_spec
 from ..reporting import result_table
 from .key_values import parse_key_values
 from .recipe_flags import add_recipe_args, recipe_args
@@ -85,7 +85,6 @@ def config_from_args(args: argparse.Namespace) -> RunSpec:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    log = (lambda _m: None) if (args.quiet or args.json) else None
-    result = run_protocol(cfg, progress=not (args.quiet or args.json), **({"log": log} if log else {})).to_dict()
+    result = run_spec(cfg, progress=not (args.quiet or args.json)).to_dict()
     return print_result(result, args.json, lambda: f"{result_table(result)}\n\nartifacts in {result['config']['out']}/ "
                                                    "(result.json, poisons.npz, poisons.png, victim_*.safetensors)")

@@ -2,8 +2,8 @@
 the reachable target, a plugin's), save it.
 
 Also the flags and the validation that ``target`` and ``threshold`` share (:func:`add_target_command`,
-:func:`prepare_target`); the target itself comes from :func:`poisonlab.protocol.reachability.resolve_target`,
-as in :func:`poisonlab.threshold`. The target (safetensors) feeds ``poisonlab threshold --target FILE``
+:func:`target_options`); the work is :func:`poisonlab.make_target` (``threshold``:
+:func:`poisonlab.threshold_spec`). The target (safetensors) feeds ``poisonlab threshold --target FILE``
 and ``poisonlab run --attack gc --target FILE``.
 """
 
@@ -12,22 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from torch import nn
-
-from ..attacks.gradpc import GradPCConfig
-from ..attacks.targets import TARGETS, is_target_path, load_target, needs_context
-from ..cache import as_cache
-from ..data.types import ExperimentData
+from ..api import RunSpec, make_target
+from ..attacks.targets import TARGETS
 from ..errors import ConfigError
-from ..protocol import RunSpec, load_state, prepare, save_model
-from ..protocol.reachability import resolve_target
 from ..reporting import format_table
-from ..training import accuracy
 from .recipe_flags import add_recipe_args, recipe_args
 
-#: THE command-line shortcuts for GradPC's options (:class:`~poisonlab.attacks.gradpc.GradPCConfig`):
+#: THE command-line shortcuts for GradPC's options (:class:`~poisonlab.attacks.gradpc.GradPCConfig`, the
+#: config of the registered maker ``gradpc``):
 #: (flags, field, type, help). ``target`` / ``threshold`` pass them to the gradpc maker; ``run`` to the
 #: attack's option group ``target_options`` (gc, feature_targeted).
 GRADPC_FLAGS: tuple[tuple[tuple[str, ...], str, type, str], ...] = (
@@ -42,7 +36,7 @@ GRADPC_FLAGS: tuple[tuple[tuple[str, ...], str, type, str], ...] = (
 def add_gradpc_args(p: argparse.ArgumentParser, *, aliases: bool = True, what: str = "") -> None:
     """Add :data:`GRADPC_FLAGS` (defaults: GradPCConfig's; a flag not given leaves the option alone).
     ``aliases=False`` leaves out the short aliases (``--norm``, ``--topk``)."""
-    defaults = GradPCConfig()
+    defaults = TARGETS.get("gradpc").Config()
     for flags, name, kind, text in GRADPC_FLAGS:
         default = getattr(defaults, name)
         p.add_argument(*(flags if aliases else flags[:1]), dest=f"gradpc_{name}", type=kind, default=None,
@@ -126,7 +120,7 @@ def target_options(args: argparse.Namespace, *, files: bool = True) -> dict[str,
         raise ConfigError(f"--fraction must be > 0, got {args.fraction!r}")
     given = parse_key_values(args.target_option, "target option")
     flags = gradpc_options(args)
-    if is_target_path(target):
+    if target.endswith(".safetensors"):  # a saved target
         if not files:
             raise ConfigError(f"--target {target}: this command makes a target ({', '.join(TARGETS.names())}); "
                               "a saved target goes to 'poisonlab threshold --target FILE' or 'poisonlab run --target FILE'")
@@ -153,38 +147,6 @@ def target_options(args: argparse.Namespace, *, files: bool = True) -> dict[str,
     return options
 
 
-def target_summary(target: str, info: Mapping[str, Any]) -> dict[str, Any]:
-    """The maker's info that the commands print (its ``report_keys``) and ``cache``: "hit" (the target,
-    and its seconds, come from an earlier build), "miss" or None; a file: its ``source``."""
-    shown = {"source": info.get("source")} if is_target_path(target) else TARGETS.get(target).report(info)
-    return {**shown, "cache": info.get("cache")}
-
-
-def save_target(path: str, target: nn.Module, args: argparse.Namespace, info: Mapping[str, Any]) -> None:
-    """Save ``target`` as safetensors with its model, stage (``target:<maker>``) and the maker's
-    ``metadata_keys``."""
-    made = not is_target_path(args.target)
-    keys = TARGETS.get(args.target).metadata_keys if made else ()
-    save_model(path, target, {"model": args.model, "stage": f"target:{args.target}" if made else "target",
-                              **{k: str(info[k]) for k in keys if k in info}})
-
-
-def prepare_target(args: argparse.Namespace, *, files: bool = True
-                   ) -> tuple[ExperimentData, nn.Module, nn.Module | None, dict[str, Any]]:
-    """Validate (:func:`target_options`), load the data, then :func:`~poisonlab.protocol.reachability.resolve_target`
-    (the maker's conditions on the victim before any training; the clean victim from ``--clean`` or
-    trained through ``--cache-dir``): (the run's data, target, clean model or None, info)."""
-    options = target_options(args, files=files)
-    data, spec = prepare(run_config(args))
-    clean = None
-    if args.clean and not is_target_path(args.target):
-        clean = load_target(args.clean, spec.build(args.seed))
-    target, clean, info = resolve_target(args.target, data, spec, args.seed, options=options,
-                                         fraction=args.fraction, cache=as_cache(args.cache_dir),
-                                         progress=not args.quiet, clean=clean)
-    return data, target, clean, info
-
-
 def add_parser(sub) -> None:
     p = add_target_command(
         sub, "target", handler=run, help="make a target model (GradPC or the reachable target) and save it",
@@ -195,19 +157,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    data, target, clean, info = prepare_target(args, files=False)
-    assert clean is not None
-    save_target(args.out, target, args, info)
-    summary = {
-        "dataset": args.dataset, "model": args.model, "target": args.target, "out": args.out,
-        **({"fraction": args.fraction} if needs_context(args.target) else {}),
-        "clean_test_accuracy": accuracy(clean, data.test),
-        "target_test_accuracy": accuracy(target, data.test),
-        **target_summary(args.target, info),
-    }
+    options = target_options(args, files=False)
+    summary = make_target(run_config(args), args.target, fraction=args.fraction, options=options, clean=args.clean,
+                          out=args.out, progress=not args.quiet)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(format_table(("", "value"), list(summary.items())))
-    load_state(args.out)  # written and readable
     return 0

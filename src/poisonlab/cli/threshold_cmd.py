@@ -10,9 +10,9 @@ import argparse
 import json
 import math
 
-from ..data import poison_count
+from ..api import threshold_spec
 from ..reporting import format_table
-from .target_cmd import add_target_command, prepare_target, save_target, target_summary
+from .target_cmd import add_target_command, run_config, target_options
 
 
 def add_parser(sub) -> None:
@@ -24,17 +24,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..protocol.reachability import threshold_report
-
-    data, target, clean, info = prepare_target(args)
-    if args.save_target:
-        save_target(args.save_target, target, args, info)
-    n = len(data.train)
-    k = poison_count(args.fraction, n)
-    report = threshold_report(target, data, fraction=args.fraction, clean=clean, target_info=info)
+    options = target_options(args)
+    report = threshold_spec(run_config(args), args.target, fraction=args.fraction, options=options, clean=args.clean,
+                            save_target=args.save_target, progress=not args.quiet)
+    # target_info last: the maker's own account (τ_gauge, seconds, cache)
     out = {"dataset": args.dataset, "model": args.model, "target": args.target,
-           **{key: v for key, v in report.to_dict().items() if key != "target_info"},
-           "target_info": target_summary(args.target, info)}  # the maker's own account (τ_gauge, seconds, cache)
+           **{key: v for key, v in report.to_dict().items() if key != "target_info"}, "target_info": report.target_info}
+    n, k = report.n_clean, report.n_poisons_at_fraction
     tau_box = out["tau_box"]
     if args.json:
         print(json.dumps(out, indent=2))
@@ -43,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         ("target", f"{args.target} on {args.dataset}/{args.model}"),
         ("target test accuracy", f"{out['target_test_accuracy']:.2f} %"),
     ]
-    if clean is not None:
+    if report.clean_test_accuracy is not None:
         rows.append(("clean test accuracy", f"{out['clean_test_accuracy']:.2f} %"))
     rows += [
         ("⟨W, G(μ)⟩ = E⟨h, p − y⟩", f"{out['inner_W_G']:.6g}"),

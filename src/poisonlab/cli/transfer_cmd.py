@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..api import RunSpec, transfer
 from ..errors import ConfigError
-from ..protocol import RunSpec
-from ..protocol.transfer import run_transfer, transfer_table
+from ..reporting import transfer_table
 from .key_values import parse_key_values
 from .recipe_flags import add_recipe_args, recipe_args
 from .run_cmd import print_result
@@ -66,5 +66,5 @@ def run(args: argparse.Namespace) -> int:
     opts = per_model_options(args.model_option, models)
     quiet = args.quiet or args.json
     log = (lambda _m: None) if quiet else (lambda m: print(m, flush=True))
-    result = run_transfer(base, surrogates, targets, model_options=opts, out=args.out, progress=not quiet, log=log)
+    result = transfer(base, surrogates, targets, model_options=opts, out=args.out, progress=not quiet, log=log)
     return print_result(result, args.json, lambda: f"{transfer_table(result)}\n\nrecord in {result['config']['out']}/transfer.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..training import resolve_device
+from ..devices import resolve_device
 
 
 def add_parser(sub) -> None:

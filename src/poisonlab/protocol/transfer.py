@@ -76,11 +76,3 @@ def run_transfer(
     write_json(root / "transfer.json", result)
     return result
 
-
-def transfer_table(result: dict[str, Any]) -> str:
-    """Rows = surrogates, columns = targets, cells = accuracy drop (points)."""
-    from ..reporting.tables import format_table
-
-    targets = result["targets"]
-    rows = [(f"surrogate {s}", *(result["accuracy_drop"][s][t] for t in targets)) for s in result["surrogates"]]
-    return format_table(("accuracy drop (%)", *(f"target {t}" for t in targets)), rows)

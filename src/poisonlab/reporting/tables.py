@@ -44,3 +44,11 @@ def result_table(result: dict[str, Any]) -> str:
         if isinstance(v, (int, float, str)):
             rows.append((f"attack: {k}", _fmt(v)))
     return format_table(("", "value"), rows)
+
+
+def transfer_table(result: dict[str, Any]) -> str:
+    """The transfer matrix of :func:`poisonlab.transfer` (``transfer.json``): rows = surrogates,
+    columns = targets, cells = accuracy drop (points)."""
+    targets = result["targets"]
+    rows = [(f"surrogate {s}", *(result["accuracy_drop"][s][t] for t in targets)) for s in result["surrogates"]]
+    return format_table(("accuracy drop (%)", *(f"target {t}" for t in targets)), rows)
