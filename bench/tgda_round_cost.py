@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from common import RESULTS, environment, write_json  # noqa: E402
 
-from poisonlab.attacks import _bilevel as B  # noqa: E402
+from poisonlab.attacks import bilevel as B  # noqa: E402
 from poisonlab.attacks.tgda import leader_gradient  # noqa: E402
 from poisonlab.autodiff import CGOptions, inverse_hvp, mixed_vjp  # noqa: E402
 from poisonlab.data import load_dataset, split_train_val  # noqa: E402

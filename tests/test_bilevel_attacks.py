@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from poisonlab.attacks import ATTACKS, build_attack
-from poisonlab.attacks import _bilevel as B
-from poisonlab.attacks._follower_optim import FollowerOptimizer
+from poisonlab.attacks import bilevel as B
+from poisonlab.attacks.bilevel import FollowerOptimizer
 from poisonlab.attacks.back_gradient import unrolled_hypergradient
 from poisonlab.attacks.tgda import leader_gradient
 from poisonlab.autodiff import CGOptions, flatten, total_gradient, unflatten

@@ -46,9 +46,11 @@ CREATION_ALLOWED = {
     "data/arrays.py": "data_from_arrays builds CPU datasets from numpy arrays",
     "data/validate.py": "validation reports on CPU datasets",
     "autodiff/params.py": "flatten() of an empty list; the autodiff engine is item 2's (CG/HVP) code",
-    "attacks/_bilevel.py": "round indices drawn on the host generator (bit-identical CPU runs); item 2's code, "
-                           "to move to seeding.device_generator with the TGDA engine",
-    "attacks/tgda.py": "as _bilevel.py (item 1/2's code)",
+    "attacks/bilevel/schedule.py": "round indices drawn on the host generator (bit-identical CPU runs); item 2's "
+                                   "code, to move to seeding.device_generator with the TGDA engine",
+    "attacks/bilevel/tensors.py": "as bilevel/schedule.py (the poison sources, drawn on the host generator)",
+    "attacks/bilevel/checkpoint.py": "as bilevel/schedule.py (optimiser step counts saved as CPU tensors)",
+    "attacks/tgda.py": "as bilevel/schedule.py (item 1/2's code)",
     "attacks/gc.py": "GC's start sources drawn on the CPU generator once per run (another helper's code)",
 }
 #: single functions: (file, function) -> reason

@@ -172,7 +172,7 @@ BILEVEL_FAST = {
 def test_bilevel_attacks_step_a_fine_tuned_encoder_like_the_training_loop(attack, digits, extractor, monkeypatch):
     """Every follower step of the four bilevel attacks uses the recipe's per-group rates: the head at
     lr, the fine-tuned encoder at lr·encoder_lr_scale (not one lr for all, which collapses it)."""
-    from poisonlab.attacks import _bilevel as B
+    from poisonlab.attacks.bilevel import follower as B  # the module whose follower_steps call sgd_steps
 
     spec = VictimSpec(f"fine_tune:{extractor}", digits.train.input_shape, 10,
                       TrainConfig(epochs=1, batch_size=64, device="cpu"), {"encoder_lr_scale": 0.25})

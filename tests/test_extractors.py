@@ -158,7 +158,7 @@ def test_fine_tune_encoder_step_undoes_the_standardiser(extractor):
 def test_bilevel_followers_take_the_training_loops_step_per_parameter(extractor):
     """Functional followers (tgda, back_gradient, min_max, metapoison) step the encoder of a fine-tuned
     extractor by lr·encoder_lr_scale like THE training loop, not by the head's lr."""
-    from poisonlab.attacks import _bilevel as B
+    from poisonlab.attacks import bilevel as B
 
     _, path, _ = extractor
     model = build_victim(f"fine_tune:{path}", (1, 8, 8), 10, encoder_lr_scale=0.25)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from poisonlab.attacks import _bilevel as B
+from poisonlab.attacks import bilevel as B
 from poisonlab.attacks import build_attack
-from poisonlab.attacks._follower_optim import FollowerOptimizer
+from poisonlab.attacks.bilevel import FollowerOptimizer
 from poisonlab.data import AttackData, load_dataset
 from poisonlab.errors import DivergenceError
 from poisonlab.seeding import torch_generator

@@ -15,7 +15,7 @@ store the k steps instead (exact same hypergradient for the small k used here). 
 processed ≈ε·B per clean batch of B, all of them every epoch, instead of one point at a time.
 Π_box is the projection onto the data's bounds (``data.bounds``; pixels in [0, 1] for images) and α
 is in the data's units. The follower's steps — the unrolled ones and the round's — are those of the
-victim recipe's optimiser (:class:`~poisonlab.attacks._follower_optim.FollowerOptimizer`: SGD with
+victim recipe's optimiser (:class:`~poisonlab.attacks.bilevel.FollowerOptimizer`: SGD with
 momentum / Nesterov / weight decay, Adam, AdamW, with their state carried across rounds; the unrolled
 look-ahead starts from that state and leaves it unchanged); a learning-rate schedule is approximated
 by the base rate, as ``info["follower"]`` says. For a plain-SGD recipe these are exactly the plain
@@ -30,13 +30,14 @@ from typing import ClassVar
 
 import torch
 
+from ..autodiff import Params
 from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
 from ..training.victim import Victim
 from ..validation import check_int
-from . import _bilevel as B
-from ._follower_optim import FollowerOptimizer
+from . import bilevel as B
 from .base import Attack, register_attack
+from .bilevel import FollowerOptimizer
 
 WHAT = "attack 'back_gradient'"
 
@@ -60,7 +61,7 @@ class BackGradientConfig(B.DirectGameConfig):
             ``"keep"`` (clean-label) or ``"max_loss"`` (the class the clean model finds least
             likely). Default ``"flip"``.
         dtype: Working precision, ``"float32"`` or ``"float64"``. Default ``"float32"``.
-        checkpoint: Resumable checkpoints (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`:
+        checkpoint: Resumable checkpoints (:class:`~poisonlab.attacks.bilevel.CheckpointConfig`:
             ``-A checkpoint.dir=DIR``). Default its defaults (none).
     """
 
@@ -77,7 +78,7 @@ class BackGradientConfig(B.DirectGameConfig):
         check_int(self.k, "k", WHAT)
 
 
-def unrolled_hypergradient(fol: B.Follower, opt: FollowerOptimizer, w: B.Params, xc: torch.Tensor, yc: torch.Tensor,
+def unrolled_hypergradient(fol: B.Follower, opt: FollowerOptimizer, w: Params, xc: torch.Tensor, yc: torch.Tensor,
                            xp: torch.Tensor, yp: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, *,
                            k: int) -> torch.Tensor:
     """∇_{x_p} ℓ(w_k(x_p)) where w_k = k steps of the recipe's optimiser ``opt`` (from its current
@@ -96,7 +97,7 @@ class BackGradient(Attack[BackGradientConfig]):
                progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg: BackGradientConfig = self.config
 
-        def leader_step(s: B.DirectSetup, w: B.Params, r: B.Round, xp: torch.Tensor) -> torch.Tensor:
+        def leader_step(s: B.DirectSetup, w: Params, r: B.Round, xp: torch.Tensor) -> torch.Tensor:
             T = s.T
             g = unrolled_hypergradient(s.fol, s.fopt, w, T.train.x[r.clean], T.train.y[r.clean], xp,
                                        s.y_poison[r.poison], T.val.x[r.val], T.val.y[r.val], k=cfg.k)

@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..autodiff import Params
 from ..cache import ArtifactCache
 from ..data.bounds import Bounds
 from ..data.types import AttackData, Dataset, PoisonSet
@@ -71,9 +72,9 @@ from ..errors import ConfigError, UnsupportedError
 from ..seeding import device_generator, draw_seed, torch_generator
 from ..training.victim import Victim
 from ..validation import check_choice, check_int, check_number
-from . import _bilevel as B
-from ._follower_optim import FollowerOptimizer
+from . import bilevel as B
 from .base import Attack, AttackConfig, register_attack
+from .bilevel import FollowerOptimizer
 
 WHAT = "attack 'i_min_max'"
 LABELS = ("max_loss", "flip", "keep")
@@ -340,7 +341,7 @@ class IMinMax(Attack[IMinMaxConfig]):
             for _ in range(cfg.follower_steps):
                 idx = batches.next()
                 cx, cy = train.x[idx], train.y[idx]
-                def mixed(ws: B.Params, cx=cx, cy=cy, px=px, py=py, lam=lam) -> torch.Tensor:
+                def mixed(ws: Params, cx=cx, cy=cy, px=px, py=py, lam=lam) -> torch.Tensor:
                     return (1.0 - lam) * fol.loss(ws, cx, cy) + lam * fol.loss(ws, px, py)
 
                 w = B.follower_steps(fopt, mixed, w, 1)

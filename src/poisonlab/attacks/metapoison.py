@@ -18,7 +18,7 @@ epochs on D_tr ∪ D_p): each of the ``outer_steps`` steps
 f uses a clean batch of B points plus all poisons weighted ε: f = (CE_clean + ε·CE_poison)/(1+ε),
 the expected loss of a batch of D_tr ∪ D_p. Paper defaults: K = 2, 60 outer steps, 24 models.
 Each model trains with the victim recipe's optimiser
-(:class:`~poisonlab.attacks._follower_optim.FollowerOptimizer`: SGD with momentum / Nesterov / weight
+(:class:`~poisonlab.attacks.bilevel.FollowerOptimizer`: SGD with momentum / Nesterov / weight
 decay, Adam, AdamW; its own state per model, reset on a restart), as the paper's ensemble trains with
 the victim's; a learning-rate schedule is approximated by the base rate, as ``info["follower"]``
 says. For a plain-SGD recipe these are exactly the plain SGD steps of before. Any victim module and
@@ -42,16 +42,17 @@ from functools import partial
 import torch
 from tqdm.auto import tqdm
 
+from ..autodiff import Params
 from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
 from ..errors import ConfigError
-from ..seeding import derive_seed, device_generator, draw_seed
+from ..seeding import derive_seed, device_generator, draw_seed, torch_generator
 from ..training.victim import Victim
 from ..validation import check_int, check_radius
-from . import _bilevel as B
-from ._follower_optim import FollowerOptimizer
+from . import bilevel as B
 from ._radius import clamp_box
 from .base import Attack, AttackConfig, register_attack
+from .bilevel import FollowerOptimizer
 
 WHAT = "attack 'metapoison'"
 
@@ -116,13 +117,13 @@ class MetaPoison(Attack[MetaPoisonConfig]):
         bs = cfg.batch_size or victim.spec.recipe.batch_size or len(T.train)
         steps_per_epoch = max(1, -(-len(T.train) // bs))
         horizon = cfg.stagger_epochs * steps_per_epoch  # SGD steps at which a model restarts
-        g = device_generator(B.torch_generator(base, "metapoison"), device)  # batches drawn on the device
+        g = device_generator(torch_generator(base, "metapoison"), device)  # batches drawn on the device
 
-        def fresh(i: int, restart: int) -> tuple[B.Follower, FollowerOptimizer, B.Params]:
+        def fresh(i: int, restart: int) -> tuple[B.Follower, FollowerOptimizer, Params]:
             fol, w = B.Follower.from_model(victim.spec.build(derive_seed(base, f"mp-model-{i}-{restart}")), dtype)
             return fol, FollowerOptimizer.for_recipe(victim.spec.recipe, fol.step_sizes(beta)), w
 
-        def batch_loss(fol: B.Follower, w: B.Params, xp: torch.Tensor) -> torch.Tensor:
+        def batch_loss(fol: B.Follower, w: Params, xp: torch.Tensor) -> torch.Tensor:
             idx = torch.randint(0, len(T.train), (bs,), generator=g, device=g.device)
             return fol.weighted_mixed_loss(w, T.train.x[idx], T.train.y[idx], xp, T.y0, eps)
 

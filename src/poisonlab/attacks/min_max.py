@@ -26,11 +26,12 @@ from typing import ClassVar
 
 import torch
 
+from ..autodiff import Params
 from ..cache import ArtifactCache
 from ..data.types import AttackData, PoisonSet
 from ..training.victim import Victim
 from ..validation import check_int
-from . import _bilevel as B
+from . import bilevel as B
 from .base import Attack, register_attack
 
 WHAT = "attack 'min_max'"
@@ -50,7 +51,7 @@ class MinMaxConfig(B.DirectGameConfig):
         labels: The poisons' labels, set once: ``"max_loss"`` (the class the clean model finds
             least likely), ``"flip"`` (y ← C−1−y) or ``"keep"``. Default ``"max_loss"``.
         dtype: Working precision, ``"float32"`` or ``"float64"``. Default ``"float32"``.
-        checkpoint: Resumable checkpoints (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`:
+        checkpoint: Resumable checkpoints (:class:`~poisonlab.attacks.bilevel.CheckpointConfig`:
             ``-A checkpoint.dir=DIR``). Default its defaults (none).
     """
 
@@ -73,7 +74,7 @@ class MinMax(Attack[MinMaxConfig]):
                progress: bool, cache: ArtifactCache | None = None) -> PoisonSet:
         cfg: MinMaxConfig = self.config
 
-        def leader_step(s: B.DirectSetup, w: B.Params, r: B.Round, xp: torch.Tensor) -> torch.Tensor:
+        def leader_step(s: B.DirectSetup, w: Params, r: B.Round, xp: torch.Tensor) -> torch.Tensor:
             yp = s.y_poison[r.poison]
             for _ in range(cfg.m):
                 x = xp.detach().requires_grad_(True)

@@ -53,7 +53,7 @@ needs finite bounds: infinite ones are refused before any work (UnsupportedError
 ``conv_autoencoder`` on inputs that are not images (C, H, W). The default generator is
 ``fc_autoencoder`` for every input shape but colour images. ``radius`` is in the data's units.
 The follower takes the victim recipe's optimiser (SGD with momentum / Nesterov / weight decay, Adam,
-AdamW: :class:`~poisonlab.attacks._follower_optim.FollowerOptimizer`, its state kept across rounds);
+AdamW: :class:`~poisonlab.attacks.bilevel.FollowerOptimizer`, its state kept across rounds);
 only a learning-rate schedule is approximated (by the base rate), as ``info["follower"]`` says (with
 one warning). A coupled weight decay λ_wd (SGD, Adam) adds to the implicit solve's damping (the
 follower's stationary point is that of f + λ_wd/2‖w‖²). Any victim module works.
@@ -86,14 +86,14 @@ from ..cache import ArtifactCache, cached_build, module_fingerprint, tensor_fing
 from ..data.types import AttackData, Dataset, PoisonedDataset, PoisonSet
 from ..errors import ConfigError, DivergenceError, UnsupportedError
 from ..models.generators import GENERATORS, IMAGE_ONLY_GENERATORS, build_generator, default_generator_name
-from ..seeding import derive_seed, draw_seed, seeded_rng
+from ..seeding import derive_seed, draw_seed, seeded_rng, torch_generator
 from ..training import accuracy, mean_loss
 from ..training.victim import Victim
 from ..validation import check_bool, check_choice, check_int, check_number, check_radius
-from . import _bilevel as B
-from ._follower_optim import FollowerOptimizer
+from . import bilevel as B
 from ._radius import LinfProjectedGenerator
 from .base import Attack, AttackConfig, register_attack
+from .bilevel import FollowerOptimizer
 
 WHAT = "attack 'tgda'"
 
@@ -232,7 +232,7 @@ class TGDAConfig(AttackConfig):
     """Options of :class:`TGDA`. Groups (``-A solver.iters=20``, or a mapping in YAML):
     ``solver`` (:class:`ImplicitSolverConfig`), ``pretrain`` (:class:`AttackerPretrainConfig`),
     ``selection`` (:class:`SelectionConfig`), ``safeguard`` (:class:`SafeguardConfig`), ``checkpoint``
-    (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`).
+    (:class:`~poisonlab.attacks.bilevel.CheckpointConfig`).
 
     Defaults: the settings measured best on MNIST / LR at ε = 3 % (docs/studies/tgda.md), which
     differ from the thesis' literal ones in two options; ``preset: thesis`` (``-A preset=thesis``)
@@ -286,7 +286,7 @@ class TGDAConfig(AttackConfig):
             Default its defaults (selection every 50 epochs).
         safeguard: The leader step's trust region, CG fallbacks and the rollback of rounds that
             leave the finite range (:class:`SafeguardConfig`). Default its defaults (all on).
-        checkpoint: Resumable checkpoints (:class:`~poisonlab.attacks._bilevel.CheckpointConfig`).
+        checkpoint: Resumable checkpoints (:class:`~poisonlab.attacks.bilevel.CheckpointConfig`).
             Default its defaults (none).
     """
 
@@ -474,7 +474,7 @@ class TGDA(Attack[TGDAConfig]):
 
         def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             losses = pretrain_autoencoder(gen, train, epochs=cfg.pretrain.epochs, lr=cfg.pretrain.lr, batch_size=bs,
-                                          generator=B.torch_generator(base, "tgda-pretrain"), progress=progress)
+                                          generator=torch_generator(base, "tgda-pretrain"), progress=progress)
             return gen.state_dict(), {"pretrain_loss": losses}
 
         state, record, _ = cached_build(cache, "tgda_generator", key, build)

@@ -6,11 +6,11 @@ THE training loop (:func:`poisonlab.training.loop.make_optimizer`) trains the vi
 steps are the same update rules on a tuple of parameter tensors ``w`` with the optimiser's state
 (momentum buffers, Adam's moments and step count) carried between calls, so a warm follower keeps
 its moments across rounds as a training run would. Per-parameter step sizes are the recipe's
-(:meth:`~poisonlab.attacks._bilevel.Follower.step_sizes`). The learning-rate *schedule* is not
+(:meth:`~poisonlab.attacks.bilevel.follower.Follower.step_sizes`). The learning-rate *schedule* is not
 modelled: the follower steps at the recipe's base rate (its game has no epochs of the victim's).
 
 For a plain-SGD recipe (no momentum, no weight decay) the attacks take
-:func:`~poisonlab.attacks._bilevel.sgd_steps` itself (:func:`~poisonlab.attacks._bilevel.follower_steps`),
+:func:`~poisonlab.attacks.bilevel.follower.sgd_steps` itself (:func:`~poisonlab.attacks.bilevel.follower.follower_steps`),
 so their numbers do not change.
 
 Update rules (torch 2.x, ``foreach=False`` semantics; g the gradient, t the step count):
@@ -28,8 +28,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..autodiff import Params
-from ..training.loop import TrainConfig
+from ...autodiff import Params
+from ...training.loop import TrainConfig
 
 LossFn = Callable[[Params], torch.Tensor]
 
@@ -81,7 +81,7 @@ class FollowerOptimizer:
 
     @property
     def plain(self) -> bool:
-        """SGD without momentum or weight decay: stateless, exactly :func:`~poisonlab.attacks._bilevel.sgd_steps`."""
+        """SGD without momentum or weight decay: stateless, exactly :func:`~poisonlab.attacks.bilevel.follower.sgd_steps`."""
         return self.kind == "sgd" and self.momentum == 0 and self.weight_decay == 0
 
     @property
