@@ -6,8 +6,8 @@
 The GC paper reports a ≈ 20-point drop on MNIST LR at ε = 3 %; the authors' script takes plain
 steps without projecting the poisons onto [0, 1]. This script runs poisonlab's ``gc`` twice on one
 GradPC target, at several Adam step sizes: as shipped (Algorithm 2, line 7: pixels projected onto
-[0, 1]) and with that projection removed (a subclass overriding ``GradientCanceling._admissible``,
-called through the private ``_craft`` because ``Attack.poison`` rejects such points). The
+[0, 1]) and with that projection removed (gc's option ``projection: none``, whose poisons
+``Attack.poison`` checks against no box). The
 unprojected poisons are also clipped back to [0, 1] and retrained on, to see whether their damage
 survives in valid pixels. GC starts from randomly drawn clean points and keeps their labels.
 
@@ -15,8 +15,8 @@ A second part emulates the set-up of the independent replication that reports 92
 script clamps the poisons to [0, 1] after each step, but of the *normalised* inputs): retraining
 with batch 10 000, normalised inputs, and the weight gradient only (``--replication-eps-w``). Every row retrains the victim from scratch on D_tr ∪ D_p with the recipe.
 
-Unprojected poisons are not images, and the toolkit's contract (pixels in [0, 1]) never lets an
-attack return them: this is a diagnostic for comparing with published numbers, not an attack.
+Unprojected poisons are not images, and the toolkit's contract (pixels in [0, 1]) lets only gc's
+``projection: none`` return them: this is a diagnostic for comparing with published numbers, not an attack.
 Results: bench/results/gc_unbounded.json (+ .png).
 """
 
@@ -35,20 +35,12 @@ import torch  # noqa: E402
 
 from poisonlab.attacks.gc import GradientCanceling  # noqa: E402
 from poisonlab.attacks.gradpc import corrupt  # noqa: E402
-from poisonlab.data import PoisonedDataset, poison_count  # noqa: E402
+from poisonlab.data import PoisonedDataset  # noqa: E402
 from poisonlab.data.types import PoisonSet  # noqa: E402
 from poisonlab.protocol import RunSpec, save_model, write_json  # noqa: E402
 from poisonlab.reporting.plots import new_figure, save_figure  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.training import accuracy  # noqa: E402
-
-
-class UnprojectedGC(GradientCanceling):
-    """``gc`` without Algorithm 2's projection (as in the published script, whose steps are otherwise
-    plain steps of size 10, not Adam)."""
-
-    def _admissible(self, x: torch.Tensor, source: torch.Tensor, bounds) -> torch.Tensor:
-        return x
 
 
 def pixel_stats(x: torch.Tensor, clean_norm: float) -> dict:
@@ -85,7 +77,6 @@ def main(argv=None) -> int:
     tdir = tempfile.TemporaryDirectory(prefix="gc-unbounded-")
     tpath = Path(tdir.name) / "target.safetensors"
     save_model(tpath, target, {"model": "lr", "stage": "target:gradpc", "eps_w": str(args.eps_w)})
-    n = poison_count(args.fraction, len(data.train))
     report = {"environment": environment(), "dataset": dataset, "model": "lr", "fraction": args.fraction,
               "eps_w": args.eps_w, "target_test_accuracy": accuracy(target, test), "gc_steps": args.steps,
               "seed": args.seed, "clean_accuracy": acc1, "clean_mean_l2_norm": clean_norm, "rows": []}
@@ -95,10 +86,10 @@ def main(argv=None) -> int:
 
     for lr in args.lrs:
         opts = {"target": str(tpath), "steps": args.steps, "lr": lr, "gauge": False}
-        for pixels, cls in (("box", GradientCanceling), ("free", UnprojectedGC)):
-            attack = cls(**opts)
+        for pixels, projection in (("box", "box"), ("free", "none")):  # "none": as the published script
+            attack = GradientCanceling(**opts, projection=projection)
             ta = time.perf_counter()
-            ps = attack._craft(data, victim, n, generator=torch_generator(args.seed, "attack"), progress=False)
+            ps = attack.poison(data, victim, args.fraction, generator=torch_generator(args.seed, "attack"))
             t_gc = time.perf_counter() - ta
             acc2 = retrain(ps)
             row = {"pixels": pixels, "lr": lr, "poisoned_accuracy": acc2, "accuracy_drop": acc1 - acc2,
@@ -131,8 +122,8 @@ def replication(args, dataset: str, epochs: int | None, tdir: Path, out: Path, r
     """The independent replication's set-up (92 → 72 % reported), emulated with poisonlab's GC: the
     victim retrained with batch 10 000 for 100 epochs (SGD lr 0.1); optionally on normalised inputs
     (x − 0.1307)/0.3081 with the poisons clamped to [0, 1] *of that space* (raw pixels in [0.13, 0.44]),
-    as in its script; optionally cancelling the weight gradient only (its g = grad[0]). Outside the
-    attack contract (normalised inputs), hence ``_craft``."""
+    as in its script; optionally cancelling the weight gradient only (its g = grad[0]). The normalised
+    inputs keep the pixel box as their bounds (its script's clamp), so ``poison`` accepts the poisons."""
     import dataclasses
 
     from poisonlab.data.types import Dataset
@@ -150,7 +141,6 @@ def replication(args, dataset: str, epochs: int | None, tdir: Path, out: Path, r
         clean = spec.train(data.train, args.seed)
         victim = Victim(spec, args.seed, {k: v.detach().clone() for k, v in clean.state_dict().items()})
         acc1 = accuracy(clean, test)
-        n = poison_count(args.fraction, len(data.train))
         for eps_w in args.replication_eps_w:
             target, _ = corrupt(clean, data.val, eps_w=eps_w)
             tpath = tdir / f"replication_target_{int(normalised)}_{eps_w:g}.safetensors"
@@ -161,7 +151,7 @@ def replication(args, dataset: str, epochs: int | None, tdir: Path, out: Path, r
             for params, optimizer, gc_lr in variants:
                 attack = GradientCanceling(target=str(tpath), steps=args.steps, lr=gc_lr, optimizer=optimizer, gauge=False,
                                            params=params)
-                ps = attack._craft(data, victim, n, generator=torch_generator(args.seed, "attack"), progress=False)
+                ps = attack.poison(data, victim, args.fraction, generator=torch_generator(args.seed, "attack"))
                 acc2 = accuracy(victim.retrain(PoisonedDataset.combine(data.train, ps).dataset), test)
                 raw = ps.x * MNIST_STD + MNIST_MEAN if normalised else ps.x
                 r = spec.recipe

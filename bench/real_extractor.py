@@ -38,7 +38,7 @@ from poisonlab.attacks.base import Attack, AttackConfig  # noqa: E402
 from poisonlab.cache import ArtifactCache  # noqa: E402
 from poisonlab.data import PoisonSet, load_dataset  # noqa: E402
 from poisonlab.models.pretrained import efficientnet as E  # noqa: E402
-from poisonlab.models.pretrained._files import file_sha256  # noqa: E402
+from poisonlab.storage import file_sha256  # noqa: E402
 
 
 class CleanCopies(Attack[AttackConfig]):

@@ -298,26 +298,25 @@ def test_gc_plan_init_follows_the_gauge_labels_and_cancels_more(digits_victim, t
         build_attack("gc", {"init": "plan", "radius": 0.1})
 
 
-def test_gc_projection_hook_is_what_keeps_pixels_valid(digits_victim):
-    """``_admissible`` is Algorithm 2's projection; bench/gc_unbounded.py overrides it to measure the
-    published script's unprojected setting. Without it the steps leave [0, 1], and the contract of
-    ``poison`` refuses such points."""
-    from poisonlab.attacks.gc import GradientCanceling
-    from poisonlab.errors import ContractError
-
-    class Unprojected(GradientCanceling):
-        def _admissible(self, x, source, bounds):
-            return x
-
+def test_gc_projection_option_is_what_keeps_pixels_valid(digits_victim):
+    """``projection`` is Algorithm 2's line 7: ``"box"`` (the default) keeps the poisons in the data's
+    bounds; ``"none"`` takes the published script's unprojected steps, which leave [0, 1], and
+    ``poison`` returns them (checked against no box); a radius with ``"none"`` is refused up front."""
     prep, victim = digits_victim
     opts = {**GC_FAST, "lr": 0.5, "steps": 10, "gauge": False}
-    n = poison_count(0.3, len(prep.train))
-    free = Unprojected(**opts)._craft(prep.attack_data(), victim, n, generator=torch_generator(0, "attack"), progress=False)
+    free = build_attack("gc", {**opts, "projection": "none"}).poison(prep.attack_data(), victim, 0.3,
+                                                                     generator=torch_generator(0, "attack"))
     assert free.x.min() < 0 or free.x.max() > 1
-    with pytest.raises(ContractError, match="outside"):
-        Unprojected(**opts).poison(prep.attack_data(), victim, 0.3, generator=torch_generator(0, "attack"))
+    assert torch.isfinite(free.x).all() and free.info["projection"] == "none"
+    assert torch.equal(free.y, prep.train.y[free.source_index])  # still clean-label
     boxed = build_attack("gc", opts).poison(prep.attack_data(), victim, 0.3, generator=torch_generator(0, "attack"))
-    assert boxed.x.min() >= 0 and boxed.x.max() <= 1
+    assert boxed.x.min() >= 0 and boxed.x.max() <= 1 and boxed.info["projection"] == "box"
+    assert build_attack("gc", opts).config.projection == "box"
+    assert torch.equal(boxed.source_index, free.source_index)  # same start, only the projection differs
+    with pytest.raises(ConfigError, match="projection"):
+        build_attack("gc", {"projection": "clip"})
+    with pytest.raises(ConfigError, match="radius"):
+        build_attack("gc", {"projection": "none", "radius": 0.1})
 
 
 # ----------------------------------------------------------------------------- GradPC's options as a group
