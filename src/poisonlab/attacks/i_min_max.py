@@ -20,8 +20,8 @@ the recipe's by default) and λ_t the weight of the poisons chosen so far, D_p^{
 ``weighting="union"`` (default): λ_t = t/(N + t), exactly the union D_tr ∪ D_p^{≤t} the paper's
 defender trains on; ``"budget"``: λ = ε/(1+ε) from the first round on — the chosen points stand
 in for the whole poison budget, as the single current point does in the original min-max attack
-(Steinhardt et al. 2017). On MNIST LR at ε = 3 % (seed 0) "union" dropped the accuracy by 5.2
-points and "budget" by 3.7 (``bench/table_2_2.py`` measures the default). The poisons are the
+(Steinhardt et al. 2017). On MNIST LR at ε = 3 % "union" drops the accuracy more than "budget"
+(measured: docs/studies/table-2-2.md). The poisons are the
 points chosen over the n/g rounds (never revised: the greedy order is the algorithm).
 
 Labels (``labels``): ``"max_loss"`` (default, the paper's choice of the label together with the
@@ -45,8 +45,8 @@ times, then pulls the point towards μ_y (which lies in every one of the three c
 enough to satisfy the ball and the slab exactly — so every poison is feasible, not only nearly so.
 
 Cost: per round, ``steps`` forward/backward passes over g·restarts·|labels| points plus
-``follower_steps`` passes over a clean batch and the poisons so far: MNIST LR at ε = 3 % (1 260
-rounds) takes about a minute on one CPU thread (``bench/table_2_2.py`` records it). Works on any
+``follower_steps`` passes over a clean batch and the poisons so far, for n/g rounds (1 260 on
+MNIST at ε = 3 %; measured time: docs/studies/table-2-2.md). Works on any
 victim module and input shape (N, *input_shape) that has gradients with respect to its inputs; the
 defender's steps are those of the victim recipe's optimiser (SGD with momentum / weight decay, Adam,
 AdamW, its state carried across rounds; a schedule is approximated by the base rate, said so in

@@ -23,12 +23,12 @@ decay, Adam, AdamW; its own state per model, reset on a restart), as the paper's
 the victim's; a learning-rate schedule is approximated by the base rate, as ``info["follower"]``
 says. For a plain-SGD recipe these are exactly the plain SGD steps of before. Any victim module and
 input shape works.
-Defaults and a negative drop: on MNIST LR at ε = 3 % the defaults *raise* the accuracy a little
-(drop −0.05 ± 0.01, 3 seeds, docs/studies/table-2-2.md); on digits LR they drop 0.28 points. The
-perturbation is clean-label and L∞-bounded by 8/255. Against a convex victim retrained from scratch, 3 %
-of correctly labelled, nearly clean points act as extra clean data. This matches the thesis, which
-reports no MNIST LR cell for MetaPoison. The defaults are kept as the paper's; a damaging setting for
-convex victims has not been found.
+Defaults and a negative drop: on MNIST LR at ε = 3 % the defaults *raise* the accuracy a little,
+and on digits LR they drop one test image's worth (measured: docs/studies/table-2-2.md,
+docs/studies/attack-defaults.md). The perturbation is clean-label and L∞-bounded by 8/255.
+Against a convex victim retrained from scratch, 3 % of correctly labelled, nearly clean points act
+as extra clean data. This matches the thesis, which reports no MNIST LR cell for MetaPoison. The
+defaults are kept as the paper's; a damaging setting for convex victims has not been found.
 
 Shapes: inputs (N, *input_shape) inside the bounds, δ (ε·N, *input_shape).
 """

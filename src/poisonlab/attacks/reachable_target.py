@@ -18,21 +18,19 @@ with τ_gauge(w) ≤ ``limit``·ε:
   under-trained clean victim), a Newton step H(w)·Δ = −(1 − band·limit·ε/τ_gauge)·g (conjugate
   gradients; at most ten steps long), which shrinks g — and τ_gauge, homogeneous in g — to first
   order to the band (the gradient of τ alone is slow there when H is ill-conditioned; once feasible,
-  Newton steps wander along H's flat directions: measured on MNIST LR, ‖Δw‖ 1.5·‖w‖ for 0.4 points
-  of D_v accuracy);
+  Newton steps wander along H's flat directions, moving w far for little D_v accuracy; measured:
+  docs/studies/gradient-canceling.md);
 * the feasible iterate (τ_gauge ≤ limit·ε) of lowest D_v accuracy (ties: highest D_v loss) is the
   target.
 
 The maker hands Gradient Canceling its plan, :data:`REACHABLE_PLAN` (a
 :class:`~poisonlab.attacks.targets.GCPlan`: plan labels, 600 Adam steps of 0.05): ``gc`` with
 ``target: reachable`` runs it for every one of ``init`` / ``steps`` / ``lr`` left unset, so the
-certificate τ_gauge ≤ limit·ε and the GC run it was measured with go together (on MNIST LR at
-ε = 0.03 it leaves a relative residual ≤ 0.05 and a retrained victim that agrees with the target on
-≥ 97 % of the test points; docs/studies/gradient-canceling.md).
+certificate τ_gauge ≤ limit·ε and the GC run it was measured with go together (measured on MNIST LR: docs/studies/gradient-canceling.md).
 
 It is a local search: it finds *a* damaging target that passes the necessary condition, not the
-most damaging one over all targets. Each step solves one LP (12–17 s on MNIST LR on one shared
-CPU core, ~0.1 s on digits). On other victims (no box gauge) it raises :class:`~poisonlab.errors.UnsupportedError`
+most damaging one over all targets. Each step solves one box-gauge LP, the search's main cost (its time
+on MNIST LR: docs/studies/table-2-2.md). On other victims (no box gauge) it raises :class:`~poisonlab.errors.UnsupportedError`
 before any work; so does an unbounded box.
 
 Shapes: D_tr x (N, *input_shape) inside the bounds, y (N,); D_v likewise; the target has the

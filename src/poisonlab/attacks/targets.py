@@ -58,8 +58,8 @@ class ReachableConfig(TargetConfig):
         band: Once τ_gauge > band·limit·ε the steps follow the constraint's tangent (in (0, 1]).
             Default 0.9.
         steps: Search steps, one box-gauge LP and one Hessian-vector product each (an integer
-            >= 0; 0 keeps the clean victim when it is feasible; an LP takes 12–17 s on MNIST LR on a
-            shared CPU core). Default 20.
+            >= 0; 0 keeps the clean victim when it is feasible; the LPs are the search's main cost,
+            measured: docs/studies/table-2-2.md). Default 20.
         step: Step length relative to the clean weights' norm (> 0). Default 0.01.
         chunk_size: D_tr points per autograd pass (memory). Default 8192.
     """

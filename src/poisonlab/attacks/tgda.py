@@ -27,24 +27,23 @@ m leader steps). A literal role swap — the defender taking total-gradient step
 attacker that follows ∇_θℓ — is degenerate for the non-zero-sum game, where ∇_θℓ = 0 (ℓ sees θ
 only through w), so the order of moves is what this switch changes.
 
-Implementation choices, checked on MNIST / LR (see bench/tgda_mnist.py and the tests):
+Implementation choices, checked on MNIST / LR (measured: docs/studies/tgda.md, bench/tgda_mnist.py,
+and the tests):
 * the total gradient is verified in sign and scale against central finite differences of ℓ at
   the exactly re-solved follower w*(θ ± hu) of f + λ/2‖w‖² (λ = ``solver.damping``);
-* the leader steps with plain gradient ascent at α = 0.1 (the default; the thesis' α = 0.01 gave a
-  drop of 0.20 in 10 epochs, preset ``thesis``); Adam at α = 0.01 saturated the generator's sigmoid
-  within an epoch and produced no accuracy drop;
+* the leader steps with plain gradient ascent at α = 0.1 (the default; the thesis' α = 0.01 is
+  preset ``thesis`` and moves the generator far less per epoch); Adam saturated the generator's
+  sigmoid within an epoch and produced no accuracy drop;
 * each round carries ≈ε·B poisons (``proportional``), the proportion the victim sees when it
   retrains, so f is an unbiased batch estimate of the follower's true objective;
 * ``selection.every=k`` judges θ every k epochs the way the test stage will — the victim retrained
   from scratch with its recipe on D_tr ∪ L_θ(D_p⁰), with a seed of the attacker's — on the
   attacker's D_v, and returns the best θ. The warm-started follower has taken far more steps than
-  the recipe's retrain, so its validation loss is not the retrained victim's: without selection the
-  drop was not monotone in the attack length (MNIST LR, α = 0.1: 2.61 after 80 epochs, 1.71 after
-  100); with selection every 10 epochs, 200 epochs gave 3.65 (bench/tgda_mnist.py), and the θ
-  selected was the last one, the selection retrains' D_v accuracy falling almost monotonically
-  (91.7 % at epoch 0 to 87.4 % at 200). The 21 retrains cost 193 s of a 908 s protocol, so the
-  default judges every 50 epochs (5 retrains): the same θ trajectory (the retrains draw no random
-  numbers of the attack's), the same poisons where the last θ is best, a guard where it is not.
+  the recipe's retrain, so its validation loss is not the retrained victim's, and without selection
+  the drop is not monotone in the attack length. Each selection retrain costs a victim training,
+  so the default judges every 50 epochs (5 retrains in 200 epochs): the same θ trajectory (the
+  retrains draw no random numbers of the attack's), the same poisons where the last θ is best, a
+  guard where it is not.
 
 Bounds and shapes: the generator's sigmoid output is mapped onto the data's box
 (``data.bounds.from_unit``; its input read through ``to_unit``), so poisons land inside it — pixels
@@ -234,15 +233,14 @@ class TGDAConfig(AttackConfig):
     ``selection`` (:class:`SelectionConfig`), ``safeguard`` (:class:`SafeguardConfig`), ``checkpoint``
     (:class:`~poisonlab.attacks.bilevel.CheckpointConfig`).
 
-    Defaults: the settings measured best on MNIST / LR at ε = 3 % (docs/studies/tgda.md), which
-    differ from the thesis' literal ones in two options; ``preset: thesis`` (``-A preset=thesis``)
+    Defaults: the settings measured best on MNIST / LR at ε = 3 % (measured: docs/studies/tgda.md),
+    which differ from the thesis' literal ones in two options; ``preset: thesis`` (``-A preset=thesis``)
     restores those (explicit keys still override a preset):
 
-    | option | default (measured) | preset ``thesis`` |
+    | option | default | preset ``thesis`` |
     | --- | --- | --- |
     | ``leader_lr`` | 0.1 | 0.01 |
     | ``selection.every`` | 50 (retrain from scratch, keep the best θ) | 0 (the last θ) |
-    | MNIST LR, ε = 3 %: drop, protocol time | 2.79 points, 1588 s (seed 0, 1 thread on a shared CPU) | 1.84 points, 703 s |
 
     Everything else is the thesis' in both (200 epochs, m = 1, n = 20, β = the recipe's 0.1,
     batch 1000, 10 CG iterations, damping 0.01, 5 pretraining epochs).

@@ -20,8 +20,8 @@ the noise must act through the frozen features). ``radius=None`` removes the L�
 tabular data); ``radius`` and ``step_size`` are in the data's units. Any victim module works, on
 inputs of any shape; the surrogate trains with the victim's own recipe (THE training loop).
 
-Defaults at the protocol's ε = 3 % drop nothing, by design. On digits LR the drop is 0.00 points with
-``--injection add`` and with ``replace`` (bench/results/attack_defaults_digits.json). Error-minimising
+Defaults at the protocol's ε = 3 % drop nothing, by design, with ``--injection add`` and with
+``replace`` (measured on digits LR: docs/studies/attack-defaults.md). Error-minimising
 noise makes its own points *easy*, so they add almost no gradient, and the other 97 % of D_tr teach
 the victim as before. The paper's setting protects (nearly) every training image:
 ``--fraction 1 --injection replace``.
