@@ -32,6 +32,7 @@ _PUBLIC = {
     "make_target": "poisonlab.api",
     "transfer": "poisonlab.api",
     "threshold_spec": "poisonlab.api",
+    "sweep": "poisonlab.api",
     "RunSpec": "poisonlab.protocol.config",
     "defend": "poisonlab.api",
     "threshold": "poisonlab.api",
@@ -82,6 +83,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only ("import
     from .api import poison as poison
     from .api import run as run
     from .api import run_spec as run_spec
+    from .api import sweep as sweep
     from .api import threshold as threshold
     from .api import threshold_spec as threshold_spec
     from .api import transfer as transfer

@@ -13,8 +13,8 @@ nothing here reads or writes global state: the cache is an argument, files are w
 ``out``. The CLI (``poisonlab run`` …) is a thin layer over the same functions: each command
 parses its arguments into a :class:`~poisonlab.protocol.config.RunSpec` (``pl.RunSpec``, also built
 from YAML and by sweeps) and makes one call — :func:`run_spec`, :func:`make_target`,
-:func:`threshold_spec` or :func:`transfer` (:func:`run` is the same protocol for your own arrays and
-modules; :func:`run_spec` for a run described by names).
+:func:`threshold_spec`, :func:`transfer` or :func:`sweep` (a grid of run specs; :func:`run` is the
+same protocol for your own arrays and modules; :func:`run_spec` for a run described by names).
 
 The protocol (thesis §2.5.2): the victim is trained on D_tr (``acc1``), the attack crafts
 ``round(fraction·|D_tr|)`` poisons, the victim is retrained from scratch with the same recipe and
@@ -41,10 +41,11 @@ from .protocol.defend import run_defense
 from .protocol.results import DefenseResult, RunResult, ThresholdResult
 from .protocol.runner import run_experiment, train_clean
 from .seeding import torch_generator
+from .sweeps import Grid, SweepPlan, SweepSummary
 from .training import TrainConfig, Victim, VictimSpec, check_victim
 
-__all__ = ["data_from_arrays", "defend", "make_target", "poison", "run", "run_spec", "threshold", "threshold_spec", "transfer",
-           "validate", "victim", "DefenseResult", "RunResult", "RunSpec", "ThresholdResult"]
+__all__ = ["data_from_arrays", "defend", "make_target", "poison", "run", "run_spec", "sweep", "threshold", "threshold_spec",
+           "transfer", "validate", "victim", "DefenseResult", "RunResult", "RunSpec", "ThresholdResult"]
 
 
 # ---------------------------------------------------------------------------- the victim
@@ -492,3 +493,96 @@ def threshold_spec(
         raise ConfigError(f"threshold_spec(spec): expected a poisonlab.RunSpec, got {type(spec).__name__}")
     return threshold_of_spec(spec, target, fraction=fraction, options=options, clean=clean, save_to=save_target,
                              progress=progress)
+
+
+def sweep(
+    grid: str | Path | Grid,
+    *,
+    out: str | Path | None = None,
+    backend: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    cache: str | Path | bool = True,
+    retry_failed: bool = False,
+    mlflow: str | None = None,
+    dry_run: bool = False,
+    progress: bool = True,
+) -> SweepSummary | SweepPlan:
+    """A grid of protocol runs, resumably, locally or on Ray, as ``poisonlab sweep`` does.
+
+    Args:
+        grid: a YAML grid file (``base`` + ``cases`` × ``grid``; see ``examples/``) or a
+            :class:`~poisonlab.sweeps.Grid` (``poisonlab.sweeps.expand`` of a parsed one).
+        out: the sweep directory (``results.jsonl``, ``runs/<run id>/``, ``progress.json``);
+            default ``sweeps/<grid name>`` under the working directory.
+        backend: ``"local"`` (processes on this machine) or ``"ray"`` (the ``ray`` extra).
+        workers: local: parallel worker processes (default 1; 0 = inside this process); Ray
+            without ``address``: runs at once on the local Ray instance (default: one per CPU).
+        address: a Ray cluster address (``backend="ray"`` only; default: a local Ray instance).
+        overrides: run keys set for every run, as if the grid's ``base`` said them (``device`` and
+            the recipe keys: ``epochs``, ``optimizer``, ``lr`` …); a case or axis of the grid that
+            sets one of them too is an error. Only with a grid file.
+        cache: the artifact cache of clean victims, targets and generators: True (default) for
+            ``<cache root>/artifacts``, a directory, or False to train every clean victim anew.
+        retry_failed: run again the runs recorded as failed (by default they count as finished).
+        mlflow: also log each finished run to MLflow at this tracking URI (experiment = the grid's
+            name; best effort: a failed log is a warning, ``results.jsonl`` holds the row).
+        dry_run: validate and plan only: return a :class:`~poisonlab.sweeps.SweepPlan` (the runs
+            that would run, ``todo``, and those that would be skipped, ``done``) and run nothing.
+        progress: a progress bar with each finished run's line.
+
+    Returns:
+        a :class:`~poisonlab.sweeps.SweepSummary` (``total``, ``skipped``, ``ok``, ``failed``,
+        ``directory``), or with ``dry_run`` the :class:`~poisonlab.sweeps.SweepPlan`. A failed run
+        does not stop the sweep: it is recorded with its error and counted in ``failed``.
+
+    Every argument and every run of the grid (names, options, the device) is checked before any
+    run starts (:class:`~poisonlab.errors.ConfigError`). Calling again with the same grid and
+    ``out`` resumes: runs with a result are skipped (also after the process was killed).
+    """
+    from .paths import artifact_dir
+    from .sweeps import MlflowLogger, load_grid, plan, run_sweep
+
+    for name, flag in (("retry_failed", retry_failed), ("dry_run", dry_run), ("progress", progress)):
+        if not isinstance(flag, bool):
+            raise ConfigError(f"sweep({name}=...): expected True or False, got {flag!r}")
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"sweep(backend=...): expected 'local' or 'ray', got {backend!r}")
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 0):
+        raise ConfigError(f"sweep(workers=...): expected an integer >= 0 or None, got {workers!r}")
+    if address is not None and (not isinstance(address, str) or backend != "ray"):
+        raise ConfigError(f"sweep(address={address!r}): a Ray cluster address (a string) needs backend='ray'")
+    if out is not None and not isinstance(out, (str, Path)):
+        raise ConfigError(f"sweep(out=...): expected a directory (str or Path) or None, got {type(out).__name__}")
+    if not isinstance(cache, (bool, str, Path)):
+        raise ConfigError(f"sweep(cache=...): expected True, False or a directory, got {type(cache).__name__}")
+    if mlflow is not None and (not isinstance(mlflow, str) or not mlflow):
+        raise ConfigError(f"sweep(mlflow=...): expected a tracking URI such as 'sqlite:///mlflow.db', got {mlflow!r}")
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError(f"sweep(overrides=...): expected a mapping of run keys to values, got {type(overrides).__name__}")
+    if isinstance(grid, (str, Path)):
+        g = load_grid(grid, dict(overrides or {}), backend)
+    elif isinstance(grid, Grid):
+        if overrides:
+            raise ConfigError("sweep(overrides=...): only with a grid file; set the keys in the grid's base and expand it again")
+        g = grid
+    else:
+        raise ConfigError(f"sweep(grid): expected a YAML file (str or Path) or a poisonlab.sweeps.Grid, got {type(grid).__name__}")
+    directory = Path(out if out is not None else Path("sweeps") / g.name)
+    cache_dir = None if cache is False else str(artifact_dir(None if cache is True else cache).resolve())
+    if dry_run:
+        todo, _ = plan(g, directory, cache_dir=cache_dir, retry_failed=retry_failed)
+        return SweepPlan(g, directory.resolve(), tuple(todo))
+    on_row = None
+    if mlflow is not None:
+        logger = MlflowLogger(mlflow, g.name, directory)
+
+        def on_row(row: dict[str, Any]) -> None:
+            try:
+                logger.log_row(row, directory)
+            except Exception as exc:  # tracking is best effort; results.jsonl already holds the row
+                _log(f"poisonlab: warning: MLflow logging of run {row['run_id']} failed: {exc}")
+
+    return run_sweep(g, directory, backend=backend, workers=workers, address=address, cache_dir=cache_dir,
+                     retry_failed=retry_failed, progress=progress, on_row=on_row)

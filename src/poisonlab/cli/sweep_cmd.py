@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-from ..paths import artifact_dir
-from ..sweeps import MlflowLogger, load_grid, plan, run_sweep
+from ..api import sweep
+from ..sweeps import SweepPlan
 from .recipe_flags import add_recipe_args, recipe_args
 
 
@@ -40,28 +38,16 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     overrides = {**({"device": args.device} if args.device is not None else {}), **recipe_args(args)}
-    grid = load_grid(args.grid, overrides, args.backend)
-    out = Path(args.out or f"sweeps/{grid.name}")
-    cache = None if args.no_cache else str(artifact_dir(args.cache_dir).resolve())
-    if args.dry_run:
-        todo, done = plan(grid, out, cache_dir=cache, retry_failed=args.retry_failed)
-        pending = {r.run_id for r in todo}
-        print(f"grid {grid.name}: {len(grid.runs)} runs ({done} finished, {len(todo)} to run) -> {out}/results.jsonl")
-        for r in grid.runs:
+    res = sweep(args.grid, out=args.out, backend=args.backend, workers=args.workers, address=args.address,
+               overrides=overrides, cache=False if args.no_cache else (args.cache_dir or True),
+               retry_failed=args.retry_failed, mlflow=args.mlflow, dry_run=args.dry_run, progress=not args.quiet)
+    if isinstance(res, SweepPlan):
+        pending = {r.run_id for r in res.todo}
+        print(f"grid {res.grid.name}: {len(res.grid.runs)} runs ({len(res.done)} finished, {len(res.todo)} to run) "
+              f"-> {res.directory}/results.jsonl")
+        for r in res.grid.runs:
             print(f"  {r.run_id}  {'todo' if r.run_id in pending else 'done'}  {r.label()}")
         return 0
-    on_row = None
-    if args.mlflow:
-        logger = MlflowLogger(args.mlflow, grid.name, out)
-
-        def on_row(row: dict) -> None:
-            try:
-                logger.log_row(row, out)
-            except Exception as exc:  # tracking is best effort; results.jsonl already holds the row
-                print(f"poisonlab: warning: MLflow logging of run {row['run_id']} failed: {exc}", file=sys.stderr)
-
-    s = run_sweep(grid, out, backend=args.backend, workers=args.workers, address=args.address, cache_dir=cache,
-                  retry_failed=args.retry_failed, progress=not args.quiet, on_row=on_row)
-    print(f"sweep {grid.name}: {s.total} runs: {s.skipped} already finished, {s.ok} ok, {s.failed} failed "
-          f"-> {s.directory / 'results.jsonl'}")
-    return 1 if s.failed else 0
+    print(f"sweep {res.name}: {res.total} runs: {res.skipped} already finished, {res.ok} ok, {res.failed} failed "
+          f"-> {res.directory / 'results.jsonl'}")
+    return 1 if res.failed else 0

@@ -7,9 +7,9 @@ from .backends import InlineBackend, LocalBackend, RayBackend, make_backend
 from .execute import COMPARABLE, execute_run
 from .grid import Grid, Resources, Run, expand, load_grid, run_id
 from .results import ResultsLog, SweepLockedError, load_rows
-from .sweep import SweepSummary, plan, run_sweep
+from .sweep import SweepPlan, SweepSummary, plan, run_sweep
 from .tracking import MlflowLogger
 
 __all__ = ["COMPARABLE", "Grid", "InlineBackend", "LocalBackend", "MlflowLogger", "RayBackend", "Resources", "ResultsLog", "Run",
-           "SweepLockedError", "SweepSummary", "execute_run", "expand", "load_grid", "load_rows", "make_backend", "plan",
+           "SweepLockedError", "SweepPlan", "SweepSummary", "execute_run", "expand", "load_grid", "load_rows", "make_backend", "plan",
            "run_id", "run_sweep"]

@@ -35,6 +35,25 @@ class SweepSummary:
     ok: int
     failed: int
     directory: Path
+    #: the grid's name
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep would do, run nothing (``pl.sweep(..., dry_run=True)``): the grid, its results
+    directory and the runs still to run (configs with ``out`` and ``cache_dir`` filled in); every
+    other run of the grid has a result in ``directory/results.jsonl`` and is skipped."""
+
+    grid: Grid
+    directory: Path
+    todo: tuple[Run, ...]
+
+    @property
+    def done(self) -> tuple[Run, ...]:
+        """The runs of the grid that would be skipped (already finished)."""
+        pending = {r.run_id for r in self.todo}
+        return tuple(r for r in self.grid.runs if r.run_id not in pending)
 
 
 def plan(grid: Grid, directory: str | Path, *, cache_dir: str | None, retry_failed: bool = False) -> tuple[list[Run], int]:
@@ -82,7 +101,7 @@ def run_sweep(
         ok = failed = 0
         if not todo:
             _write_progress(directory, len(grid.runs), skipped, 0, 0, {}, 0.0)
-            return SweepSummary(len(grid.runs), skipped, 0, 0, directory)
+            return SweepSummary(len(grid.runs), skipped, 0, 0, directory, grid.name)
         be: Backend = make_backend(backend, workers=workers, resources=grid.resources,
                                    stage_dir=directory / ".stages", address=address)
         queue = list(todo)
@@ -126,7 +145,7 @@ def run_sweep(
         finally:
             bar.close()
             be.close(abort=not finished)
-        return SweepSummary(len(grid.runs), skipped, ok, failed, directory)
+        return SweepSummary(len(grid.runs), skipped, ok, failed, directory, grid.name)
 
 
 def _announce(bar: Any, row: dict[str, Any], progress: bool) -> None:
