@@ -213,3 +213,14 @@ def test_a_budget_counts_the_cells_that_run_at_once(tmp_path, monkeypatch):
                      seeds=(0,), time_budget=50, workers=2, out=tmp_path, progress=False)
     assert seen == [100.0]
     assert "2 cells at once: 100 worker-seconds" in ev.to_markdown()
+
+
+def test_makespan_counts_a_lane_left_idle():
+    """Three equal cells on two lanes take two cells' time, not 1.5: what the defenses' share of a
+    budget is left with after the attacks."""
+    from poisonlab.evaluation.plan import makespan
+
+    assert makespan([3.0, 3.0, 3.0], 2) == 6.0
+    assert makespan([3.0, 3.0, 3.0], 1) == 9.0
+    assert makespan([5.0, 1.0, 1.0, 1.0], 2) == 5.0
+    assert makespan([], 2) == 0.0

@@ -160,6 +160,17 @@ def shortened(attack: str, options: Mapping[str, Any], factor: float) -> dict[st
     return {**dict(options), key: value}
 
 
+def makespan(seconds: Iterable[float], lanes: int) -> float:
+    """Wall seconds of cells taking ``seconds`` (in this order) on ``lanes`` workers that each take the
+    next cell when free (a sweep's local / Ray pool): a lane left idle at the end of a phase counts,
+    which a sum divided by ``lanes`` would not. One lane: the sum."""
+    free = [0.0] * max(1, int(lanes))
+    for s in seconds:
+        i = min(range(len(free)), key=free.__getitem__)
+        free[i] += float(s)
+    return max(free)
+
+
 def budget_plan(priced: list[tuple[Choice, float]], *, train_seconds: float, n_seeds: int, budget: float,
                 spent: float) -> list[Decision]:
     """Cheapest first: run each attack (over ``n_seeds`` seeds, plus one retrain each) while it fits

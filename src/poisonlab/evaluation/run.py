@@ -39,7 +39,7 @@ from ..sweeps import Grid, Resources, ResultsLog, Run, run_id, run_sweep
 from ..training import Victim, VictimSpec
 from ..validation import check_fraction
 from .cells import AttackCell, Cell, DataRef, DefenseCell, PriceCell, ProbeCell, TheoryCell, experiment_fingerprint, save_experiment
-from .plan import DEFENSE_SHARE, WORK_KEYS, Choice, Decision, applicable, budget_plan, estimate, probe_options, work
+from .plan import DEFENSE_SHARE, WORK_KEYS, Choice, Decision, applicable, budget_plan, estimate, makespan, probe_options, work
 from .references import Reference
 from .references import reference as get_reference
 from .result import Evaluation, build_evaluation
@@ -276,6 +276,9 @@ def evaluate(
             price_row = rows.get(run_id(price))
             train_seconds = float(price_row["result"]["train_seconds"]) if price_row and price_row["status"] == "ok" else 0.0
             spent = sum(float(r.get("seconds", 0.0)) for r in rows.values())
+            # the wall time the prices took on the lanes, as worker-seconds of the budget
+            spent_wall = makespan([float(rows[run_id(c)].get("seconds", 0.0)) for c in (price, *probes)
+                                   if run_id(c) in rows], lanes)
             estimates = []
             for c, p in zip(attack_ok, probes):
                 row = rows.get(run_id(p))
@@ -292,8 +295,9 @@ def evaluate(
             share = DEFENSE_SHARE if defense_ok else 0.0
             priced["_defense_share"] = share
             priced["_lanes"] = lanes
+            priced["_spent_wall"] = spent_wall
             plan += budget_plan(estimates, train_seconds=train_seconds, n_seeds=len(seeds_t),
-                                budget=float(time_budget) * (1.0 - share) * lanes, spent=spent)
+                                budget=float(time_budget) * (1.0 - share) * lanes, spent=spent_wall * lanes)
         else:
             plan += [Decision(c.name, "attack", "run", "no time budget", None, dict(c.options)) for c in attack_ok]
         decisions += plan
@@ -313,8 +317,11 @@ def evaluate(
         if top and defense_ok:
             left = None
             if time_budget is not None:
-                left = (float(time_budget) * lanes - priced.get("_spent", 0.0)
-                        - sum(float(r.get("seconds", 0.0)) for r in rows1.values()))
+                # what is left of the wall budget after the prices and the attacks as they ran on the lanes
+                # (a lane idle while the last cells finish is spent too), in worker-seconds
+                phase1 = makespan([float(rows1[run_id(c)].get("seconds", 0.0))
+                                   for c in (*attack_cells, *theory_cells) if run_id(c) in rows1], lanes)
+                left = (float(time_budget) - priced.get("_spent_wall", priced.get("_spent", 0.0)) - phase1) * lanes
                 per_cell = 3.0 * priced.get("_train_seconds", 0.0)  # retrain on D_tr ∪ D_p, score, retrain on the kept
             for c in defense_ok:
                 cells = [DefenseCell(seed=cell.seed, defense=c.component, attack_name=cell.name, options=c.options,
