@@ -259,7 +259,17 @@ def run(
               "recipe_description": spec.recipe.describe()}
     return run_experiment(d, spec, atk, fraction, seed=seed, injection=injection, defense=dfn, cache=as_cache(cache),
                           out=Path(out) if out is not None else None, progress=progress,
-                          log=(lambda _m: None) if not progress else _log, config=config)
+                          log=_logger(None, progress), config=config)
+
+
+def _check_spec(spec: Any, function: str) -> None:
+    if not isinstance(spec, RunSpec):
+        raise ConfigError(f"{function}(spec): expected a poisonlab.RunSpec, got {type(spec).__name__}")
+
+
+def _logger(log: Callable[[str], None] | None, progress: bool) -> Callable[[str], None]:
+    """``log``, or the stage messages on standard error with ``progress`` (nothing without)."""
+    return log or (_log if progress else (lambda _m: None))
 
 
 def _log(msg: str) -> None:
@@ -386,9 +396,8 @@ def run_spec(spec: RunSpec, *, progress: bool = True, log: Callable[[str], None]
     :class:`RunResult` (``to_dict()`` is the ``result.json`` record)."""
     from .protocol.runner import run_protocol
 
-    if not isinstance(spec, RunSpec):
-        raise ConfigError(f"run_spec(spec): expected a poisonlab.RunSpec, got {type(spec).__name__}")
-    return run_protocol(spec, progress=progress, log=log or (_log if progress else (lambda _m: None)))
+    _check_spec(spec, "run_spec")
+    return run_protocol(spec, progress=progress, log=_logger(log, progress))
 
 
 def make_target(
@@ -425,8 +434,7 @@ def make_target(
     """
     from .protocol.target_model import make_target_file
 
-    if not isinstance(spec, RunSpec):
-        raise ConfigError(f"make_target(spec): expected a poisonlab.RunSpec, got {type(spec).__name__}")
+    _check_spec(spec, "make_target")
     return make_target_file(spec, target, fraction=fraction, options=options, clean=clean, out=out, progress=progress)
 
 
@@ -461,11 +469,10 @@ def transfer(
     """
     from .protocol.transfer import run_transfer
 
-    if not isinstance(spec, RunSpec):
-        raise ConfigError(f"transfer(spec): expected a poisonlab.RunSpec, got {type(spec).__name__}")
+    _check_spec(spec, "transfer")
     opts = {name: dict(o) for name, o in (model_options or {}).items()}
     return run_transfer(spec, list(surrogates), list(targets), model_options=opts, out=out, progress=progress,
-                        log=log or (_log if progress else (lambda _m: None)))
+                        log=_logger(log, progress))
 
 
 def threshold_spec(
@@ -489,8 +496,7 @@ def threshold_spec(
     ``source``. Everything is checked before any work."""
     from .protocol.target_model import threshold_of_spec
 
-    if not isinstance(spec, RunSpec):
-        raise ConfigError(f"threshold_spec(spec): expected a poisonlab.RunSpec, got {type(spec).__name__}")
+    _check_spec(spec, "threshold_spec")
     return threshold_of_spec(spec, target, fraction=fraction, options=options, clean=clean, save_to=save_target,
                              progress=progress)
 
