@@ -321,7 +321,7 @@ def evaluate(
                 # (a lane idle while the last cells finish is spent too), in worker-seconds
                 phase1 = makespan([float(rows1[run_id(c)].get("seconds", 0.0))
                                    for c in (*attack_cells, *theory_cells) if run_id(c) in rows1], lanes)
-                left = (float(time_budget) - priced.get("_spent_wall", priced.get("_spent", 0.0)) - phase1) * lanes
+                left = (float(time_budget) - priced["_spent_wall"] - phase1) * lanes
                 per_cell = 3.0 * priced.get("_train_seconds", 0.0)  # retrain on D_tr ∪ D_p, score, retrain on the kept
             for c in defense_ok:
                 cells = [DefenseCell(seed=cell.seed, defense=c.component, attack_name=cell.name, options=c.options,
