@@ -72,7 +72,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -481,7 +481,9 @@ class TGDA(Attack[TGDAConfig]):
 
     def _attack_part(self, data: AttackData, victim: Victim, sources: torch.Tensor, base: int,
                      progress: bool, checkpoint: str | None, tag: str, cache: ArtifactCache | None = None) -> PoisonSet:
-        """Algorithm 1 on one (part of) D_tr with poison sources ``sources`` (indices into it)."""
+        """Algorithm 1 on one (part of) D_tr with poison sources ``sources`` (indices into it): the
+        generator, the follower and their optimisers, then :class:`_TGDAGame` on the shared game loop
+        (:func:`~poisonlab.attacks.bilevel.run_game`), then the selected θ's poisons."""
         cfg: TGDAConfig = self.config
         dtype = B.DTYPES[cfg.dtype]
         device = victim.device
@@ -507,12 +509,9 @@ class TGDA(Attack[TGDAConfig]):
                            tensor_fingerprint(data.train.x, data.train.y, data.val.x, data.val.y), victim.spec.model,
                            *B.bounds_key(data.bounds))
         ckpt = B.Checkpoint(checkpoint, fp, cfg.checkpoint.every)  # this part's directory
-        sol, every, guard = cfg.solver, cfg.selection.every, cfg.safeguard
-        cg = sol.cg_options()
+        cg = cfg.solver.cg_options()
         if fopt.coupled_l2:  # the follower's stationary point is that of f + λ_wd/2‖w‖² (SGD's and Adam's weight decay)
             cg = dataclasses.replace(cg, damping=cg.damping + fopt.coupled_l2)
-        n_eval = min(len(T.val), 5000)
-        eval_set = Dataset(T.val.x[:n_eval], T.val.y[:n_eval], T.val.num_classes)
         info: dict[str, Any] = {"generator": gname, "n_poison": len(sources), "batch_size": bs,
                                 "follower_lr": beta,
                                 "follower": B.follower_description(victim.spec.recipe, beta, modelled=True)[0],
@@ -522,92 +521,27 @@ class TGDA(Attack[TGDAConfig]):
                                                "cg_fallbacks": {}, "leader_lr_scale": 1.0,
                                                "solver": {"normal_equations": cg.normal_equations, "damping": cg.damping,
                                                           "max_iter": cg.max_iter}}}
+        every = cfg.selection.every
         if every:
             info["selection"] = []  # [epoch, D_v accuracy, D_v loss] of each from-scratch retrain
             info["selected_epoch"] = None
-        best_theta: list[torch.Tensor] | None = None
-        g = _Game(theta, opt, w_pre, None, fopt)
-        start_epoch = 0
-        state = ckpt.load()
-        if state is not None:
-            tensors, meta = state
-            with torch.no_grad():
-                for p, v in zip(theta, B.unpack("theta", tensors, theta)):
-                    p.copy_(v)
-            g.w = B.unpack("w", tensors, w_pre)
-            B.load_optimizer_state(opt, theta, tensors)
-            fopt.load_state(tensors, meta.get("follower_state", {}), w_pre)
-            if "solve.0" in tensors:
-                g.solve = B.unpack("solve", tensors, w_pre)
-            start_epoch = int(meta["epoch"])
-            info.update(meta["info"])
-            if "best.0" in tensors:
-                best_theta = list(B.unpack("best", tensors, theta))
-        else:
-            if cfg.pretrain.epochs > 0:
-                info["pretrain_loss"] = self._pretrained(gen, gname, T.train, bs, base, progress, cache)
-            info["val_loss"].append(fol.mean_loss(g.w, eval_set))
-            info["val_accuracy"].append(fol.accuracy(g.w, eval_set))
-            if every:
-                best_theta = self._select(gen, theta, T, data, victim, base, 0, info, None)
-            self._save(ckpt, g, 0, info, best_theta)
-        sg = info["safeguards"]
-        cg = dataclasses.replace(cg, **sg["solver"])  # the solver the fallbacks left (sticky)
-        for group in opt.param_groups:
-            group["lr"] = cfg.leader_lr * sg["leader_lr_scale"]
-
-        seconds = 0.0
-        pw = len(sources) / len(T.train) if cfg.poisons_per_batch == "weighted" else None
-        bar = tqdm(range(start_epoch, cfg.epochs), desc=f"tgda{tag}", disable=not progress, unit="ep",
-                   initial=start_epoch, total=cfg.epochs)
-        for epoch in bar:
-            t0 = time.perf_counter()
-            rounds = B.epoch_rounds(len(T.train), len(sources), len(T.val), bs, cfg.val_batch_size,
-                                    cfg.poisons_per_batch, B.epoch_generator(base, epoch))
-            stats: dict[str, list[float]] = {"cg": [], "gnorm": [], "rel": []}
-            for i, r in enumerate(rounds):
-                snap = g.snapshot()
-                for attempt in range(guard.backtracks + 1):
-                    cg = self._round(fol, gen, g, w_pre, T, r, cg, pw, stats, sg)
-                    if g.finite(fol, T, r, cfg.formulation):  # the round's check: θ, w and ℓ finite
-                        break
-                    g.restore(snap)
-                    if attempt == guard.backtracks:
-                        raise DivergenceError(
-                            f"tgda: the game left the finite range (generator, follower or leader loss) in epoch "
-                            f"{epoch + 1}, round {i + 1}, after {guard.backtracks} halvings of the leader's step; lower "
-                            f"leader_lr (now {cfg.leader_lr:g}), raise solver.damping (now {sol.damping:g}) or tighten "
-                            f"safeguard.trust_region (now {guard.trust_region}); checkpoints written so far stay"
-                            + (f" in {checkpoint}" if checkpoint else ""))
-                    sg["backtracks"] += 1
-                    sg["leader_lr_scale"] *= 0.5
-                    for group in opt.param_groups:
-                        group["lr"] = cfg.leader_lr * sg["leader_lr_scale"]
-            seconds += time.perf_counter() - t0
-            info["cg_iterations"].append(sum(stats["cg"]) / max(len(stats["cg"]), 1))
-            info["leader_grad_norm"].append(sum(stats["gnorm"]) / max(len(stats["gnorm"]), 1))
-            info["max_relative_step"].append(max(stats["rel"], default=0.0))
-            if (epoch + 1) % cfg.log_every == 0 or epoch + 1 == cfg.epochs:
-                info["val_loss"].append(fol.mean_loss(g.w, eval_set))
-                info["val_accuracy"].append(fol.accuracy(g.w, eval_set))
-                bar.set_postfix(val_loss=f"{info['val_loss'][-1]:.4f}", cg=f"{info['cg_iterations'][-1]:.1f}")
-            if every and (epoch + 1) % every == 0:
-                best_theta = self._select(gen, theta, T, data, victim, base, epoch + 1, info, best_theta)
-            if ckpt.due(epoch + 1, cfg.epochs):
-                self._save(ckpt, g, epoch + 1, info, best_theta)
-        done = cfg.epochs - start_epoch
-        info["seconds_per_epoch"] = seconds / done if done else 0.0
+        game = _TGDAGame(self, _RoundState(theta, opt, w_pre, None, fopt), info, fol=fol, gen=gen, w_pre=w_pre, T=T,
+                         data=data, victim=victim, base=base, cg=cg, checkpoint=checkpoint,
+                         pretrain=lambda: self._pretrained(gen, gname, T.train, bs, base, progress, cache))
+        schedule = B.EpochSchedule(len(T.train), len(sources), len(T.val), bs, cfg.val_batch_size, cfg.poisons_per_batch,
+                                   base)
+        B.run_game(game, desc=f"tgda{tag}", epochs=cfg.epochs, schedule=schedule,
+                   evaluation=B.Evaluation.of(fol, T.val, cfg.log_every), checkpoint=ckpt, progress=progress)
         if every and cfg.epochs % every:
             # the last epoch is judged too; not checkpointed, so a longer resumed run sees the same history
-            best_theta = self._select(gen, theta, T, data, victim, base, cfg.epochs, info, best_theta)
-
-        if best_theta is not None:  # the generator of the selected epoch
+            game.select(cfg.epochs)
+        if game.best is not None:  # the generator of the selected epoch
             with torch.no_grad():
-                for p, v in zip(theta, best_theta):
+                for p, v in zip(theta, game.best):
                     p.copy_(v)
         return PoisonSet(self._poisons(gen, T), T.y0.cpu(), T.source_index, info)
 
-    def _round(self, fol: B.Follower, gen: nn.Module, g: "_Game", w_pre: Params, T: B.AttackTensors, r: B.Round,
+    def _round(self, fol: B.Follower, gen: nn.Module, g: "_RoundState", w_pre: Params, T: B.AttackTensors, r: B.Round,
                cg: CGOptions, pw: float | None, stats: dict[str, list[float]], sg: dict[str, Any]) -> CGOptions:
         """One round in place on ``g``: m leader steps and n follower steps (in the order ``leader``
         says). Returns the CG options for the next solve (those a fallback left)."""
@@ -644,7 +578,7 @@ class TGDA(Attack[TGDAConfig]):
             sg["solver"] = {"normal_equations": cg.normal_equations, "damping": cg.damping, "max_iter": cg.max_iter}
         return cg
 
-    def _leader_step(self, g: "_Game", grads: Params, sg: dict[str, Any]) -> tuple[float, float]:
+    def _leader_step(self, g: "_RoundState", grads: Params, sg: dict[str, Any]) -> tuple[float, float]:
         """θ ← θ + α·D_θℓ through the leader's optimiser, inside the trust region ‖Δθ‖ ≤ ρ‖θ‖; a
         non-finite gradient is not applied. Returns (‖D_θℓ‖, ‖Δθ‖/‖θ‖ before the trust region)."""
         rho = self.config.safeguard.trust_region
@@ -728,18 +662,8 @@ class TGDA(Attack[TGDAConfig]):
             return B.follower_steps(fopt, lambda ws: fol.weighted_mixed_loss(ws, xc, yc, xp, y0b, pw), start, cfg.n)
         return B.follower_steps(fopt, lambda ws: fol.mixed_loss(ws, xc, yc, xp, y0b), start, cfg.n)
 
-    @staticmethod
-    def _save(ckpt: B.Checkpoint, g: "_Game", epoch: int, info: dict[str, Any],
-              best: list[torch.Tensor] | None = None) -> None:
-        if ckpt.dir is None:
-            return
-        ftensors, fmeta = g.fopt.state()
-        ckpt.save({**B.pack("theta", g.theta), **B.pack("w", g.w), **B.pack("solve", g.solve or ()),
-                   **B.pack("best", best or ()), **B.optimizer_state(g.opt, g.theta), **ftensors},
-                  {"epoch": epoch, "info": info, "follower_state": fmeta})
 
-
-class _Game:
+class _RoundState:
     """The state one TGDA round changes — the generator's parameters θ (in place) and its optimiser,
     the follower's w and optimiser state, the warm start of the next solve — with the snapshot and
     restore of the round's rollback."""
@@ -772,6 +696,113 @@ class _Game:
             if formulation != "zero_sum" and len(r.val):
                 flags.append(torch.isfinite(fol.loss(self.w, T.val.x[r.val], T.val.y[r.val])))
             return bool(torch.stack(flags).all())
+
+
+class _TGDAGame(B.Game):
+    """Algorithm 1 on the shared game loop (:func:`~poisonlab.attacks.bilevel.run_game`).
+
+    A round is :meth:`TGDA._round` under the round's check: a round that leaves the finite range is
+    undone and redone with the leader's step halved (``safeguard.backtracks`` times at most, then
+    :class:`~poisonlab.errors.DivergenceError`). An epoch's end adds the mean CG iterations, the mean
+    ‖D_θℓ‖ and the longest relative step of its rounds to ``info`` and, every ``selection.every``
+    epochs, judges θ (:meth:`TGDA._select`). A fresh start pretrains the generator and judges θ at
+    epoch 0, and is checkpointed so a resume redoes neither. A checkpoint holds θ (``theta.*``), w,
+    the warm start (``solve.*``), the selected θ (``best.*``) and both optimisers' states.
+    """
+
+    checkpoint_start = True
+
+    def __init__(self, attack: TGDA, g: _RoundState, info: dict[str, Any], *, fol: B.Follower, gen: nn.Module,
+                 w_pre: Params, T: B.AttackTensors, data: AttackData, victim: Victim, base: int, cg: CGOptions,
+                 checkpoint: str | None, pretrain: Callable[[], list[float]]) -> None:
+        super().__init__(info)
+        self.attack, self.cfg, self.g = attack, attack.config, g
+        self.fol, self.gen, self.w_pre, self.T, self.data, self.victim, self.base = fol, gen, w_pre, T, data, victim, base
+        self.cg = cg  # the CG options of the next solve (sticky fallbacks)
+        self.pw = len(T.x0) / len(T.train) if self.cfg.poisons_per_batch == "weighted" else None
+        self.where, self.pretrain = checkpoint, pretrain
+        self.best: list[torch.Tensor] | None = None  # θ of the best selection so far
+        self.stats: dict[str, list[float]] = {"cg": [], "gnorm": [], "rel": []}  # of this epoch's leader steps
+
+    @property
+    def w(self) -> Params:
+        return self.g.w
+
+    @property
+    def sg(self) -> dict[str, Any]:
+        """The safeguards' counts (``info["safeguards"]``, the checkpoint's after a resume)."""
+        return self.info["safeguards"]
+
+    def begin(self) -> None:
+        if self.cfg.pretrain.epochs > 0:
+            self.info["pretrain_loss"] = self.pretrain()
+        if self.cfg.selection.every:
+            self.select(0)
+
+    def select(self, epoch: int) -> None:
+        """Judge θ after ``epoch`` epochs (:meth:`TGDA._select`), keeping the best θ."""
+        self.best = self.attack._select(self.gen, self.g.theta, self.T, self.data, self.victim, self.base, epoch,
+                                        self.info, self.best)
+
+    def play(self, epoch: int, index: int, r: B.Round) -> None:
+        cfg, g, sg = self.cfg, self.g, self.sg
+        guard = cfg.safeguard
+        snap = g.snapshot()
+        for attempt in range(guard.backtracks + 1):
+            self.cg = self.attack._round(self.fol, self.gen, g, self.w_pre, self.T, r, self.cg, self.pw, self.stats, sg)
+            if g.finite(self.fol, self.T, r, cfg.formulation):  # the round's check: θ, w and ℓ finite
+                return
+            g.restore(snap)
+            if attempt == guard.backtracks:
+                raise DivergenceError(
+                    f"tgda: the game left the finite range (generator, follower or leader loss) in epoch "
+                    f"{epoch + 1}, round {index + 1}, after {guard.backtracks} halvings of the leader's step; lower "
+                    f"leader_lr (now {cfg.leader_lr:g}), raise solver.damping (now {cfg.solver.damping:g}) or tighten "
+                    f"safeguard.trust_region (now {guard.trust_region}); checkpoints written so far stay"
+                    + (f" in {self.where}" if self.where else ""))
+            sg["backtracks"] += 1
+            sg["leader_lr_scale"] *= 0.5
+            self._set_leader_lr()
+
+    def _set_leader_lr(self) -> None:
+        """The leader's step: ``leader_lr`` times the backtracks' ``leader_lr_scale``."""
+        for group in self.g.opt.param_groups:
+            group["lr"] = self.cfg.leader_lr * self.sg["leader_lr_scale"]
+
+    def end_epoch(self, epochs_done: int) -> None:
+        s, info = self.stats, self.info
+        info["cg_iterations"].append(sum(s["cg"]) / max(len(s["cg"]), 1))
+        info["leader_grad_norm"].append(sum(s["gnorm"]) / max(len(s["gnorm"]), 1))
+        info["max_relative_step"].append(max(s["rel"], default=0.0))
+        self.stats = {"cg": [], "gnorm": [], "rel": []}
+        every = self.cfg.selection.every
+        if every and epochs_done % every == 0:
+            self.select(epochs_done)
+
+    def postfix(self) -> dict[str, str]:
+        return {"cg": f"{self.info['cg_iterations'][-1]:.1f}"}
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        g = self.g
+        ftensors, fmeta = g.fopt.state()
+        return ({**B.pack("theta", g.theta), **B.pack("w", g.w), **B.pack("solve", g.solve or ()),
+                 **B.pack("best", self.best or ()), **B.optimizer_state(g.opt, g.theta), **ftensors},
+                {"follower_state": fmeta})
+
+    def load(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        g = self.g
+        with torch.no_grad():
+            for p, v in zip(g.theta, B.unpack("theta", tensors, g.theta)):
+                p.copy_(v)
+        g.w = B.unpack("w", tensors, self.w_pre)
+        B.load_optimizer_state(g.opt, g.theta, tensors)
+        g.fopt.load_state(tensors, meta.get("follower_state", {}), self.w_pre)
+        if "solve.0" in tensors:
+            g.solve = B.unpack("solve", tensors, self.w_pre)
+        if "best.0" in tensors:
+            self.best = list(B.unpack("best", tensors, g.theta))
+        self.cg = dataclasses.replace(self.cg, **self.sg["solver"])  # the solver the fallbacks left (sticky)
+        self._set_leader_lr()  # the halved step the backtracks left
 
 
 # ---------------------------------------------------------------------------- parallel partitions

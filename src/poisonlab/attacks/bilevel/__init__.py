@@ -14,6 +14,9 @@ engine in :mod:`poisonlab.autodiff`, one module per mechanism:
   round sees: :class:`Round`, :func:`epoch_rounds`, :func:`epoch_generator`);
 * :mod:`.tensors` — D_tr, D_v and the poison sources on the attack's device (:class:`AttackTensors`);
 * :mod:`.checkpoint` — resumable checkpoints (safetensors + a JSON fingerprint, never pickle);
+* :mod:`.game_loop` — the epoch loop every resumable game runs on (:func:`run_game` with a
+  :class:`Game`: resume, epoch bar, rounds, timing, D_v evaluation, checkpoints; tgda,
+  back_gradient, min_max);
 * :mod:`.direct_game` — the game of the attacks that optimise poison inputs directly
   (:func:`direct_attack`: back_gradient, min_max);
 * :mod:`.checks` — the step, batch and precision option checks they share.
@@ -47,14 +50,16 @@ from .follower import (
     recipe_is_plain_sgd,
     sgd_steps,
 )
+from .game_loop import EpochSchedule, Evaluation, Game, run_game
 from .optimizer import FollowerOptimizer
 from .schedule import Round, chunks, epoch_generator, epoch_rounds
 from .tensors import AttackTensors, draw_sources
 
 __all__ = [
     "DTYPES", "LABEL_RULES", "AttackTensors", "Checkpoint", "CheckpointConfig", "DirectGameConfig", "DirectSetup",
-    "Follower", "FollowerOptimizer", "Round", "bounds_key", "check_dtype", "check_group", "check_steps", "chunks",
-    "direct_attack", "direct_game", "direct_setup", "draw_sources", "epoch_generator", "epoch_rounds", "fingerprint",
-    "follower_description", "follower_lookahead", "follower_note", "follower_steps", "initial_labels",
-    "load_optimizer_state", "optimizer_state", "pack", "recipe_is_plain_sgd", "sgd_steps", "unpack",
+    "EpochSchedule", "Evaluation", "Follower", "FollowerOptimizer", "Game", "Round", "bounds_key", "check_dtype",
+    "check_group", "check_steps", "chunks", "direct_attack", "direct_game", "direct_setup", "draw_sources",
+    "epoch_generator", "epoch_rounds", "fingerprint", "follower_description", "follower_lookahead", "follower_note",
+    "follower_steps", "initial_labels", "load_optimizer_state", "optimizer_state", "pack", "recipe_is_plain_sgd",
+    "run_game", "sgd_steps", "unpack",
 ]

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, ClassVar
 
 import torch
-from tqdm.auto import tqdm
 
 from ...autodiff import Params
 from ...cache import tensor_fingerprint
-from ...data.types import AttackData, Dataset, PoisonSet
+from ...data.types import AttackData, PoisonSet
 from ...options import config_to_dict
 from ...seeding import draw_seed
 from ...training.victim import Victim
@@ -21,8 +19,9 @@ from ..base import AttackConfig
 from .checkpoint import Checkpoint, CheckpointConfig, bounds_key, fingerprint, pack, unpack
 from .checks import DTYPES, check_group, check_steps
 from .follower import LABEL_RULES, Follower, follower_note, follower_steps, initial_labels
+from .game_loop import EpochSchedule, Evaluation, Game, run_game
 from .optimizer import FollowerOptimizer
-from .schedule import Round, epoch_generator, epoch_rounds
+from .schedule import Round
 from .tensors import AttackTensors, draw_sources
 
 
@@ -79,6 +78,45 @@ class DirectSetup:
     fopt: FollowerOptimizer  # the recipe's optimiser at follower_lr, its state carried across rounds
 
 
+class _DirectGame(Game):
+    """The direct-variable game on :func:`run_game`: the poison inputs (P, *input_shape) and the
+    follower's w with its optimiser's state, checkpointed as ``xp``, ``w.*`` and the optimiser's
+    tensors (plus ``follower_state`` in the metadata)."""
+
+    def __init__(self, *, fol: Follower, fopt: FollowerOptimizer, w_pre: Params, T: AttackTensors,
+                 y_poison: torch.Tensor, leader_step: Callable[[Params, Round, torch.Tensor], torch.Tensor],
+                 n: int) -> None:
+        super().__init__({})
+        self.fol, self.fopt, self.w_pre, self.T, self.y_poison = fol, fopt, w_pre, T, y_poison
+        self.leader_step, self.n = leader_step, n
+        self.xp_all = T.x0.clone()
+        self._w = w_pre
+
+    @property
+    def w(self) -> Params:
+        return self._w
+
+    def play(self, epoch: int, index: int, r: Round) -> None:
+        """The leader's step on the round's poisons (projected onto the data's bounds), then ``n``
+        follower steps on the clean batch ∪ those poisons."""
+        T = self.T
+        xc, yc = T.train.x[r.clean], T.train.y[r.clean]
+        if len(r.poison):
+            self.xp_all[r.poison] = T.train.bounds.clamp(self.leader_step(self._w, r, self.xp_all[r.poison]).detach())
+        if self.n:
+            xp, yp = self.xp_all[r.poison], self.y_poison[r.poison]
+            self._w = follower_steps(self.fopt, partial(self.fol.mixed_loss, xc=xc, yc=yc, xp=xp, yp=yp), self._w, self.n)
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        opt_tensors, opt_meta = self.fopt.state()
+        return {"xp": self.xp_all, **pack("w", self._w), **opt_tensors}, {"follower_state": opt_meta}
+
+    def load(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        self.xp_all = tensors["xp"].to(self.T.x0.device, self.T.x0.dtype)
+        self._w = unpack("w", tensors, self.w_pre)
+        self.fopt.load_state(tensors, meta.get("follower_state", {}), self.w_pre)
+
+
 def direct_game(
     *,
     name: str,
@@ -102,44 +140,14 @@ def direct_game(
     round's poisons moved by the leader (rows ``round.poison`` of the (P, *input_shape) tensor),
     projected onto the data's bounds, then the follower takes ``n`` steps of the recipe's optimiser
     ``fopt`` (:func:`follower_steps`; its state is carried across rounds and checkpointed) on the
-    clean batch ∪ those poisons. Resumable per epoch. Returns (final poison inputs, diagnostics).
+    clean batch ∪ those poisons. Runs on :func:`run_game` (resumable per epoch, the follower judged
+    on D_v every epoch). Returns (final poison inputs, diagnostics).
     """
-    bounds = T.train.bounds
-    xp_all = T.x0.clone()
-    w = w_pre
-    n_eval = min(len(T.val), 5000)
-    eval_set = Dataset(T.val.x[:n_eval], T.val.y[:n_eval], T.val.num_classes)
-    info: dict[str, Any] = {"val_loss": [fol.mean_loss(w, eval_set)], "val_accuracy": [fol.accuracy(w, eval_set)]}
-    start = 0
-    state = checkpoint.load()
-    if state is not None:
-        tensors, meta = state
-        xp_all = tensors["xp"].to(T.x0.device, T.x0.dtype)
-        w = unpack("w", tensors, w_pre)
-        start, info = int(meta["epoch"]), meta["info"]
-        fopt.load_state(tensors, meta.get("follower_state", {}), w_pre)
-    seconds = 0.0
-    bar = tqdm(range(start, epochs), desc=name, disable=not progress, unit="ep", initial=start, total=epochs)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        for r in epoch_rounds(len(T.train), len(xp_all), len(T.val), batch_size, val_batch_size, "proportional",
-                              epoch_generator(base_seed, epoch)):
-            xc, yc = T.train.x[r.clean], T.train.y[r.clean]
-            if len(r.poison):
-                xp_all[r.poison] = bounds.clamp(leader_step(w, r, xp_all[r.poison]).detach())
-            if n:
-                xp, yp = xp_all[r.poison], y_poison[r.poison]
-                w = follower_steps(fopt, partial(fol.mixed_loss, xc=xc, yc=yc, xp=xp, yp=yp), w, n)
-        seconds += time.perf_counter() - t0
-        info["val_loss"].append(fol.mean_loss(w, eval_set))
-        info["val_accuracy"].append(fol.accuracy(w, eval_set))
-        bar.set_postfix(val_loss=f"{info['val_loss'][-1]:.4f}")
-        if checkpoint.due(epoch + 1, epochs):
-            opt_tensors, opt_meta = fopt.state()
-            checkpoint.save({"xp": xp_all, **pack("w", w), **opt_tensors},
-                            {"epoch": epoch + 1, "info": info, "follower_state": opt_meta})
-    info["seconds_per_epoch"] = seconds / max(epochs - start, 1)
-    return xp_all, info
+    game = _DirectGame(fol=fol, fopt=fopt, w_pre=w_pre, T=T, y_poison=y_poison, leader_step=leader_step, n=n)
+    schedule = EpochSchedule(len(T.train), len(T.x0), len(T.val), batch_size, val_batch_size, "proportional", base_seed)
+    info = run_game(game, desc=name, epochs=epochs, schedule=schedule, evaluation=Evaluation.of(fol, T.val),
+                    checkpoint=checkpoint, progress=progress)
+    return game.xp_all, info
 
 
 def direct_setup(cfg: DirectGameConfig, data: AttackData, victim: Victim, n_poison: int,
