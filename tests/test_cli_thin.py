@@ -1,7 +1,9 @@
 """The CLI is a thin layer over ``pl.*`` (issue 27): no command module imports the protocol, the attacks,
-the training loop or a sweeps submodule — only the registries, and the ``poisonlab.sweeps`` package's
-public names — and the commands built on ``pl.run_spec`` / ``pl.make_target`` / ``pl.threshold_spec`` /
-``pl.transfer`` still work end to end."""
+the training loop, a sweeps submodule, the generative models, the pre-training or the models — only the
+registries and name lists, and the ``poisonlab.sweeps`` package's public names — and the commands built
+on ``pl.run_spec`` / ``pl.make_target`` / ``pl.threshold_spec`` / ``pl.transfer`` still work end to end
+(``disguise``, ``vae`` and ``pretrain``, on ``pl.disguise`` / ``pl.train_vae`` / ``pl.pretrain_extractor``,
+are run end to end in their own test files)."""
 
 import ast
 import json
@@ -15,14 +17,17 @@ from poisonlab.cli.main import main
 
 CLI = Path(poisonlab.__file__).parent / "cli"
 #: the layers below ``api`` that a command may not reach into, and what of them it may import: the
-#: registries (lists of names: ``--attack``, ``--target``, ``--optimizer`` choices) and the sweeps
-#: package's own public names (``load_grid``, ``plan``, ``run_sweep``, ...)
-FORBIDDEN = ("poisonlab.protocol", "poisonlab.attacks", "poisonlab.training", "poisonlab.sweeps")
+#: registries and name lists (``--attack``, ``--target``, ``--optimizer``, ``--method`` choices,
+#: ``poisonlab list``) and the sweeps package's own public names (``load_grid``, ``plan``, ``run_sweep``, ...)
+FORBIDDEN = ("poisonlab.protocol", "poisonlab.attacks", "poisonlab.training", "poisonlab.sweeps", "poisonlab.generative",
+             "poisonlab.pretrain", "poisonlab.models")
 ALLOWED: dict[str, set[str] | None] = {
     "poisonlab.attacks": {"ATTACKS"},
     "poisonlab.attacks.targets": {"TARGETS"},
     "poisonlab.training.loop": {"OPTIMIZERS", "SCHEDULES"},
     "poisonlab.sweeps": None,  # None: any public name of the package (not its submodules)
+    "poisonlab.models": {"GENERATORS", "VICTIMS"},
+    "poisonlab.pretrain.store": {"METHODS"},
 }
 
 
@@ -61,10 +66,17 @@ def test_the_check_sees_what_it_forbids(tmp_path):
     src.write_text("from ..protocol import RunSpec\nimport poisonlab.training\nfrom ..sweeps.grid import expand\n"
                    "def f():\n    from ..attacks.gradpc import GradPCConfig\n"
                    "from ..attacks import ATTACKS\nfrom ..attacks.targets import TARGETS\nfrom ..sweeps import run_sweep\n"
-                   "from ..api import run_spec\nfrom .. import api\n")
-    assert _violations(src) == ["x_cmd.py:1 imports poisonlab.protocol.RunSpec", "x_cmd.py:2 imports poisonlab.training",
-                                "x_cmd.py:3 imports poisonlab.sweeps.grid.expand",
-                                "x_cmd.py:5 imports poisonlab.attacks.gradpc.GradPCConfig"]
+                   "from ..api import run_spec\nfrom .. import api\n"
+                   "def g():\n    from ..generative.vae import get_vae\n    import poisonlab.pretrain\n"
+                   "from ..pretrain import PretrainConfig\nfrom ..models.pretrained.taef2 import weight_dir\n"
+                   "from ..models import VICTIMS\nfrom ..pretrain.store import METHODS\nfrom ..api import disguise\n")
+    by_line = sorted(_violations(src), key=lambda v: int(v.split(":")[1].split()[0]))  # ast.walk is breadth-first
+    assert by_line == ["x_cmd.py:1 imports poisonlab.protocol.RunSpec", "x_cmd.py:2 imports poisonlab.training",
+                       "x_cmd.py:3 imports poisonlab.sweeps.grid.expand",
+                       "x_cmd.py:5 imports poisonlab.attacks.gradpc.GradPCConfig",
+                       "x_cmd.py:12 imports poisonlab.generative.vae.get_vae", "x_cmd.py:13 imports poisonlab.pretrain",
+                       "x_cmd.py:14 imports poisonlab.pretrain.PretrainConfig",
+                       "x_cmd.py:15 imports poisonlab.models.pretrained.taef2.weight_dir"]
 
 
 def test_no_command_imports_the_layers_below_the_api():

@@ -33,6 +33,13 @@ _PUBLIC = {
     "transfer": "poisonlab.api",
     "threshold_spec": "poisonlab.api",
     "sweep": "poisonlab.api",
+    "disguise": "poisonlab.api",
+    "train_vae": "poisonlab.api",
+    "pretrain_extractor": "poisonlab.api",
+    "CraftedDisguise": "poisonlab.generative.disguise_files",
+    "TrainedVAE": "poisonlab.generative.vae_quality",
+    "PretrainConfig": "poisonlab.pretrain.store",
+    "PretrainedExtractor": "poisonlab.pretrain.result",
     "RunSpec": "poisonlab.protocol.config",
     "defend": "poisonlab.api",
     "threshold": "poisonlab.api",
@@ -79,13 +86,16 @@ __all__ = ["__version__", *_PUBLIC]
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only ("import x as x": an explicit re-export)
     from .api import data_from_arrays as data_from_arrays
     from .api import defend as defend
+    from .api import disguise as disguise
     from .api import make_target as make_target
     from .api import poison as poison
+    from .api import pretrain_extractor as pretrain_extractor
     from .api import run as run
     from .api import run_spec as run_spec
     from .api import sweep as sweep
     from .api import threshold as threshold
     from .api import threshold_spec as threshold_spec
+    from .api import train_vae as train_vae
     from .api import transfer as transfer
     from .api import validate as validate
     from .api import victim as victim
@@ -115,9 +125,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only ("import
     from .errors import UnsupportedError as UnsupportedError
     from .evaluation import Evaluation as Evaluation
     from .evaluation import evaluate as evaluate
+    from .generative.disguise_files import CraftedDisguise as CraftedDisguise
+    from .generative.vae_quality import TrainedVAE as TrainedVAE
     from .models.victims import Architecture as Architecture
     from .models.victims import ArchitectureConfig as ArchitectureConfig
     from .models.victims import register_victim as register_victim
+    from .pretrain.result import PretrainedExtractor as PretrainedExtractor
+    from .pretrain.store import PretrainConfig as PretrainConfig
     from .protocol.config import RunSpec as RunSpec
     from .protocol.results import DefenseResult as DefenseResult
     from .protocol.results import RunResult as RunResult

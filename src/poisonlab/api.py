@@ -15,6 +15,8 @@ parses its arguments into a :class:`~poisonlab.protocol.config.RunSpec` (``pl.Ru
 from YAML and by sweeps) and makes one call — :func:`run_spec`, :func:`make_target`,
 :func:`threshold_spec`, :func:`transfer` or :func:`sweep` (a grid of run specs; :func:`run` is the
 same protocol for your own arrays and modules; :func:`run_spec` for a run described by names).
+``poisonlab disguise``, ``vae`` and ``pretrain`` likewise call :func:`disguise`, :func:`train_vae` and
+:func:`pretrain_extractor`.
 
 The protocol (thesis §2.5.2): the victim is trained on D_tr (``acc1``), the attack crafts
 ``round(fraction·|D_tr|)`` poisons, the victim is retrained from scratch with the same recipe and
@@ -35,7 +37,11 @@ from .data import ExperimentData, PoisonedDataset, PoisonSet, data_from_arrays, 
 from .data.validate import validate as _validate
 from .defenses import Defense, build_defense
 from .errors import ConfigError
+from .generative.disguise_files import CraftedDisguise
+from .generative.vae_quality import TrainedVAE
 from .models.victims import resolve_victim
+from .pretrain import PretrainConfig
+from .pretrain.result import PretrainedExtractor
 from .protocol.config import RunSpec
 from .protocol.defend import run_defense
 from .protocol.results import DefenseResult, RunResult, ThresholdResult
@@ -44,8 +50,9 @@ from .seeding import torch_generator
 from .sweeps import Grid, SweepPlan, SweepSummary
 from .training import TrainConfig, Victim, VictimSpec, check_victim
 
-__all__ = ["data_from_arrays", "defend", "make_target", "poison", "run", "run_spec", "sweep", "threshold", "threshold_spec",
-           "transfer", "validate", "victim", "DefenseResult", "RunResult", "RunSpec", "ThresholdResult"]
+__all__ = ["data_from_arrays", "defend", "disguise", "make_target", "poison", "pretrain_extractor", "run", "run_spec", "sweep",
+           "threshold", "threshold_spec", "train_vae", "transfer", "validate", "victim", "CraftedDisguise", "DefenseResult",
+           "PretrainConfig", "PretrainedExtractor", "RunResult", "RunSpec", "ThresholdResult", "TrainedVAE"]
 
 
 # ---------------------------------------------------------------------------- the victim
@@ -592,3 +599,150 @@ def sweep(
 
     return run_sweep(g, directory, backend=backend, workers=workers, address=address, cache_dir=cache_dir,
                      retry_failed=retry_failed, progress=progress, on_row=on_row)
+
+# ---------------------------------------------------------------------------- disguises and pre-training (chapters 4, 5)
+def disguise(
+    copyrighted: str | Path,
+    base: str | Path,
+    *,
+    vae: str = "tiny:cifar10:sd",
+    variant: str = "unbounded",
+    options: Mapping[str, Any] | None = None,
+    size: int | None = None,
+    out: str | Path = "runs/disguise",
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> CraftedDisguise:
+    """Craft a disguise of a copyrighted image on a base image against a latent autoencoder, reveal
+    it and score it (thesis chapter 5; Lu et al., ICML 2024), as ``poisonlab disguise`` does.
+
+    The disguise x_d looks like the base image x_b but its latent E(x_d) matches the copyrighted
+    image's E(x_c), so a latent diffusion model trained on it learns x_c; the reveal D(E(x_d)) shows
+    what the model sees.
+
+    Args:
+        copyrighted: image file of the copyrighted work x_c (PNG, JPEG, ...; grey or colour).
+        base: image file of the base image x_b the disguise should look like.
+        vae: ``"taef2"`` (the shipped pretrained tiny autoencoder of FLUX.2's latent space, 256x256 by
+            default; not Stable Diffusion's VAE), a local AutoencoderKL / Stable Diffusion pipeline
+            directory, or ``"tiny:<dataset>[:small|sd]"`` (a small VAE trained here once and cached;
+            default ``"tiny:cifar10:sd"``, the Stable-Diffusion-like 48x one).
+        variant: ``"unbounded"``, ``"bounded"`` (L∞ radius 32/255), ``"flip"`` (robust to a
+            horizontal flip) or ``"evasive"`` (evades the encoder-decoder examination).
+        options: overrides of the variant's options
+            (:class:`~poisonlab.generative.disguise.DisguiseConfig`: ``alpha``, ``radius``, ``steps``,
+            ``lr``, ``init_noise``, ...), e.g. ``{"alpha": 0.02, "steps": 200}``.
+        size: resize both images to ``size`` x ``size`` (a multiple of the VAE's downsampling
+            factor); ``None``: the VAE's sample size.
+        out: the output folder: ``disguise.png``, ``reveal.png``, ``grid.png``, ``metrics.json``.
+        data_dir: data directory for training a tiny VAE (default ``$POISONLAB_DATA``).
+        seed: seeds the tiny VAE's training and the ``init_noise`` start.
+        device: where the VAE runs (``"cpu"``, ``"cuda"``, ``"auto"``, ...).
+        progress: progress bars (the VAE's training, the crafting).
+
+    Returns:
+        A :class:`~poisonlab.generative.disguise_files.CraftedDisguise`: ``metrics`` (latent
+        distance to E(x_c) and to E(x_b), SSIM / LPIPS to the base, the reveal's SSIM to x_c, ...),
+        ``detector_scores``, ``files``, the ``disguise`` and ``reveal`` tensors; ``to_dict()`` is the
+        ``metrics.json`` record.
+
+    Every input is checked before any work — loading or training the VAE can take minutes — (the
+    variant and its options, the device, the VAE spec, both image files, ``out``, and ``size``
+    against the VAE's geometry, read without loading its weights); the errors
+    (:class:`ConfigError`, :class:`~poisonlab.errors.DataError`) name each input by the command's
+    flag (``--base``, ``--size``, ...).
+    """
+    from .generative.disguise_files import disguise_image_files
+
+    return disguise_image_files(copyrighted, base, vae=vae, variant=variant, options=options, size=size, out=out,
+                                data_dir=data_dir, seed=seed, device=device, progress=progress)
+
+
+def train_vae(
+    dataset: str = "cifar10",
+    *,
+    preset: str = "sd",
+    epochs: int | None = None,
+    num_images: int | None = None,
+    data_dir: str | Path | None = None,
+    retrain: bool = False,
+    save: str | Path | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> TrainedVAE:
+    """Train (or load from the cache) the small AutoencoderKL that :func:`disguise` uses offline
+    (``vae="tiny:<dataset>:<preset>"``), and score its reconstructions, as ``poisonlab vae`` does.
+
+    Args:
+        dataset: the training images: a registered dataset or a ``.npz`` file (28x28 sets are padded
+            to 32x32; grey sets give a one-channel VAE).
+        preset: ``"small"`` (32x32 -> 4x8x8, 12x compression) or ``"sd"`` (Stable-Diffusion-like f = 8,
+            4 latent channels: 32x32 -> 4x4x4, 48x; what :func:`disguise` uses by default).
+        epochs: training epochs (``None``: the preset's).
+        num_images: number of training images (``None``: the preset's).
+        data_dir: data directory (default ``$POISONLAB_DATA``).
+        retrain: train again even if cached.
+        save: also copy the VAE to this folder (diffusers layout, safetensors), e.g. for
+            ``disguise(vae=<folder>)``.
+        seed: seeds the choice of training images, the initial weights and the training.
+        device: where to train and evaluate the VAE: ``"auto"`` (CUDA when available), ``"cpu"``,
+            ``"cuda"``, ``"cuda:N"``.
+        progress: a progress bar over the training epochs.
+
+    Returns:
+        A :class:`~poisonlab.generative.vae_quality.TrainedVAE`: ``source`` (``tiny:<key>``),
+        ``cache_dir``, ``latent_shape``, ``compression``, ``scaling_factor``, the reconstruction SSIM
+        on the first 500 test images (``test_ssim_mean``, ``test_ssim_min``), ``saved`` and the model
+        (``vae``).
+
+    Every argument (the dataset name, the preset and recipe, the device, ``save``, ...) is checked
+    before any work (:class:`ConfigError`, :class:`~poisonlab.errors.DataError`).
+    """
+    from .generative.vae_quality import train_and_score_vae
+
+    return train_and_score_vae(dataset, preset=preset, epochs=epochs, num_images=num_images, data_dir=data_dir,
+                               retrain=retrain, save=save, seed=seed, device=device, progress=progress)
+
+
+def pretrain_extractor(
+    config: PretrainConfig | Mapping[str, Any] | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+    force: bool = False,
+    progress: bool = True,
+    **options: Any,
+) -> PretrainedExtractor:
+    """Pre-train a feature extractor (SimCLR or supervised; thesis chapter 4) on a dataset's training
+    images and cache it as safetensors, as ``poisonlab pretrain`` does; the same config is trained
+    once and found in the cache afterwards.
+
+    Args:
+        config: a :class:`~poisonlab.pretrain.PretrainConfig` (``pl.PretrainConfig``), a mapping of
+            its options, or ``None`` (its defaults): ``dataset``, ``method`` (``"simclr"`` or
+            ``"supervised"``), ``encoder`` (``"conv"`` or ``"resnet18"``), ``encoder_options``,
+            ``n_images`` (a seeded subset; 0 = all), ``epochs``, ``batch_size``, ``lr`` (Adam's for
+            SimCLR, SGD's for supervised), ``temperature``, ``projection_dim``, ``flip``, ``seed``.
+        data_dir: data directory (default ``$POISONLAB_DATA``).
+        out: write the extractor to this file instead of the cache
+            (``<cache root>/extractors/<key>.safetensors``).
+        device: where to train (``"auto"``: CUDA when available).
+        force: train again even if the file is there.
+        progress: progress bars.
+        **options: options of the config that replace its values, e.g. ``epochs=1, n_images=256``.
+
+    Returns:
+        A :class:`~poisonlab.pretrain.result.PretrainedExtractor`: ``path``, ``key`` (use it as the
+        victim ``linear_probe:<key>`` or ``fine_tune:<key>``), ``cached``, ``metadata``;
+        ``to_dict()`` is what ``poisonlab pretrain --json`` prints.
+
+    The config and its options, the dataset name, the encoder, the device and the paths are checked
+    before any work (:class:`ConfigError`, :class:`~poisonlab.errors.DataError`).
+    """
+    from .pretrain.result import pretrain_extractor as _pretrain
+
+    return _pretrain(config, data_dir=data_dir, out=out, device=device, force=force, progress=progress, **options)

@@ -1,4 +1,5 @@
-"""``poisonlab pretrain``: pre-train a feature extractor (SimCLR or supervised), cached as safetensors.
+"""``poisonlab pretrain``: pre-train a feature extractor (SimCLR or supervised), cached as safetensors:
+argument parsing and one :func:`poisonlab.pretrain_extractor` call.
 
 Prints the cache key and the path; use either as ``--model linear_probe:<key or path>``.
 """
@@ -7,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..pretrain import PretrainConfig, get_extractor
+from ..api import PretrainConfig, pretrain_extractor
+from ..pretrain.store import METHODS
 from .key_values import parse_key_values
 from .run_cmd import print_result
 
@@ -18,7 +20,7 @@ def add_parser(sub) -> None:
                                    "Use the printed key as --model linear_probe:<key> or fine_tune:<key>.")
     d = PretrainConfig()
     p.add_argument("--dataset", default=d.dataset, help=f"registered name or .npz path (default {d.dataset})")
-    p.add_argument("--method", default=d.method, choices=["simclr", "supervised"])
+    p.add_argument("--method", default=d.method, choices=METHODS)
     p.add_argument("--encoder", default=d.encoder, help="conv (default) or resnet18")
     p.add_argument("--encoder-option", "-E", action="append", default=[], metavar="KEY=VALUE",
                    help="encoder option, e.g. -E channels=[16,32,64] or -E width=32")
@@ -38,18 +40,16 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = PretrainConfig.from_dict({
+    res = pretrain_extractor({
         "dataset": args.dataset, "method": args.method, "encoder": args.encoder,
         "encoder_options": parse_key_values(args.encoder_option, "encoder option"), "n_images": args.n_images,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "temperature": args.temperature,
         "seed": args.seed,
-    })
-    path, meta = get_extractor(cfg, data_dir=args.data_dir, out=args.out, device=args.device,
-                               progress=not (args.quiet or args.json) and "pretrain", force=args.force)
+    }, data_dir=args.data_dir, out=args.out, device=args.device, force=args.force, progress=not (args.quiet or args.json))
 
     def text() -> str:
-        state = "cached" if meta["cached"] else f"trained in {meta['report']['seconds']:.1f} s"
-        return (f"extractor {meta['key']} ({state}): {path}\n"
-                f"  use: poisonlab run --model linear_probe:{meta['key'] if not args.out else path} ...")
+        state = "cached" if res.cached else f"trained in {res.seconds:.1f} s"
+        return (f"extractor {res.key} ({state}): {res.path}\n"
+                f"  use: poisonlab run --model linear_probe:{res.key if not args.out else res.path} ...")
 
-    return print_result({**meta, "path": str(path)}, args.json, text)
+    return print_result(res.to_dict(), args.json, text)

@@ -1,11 +1,10 @@
 """``poisonlab vae``: train (or load from the cache) the small AutoencoderKL used offline by the
-disguise commands, and report its reconstruction quality."""
+disguise commands, and report its reconstruction quality: argument parsing and one
+:func:`poisonlab.train_vae` call."""
 
 from __future__ import annotations
 
 import argparse
-
-from ..devices import resolve_device
 
 
 def add_parser(sub) -> None:
@@ -26,30 +25,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from ..api import train_vae
 
-    from ..data import load_dataset
-    from ..generative.metrics import ssim
-    from ..generative.vae import VAE_PRESETS, fit_size, save_vae, tiny_vae
-    from ..options import config_to_dict
-    from ..paths import vae_dir
-    device = resolve_device(args.device)  # an impossible device fails here, before anything is trained
-    preset = VAE_PRESETS.get(args.preset)
-    opts = {k: v for k, v in (("epochs", args.epochs), ("num_images", args.num_images)) if v is not None}
-    recipe = type(preset.recipe).from_dict({**config_to_dict(preset.recipe), **opts})
-    vae = tiny_vae(args.dataset, data_dir=args.data_dir, recipe=recipe, seed=args.seed, retrain=args.retrain, preset=args.preset,
-                   device=device)
-    test = load_dataset(args.dataset, args.data_dir).test
-    x = fit_size(test.x[:500], int(vae.vae.config.sample_size)).to(device)
-    with torch.no_grad():
-        s = ssim(x, vae.reveal(x))
-    print(f"VAE {vae.source} in {vae_dir()}")
-    c, h, w = (int(s) for s in x.shape[1:])
-    zs = vae.latent_shape((c, h, w))
-    ratio = x[0].numel() / (zs[0] * zs[1] * zs[2])
-    print(f"latent shape {zs} ({ratio:g}x compression), scaling factor {vae.scaling_factor:.4f}")
-    print(f"test reconstruction SSIM (500 images): mean {float(s.mean()):.4f}, min {float(s.min()):.4f}")
-    if args.save:
-        save_vae(vae, args.save)
+    res = train_vae(args.dataset, preset=args.preset, epochs=args.epochs, num_images=args.num_images, data_dir=args.data_dir,
+                    retrain=args.retrain, save=args.save, seed=args.seed, device=args.device)
+    print(f"VAE {res.source} in {res.cache_dir}")
+    print(f"latent shape {res.latent_shape} ({res.compression:g}x compression), scaling factor {res.scaling_factor:.4f}")
+    print(f"test reconstruction SSIM ({res.test_images} images): mean {res.test_ssim_mean:.4f}, min {res.test_ssim_min:.4f}")
+    if res.saved is not None:
         print(f"saved to {args.save}")
     return 0

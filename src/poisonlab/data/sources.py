@@ -135,15 +135,25 @@ def load_npz_bundle(path: Path) -> DataBundle:
     return bundle_from_arrays(path.stem, arrays, str(path), 1000 if n >= 10000 else 64)
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None) -> DataBundle:
-    """Load a dataset by registered name, or a user npz by path (anything ending in ``.npz``)."""
+def check_dataset_name(name: str, what: str = "") -> None:
+    """``name`` names a dataset :func:`load_dataset` can load, checked without loading it: a
+    registered name, or a path ending in ``.npz`` to an existing file. Raises
+    :class:`~poisonlab.errors.UnknownNameError` / :class:`~poisonlab.errors.DataError` (prefixed
+    with ``what``, e.g. the option that gave the name) otherwise."""
+    prefix = f"{what}: " if what else ""
     if name.endswith(".npz"):
         path = Path(name).expanduser()
         if not path.is_file():
-            raise DataError(f"dataset file {path} does not exist")
-        return load_npz_bundle(path)
-    if name not in DATASETS:
+            raise DataError(f"{prefix}dataset file {path} does not exist")
+    elif name not in DATASETS:
         raise UnknownNameError(
-            f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS.names())} or a path to a .npz file"
+            f"{prefix}unknown dataset {name!r}; valid datasets: {', '.join(DATASETS.names())} or a path to a .npz file"
         )
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None) -> DataBundle:
+    """Load a dataset by registered name, or a user npz by path (anything ending in ``.npz``)."""
+    check_dataset_name(name)
+    if name.endswith(".npz"):
+        return load_npz_bundle(Path(name).expanduser())
     return DATASETS.get(name).load(Path(data_dir) if data_dir else None)
