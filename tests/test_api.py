@@ -252,6 +252,31 @@ def test_cache_is_an_explicit_argument(tmp_path):
     assert len(ArtifactCache(tmp_path / "c").entries("victim_clean")) == 2
 
 
+def test_defend_reuses_the_poisoned_victim_that_run_trained(tmp_path, monkeypatch):
+    """With the run's cache, pl.defend loads the victim pl.run retrained on D_tr ∪ poisons instead of
+    training it again, and judges exactly as it does without a cache."""
+    from poisonlab.cache import ArtifactCache
+    from poisonlab.training import VictimSpec
+
+    x, y, bounds = _tabular()
+    data = pl.data_from_arrays(x, y, bounds=bounds)
+    v = pl.victim(TinyMLP, epochs=3)
+    first = pl.run(data, v, "label_flip", 0.05, cache=tmp_path / "c", progress=False)
+    assert first.cache == {"victim_clean": "miss", "victim_poisoned": "miss"}
+    poisons = pl.poison(data, v, "label_flip", 0.05, progress=False)
+    trainings = []
+    real_train = VictimSpec.train
+    monkeypatch.setattr(VictimSpec, "train", lambda self, *a, **k: trainings.append(1) or real_train(self, *a, **k))
+    plain = pl.defend(data, poisons, v, "loss")
+    n_plain = len(trainings)
+    cached = pl.defend(data, poisons, v, "loss", cache=tmp_path / "c")
+    assert n_plain - (len(trainings) - n_plain) == 1  # one training fewer: the poisoned victim came from the cache
+    assert len(ArtifactCache(tmp_path / "c").entries("victim_poisoned")) == 1
+    assert cached.poisoned_accuracy == plain.poisoned_accuracy == first.poisoned_accuracy
+    assert cached.defended_accuracy == plain.defended_accuracy
+    assert torch.equal(cached.scores, plain.scores) and torch.equal(cached.keep, plain.keep)
+
+
 def test_the_own_model_tutorial_runs_end_to_end():
     """examples/own_model.py — the tutorial the README points to — runs through the public API and
     prints its table (about 20 s on 2 cores)."""

@@ -45,7 +45,7 @@ from .pretrain.result import PretrainedExtractor
 from .protocol.config import RunSpec
 from .protocol.defend import run_defense
 from .protocol.results import DefenseResult, RunResult, ThresholdResult
-from .protocol.runner import run_experiment, train_clean
+from .protocol.runner import run_experiment, train_clean, train_poisoned
 from .seeding import torch_generator
 from .sweeps import Grid, SweepPlan, SweepSummary
 from .training import TrainConfig, Victim, VictimSpec, check_victim
@@ -302,6 +302,7 @@ def defend(
     options: Mapping[str, Any] | None = None,
     seed: int = 0,
     progress: bool = False,
+    cache: ArtifactCache | str | Path | None = None,
 ) -> DefenseResult:
     """Judge ``defense`` on D_tr ∪ ``poisons``: per-point scores, the kept mask, detection metrics.
 
@@ -318,6 +319,10 @@ def defend(
         options: the defense's options with a name (e.g. ``{"fraction": 0.05}``).
         seed: seeds the trainings and the defense.
         progress: progress bars.
+        cache: an :class:`~poisonlab.cache.ArtifactCache` or a directory: the victim trained on
+            D_tr ∪ poisons is re-used from (and stored in) it, e.g. the one :func:`run` trained on
+            the same poisons with the same cache, so several defenses of one poison set pay for
+            that training once; ``None`` (default): trained here.
 
     Returns:
         A :class:`DefenseResult`: ``scores``, ``keep``, ``is_poison`` (per point of D_tr ∪ poisons),
@@ -333,7 +338,8 @@ def defend(
     dfn.check_supported(d.train, Victim(spec, seed))
     mixed = PoisonedDataset.combine(d.train, poisons)
     vic = Victim(spec, seed)
-    poisoned_model = vic.retrain(mixed.dataset, progress="train on D_tr ∪ D_p" if progress else False)
+    poisoned_model, _ = train_poisoned(mixed.dataset, spec, seed, cache=as_cache(cache),
+                                       progress="train on D_tr ∪ D_p" if progress else False)
     return run_defense(dfn, mixed, vic, poisoned_model, d.val, d.test, seed=seed, progress=progress)
 
 

@@ -1,6 +1,7 @@
 """A small content-addressed store for expensive trained state (state dicts as safetensors).
 
-Used by the protocol's stage 1 (clean-trained victims, kind ``victim_clean``) and open to any
+Used by the protocol's stage 1 (clean-trained victims, kind ``victim_clean``), its stage 3 and the
+defenses (victims retrained on a poisoned set, kind ``victim_poisoned``) and open to any
 stage that turns a configuration into trained weights (attacker generators pretrained for TGDA,
 GradPC target models)::
 
@@ -56,6 +57,7 @@ _DIGEST = re.compile(r"[0-9a-f]{24}")
 #: the artifact kinds poisonlab itself stores (a caller may add its own; any plain name is a kind)
 ARTIFACT_KINDS: dict[str, str] = {
     "victim_clean": "clean-trained victims (the protocol's stage 1)",
+    "victim_poisoned": "victims retrained on a poisoned training set (stage 3; the defenses' first training)",
     "target": "target models (GradPC, reachable) for Gradient Canceling",
     "tgda_generator": "TGDA's pretrained attacker generators",
     "efficientnet_features": "EfficientNet-Lite0 features of a dataset",

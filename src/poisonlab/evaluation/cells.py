@@ -291,7 +291,7 @@ class DefenseCell(Cell):
 
         on_stage("defend")
         report = api.defend(self.data.load(self.seed), load_poisons(self.poisons), self.victim, self.defense,
-                            options=self.options, seed=self.seed)
+                            options=self.options, seed=self.seed, cache=self.cache_dir)
         if self.out:
             report.save_scores(Path(self.out) / "defense_scores.npz")
         return {**report.to_dict(), "poisoned_accuracy": report.poisoned_accuracy, "attack_name": self.attack_name,

@@ -25,7 +25,7 @@ from ..attacks import Attack, build_attack
 from ..cache import ArtifactCache, as_cache, module_fingerprint, tensor_fingerprint
 from ..data import PoisonedDataset, check_fraction, poison_count
 from ..data.perturbation import perturbation_stats
-from ..data.types import ExperimentData, PoisonSet
+from ..data.types import Dataset, ExperimentData, PoisonSet
 from ..defenses import Defense
 from ..errors import ConfigError
 from ..models.extractors import extractor_fingerprint
@@ -66,32 +66,55 @@ def architecture_key(spec: VictimSpec, seed: int) -> dict[str, Any]:
             "module_repr": repr(module), "init": module_fingerprint(module)}
 
 
-def clean_victim_key(data: ExperimentData, spec: VictimSpec, seed: int) -> dict[str, Any]:
-    """Everything the clean-trained victim depends on (the cache key of stage 1).
-
-    The data fingerprint hashes D_tr itself, so it covers the dataset and the split seed (the
-    cache adds the source fingerprint, which covers edits of the code that trained it).
-    """
+def trained_victim_key(train_set: Dataset, spec: VictimSpec, seed: int) -> dict[str, Any]:
+    """Everything a victim trained on ``train_set`` with its recipe and seed depends on: the set's
+    inputs and labels (hashed), the architecture and initial weights, the recipe, the device type,
+    the seed and the versions (the cache adds the source fingerprint, which covers code edits)."""
     r = spec.recipe
     return {
-        "dataset": data.name, "data": tensor_fingerprint(data.train.x, data.train.y), "split_seed": data.split_seed,
-        **architecture_key(spec, seed), "input_shape": list(spec.input_shape or ()),
-        "num_classes": spec.num_classes, "recipe": recipe_key(r), "device": resolve_device(r.device).type, "seed": seed,
-        "poisonlab_version": __version__, "torch_version": torch.__version__,
+        "data": tensor_fingerprint(train_set.x, train_set.y), **architecture_key(spec, seed),
+        "input_shape": list(spec.input_shape or ()), "num_classes": spec.num_classes, "recipe": recipe_key(r),
+        "device": resolve_device(r.device).type, "seed": seed, "poisonlab_version": __version__,
+        "torch_version": torch.__version__,
     }
+
+
+def clean_victim_key(data: ExperimentData, spec: VictimSpec, seed: int) -> dict[str, Any]:
+    """The cache key of stage 1: :func:`trained_victim_key` of D_tr, with the dataset's name and
+    split seed (the fingerprint of D_tr already covers both; they make the entry readable)."""
+    return {"dataset": data.name, "split_seed": data.split_seed, **trained_victim_key(data.train, spec, seed)}
+
+
+def train_victim(train_set: Dataset, spec: VictimSpec, seed: int, *, cache: ArtifactCache | None = None,
+                 kind: str = "victim_trained", key: dict[str, Any] | None = None,
+                 progress: bool | str = False) -> tuple[torch.nn.Module, bool]:
+    """The victim trained from scratch on ``train_set`` (its recipe, seed ``seed``), through ``cache``
+    when given: an entry of ``kind`` under ``key`` (default :func:`trained_victim_key`). A hit gives
+    the weights a training would (bit-identical: the cache stores the trained state as is). Returns
+    (model in eval mode, cache hit)."""
+    if cache is None:
+        return spec.train(train_set, seed, progress=progress), False
+    state, hit = cache.get_or_create(kind, key if key is not None else trained_victim_key(train_set, spec, seed),
+                                     lambda: spec.train(train_set, seed, progress=progress).state_dict())
+    model = spec.build(seed)
+    model.load_state_dict(state)
+    return model.eval(), hit
 
 
 def train_clean(data: ExperimentData, spec: VictimSpec, seed: int, *, cache: ArtifactCache | None = None,
                 progress: bool = False) -> tuple[torch.nn.Module, bool]:
     """Stage 1: the victim trained on D_tr, through ``cache`` when given. Returns (model, cache hit)."""
-    label = "pretrain" if progress else False
-    if cache is None:
-        return spec.train(data.train, seed, progress=label), False
-    state, hit = cache.get_or_create("victim_clean", clean_victim_key(data, spec, seed),
-                                     lambda: spec.train(data.train, seed, progress=label).state_dict())
-    model = spec.build(seed)
-    model.load_state_dict(state)
-    return model.eval(), hit
+    return train_victim(data.train, spec, seed, cache=cache, kind="victim_clean",
+                        key=clean_victim_key(data, spec, seed) if cache is not None else None,
+                        progress="pretrain" if progress else False)
+
+
+def train_poisoned(mixed: Dataset, spec: VictimSpec, seed: int, *, cache: ArtifactCache | None = None,
+                   progress: bool | str = False) -> tuple[torch.nn.Module, bool]:
+    """Stage 3 (and the defender's first training): the victim retrained from scratch on the
+    poisoned training set ``mixed``, through ``cache`` when given (kind ``victim_poisoned``), so
+    the defenses judged on one poison set share the training the run did."""
+    return train_victim(mixed, spec, seed, cache=cache, kind="victim_poisoned", progress=progress)
 
 
 def pretrain_victim(cfg: RunSpec, data: ExperimentData, spec: VictimSpec,
@@ -188,7 +211,7 @@ def run_experiment(
     log(f"[3/3] test: retraining the victim from scratch on {where}")
     stage("retrain")
     mixed = PoisonedDataset.mix(data.train, poisons, injection)
-    poisoned_model = victim.retrain(mixed.dataset, progress="retrain" if progress else False)
+    poisoned_model, poisoned_hit = train_poisoned(mixed.dataset, spec, seed, cache=cache, progress="retrain" if progress else False)
     acc2 = accuracy(poisoned_model, data.test)
     log(f"      poisoned test accuracy acc2 = {acc2:.2f} %")
     attack_info = {**poisons.info, **attack.assess(poisons, poisoned_model, data.test)}
@@ -239,7 +262,8 @@ def run_experiment(
         python_version=platform.python_version(),
         device=str(victim.device),
         environment=run_environment(victim.device),
-        cache={"victim_clean": None if cache is None else ("hit" if cache_hit else "miss")},
+        cache={"victim_clean": None if cache is None else ("hit" if cache_hit else "miss"),
+               "victim_poisoned": None if cache is None else ("hit" if poisoned_hit else "miss")},
         config={**(config or {}), "out": str(out) if out is not None else None, "attack_options": attack.options(),
                 "recipe": recipe_key(r),
                 "bounds": data.bounds.describe()},
