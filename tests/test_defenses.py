@@ -11,17 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from poisonlab.autodiff import CGOptions, named_params
 from poisonlab.data import Dataset, PoisonedDataset, poison_count
 from poisonlab.data.bounds import Bounds
 from poisonlab.defenses import DEFENSES, Defense, DefenseConfig, build_defense, filter_scores
-from poisonlab.autodiff import CGOptions, named_params
 from poisonlab.defenses._grads import head_features, per_sample_grads, per_sample_loss_fn
 from poisonlab.defenses.influence import influence_on_reference
 from poisonlab.defenses.maxup import worst_case_loss
 from poisonlab.defenses.sever import round_sizes, sever_scores
 from poisonlab.defenses.slab import slab_scores
-from poisonlab.defenses.sphere import class_centroids
 from poisonlab.defenses.spectral import spectral_scores
+from poisonlab.defenses.sphere import class_centroids
 from poisonlab.errors import ConfigError, ContractError, UnsupportedError
 from poisonlab.seeding import torch_generator
 from poisonlab.training import TrainConfig, Victim, VictimSpec
@@ -505,3 +505,38 @@ def test_randomized_top_singular_vector_matches_exact():
     fast = top_right_singular_vector(m, method="randomized", generator=torch.Generator().manual_seed(0), q=4, niter=30)
     torch.testing.assert_close(fast, exact, rtol=1e-10, atol=1e-12)
     assert torch.linalg.vector_norm(fast).item() == pytest.approx(1.0, abs=1e-12)
+
+
+def _brute_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    d = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=2)
+    np.fill_diagonal(d, np.inf)
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(d, idx, 1)
+
+
+def test_knn_float32_screen_finds_the_float64_neighbours():
+    """The float32 screen keeps 2k + 16 candidates of 499 rows; the neighbours are the float64 ones
+    (indices and distances), at a scale (‖x‖² ≈ 10⁴) where float32 alone would misorder close pairs."""
+    from poisonlab.defenses.knn import knn_indices
+
+    g = np.random.default_rng(0)
+    centres = g.normal(0, 30, (5, 40))
+    x = centres[g.integers(0, 5, 500)] + g.normal(0, 1, (500, 40))
+    x[1] = x[0] + 1e-4  # a pair far closer than float32's resolution of these distances
+    idx, dist = knn_indices(torch.tensor(x), 6, chunk_size=97)
+    want_idx, want_dist = _brute_knn(x, 6)
+    assert np.array_equal(idx.numpy(), want_idx)
+    np.testing.assert_allclose(dist.numpy(), want_dist, rtol=1e-9, atol=1e-9)
+
+
+def test_knn_rows_the_screen_cannot_vouch_for_are_computed_in_float64():
+    """One-hot rows are all √2 apart: no float32 gap separates the k-th from the m-th candidate, so every
+    row falls back to all N float64 distances — still exactly √2, self excluded."""
+    from poisonlab.defenses.knn import knn_indices
+
+    x = torch.eye(60, dtype=torch.float64)
+    x[59] = x[58]  # plus one exact duplicate pair: distance 0
+    idx, dist = knn_indices(x, 3, chunk_size=16)
+    assert idx[58, 0] == 59 and idx[59, 0] == 58 and dist[58, 0] == 0.0
+    assert (idx != torch.arange(60)[:, None]).all()
+    torch.testing.assert_close(dist[:58], torch.full((58, 3), 2.0 ** 0.5, dtype=torch.float64))
