@@ -224,3 +224,21 @@ def test_makespan_counts_a_lane_left_idle():
     assert makespan([3.0, 3.0, 3.0], 1) == 9.0
     assert makespan([5.0, 1.0, 1.0, 1.0], 2) == 5.0
     assert makespan([], 2) == 0.0
+
+
+def test_defenses_are_priced_in_trainings_and_budgeted_cheapest_first(tmp_path):
+    """Under a budget the defenses are decided cheapest first by their cost in trainings (MaxUp's
+    grows with its copies m, Sever's with its rounds), each decision saying its price."""
+    from poisonlab.evaluation.plan import DEFAULT_DEFENSE_TRAININGS, defense_trainings
+
+    assert defense_trainings("maxup", {"m": 8}) > defense_trainings("maxup", {}) > defense_trainings("knn", {}) \
+        > defense_trainings("loss", {})
+    assert defense_trainings("sever", {"rounds": 4}) == defense_trainings("sever", {}) + 2
+    assert defense_trainings("not-in-the-table", {}) == DEFAULT_DEFENSE_TRAININGS
+    ev = pl.evaluate("digits", pl.victim("lr", epochs=2, device="cpu"), 0.05, attacks=["label_flip"],
+                     defenses=["maxup", "sever", "loss"], seeds=(0,), time_budget=3600, out=tmp_path, progress=False)
+    decided = [d for d in ev.decisions if d.kind == "defense"]
+    assert [d.subject for d in decided] == ["loss", "sever", "maxup"]
+    assert all(d.action == "run" and d.expected_seconds is not None for d in decided)
+    costs = [d.expected_seconds for d in decided]
+    assert costs == sorted(costs) and costs[0] < costs[2]

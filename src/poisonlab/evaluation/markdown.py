@@ -147,7 +147,9 @@ def blocks(ev: Any) -> list[Block]:
                          "cold, warm, and warm at twice the iterations; expected = cold + per-iteration seconds × the "
                          "iterations left. An attack without an iteration count ran once in full. One training of "
                          f"the victim: {prices.get('_train_seconds', 0.0):.2f} s; the probes took "
-                         f"{prices.get('_spent', 0.0):.1f} s. Defenses are priced at 3 trainings per cell; the theory "
+                         f"{prices.get('_spent', 0.0):.1f} s. Defenses are priced in trainings per cell (the victim on "
+                         "D_tr ∪ D_p comes from the attack's cache; MaxUp, kNN and Sever cost more) and budgeted "
+                         "cheapest first; the theory "
                          "cells (one GradPC target per seed) are not budgeted.",
                          ["attack", "probe seconds (cold / warm / warm ×2)", "seconds per iteration", "iterations",
                           "expected seconds", "probe options"], prow))

@@ -8,6 +8,8 @@
   counts them), the cold run the set-up (a target model, a pretrained generator, an ensemble), so
   the full cost is cold + per-iteration × the iterations left (:func:`estimate`). An attack
   without an iteration knob is probed once, in full.
+* :func:`defense_trainings` — a defense cell's cost in trainings of the victim
+  (:data:`DEFENSE_TRAININGS`); the defenses are budgeted cheapest first with it.
 * :func:`budget_plan` — cheapest first, each attack over all seeds costs its estimate plus one
   retrain per seed; what does not fit is shortened (its iteration count scaled down to fit, never
   below the probe's) or skipped. Every decision is a :class:`Decision` with its reason, written
@@ -48,6 +50,25 @@ WORK_KEYS: dict[str, tuple[str, ...]] = {
     "feature_targeted": ("gc_steps",),
     "unlearnable": ("rounds",),
 }
+#: a defense cell's cost in trainings of the victim, beyond the victim trained on D_tr ∪ D_p (that
+#: one comes from the cache the attack cell filled): the retrain on the kept points plus the
+#: scoring, from the per-cell seconds of an MNIST LR evaluation (docs/guide/evaluate.md). MaxUp
+#: trains on m noisy copies of every batch (its noise draw dominates on a small victim), Sever
+#: retrains once per round, kNN's pairwise distances grow with N² rather than with a training.
+DEFENSE_TRAININGS: dict[str, Any] = {
+    "loss": 1.5,
+    "sphere": 1.5,
+    "slab": 1.5,
+    "spectral": 1.5,
+    "art_activation": 1.5,
+    "art_spectral": 2.0,
+    "influence": 2.5,
+    "sever": lambda o: 1.0 + float(o.get("rounds", 2)),
+    "knn": 6.0,
+    "maxup": lambda o: 1.0 + 6.5 * float(o.get("m", 4)),
+}
+#: the cost of a defense the table does not list, in trainings
+DEFAULT_DEFENSE_TRAININGS = 2.0
 #: the share of a time budget kept for the defenses (when any applies); what the attacks leave
 #: unused goes to the defenses too
 DEFENSE_SHARE = 0.25
@@ -203,3 +224,13 @@ def budget_plan(priced: list[tuple[Choice, float]], *, train_seconds: float, n_s
                                                                           else " (no iteration count to shorten)"),
                             cost, dict(choice.options)))
     return out
+
+
+def defense_trainings(defense: str, options: Mapping[str, Any]) -> float:
+    """The cost of one cell of ``defense`` with ``options`` (its full options: defaults filled in),
+    in trainings of the victim (:data:`DEFENSE_TRAININGS`)."""
+    cost = DEFENSE_TRAININGS.get(defense, DEFAULT_DEFENSE_TRAININGS)
+    if callable(cost):
+        config = build_defense(defense, dict(options)).config
+        cost = cost({f.name: getattr(config, f.name) for f in fields(config)})
+    return float(cost)

@@ -39,7 +39,19 @@ from ..sweeps import Grid, Resources, ResultsLog, Run, run_id, run_sweep
 from ..training import Victim, VictimSpec
 from ..validation import check_fraction
 from .cells import AttackCell, Cell, DataRef, DefenseCell, PriceCell, ProbeCell, TheoryCell, experiment_fingerprint, save_experiment
-from .plan import DEFENSE_SHARE, WORK_KEYS, Choice, Decision, applicable, budget_plan, estimate, makespan, probe_options, work
+from .plan import (
+    DEFENSE_SHARE,
+    WORK_KEYS,
+    Choice,
+    Decision,
+    applicable,
+    budget_plan,
+    defense_trainings,
+    estimate,
+    makespan,
+    probe_options,
+    work,
+)
 from .references import Reference
 from .references import reference as get_reference
 from .result import Evaluation, build_evaluation
@@ -322,17 +334,20 @@ def evaluate(
                 phase1 = makespan([float(rows1[run_id(c)].get("seconds", 0.0))
                                    for c in (*attack_cells, *theory_cells) if run_id(c) in rows1], lanes)
                 left = (float(time_budget) - priced["_spent_wall"] - phase1) * lanes
-                per_cell = 3.0 * priced.get("_train_seconds", 0.0)  # retrain on D_tr ∪ D_p, score, retrain on the kept
-            for c in defense_ok:
+            train_seconds = priced.get("_train_seconds", 0.0)
+            for c in (sorted(defense_ok, key=lambda c: defense_trainings(c.component, c.options)) if left is not None
+                      else defense_ok):  # cheapest first under a budget
                 cells = [DefenseCell(seed=cell.seed, defense=c.component, attack_name=cell.name, options=c.options,
                                      poisons=str(directory / "runs" / run_id(cell) / "poisons.npz"), poisons_id=run_id(cell),
                                      **common)
                          for name in top for cell in attack_cells if cell.name == name and _ok(rows1, cell)]
                 if left is not None:
-                    cost = per_cell * len(cells)
+                    trainings = defense_trainings(c.component, c.options)
+                    cost = trainings * train_seconds * len(cells)
                     if cost > left:
                         decisions.append(Decision(c.name, "defense", "skip", f"would take ≈ {cost:.0f} s "
-                                                  f"(≈ 3 trainings per cell), ≈ {max(left, 0):.0f} s of the budget left", cost))
+                                                  f"(≈ {trainings:g} trainings per cell), ≈ {max(left, 0):.0f} s of the "
+                                                  "budget left", cost))
                         continue
                     left -= cost
                     decisions.append(Decision(c.name, "defense", "run", f"≈ {cost:.0f} s fits", cost, dict(c.options)))
