@@ -45,10 +45,13 @@ from .pretrain.result import PretrainedExtractor
 from .protocol.config import RunSpec
 from .protocol.defend import run_defense
 from .protocol.results import DefenseResult, RunResult, ThresholdResult
+from .protocol.run_files import write_run
+from .protocol.run_log import run_messages
 from .protocol.runner import run_experiment, train_clean, train_poisoned
 from .seeding import torch_generator
 from .sweeps import Grid, SweepPlan, SweepSummary
 from .training import TrainConfig, Victim, VictimSpec, check_victim
+from .validation import check_output_dir
 
 __all__ = ["data_from_arrays", "defend", "disguise", "make_target", "poison", "pretrain_extractor", "run", "run_spec", "sweep",
            "threshold", "threshold_spec", "train_vae", "transfer", "validate", "victim", "CraftedDisguise", "DefenseResult",
@@ -264,9 +267,10 @@ def run(
     config = {"dataset": d.name, "model": spec.model, "attack": atk.name, "fraction": fraction, "seed": seed,
               "injection": injection, "defense": dfn.name if dfn is not None else None, "device": spec.recipe.device,
               "recipe_description": spec.recipe.describe()}
-    return run_experiment(d, spec, atk, fraction, seed=seed, injection=injection, defense=dfn, cache=as_cache(cache),
-                          out=Path(out) if out is not None else None, progress=progress,
-                          log=_logger(None, progress), config=config)
+    folder = None if out is None else check_output_dir(out, "out")  # a file in the way fails now, not after the run
+    result = run_experiment(d, spec, atk, fraction, seed=seed, injection=injection, defense=dfn, cache=as_cache(cache),
+                            progress=progress, report=run_messages(_logger(None, progress)), config=config)
+    return result if folder is None else write_run(folder, result, d.train)
 
 
 def _check_spec(spec: Any, function: str) -> None:
@@ -606,6 +610,7 @@ def sweep(
     return run_sweep(g, directory, backend=backend, workers=workers, address=address, cache_dir=cache_dir,
                      retry_failed=retry_failed, progress=progress, on_row=on_row)
 
+
 # ---------------------------------------------------------------------------- disguises and pre-training (chapters 4, 5)
 def disguise(
     copyrighted: str | Path,
@@ -660,10 +665,38 @@ def disguise(
     (:class:`ConfigError`, :class:`~poisonlab.errors.DataError`) name each input by the command's
     flag (``--base``, ``--size``, ...).
     """
-    from .generative.disguise_files import disguise_image_files
+    from .devices import resolve_device
+    from .generative import vae as vae_module  # get_vae looked up at the call: tests replace it to prove the checks come first
+    from .generative.disguise import variant_config
+    from .generative.disguise_files import check_out_folder, check_path, check_size, craft_and_write, vae_geometry
+    from .generative.images import open_image
+    from .validation import check_bool, check_int
 
-    return disguise_image_files(copyrighted, base, vae=vae, variant=variant, options=options, size=size, out=out,
-                                data_dir=data_dir, seed=seed, device=device, progress=progress)
+    # ---- every check before any work (the VAE may train for minutes)
+    if not isinstance(variant, str):
+        raise ConfigError(f"--variant must be a variant name, got {variant!r}")
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigError(f"disguise options must be a mapping of option names to values, got {options!r}")
+    cfg = variant_config(variant, **dict(options or {}))
+    try:
+        dev = resolve_device(device)
+    except ConfigError as exc:
+        raise ConfigError(f"--device: {exc}") from None
+    if not isinstance(vae, str):
+        raise ConfigError(f"--vae must be a VAE spec (a string), got {vae!r}")
+    geometry = vae_geometry(vae)
+    size = check_size(size, geometry)
+    img_c = open_image(check_path(copyrighted, "--copyrighted"), "--copyrighted")
+    img_b = open_image(check_path(base, "--base"), "--base")
+    folder = check_out_folder(out)
+    if data_dir is not None:
+        check_path(data_dir, "--data-dir")
+    check_int(seed, "--seed", minimum=0)
+    check_bool(progress, "progress")
+
+    model = vae_module.get_vae(vae, data_dir=data_dir, seed=seed, progress=progress, device=dev)
+    return craft_and_write(model, img_c, img_b, variant=variant, config=cfg, size=size or geometry.sample_size, out=folder,
+                           seed=seed, progress=progress)
 
 
 def train_vae(
@@ -707,10 +740,35 @@ def train_vae(
     Every argument (the dataset name, the preset and recipe, the device, ``save``, ...) is checked
     before any work (:class:`ConfigError`, :class:`~poisonlab.errors.DataError`).
     """
-    from .generative.vae_quality import train_and_score_vae
+    import os
 
-    return train_and_score_vae(dataset, preset=preset, epochs=epochs, num_images=num_images, data_dir=data_dir,
-                               retrain=retrain, save=save, seed=seed, device=device, progress=progress)
+    from .data.sources import check_dataset_name
+    from .devices import resolve_device
+    from .generative import vae as vae_module  # tiny_vae looked up at the call (tests replace it)
+    from .generative.vae_quality import score_vae
+    from .options import config_to_dict
+    from .validation import check_bool, check_int
+
+    what = "train_vae"
+    if not isinstance(dataset, str):
+        raise ConfigError(f"{what}: dataset must be a registered name or a .npz path, got {dataset!r}")
+    check_dataset_name(dataset, what)
+    if not isinstance(preset, str):
+        raise ConfigError(f"{what}: preset must be one of {vae_module.VAE_PRESETS.names()}, got {preset!r}")
+    recipe = vae_module.VAE_PRESETS.get(preset).recipe
+    given = {k: v for k, v in (("epochs", epochs), ("num_images", num_images)) if v is not None}
+    recipe = type(recipe).from_dict({**config_to_dict(recipe), **given})
+    dev = resolve_device(device)  # an impossible device fails here, before anything is trained
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise ConfigError(f"{what}: data_dir must be a directory path or None, got {data_dir!r}")
+    check_bool(retrain, "retrain", what)
+    save_dir = None if save is None else check_output_dir(save, "save", what)
+    check_int(seed, "seed", what, minimum=0)
+    check_bool(progress, "progress", what)
+
+    model = vae_module.tiny_vae(dataset, data_dir=data_dir, recipe=recipe, seed=seed, retrain=retrain, preset=preset,
+                                device=dev, progress=progress)
+    return score_vae(model, dataset, data_dir=data_dir, save=save_dir)
 
 
 def pretrain_extractor(
@@ -749,6 +807,39 @@ def pretrain_extractor(
     The config and its options, the dataset name, the encoder, the device and the paths are checked
     before any work (:class:`ConfigError`, :class:`~poisonlab.errors.DataError`).
     """
-    from .pretrain.result import pretrain_extractor as _pretrain
+    import os
 
-    return _pretrain(config, data_dir=data_dir, out=out, device=device, force=force, progress=progress, **options)
+    from .data.sources import check_dataset_name
+    from .devices import resolve_device
+    from .models.extractors import ENCODERS
+    from .options import config_to_dict
+    from .pretrain import store  # get_extractor looked up at the call (tests replace it)
+    from .validation import check_bool
+
+    what = "pretrain"
+    if config is None:
+        base: dict[str, Any] = {}
+    elif isinstance(config, PretrainConfig):
+        base = config_to_dict(config)
+    elif isinstance(config, Mapping):
+        base = dict(config)
+    else:
+        raise ConfigError(f"{what}: config must be a PretrainConfig, a mapping of its options or None, "
+                          f"got {type(config).__name__}")
+    cfg = PretrainConfig.from_dict({**base, **options})
+    if not isinstance(cfg.dataset, str):
+        raise ConfigError(f"{what}: dataset must be a registered name or a .npz path, got {cfg.dataset!r}")
+    check_dataset_name(cfg.dataset, what)
+    ENCODERS.get(cfg.encoder)  # an unknown encoder raises, naming the registered ones
+    resolve_device(device)
+    for name, path in (("data_dir", data_dir), ("out", out)):
+        if path is not None and (not isinstance(path, (str, os.PathLike)) or not str(path)):
+            raise ConfigError(f"{what}: {name} must be a path or None, got {path!r}")
+    if out is not None and Path(out).is_dir():
+        raise ConfigError(f"{what}: out {str(out)!r} is a directory; give the .safetensors file to write")
+    check_bool(force, "force", what)
+    check_bool(progress, "progress", what)
+
+    path, meta = store.get_extractor(cfg, data_dir=None if data_dir is None else str(data_dir), out=out, device=device,
+                                     progress="pretrain" if progress else False, force=force)
+    return PretrainedExtractor.from_lookup(path, meta)

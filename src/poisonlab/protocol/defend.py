@@ -17,7 +17,7 @@ import torch
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from torch import nn
 
-from ..artifacts import load_poisons, load_state, save_model, write_json
+from ..artifacts import load_poisons, load_state, write_json
 from ..data.types import Dataset, ExperimentData, PoisonedDataset
 from ..defenses import Defense, build_defense
 from ..seeding import torch_generator
@@ -25,6 +25,8 @@ from ..training import Victim, VictimSpec, accuracy
 from .config import RunSpec
 from .prepare import prepare
 from .results import DefenseResult, RunResult
+from .run_files import write_defense
+from .run_log import Report, run_messages, silent
 
 
 def defense_from_config(cfg: RunSpec) -> Defense | None:
@@ -61,12 +63,13 @@ def run_defense(
     *,
     seed: int,
     poisoned_accuracy: float | None = None,
-    out: Path | None = None,
     progress: bool = False,
-    log: Callable[[str], None] = lambda _m: None,
+    report: Report = silent,
 ) -> DefenseResult:
     """THE defend stage: score, filter, retrain on the kept points, judge the removed set against
-    the poison mask (:func:`detection_metrics`); save the scores and the defended victim to ``out``.
+    the poison mask (:func:`detection_metrics`). The result holds the scores and the defended
+    victim; it writes no file (:func:`~.run_files.write_defense` does) and prints nothing
+    (``report`` receives its events, :mod:`.run_log`).
 
     ``clean_accuracy``: acc1 of the victim trained on D_tr, when the caller has it (the base of
     ``defended_drop``); ``poisoned_accuracy``: the test accuracy of ``poisoned_model``, measured here
@@ -75,21 +78,18 @@ def run_defense(
     if poisoned_accuracy is None:
         poisoned_accuracy = accuracy(poisoned_model, test)
     t0 = time.perf_counter()
-    log(f"[+] defense: {defense.name} scoring {len(mixed)} points, removing fraction {defense.config.fraction:g}"
-        if defense.removes else f"[+] defense: {defense.name} (training-time, nothing removed)")
+    report("defense", {"defense": defense.name, "removes": defense.removes, "n_points": len(mixed),
+                       "fraction": defense.config.fraction})
     generator = torch_generator(seed, "defense")
     scored = defense.score(mixed, victim, generator=generator, model=poisoned_model, reference=reference, progress=progress)
     outcome = defense.defend(mixed, victim, scored, generator=generator, progress=progress)
     acc3 = accuracy(outcome.model, test)
     detection = detection_metrics(mixed.is_poison, outcome.scores, outcome.keep)
-    log(f"      defended test accuracy = {acc3:.2f} %; removed {detection['n_removed']} "
-        f"({detection['n_poison_removed']} poisons), ROC-AUC {detection['roc_auc']}")
+    report("defended", {"accuracy": acc3, **detection})
     result = DefenseResult(defense=defense.name, options=defense.options(), poisoned_accuracy=poisoned_accuracy,
                            defended_accuracy=acc3, **detection, info=dict(outcome.info), seconds=time.perf_counter() - t0,
-                           clean_accuracy=clean_accuracy, scores=outcome.scores, keep=outcome.keep, is_poison=mixed.is_poison)
-    if out is not None:
-        result.save_scores(out / "defense_scores.npz")
-        save_model(out / "victim_defended.safetensors", outcome.model, {"stage": "defense", "defense": defense.name})
+                           clean_accuracy=clean_accuracy, scores=outcome.scores, keep=outcome.keep, is_poison=mixed.is_poison,
+                           model=outcome.model)
     return result
 
 
@@ -119,7 +119,9 @@ def defend_saved_run(
     poisoned = spec.build(cfg.seed)
     poisoned.load_state_dict(load_state(run_dir / run.artifacts["poisoned_model"]))
     result = run_defense(defense, mixed, victim, poisoned.eval(), data.val, data.test, run.clean_accuracy,
-                         seed=cfg.seed, poisoned_accuracy=run.poisoned_accuracy, out=out, progress=progress, log=log)
+                         seed=cfg.seed, poisoned_accuracy=run.poisoned_accuracy, progress=progress,
+                         report=run_messages(log))
     if out is not None:
+        write_defense(out, result)
         write_json(out / "defense.json", {**result.to_dict(), "run": str(run_dir), "accuracy_drop": run.accuracy_drop})
     return result

@@ -22,7 +22,9 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from torch import nn
 
+from ..data.types import PoisonSet
 from ..errors import DataError
 from ..storage import write_atomic
 
@@ -80,6 +82,8 @@ class DefenseResult:
             its ``defense_scores.npz``).
         keep: (N,) bool, the points the defense keeps (None as for ``scores``).
         is_poison: (N,) bool, the truth (None as for ``scores``).
+        model: the victim retrained on the kept points (None as for ``scores``; a run writes it to
+            its ``victim_defended.safetensors``).
     """
 
     defense: str
@@ -97,6 +101,7 @@ class DefenseResult:
     scores: torch.Tensor | None = field(default=None, compare=False, repr=False)
     keep: torch.Tensor | None = field(default=None, compare=False, repr=False)
     is_poison: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    model: nn.Module | None = field(default=None, compare=False, repr=False)
 
     @property
     def defended_drop(self) -> float | None:
@@ -166,8 +171,12 @@ class RunResult:
         environment: what produced the run (:func:`~poisonlab.provenance.run_environment`).
         cache: per cached stage, ``"hit"``, ``"miss"`` or None (no cache).
         config: the run's settings (its config, ``attack_options``, the recipe, the bounds, ``out``).
-        artifacts: the files written, relative to ``config["out"]`` (empty when nothing was written).
+        artifacts: the files written, relative to ``config["out"]`` (empty when nothing was written:
+            the protocol writes no file, its caller does, :func:`~poisonlab.protocol.run_files.write_run`).
         defended: the defend stage's result, None when no defense ran.
+        poisons: the poison set (None for a result read from a record: it is in ``poisons.npz``).
+        clean_model: the victim trained on D_tr (None as for ``poisons``).
+        poisoned_model: the victim retrained on the poisoned set (None as for ``poisons``).
     """
 
     dataset: str
@@ -196,6 +205,9 @@ class RunResult:
     config: dict[str, Any]
     artifacts: dict[str, str]
     defended: DefenseResult | None = None
+    poisons: PoisonSet | None = field(default=None, compare=False, repr=False)
+    clean_model: nn.Module | None = field(default=None, compare=False, repr=False)
+    poisoned_model: nn.Module | None = field(default=None, compare=False, repr=False)
 
     @property
     def accuracy_drop(self) -> float:

@@ -6,7 +6,8 @@
    test accuracy ``acc2``; drop = acc1 − acc2 in percentage points.
 
 The clean and poisoned retrains share the seed, so they start from the same initial weights
-and differ only by the data.
+and differ only by the data. :func:`run_experiment` writes no file: its :class:`~.results.RunResult`
+holds the poisons and models, and the caller writes them (:func:`.run_files.write_run`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
 
 from .._version import __version__
-from ..artifacts import load_poisons, save_model, save_poisons, save_state, write_json
+from ..artifacts import load_poisons
 from ..attacks import Attack, build_attack
 from ..cache import ArtifactCache, as_cache, module_fingerprint, tensor_fingerprint
 from ..data import PoisonedDataset, check_fraction, poison_count
@@ -31,7 +31,6 @@ from ..errors import ConfigError
 from ..models.extractors import extractor_fingerprint
 from ..options import config_to_dict
 from ..provenance import run_environment
-from ..reporting.grids import poison_grid
 from ..seeding import deterministic, torch_generator
 from ..training import TrainConfig, Victim, VictimSpec, accuracy, check_victim, resolve_device
 from ..validation import check_output_dir
@@ -39,6 +38,8 @@ from .config import RunSpec
 from .defend import defense_from_config, run_defense
 from .prepare import prepare
 from .results import RunResult
+from .run_files import write_run
+from .run_log import Report, run_messages, silent
 
 Log = Callable[[str], None]
 #: the protocol's stages, in order, as reported to an ``on_stage`` callback
@@ -131,10 +132,11 @@ def run_protocol(cfg: RunSpec, *, progress: bool = True, log: Log = _stderr,
     defense = defense_from_config(cfg)
     exp, spec = prepare(cfg)
     poisons = load_poisons(cfg.poisons) if cfg.poisons else None
-    return run_experiment(exp, spec, attack, cfg.fraction, seed=cfg.seed, injection=cfg.injection, defense=defense,
-                          poisons=poisons, poisons_from=cfg.poisons, cache=as_cache(cfg.cache_dir),
-                          out=Path(cfg.out or cfg.default_out()), progress=progress, log=log,
-                          config=cfg.to_dict(), on_stage=on_stage)
+    out = check_output_dir(cfg.out or cfg.default_out(), "out")  # a file in the way fails now, not after the run
+    result = run_experiment(exp, spec, attack, cfg.fraction, seed=cfg.seed, injection=cfg.injection, defense=defense,
+                            poisons=poisons, poisons_from=cfg.poisons, cache=as_cache(cfg.cache_dir),
+                            progress=progress, report=run_messages(log), config=cfg.to_dict(), on_stage=on_stage)
+    return write_run(out, result, exp.train)
 
 
 @deterministic()  # the determinism / TF32 switches for the run, the caller's restored afterwards
@@ -150,17 +152,19 @@ def run_experiment(
     poisons: PoisonSet | None = None,
     poisons_from: str | None = None,
     cache: ArtifactCache | None = None,
-    out: Path | None = None,
     progress: bool = True,
-    log: Log = _stderr,
+    report: Report = silent,
     config: dict[str, Any] | None = None,
     on_stage: StageCallback | None = None,
 ) -> RunResult:
     """THE protocol on prepared data: pretrain → attack → test (→ defend); returns its :class:`RunResult`.
 
     ``spec`` is bound to ``data`` here (its shape, classes and default batch size). ``poisons``
-    re-uses a poison set instead of attacking (checked against the attack's contract). Artifacts
-    (``result.json``, poisons, weights, the poison grid) are written only when ``out`` is given.
+    re-uses a poison set instead of attacking (checked against the attack's contract). No file is
+    written: the result holds the poisons and the models, :func:`.run_files.write_run` writes them
+    (``result.json``, poisons, weights, the poison grid). Nothing is printed either: ``report``
+    receives each stage's event (:mod:`.run_log`; :func:`~.run_log.run_messages` makes the lines
+    ``poisonlab run`` shows).
     ``on_stage`` is called with each :data:`Stage` as it starts (e.g. a sweep's progress display).
     The run is under :func:`~poisonlab.seeding.deterministic`'s switches; the record's ``environment``
     says what produced it (:func:`~poisonlab.provenance.run_environment`: commit, torch threads,
@@ -169,8 +173,6 @@ def run_experiment(
     stage = on_stage or (lambda _s: None)
     t_start = time.perf_counter()
     check_fraction(fraction)
-    if out is not None:
-        out = check_output_dir(out, "out")  # a file in the way fails now, not after the run
     if injection not in ("add", "replace"):
         raise ConfigError(f"injection must be 'add' or 'replace', got {injection!r}")
     spec = spec.for_data(data.input_shape, data.num_classes, data.default_batch_size)
@@ -180,66 +182,49 @@ def run_experiment(
     attack.check_supported(adata, victim0)  # UnsupportedError before any training
     n_poison = poison_count(fraction, len(data.train))
     model_label = spec.model
-    log(
-        f"[poisonlab] {data.name}: |D_tr|={len(data.train)} |D_v|={len(data.val)} |test|={len(data.test)}; "
-        f"model {model_label}, {spec.recipe.epochs} epochs, batch {spec.recipe.batch_size}; "
-        f"attack {attack.name}, fraction {fraction:g} -> {n_poison} poisons"
-    )
+    report("start", {"dataset": data.name, "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
+                     "model": model_label, "epochs": spec.recipe.epochs, "batch_size": spec.recipe.batch_size,
+                     "attack": attack.name, "fraction": fraction, "n_poison": n_poison})
 
-    log("[1/3] pretrain: training the victim on D_tr")
+    report("pretrain", {})
     stage("pretrain")
     clean_model, cache_hit = train_clean(data, spec, seed, cache=cache, progress=progress)
     if cache_hit and cache is not None:
-        log(f"      clean victim loaded from the cache in {cache.root}")
+        report("clean_cached", {"cache": cache.root})
     acc1 = accuracy(clean_model, data.test)
     clean_state = {k: v.detach().clone() for k, v in clean_model.state_dict().items()}
     victim = Victim(spec, seed, clean_state)
-    log(f"      clean test accuracy acc1 = {acc1:.2f} %")
+    report("clean_accuracy", {"accuracy": acc1})
 
     t_attack = time.perf_counter()
     stage("attack")
     if poisons is not None:
-        log(f"[2/3] attack: re-using {len(poisons)} poisons" + (f" from {poisons_from}" if poisons_from else ""))
+        report("reuse", {"n_poison": len(poisons), "source": poisons_from})
         poisons = attack._check(poisons, adata, n_poison)
     else:
-        log(f"[2/3] attack: {attack.name} crafting {n_poison} poisons")
+        report("attack", {"attack": attack.name, "n_poison": n_poison})
         poisons = attack.poison(adata, victim, fraction, generator=torch_generator(seed, "attack"), progress=progress,
                                 cache=cache)
     attack_seconds = time.perf_counter() - t_attack
 
     where = "D_tr ∪ D_p" if injection == "add" else "D_tr with the poisons in place of their sources"
-    log(f"[3/3] test: retraining the victim from scratch on {where}")
+    report("retrain", {"where": where})
     stage("retrain")
     mixed = PoisonedDataset.mix(data.train, poisons, injection)
     poisoned_model, poisoned_hit = train_poisoned(mixed.dataset, spec, seed, cache=cache, progress="retrain" if progress else False)
     acc2 = accuracy(poisoned_model, data.test)
-    log(f"      poisoned test accuracy acc2 = {acc2:.2f} %")
+    report("poisoned_accuracy", {"accuracy": acc2})
     attack_info = {**poisons.info, **attack.assess(poisons, poisoned_model, data.test)}
     stats = perturbation_stats(poisons, data.train)
 
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        save_poisons(out / "poisons.npz", poisons)
-        save_model(out / "victim_clean.safetensors", clean_model, {"model": model_label, "stage": "pretrain"})
-        save_model(out / "victim_poisoned.safetensors", poisoned_model, {"model": model_label, "stage": "retrain"})
-        for name, state in poisons.states.items():  # e.g. the target model of a model-targeted attack
-            save_state(out / f"{name}.safetensors", state, {"model": model_label, "stage": f"attack:{name}"})
-        poison_grid(out / "poisons.png", poisons, data.train, title=f"{attack.name} on {data.name}/{model_label}")
     defended = None
     if defense is not None:  # defend stage: score D_tr ∪ D_p, filter, retrain, detection metrics
         stage("defend")
         defended = run_defense(defense, mixed, victim, poisoned_model, data.val, data.test, acc1, seed=seed,
-                               poisoned_accuracy=acc2, out=out, progress=progress, log=log)
+                               poisoned_accuracy=acc2, progress=progress, report=report)
 
     r = spec.recipe
-    artifacts: dict[str, str] = {}
-    if out is not None:
-        artifacts = {"poisons": "poisons.npz", "poison_grid": "poisons.png", "clean_model": "victim_clean.safetensors",
-                     "poisoned_model": "victim_poisoned.safetensors",
-                     **{f"{name}_model": f"{name}.safetensors" for name in poisons.states}}
-        if defended is not None:
-            artifacts.update(defense_scores="defense_scores.npz", defended_model="victim_defended.safetensors")
-    result = RunResult(
+    return RunResult(
         dataset=data.name,
         model=model_label,
         attack=attack.name,
@@ -264,12 +249,11 @@ def run_experiment(
         environment=run_environment(victim.device),
         cache={"victim_clean": None if cache is None else ("hit" if cache_hit else "miss"),
                "victim_poisoned": None if cache is None else ("hit" if poisoned_hit else "miss")},
-        config={**(config or {}), "out": str(out) if out is not None else None, "attack_options": attack.options(),
-                "recipe": recipe_key(r),
+        config={**(config or {}), "out": None, "attack_options": attack.options(), "recipe": recipe_key(r),
                 "bounds": data.bounds.describe()},
-        artifacts=artifacts,
+        artifacts={},
         defended=defended,
+        poisons=poisons,
+        clean_model=clean_model,
+        poisoned_model=poisoned_model,
     )
-    if out is not None:
-        write_json(out / "result.json", result.to_dict())
-    return result
