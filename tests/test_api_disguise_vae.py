@@ -38,7 +38,6 @@ def files(tmp_path):
 def no_work(monkeypatch, tmp_path):
     """Fail the test if a VAE is loaded or trained (the checks must come first)."""
     import poisonlab.generative.vae as vae_mod
-    import poisonlab.generative.vae_quality as quality
 
     def forbidden(*_a, **_k):
         raise AssertionError("a VAE was loaded or trained before the arguments were checked")
@@ -46,7 +45,6 @@ def no_work(monkeypatch, tmp_path):
     monkeypatch.setenv("POISONLAB_CACHE", str(tmp_path / "cache"))
     for fn in ("get_vae", "tiny_vae", "load_vae"):
         monkeypatch.setattr(vae_mod, fn, forbidden)
-    monkeypatch.setattr(quality, "tiny_vae", forbidden)
 
 
 def test_disguise_checks_every_argument_before_any_work(files, no_work):

@@ -15,12 +15,12 @@ TINY = {"dataset": "digits", "n_images": 256, "epochs": 1, "batch_size": 64, "en
 
 
 def test_pretrain_checks_every_argument_before_any_work(tmp_path, monkeypatch):
-    import poisonlab.pretrain.result as result
+    import poisonlab.pretrain.store as store
 
     def forbidden(*_a, **_k):
         raise AssertionError("an extractor was looked up or trained before the arguments were checked")
 
-    monkeypatch.setattr(result, "get_extractor", forbidden)
+    monkeypatch.setattr(store, "get_extractor", forbidden)
     cases = [
         (dict(config=42), ConfigError, "PretrainConfig"),
         (dict(nope=1), ConfigError, "unknown option"),

@@ -1,13 +1,12 @@
-"""A disguise from two image files, end to end: what ``pl.disguise`` and ``poisonlab disguise`` do.
+"""A disguise from two image files, end to end: the pieces of ``pl.disguise`` (``poisonlab disguise``).
 
-Thesis chapter 5. :func:`disguise_image_files` checks every input before any work (getting the VAE
-can mean training one for minutes): the variant and its options, the device, the VAE spec, both
-image files (present, readable, decodable images), the output folder, and the image size against
-the VAE's geometry (:func:`vae_geometry`: taef2's f = 8, a tiny preset, or a local
-``config.json``, read without loading weights). Then it gets the VAE (:func:`.vae.get_vae`),
-crafts the disguise of the copyrighted image on the base image (:func:`.disguise.craft_disguises`),
-reveals it, scores it with both detectors (:mod:`.detect`) and writes ``disguise.png``,
-``reveal.png``, ``grid.png`` and ``metrics.json`` to the output folder.
+Thesis chapter 5. ``pl.disguise`` checks every input before any work (getting the VAE can mean
+training one for minutes) with the checks here — the VAE's geometry known without loading its
+weights (:func:`vae_geometry`: taef2's f = 8, a tiny preset, or a local ``config.json``), the image
+size against it (:func:`check_size`), the paths — gets the VAE (:func:`.vae.get_vae`), and
+:func:`craft_and_write` crafts the disguise of the copyrighted image on the base image
+(:func:`.disguise.craft_disguises`), reveals it, scores it with both detectors (:mod:`.detect`) and
+writes ``disguise.png``, ``reveal.png``, ``grid.png`` and ``metrics.json``.
 
 The errors name each input by the command's flag (``--base``, ``--size``, ...), so the command and
 the function say the same thing.
@@ -20,19 +19,21 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..artifacts import write_json
 from ..data.sources import check_dataset_name
-from ..devices import resolve_device
 from ..errors import ConfigError, DataError
 from ..seeding import torch_generator
-from ..validation import check_bool, check_int
 from .detect import latent_screening_scores, reconstruction_scores
-from .disguise import DisguiseConfig, craft_disguises, summarize, variant_config
-from .images import image_grid, image_tensor, open_image, write_image
+from .disguise import DisguiseConfig, craft_disguises, summarize
+from .images import image_grid, image_tensor, write_image
+from .vae import LatentAutoencoder, LatentCodec
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 #: the SSIM window of the metrics (generative.metrics.ssim's default): images must be at least this large
 MIN_SIZE = 7
@@ -99,7 +100,7 @@ def check_size(size: int | None, geometry: VaeGeometry) -> int | None:
 
 @dataclass(frozen=True)
 class CraftedDisguise:
-    """What :func:`disguise_image_files` made (``pl.disguise`` returns it).
+    """What ``pl.disguise`` made and returns (:func:`craft_and_write`).
 
     Attributes:
         variant: the disguise variant (``unbounded``, ``bounded``, ``flip``, ``evasive``).
@@ -149,68 +150,38 @@ class CraftedDisguise:
         }
 
 
-def _path(value: Any, flag: str) -> Path:
+def check_path(value: Any, flag: str) -> Path:
+    """``value`` as a path (a non-empty str or os.PathLike), else a ConfigError naming ``flag``."""
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         raise ConfigError(f"{flag} must be a path (str or os.PathLike), got {value!r}")
     return Path(value)
 
 
-def disguise_image_files(
-    copyrighted: str | Path,
-    base: str | Path,
-    *,
-    vae: str = "tiny:cifar10:sd",
-    variant: str = "unbounded",
-    options: Mapping[str, Any] | None = None,
-    size: int | None = None,
-    out: str | Path = "runs/disguise",
-    data_dir: str | Path | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-) -> CraftedDisguise:
-    """Craft a disguise of the image file ``copyrighted`` on the image file ``base`` against the VAE
-    ``vae``, reveal and score it, and write it to ``out`` (see the module docstring; ``options``:
-    overrides of the variant's :class:`~.disguise.DisguiseConfig`, e.g. ``{"alpha": 0.02}``).
-    Every input is checked before any work."""
-    # ---- every check before any work (the VAE may train for minutes)
-    if not isinstance(variant, str):
-        raise ConfigError(f"--variant must be a variant name, got {variant!r}")
-    if options is not None and not isinstance(options, Mapping):
-        raise ConfigError(f"disguise options must be a mapping of option names to values, got {options!r}")
-    cfg = variant_config(variant, **dict(options or {}))
-    try:
-        dev = resolve_device(device)
-    except ConfigError as exc:
-        raise ConfigError(f"--device: {exc}") from None
-    if not isinstance(vae, str):
-        raise ConfigError(f"--vae must be a VAE spec (a string), got {vae!r}")
-    geometry = vae_geometry(vae)
-    size = check_size(size, geometry)
-    img_c = open_image(_path(copyrighted, "--copyrighted"), "--copyrighted")
-    img_b = open_image(_path(base, "--base"), "--base")
-    folder = _path(out, "--out")
+def check_out_folder(out: Any) -> Path:
+    """The output folder: a path that is a folder or is not there yet (made when written)."""
+    folder = check_path(out, "--out")
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--out {folder} exists and is not a folder")
-    if data_dir is not None:
-        _path(data_dir, "--data-dir")
-    check_int(seed, "--seed", minimum=0)
-    check_bool(progress, "progress")
+    return folder
 
-    from . import vae as vae_module  # looked up here: tests replace get_vae to prove the checks come first
 
-    model = vae_module.get_vae(vae, data_dir=data_dir, seed=seed, progress=progress, device=dev)
-    side = size or geometry.sample_size
-    if not side:  # a VAE folder whose config names no sample size (taef2's geometry always does)
-        assert isinstance(model, vae_module.LatentAutoencoder)
+def craft_and_write(model: LatentCodec, copyrighted: Image, base: Image, *, variant: str, config: DisguiseConfig,
+                    size: int | None, out: Path, seed: int, progress: bool) -> CraftedDisguise:
+    """The work of ``pl.disguise`` once its inputs are checked and the VAE is there: both decoded
+    images resized to ``size`` (None: the VAE's sample size) with the VAE's channels, the disguise
+    crafted (``init_noise`` drawn from ``seed``), revealed and scored by both detectors, and
+    ``disguise.png``, ``reveal.png``, ``grid.png`` and ``metrics.json`` written to ``out``."""
+    side = size
+    if not side:  # an AutoencoderKL folder whose config names no sample size (taef2 and the presets always do)
+        assert isinstance(model, LatentAutoencoder)
         side = int(model.vae.config.sample_size)
     channels = 3 if model.in_channels == 3 else 1
-    x_c = image_tensor(img_c, size=side, channels=channels).to(dev)
-    x_b = image_tensor(img_b, size=side, channels=channels).to(dev)
+    x_c = image_tensor(copyrighted, size=side, channels=channels).to(model.device)
+    x_b = image_tensor(base, size=side, channels=channels).to(model.device)
     t0 = time.perf_counter()
-    res = craft_disguises(model, x_b, x_c, cfg, progress=progress, generator=torch_generator(seed, "disguise/init"))
+    res = craft_disguises(model, x_b, x_c, config, progress=progress, generator=torch_generator(seed, "disguise/init"))
     seconds = time.perf_counter() - t0
-    files = {k: folder / f"{k}.png" for k in IMAGE_FILES}
+    files = {k: out / f"{k}.png" for k in IMAGE_FILES}
     write_image(files["disguise"], res.disguise)
     write_image(files["reveal"], res.reveal)
     with torch.no_grad():
@@ -228,7 +199,7 @@ def disguise_image_files(
         title=f"{variant}: latent dist {metrics['latent_dist']:.3f} (base {metrics['latent_dist_base']:.3f}), "
         f"SSIM to base {metrics['ssim_base']:.3f}, reveal SSIM to copyrighted {metrics['reveal_ssim_copyright']:.3f}",
     )
-    result = CraftedDisguise(variant, cfg, model.source, side, seed, seconds, metrics, det, files,
+    result = CraftedDisguise(variant, config, model.source, side, seed, seconds, metrics, det, files,
                              disguise=res.disguise.cpu(), reveal=res.reveal.cpu())
-    write_json(folder / "metrics.json", result.to_dict())
+    write_json(out / "metrics.json", result.to_dict())
     return result

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError, PoisonlabError
 from ..options import config_from_dict, config_to_dict
@@ -34,6 +33,7 @@ from ..paths import vae_dir
 from ..registry import Registry
 from ..seeding import device_generator, seeded_rng, torch_generator
 from ..storage import atomic_dir
+from ..training.epochs import shuffled_epochs
 
 if TYPE_CHECKING:
     from .taef2 import TAEF2Autoencoder
@@ -267,28 +267,21 @@ def train_vae(
     n = len(x)
     x = x.to(model.device, model.dtype)
     g = device_generator(generator, model.device)
-    losses: list[float] = []
-    bar = tqdm(range(config.epochs), desc="train VAE", disable=not progress, unit="ep")
-    for _ in bar:
-        perm = torch.randperm(n, generator=g, device=g.device)
-        parts: list[torch.Tensor] = []  # batch loss sums, read on the host once per epoch
-        count = 0
-        for start in range(0, n, config.batch_size):
-            xb = x[perm[start : start + config.batch_size]]
-            post = model.posterior(xb)
-            eps = torch.randn(post.mean.shape, generator=g, dtype=post.mean.dtype, device=g.device).to(post.mean.device)
-            z = post.mean + post.std * eps
-            rec = (vae.decode(z).sample + 1.0) / 2.0
-            kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).sum() / xb.numel()
-            loss = (rec - xb).abs().mean() + config.mse_weight * (rec - xb).pow(2).mean() + config.kl_weight * kl
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            parts.append(loss.detach() * len(xb))
-            count += len(xb)
-        total = float(torch.stack(parts).cpu().double().sum()) if parts else 0.0
-        losses.append(total / max(count, 1))
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+
+    def step(index: torch.Tensor) -> torch.Tensor:
+        xb = x[index]
+        post = model.posterior(xb)
+        eps = torch.randn(post.mean.shape, generator=g, dtype=post.mean.dtype, device=g.device).to(post.mean.device)
+        z = post.mean + post.std * eps
+        rec = (vae.decode(z).sample + 1.0) / 2.0
+        kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).sum() / xb.numel()
+        loss = (rec - xb).abs().mean() + config.mse_weight * (rec - xb).pow(2).mean() + config.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    losses = shuffled_epochs(n, config.batch_size, config.epochs, g, step, desc="train VAE", progress=progress)
     vae.requires_grad_(False).eval()
     return losses
 

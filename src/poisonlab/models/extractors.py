@@ -38,7 +38,7 @@ ENCODERS: Registry[type] = Registry("encoder")
 METADATA_KEY = "poisonlab_extractor"
 
 
-def _standardiser(module: nn.Module, d: int) -> None:
+def add_standardiser(module: nn.Module, d: int) -> None:
     """Fixed per-feature affine map (h − mean)·scale, identity while pre-training; set from the
     pre-training images afterwards (:func:`set_standardiser`) so heads see unit-scale features."""
     module.register_buffer("feature_mean", torch.zeros(d))
@@ -79,7 +79,7 @@ class ConvEncoder(nn.Module):
             c = int(width)
         self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.feature_dim = c
-        _standardiser(self, c)
+        add_standardiser(self, c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.net(x * 2.0 - 1.0) - self.feature_mean) * self.feature_scale
@@ -93,7 +93,7 @@ class ResNet18Encoder(nn.Module):
         super().__init__()
         self.net = ResNet18(input_shape, 2, int(width)).features
         self.feature_dim = 8 * int(width)
-        _standardiser(self, self.feature_dim)
+        add_standardiser(self, self.feature_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.net(x * 2.0 - 1.0) - self.feature_mean) * self.feature_scale

@@ -14,9 +14,9 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..seeding import device_generator
+from ..training.epochs import shuffled_epochs
 
 
 def feature_dim(encoder: nn.Module) -> int:
@@ -98,25 +98,19 @@ def train_simclr(encoder: nn.Module, x: torch.Tensor, *, epochs: int, batch_size
     x = x.to(device)
     g = device_generator(generator, device)
     bs = min(batch_size, n)
-    history: list[float] = []
-    bar = tqdm(range(epochs), desc=progress if isinstance(progress, str) else "simclr", disable=not progress,
-               leave=False, unit="ep")
-    for _ in bar:
-        perm = torch.randperm(n, generator=g, device=g.device)
-        parts: list[torch.Tensor] = []
-        count = 0
-        for start in range(0, n - bs + 1, bs):  # full batches only: NT-Xent needs negatives
-            xb = x[perm[start:start + bs]]
-            v1, v2 = augment(xb, g, flip=flip), augment(xb, g, flip=flip)
-            loss = nt_xent(head(encoder(v1)), head(encoder(v2)), temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            parts.append(loss.detach() * len(xb))
-            count += len(xb)
-        total = float(torch.stack(parts).cpu().double().sum()) if parts else 0.0
-        history.append(total / max(count, 1))
-        bar.set_postfix(loss=f"{history[-1]:.3f}")
+
+    def step(index: torch.Tensor) -> torch.Tensor:
+        xb = x[index]
+        v1, v2 = augment(xb, g, flip=flip), augment(xb, g, flip=flip)
+        loss = nt_xent(head(encoder(v1)), head(encoder(v2)), temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    history = shuffled_epochs(n, bs, epochs, g, step, full_batches=True,  # NT-Xent needs negatives
+                              desc=progress if isinstance(progress, str) else "simclr", progress=bool(progress),
+                              leave=False, digits=3)
     encoder.eval()
     if history and not math.isfinite(history[-1]):
         raise FloatingPointError("SimCLR loss became non-finite; lower the learning rate")

@@ -48,7 +48,7 @@ from ...errors import ConfigError, DataError, UnsupportedError
 from ...paths import extractor_dir, pretrained_dir
 from ...seeding import seeded_rng
 from ...storage import atomic_path
-from ..extractors import ENCODERS, METADATA_KEY, _standardiser, set_standardiser
+from ..extractors import ENCODERS, METADATA_KEY, add_standardiser, set_standardiser
 from ._files import WeightFile, verify
 
 NAME = "efficientnet_lite0"
@@ -263,7 +263,7 @@ class EfficientNetLite0Encoder(nn.Module):
     (by the victim's input adapter); ``scaling`` see :func:`scale_input`. Built with random
     weights: the extractor file (:func:`write_extractor`) or :func:`pretrained_encoder` fills them."""
 
-    feature_mean: torch.Tensor  # the standardiser's buffers (registered by _standardiser)
+    feature_mean: torch.Tensor  # the standardiser's buffers (registered by add_standardiser)
     feature_scale: torch.Tensor
 
     def __init__(self, input_shape: Sequence[int], scaling: str = "tflite") -> None:
@@ -276,7 +276,7 @@ class EfficientNetLite0Encoder(nn.Module):
         self.net = EfficientNetLite0()
         self.net.classifier = nn.Identity()  # features only
         self.feature_dim = FEATURE_DIM
-        _standardiser(self, FEATURE_DIM)
+        add_standardiser(self, FEATURE_DIM)
 
     def raw_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.features(scale_input(x, self.scaling))
