@@ -55,7 +55,7 @@ CREATION_ALLOWED = {
 }
 #: single functions: (file, function) -> reason
 CREATION_ALLOWED_IN = {
-    ("models/extractors.py", "_standardiser"): "module construction (called from __init__): buffers follow torch's "
+    ("models/extractors.py", "add_standardiser"): "module construction (called from __init__): buffers follow torch's "
                                                "default device, like nn.Linear's parameters",
 }
 #: ``.numpy()`` calls on objects that are not tensors, or that are CPU by contract

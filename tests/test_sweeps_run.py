@@ -80,6 +80,11 @@ def test_cli_sweep_report_cache_and_identical_results(swept, tmp_path, capsys):
     assert r"\begin{tabular}" in capsys.readouterr().out
     assert main(["cache", "ls", "--cache-dir", str(cache)]) == 0
     assert "victim_clean" in capsys.readouterr().out  # one clean victim: 2 modes x 2 fractions share it
+    from poisonlab.cache import ArtifactCache
+
+    store = ArtifactCache(cache)
+    assert len(store.entries("victim_clean")) == 1  # one clean victim: 2 modes x 2 fractions share it
+    n = len(store.entries("victim_clean")) + len(store.entries("victim_poisoned"))  # + each ok run's retrained victim
     assert main(["cache", "clear", "--cache-dir", str(cache)]) == 0
-    assert "removed 1 cache entry" in capsys.readouterr().out
+    assert f"removed {n} cache entries" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "missing.jsonl")]) == 2
