@@ -80,7 +80,7 @@ def write_image(path: str | Path, x: torch.Tensor) -> Path:
     x = x.detach().cpu().float()
     if x.ndim == 4:
         x = x[0]
-    arr = (x.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    arr = (x.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(p)
@@ -108,9 +108,9 @@ def image_grid(path: str | Path, rows: Sequence[tuple[str, torch.Tensor]],
                 continue
             img = imgs[j].detach().cpu().float().clamp(0, 1)
             if img.shape[0] == 1:
-                ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                ax.imshow(img[0].cpu().numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             else:
-                ax.imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
+                ax.imshow(img.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
             if row_captions and j < len(row_captions) and row_captions[j]:
                 ax.set_title(row_captions[j], fontsize=6)
     if title:

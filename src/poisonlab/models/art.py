@@ -54,7 +54,7 @@ def art_clip_values(bounds: Bounds, input_shape: Sequence[int]) -> tuple[Any, An
     if bounds.is_scalar:
         return float(lo), float(hi)
     lo_full, hi_full = bounds.expanded(input_shape, device="cpu")  # ART takes numpy clip values
-    return lo_full.numpy().astype(np.float32), hi_full.numpy().astype(np.float32)
+    return lo_full.cpu().numpy().astype(np.float32), hi_full.cpu().numpy().astype(np.float32)
 
 
 def bounds_from_clip_values(clip_values: Any, input_shape: Sequence[int]) -> Bounds:

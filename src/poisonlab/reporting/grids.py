@@ -59,9 +59,9 @@ def draw_image(ax: Any, x: torch.Tensor, lo: float, hi: float) -> None:
     if u.ndim == 2:
         u = u[None]
     if u.shape[0] == 1:
-        ax.imshow(u[0].numpy(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.imshow(u[0].cpu().numpy(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     else:
-        ax.imshow(u.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.imshow(u.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
 
 
 def draw_features(ax: Any, series: Sequence[tuple[torch.Tensor, str, str]]) -> None:
