@@ -87,7 +87,7 @@ def clean_victim_key(data: ExperimentData, spec: VictimSpec, seed: int) -> dict[
 
 
 def train_victim(train_set: Dataset, spec: VictimSpec, seed: int, *, cache: ArtifactCache | None = None,
-                 kind: str = "victim_trained", key: dict[str, Any] | None = None,
+                 kind: str, key: dict[str, Any] | None = None,
                  progress: bool | str = False) -> tuple[torch.nn.Module, bool]:
     """The victim trained from scratch on ``train_set`` (its recipe, seed ``seed``), through ``cache``
     when given: an entry of ``kind`` under ``key`` (default :func:`trained_victim_key`). A hit gives
