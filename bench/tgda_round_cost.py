@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def main() -> int:
         fol, w = B.Follower.from_model(build_victim(name, (1, 28, 28), 10), torch.float32)
         gen = build_generator("fc_autoencoder", (1, 28, 28), 10)
         res: dict = {}
-        state = {"before": {"x0": None}, "now": {"x0": None, "solver": SOLVER}}
+        state = {"before": {"x0": None}, "now": {"x0": None, "solver": replace(SOLVER, fallback=True)}}
         variants = ("before", "now") if name == "lr" else ("before", "before_ne", "now")
         if name != "lr":
             state["before_ne"] = {"x0": None}
@@ -98,7 +99,7 @@ def main() -> int:
                     _, solve = leader_before(fol, gen, w, (xc, yc), (x0b, y0b), (xv, yv), st["x0"], variant == "before_ne")
                 else:
                     _, solve = leader_gradient(fol, gen, w, (xc, yc), (x0b, y0b), (xv, yv), solver=st["solver"],
-                                               x0=st["x0"], safeguard=True)
+                                               x0=st["x0"])
                     if solve.cg.solver is not None:
                         st["solver"] = solve.cg.solver  # sticky, as in the attack
                 st["x0"] = solve.value

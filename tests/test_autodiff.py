@@ -1,5 +1,7 @@
 """Second-order engine checked against dense Hessians and finite differences in float64."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -384,6 +386,24 @@ def test_cg_detects_negative_curvature_and_the_safeguarded_solve_falls_back():
     pd = torch.eye(10) * 2.0  # a positive definite system is solved once, with no fallback
     ok = safeguarded_cg(lambda v: pd @ v, b, CGOptions(tol=1e-12, max_iter=50))
     assert ok.fallbacks == () and ok.solver == CGOptions(tol=1e-12, max_iter=50)
+
+
+def test_inverse_hvp_falls_back_only_when_the_solver_options_say_so():
+    """``CGOptions.fallback`` picks the safeguarded solve in :func:`inverse_hvp`: on an indefinite
+    operator plain CG stops at the negative curvature; with ``fallback`` the solve is redone on the
+    normal equations and equals the dense solution."""
+    from poisonlab.autodiff import inverse_hvp
+
+    A, b = _indefinite()
+    A = A.double()
+    w = (torch.zeros(10, dtype=torch.float64),)
+    bb = (b.double(),)
+    opts = CGOptions(tol=1e-12, max_iter=500)
+    plain = inverse_hvp(lambda p: p[0].sum(), w, bb, solver=opts, hvp_fn=lambda v: (A @ v[0],))
+    assert plain.cg.negative_curvature and plain.cg.fallbacks == ()
+    safe = inverse_hvp(lambda p: p[0].sum(), w, bb, solver=replace(opts, fallback=True), hvp_fn=lambda v: (A @ v[0],))
+    assert safe.cg.fallbacks == ("normal_equations",) and safe.cg.solver.fallback
+    torch.testing.assert_close(safe.value[0], torch.linalg.solve(A, b.double()), rtol=1e-7, atol=1e-9)
 
 
 def test_safeguarded_cg_raises_the_damping_when_the_normal_equations_fail_too():

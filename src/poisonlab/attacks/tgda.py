@@ -350,7 +350,6 @@ def leader_gradient(
     x0: Params | None = None,
     hvp_method: str = "double_backward",
     poison_weight: float | None = None,
-    safeguard: bool = False,
 ) -> tuple[Params, Any]:
     """D_θℓ for the generator parameters θ (in ``gen.parameters()`` order) and the CG solve.
 
@@ -358,8 +357,8 @@ def leader_gradient(
     ``val`` = (x, y) of the validation batch, or ``None`` for the zero-sum formulation (ℓ = f).
     ``poison_weight`` = ε weighs the poisons as in :meth:`Follower.weighted_mixed_loss`; ``None``:
     every point of clean ∪ poisons weighs the same. ``solver`` holds the CG options of the
-    implicit-gradient solve (:meth:`ImplicitSolverConfig.cg_options`), ``x0`` warm-starts it;
-    ``safeguard`` lets it fall back (:func:`poisonlab.autodiff.safeguarded_cg`).
+    implicit-gradient solve (:meth:`ImplicitSolverConfig.cg_options`; with ``fallback`` it
+    falls back, :func:`poisonlab.autodiff.safeguarded_cg`), ``x0`` warm-starts it.
     """
     xc, yc = clean
     x0b, y0b = sources
@@ -380,7 +379,7 @@ def leader_gradient(
         def ell(wt: Params, xp_: torch.Tensor) -> torch.Tensor:  # the leader ℓ(w) on the validation batch
             return fol.loss(wt, xv, yv)
 
-    d_x, solve = total_gradient(f, ell, w, (xp.detach(),), solver=solver, x0=x0, method=hvp_method, safeguard=safeguard)
+    d_x, solve = total_gradient(f, ell, w, (xp.detach(),), solver=solver, x0=x0, method=hvp_method)
     with torch.enable_grad():
         d_theta = torch.autograd.grad(xp, theta, grad_outputs=d_x[0], allow_unused=True)
     return tuple(torch.zeros_like(p) if g is None else g for p, g in zip(theta, d_theta)), solve
@@ -509,7 +508,7 @@ class TGDA(Attack[TGDAConfig]):
                            tensor_fingerprint(data.train.x, data.train.y, data.val.x, data.val.y), victim.spec.model,
                            *B.bounds_key(data.bounds))
         ckpt = B.Checkpoint(checkpoint, fp, cfg.checkpoint.every)  # this part's directory
-        cg = cfg.solver.cg_options()
+        cg = dataclasses.replace(cfg.solver.cg_options(), fallback=cfg.safeguard.cg_fallback)
         if fopt.coupled_l2:  # the follower's stationary point is that of f + λ_wd/2‖w‖² (SGD's and Adam's weight decay)
             cg = dataclasses.replace(cg, damping=cg.damping + fopt.coupled_l2)
         info: dict[str, Any] = {"generator": gname, "n_poison": len(sources), "batch_size": bs,
@@ -555,7 +554,7 @@ class TGDA(Attack[TGDAConfig]):
             for _ in range(cfg.m):
                 grads, solve = leader_gradient(
                     fol, gen, g.w, (xc, yc), (x0b, y0b), val, solver=cg, x0=g.solve if cfg.solver.warm_start else None,
-                    hvp_method=cfg.solver.hvp_method, poison_weight=pw, safeguard=cfg.safeguard.cg_fallback)
+                    hvp_method=cfg.solver.hvp_method, poison_weight=pw)
                 g.solve = solve.value
                 cg = self._note_solve(solve.cg, cg, sg)
                 gnorm, rel = self._leader_step(g, grads, sg)

@@ -42,6 +42,11 @@ class CGOptions:
             two products per iteration). Default false.
         check_every: Iterations between the host reads that end a finished solve early (an integer
             >= 1); in between, the stopping tests are tensors on the device. Default 5.
+        fallback: Where a solve is asked for (:func:`~poisonlab.autodiff.inverse_hvp`,
+            :func:`~poisonlab.autodiff.total_gradient`), solve by :func:`safeguarded_cg`: a solve that
+            meets negative curvature, leaves the finite range or ends with a growing residual is redone
+            on the normal equations, then with larger damping. :func:`conjugate_gradient` itself
+            ignores it. Default false.
     """
 
     damping: float = 0.0
@@ -49,6 +54,7 @@ class CGOptions:
     max_iter: int = 100
     normal_equations: bool = False
     check_every: int = 5
+    fallback: bool = False
 
     def __post_init__(self) -> None:
         what = "CG options"
@@ -57,6 +63,7 @@ class CGOptions:
         check_int(self.max_iter, "max_iter", what)
         check_bool(self.normal_equations, "normal_equations", what)
         check_int(self.check_every, "check_every", what)
+        check_bool(self.fallback, "fallback", what)
 
 
 #: the default options (λ = 0, tol 1e-6, 100 iterations, plain CG)

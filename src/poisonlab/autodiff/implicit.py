@@ -41,7 +41,6 @@ def inverse_hvp(
     method: str = "fwdrev",
     chunk_size: int | None = None,
     hvp_fn: Callable[[Params], Params] | None = None,
-    safeguard: bool = False,
 ) -> InverseHVP:
     """(∇²_w f(w, *args) + λI)⁻¹ b by CG at w = ``params`` (λ = ``solver.damping``).
 
@@ -49,7 +48,7 @@ def inverse_hvp(
     iterations, normal equations for indefinite Hessians). The products are
     :func:`~poisonlab.autodiff.dataset_hvp` ``(f, params, v, *args, chunk_size=chunk_size,
     method=method)`` (``f`` the mean loss of its batch); ``hvp_fn(v)`` replaces them with any other
-    symmetric operator. ``x0`` warm-starts CG. ``safeguard``: solve by
+    symmetric operator. ``x0`` warm-starts CG. With ``solver.fallback`` the solve is
     :func:`~poisonlab.autodiff.cg.safeguarded_cg` (negative curvature, non-finite or growing residuals
     fall back to the normal equations, then to larger damping; ``cg.solver`` says what was solved).
     """
@@ -59,7 +58,7 @@ def inverse_hvp(
     def matvec(vec: torch.Tensor) -> torch.Tensor:
         return flatten(prod(unflatten(vec, params)))
 
-    solve = safeguarded_cg if safeguard else conjugate_gradient
+    solve = safeguarded_cg if solver.fallback else conjugate_gradient
     res = solve(matvec, flatten(b), solver, x0=flatten(x0) if x0 is not None else None)
     return InverseHVP(unflatten(res.x, params), res)
 
@@ -73,7 +72,6 @@ def total_gradient(
     solver: CGOptions = DEFAULT_CG,
     x0: Sequence[torch.Tensor] | None = None,
     method: str = "fwdrev",
-    safeguard: bool = False,
 ) -> tuple[Params, InverseHVP]:
     """D_θ ℓ = ∇_θ ℓ − ∇²_θw f (∇²_ww f + λI)⁻¹ ∇_w ℓ for the follower ``f(w, *theta)`` and the
     leader ``ℓ(w, *theta)`` (both scalar), at the follower's ``w`` and the leader's ``theta``;
@@ -83,7 +81,7 @@ def total_gradient(
     solve's value as ``x0`` to warm-start. ``method`` selects the Hessian-vector product of
     :func:`~poisonlab.autodiff.hvp` (``"double_backward"`` has less per-call overhead on small models,
     and builds ∇_w f once for every product of the solve and the mixed product:
-    :class:`~poisonlab.autodiff.hvp.GradientGraph`). ``safeguard`` as in :func:`inverse_hvp`.
+    :class:`~poisonlab.autodiff.hvp.GradientGraph`). ``solver.fallback`` as in :func:`inverse_hvp`.
     """
     w = tuple(p.detach() for p in w)
     theta = tuple(t.detach().requires_grad_(True) for t in theta)
@@ -96,11 +94,11 @@ def total_gradient(
     nums = tuple(range(len(theta)))
     if method == "double_backward":  # one graph of ∇_w f for the k products of the solve and the mixed one
         graph = GradientGraph(follower, w, *theta, argnums=nums)
-        solve = inverse_hvp(follower, w, gw, solver=solver, x0=x0, hvp_fn=graph.hvp, safeguard=safeguard)
+        solve = inverse_hvp(follower, w, gw, solver=solver, x0=x0, hvp_fn=graph.hvp)
         cross = graph.mixed(solve.value)
         del graph
     else:
         theta_fixed = tuple(t.detach() for t in theta)
-        solve = inverse_hvp(follower, w, gw, *theta_fixed, solver=solver, x0=x0, method=method, safeguard=safeguard)
+        solve = inverse_hvp(follower, w, gw, *theta_fixed, solver=solver, x0=x0, method=method)
         cross = mixed_vjp(follower, w, solve.value, *theta, argnums=nums)
     return tuple(a - c for a, c in zip(gtheta, cross)), solve

@@ -8,6 +8,7 @@ import shlex
 import sys
 
 from ..errors import ConfigError
+from .backend_flags import add_backend_args
 from .key_values import parse_key_values
 from .recipe_flags import add_recipe_args, recipe_args
 
@@ -27,8 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--time-budget", type=float, help="seconds for the whole evaluation: attacks are priced first, run "
                    "cheapest first, shortened or skipped (and said so) when they would not fit")
-    p.add_argument("--backend", choices=("local", "ray"), default="local")
-    p.add_argument("--workers", type=int, help="local: worker processes (default: in this process); ray: tasks at once")
+    add_backend_args(p, workers_default="default: every cell in this process")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     add_recipe_args(p)
     p.add_argument("--model-option", "-M", action="append", default=[], metavar="KEY=VALUE",

@@ -6,6 +6,7 @@ import argparse
 
 from ..api import sweep
 from ..sweeps import SweepPlan
+from .backend_flags import add_backend_args
 from .recipe_flags import add_recipe_args, recipe_args
 
 
@@ -17,9 +18,7 @@ def add_parser(sub) -> None:
                                    "2: invalid grid.")
     p.add_argument("grid", metavar="GRID.yaml")
     p.add_argument("--out", help="sweep directory (default sweeps/<grid name>)")
-    p.add_argument("--backend", choices=("local", "ray"), default="local")
-    p.add_argument("--workers", type=int, help="local: parallel worker processes (default 1; 0 = inside this process); "
-                   "ray without --address: runs at once on the local Ray instance (default: one per CPU)")
+    add_backend_args(p, workers_default="default 1; 0 = inside this process")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     p.add_argument("--cache-dir", help="artifact cache of clean victims, targets, generators "
                                        "(default <cache root>/artifacts; see `poisonlab cache ls`)")
