@@ -2,6 +2,8 @@
 
     python bench/user_mlp_table.py                       # 3 seeds, ε = 10 %, every attack that applies
     python bench/user_mlp_table.py --seeds 0 --attacks label_flip tgda --out /tmp/mlp
+    python bench/user_mlp_table.py --attacks tgda --option tgda.labels=flip --defenses none \
+        --out runs/user_mlp_tgda_flip --json bench/results/user_mlp_tgda_flip.json
 
 The victim is what a user would bring: a plain ``nn.Module`` no registry knows (two hidden layers of
 64, ReLU), trained with Adam (lr 3e-3, 40 epochs, batch 128) on standardised tabular data —
@@ -27,6 +29,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from common import RESULTS, environment  # noqa: E402  (sets OMP_WAIT_POLICY)
 from torch import nn  # noqa: E402
 
@@ -72,6 +75,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--attacks", nargs="*", default=None, help="default: every attack that applies")
+    ap.add_argument("--option", action="append", default=[], metavar="ATTACK.KEY=VALUE",
+                    help="an option of one attack (repeatable; needs --attacks), e.g. tgda.labels=flip")
     ap.add_argument("--defenses", default="auto", help="auto, none or a comma-separated list")
     ap.add_argument("--out", default="runs/user_mlp_table")
     ap.add_argument("--json", default=str(RESULTS / "user_mlp_table.json"))
@@ -80,13 +85,24 @@ def main(argv=None) -> int:
     victim = pl.victim(TabularMLP, optimizer="adam", lr=3e-3, epochs=40, batch_size=128, device="cpu")
     defenses = None if args.defenses == "none" else ("auto" if args.defenses == "auto" else args.defenses.split(","))
     t0 = time.perf_counter()
-    ev = pl.evaluate(tabular_data(), victim, args.fraction, attacks=args.attacks or "auto", defenses=defenses,
+    attacks = args.attacks or "auto"
+    if args.option:
+        if not args.attacks:
+            ap.error("--option needs --attacks")
+        attacks = {name: {} for name in args.attacks}
+        for item in args.option:
+            key, _, value = item.partition("=")
+            name, _, option = key.partition(".")
+            if name not in attacks or not option:
+                ap.error(f"--option {item}: write ATTACK.KEY=VALUE for an attack in --attacks")
+            attacks[name][option] = yaml.safe_load(value)
+    ev = pl.evaluate(tabular_data(), victim, args.fraction, attacks=attacks, defenses=defenses,
                      seeds=tuple(args.seeds), out=args.out, progress=True)
     seconds = time.perf_counter() - t0
     rows = {a.name: {"drops": a.accuracy_drop, "seeds": a.seeds, "failed": a.failed, "action": a.action,
                      **a.summary(), "tgda_safeguards": _safeguards(args.out, a.name)} for a in ev.attacks}
     write_json(Path(args.json), {"environment": environment(), "seconds": seconds, "fraction": args.fraction,
-                                 "seeds": args.seeds, "attacks": rows, "evaluation": ev.to_dict()})
+                                 "seeds": args.seeds, "options": args.option, "attacks": rows, "evaluation": ev.to_dict()})
     print(ev.to_markdown())
     print(f"\n{seconds:.0f} s; report: {args.out}/report.html; summary: {args.json}")
     return 0

@@ -277,6 +277,26 @@ def test_tgda_ablation_switches_run(opts):
     assert not torch.equal(p.x, q.x)
 
 
+@pytest.mark.parametrize("rule", ["flip", "max_loss"])
+def test_tgda_labels_rule_sets_the_poisons_labels_once(rule):
+    """``labels``: the poisons carry the rule's labels (flip: C−1−y of the source; max_loss: the
+    class the clean victim finds least likely for the source), not the source's as by default."""
+    from poisonlab.attacks.bilevel import Follower, initial_labels
+
+    data, victim = _tiny(n_train=100, n_val=50)
+    base = dict(TINY["tgda"], epochs=1)
+    keep = build_attack("tgda", base).poison(data, victim, 0.05, generator=torch_generator(0, "a"))
+    p = build_attack("tgda", dict(base, labels=rule)).poison(data, victim, 0.05, generator=torch_generator(0, "a"))
+    assert torch.equal(p.source_index, keep.source_index)
+    src_y = data.train.y[p.source_index]
+    assert torch.equal(keep.y, src_y)
+    fol, w = Follower.from_model(victim.clean_model(), torch.float32)
+    expected = initial_labels(rule, src_y, data.num_classes, fol, w, data.train.x[p.source_index])
+    assert torch.equal(p.y, expected) and not torch.equal(p.y, src_y)
+    with pytest.raises(ConfigError, match="labels"):
+        build_attack("tgda", {"labels": "random"})
+
+
 def test_tgda_defaults_are_the_measured_settings_and_the_thesis_is_a_preset():
     """docs/studies/tgda.md: α = 0.1 with selection (every 10 epochs: 3.63-point drop on MNIST LR, the
     last θ selected; the default judges every 50) against the thesis' literal α = 0.01 without

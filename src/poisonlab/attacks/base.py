@@ -111,8 +111,13 @@ class Attack(Component[C]):
         the budget of ``len(poisons)``, shapes, bounds, labels, sources; returns them on the CPU."""
         return self._check(poisons, data, len(poisons))
 
+    def keeps_labels(self) -> bool:
+        """Whether this attack, with its options, keeps every poison's source label (checked on
+        what it returns); default: the class's ``clean_label``."""
+        return self.clean_label
+
     def _check(self, out: PoisonSet, data: AttackData, n: int) -> PoisonSet:
-        return validate(out, data, n=n, clean_label=self.clean_label, who=f"attack {self.name!r}")
+        return validate(out, data, n=n, clean_label=self.keeps_labels(), who=f"attack {self.name!r}")
 
     def assess(self, poisons: PoisonSet, retrained: nn.Module, test: Dataset) -> dict[str, Any]:
         """Attack-specific measurements of the retrained victim (default none); merged into attack_info."""

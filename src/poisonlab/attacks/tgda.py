@@ -257,6 +257,9 @@ class TGDAConfig(AttackConfig):
             Default null.
         batch_size: Clean D_tr points per round; null: the victim recipe's batch size. Default null.
         val_batch_size: D_v points in the leader's loss ℓ per round; null: all of D_v. Default 1000.
+        labels: The poisons' labels, set once before the game: ``"keep"`` (the source point's label,
+            the thesis), ``"flip"`` (y ← C−1−y) or ``"max_loss"`` (the class the clean victim finds
+            least likely for the source); the generator is conditioned on them. Default ``"keep"``.
         poisons_per_batch: Which poisons a round's follower loss f carries: ``"proportional"``
             (≈ ε·B per round, the proportion the victim retrains with), ``"all"`` (every poison,
             same weight as a clean point) or ``"weighted"`` (every poison, weighted so the poisons
@@ -298,6 +301,7 @@ class TGDAConfig(AttackConfig):
     follower_lr: float | None = None
     batch_size: int | None = None
     val_batch_size: int | None = 1000
+    labels: str = "keep"
     poisons_per_batch: str = "proportional"
     leader: str = "attacker"
     formulation: str = "nonzero_sum"
@@ -322,6 +326,7 @@ class TGDAConfig(AttackConfig):
             check_int(getattr(self, key), key, WHAT)
         B.check_steps(self, WHAT)
         check_choice(self.leader_optimizer, "leader_optimizer", ("sgd", "adam"), WHAT)
+        check_choice(self.labels, "labels", B.LABEL_RULES, WHAT)
         check_choice(self.poisons_per_batch, "poisons_per_batch", ("proportional", "all", "weighted"), WHAT)
         check_choice(self.leader, "leader", ("attacker", "defender"), WHAT)
         check_choice(self.formulation, "formulation", ("nonzero_sum", "zero_sum"), WHAT)
@@ -410,6 +415,10 @@ class TGDA(Attack[TGDAConfig]):
     clean_label = True
     summary = "generator L_θ trained by total-gradient ascent on the follower's validation loss (Algorithm 1)"
 
+    def keeps_labels(self) -> bool:
+        """Clean-label with the default ``labels="keep"``; ``flip`` and ``max_loss`` change them."""
+        return self.config.labels == "keep"
+
     def check_supported(self, data: AttackData, victim: Victim) -> None:
         """The generator's sigmoid is mapped onto the data's box, which must be finite; a convolutional
         generator needs image inputs (C, H, W)."""
@@ -492,6 +501,8 @@ class TGDA(Attack[TGDAConfig]):
 
         fol, w_pre = B.Follower.from_model(victim.clean_model(), dtype)
         fopt = FollowerOptimizer.for_recipe(victim.spec.recipe, fol.step_sizes(beta))  # the recipe's optimiser
+        if cfg.labels != "keep":  # the poisons' labels, set once (the generator is conditioned on them)
+            T = dataclasses.replace(T, y0=B.initial_labels(cfg.labels, T.y0, T.train.num_classes, fol, w_pre, T.x0))
         box = T.train.bounds
         gname = cfg.generator or default_generator_name(T.train.x.shape[1:])
         with seeded_rng(derive_seed(base, "tgda-generator-init"), device):
