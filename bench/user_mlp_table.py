@@ -29,12 +29,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 from common import RESULTS, environment  # noqa: E402  (sets OMP_WAIT_POLICY)
 from torch import nn  # noqa: E402
 
 import poisonlab as pl  # noqa: E402
 from poisonlab.artifacts import write_json  # noqa: E402
+from poisonlab.cli.key_values import parse_key_values  # noqa: E402
 
 
 class TabularMLP(nn.Module):
@@ -90,12 +90,11 @@ def main(argv=None) -> int:
         if not args.attacks:
             ap.error("--option needs --attacks")
         attacks = {name: {} for name in args.attacks}
-        for item in args.option:
-            key, _, value = item.partition("=")
+        for key, value in parse_key_values(args.option, "--option").items():  # the CLI's KEY=VALUE reader
             name, _, option = key.partition(".")
             if name not in attacks or not option:
-                ap.error(f"--option {item}: write ATTACK.KEY=VALUE for an attack in --attacks")
-            attacks[name][option] = yaml.safe_load(value)
+                ap.error(f"--option {key}=...: write ATTACK.KEY=VALUE for an attack in --attacks")
+            attacks[name][option] = value
     ev = pl.evaluate(tabular_data(), victim, args.fraction, attacks=attacks, defenses=defenses,
                      seeds=tuple(args.seeds), out=args.out, progress=True)
     seconds = time.perf_counter() - t0

@@ -9,9 +9,9 @@ import argparse
 BACKENDS = ("local", "ray")
 
 
-def add_backend_args(p: argparse.ArgumentParser, *, workers_default: str) -> None:
-    """Add ``--backend`` (local processes or Ray) and ``--workers`` to ``p``; ``workers_default``
-    says what the command does without ``--workers`` on the local backend."""
+def add_backend_args(p: argparse.ArgumentParser, *, workers_default: str, ray_default: str) -> None:
+    """Add ``--backend`` (local processes or Ray) and ``--workers`` to ``p``; ``workers_default`` and
+    ``ray_default`` say what the command does without ``--workers`` on each backend."""
     p.add_argument("--backend", choices=BACKENDS, default="local", help="local processes (default) or Ray")
     p.add_argument("--workers", type=int, help=f"local: parallel worker processes ({workers_default}); "
-                   "ray: runs at once (default without --address: one per CPU)")
+                   f"ray: runs at once ({ray_default})")

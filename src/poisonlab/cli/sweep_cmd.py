@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
                                    "2: invalid grid.")
     p.add_argument("grid", metavar="GRID.yaml")
     p.add_argument("--out", help="sweep directory (default sweeps/<grid name>)")
-    add_backend_args(p, workers_default="default 1; 0 = inside this process")
+    add_backend_args(p, workers_default="default 1; 0 = inside this process",
+                     ray_default="default without --address: one per CPU")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     p.add_argument("--cache-dir", help="artifact cache of clean victims, targets, generators "
                                        "(default <cache root>/artifacts; see `poisonlab cache ls`)")
