@@ -16,6 +16,7 @@ import pytest
 
 import poisonlab
 from poisonlab.cli.main import main
+from poisonlab.evaluation.references import reference
 
 ARGS = ["evaluate", "--dataset", "digits", "--epochs", "3", "--device", "cpu", "--fraction", "0.05",
         "--attacks", "label_flip,min_max", "-A", "min_max.epochs=2", "--defenses", "loss", "--seeds", "0,1", "--quiet"]
@@ -62,6 +63,10 @@ def test_a_user_npz_and_the_thesis_reference_column(tmp_path):
     md = (out / "report.md").read_text()
     assert "reference acc / drop" in md and "| 90.83 / 1.52 |" in md and "| 92.35 |" in md
     assert "mine" in md.splitlines()[0]
+    # the thesis measured MNIST: a report on other data says that its columns do not compare cell by cell
+    assert f"measured on mnist at ε = 0.03, while this evaluation is {path} at ε = 0.03" in md
+    ref = reference("thesis-table-2.2", "lr")
+    assert ref.described_for("mnist", 0.03) == ref.source and "ε = 0.05" in ref.described_for("mnist", 0.05)
 
 
 def test_bad_arguments_exit_2_before_any_work(tmp_path, capsys):

@@ -73,7 +73,7 @@ def test_cli_list(capsys):
 @pytest.mark.parametrize(
     "argv,match",
     [
-        (["run", "--dataset", "imagenet"], "valid datasets"),
+        (["run", "--dataset", "imagenet"], "registered dataset"),
         (["run", "--model", "svm"], "valid models"),
         (["run", "--attack", "nope"], "valid attacks"),
         (["run", "--fraction", "1.5"], "fraction"),

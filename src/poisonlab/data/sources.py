@@ -147,7 +147,8 @@ def check_dataset_name(name: str, what: str = "") -> None:
             raise DataError(f"{prefix}dataset file {path} does not exist")
     elif name not in DATASETS:
         raise UnknownNameError(
-            f"{prefix}unknown dataset {name!r}; valid datasets: {', '.join(DATASETS.names())} or a path to a .npz file"
+            f"{prefix}unknown dataset {name!r}; give a registered dataset ({', '.join(DATASETS.names())}) "
+            "or a path to a .npz file"
         )
 
 

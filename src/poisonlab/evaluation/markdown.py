@@ -44,7 +44,7 @@ def headline(ev: Any) -> list[str]:
     lines = []
     if w.mean is not None:
         std = f" ± {w.std:.2f}" if len(w.per_seed) > 1 else ""
-        lines.append(f"Accuracy under {s['fraction'] * 100:g} % poisoning (worst case over {n_atk} attacks): "
+        lines.append(f"Accuracy under {s['fraction'] * 100:g} % poisoning (worst case over {n_atk} attack{'' if n_atk == 1 else 's'}): "
                      f"**{w.mean:.2f}{std} %** ({label(w.attack or '')}); clean accuracy {clean} %.")
     else:
         lines.append("No attack finished: no worst case.")

@@ -13,6 +13,7 @@ thesis' GPU); :func:`thesis_numbers` parses them from the thesis text instead wh
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +67,23 @@ LABELS = {"clean": "Clean", "label_flip": "Label flip", "min_max": "Min-max", "i
 class Reference:
     """Published numbers for one victim: ``cells`` maps a row label (an attack, or ``"clean"``) to
     ``{"accuracy", "drop", "drop_std", "hours"}`` (each optional); ``attacks`` is the suite the
-    numbers were measured with (label -> (attack, options))."""
+    numbers were measured with (label -> (attack, options)); ``dataset`` and ``fraction`` the
+    setting they were measured in."""
 
     name: str
     source: str
     cells: Mapping[str, Mapping[str, float]]
     attacks: Mapping[str, tuple[str, dict[str, Any]]]
+    dataset: str = "mnist"
+    fraction: float = 0.03
+
+    def described_for(self, dataset: str, fraction: float) -> str:
+        """Where the numbers come from, and a warning when ``dataset`` / ``fraction`` (the
+        evaluation's) are not the setting they were measured in."""
+        if dataset == self.dataset and math.isclose(fraction, self.fraction):
+            return self.source
+        return (f"{self.source}; measured on {self.dataset} at ε = {self.fraction:g}, while this evaluation is "
+                f"{dataset} at ε = {fraction:g}: the columns are not comparable cell by cell")
 
 
 #: the names ``--reference`` accepts

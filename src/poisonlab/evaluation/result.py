@@ -257,4 +257,4 @@ def build_evaluation(settings: dict[str, Any], decisions: list[Decision], attack
                 "n_train": len(data.train), "input_shape": list(data.input_shape), "num_classes": data.num_classes}
     return Evaluation(settings, attacks, decisions, clean, worst, defenses, after, theory,
                       {k: dict(v) for k, v in reference.cells.items()} if reference else None,
-                      reference.source if reference else None, grids)
+                      reference.described_for(settings["dataset"], settings["fraction"]) if reference else None, grids)
