@@ -430,6 +430,26 @@ def test_worst_case_loss_is_the_max_over_explicit_draws():
     assert torch.equal(got, per.max(0).values)  # bit-identical to σ on the pixel scale, clipped to [0, 1]
 
 
+def test_maxup_perturbs_in_the_noise_buffer_with_the_same_values():
+    """Data inputs are perturbed and clipped in the noise's own buffer; an input that needs a
+    gradient takes the out-of-place path. Both give the same losses bit for bit, the input untouched."""
+    b = Bounds.of(([-1.0, 0.0, 2.0, -3.0], [1.0, 0.5, 3.0, 3.0]), (4,))
+    sigma = torch.tensor([0.5, 0.1, 2.0, 0.0])
+    x = torch.tensor([[0.0, 0.25, 2.5, 1.0], [0.9, 0.0, 2.0, -2.0], [-1.0, 0.5, 3.0, 0.0]])
+    y = torch.tensor([0, 1, 0])
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    kept = x.clone()
+    fast = worst_case_loss(model, x, y, 5, sigma, torch.Generator().manual_seed(3), b)
+    xg = x.clone().requires_grad_(True)
+    slow = worst_case_loss(model, xg, y, 5, sigma, torch.Generator().manual_seed(3), b)
+    assert torch.equal(fast, slow.detach()) and torch.equal(x, kept)
+    z = torch.tensor([[-5.0, 0.25, 9.0, 1.0]])
+    assert torch.equal(b.clamp_(z.clone()), b.clamp(z))
+    with pytest.raises(ValueError, match="requires grad"):
+        b.clamp_(z.requires_grad_(True))
+
+
 def test_maxup_noise_on_the_data_scale_and_clipped_to_its_bounds():
     """σ relative to each feature's span (absolute where unbounded); the pixel box gives exactly σ, so
     images are unchanged; perturbations are clipped to the data's per-feature bounds."""

@@ -139,6 +139,15 @@ class Bounds:
         lo, hi = self._like(x)
         return torch.maximum(torch.minimum(x, hi), lo)
 
+    def clamp_(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`clamp` in place (the same values, no new buffer: for large perturbed batches);
+        returns ``x``. ``x`` must not need a gradient and must have the full batch shape."""
+        if x.requires_grad:
+            raise ValueError("Bounds.clamp_: x requires grad; use clamp")
+        lo, hi = self._like(x)
+        torch.minimum(x, hi, out=x)
+        return torch.maximum(x, lo, out=x)
+
     def project_linf(self, x: torch.Tensor, center: torch.Tensor | None, radius: float | None) -> torch.Tensor:
         """Project onto {‖x − center‖_∞ ≤ radius} ∩ box (exact: both sets are boxes).
         ``radius=None`` (or no ``center``) projects onto the box only."""
