@@ -14,6 +14,10 @@ the machine's load hits them alike:
   buffer: ``x + sigma * noise`` and the clip each in a new m*B buffer (the same values, bit for bit);
 * ``plain_step``: one ordinary training step on the B clean inputs.
 
+``--fit-epochs N`` also times one whole MaxUp fit on MNIST's first 42 000 training points (the MNIST
+LR recipe, batch 1000, cut to N epochs; needs the MNIST file) and prints a hash of its weights, so two
+commits can be compared for time and bit-identity.
+
 The cost does not depend on the values, so the victims are freshly initialised and the batch is
 uniform noise. Prints seconds per batch and the noise's share of a MaxUp step; writes
 bench/results/maxup_cost.json (or ``--out``).
@@ -22,6 +26,7 @@ bench/results/maxup_cost.json (or ``--out``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -43,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="lr,nn", help="comma-separated victims (default lr,nn)")
     p.add_argument("--batches", type=int, default=30, help="timed batches per variant (default 30)")
+    p.add_argument("--fit-epochs", type=int, default=0, help="also time one MaxUp fit of LR on MNIST (0: none)")
     p.add_argument("--out", type=Path, default=RESULTS / "maxup_cost.json")
     args = p.parse_args(argv)
     if args.batches < 1:
@@ -65,10 +71,29 @@ def main(argv: list[str] | None = None) -> int:
               f"(noise {share:.0%}; before {per['maxup_step_before'] * 1e3:6.1f} ms, "
               f"x{rows[name]['before_over_now']:.2f}) | plain step {per['plain_step'] * 1e3:6.1f} ms "
               f"(MaxUp x{rows[name]['maxup_over_plain']:.1f})")
+    fit = _fit(args.fit_epochs) if args.fit_epochs > 0 else None
     write_json(args.out, {"environment": environment(), "batch": B, "input_shape": list(SHAPE), "m": cfg.m,
-                          "sigma": cfg.sigma, "batches": args.batches, "models": rows})
+                          "sigma": cfg.sigma, "batches": args.batches, "models": rows, "fit": fit})
     print(f"-> {args.out}")
     return 0
+
+
+def _fit(epochs: int) -> dict[str, object]:
+    """One MaxUp fit of LR on 42 000 MNIST training points: seconds and a hash of the weights."""
+    from poisonlab.data import load_dataset
+    from poisonlab.defenses import build_defense
+    from poisonlab.seeding import torch_generator
+    from poisonlab.training.victim import Victim
+
+    train = load_dataset("mnist").train
+    train = train.subset(torch.arange(42000))
+    spec = pl.victim("lr", epochs=epochs, batch_size=1000, device="cpu").for_data(train.input_shape, train.num_classes)
+    t0 = time.perf_counter()
+    model = build_defense("maxup").fit(train, Victim(spec, 0), generator=torch_generator(0, "defense"))
+    seconds = time.perf_counter() - t0
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()[:16]
+    print(f"MaxUp fit of LR on MNIST (42 000 points, {epochs} epochs): {seconds:.1f} s, weights {digest}")
+    return {"epochs": epochs, "seconds": seconds, "weights_sha256_16": digest}
 
 
 def _time_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bounds: Bounds, cfg: MaxUpConfig,
