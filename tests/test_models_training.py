@@ -72,3 +72,38 @@ def test_predict_logits_casts_inputs_to_the_model_dtype():
     out = predict_logits(model, x)
     assert out.dtype == torch.float64 and out.shape == (5, 3)
     assert torch.allclose(out, model(x.double()).detach())
+
+
+@pytest.mark.parametrize("batch_size,weighted", [(None, False), (7, True), (7, False)])
+def test_training_gathers_batches_into_one_reused_buffer_with_the_same_result(batch_size, weighted):
+    """THE loop gathers each batch into one buffer it reuses; the weights equal those of a loop that
+    takes a fresh x[idx] per batch, bit for bit (full batch; 7 with a short last batch; weighted)."""
+    import torch.nn.functional as F
+
+    from poisonlab.data.types import Dataset
+    from poisonlab.training.loop import make_optimizer, train
+
+    g = torch.Generator().manual_seed(0)
+    data = Dataset(torch.rand(30, 4, generator=g), torch.randint(0, 3, (30,), generator=g), 3, "tiny")
+    w = torch.rand(30, generator=g) if weighted else None
+    cfg = TrainConfig(epochs=3, batch_size=batch_size, lr=0.5, momentum=0.9)
+    torch.manual_seed(0)
+    got = train(torch.nn.Linear(4, 3), data, cfg, torch.Generator().manual_seed(1), sample_weight=w)
+    torch.manual_seed(0)
+    ref = torch.nn.Linear(4, 3)
+    opt, _ = make_optimizer(ref, cfg)
+    gen, bs = torch.Generator().manual_seed(1), batch_size or len(data)
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(len(data), generator=gen)
+        for s in range(0, len(data), bs):
+            idx = perm[s : s + bs]
+            if w is None:
+                loss = F.cross_entropy(ref(data.x[idx]), data.y[idx])
+            else:
+                per = F.cross_entropy(ref(data.x[idx]), data.y[idx], reduction="none")
+                loss = (per * w[idx]).sum() / w[idx].sum().clamp_min(1e-12)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(got.state_dict().values(), ref.state_dict().values()))
+    assert not torch.equal(got.weight, torch.nn.Linear(4, 3).weight)  # it trained

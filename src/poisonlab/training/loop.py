@@ -261,6 +261,9 @@ def train(
     bs = config.batch_size or n
     opt, sched = make_optimizer(model, config)
     desc = progress if isinstance(progress, str) else "train"
+    # every batch's inputs are gathered into one buffer, reused: a new one per batch is, for a large
+    # batch (full-batch LR: all of D_tr), fresh memory from the OS every step (page faults); same values
+    buf = x.new_empty((min(bs, n), *x.shape[1:]))
     for _ in tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False, unit="ep"):
         if n == 0:
             break
@@ -268,13 +271,14 @@ def train(
         perm = torch.randperm(n, generator=generator, device=generator.device).to(device, non_blocking=True)
         for start in range(0, n, bs):
             idx = perm[start : start + bs]
+            xb = torch.index_select(x, 0, idx, out=buf[: len(idx)])
             if batch_loss is not None:
-                per = batch_loss(model, x[idx], y[idx])
+                per = batch_loss(model, xb, y[idx])
                 loss = per.mean() if w is None else (per * w[idx]).sum() / w[idx].sum().clamp_min(1e-12)
             elif w is None:
-                loss = F.cross_entropy(model(x[idx]), y[idx])
+                loss = F.cross_entropy(model(xb), y[idx])
             else:
-                loss = (F.cross_entropy(model(x[idx]), y[idx], reduction="none") * w[idx]).sum() / w[idx].sum().clamp_min(1e-12)
+                loss = (F.cross_entropy(model(xb), y[idx], reduction="none") * w[idx]).sum() / w[idx].sum().clamp_min(1e-12)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
