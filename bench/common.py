@@ -65,3 +65,17 @@ def save(name: str, record: dict) -> Path:
     write_json(path, {"environment": environment(), **record})
     print(f"wrote {path}")
     return path
+
+
+def mnist_d_tr_sized():
+    """MNIST's first 42 000 training points (|D_tr| of the protocol), for cost benches."""
+    from poisonlab.data import load_dataset
+
+    return load_dataset("mnist").train.subset(torch.arange(42000))
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """The first 16 hex digits of the sha256 of a model's parameters (equal digests: bit-identical)."""
+    import hashlib
+
+    return hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()[:16]

@@ -27,7 +27,6 @@ bench/results/maxup_cost.json (or ``--out``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import RESULTS, environment  # noqa: E402
+from common import RESULTS, environment, mnist_d_tr_sized, weights_digest  # noqa: E402
 
 import poisonlab as pl  # noqa: E402
 from poisonlab.artifacts import write_json  # noqa: E402
@@ -82,25 +81,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fit(epochs: int) -> dict[str, object]:
     """One MaxUp fit of LR on 42 000 MNIST training points: seconds and a hash of the weights."""
-    from poisonlab.data import load_dataset
     from poisonlab.defenses import build_defense
     from poisonlab.seeding import torch_generator
     from poisonlab.training.victim import Victim
 
-    train = load_dataset("mnist").train
-    train = train.subset(torch.arange(42000))
+    train = mnist_d_tr_sized()
     spec = pl.victim("lr", epochs=epochs, batch_size=1000, device="cpu").for_data(train.input_shape, train.num_classes)
     t0 = time.perf_counter()
     model = build_defense("maxup").fit(train, Victim(spec, 0), generator=torch_generator(0, "defense"))
     seconds = time.perf_counter() - t0
-    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()[:16]
+    digest = weights_digest(model)
     print(f"MaxUp fit of LR on MNIST (42 000 points, {epochs} epochs): {seconds:.1f} s, weights {digest}")
     return {"epochs": epochs, "seconds": seconds, "weights_sha256_16": digest}
 
 
 def _time_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bounds: Bounds, cfg: MaxUpConfig,
                 gen: torch.Generator, batches: int) -> dict[str, float]:
-    """Seconds per batch of each variant (module docstring), timed in turn batch by batch."""
+    """Seconds per step of each variant (module docstring): ROUNDS turns of ``batches`` consecutive steps."""
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def noise() -> None:

@@ -11,18 +11,15 @@ Writes bench/results/train_cost.json (or ``--out``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402
-from common import RESULTS, environment  # noqa: E402
+from common import RESULTS, environment, mnist_d_tr_sized, weights_digest  # noqa: E402
 
 import poisonlab as pl  # noqa: E402
 from poisonlab.artifacts import write_json  # noqa: E402
-from poisonlab.data import load_dataset  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 from poisonlab.training.loop import train  # noqa: E402
 
@@ -35,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "train_cost.json")
     args = p.parse_args(argv)
     sizes = [None if s == "full" else int(s) for s in args.batch_sizes.split(",") if s]
-    data = load_dataset("mnist").train.subset(torch.arange(42000))
+    data = mnist_d_tr_sized()
     rows = []
     for bs in sizes:
         spec = pl.victim(args.model, epochs=args.epochs, batch_size=bs, device="cpu").for_data(data.input_shape,
@@ -44,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         train(model, data, spec.recipe, torch_generator(0, "batches"))
         seconds = time.perf_counter() - t0
-        digest = hashlib.sha256(b"".join(q.detach().numpy().tobytes() for q in model.parameters())).hexdigest()[:16]
+        digest = weights_digest(model)
         rows.append({"batch_size": bs, "epochs": args.epochs, "seconds": seconds, "weights_sha256_16": digest})
         print(f"{args.model} batch {bs or 'full'}: {args.epochs} epochs in {seconds:.2f} s, weights {digest}")
     write_json(args.out, {"environment": environment(), "model": args.model, "n_train": len(data), "runs": rows})

@@ -66,14 +66,10 @@ def worst_case_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: int, 
     noise = torch.randn((m, *x.shape), generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
     if isinstance(sigma, torch.Tensor):
         sigma = sigma.to(x.device, x.dtype)
-    if x.requires_grad and torch.is_grad_enabled():
-        xs = x.unsqueeze(0) + sigma * noise
-        if bounds is not None:
-            xs = bounds.clamp(xs)
-    else:  # the same values in the noise's own buffer: m·B inputs are large, and new buffers cost page faults
-        xs = noise.mul_(sigma).add_(x)
-        if bounds is not None:
-            xs = bounds.clamp_(xs)
+    # x + σ·noise in the noise's own buffer (m·B inputs are large, and new buffers cost page faults)
+    xs = noise.mul_(sigma).add_(x)
+    if bounds is not None:
+        xs = bounds.clamp(xs) if xs.requires_grad else bounds.clamp_(xs)
     losses = F.cross_entropy(model(xs.reshape(m * len(x), *x.shape[1:])), y.repeat(m), reduction="none").view(m, len(x))
     return losses.max(0).values
 
