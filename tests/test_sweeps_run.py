@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pytest
 import yaml
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from poisonlab.cli.main import main
 from poisonlab.sweeps import COMPARABLE, ResultsLog, expand, run_sweep
@@ -88,3 +90,35 @@ def test_cli_sweep_report_cache_and_identical_results(swept, tmp_path, capsys):
     assert main(["cache", "clear", "--cache-dir", str(cache)]) == 0
     assert f"removed {n} cache entries" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "missing.jsonl")]) == 2
+
+
+@dataclass(frozen=True)
+class _BlasThreadsJob:
+    """A Job that records how many threads numpy's BLAS would use while it runs."""
+
+    out: str | None = None
+    cache_dir: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"job": "blas-threads"}
+
+    def label(self) -> str:
+        return "blas-threads"
+
+    def execute(self, on_stage) -> dict:
+        return {"blas_threads": [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]}
+
+
+def test_a_run_caps_numpys_blas_at_its_threads_and_restores_it():
+    """Two workers whose BLAS pools each take every core spin against each other (an SVD 18x slower)."""
+    from poisonlab.sweeps.execute import execute_run
+
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    if not blas:
+        pytest.skip("numpy has no BLAS pool threadpoolctl can see")
+    with threadpool_limits(limits=2, user_api="blas"):  # as on a 2-core machine, whatever this one has
+        row = execute_run("r", _BlasThreadsJob(), threads=1)
+        after = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    assert row["status"] == "ok", row.get("error")
+    assert row["result"]["blas_threads"] and set(row["result"]["blas_threads"]) == {1}
+    assert set(after) == {2}

@@ -2,9 +2,10 @@
 
 ``execute_run`` is a plain top-level function of picklable arguments so that a process pool and
 a Ray task run exactly the same code. It pins the torch thread count (results of CPU reductions
-may depend on it), calls :func:`poisonlab.protocol.run_protocol` (the one protocol runner),
-reports each stage (the protocol's typed ``on_stage`` callback) through a sink, and never raises: a failure becomes a ``failed`` row with
-the error and traceback, so one bad run does not stop the sweep.
+may depend on it) and caps numpy's BLAS at the same count for the run, calls
+:func:`poisonlab.protocol.run_protocol` (the one protocol runner), reports each stage (the protocol's
+typed ``on_stage`` callback) through a sink, and never raises: a failure becomes a ``failed`` row
+with the error and traceback, so one bad run does not stop the sweep.
 
 A run's config is a :class:`~poisonlab.protocol.RunSpec` (or its dict, the YAML grids' runs) or
 any :class:`Job`: a frozen dataclass with ``out`` and ``cache_dir`` fields that executes itself
@@ -79,6 +80,7 @@ def execute_run(run_id: str, config: dict[str, Any] | Job, threads: int, sink: S
     """Run one config (a RunSpec dict or a :class:`Job`); return its row (``status`` ok or failed).
     Never raises for a run's own errors."""
     import torch
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # no type information
 
     from ..protocol import RunSpec, run_protocol
 
@@ -90,13 +92,16 @@ def execute_run(run_id: str, config: dict[str, Any] | Job, threads: int, sink: S
     try:
         torch.set_num_threads(int(threads))
         report(run_id, "prepare")
-        if job is not None:
-            result = job.execute(lambda stage: report(run_id, stage))
-            out = job.out
-        else:
-            cfg = RunSpec.from_dict(config)  # type: ignore[arg-type]  # not a Job: a RunSpec dict
-            run = run_protocol(cfg, progress=False, log=lambda _m: None, on_stage=lambda stage: report(run_id, stage))
-            result, out = run.to_dict(), run.out
+        # numpy's / scipy's BLAS (an SVD, a least-squares solve) gets the run's threads too: left at one
+        # per core, two workers' BLAS pools spin against each other (measured: docs/guide/evaluate.md)
+        with threadpool_limits(limits=int(threads), user_api="blas"):
+            if job is not None:
+                result = job.execute(lambda stage: report(run_id, stage))
+                out = job.out
+            else:
+                cfg = RunSpec.from_dict(config)  # type: ignore[arg-type]  # not a Job: a RunSpec dict
+                run = run_protocol(cfg, progress=False, log=lambda _m: None, on_stage=lambda stage: report(run_id, stage))
+                result, out = run.to_dict(), run.out
         report(run_id, "fingerprint")
         row.update(status="ok", result=result, error=None, fingerprints=fingerprints(Path(out)) if out else {})
     except Exception as exc:  # a failed run is data, not a crash of the sweep
