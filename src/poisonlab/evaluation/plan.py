@@ -52,20 +52,21 @@ WORK_KEYS: dict[str, tuple[str, ...]] = {
 }
 #: a defense cell's cost in trainings of the victim, beyond the victim trained on D_tr ∪ D_p (that
 #: one comes from the cache the attack cell filled): the retrain on the kept points plus the
-#: scoring, from the per-cell seconds of an MNIST LR evaluation (docs/guide/evaluate.md). MaxUp
-#: trains on m noisy copies of every batch (its noise draw dominates on a small victim), Sever
-#: retrains once per round, kNN's pairwise distances grow with N² rather than with a training.
+#: scoring. Measured as the ratio of each defense's mean cell seconds to the loss filter's (1.5) in
+#: one full MNIST LR evaluation, 3 seeds, 2 workers (docs/guide/evaluate.md). MaxUp trains on m noisy
+#: copies of every batch (its noise draw dominates on a small victim), Sever retrains and re-scores
+#: once per round, kNN's pairwise distances grow with N² rather than with a training.
 DEFENSE_TRAININGS: dict[str, Any] = {
     "loss": 1.5,
-    "sphere": 1.5,
-    "slab": 1.5,
-    "spectral": 1.5,
-    "art_activation": 1.5,
-    "art_spectral": 2.0,
-    "influence": 2.5,
-    "sever": lambda o: 1.0 + float(o.get("rounds", 2)),
-    "knn": 6.0,
-    "maxup": lambda o: 1.0 + 6.5 * float(o.get("m", 4)),
+    "slab": 2.0,
+    "sphere": 2.3,
+    "spectral": 2.8,
+    "art_activation": 2.9,
+    "influence": 3.6,
+    "art_spectral": 4.7,
+    "sever": lambda o: 1.5 + 3.0 * float(o.get("rounds", 2)),
+    "knn": 13.4,
+    "maxup": lambda o: 1.5 + 4.0 * float(o.get("m", 4)),
 }
 #: the cost of a defense the table does not list, in trainings
 DEFAULT_DEFENSE_TRAININGS = 2.0
