@@ -17,6 +17,7 @@ import poisonlab as pl
 from poisonlab.errors import ConfigError
 from poisonlab.evaluation.plan import Choice, budget_plan
 from poisonlab.evaluation.references import THESIS_LR, THESIS_NN, thesis_numbers
+from poisonlab.sweeps import ResultsLog
 
 ATTACKS = {"label_flip": {}, "min_max": {"epochs": 2}, "gc": {"steps": 10}}
 DEFENSES = ["loss", "knn"]
@@ -236,10 +237,18 @@ def test_defenses_are_priced_in_trainings_and_budgeted_cheapest_first(tmp_path):
     per_round = defense_trainings("sever", {"rounds": 3}) - defense_trainings("sever", {"rounds": 2})
     assert per_round > 0 and defense_trainings("sever", {"rounds": 4}) == defense_trainings("sever", {}) + 2 * per_round
     assert defense_trainings("not-in-the-table", {}) == DEFAULT_DEFENSE_TRAININGS
-    ev = pl.evaluate("digits", pl.victim("lr", epochs=2, device="cpu"), 0.05, attacks=["label_flip"],
+    ev = pl.evaluate("digits", pl.victim("lr", epochs=2, device="cpu"), 0.05, attacks=["label_flip", "min_max"],
                      defenses=["maxup", "sever", "loss"], seeds=(0,), time_budget=3600, out=tmp_path, progress=False)
     decided = [d for d in ev.decisions if d.kind == "defense"]
     assert [d.subject for d in decided] == ["loss", "sever", "maxup"]
     assert all(d.action == "run" and d.expected_seconds is not None for d in decided)
     costs = [d.expected_seconds for d in decided]
     assert costs == sorted(costs) and costs[0] < costs[2]
+    # ... and run longest first, attacks and defenses alike (in this process: one after the other)
+    rows = [r["result"] for r in ResultsLog(tmp_path / "results.jsonl").rows() if r["status"] == "ok"]
+    ran_defenses = [r["defense"] for r in rows if "defended_accuracy" in r]
+    assert ran_defenses == ["maxup"] * 2 + ["sever"] * 2 + ["loss"] * 2  # against each of the two attacks
+    attacks = [d for d in ev.decisions if d.kind == "attack" and d.action == "run"]
+    assert len(attacks) == 2 and attacks[0].expected_seconds <= attacks[1].expected_seconds  # decided cheapest first
+    ran_attacks = [r["attack"] for r in rows if "poisoned_accuracy" in r and "defended_accuracy" not in r]
+    assert ran_attacks == [attacks[1].subject, attacks[0].subject]

@@ -26,8 +26,8 @@ def add_parser(sub) -> None:
                    "that applies; with --reference: the reference's suite)")
     p.add_argument("--defenses", default="auto", help="comma-separated defense names, auto (default) or none")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    p.add_argument("--time-budget", type=float, help="seconds for the whole evaluation: attacks are priced first, run "
-                   "cheapest first, shortened or skipped (and said so) when they would not fit")
+    p.add_argument("--time-budget", type=float, help="seconds for the whole evaluation: attacks are priced first, decided "
+                   "cheapest first, shortened or skipped (and said so) when they would not fit, run longest first")
     add_backend_args(p, workers_default="default: every cell in this process", ray_default="default: one per CPU")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     add_recipe_args(p)

@@ -149,7 +149,7 @@ def blocks(ev: Any) -> list[Block]:
                          f"the victim: {prices.get('_train_seconds', 0.0):.2f} s; the probes took "
                          f"{prices.get('_spent', 0.0):.1f} s. Defenses are priced in trainings per cell (the victim on "
                          "D_tr ∪ D_p comes from the attack's cache; MaxUp, kNN and Sever cost more) and budgeted "
-                         "cheapest first; the theory "
+                         "cheapest first; what was decided ran longest first; the theory "
                          "cells (one GradPC target per seed) are not budgeted.",
                          ["attack", "probe seconds (cold / warm / warm ×2)", "seconds per iteration", "iterations",
                           "expected seconds", "probe options"], prow))

@@ -6,7 +6,8 @@ directory, so they share the backends (in-process, local processes, Ray) and one
 ``results.jsonl`` with ``poisonlab sweep``:
 
 0. with a ``time_budget``: one priced training and one probe per attack (:mod:`.plan`);
-1. the attack cells (cheapest first) and one theory cell per seed;
+1. the attack cells (with a budget: decided cheapest first, run longest first) and one theory cell
+   per seed;
 2. the defense cells, on the poisons of the two attacks with the lowest mean poisoned accuracy.
 
 Every phase reads back only what the rows recorded, so an evaluation killed at any moment and
@@ -176,7 +177,8 @@ def evaluate(
         seeds: the seeds (each one: the split of a named dataset, the victim's initialisation and
             batch order, the attack's draws).
         time_budget: seconds for the whole evaluation, or None (no limit). The attacks are priced by
-            a short probe first, run cheapest first; what would not fit is shortened or skipped,
+            a short probe first and decided cheapest first (then run longest first, so that parallel
+            workers finish together); what would not fit is shortened or skipped,
             and the report says which and why. Defenses run in the time left.
         backend: ``"local"`` or ``"ray"``.
         workers: local: None or 0 — the cells run in this process (a model factory or in-memory
@@ -317,8 +319,11 @@ def evaluate(
         by_name = {c.name: c for c in attack_ok}
 
         # -------------------------------------------------------------- phase 1: attacks and theory
+        # decided cheapest first, run longest first (with a budget): the lanes then finish together, as the
+        # budget's worker-seconds assume; without one every cost is unknown and the suite's order is kept
+        order = sorted(runnable, key=lambda d: -(d.expected_seconds or 0.0))
         attack_cells = [AttackCell(seed=s, name=d.subject, attack=by_name[d.subject].component, options=d.options, **common)
-                        for d in runnable for s in seeds_t]
+                        for d in order for s in seeds_t]
         theory_cells = [TheoryCell(seed=s, **common) for s in seeds_t]
         rows1 = sweep("evaluate-attacks", [*attack_cells, *theory_cells])
 
@@ -326,6 +331,7 @@ def evaluate(
         ranked = _most_damaging(attack_cells, rows1)
         top = ranked[:TOP_ATTACKS]
         defense_cells: list[DefenseCell] = []
+        priced_cells: list[tuple[float, list[DefenseCell]]] = []  # under a budget: (trainings per cell, cells)
         if top and defense_ok:
             left = None
             if time_budget is not None:
@@ -351,6 +357,11 @@ def evaluate(
                         continue
                     left -= cost
                     decisions.append(Decision(c.name, "defense", "run", f"≈ {cost:.0f} s fits", cost, dict(c.options)))
+                    priced_cells.append((trainings, cells))
+                    continue
+                defense_cells += cells
+            # decided cheapest first, run longest first (stable: equal prices keep the decisions' order)
+            for _, cells in sorted(priced_cells, key=lambda p: -p[0]):
                 defense_cells += cells
         rows2 = sweep("evaluate-defenses", list(defense_cells))
 
