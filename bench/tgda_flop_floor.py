@@ -27,24 +27,24 @@ import argparse
 import sys
 import time
 from collections import Counter
-from functools import partial
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from common import RESULTS, environment, write_json  # noqa: E402
+from tgda_round_cost import ROUNDS_PER_EPOCH, follower_steps, round_batches  # noqa: E402
+from tgda_round_cost import SOLVER as ROUND_SOLVER  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from poisonlab.attacks import bilevel as B  # noqa: E402
 from poisonlab.attacks.tgda import leader_gradient  # noqa: E402
-from poisonlab.autodiff import CGOptions  # noqa: E402
 from poisonlab.data import load_dataset, split_train_val  # noqa: E402
 from poisonlab.models import build_generator, build_victim  # noqa: E402
 from poisonlab.seeding import torch_generator  # noqa: E402
 
-ROUNDS_PER_EPOCH = 42
-SOLVER = CGOptions(damping=0.01, tol=1e-4, max_iter=10, fallback=True)  # TGDA's default solve
+SOLVER = replace(ROUND_SOLVER, fallback=True)  # TGDA's default solve, safeguarded as the attack runs it
 TARGETS = {"lr": 0.3, "nn": 30.0, "cnn": 259.0 / 3}  # issue #26, seconds per MNIST epoch, 1 thread
 
 _aten = torch.ops.aten
@@ -101,16 +101,13 @@ def peak_flops() -> float:
     return max(rates)
 
 
-def leader(fol, gen, w, batch, val, solver, x0):
-    xc, yc, x0b, y0b = batch
-    return leader_gradient(fol, gen, w, (xc, yc), (x0b, y0b), val, solver=solver, x0=x0)
+def leader(fol, gen, w, batches, solver, x0):
+    clean, sources, val = batches
+    return leader_gradient(fol, gen, w, clean, sources, val, solver=solver, x0=x0)
 
 
-def follower(fol, gen, w, batch) -> None:
-    xc, yc, x0b, y0b = batch
-    with torch.no_grad():
-        xp = gen(x0b, y0b)
-    B.sgd_steps(partial(fol.mixed_loss, xc=xc, yc=yc, xp=xp, yp=y0b), w, 0.1, 20)
+def follower(fol, gen, w, batches) -> None:
+    follower_steps(fol, gen, w, batches[0], batches[1])
 
 
 def per_epoch(logs: list[ProductLog], cost) -> float:
@@ -121,24 +118,22 @@ def per_epoch(logs: list[ProductLog], cost) -> float:
 def measure(name: str, d, rounds: int, peak: float) -> dict:
     fol, w = B.Follower.from_model(build_victim(name, (1, 28, 28), 10), torch.float32)
     gen = build_generator("fc_autoencoder", (1, 28, 28), 10)
-    val = (d.val.x[:1000], d.val.y[:1000])
     solver, x0 = SOLVER, None
     lead_logs, foll_logs, seconds, cg_its, total_flops = [], [], [], [], []
     for rep in range(rounds + 1):
-        sl = slice(40000 + 30 * rep, 40000 + 30 * (rep + 1))
-        batch = (d.train.x[1000 * rep: 1000 * (rep + 1)], d.train.y[1000 * rep: 1000 * (rep + 1)], d.train.x[sl], d.train.y[sl])
+        batch = round_batches(d, rep)
         t0 = time.perf_counter()
-        leader(fol, gen, w, batch, val, solver, x0)
+        leader(fol, gen, w, batch, solver, x0)
         follower(fol, gen, w, batch)
         if rep > 0:  # the first round warms up (allocations, autograd caches)
             seconds.append(time.perf_counter() - t0)
         lead_log, foll_log, counter = ProductLog(), ProductLog(), FlopCounterMode(display=False)
         with lead_log:
-            _, solve = leader(fol, gen, w, batch, val, solver, x0)
+            _, solve = leader(fol, gen, w, batch, solver, x0)
         with foll_log:
             follower(fol, gen, w, batch)
         with counter:  # every FLOP torch counts (convolutions too): the round once more
-            leader(fol, gen, w, batch, val, solver, x0)
+            leader(fol, gen, w, batch, solver, x0)
             follower(fol, gen, w, batch)
         total_flops.append(counter.get_total_flops())
         if solve.cg.solver is not None:

@@ -69,6 +69,22 @@ def leader_before(fol, gen, w, clean, sources, val, x0, normal_equations=False):
     return d_theta, solve
 
 
+def round_batches(d, rep: int):
+    """Round ``rep``'s batches of MNIST (``d``: the D_tr / D_v split): 1000 clean points, the 30 poison
+    sources, 1000 validation points, each as (x, y)."""
+    sources = slice(40000 + 30 * rep, 40000 + 30 * (rep + 1))
+    return ((d.train.x[1000 * rep: 1000 * (rep + 1)], d.train.y[1000 * rep: 1000 * (rep + 1)]),
+            (d.train.x[sources], d.train.y[sources]), (d.val.x[:1000], d.val.y[:1000]))
+
+
+def follower_steps(fol, gen, w, clean, sources) -> None:
+    """The round's n = 20 follower steps on the clean batch ∪ the generator's poisons (w in place)."""
+    (xc, yc), (x0b, y0b) = clean, sources
+    with torch.no_grad():
+        xp = gen(x0b, y0b)
+    B.sgd_steps(partial(fol.mixed_loss, xc=xc, yc=yc, xp=xp, yp=y0b), w, 0.1, 20)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", choices=("lr", "nn", "cnn"))
@@ -88,10 +104,7 @@ def main() -> int:
         if name != "lr":
             state["before_ne"] = {"x0": None}
         for rep in range(args.rounds + 1):
-            sl = slice(1000 * rep, 1000 * (rep + 1))
-            xc, yc = d.train.x[sl], d.train.y[sl]
-            x0b, y0b = d.train.x[40000 + 30 * rep: 40000 + 30 * (rep + 1)], d.train.y[40000 + 30 * rep: 40000 + 30 * (rep + 1)]
-            xv, yv = d.val.x[:1000], d.val.y[:1000]
+            (xc, yc), (x0b, y0b), (xv, yv) = round_batches(d, rep)
             for variant in variants:
                 st = state[variant]
                 c0, t0 = time.process_time(), time.perf_counter()
@@ -104,9 +117,7 @@ def main() -> int:
                         st["solver"] = solve.cg.solver  # sticky, as in the attack
                 st["x0"] = solve.value
                 c1 = time.process_time()
-                with torch.no_grad():
-                    xp = gen(x0b, y0b)
-                B.sgd_steps(partial(fol.mixed_loss, xc=xc, yc=yc, xp=xp, yp=y0b), w, 0.1, 20)
+                follower_steps(fol, gen, w, (xc, yc), (x0b, y0b))
                 c2, t2 = time.process_time(), time.perf_counter()
                 if rep == 0:
                     continue  # warm-up (allocations, autograd caches)

@@ -319,19 +319,15 @@ def evaluate(
         by_name = {c.name: c for c in attack_ok}
 
         # -------------------------------------------------------------- phase 1: attacks and theory
-        # decided cheapest first, run longest first (with a budget): the lanes then finish together, as the
-        # budget's worker-seconds assume; without one every cost is unknown and the suite's order is kept
-        order = sorted(runnable, key=lambda d: -(d.expected_seconds or 0.0))
         attack_cells = [AttackCell(seed=s, name=d.subject, attack=by_name[d.subject].component, options=d.options, **common)
-                        for d in order for s in seeds_t]
+                        for d in _longest_first([(d.expected_seconds, d) for d in runnable]) for s in seeds_t]
         theory_cells = [TheoryCell(seed=s, **common) for s in seeds_t]
         rows1 = sweep("evaluate-attacks", [*attack_cells, *theory_cells])
 
         # -------------------------------------------------------------- phase 2: defenses vs the top two
         ranked = _most_damaging(attack_cells, rows1)
         top = ranked[:TOP_ATTACKS]
-        defense_cells: list[DefenseCell] = []
-        priced_cells: list[tuple[float, list[DefenseCell]]] = []  # under a budget: (trainings per cell, cells)
+        chosen: list[tuple[float | None, list[DefenseCell]]] = []  # (price per cell under a budget, the cells)
         if top and defense_ok:
             left = None
             if time_budget is not None:
@@ -347,6 +343,7 @@ def evaluate(
                                      poisons=str(directory / "runs" / run_id(cell) / "poisons.npz"), poisons_id=run_id(cell),
                                      **common)
                          for name in top for cell in attack_cells if cell.name == name and _ok(rows1, cell)]
+                trainings = None
                 if left is not None:
                     trainings = defense_trainings(c.component, c.options)
                     cost = trainings * train_seconds * len(cells)
@@ -357,12 +354,8 @@ def evaluate(
                         continue
                     left -= cost
                     decisions.append(Decision(c.name, "defense", "run", f"≈ {cost:.0f} s fits", cost, dict(c.options)))
-                    priced_cells.append((trainings, cells))
-                    continue
-                defense_cells += cells
-            # decided cheapest first, run longest first (stable: equal prices keep the decisions' order)
-            for _, cells in sorted(priced_cells, key=lambda p: -p[0]):
-                defense_cells += cells
+                chosen.append((trainings, cells))
+        defense_cells = [cell for cells in _longest_first(chosen) for cell in cells]
         rows2 = sweep("evaluate-defenses", list(defense_cells))
 
         settings = {
@@ -383,6 +376,14 @@ def evaluate(
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _longest_first(priced: list[tuple[float | None, Any]]) -> list[Any]:
+    """The items of ``(price, item)`` pairs, dearest first. A budget decides cheapest first, then runs
+    what it chose longest first, so that parallel lanes finish together (the budget counts
+    worker-seconds, and a lane idle beside the last long cell spends them for nothing). Stable:
+    without prices (None, no budget) the given order is kept."""
+    return [item for _, item in sorted(priced, key=lambda p: -(p[0] or 0.0))]
 
 
 def _ok(rows: Mapping[str, dict[str, Any]], cell: Cell) -> bool:
