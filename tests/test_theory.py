@@ -359,6 +359,53 @@ def test_box_gauge_dual_direction_certifies_tau(lo, hi):
         assert math.isclose(fd, float((-V * D).sum()), rel_tol=1e-4, abs_tol=1e-7)
 
 
+
+@pytest.mark.parametrize("box", ["unit", "wide", "per_feature", "degenerate_feature", "infinite_side"])
+def test_box_gauge_cut_form_equals_the_pair_programme(box):
+    """The cut form (pair masses only, one row per class subset) solves the programme as written:
+    same τ_gauge, a plan of that mass, and a direction V that certifies it (σ̄(V) ≤ 1, ⟨−g, V⟩ = τ)."""
+    from poisonlab.theory.box import box_support_bound, linear_box_gauge
+
+    rng = np.random.default_rng(["unit", "wide", "per_feature", "degenerate_feature", "infinite_side"].index(box))
+    for _ in range(8):
+        C, d = int(rng.integers(2, 6)), int(rng.integers(1, 7))
+        G = torch.from_numpy(rng.normal(size=(C, d + 1)))
+        lo, hi = {"unit": (0.0, 1.0), "wide": (-1.0, 2.0)}.get(box, (None, None))
+        if lo is None:
+            lo = rng.uniform(-1, 0.5, d)
+            hi = lo + rng.uniform(0.1, 2, d)
+            if box == "degenerate_feature":
+                hi[0] = lo[0]
+            if box == "infinite_side":
+                hi[-1] = np.inf
+        pairs = linear_box_gauge(G, lo, hi, formulation="pairs")
+        cuts = linear_box_gauge(G, lo, hi, formulation="cuts")
+        assert math.isclose(cuts.tau, pairs.tau, rel_tol=1e-7, abs_tol=1e-12)
+        if math.isinf(pairs.tau):  # a degenerate feature no mix can match: both infeasible
+            continue
+        assert math.isclose(cuts.plan.sum(), cuts.tau, rel_tol=1e-7, abs_tol=1e-12)
+        assert (cuts.plan >= -1e-12).all() and (np.diag(cuts.plan) == 0).all()
+        V = torch.from_numpy(cuts.direction)
+        assert box_support_bound(V, lo, hi) <= 1 + 1e-7
+        assert math.isclose(float((-(G - G.mean(0)) * V).sum()), cuts.tau, rel_tol=1e-6, abs_tol=1e-12)
+
+
+def test_box_gauge_cut_form_adds_violated_rows(monkeypatch):
+    """Past CUT_ROWS rows the cut form starts from the largest and adds violated ones until none is
+    left: the same τ_gauge as one solve with every row."""
+    import poisonlab.theory.box as box
+
+    rng = np.random.default_rng(7)
+    G = torch.from_numpy(rng.normal(size=(5, 9)))
+    lo = rng.uniform(-1, 0, 8)
+    hi = lo + rng.uniform(0.5, 2, 8)
+    full = box.linear_box_gauge(G, lo, hi, formulation="cuts")
+    monkeypatch.setattr(box, "CUT_ROWS", 5)
+    assert math.isclose(box.linear_box_gauge(G, lo, hi, formulation="cuts").tau, full.tau, rel_tol=1e-7)
+    with pytest.raises(ValueError, match="formulation"):
+        box.linear_box_gauge(G, lo, hi, formulation="dual")
+
+
 def _fit_ridge_softmax(X: np.ndarray, Y: np.ndarray, C: int, lam: float) -> np.ndarray:
     """argmin mean CE + (lam/2)‖W‖² (bias free) of a linear softmax model, to high precision: [W | b]."""
     N, d = X.shape

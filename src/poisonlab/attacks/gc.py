@@ -127,7 +127,7 @@ class GCConfig(AttackConfig):
             random clean points in the label mix of the box-gauge LP's plan over the data's box;
             null: the target maker's plan (``"reachable"``: ``"plan"``) unless ``class_proportions``
             or ``source_classes`` pick the labels, else ``"random"``. Default null.
-        gauge: Linear softmax victims: solve the box-gauge LP (seconds on MNIST) and report
+        gauge: Linear softmax victims: solve the box-gauge LP (well under a second on MNIST) and report
             τ_gauge. Default true.
         radius: L∞ ball around each source input, in the data's units; null: only the data's
             bounds. Default null.

@@ -130,16 +130,27 @@ class BoxGauge:
         return self.plan.sum(0)
 
 
-def linear_box_gauge(grad_mean: torch.Tensor, lo: Limits = 0.0, hi: Limits = 1.0) -> BoxGauge:
-    """τ_gauge ≥ τ_box: the exact threshold of the relaxation above, by a sparse linear programme
-    (HiGHS). ``grad_mean`` (C, d+1) as for :func:`linear_box_threshold`; ``lo`` / ``hi`` the box,
-    scalars or one value per feature (±inf: that side unconstrained). Its columns are centred over
-    the classes first (a cross-entropy gradient's are, up to rounding). ``tau`` is inf when no poison
-    mix can cancel g (a degenerate box, lo == hi). Cost: C(C−1)·(d+1) variables; seconds for MNIST LR
-    gradients, but up to about a minute for unstructured (random) ones of that size."""
-    from scipy.optimize import linprog
-    from scipy.sparse import coo_matrix, vstack
+#: the most classes for which :func:`linear_box_gauge` enumerates the class subsets (2^C − 2 of them)
+MAX_CUT_CLASSES = 12
+#: class-subset rows given to one solve of the cut form; beyond it rows are added where violated
+CUT_ROWS = 200_000
 
+
+def linear_box_gauge(grad_mean: torch.Tensor, lo: Limits = 0.0, hi: Limits = 1.0, *,
+                     formulation: str = "auto") -> BoxGauge:
+    """τ_gauge ≥ τ_box: the exact threshold of the relaxation above, by a linear programme (HiGHS).
+    ``grad_mean`` (C, d+1) as for :func:`linear_box_threshold`; ``lo`` / ``hi`` the box, scalars or
+    one value per feature (±inf: that side unconstrained). Its columns are centred over the classes
+    first (a cross-entropy gradient's are, up to rounding). ``tau`` is inf when no poison mix can
+    cancel g (a degenerate box, lo == hi).
+
+    ``formulation``: ``"pairs"`` solves the programme of the module docstring as written, with
+    C(C−1)·(d+1) variables; ``"cuts"`` solves the same programme in the C(C−1) pair masses c alone
+    (:func:`_cut_gauge`: a few hundred times smaller, one row per class subset); ``"auto"`` (default)
+    takes the cut form up to :data:`MAX_CUT_CLASSES` classes. Both give the same ``tau`` and an
+    optimal ``direction``; at a degenerate optimum the plan and direction may be different optima."""
+    if formulation not in ("auto", "cuts", "pairs"):
+        raise ValueError(f"formulation must be 'auto', 'cuts' or 'pairs', got {formulation!r}")
     g = grad_mean.detach().double().cpu().numpy()
     if g.ndim != 2 or g.shape[0] < 2 or g.shape[1] < 2:
         raise ValueError(f"need grad_mean of shape (C >= 2, d + 1 >= 2), got {tuple(g.shape)}")
@@ -153,10 +164,41 @@ def linear_box_gauge(grad_mean: torch.Tensor, lo: Limits = 0.0, hi: Limits = 1.0
     if scale == 0.0:
         return BoxGauge(0.0, np.zeros((C, C)), np.zeros((C, d1)))
     g = g / scale  # the gauge is homogeneous: solve at unit size (HiGHS tolerances are absolute)
-    pairs = [(k, l) for k in range(C) for l in range(C) if k != l]
-    P = len(pairs)
-    ks = np.array([k for k, _ in pairs])
-    ls = np.array([l for _, l in pairs])
+    cuts = formulation == "cuts" or (formulation == "auto" and C <= MAX_CUT_CLASSES)
+    solved = (_cut_gauge if cuts else _pair_gauge)(g, lo_v, hi_v)
+    if solved is None:  # infeasible: only a degenerate box (lo == hi) cannot span the pixel rows
+        return BoxGauge(float("inf"), np.full((C, C), np.nan), np.full((C, d1), np.nan))
+    tau, mass, V = solved
+    plan = np.zeros((C, C))
+    plan[~np.eye(C, dtype=bool)] = mass * scale  # pair order: (k, l) for k, then l != k
+    return BoxGauge(tau * scale, plan, V - V.mean(0, keepdims=True))
+
+
+def _pairs(C: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ordered class pairs (k, l), k != l, k-major: the classified and the given label."""
+    k, l = np.nonzero(~np.eye(C, dtype=bool))
+    return k, l
+
+
+def _solved(res, what: str) -> bool:
+    """True when scipy's HiGHS solve ``res`` is optimal, False when infeasible; raises otherwise."""
+    if res.status == 2:
+        return False
+    if res.status != 0:
+        raise RuntimeError(f"linear_box_gauge ({what}): the LP did not solve ({res.message})")
+    return True
+
+
+def _pair_gauge(g: np.ndarray, lo_v: np.ndarray, hi_v: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """The programme as written, at unit scale: variables u[p, i] (pixel mass of pair p) and c[p];
+    (tau, c, V) with V the equality rows' marginals (∂tau/∂b_eq, b_eq = −g), None if infeasible."""
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix, vstack
+
+    C, d1 = g.shape
+    d = d1 - 1
+    ks, ls = _pairs(C)
+    P = len(ks)
     # variables: u[p, i] at p*d + i (pixels), then c[p] at P*d + p (bias mass)
     n_u, n_var = P * d, P * d + P
     pix = np.arange(d)
@@ -192,15 +234,94 @@ def linear_box_gauge(grad_mean: torch.Tensor, lo: Limits = 0.0, hi: Limits = 1.0
         res = linprog(cost, A_ub=A_ub, b_ub=np.zeros(A_ub.shape[0]), A_eq=A_eq, b_eq=b_eq, bounds=bounds, method="highs")
     else:  # no finite limit anywhere
         res = linprog(cost, A_eq=A_eq, b_eq=b_eq, bounds=bounds, method="highs")
-    if res.status == 2:  # infeasible: only a degenerate box (lo == hi) cannot span the pixel rows
-        return BoxGauge(float("inf"), np.full((C, C), np.nan), np.full((C, d1), np.nan))
-    if res.status != 0:
-        raise RuntimeError(f"linear_box_gauge: the LP did not solve ({res.message})")
-    plan = np.zeros((C, C))
-    plan[ks, ls] = res.x[n_u:] * scale
-    # ∂tau/∂b_eq = the equality marginals; b_eq = −g, so V = marginals (centred like g; scale-free)
-    V = np.asarray(res.eqlin.marginals, dtype=np.float64).reshape(C, d1)
-    return BoxGauge(float(res.fun) * scale, plan, V - V.mean(0, keepdims=True))
+    if not _solved(res, "pairs"):
+        return None
+    # ∂tau/∂b_eq = the equality marginals; b_eq = −g, so V = marginals
+    return float(res.fun), res.x[n_u:], np.asarray(res.eqlin.marginals, dtype=np.float64).reshape(C, d1)
+
+
+def _cut_gauge(g: np.ndarray, lo_v: np.ndarray, hi_v: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """The same programme in the pair masses c alone, at unit scale: (tau, c, V) or None if infeasible.
+
+    For fixed c, pixel i asks for a flow u[·, i] on the class digraph (arc p = k → l, bounds
+    lo_i·c_p ≤ u ≤ hi_i·c_p) whose net outflow at class m is −g[m, i]. By Hoffman's circulation
+    theorem it exists iff every class subset S (∅ ≠ S ≠ all) has
+
+        hi_i·c(S → S̄) − lo_i·c(S̄ → S) ≥ s[S, i] := −Σ_{m ∈ S} g[m, i]
+
+    (a pixel with an infinite limit constrains nothing: the digraph is complete). Pixels sharing
+    (lo_i, hi_i) need only their largest s, so the programme is min Σ c over these rows, c ≥ 0, and
+    the bias rows Bc = −g[:, d] (B the arcs' incidence). Rows are added where violated beyond
+    :data:`CUT_ROWS` (per-feature boxes with many distinct limits). Its duals give V: row (S, group)
+    with dual y adds y to V[m, i*] for m ∈ S (i* the pixel of the largest s), the bias rows' duals
+    are V[:, d]; V reaches ⟨−g, V⟩ = tau and σ̄(V) ≤ 1 (the dual of the programme), so it is optimal.
+    """
+    from scipy.optimize import linprog
+
+    C, d1 = g.shape
+    d = d1 - 1
+    ks, ls = _pairs(C)
+    P = len(ks)
+    masks = np.arange(1, 2 ** C - 1)
+    member = ((masks[:, None] >> np.arange(C)) & 1).astype(bool)  # (S, C)
+    out = (member[:, ks] & ~member[:, ls]).astype(np.float64)  # (S, P): arc p leaves S
+    into = (~member[:, ks] & member[:, ls]).astype(np.float64)  # arc p enters S
+    incidence = np.zeros((C, P))
+    incidence[ks, np.arange(P)] = 1.0
+    incidence[ls, np.arange(P)] = -1.0
+    bias = -g[:, d]
+    finite = np.flatnonzero(np.isfinite(lo_v) & np.isfinite(hi_v))
+    V = np.zeros((C, d1))
+    if finite.size:
+        limits, group = np.unique(np.stack([lo_v[finite], hi_v[finite]], 1), axis=0, return_inverse=True)
+        group = group.reshape(-1)
+        s = -member.astype(np.float64) @ g[:, finite]  # (S, finite pixels)
+        n_s, n_g = len(masks), len(limits)
+        need = np.full((n_s, n_g), -np.inf)  # the largest s per subset and limit group, and its pixel
+        argmax = np.zeros((n_s, n_g), dtype=np.int64)
+        for j in range(n_g):
+            cols = np.flatnonzero(group == j)
+            best = s[:, cols].argmax(1)
+            need[:, j] = s[np.arange(n_s), cols[best]]
+            argmax[:, j] = finite[cols[best]]
+        lo_g, hi_g = limits[:, 0], limits[:, 1]
+        # a row is void when c >= 0 meets it anyway: nothing asked and no arc with a negative coefficient
+        live = ~((need <= 0) & (hi_g >= 0) & (lo_g <= 0))
+        cand = np.argwhere(live)  # (rows, 2): subset, group
+        if len(cand) > CUT_ROWS:
+            order = np.argsort(-need[cand[:, 0], cand[:, 1]], kind="stable")
+            active = cand[order[:CUT_ROWS]]
+        else:
+            active = cand
+    else:
+        active = np.zeros((0, 2), dtype=np.int64)
+    while True:
+        if len(active):
+            S, j = active[:, 0], active[:, 1]
+            coef = hi_g[j, None] * out[S] - lo_g[j, None] * into[S]
+            res = linprog(np.ones(P), A_ub=-coef, b_ub=-need[S, j], A_eq=incidence, b_eq=bias,
+                          bounds=(0.0, None), method="highs")
+        else:
+            res = linprog(np.ones(P), A_eq=incidence, b_eq=bias, bounds=(0.0, None), method="highs")
+        if not _solved(res, "cuts"):
+            return None
+        if not finite.size or len(active) == len(cand):
+            break
+        c = res.x
+        slack = hi_g[None, :] * (out @ c)[:, None] - lo_g[None, :] * (into @ c)[:, None] - need
+        seen = np.zeros_like(live)
+        seen[active[:, 0], active[:, 1]] = True
+        viol = np.argwhere(live & ~seen & (slack < -1e-9))
+        if not len(viol):
+            break
+        worst = np.argsort(slack[viol[:, 0], viol[:, 1]], kind="stable")[:CUT_ROWS]
+        active = np.concatenate([active, viol[worst]])
+    if len(active):
+        y = -np.asarray(res.ineqlin.marginals, dtype=np.float64)  # ∂tau/∂need >= 0
+        S, j = active[:, 0], active[:, 1]
+        np.add.at(V.T, argmax[S, j], member[S] * y[:, None])  # V[m, i*] += y for m in S
+    V[:, d] = np.asarray(res.eqlin.marginals, dtype=np.float64)  # ∂tau/∂b_eq, b_eq = −g[:, d]
+    return float(res.fun), res.x, V
 
 
 __all__ = ["BoxGauge", "box_support_bound", "linear_box_gauge", "linear_box_threshold"]
