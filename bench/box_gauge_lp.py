@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, clean_victim, quick_setup  # noqa: E402  (sets OMP_WAIT_POLICY, the data default)
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import clean_victim, environment, quick_setup  # noqa: E402  (sets OMP_WAIT_POLICY, the data default)
 
 from poisonlab.attacks.gc import sum_gradient  # noqa: E402
 from poisonlab.attacks.targets import TargetContext, make_target  # noqa: E402
