@@ -297,9 +297,9 @@ def _cut_gauge(g: np.ndarray, lo_v: np.ndarray, hi_v: np.ndarray) -> tuple[float
         active = np.zeros((0, 2), dtype=np.int64)
     while True:
         if len(active):
-            S, j = active[:, 0], active[:, 1]
-            coef = hi_g[j, None] * out[S] - lo_g[j, None] * into[S]
-            res = linprog(np.ones(P), A_ub=-coef, b_ub=-need[S, j], A_eq=incidence, b_eq=bias,
+            sub, grp = active[:, 0], active[:, 1]
+            coef = hi_g[grp, None] * out[sub] - lo_g[grp, None] * into[sub]
+            res = linprog(np.ones(P), A_ub=-coef, b_ub=-need[sub, grp], A_eq=incidence, b_eq=bias,
                           bounds=(0.0, None), method="highs")
         else:
             res = linprog(np.ones(P), A_eq=incidence, b_eq=bias, bounds=(0.0, None), method="highs")
@@ -318,8 +318,8 @@ def _cut_gauge(g: np.ndarray, lo_v: np.ndarray, hi_v: np.ndarray) -> tuple[float
         active = np.concatenate([active, viol[worst]])
     if len(active):
         y = -np.asarray(res.ineqlin.marginals, dtype=np.float64)  # ∂tau/∂need >= 0
-        S, j = active[:, 0], active[:, 1]
-        np.add.at(V.T, argmax[S, j], member[S] * y[:, None])  # V[m, i*] += y for m in S
+        sub, grp = active[:, 0], active[:, 1]
+        np.add.at(V.T, argmax[sub, grp], member[sub] * y[:, None])  # V[m, i*] += y for m in S
     V[:, d] = np.asarray(res.eqlin.marginals, dtype=np.float64)  # ∂tau/∂b_eq, b_eq = −g[:, d]
     return float(res.fun), res.x, V
 
