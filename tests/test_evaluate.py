@@ -19,7 +19,7 @@ from poisonlab.evaluation.plan import Choice, budget_plan
 from poisonlab.evaluation.references import THESIS_LR, THESIS_NN, thesis_numbers
 from poisonlab.sweeps import ResultsLog
 
-ATTACKS = {"label_flip": {}, "min_max": {"epochs": 2}, "gc": {"steps": 10}}
+ATTACKS = {"gc": {"steps": 10}, "min_max": {"epochs": 2}, "label_flip": {}}  # cheapest first: the order is not kept
 DEFENSES = ["loss", "knn"]
 SEEDS = (0, 1)
 
@@ -252,3 +252,20 @@ def test_defenses_are_priced_in_trainings_and_budgeted_cheapest_first(tmp_path):
     assert len(attacks) == 2 and attacks[0].expected_seconds <= attacks[1].expected_seconds  # decided cheapest first
     ran_attacks = [r["attack"] for r in rows if "poisoned_accuracy" in r and "defended_accuracy" not in r]
     assert ran_attacks == [attacks[1].subject, attacks[0].subject]
+
+
+def test_without_a_budget_cells_run_dearest_first_by_their_cost_prior(evaluated):
+    """No budget, no probes: the attack cells are ordered by :func:`attack_trainings` (the table's
+    prior scaled by the iterations asked for) and the defense cells by their trainings, dearest first,
+    so that parallel lanes finish together; in this process the rows come in that order."""
+    from poisonlab.evaluation.plan import attack_trainings, defense_trainings
+
+    assert attack_trainings("tgda", {}) > attack_trainings("back_gradient", {}) > attack_trainings("min_max", {})
+    assert attack_trainings("min_max", {"epochs": 2}) * 2 == pytest.approx(attack_trainings("min_max", {"epochs": 4}))
+    _, out = evaluated
+    rows = [r for r in _rows(out) if r["status"] == "ok"]
+    ran_attacks = list(dict.fromkeys(r["config"]["name"] for r in rows if r["config"].get("cell") == "attack"))
+    prior = {name: attack_trainings(name, opts) for name, opts in ATTACKS.items()}
+    assert ran_attacks == sorted(prior, key=lambda n: -prior[n]) and len(set(prior.values())) == len(prior)
+    ran_defenses = list(dict.fromkeys(r["result"]["defense"] for r in rows if "defended_accuracy" in r["result"]))
+    assert ran_defenses == sorted(DEFENSES, key=lambda d: -defense_trainings(d, {})) == ["knn", "loss"]

@@ -70,6 +70,19 @@ DEFENSE_TRAININGS: dict[str, Any] = {
 }
 #: the cost of a defense the table does not list, in trainings
 DEFAULT_DEFENSE_TRAININGS = 2.0
+#: an attack cell's cost at its default options in the same unit (a loss-filter cell is 1.5), from the
+#: same MNIST LR evaluation; only the order of cells without a time budget reads it (dearest first,
+#: so that parallel lanes finish together: :func:`attack_trainings`); a budget uses the probes instead
+ATTACK_TRAININGS: dict[str, float] = {
+    "tgda": 113.0,
+    "back_gradient": 19.0,
+    "metapoison": 12.7,
+    "gradient_matching": 6.1,
+    "i_min_max": 4.0,
+    "label_flip": 3.7,
+    "gc": 3.0,
+    "min_max": 2.5,
+}
 #: the share of a time budget kept for the defenses (when any applies); what the attacks leave
 #: unused goes to the defenses too
 DEFENSE_SHARE = 0.25
@@ -225,6 +238,13 @@ def budget_plan(priced: list[tuple[Choice, float]], *, train_seconds: float, n_s
                                                                           else " (no iteration count to shorten)"),
                             cost, dict(choice.options)))
     return out
+
+
+def attack_trainings(attack: str, options: Mapping[str, Any]) -> float:
+    """The cost prior of one cell of ``attack`` with ``options``, in trainings of the victim:
+    :data:`ATTACK_TRAININGS` (:data:`DEFAULT_DEFENSE_TRAININGS` for an attack it does not list) times
+    the attack's iterations relative to its defaults (:func:`work`)."""
+    return ATTACK_TRAININGS.get(attack, DEFAULT_DEFENSE_TRAININGS) * work(attack, options) / work(attack, {})
 
 
 def defense_trainings(defense: str, options: Mapping[str, Any]) -> float:

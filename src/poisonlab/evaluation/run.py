@@ -46,6 +46,7 @@ from .plan import (
     Choice,
     Decision,
     applicable,
+    attack_trainings,
     budget_plan,
     defense_trainings,
     estimate,
@@ -319,15 +320,18 @@ def evaluate(
         by_name = {c.name: c for c in attack_ok}
 
         # -------------------------------------------------------------- phase 1: attacks and theory
+        # dearest first (a budget's estimates, else the cost prior), so that the lanes finish together
+        cost = {d.subject: d.expected_seconds if d.expected_seconds is not None
+                else attack_trainings(by_name[d.subject].component, d.options) for d in runnable}
         attack_cells = [AttackCell(seed=s, name=d.subject, attack=by_name[d.subject].component, options=d.options, **common)
-                        for d in _longest_first([(d.expected_seconds, d) for d in runnable]) for s in seeds_t]
+                        for d in _longest_first([(cost[d.subject], d) for d in runnable]) for s in seeds_t]
         theory_cells = [TheoryCell(seed=s, **common) for s in seeds_t]
         rows1 = sweep("evaluate-attacks", [*attack_cells, *theory_cells])
 
         # -------------------------------------------------------------- phase 2: defenses vs the top two
         ranked = _most_damaging(attack_cells, rows1)
         top = ranked[:TOP_ATTACKS]
-        chosen: list[tuple[float | None, list[DefenseCell]]] = []  # (price per cell under a budget, the cells)
+        chosen: list[tuple[float | None, list[DefenseCell]]] = []  # (price per cell in trainings, the cells)
         if top and defense_ok:
             left = None
             if time_budget is not None:
@@ -343,9 +347,8 @@ def evaluate(
                                      poisons=str(directory / "runs" / run_id(cell) / "poisons.npz"), poisons_id=run_id(cell),
                                      **common)
                          for name in top for cell in attack_cells if cell.name == name and _ok(rows1, cell)]
-                trainings = None
+                trainings = defense_trainings(c.component, c.options)  # the order's prior (and the budget's price)
                 if left is not None:
-                    trainings = defense_trainings(c.component, c.options)
                     cost = trainings * train_seconds * len(cells)
                     if cost > left:
                         decisions.append(Decision(c.name, "defense", "skip", f"would take ≈ {cost:.0f} s "
