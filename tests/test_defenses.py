@@ -428,6 +428,14 @@ def test_worst_case_loss_is_the_max_over_explicit_draws():
     per = torch.stack([torch.nn.functional.cross_entropy(model((x + 0.2 * noise[j]).clamp(0, 1)), y, reduction="none")
                        for j in range(4)])
     assert torch.equal(got, per.max(0).values)  # bit-identical to σ on the pixel scale, clipped to [0, 1]
+    # drawn into a reused buffer (larger than one batch, as the training loop's last batch is smaller):
+    # the same draws, batch after batch
+    g, buffer = torch.Generator().manual_seed(7), torch.full((4 * 30 + 5,), float("nan"), dtype=torch.float64)
+    assert torch.equal(worst_case_loss(model, x, y, 4, 0.2, g, Bounds.unit(), buffer), got)
+    again = worst_case_loss(model, x[:3], y[:3], 4, 0.2, g, Bounds.unit(), buffer)
+    g_fresh = torch.Generator().manual_seed(7)
+    worst_case_loss(model, x, y, 4, 0.2, g_fresh, Bounds.unit())
+    assert torch.equal(again, worst_case_loss(model, x[:3], y[:3], 4, 0.2, g_fresh, Bounds.unit()))
 
 
 def test_maxup_perturbs_in_the_noise_buffer_with_the_same_values():

@@ -670,7 +670,8 @@ class TGDA(Attack[TGDAConfig]):
             fopt.reset()
         if pw is not None:
             return B.follower_steps(fopt, lambda ws: fol.weighted_mixed_loss(ws, xc, yc, xp, y0b, pw), start, cfg.n)
-        return B.follower_steps(fopt, lambda ws: fol.mixed_loss(ws, xc, yc, xp, y0b), start, cfg.n)
+        x, y = fol.mixed_batch(xc, yc, xp, y0b)  # the poisons are fixed during the steps: joined once
+        return B.follower_steps(fopt, lambda ws: fol.loss(ws, x, y), start, cfg.n)
 
 
 class _RoundState:

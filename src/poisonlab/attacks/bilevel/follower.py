@@ -66,7 +66,13 @@ class Follower:
     def mixed_loss(self, w: Sequence[torch.Tensor], xc: torch.Tensor, yc: torch.Tensor,
                    xp: torch.Tensor, yp: torch.Tensor) -> torch.Tensor:
         """f = mean cross-entropy on the clean batch ∪ the poison batch (every point weighs the same)."""
-        return self.loss(w, torch.cat([xc, xp.to(xc.dtype)]), torch.cat([yc, yp]))
+        return self.loss(w, *self.mixed_batch(xc, yc, xp, yp))
+
+    @staticmethod
+    def mixed_batch(xc: torch.Tensor, yc: torch.Tensor, xp: torch.Tensor, yp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clean batch ∪ the poison batch (inputs in the clean batch's dtype, labels) that
+        :meth:`mixed_loss` is the loss of."""
+        return torch.cat([xc, xp.to(xc.dtype)]), torch.cat([yc, yp])
 
     def weighted_mixed_loss(self, w: Sequence[torch.Tensor], xc: torch.Tensor, yc: torch.Tensor,
                             xp: torch.Tensor, yp: torch.Tensor, eps: float) -> torch.Tensor:
