@@ -53,7 +53,7 @@ WORK_KEYS: dict[str, tuple[str, ...]] = {
 #: a defense cell's cost in trainings of the victim, beyond the victim trained on D_tr ∪ D_p (that
 #: one comes from the cache the attack cell filled): the retrain on the kept points plus the
 #: scoring. Measured as the ratio of each defense's mean cell seconds to the loss filter's (1.5) in
-#: one full MNIST LR evaluation, 3 seeds, 2 workers (docs/guide/evaluate.md). MaxUp trains on m noisy
+#: one full MNIST LR evaluation, 3 seeds, 2 workers (docs/guide/evaluate.md; kNN: after f4b24c5). MaxUp trains on m noisy
 #: copies of every batch (its noise draw dominates on a small victim), Sever retrains and re-scores
 #: once per round, kNN's pairwise distances grow with N² rather than with a training.
 DEFENSE_TRAININGS: dict[str, Any] = {
@@ -65,7 +65,7 @@ DEFENSE_TRAININGS: dict[str, Any] = {
     "influence": 3.6,
     "art_spectral": 4.7,
     "sever": lambda o: 1.5 + 3.0 * float(o.get("rounds", 2)),
-    "knn": 13.4,
+    "knn": 8.9,
     "maxup": lambda o: 1.5 + 4.0 * float(o.get("m", 4)),
 }
 #: the cost of a defense the table does not list, in trainings
