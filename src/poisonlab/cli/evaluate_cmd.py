@@ -1,5 +1,7 @@
-"""``poisonlab evaluate``: the worst case over the attack suite, the defenses against it and the
-theory's thresholds, as one report (``pl.evaluate``)."""
+"""poisonlab evaluate (pl.evaluate): run every applicable attack (or --attacks) over --seeds, the
+defenses against the two most damaging, and the reachability thresholds; write report.md,
+report.json, report.html and results.jsonl into --out. Rerun the same command to resume (also after
+kill -9)."""
 
 from __future__ import annotations
 
@@ -8,17 +10,18 @@ import shlex
 import sys
 
 from ..errors import ConfigError
-from .backend_flags import add_backend_args
+from .grid_flags import GridHelp, add_grid_args
 from .key_values import parse_key_values
-from .recipe_flags import add_recipe_args, recipe_args
+from .recipe_flags import recipe_args
+
+#: what the shared grid flags do in an evaluation
+FLAGS = GridHelp(workers="default: every cell in this process", ray="default: one per CPU",
+                 cache="clean victims and targets (default OUT/cache)", device="auto (default), cpu or cuda")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="worst case over the attacks, defenses, thresholds -> an HTML report",
-                       description="Run every applicable attack (or --attacks) over --seeds, the defenses against the "
-                                   "two most damaging, and the reachability thresholds; write report.md, report.json, "
-                                   "report.html and results.jsonl into --out. Rerun the same command to resume "
-                                   "(also after kill -9).")
+                       description=__doc__)
     p.add_argument("--dataset", required=True, help="registered name (see `poisonlab list`) or a path to an .npz file")
     p.add_argument("--model", default="lr", help="victim architecture (default lr)")
     p.add_argument("--fraction", type=float, default=0.03, help="poison fraction of |D_tr| in [0, 1] (default 0.03)")
@@ -28,9 +31,6 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--time-budget", type=float, help="seconds for the whole evaluation: attacks are priced first, decided "
                    "cheapest first, shortened or skipped (and said so) when they would not fit, run longest first")
-    add_backend_args(p, workers_default="default: every cell in this process", ray_default="default: one per CPU")
-    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    add_recipe_args(p)
     p.add_argument("--model-option", "-M", action="append", default=[], metavar="KEY=VALUE",
                    help="model option (repeatable), e.g. -M hidden=[256,128]")
     p.add_argument("--attack-option", "-A", action="append", default=[], metavar="ATTACK.KEY=VALUE",
@@ -40,9 +40,8 @@ def add_parser(sub) -> None:
     p.add_argument("--reference", choices=("thesis-table-2.2",), help="add a column of published numbers "
                    "(thesis-table-2.2: MNIST LR / NN, ε = 3 %%)")
     p.add_argument("--data-dir", help="where dataset files live (default $POISONLAB_DATA or ~/.cache/poisonlab/data)")
-    p.add_argument("--cache-dir", help="clean victims and targets (default OUT/cache)")
     p.add_argument("--out", required=True, help="directory of results.jsonl, the cells' artifacts and the reports")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_grid_args(p, FLAGS)
     p.set_defaults(handler=run)
 
 
@@ -104,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         attacks = _with_options(_names(args.attacks, "--attacks"), attack_opts, "--attack-option", ATTACKS.names)
     defenses = _with_options(_names(args.defenses, "--defenses"), _per_component(args.defense_option, "--defense-option"),
                              "--defense-option", DEFENSES.names)
-    victim = api.victim(args.model, device=args.device, options=parse_key_values(args.model_option, "model option") or None,
+    victim = api.victim(args.model, device=args.device or "auto", options=parse_key_values(args.model_option, "model option") or None,
                         **recipe_args(args))
     ev = evaluate(args.dataset, victim, args.fraction, attacks=attacks, defenses=defenses, seeds=_seeds(args.seeds),
                   time_budget=args.time_budget, backend=args.backend, workers=args.workers, out=args.out,

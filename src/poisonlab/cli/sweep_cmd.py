@@ -1,4 +1,7 @@
-"""``poisonlab sweep GRID.yaml``: run a grid of protocol runs, resumably, locally or on Ray."""
+"""poisonlab sweep GRID.yaml: expand GRID.yaml (base + cases x grid), validate every run, then run the
+ones without a result in OUT/results.jsonl, in local processes or on Ray. Re-run the same command to
+resume (also after kill -9). Exit code 0: every run ok; 1: some runs failed (recorded with their
+error); 2: invalid grid."""
 
 from __future__ import annotations
 
@@ -6,33 +9,31 @@ import argparse
 
 from ..api import sweep
 from ..sweeps import SweepPlan
-from .backend_flags import add_backend_args
-from .recipe_flags import add_recipe_args, recipe_args
+from .grid_flags import GridHelp, add_grid_args
+from .recipe_flags import recipe_args
+
+#: what the shared grid flags do in a sweep
+FLAGS = GridHelp(workers="default 1; 0 = inside this process", ray="default without --address: one per CPU",
+                 cache="artifact cache of clean victims, targets, generators (default <cache root>/artifacts; "
+                       "see `poisonlab cache ls`)",
+                 device="train every run on this device (auto, cpu, cuda, cuda:N), as if the grid's base said "
+                        "device: ...; the device is part of each run's id, so GPU and CPU results are kept apart. "
+                        "Checked before anything runs (local backend: against this machine)",
+                 recipe="; every run, as if the grid's base said it")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run a YAML grid of configs (resumable; local processes or Ray)",
-                       description="Expand GRID.yaml (base + cases x grid), validate every run, then run the ones "
-                                   "without a result in OUT/results.jsonl. Re-run the same command to resume (also after kill -9). "
-                                   "Exit code 0: every run ok; 1: some runs failed (recorded with their error); "
-                                   "2: invalid grid.")
+                       description=__doc__)
     p.add_argument("grid", metavar="GRID.yaml")
     p.add_argument("--out", help="sweep directory (default sweeps/<grid name>)")
-    add_backend_args(p, workers_default="default 1; 0 = inside this process",
-                     ray_default="default without --address: one per CPU")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
-    p.add_argument("--cache-dir", help="artifact cache of clean victims, targets, generators "
-                                       "(default <cache root>/artifacts; see `poisonlab cache ls`)")
     p.add_argument("--no-cache", action="store_true", help="train every clean victim anew")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs, run nothing")
     p.add_argument("--mlflow", metavar="URI",
                    help="also log each finished run to MLflow at URI, e.g. sqlite:///mlflow.db (experiment = grid name)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--device", help="train every run on this device (auto, cpu, cuda, cuda:N), as if the grid's base "
-                   "said device: ...; the device is part of each run's id, so GPU and CPU results are kept apart. "
-                   "Checked before anything runs (local backend: against this machine)")
-    add_recipe_args(p, note="; every run, as if the grid's base said it")
+    add_grid_args(p, FLAGS)
     p.set_defaults(handler=run)
 
 
