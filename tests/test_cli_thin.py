@@ -146,3 +146,21 @@ def test_the_spec_functions_check_their_arguments_before_any_work(tmp_path):
         poisonlab.make_target(spec, "gradpc", options={"nope": 1})
     with pytest.raises(ConfigError):
         poisonlab.transfer(spec, ["lr"], ["no_such_model"])
+
+
+def test_sweep_and_evaluate_take_the_same_grid_flags_with_the_same_meaning():
+    """The flags both grid commands share (cli/grid_flags.py) parse to the same values in both."""
+    from poisonlab.cli.main import build_parser
+
+    shared = ["--backend", "ray", "--workers", "3", "--device", "cpu", "--cache-dir", "C", "--quiet",
+              "--epochs", "5", "--optimizer", "adam", "--no-nesterov"]
+    sweep = build_parser(["sweep"]).parse_args(["sweep", "grid.yaml", *shared])
+    ev = build_parser(["evaluate"]).parse_args(["evaluate", "--dataset", "digits", "--out", "o", *shared])
+    keys = ("backend", "workers", "device", "cache_dir", "quiet", "epochs", "optimizer", "nesterov", "lr")
+    assert {k: getattr(sweep, k) for k in keys} == {k: getattr(ev, k) for k in keys} == {
+        "backend": "ray", "workers": 3, "device": "cpu", "cache_dir": "C", "quiet": True, "epochs": 5,
+        "optimizer": "adam", "nesterov": False, "lr": None}
+    # without the flags: the same defaults (evaluate's device None means auto, as the victim reads it)
+    sweep = build_parser(["sweep"]).parse_args(["sweep", "grid.yaml"])
+    ev = build_parser(["evaluate"]).parse_args(["evaluate", "--dataset", "digits", "--out", "o"])
+    assert {k: getattr(sweep, k) for k in keys} == {k: getattr(ev, k) for k in keys}
